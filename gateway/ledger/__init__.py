@@ -1,0 +1,1 @@
+"""The yearly export ledger: distinct subjects per organisation, category and year."""

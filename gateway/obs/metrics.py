@@ -1,0 +1,173 @@
+"""Every metric the gateway exports, in one place (SPEC §8, STYLE.md §8).
+
+Metrics live in an app-owned :class:`prometheus_client.CollectorRegistry`, so
+two gateways in one process (the tests, ``make run``) never share counters.
+Label sets are fixed and low-cardinality: route, direction, decision, rule
+id, label id, stage, result, reason, kind, organisation, category, cert name.
+Never a transfer id, a file name, a sender token or a matched value.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+#: Transfer durations span 1 KB pushes (milliseconds) to multi-GB datasets (minutes).
+TRANSFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+#: fsync of a batched audit write: sub-millisecond on NVMe, tens of ms on network disks.
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+#: The documented label names of every metric; a test checks the export against it.
+METRIC_LABELS: dict[str, tuple[str, ...]] = {
+    "gateway_transfers_total": ("route", "direction", "decision", "rule"),
+    "gateway_transfer_bytes_total": ("route", "stage"),
+    "gateway_transfer_duration_seconds": ("route", "decision"),
+    "gateway_inflight_transfers": (),
+    "gateway_classifier_bytes_total": (),
+    "gateway_classifier_seconds_total": (),
+    "gateway_detections_total": ("label",),
+    "gateway_policy_reloads_total": ("result",),
+    "gateway_policy_info": ("version", "name"),
+    "gateway_policy_last_reload_success_timestamp_seconds": (),
+    "gateway_audit_records_total": (),
+    "gateway_audit_write_failures_total": (),
+    "gateway_audit_fsync_seconds": (),
+    "gateway_audit_tree_size": (),
+    "gateway_audit_last_checkpoint_timestamp_seconds": (),
+    "gateway_fail_closed_total": ("reason",),
+    "gateway_upstream_errors_total": ("route", "kind"),
+    "gateway_ledger_subjects": ("organisation", "category"),
+    "gateway_ledger_threshold_subjects": ("category", "mechanism"),
+    "gateway_tls_cert_expiry_seconds": ("cert",),
+}
+
+
+class Metrics:
+    """The gateway's metrics, registered in their own registry.
+
+    Args:
+        registry: where to register; a fresh registry (with process metrics)
+            when omitted.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+        self.registry = registry
+        r = registry
+        self.transfers = Counter(
+            "gateway_transfers",
+            "Transfers by route, direction, final decision and deciding rule.",
+            METRIC_LABELS["gateway_transfers_total"],
+            registry=r,
+        )
+        self.transfer_bytes = Counter(
+            "gateway_transfer_bytes",
+            "Payload bytes by route and stage (received, forwarded, blocked).",
+            METRIC_LABELS["gateway_transfer_bytes_total"],
+            registry=r,
+        )
+        self.transfer_duration = Histogram(
+            "gateway_transfer_duration_seconds",
+            "Time from first byte received to verdict returned.",
+            METRIC_LABELS["gateway_transfer_duration_seconds"],
+            buckets=TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_transfers", "Transfers currently in progress.", registry=r
+        )
+        self.classifier_bytes = Counter(
+            "gateway_classifier_bytes", "Bytes fed to the classifier.", registry=r
+        )
+        self.classifier_seconds = Counter(
+            "gateway_classifier_seconds", "Seconds spent in the classifier.", registry=r
+        )
+        self.detections = Counter(
+            "gateway_detections",
+            "Findings by label.",
+            METRIC_LABELS["gateway_detections_total"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "gateway_policy_reloads",
+            "Policy loads by result (success, failure).",
+            METRIC_LABELS["gateway_policy_reloads_total"],
+            registry=r,
+        )
+        self.policy_info = Gauge(
+            "gateway_policy_info",
+            "The policy set in force (value 1).",
+            METRIC_LABELS["gateway_policy_info"],
+            registry=r,
+        )
+        self.policy_last_reload_success = Gauge(
+            "gateway_policy_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful policy load.",
+            registry=r,
+        )
+        self.audit_records = Counter(
+            "gateway_audit_records", "Audit records durably written.", registry=r
+        )
+        self.audit_write_failures = Counter(
+            "gateway_audit_write_failures", "Audit writes or fsyncs that failed.", registry=r
+        )
+        self.audit_fsync = Histogram(
+            "gateway_audit_fsync_seconds",
+            "Duration of one batched audit fsync.",
+            buckets=FSYNC_BUCKETS,
+            registry=r,
+        )
+        self.audit_tree_size = Gauge(
+            "gateway_audit_tree_size", "Records in the audit Merkle tree.", registry=r
+        )
+        self.audit_last_checkpoint = Gauge(
+            "gateway_audit_last_checkpoint_timestamp_seconds",
+            "Unix time of the last signed checkpoint.",
+            registry=r,
+        )
+        self.fail_closed = Counter(
+            "gateway_fail_closed",
+            "Transfers refused because the gateway could not decide safely, by reason.",
+            METRIC_LABELS["gateway_fail_closed_total"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Failures talking to the destination or twin, by kind.",
+            METRIC_LABELS["gateway_upstream_errors_total"],
+            registry=r,
+        )
+        self.ledger_subjects = Gauge(
+            "gateway_ledger_subjects",
+            "Distinct subjects exported this calendar year (UTC+8).",
+            METRIC_LABELS["gateway_ledger_subjects"],
+            registry=r,
+        )
+        self.ledger_threshold = Gauge(
+            "gateway_ledger_threshold_subjects",
+            "Thresholds of the 2024 Provisions the ledger is compared against.",
+            METRIC_LABELS["gateway_ledger_threshold_subjects"],
+            registry=r,
+        )
+        self.tls_cert_expiry = Gauge(
+            "gateway_tls_cert_expiry_seconds",
+            "Seconds until a configured certificate expires.",
+            METRIC_LABELS["gateway_tls_cert_expiry_seconds"],
+            registry=r,
+        )
+        # 2024 Provisions (REGULATIONS.md): the numbers the dashboard draws as lines.
+        self.ledger_threshold.labels("personal", "standard-contract").set(100_000)
+        self.ledger_threshold.labels("personal", "security-assessment").set(1_000_000)
+        self.ledger_threshold.labels("sensitive", "security-assessment").set(10_000)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)
