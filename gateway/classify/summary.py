@@ -47,7 +47,7 @@ class ScanSummary:
     """Everything the classifier learned from one stream of bytes.
 
     Attributes:
-        bytes: number of input bytes fed (before decoding).
+        size: number of input bytes fed (before decoding); ``bytes`` in JSON.
         sha256: hex SHA-256 of the input bytes.
         content: detected type, charset and layers.
         labels: findings per label; labels with zero findings are absent.
@@ -65,7 +65,7 @@ class ScanSummary:
         distinct_capped: True when the distinct-value bound was reached.
     """
 
-    bytes: int
+    size: int
     sha256: str
     content: ContentInfo
     labels: Mapping[str, LabelStats]
@@ -85,7 +85,7 @@ class ScanSummary:
         out: dict[str, Any] = {}
         if path is not None:
             out["path"] = path
-        out["bytes"] = self.bytes
+        out["bytes"] = self.size
         out["sha256"] = self.sha256
         out["content"] = {
             "type": self.content.type,
