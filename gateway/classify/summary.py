@@ -60,9 +60,10 @@ class ScanSummary:
         digests: per label, the keyed hashes (HMAC-SHA-256 with the gateway
             secret, truncated to 16 bytes) of the distinct values found. The
             ledger unions these per organisation and year. Exact up to a
-            bounded number of values per scan; beyond it ``distinct_capped``
-            is set and ``distinct``/``subjects`` are lower bounds.
-        distinct_capped: True when the distinct-value bound was reached.
+            bound per label (and a total bound for all labels); beyond it
+            ``distinct_capped`` is set and ``distinct``/``subjects`` are lower
+            bounds, and the policy engine uses finding counts instead.
+        distinct_capped: True when a distinct-value bound was reached.
     """
 
     size: int

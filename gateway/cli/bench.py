@@ -1,9 +1,16 @@
-"""``gateway`` sub-commands of the bench group (being built)."""
+"""``gateway bench``: performance measurements with their own generated data (SPEC §9)."""
 
 from __future__ import annotations
 
 import argparse
 
+from gateway.bench import classify, proxy
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this group's sub-commands (none yet)."""
+    """Add ``bench`` and its sub-commands."""
+    bench = subparsers.add_parser("bench", help="measure throughput, latency and memory")
+    commands = bench.add_subparsers(dest="bench_command", metavar="COMMAND")
+    commands.required = True
+    classify.add_parser(commands)
+    proxy.add_parser(commands)

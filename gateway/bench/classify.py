@@ -1,0 +1,412 @@
+"""``gateway bench classify``: generated data, classifier and whole-path MB/s.
+
+Three kinds of data (SPEC §9, issue 2), generated deterministically from a seed:
+
+``prose``
+    clean English and Chinese prose with years, percentages and amounts, no
+    identifiers (target: classifier ≥ 1,000 MB/s, whole path ≥ 600 MB/s).
+``numeric``
+    scientific CSV: sample ids, timestamps, floats printed the way analysis
+    tools print them (fixed, exponent, full ``repr``) and integer read counts
+    (≥ 300 / 250 MB/s).
+``pii``
+    PII-dense CSV of clinic visits: one identifier per ~200-byte row (Resident
+    ID, phone, e-mail, HKID, card, USCC, HK phone), drawn from a population of
+    :data:`PII_POPULATION` people, as in an event log where people recur
+    (≥ 150 / 120 MB/s).
+
+"Classifier" is the :class:`~gateway.classify.matcher.TextMatcher` fed the
+text (Hyperscan, validation, counting, keyed hashing); "whole path" is
+:class:`~gateway.classify.engine.Scanner` (SHA-256 + decode + classify) fed
+:data:`CHUNK_BYTES` chunks, which is what ``gateway scan`` does (``--chunk-size
+65536`` feeds what the proxy does). The baseline,
+measured in the same run, is plain SHA-256 over the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+from gateway.classify import validators as V
+from gateway.classify.detectors import DetectorSet
+from gateway.classify.engine import Scanner
+from gateway.classify.matcher import TextMatcher
+
+#: Default chunk size fed to the scanner: what ``gateway scan`` reads per call.
+#: ``--chunk-size 65536`` measures what the proxy feeds instead.
+CHUNK_BYTES: Final = 1 << 20
+
+#: Largest ``--chunk-size`` accepted (the largest ``gateway scan`` reads).
+MAX_CHUNK_BYTES: Final = 64 << 20
+
+#: People in the PII-dense data set; recurring, as in a visit or transaction log.
+PII_POPULATION: Final = 20_000
+
+#: SPEC §9 and issue 2 targets, MB/s: (classifier alone, whole scan path).
+TARGETS: Final[dict[str, tuple[float, float]]] = {
+    "prose": (1000.0, 600.0),
+    "numeric": (300.0, 250.0),
+    "pii": (150.0, 120.0),
+}
+
+#: Default data size per kind (MB): large enough to dwarf per-scan set-up.
+DEFAULT_SIZE_MB: Final = 64
+
+_MB: Final = 1_000_000
+
+_WORDS: Final = (  # noqa: SIM905 - a sentence reads better than a list of words
+    "the research team shared results with partners in the other park after review of "
+    "methods data quality controls and the agreed schedule for joint publication while "
+    "students prepared samples equipment and reports for the next phase of the project "
+    "including budget travel training and open questions about licensing and storage "
+    "innovation cooperation zone laboratory model simulation network battery material "
+    "robotics semiconductor sensor imaging protein analysis platform software release"
+).split()
+_CJK: Final = (
+    "科研团队",
+    "合作区",
+    "实验室",
+    "数据质量",
+    "深港科技创新",
+    "联合发表",
+    "研究成果",
+    "项目进度",
+    "创新平台",
+    "人工智能",
+    "新材料",
+    "生物医药",
+    "河套",
+    "会议纪要",
+)
+
+
+def _prose(rng: random.Random, size: int) -> bytes:
+    parts: list[str] = []
+    total = 0
+    while total < size:
+        sentence = [rng.choice(_WORDS) for _ in range(rng.randint(8, 20))]
+        roll = rng.random()
+        if roll < 0.2:
+            sentence.insert(rng.randrange(len(sentence)), str(rng.randint(1990, 2026)))
+        elif roll < 0.35:
+            sentence.insert(rng.randrange(len(sentence)), f"{rng.uniform(0, 100):.1f}%")
+        elif roll < 0.45:
+            sentence.insert(rng.randrange(len(sentence)), f"HK${rng.randint(1, 999)},000")
+        if rng.random() < 0.3:
+            sentence.append("".join(rng.choice(_CJK) for _ in range(rng.randint(1, 4))) + "。")
+        text = " ".join(sentence).capitalize() + (". " if rng.random() < 0.8 else ".\n\n")
+        parts.append(text)
+        total += len(text.encode())
+    return "".join(parts).encode()[:size]
+
+
+def _numeric(rng: random.Random, size: int) -> bytes:
+    rows = ["plate,well,timestamp,temperature_c,absorbance,concentration,ratio,read_count,depth\n"]
+    total = len(rows[0])
+    n = 0
+    while total < size:
+        n += 1
+        row = (
+            f"p{n // 96:05d},{'ABCDEFGH'[n % 8]}{n % 12 + 1:02d},"
+            f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d},"
+            f"{rng.uniform(-20, 40):.4f},{rng.random():.6f},{rng.uniform(0, 1e-3):.3e},"
+            f"{rng.random()!r},{rng.randint(1, 999_999_999)},{rng.randint(0, 5000)}\n"
+        )
+        rows.append(row)
+        total += len(row)
+    return "".join(rows).encode()[:size]
+
+
+def _resident_id(rng: random.Random) -> str:
+    province = rng.choice(sorted(V.PROVINCE_CODES)).decode()
+    body = (
+        f"{province}{rng.randint(0, 9999):04d}{rng.randint(1950, 2010)}"
+        f"{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
+    )
+    return body + chr(V.mod11_2_check_char(body.encode()))
+
+
+def _hkid(rng: random.Random) -> str:
+    letter = chr(rng.randint(65, 90))
+    digits = f"{rng.randint(0, 999_999):06d}"
+    check = chr(V.hkid_check_char(letter.encode(), digits.encode()))
+    return f"{letter}{digits}({check})"
+
+
+def _card(rng: random.Random) -> str:
+    body = rng.choice(("4", "62", "51", "35")) + "".join(str(rng.randint(0, 9)) for _ in range(13))
+    body = body[:15]
+    for check in "0123456789":
+        if V.luhn_ok((body + check).encode()):
+            digits = body + check
+            return " ".join(digits[i : i + 4] for i in range(0, 16, 4))
+    raise AssertionError("unreachable: one Luhn digit always fits")
+
+
+def _uscc(rng: random.Random) -> str:
+    alphabet = V.USCC_ALPHABET.decode()
+    body = "91" + f"{rng.randint(110000, 659999)}" + "".join(rng.choice(alphabet) for _ in range(9))
+    return body + chr(V.uscc_check_char(body.encode()))
+
+
+def _person(rng: random.Random, n: int) -> tuple[str, ...]:
+    return (
+        _resident_id(rng),
+        f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}",
+        f"patient{n}@mail{rng.randint(1, 50)}.example.com",
+        _hkid(rng),
+        _card(rng),
+        _uscc(rng),
+        f"+852 {rng.randint(2000, 9999)} {rng.randint(0, 9999):04d}",
+    )
+
+
+@lru_cache(maxsize=2)
+def _population(seed: int) -> tuple[tuple[str, ...], ...]:
+    """The people of the PII data set (cached: building them takes about a second)."""
+    rng = random.Random(seed)
+    return tuple(_person(rng, n) for n in range(PII_POPULATION))
+
+
+def _pii(rng: random.Random, size: int) -> bytes:
+    people = _population(rng.getrandbits(32))
+    clinics = ("Futian", "Nanshan", "Lok Ma Chau", "Sha Tin", "Kowloon Tong", "Qianhai")
+    header = "visit_id,date,clinic,amount_hkd,contact,notes\n"
+    rows = [header]
+    total = len(header)
+    n = 0
+    while total < size:
+        n += 1
+        ident = rng.choice(people)[n % 7]
+        head = (
+            f"V{n:08d},2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d},"
+            f"{rng.choice(clinics)},{rng.uniform(50, 5000):.2f},{ident},"
+        )
+        note: list[str] = []
+        length = len(head)
+        while length < 190:
+            word = rng.choice(_WORDS)
+            note.append(word)
+            length += len(word) + 1
+        row = head + " ".join(note) + "\n"
+        rows.append(row)
+        total += len(row)
+    return "".join(rows).encode()[:size]
+
+
+#: Data generators by kind.
+GENERATORS: Final[dict[str, Callable[[random.Random, int], bytes]]] = {
+    "prose": _prose,
+    "numeric": _numeric,
+    "pii": _pii,
+}
+
+
+def generate(kind: str, size: int, seed: int = 2) -> bytes:
+    """``size`` bytes of generated data of ``kind`` (``prose``, ``numeric`` or ``pii``)."""
+    return GENERATORS[kind](random.Random(f"{seed}:{kind}"), size)
+
+
+@dataclass(frozen=True, slots=True)
+class KindResult:
+    """Best-of-N throughput for one kind of data.
+
+    Attributes:
+        kind: ``prose``, ``numeric`` or ``pii``.
+        size: bytes per run.
+        classifier_mbps: best classifier-alone MB/s (1 MB = 10^6 bytes).
+        classifier_runs: every classifier run's MB/s (spread on a shared machine).
+        scan_mbps: best whole-path MB/s.
+        scan_runs: every whole-path run's MB/s.
+        sha256_mbps: baseline, plain SHA-256 MB/s in the same run.
+        findings: total findings in one scan (shows the classifier did its work).
+        subjects: ``subjects`` of one scan.
+        targets: the (classifier, whole path) targets.
+    """
+
+    kind: str
+    size: int
+    classifier_mbps: float
+    classifier_runs: tuple[float, ...]
+    scan_mbps: float
+    scan_runs: tuple[float, ...]
+    sha256_mbps: float
+    findings: int
+    subjects: int
+    targets: tuple[float, float]
+
+    @property
+    def passed(self) -> bool:
+        """Both targets met."""
+        return self.classifier_mbps >= self.targets[0] and self.scan_mbps >= self.targets[1]
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (MB/s rounded to 0.1)."""
+        return {
+            "kind": self.kind,
+            "bytes": self.size,
+            "classifier_mbps": round(self.classifier_mbps, 1),
+            "classifier_runs": [round(x, 1) for x in self.classifier_runs],
+            "scan_mbps": round(self.scan_mbps, 1),
+            "scan_runs": [round(x, 1) for x in self.scan_runs],
+            "sha256_mbps": round(self.sha256_mbps, 1),
+            "scan_vs_sha256": round(self.scan_mbps / self.sha256_mbps, 3),
+            "findings": self.findings,
+            "subjects": self.subjects,
+            "target_classifier_mbps": self.targets[0],
+            "target_scan_mbps": self.targets[1],
+            "passed": self.passed,
+        }
+
+
+def _classify_once(
+    detectors: DetectorSet, secret: bytes, data: bytes, chunk: int = CHUNK_BYTES
+) -> float:
+    matcher = TextMatcher(detectors, secret)
+    view = memoryview(data)
+    started = time.perf_counter()
+    matcher.begin_member("text/csv")
+    for i in range(0, len(data), chunk):
+        matcher.text(bytes(view[i : i + chunk]))
+    matcher.end_member()
+    matcher.result()
+    return time.perf_counter() - started
+
+
+def _scan_once(
+    detectors: DetectorSet, secret: bytes, data: bytes, chunk: int = CHUNK_BYTES
+) -> tuple[float, int, int]:
+    scanner = Scanner(detectors, secret)
+    view = memoryview(data)
+    started = time.perf_counter()
+    for i in range(0, len(data), chunk):
+        scanner.feed(bytes(view[i : i + chunk]))
+    summary = scanner.finish()
+    elapsed = time.perf_counter() - started
+    return elapsed, sum(s.count for s in summary.labels.values()), summary.subjects
+
+
+def _sha256_once(data: bytes) -> float:
+    view = memoryview(data)
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    for i in range(0, len(data), CHUNK_BYTES):
+        digest.update(view[i : i + CHUNK_BYTES])
+    digest.hexdigest()
+    return time.perf_counter() - started
+
+
+def run(
+    size_mb: float = DEFAULT_SIZE_MB,
+    repeat: int = 3,
+    kinds: tuple[str, ...] = ("prose", "numeric", "pii"),
+    detectors: DetectorSet | None = None,
+    chunk: int = CHUNK_BYTES,
+) -> list[KindResult]:
+    """Generate each kind of data and measure it ``repeat`` times; best and spread.
+
+    Slicing each ``chunk`` (a memcpy, as a reader's ``read()`` would do) is
+    inside the measurement.
+    """
+    detectors = detectors or DetectorSet.build()
+    secret = os.urandom(32)
+    size = max(1, int(size_mb * _MB))
+    results: list[KindResult] = []
+    for kind in kinds:
+        data = generate(kind, size)
+        classify_runs = tuple(
+            len(data) / _MB / _classify_once(detectors, secret, data, chunk) for _ in range(repeat)
+        )
+        scans = [_scan_once(detectors, secret, data, chunk) for _ in range(repeat)]
+        scan_runs = tuple(len(data) / _MB / s[0] for s in scans)
+        sha = max(len(data) / _MB / _sha256_once(data) for _ in range(repeat))
+        results.append(
+            KindResult(
+                kind=kind,
+                size=len(data),
+                classifier_mbps=max(classify_runs),
+                classifier_runs=classify_runs,
+                scan_mbps=max(scan_runs),
+                scan_runs=scan_runs,
+                sha256_mbps=sha,
+                findings=scans[0][1],
+                subjects=scans[0][2],
+                targets=TARGETS[kind],
+            )
+        )
+    return results
+
+
+def render(results: list[KindResult], as_json: bool) -> str:
+    """The report: one JSON object, or a table with targets and the spread of runs."""
+    if as_json:
+        return json.dumps(
+            {
+                "benchmark": "classify",
+                "mb": "10^6 bytes",
+                "cores": "one scanning thread (+ the SHA-256 helper thread in the scan path)",
+                "results": [r.to_json() for r in results],
+                "passed": all(r.passed for r in results),
+            }
+        )
+    lines = [
+        f"{'data':<8} {'classifier MB/s':>16} {'target':>7} {'scan MB/s':>10} {'target':>7} "
+        f"{'sha256':>8} {'scan/sha':>8} {'findings':>9}  runs (classifier | scan)"
+    ]
+    for r in results:
+        runs = " ".join(f"{x:.0f}" for x in r.classifier_runs)
+        scans = " ".join(f"{x:.0f}" for x in r.scan_runs)
+        lines.append(
+            f"{r.kind:<8} {r.classifier_mbps:>16.1f} {r.targets[0]:>7.0f} {r.scan_mbps:>10.1f} "
+            f"{r.targets[1]:>7.0f} {r.sha256_mbps:>8.0f} {r.scan_mbps / r.sha256_mbps:>8.3f} "
+            f"{r.findings:>9}  {runs} | {scans}"
+        )
+    lines.append("all targets met" if all(r.passed for r in results) else "targets NOT met")
+    return "\n".join(lines)
+
+
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``gateway bench classify`` to the bench group."""
+    parser = bench_subparsers.add_parser(
+        "classify",
+        help="classifier and whole scan path MB/s on generated prose, numeric and PII CSV",
+        description="Generates clean prose, numeric-heavy scientific CSV and PII-dense CSV "
+        "and prints MB/s for the classifier alone and the whole scan path (SPEC §9).",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--size", type=float, default=DEFAULT_SIZE_MB, metavar="MB", help="data per kind (MB)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per measurement")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_BYTES,
+        metavar="N",
+        help=f"bytes per feed (default {CHUNK_BYTES}; the proxy feeds 65536)",
+    )
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.size <= 0 or args.repeat < 1:
+        print("gateway bench classify: --size and --repeat must be positive", file=sys.stderr)
+        return 2
+    if not 1 <= args.chunk_size <= MAX_CHUNK_BYTES:
+        print(
+            f"gateway bench classify: --chunk-size must be 1 to {MAX_CHUNK_BYTES}", file=sys.stderr
+        )
+        return 2
+    print(render(run(args.size, args.repeat, chunk=args.chunk_size), args.json))
+    return 0

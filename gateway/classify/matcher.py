@@ -1,0 +1,1154 @@
+"""TextMatcher: Hyperscan streaming over text members, validation, counting.
+
+The decoder drives a :class:`TextMatcher` through the ``TextSink`` methods
+(``begin_member``, ``text``, ``end_member``, ``unscannable``). Per member the
+matcher owns one stream on each of the detector set's two Hyperscan databases.
+Per chunk it:
+
+1. scans the chunk with both streams; the callback only records one packed
+   int per hit (``end << 20 | id``); runs of 60 bases are found with
+   ``bytes.translate`` and recorded the same way;
+2. sorts the hits by end offset, then id (Hyperscan's order among equal end
+   offsets is not part of its contract, ours must be);
+3. runs one small handler per hit on a ``window`` that holds at least the
+   :data:`TAIL_BYTES` before the hit (the chunk itself, or for hits near its
+   start the tail of earlier text + its beginning). Every look-back is bounded
+   by :data:`~gateway.classify.detectors.CONTEXT_BYTES` and every position is
+   an absolute stream offset, so the outcome does not depend on where chunks
+   were cut, and memory does not depend on input size.
+
+A member is framed by one ``\\n`` before and two after it: the patterns
+include the boundary byte on each side (and some one byte of look-ahead), so
+the frame makes an identifier at the very start or end of a member look like
+any other.
+
+Precedence (SPEC §3.1): validated candidates of ``pii.cn_resident_id``,
+``org.cn_uscc``, ``pii.bank_card``, ``pii.cn_phone`` and ``pii.hk_phone`` whose
+spans overlap are one finding, of the first label in that order. The same
+rule merges overlapping findings of one label (``J45`` and ``J45.9``,
+``+86 138…`` seen by two pattern variants). A candidate stays pending until
+the next candidate of its group shows it is not overlapped.
+
+Distinct values are kept as canonical bytes in per-label sets (bounded per
+label by :data:`MAX_DISTINCT_PER_LABEL` and over all labels by
+:data:`MAX_DISTINCT_VALUES`), so each distinct value is HMAC-ed exactly once,
+in :meth:`TextMatcher.result`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import hyperscan
+
+from gateway.classify import detectors as D
+from gateway.classify import labels as L
+from gateway.classify import validators as V
+from gateway.classify.summary import LabelStats
+
+#: Bytes of earlier text kept before each chunk (see module docstring).
+TAIL_BYTES: Final = D.CONTEXT_BYTES + D.MAX_FIXED_WIDTH
+
+#: Distinct values tracked per label and scan. Above the 100,000-person
+#: threshold of the CAC Provisions (REGULATIONS.md) so one transfer can show it
+#: crosses it exactly. Past it, that label's ``distinct`` (and ``subjects``)
+#: become lower bounds and ``distinct_capped`` is set; other labels go on counting.
+MAX_DISTINCT_PER_LABEL: Final = 250_000
+
+#: Distinct values tracked per scan over all labels: the memory bound (about
+#: 100 bytes each, so at most ~50 MB per scan). Twice the per-label bound, so
+#: one label that fills its bound leaves as much again for all the others.
+MAX_DISTINCT_VALUES: Final = 2 * MAX_DISTINCT_PER_LABEL
+
+#: Validation results remembered per validator (candidate bytes -> bool), so a
+#: value repeated through a file is checked once. ~100 bytes per entry, four
+#: validators: at most ~6.5 MB per scan.
+MEMO_ENTRIES: Final = 16_384
+
+#: Text is scanned in slices of at most this size, which bounds the hit list
+#: of one scan call (a slice of back-to-back phone numbers: ~22,000 hits, ~2 MB)
+#: however large the chunks the caller feeds.
+SCAN_SLICE_BYTES: Final = 256 * 1024
+
+#: ``content.unscannable`` reasons kept verbatim; further ones are only counted.
+MAX_REASONS: Final = 1_000
+
+#: RFC 5321 §4.5.3.1: local part ≤ 64 octets, domain ≤ 255.
+EMAIL_LOCAL_MAX: Final = 64
+EMAIL_DOMAIN_MAX: Final = 255
+
+#: Longest "lat, long" text parsed back from its end (two numbers with up to
+#: ~40 decimals each, and a key between them); a longer one is not a location
+#: someone typed.
+GEO_TEXT_MAX: Final = 128
+
+#: Bytes of a genetic record's header/line kept as its identity for distinct counting.
+RECORD_ID_BYTES: Final = 64
+
+#: Base-64 bytes of a private key block used as its identity: the first ones
+#: after its BEGIN line, or for a block whose BEGIN was cut off, the last ones
+#: before its END line (one 64-character PEM line, RFC 7468 §2).
+PEM_ID_BYTES: Final = 64
+
+#: Bytes after a BEGIN line read for those first 64 (room for line breaks and
+#: the armor headers of OpenPGP, RFC 9580 §6.2); always inside the context buffer.
+PEM_SAMPLE_BYTES: Final = 256
+
+#: Bits of a packed hit that hold the expression id (a million expressions).
+_ID_BITS: Final = 20
+_ID_MASK: Final = (1 << _ID_BITS) - 1
+
+#: ``bytes.translate`` table: nucleotide bytes (SPEC §3.1) -> 0x01, others -> 0x00.
+_BASE_TABLE: Final = bytes(1 if c in D.GENETIC_BASES else 0 for c in range(256))
+_GENETIC_MIN: Final = D.GENETIC_MIN_RUN
+_GENETIC_RUN_MARKS: Final = b"\x01" * _GENETIC_MIN
+#: Strides of the samples that rule out runs of bases in a chunk: a run of 60
+#: shows as 60 // stride base samples in a row. The coarse one (5 in a row)
+#: clears digits and CSV at twice the speed of the fine one; in English prose
+#: (a quarter of the bytes are a/c/g/t/n) only the fine one (10 in a row,
+#: about once per MB) clears chunks, so a member that needed it once keeps it.
+_GENETIC_STRIDES: Final = (12, 6)
+_GENETIC_SAMPLE_RUNS: Final = {k: b"\x01" * (_GENETIC_MIN // k) for k in _GENETIC_STRIDES}
+#: Below this size a chunk is translated whole (the sample saves nothing).
+_GENETIC_SAMPLE_MIN_BYTES: Final = 1024
+
+#: Built-in hotwords per class, lower-cased, with whether each must be a whole
+#: word (the ASCII ones: "hotel" and "telemetry" hold no "tel").
+_BUILTIN_HOTWORDS: Final = {
+    cls: tuple((w.lower().encode(), w.isascii() and w.isalpha()) for w in words)
+    for cls, words in D.BUILTIN_HOTWORDS.items()
+}
+
+#: Hotword position meaning "none seen in this member".
+_NEVER: Final = -(1 << 62)
+
+#: Precedence group key for the pending-candidate table (labels use their index ≥ 0).
+_PRECEDENCE_GROUP: Final = -1
+_RANK: Final = {label: rank for rank, label in enumerate(L.PRECEDENCE)}
+
+#: Byte classes as 256-entry tables (indexing beats ``bytes.isalnum()`` per byte).
+_ALNUM: Final = bytes(1 if chr(c).isascii() and chr(c).isalnum() else 0 for c in range(256))
+_DIGIT: Final = bytes(1 if 48 <= c <= 57 else 0 for c in range(256))
+_SEPARATOR: Final = frozenset(b" -")
+#: ``bytes.translate`` table: e-mail local-part characters -> 0x01, others -> 0x00.
+_EMAIL_LOCAL_TABLE: Final = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "._%+-") else 0 for c in range(256)
+)
+#: The same for JWT characters (base64url and the dots between the parts).
+_DIGIT_X_TABLE: Final = bytes(1 if _DIGIT[c] or c in b"Xx" else 0 for c in range(256))
+_ICD_TABLE: Final = bytes(1 if _ALNUM[c] or c == 0x2E else 0 for c in range(256))
+_LETTER: Final = bytes(1 if chr(c).isascii() and chr(c).isalpha() else 0 for c in range(256))
+#: SPEC §3.1 ICD-10 code shape.
+_ICD: Final = re.compile(rb"[A-TV-Z][0-9][0-9AB](?:\.[0-9A-Z]{1,4})?")
+#: A last group of at most this many characters (separator included: 3
+#: digits) is no group of a grouped number: cards and phones group in 4s.
+_SHORT_GROUP: Final = 4
+#: Widest group of a grouped number (the Amex 4-6-5 print layout).
+_GROUP_DIGITS_MAX: Final = 6
+#: Longest grouped number: 19 digits in fours = 23 bytes.
+_GROUPED_MAX: Final = 23
+#: Grouped shapes as class masks (d = digit, s = the separator), with their label.
+_GROUP_SHAPES: Final = tuple(
+    (mask.encode(), label)
+    for mask, label in (
+        ("dddsddddsdddd", L.CN_PHONE),
+        ("ddddsdddd", L.HK_PHONE),
+        ("ddddsddddsddddsddd", L.BANK_CARD),
+        ("ddddsddddsddddsdddd", L.BANK_CARD),
+        ("ddddsddddsddddsddddsd", L.BANK_CARD),
+        ("ddddsddddsddddsddddsdd", L.BANK_CARD),
+        ("ddddsddddsddddsddddsddd", L.BANK_CARD),
+        ("ddddsddddddsddddd", L.BANK_CARD),
+    )
+)
+#: For a run that is exactly one shape: that shape and the shapes it ends with.
+_GROUP_SUFFIXES: Final = {
+    mask: tuple((m, label) for m, label in _GROUP_SHAPES if mask.endswith(m))
+    for mask, _ in _GROUP_SHAPES
+}
+_GROUP_CLASSES: Final = {
+    sep: bytes(0x64 if 48 <= c <= 57 else 0x73 if c == sep[0] else 0x6F for c in range(256))
+    for sep in (b" ", b"-")
+}
+#: REGULATIONS.md: the second character of E/C + letter + 7 digits is never I or O.
+_DOC_SECOND_LETTER: Final = frozenset(b"ABCDEFGHJKLMNPQRSTUVWXYZ")
+#: Memo tables, one per validator.
+K_MEMO_RESIDENT_ID: Final = 0
+K_MEMO_USCC: Final = 1
+K_MEMO_CARD: Final = 2
+K_MEMO_HKID: Final = 3
+_JWT_TABLE: Final = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_-.") else 0 for c in range(256)
+)
+_GEO_TAIL: Final = re.compile(
+    rb"([0-9]{2,3}\.[0-9]{5,})" + D.GEO_SEPARATOR + rb"([0-9]{2,3}\.[0-9]{5,})\Z"
+)
+_GBA_LAT: Final = (21.5, 23.5)  # SPEC §3.1 geo.precise_location: 21.5-23.5 N
+_GBA_LON: Final = (112.5, 115.0)  # SPEC §3.1: 112.5-115.0 E
+#: IUPAC nucleotide codes (with ambiguity letters) and alignment gaps.
+_IUPAC_NUCLEOTIDES: Final = b"ACGTUNRYKMSWBDHVacgtunrykmswbdhv.-"
+#: At most one letter in 10 of a nucleotide line may be an ambiguity code: the
+#: decoder's sniffer uses the same 90% share of plain bases.
+_NUCLEOTIDE_PARTS: Final = 10
+_RECORD_MARK: Final = {
+    "text/x-fasta": b"\n>",
+    "text/x-fastq": b"\n@",
+    "text/x-vcf": b"\n",
+    "text/x-sam": b"\n",
+}
+
+
+#: Delimiters the diagnosis-column rule recognises in a header line: RFC 4180's
+#: comma, the semicolon of spreadsheets in decimal-comma locales, and tab.
+_COLUMN_DELIMITERS: Final = (b",", b";", b"\t")
+
+
+def _unquoted(line: bytes) -> bytes:
+    """``line`` without the insides of its quoted CSV fields (RFC 4180 ``"…"``, ``""``)."""
+    return b"".join(line.split(b'"')[::2])
+
+
+def _split_cells(line: bytes, sep: bytes) -> list[bytes]:
+    """The cells of one CSV line: ``sep`` splits only outside quotes (RFC 4180)."""
+    cells = [b""]
+    for i, part in enumerate(line.split(b'"')):
+        if i % 2:  # inside quotes
+            cells[-1] += part
+            continue
+        pieces = part.split(sep)
+        cells[-1] += pieces[0]
+        cells.extend(pieces[1:])
+    return cells
+
+
+def _nucleotides(line: bytes) -> bool:
+    """Whether a FASTA sequence line holds nucleotides, not amino acids.
+
+    The same test the decoder's sniffer applies to a whole file (IUPAC
+    nucleotide letters and gaps only, at least 90% plain bases ACGTUN), here
+    per record, as a multi-FASTA may mix records.
+    """
+    line = line.rstrip(b"\r")
+    if not line or line.translate(None, _IUPAC_NUCLEOTIDES):
+        return False
+    letters = line.translate(None, b".-")
+    others = len(letters.translate(None, b"ACGTUNacgtun"))
+    return others * _NUCLEOTIDE_PARTS <= len(letters)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    """What the matcher found, ready for a ``ScanSummary``.
+
+    Attributes:
+        labels: findings per label (labels with none are absent).
+        digests: per label, the truncated keyed hashes of the distinct values.
+        subjects: largest ``distinct`` among personal labels.
+        unscannable: the reasons reported by the decoder, in order.
+        distinct_capped: whether a label reached :data:`MAX_DISTINCT_PER_LABEL`
+            or all together :data:`MAX_DISTINCT_VALUES`.
+    """
+
+    labels: dict[str, LabelStats]
+    digests: dict[str, frozenset[bytes]]
+    subjects: int
+    unscannable: tuple[str, ...]
+    distinct_capped: bool
+
+
+class KeyedHasher:
+    """HMAC-SHA-256 with a fixed key, truncated to 16 bytes, for many short messages.
+
+    The inner and outer pad states are hashed once (RFC 2104) and copied per
+    message: about 2x faster than ``hmac.new`` for identifiers.
+    """
+
+    #: SPEC / architecture: digests are truncated to 16 bytes.
+    DIGEST_BYTES: Final = 16
+    _BLOCK: Final = 64  # SHA-256 block size (RFC 2104 "B")
+
+    def __init__(self, secret: bytes) -> None:
+        key = hashlib.sha256(secret).digest() if len(secret) > self._BLOCK else secret
+        key = key.ljust(self._BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def digest(self, message: bytes) -> bytes:
+        """The first 16 bytes of HMAC-SHA-256(secret, message)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[: self.DIGEST_BYTES]
+
+
+class TextMatcher:
+    """Finds and counts labelled values in text members (a decode ``TextSink``).
+
+    Args:
+        detectors: the compiled detector set (shared, read-only).
+        secret: key for the distinct-value hashes (the gateway secret).
+        today: the date the birth-date check treats as "today" (UTC+8 by default);
+            fixed for the whole scan so one scan sees one calendar.
+        max_distinct: bound on tracked distinct values per label (tests lower it).
+        max_distinct_total: bound on tracked distinct values over all labels.
+    """
+
+    def __init__(
+        self,
+        detectors: D.DetectorSet,
+        secret: bytes,
+        *,
+        today: _dt.date | None = None,
+        max_distinct: int = MAX_DISTINCT_PER_LABEL,
+        max_distinct_total: int = MAX_DISTINCT_VALUES,
+    ) -> None:
+        if len(secret) < 16:
+            raise ValueError("the distinct-count secret must be at least 16 bytes")
+        self._detectors = detectors
+        self._hasher = KeyedHasher(secret)
+        self._dates = V.birth_dates(today or V.today_cst())
+        self._max_distinct = max_distinct
+        self._max_distinct_total = max_distinct_total
+        labels = detectors.labels
+        self._labels = labels
+        self._counts = [0] * len(labels)
+        # Distinct values per label, as dicts rather than sets: a dict whose keys
+        # and values are untracked (bytes, None) is itself untracked by the
+        # cyclic GC, so 100,000s of values are not re-traversed by every full
+        # collection (a set always is; that cost ~20% on PII-dense data).
+        self._values: list[dict[bytes, None]] = [{} for _ in labels]
+        self._tracked = 0
+        self._capped = False
+        self._reasons: list[str] = []
+        self._ix = {label: i for i, label in enumerate(labels)}
+        self._rank = [_RANK.get(label, 0) for label in labels]
+        self._group = [_PRECEDENCE_GROUP if label in _RANK else i for i, label in enumerate(labels)]
+        self._memo: dict[int, dict[bytes, bool]] = {}
+        self._scratches: dict[int, hyperscan.Scratch] = {}
+        # A hit is one int, end << _ID_BITS | id: ints are not tracked by the
+        # cyclic GC, tuples are, and a tuple per hit cost ~25% of PII-dense
+        # scanning in collections. Start offsets exist only for SOM patterns
+        # (custom regexes) and go to a side table.
+        self._hits: list[int] = []
+        self._starts: dict[int, int] = {}
+        hits_append = self._hits.append
+        starts = self._starts
+
+        def on_match(pid: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            hits_append(end << _ID_BITS | pid)
+            if start:
+                starts[end << _ID_BITS | pid] = start
+
+        self._on_match = on_match
+
+        def on_column_match(pid: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            hits_append((end + self._column_delta) << _ID_BITS | pid)
+
+        self._on_column_match = on_column_match
+        self._column_stream: Any = None
+        self._column_scratch: hyperscan.Scratch | None = None
+        self._column_delta = 0
+        self._column_from = -1
+        specs = detectors.specs
+        self._specs = specs
+        table: dict[int, Callable[[int, int, int, int], None]] = {
+            D.K_DIGITS: self._h_digits,
+            D.K_USCC: self._h_uscc,
+            D.K_GROUPED: self._h_grouped,
+            D.K_LETTERS: self._h_letters,
+            D.K_HKID_BRACKETS: self._h_hkid_brackets,
+            D.K_EMAIL: self._h_email,
+            D.K_GEO: self._h_geo,
+            D.K_CRED_FIXED: self._h_fixed_value,
+            D.K_JWT: self._h_jwt,
+            D.K_PEM: self._h_pem,
+            D.K_HEALTH: self._h_health,
+            D.K_MARK: self._h_mark,
+            D.K_GENETIC_RUN: self._h_genetic_run,
+            D.K_GENETIC_RECORD: self._h_genetic_record,
+            D.K_HOTWORD: self._h_hotword,
+            D.K_CUSTOM_REGEX: self._h_custom,
+            D.K_CUSTOM_KEYWORD: self._h_custom,
+        }
+        self._handlers = [table[s.kind] for s in specs]
+        self._stream: Any = None
+        self._digit_stream: Any = None
+        self._genetic_id = detectors.genetic_run_id
+        self._genetic_runs = True
+        self._member_type = ""
+        self._reset_member()
+
+    # -- TextSink ------------------------------------------------------------
+
+    def begin_member(self, content_type: str) -> None:
+        """Start a text member: a fresh stream on the database for its type."""
+        if self._stream is not None:
+            self.end_member()
+        digit, literal = self._detectors.databases(content_type)
+        self._digit_scratch = self._scratch_for(digit)
+        self._scratch = self._scratch_for(literal)
+        self._reset_member()
+        self._member_type = content_type
+        self._genetic_runs = content_type not in D.GENOMIC_TYPES
+        # The streams borrow the databases and the callback without owning a
+        # reference (hyperscan 0.9.1); the detector set and this matcher keep
+        # them alive for as long as the streams exist.
+        self._databases = (digit, literal)
+        digit_stream = digit.stream(match_event_handler=self._on_match)
+        digit_stream.__enter__()  # hs_open_stream
+        self._digit_stream = digit_stream
+        stream = literal.stream(match_event_handler=self._on_match)
+        stream.__enter__()
+        self._stream = stream
+        self._scan(b"\n")
+        self._header_open = True
+
+    def _scratch_for(self, database: hyperscan.Database) -> hyperscan.Scratch:
+        scratch = self._scratches.get(id(database))
+        if scratch is None:
+            scratch = hyperscan.Scratch(database)
+            self._scratches[id(database)] = scratch
+        return scratch
+
+    def text(self, data: bytes) -> None:
+        """Scan the next piece of the member's UTF-8 text."""
+        if not data:
+            return
+        if self._stream is None:
+            self.begin_member("text/plain")
+        if self._header_open:
+            self._capture_header(data)
+        if len(data) <= SCAN_SLICE_BYTES:
+            self._scan(data)
+            return
+        # A column stream opened by this data's header starts within the first
+        # CONTEXT_BYTES, hence inside the first slice, which is where _scan uses it.
+        for i in range(0, len(data), SCAN_SLICE_BYTES):
+            self._scan(data[i : i + SCAN_SLICE_BYTES])
+
+    def end_member(self) -> None:
+        """Finish the member: frame its end, close the stream, commit pending findings."""
+        if self._stream is None:
+            return
+        if self._header_open:
+            self._close_header()
+        self._scan(b"\n\n")
+        self._close_column_stream()
+        self._close_streams()
+        if self._hits:
+            self._process()
+        if self._pem_pending != _NEVER:  # a key block cut off by the member's end
+            self._pem_identity(self._offset)
+        for slot in self._pending.values():
+            if slot[0]:
+                self._accept(slot[4], slot[5])
+        self._pending.clear()
+
+    def _close_column_stream(self) -> None:
+        column, self._column_stream = self._column_stream, None
+        if column is not None:
+            column.close()
+
+    def _close_streams(self) -> None:
+        # hyperscan 0.9.1: ``Stream.close(scratch=…)`` mis-parses its arguments
+        # (crashes), so close with the database's own scratch. close() holds the
+        # GIL throughout, so that scratch is never used by two threads at once.
+        stream, self._stream = self._stream, None
+        digit_stream, self._digit_stream = self._digit_stream, None
+        if stream is not None:
+            stream.close()
+        if digit_stream is not None:
+            digit_stream.close()
+
+    def close(self) -> None:
+        """Release the open streams of an abandoned scan (idempotent); counts nothing."""
+        self._close_column_stream()
+        if self._stream is not None:
+            self._close_streams()
+            self._hits.clear()
+            self._starts.clear()
+
+    def __del__(self) -> None:
+        # Safety net for a scan abandoned without close(): Hyperscan stream state
+        # is C memory that the binding does not free on garbage collection.
+        if getattr(self, "_stream", None) is not None or getattr(self, "_column_stream", None):
+            self.close()
+
+    def unscannable(self, reason: str) -> None:
+        """Record one ``content.unscannable`` finding (the reason never holds payload)."""
+        ix = self._ix[L.UNSCANNABLE]
+        self._accept(ix, reason.encode())
+        if len(self._reasons) < MAX_REASONS:
+            self._reasons.append(reason)
+
+    # -- result --------------------------------------------------------------
+
+    def result(self) -> MatchResult:
+        """Counts, distinct counts, keyed digests and subjects of everything seen so far."""
+        if self._stream is not None:
+            self.end_member()
+        stats: dict[str, LabelStats] = {}
+        digests: dict[str, frozenset[bytes]] = {}
+        subjects = 0
+        digest = self._hasher.digest
+        for i, label in enumerate(self._labels):
+            count = self._counts[i]
+            if not count:
+                continue
+            values = self._values[i]
+            stats[label] = LabelStats(count=count, distinct=len(values))
+            prefix = label.encode() + b"\0"
+            digests[label] = frozenset(digest(prefix + v) for v in values)
+            if self._detectors.personal[i]:
+                subjects = max(subjects, len(values))
+        return MatchResult(stats, digests, subjects, tuple(self._reasons), self._capped)
+
+    # -- machinery -----------------------------------------------------------
+
+    def _reset_member(self) -> None:
+        self._offset = 0
+        self._tail = b""
+        self._window = b""
+        self._base = 0
+        # The last scanned chunk, the tail before it and its offset (see _process).
+        self._chunk = b""
+        self._chunk_tail = b""
+        self._chunk_offset = 0
+        self._hotword = [_NEVER] * self._detectors.hotword_classes
+        # Per overlap group: [pending?, start, end, rank, label, value], updated
+        # in place (a tuple per candidate is GC-tracked garbage).
+        self._pending: dict[int, list[Any]] = {}
+        self._header_open = False
+        self._header = bytearray()
+        self._header_end = _NEVER
+        self._diag_columns: frozenset[int] = frozenset()
+        self._column_sep = b","
+        self._column_from = -1
+        # Bases (ACGTNacgtn) right before the next byte to scan, for runs that
+        # cross a chunk boundary.
+        self._genetic_run = 0
+        # Index into _GENETIC_STRIDES of the first sample tried (see there).
+        self._genetic_stride = 0
+        # Private key blocks: whether a BEGIN line was seen and no END yet, and
+        # the offset after a BEGIN line whose identity is still to be read.
+        self._pem_open = False
+        self._pem_pending = _NEVER
+        self._pem_label = 0
+
+    def _scan(self, data: bytes) -> None:
+        tail = self._tail
+        self._chunk = data
+        self._chunk_tail = tail
+        self._chunk_offset = self._offset
+        self._digit_stream.scan(data, scratch=self._digit_scratch)
+        self._stream.scan(data, scratch=self._scratch)
+        if self._genetic_runs:
+            self._scan_genetic_runs(data)
+        column = self._column_stream
+        if column is not None:
+            if self._column_from >= 0:
+                column.scan(data[self._column_from :], scratch=self._column_scratch)
+                self._column_from = -1
+            else:
+                column.scan(data, scratch=self._column_scratch)
+        self._offset += len(data)
+        if self._hits:
+            self._process()
+        if self._pem_pending != _NEVER and self._offset >= self._pem_pending + PEM_SAMPLE_BYTES:
+            self._pem_identity(self._offset)
+        if len(data) >= TAIL_BYTES:
+            self._tail = data[-TAIL_BYTES:]
+        else:
+            window = tail + data
+            self._tail = window[-TAIL_BYTES:] if len(window) > TAIL_BYTES else window
+
+    def _scan_genetic_runs(self, data: bytes) -> None:
+        """Record a hit at the byte after every run of >= 60 bases that ends in ``data``.
+
+        The same hits ``[ACGTNacgtn]{60,}[^ACGTNacgtn]`` gave in Hyperscan, at
+        C speed: ``translate`` maps bases to 0x01, ``find`` looks for 60 of
+        them. A stride sample first proves most chunks hold no run at all, so
+        that only their first and last 60 bytes need translating.
+        """
+        n = len(data)
+        offset = self._offset
+        run = self._genetic_run
+        if n >= _GENETIC_SAMPLE_MIN_BYTES and self._no_run_inside(data):
+            # No run of 60 lies inside ``data`` (it would show as
+            # 60 // stride base samples in a row): only the run carried in can
+            # end here, and the first and last 60 bytes each hold a non-base.
+            first = data[:_GENETIC_MIN].translate(_BASE_TABLE).find(0)
+            if run + first >= _GENETIC_MIN:
+                self._hits.append((offset + first + 1) << _ID_BITS | self._genetic_id)
+            last = data[-_GENETIC_MIN:].translate(_BASE_TABLE).rfind(0)
+            self._genetic_run = _GENETIC_MIN - 1 - last
+            return
+        marks = data.translate(_BASE_TABLE)
+        first = marks.find(0)
+        if first < 0:
+            self._genetic_run = run + n
+            return
+        hits = self._hits
+        pid = self._genetic_id
+        if run + first >= _GENETIC_MIN:
+            hits.append((offset + first + 1) << _ID_BITS | pid)
+        i = marks.find(_GENETIC_RUN_MARKS, first)
+        while i >= 0:
+            j = marks.find(0, i + _GENETIC_MIN)
+            if j < 0:
+                self._genetic_run = n - i
+                return
+            hits.append((offset + j + 1) << _ID_BITS | pid)
+            i = marks.find(_GENETIC_RUN_MARKS, j)
+        self._genetic_run = n - 1 - marks.rfind(0)
+
+    def _no_run_inside(self, data: bytes) -> bool:
+        """Whether a stride sample proves ``data`` holds no run of 60 bases."""
+        for i in range(self._genetic_stride, len(_GENETIC_STRIDES)):
+            stride = _GENETIC_STRIDES[i]
+            sample = data[::stride].translate(_BASE_TABLE)
+            if sample.find(_GENETIC_SAMPLE_RUNS[stride]) < 0:
+                self._genetic_stride = i
+                return True
+        return False
+
+    def _process(self) -> None:
+        """Run the handlers of the last chunk's hits, in (end, id) order.
+
+        A handler looks back at most :data:`TAIL_BYTES` from its hit's end. Hits
+        that end that far into the chunk see the chunk itself as their window;
+        only the earlier ones need the tail in front of it, and they get the
+        tail + the chunk's first :data:`TAIL_BYTES`. That spares copying every
+        chunk behind the tail (a fresh megabyte buffer per chunk costs page
+        faults as well as the copy). Both windows hold every byte a handler reads.
+        """
+        hits = self._hits
+        hits.sort()
+        handlers = self._handlers
+        data = self._chunk
+        offset = self._chunk_offset
+        tail = self._chunk_tail
+        late = offset + TAIL_BYTES
+        base = offset - len(tail)
+        self._window = tail + data[:TAIL_BYTES]
+        self._base = base
+        starts = self._starts
+        early = True
+        for hit in hits:
+            end = hit >> _ID_BITS
+            if early and end >= late:
+                early = False
+                base = self._base = offset
+                self._window = data
+            pid = hit & _ID_MASK
+            handlers[pid](end - base, end, pid, starts.pop(hit, 0) if starts else 0)
+        hits.clear()
+
+    def _accept(self, label: int, value: bytes) -> None:
+        self._counts[label] += 1
+        values = self._values[label]
+        if value not in values:
+            if len(values) < self._max_distinct and self._tracked < self._max_distinct_total:
+                values[value] = None
+                self._tracked += 1
+            else:
+                self._capped = True
+
+    def _propose(self, label: int, start: int, end: int, value: bytes) -> None:
+        """A validated candidate spanning ``[start, end)``: resolve overlaps, then count."""
+        group = self._group[label]
+        slot = self._pending.get(group)
+        rank = self._rank[label]
+        if slot is None:
+            self._pending[group] = [True, start, end, rank, label, value]
+            return
+        if slot[0] and start < slot[2]:  # overlaps the pending candidate
+            if rank > slot[3] or (rank == slot[3] and end - start <= slot[2] - slot[1]):
+                return  # the pending one wins
+        elif slot[0]:
+            self._accept(slot[4], slot[5])
+        slot[0] = True
+        slot[1] = start
+        slot[2] = end
+        slot[3] = rank
+        slot[4] = label
+        slot[5] = value
+
+    def _valid(self, kind: int, value: bytes, check: Callable[[bytes], bool]) -> bool:
+        memo = self._memo.get(kind)
+        if memo is None:
+            memo = self._memo[kind] = {}
+        ok = memo.get(value)
+        if ok is None:
+            ok = check(value)
+            if len(memo) < MEMO_ENTRIES:
+                memo[value] = ok
+        return ok
+
+    def _near_hotword(self, cls: int, start: int, window: int = D.HOTWORD_WINDOW) -> bool:
+        return self._hotword_start(cls, start, window) >= start - window
+
+    def _hotword_start(self, cls: int, start: int, window: int = D.HOTWORD_WINDOW) -> int:
+        """Absolute start of the last hotword of class ``cls`` before ``start``.
+
+        Custom hotwords are Hyperscan patterns whose hits update
+        ``self._hotword``. Built-in ones are looked up here, in the ``window``
+        bytes before the identifier, only when a candidate asks: as literals
+        in the database they cost prose more than any identifier pattern.
+        Built-in hotwords of one class never contain each other, so the one
+        that ends last also starts last, as with the hits.
+
+        Returns:
+            the start offset, or a value below ``start - window`` when none.
+        """
+        words = _BUILTIN_HOTWORDS.get(cls)
+        if words is None:
+            return self._hotword[cls]
+        text = self._window
+        end = start - self._base
+        low = max(0, end - window)
+        region = text[low:end].lower()  # ASCII hotwords match case-insensitively
+        found = _NEVER
+        for word, word_start in words:
+            k = region.rfind(word)
+            while k >= 0:
+                at = low + k
+                if not word_start or not (
+                    (at > 0 and _LETTER[text[at - 1]]) or _LETTER[text[at + len(word)]]
+                ):
+                    found = max(found, at + self._base)
+                    break
+                k = region.rfind(word, 0, k + len(word) - 1)
+        return found
+
+    # -- CSV header (diagnosis columns) --------------------------------------
+
+    def _capture_header(self, data: bytes) -> None:
+        cut = data.find(b"\n")
+        room = D.CONTEXT_BYTES - len(self._header)
+        if cut < 0:
+            self._header += data[:room]
+            if len(data) >= room:
+                self._header_open = False  # too long to be a header line
+                self._header_end = self._offset + len(data)
+            return
+        self._header += data[: min(cut, room)]
+        self._header_end = self._offset + cut
+        if cut <= room:
+            self._close_header()
+            if self._diag_columns:
+                self._open_column_stream(cut)
+        self._header_open = False
+
+    def _close_header(self) -> None:
+        self._header_open = False
+        header = bytes(self._header).lower()
+        if self._header_end == _NEVER:
+            self._header_end = self._offset
+        # The delimiter is the one the header line uses most, outside quotes
+        # (a tie, e.g. a one-column header, keeps RFC 4180's comma).
+        unquoted = _unquoted(header)
+        sep = max(_COLUMN_DELIMITERS, key=unquoted.count)
+        self._column_sep = sep
+        hotwords = [w.encode() for w in D.BUILTIN_HOTWORDS[D.HW_DIAGNOSIS]]
+        self._diag_columns = frozenset(
+            i
+            for i, cell in enumerate(_split_cells(header, sep))
+            if any(w in cell for w in hotwords)
+        )
+
+    def _open_column_stream(self, cut: int) -> None:
+        """Scan for bare ICD-10 cells from the header's newline on (diagnosis column rule)."""
+        database, _pid = self._detectors.column_database()
+        if self._column_scratch is None:
+            self._column_scratch = hyperscan.Scratch(database)
+        stream = database.stream(match_event_handler=self._on_column_match)
+        stream.__enter__()
+        self._column_stream = stream
+        self._column_delta = self._offset + cut
+        self._column_from = cut
+
+    def _in_diag_column(self, s: int) -> bool:
+        """Whether window index ``s`` lies in a column whose header names a diagnosis."""
+        if not self._diag_columns:
+            return False
+        window = self._window
+        line = window.rfind(b"\n", max(0, s - D.CONTEXT_BYTES), s)
+        if line < 0 or self._base + line < self._header_end:
+            return False
+        cells = window[line:s]
+        if 0x22 in cells:  # '"': delimiters inside quoted fields do not count
+            cells = _unquoted(cells)
+        return cells.count(self._column_sep) in self._diag_columns
+
+    # -- handlers: (window end index, absolute end, pattern id, SOM start) ----
+    #
+    # ``e`` indexes ``self._window`` just past the match, ``t`` is the same
+    # position as an absolute stream offset. Most patterns end with one
+    # boundary byte (at ``e - 1``); grouped numbers with one more look-ahead byte.
+
+    def _run_start(self, end: int, longest: int, table: bytes) -> int:
+        """Window index where the run of ``table`` bytes ending at ``end`` starts."""
+        low = max(0, end - longest - 1)
+        return low + self._window[low:end].translate(table).rfind(b"\x00") + 1
+
+    def _fraction(self, p: int) -> bool:
+        """Whether window index ``p``, the byte before an identifier, is the "." of a decimal.
+
+        "0.13812345678" is a measurement, "No.440305…" and "Tel.2345…" are not.
+        """
+        window = self._window
+        return window[p] == 0x2E and p > 0 and _DIGIT[window[p - 1]] == 1
+
+    def _h_digits(self, e: int, t: int, pid: int, _f: int) -> None:
+        end = e - 1
+        start = self._run_start(end, 19, _DIGIT_X_TABLE)
+        if self._window[start - 1] == 0x2E and self._fraction(start - 1):
+            return
+        run = self._window[start:end]
+        n = len(run)
+        first = t - 1 - n
+        ix = self._ix
+        if n == 18:
+            if self._valid(K_MEMO_RESIDENT_ID, run, self._is_resident_id):
+                self._propose(ix[L.CN_RESIDENT_ID], first, t - 1, run.upper())
+            if self._valid(K_MEMO_USCC, run, V.is_uscc):
+                self._propose(ix[L.CN_USCC], first, t - 1, run)
+            if run[17] <= 0x39 and self._valid(K_MEMO_CARD, run, V.is_bank_card):
+                self._propose(ix[L.BANK_CARD], first, t - 1, run)
+        elif n == 8:
+            if run[0] >= 0x32 and (
+                self._hk_prefix(start - 1) or self._near_hotword(D.HW_PHONE, first)
+            ):
+                self._propose(ix[L.HK_PHONE], first, t - 1, run)
+        elif n == 11:
+            if run[0] == 0x31 and run[1] >= 0x33:  # 1[3-9]
+                self._propose(ix[L.CN_PHONE], first, t - 1, run)
+            elif run[:3] == b"852" and run[3] >= 0x32:
+                self._propose(ix[L.HK_PHONE], first, t - 1, run[3:])
+        elif n == 13:
+            if run[:3] == b"861" and run[3] >= 0x33:
+                self._propose(ix[L.CN_PHONE], first, t - 1, run[2:])
+        else:
+            if n == 15 and run[:5] == b"00861" and run[5] >= 0x33:
+                self._propose(ix[L.CN_PHONE], first, t - 1, run[4:])
+            if self._valid(K_MEMO_CARD, run, V.is_bank_card):
+                self._propose(ix[L.BANK_CARD], first, t - 1, run)
+
+    def _is_resident_id(self, value: bytes) -> bool:
+        return V.is_resident_id(value, self._dates)
+
+    def _h_uscc(self, e: int, t: int, pid: int, _f: int) -> None:
+        value = self._window[e - 19 : e - 1]
+        if self._fraction(e - 20):
+            return
+        if not value.isdigit() and self._valid(K_MEMO_USCC, value, V.is_uscc):
+            self._propose(self._specs[pid].label, t - 19, t - 1, value)
+
+    def _h_grouped(self, e: int, t: int, pid: int, _f: int) -> None:
+        window = self._window
+        end = e - 2
+        low = max(0, end - _GROUPED_MAX - 2)
+        segment = window[low:end]
+        sep = b"-" if self._specs[pid].arg else b" "  # one separator per number
+        classes = segment.translate(_GROUP_CLASSES[sep])
+        run = classes[classes.rfind(b"o") + 1 :]
+        # Usually the run is one known shape; a shape may also end it
+        # ("852 2345 6789" holds the HK 4-4 shape, "86 138 1234 5678" a CN one).
+        shapes = _GROUP_SUFFIXES.get(run)
+        for mask, label in shapes or _GROUP_SHAPES:
+            if run.endswith(mask):
+                self._grouped(label, end - len(mask), end, t, sep)
+        # Or the number ends before a last group that is no group of it: a CVV,
+        # an age ("4111 1111 1111 1111 123", "138 1234 5678 25"); a longer
+        # number that validates as well overlaps it and wins in _propose.
+        cut = len(run) - _SHORT_GROUP
+        if cut > 0 and b"s" in run[cut:]:
+            cut = run.rindex(b"s")
+            shorter = end - (len(run) - cut)
+            head = run[:cut]
+            for mask, label in _GROUP_SUFFIXES.get(head, _GROUP_SHAPES):
+                if head.endswith(mask):
+                    self._grouped(label, shorter - len(mask), shorter, t - (end - shorter), sep)
+
+    def _grouped(self, label: str, begin: int, end: int, t: int, sep: bytes) -> None:
+        """One grouped number at window ``[begin, end)`` (absolute end ``t - 2``)."""
+        window = self._window
+        before = window[begin - 1]
+        if _ALNUM[before] or (before == 0x2E and _DIGIT[window[begin - 2]]):
+            return  # part of an alphanumeric run, or a decimal fraction
+        if (
+            before == sep[0]
+            and _DIGIT[window[begin - 2]]
+            and self._group_before(begin - 2, sep)
+            and not self._hk_prefix(begin - 1)
+            and window[begin - 3 : begin - 1] != b"86"
+        ):
+            return  # part of a longer grouped run, not a "+86"/"852" prefix
+        digits = window[begin:end].replace(sep, b"")
+        first = t - 2 - (end - begin)
+        ix = self._ix[label]
+        if label == L.CN_PHONE:
+            if digits[0] == 0x31 and digits[1] >= 0x33:
+                self._propose(ix, first, t - 2, digits)
+        elif label == L.HK_PHONE:
+            if digits[0] >= 0x32 and (
+                self._hk_prefix(begin - 1) or self._near_hotword(D.HW_PHONE, first)
+            ):
+                self._propose(ix, first, t - 2, digits)
+        elif self._valid(K_MEMO_CARD, digits, V.is_bank_card):
+            self._propose(ix, first, t - 2, digits)
+
+    def _group_before(self, p: int, sep: bytes) -> bool:
+        """Whether the digit run ending at window index ``p`` is a group of the same number.
+
+        Only a group-sized run (at most :data:`_GROUP_DIGITS_MAX` digits) not
+        itself led by the other separator is one: "9 4111 1111 1111 1111"
+        goes on to the left, "6222021234567894 6222 0212 …" and
+        "2026-01-01 138 1234 5678" do not.
+        """
+        window = self._window
+        low = max(0, p - _GROUP_DIGITS_MAX)
+        k = p
+        while k >= low and _DIGIT[window[k]]:
+            k -= 1
+        if k < low:
+            return False  # longer than any group
+        return k < 0 or window[k] not in _SEPARATOR or window[k] == sep[0]
+
+    def _hk_prefix(self, p: int) -> bool:
+        """``+852``/``852``/``(852)`` right before window index ``p`` (the boundary byte)."""
+        window = self._window
+        c = window[p]
+        if c in _SEPARATOR:
+            p -= 1
+            if p < 0:
+                return False
+            c = window[p]
+        if c == 0x29:  # ")"
+            return p >= 4 and window[p - 4 : p + 1] == b"(852)"
+        return p >= 3 and window[p - 2 : p + 1] == b"852" and not _ALNUM[window[p - 3]]
+
+    def _h_letters(self, e: int, t: int, pid: int, _f: int) -> None:
+        end = e - 1
+        start = self._run_start(end, 11, _ALNUM)
+        if self._fraction(start - 1):
+            return
+        token = self._window[start:end]
+        n = len(token)
+        if n in (8, 9) and self._valid(K_MEMO_HKID, token, V.is_hkid):
+            self._accept(self._ix[L.HK_ID], token)
+        if n in (9, 11):
+            self._travel_doc(token, t - 1 - n)
+
+    def _h_hkid_brackets(self, e: int, t: int, pid: int, _f: int) -> None:
+        opening = e - 3  # "(" of "(3)"
+        start = self._run_start(opening, 8, _ALNUM)
+        if self._fraction(start - 1):
+            return
+        window = self._window
+        value = window[start:opening] + window[e - 2 : e - 1]
+        if self._valid(K_MEMO_HKID, value, V.is_hkid):
+            self._accept(self._specs[pid].label, value)
+
+    def _travel_doc(self, value: bytes, start: int) -> None:
+        letter = value[0]
+        if len(value) == 11:
+            if letter not in b"HM" or not value[1:].isdigit():
+                return
+        elif not (
+            (letter in b"EGKHMC" and value[1:].isdigit())
+            or (letter in b"EC" and value[1] in _DOC_SECOND_LETTER and value[2:].isdigit())
+        ):
+            return  # an HKID-shaped token (two letters, six digits) or "EI…"/"EO…"
+        passport = self._hotword_start(D.HW_PASSPORT, start)
+        permit = self._hotword_start(D.HW_PERMIT, start)
+        limit = start - D.HOTWORD_WINDOW
+        near_passport = passport >= limit
+        near_permit = permit >= limit
+        if not (near_passport or near_permit):
+            return
+        label: str | None
+        if len(value) == 11 or letter in b"MC":  # H/M + 10 digits, Macao and exit-entry permits
+            label = L.CN_TRAVEL_PERMIT if near_permit else None
+        elif letter in b"EG":
+            label = L.CN_PASSPORT if near_passport else None
+        elif letter == 0x4B:  # "K"
+            label = L.HK_PASSPORT if near_passport else None
+        elif letter != 0x48 or not value[1:].isdigit():  # only "H" + 8 digits is left
+            label = None
+        elif near_passport and near_permit:  # the nearer hotword decides
+            label = L.HK_PASSPORT if passport > permit else L.CN_TRAVEL_PERMIT
+        else:
+            label = L.HK_PASSPORT if near_passport else L.CN_TRAVEL_PERMIT
+        if label is not None:
+            self._accept(self._ix[label], value)
+
+    def _h_email(self, e: int, t: int, pid: int, _f: int) -> None:
+        window = self._window
+        end = e - 2
+        at = window.rfind(b"@", max(0, end - EMAIL_DOMAIN_MAX), end)
+        if at < 0:
+            return
+        low = max(0, at - EMAIL_LOCAL_MAX - 1)
+        k = window[low:at].translate(_EMAIL_LOCAL_TABLE).rfind(b"\x00")
+        if k < 0:
+            return  # local part longer than RFC 5321 allows
+        start = low + k + 1
+        while start < at and window[start] == 0x2E:  # a local part never starts with "."
+            start += 1
+        if start < at:
+            self._accept(self._specs[pid].label, window[start:end].lower())
+
+    def _h_geo(self, e: int, t: int, pid: int, _f: int) -> None:
+        window = self._window
+        m = _GEO_TAIL.search(window, max(0, e - 1 - GEO_TEXT_MAX), e - 1)
+        if m is None:
+            return
+        first, second = float(m.group(1)), float(m.group(2))
+        lat, lon = (first, second) if self._specs[pid].arg == 0 else (second, first)
+        if _GBA_LAT[0] <= lat <= _GBA_LAT[1] and _GBA_LON[0] <= lon <= _GBA_LON[1]:
+            self._accept(self._specs[pid].label, b"%.6f,%.6f" % (lat, lon))
+
+    def _h_fixed_value(self, e: int, t: int, pid: int, _f: int) -> None:
+        spec = self._specs[pid]
+        self._accept(spec.label, self._window[e - spec.width + 1 : e - 1])
+
+    def _h_jwt(self, e: int, t: int, pid: int, _f: int) -> None:
+        window = self._window
+        end = e - 1
+        low = max(0, end - D.CONTEXT_BYTES)
+        k = window[low:end].translate(_JWT_TABLE).rfind(b"\x00")
+        token = window[low + k + 1 : end]
+        if k >= 0:
+            parts = token.split(b".")
+            if len(parts) != 3 or not token.startswith(b"eyJ") or not parts[2]:
+                return
+        # k < 0: a token longer than the context; its tail is still a credential.
+        self._accept(self._specs[pid].label, token)
+
+    def _h_pem(self, e: int, t: int, pid: int, _f: int) -> None:
+        spec = self._specs[pid]
+        if self._pem_pending != _NEVER:  # the previous block ends at this line
+            self._pem_identity(t)
+        if spec.arg == 0:  # BEGIN: one finding, whether or not an END follows
+            self._pem_open = True
+            self._pem_label = spec.label
+            self._pem_pending = t
+            if self._offset >= t + PEM_SAMPLE_BYTES:
+                self._pem_identity(t + PEM_SAMPLE_BYTES)
+            return
+        if self._pem_open:  # END of a block already counted at its BEGIN
+            self._pem_open = False
+            return
+        window = self._window
+        marker = window.rfind(b"-----END", max(0, e - 64), e)
+        body = window[max(0, marker - PEM_ID_BYTES - 8) : marker].split()
+        self._accept(spec.label, b"pem:" + b"".join(body)[-PEM_ID_BYTES:])
+
+    def _pem_identity(self, limit: int) -> None:
+        """Count the pending key block, identified by its first base-64 bytes.
+
+        They are read from the :data:`PEM_SAMPLE_BYTES` after the BEGIN line,
+        up to ``limit`` (an END line, the next BEGIN, the member's end) and to
+        the first ``-----``: whichever event calls this, the same bytes result.
+        """
+        start = self._pem_pending
+        self._pem_pending = _NEVER
+        raw = self._bytes_at(start, min(limit, start + PEM_SAMPLE_BYTES))
+        cut = raw.find(b"-----")
+        if cut >= 0:
+            raw = raw[:cut]
+        self._accept(self._pem_label, b"pem:" + b"".join(raw.split())[:PEM_ID_BYTES])
+
+    def _bytes_at(self, start: int, end: int) -> bytes:
+        """Text at absolute offsets ``[start, end)`` of the last scanned chunk and its tail."""
+        offset = self._chunk_offset
+        chunk = self._chunk
+        if start >= offset:
+            return chunk[start - offset : end - offset]
+        tail = self._chunk_tail
+        head = tail[max(0, len(tail) - (offset - start)) :]
+        return (head + chunk[: max(0, end - offset)])[: end - start]
+
+    def _h_health(self, e: int, t: int, pid: int, _f: int) -> None:
+        end = e - 2  # the boundary byte and one of look-ahead follow the code
+        start = self._run_start(end, 8, _ICD_TABLE)
+        code = self._window[start:end]
+        if _ICD.fullmatch(code) is None:
+            return
+        first = t - 2 - len(code)
+        hotword = self._hotword_start(D.HW_DIAGNOSIS, first)
+        # Under a diagnosis column header, the header's own hotword says which
+        # column holds codes, not that the first row's other cells do.
+        near = hotword >= first - D.HOTWORD_WINDOW and not (
+            self._diag_columns and hotword < self._header_end <= first
+        )
+        if near or self._in_diag_column(start):
+            self._propose(self._specs[pid].label, first, t - 2, code)
+
+    def _h_mark(self, e: int, t: int, pid: int, _f: int) -> None:
+        spec = self._specs[pid]
+        self._accept(spec.label, spec.value)
+
+    def _h_genetic_run(self, e: int, t: int, pid: int, _f: int) -> None:
+        self._accept(self._specs[pid].label, self._window[e - 61 : e - 1].upper())
+
+    def _h_genetic_record(self, e: int, t: int, pid: int, _f: int) -> None:
+        window = self._window
+        mark = _RECORD_MARK.get(self._member_type, b"\n")
+        if mark == b"\n>":
+            # FASTA hits end on the first sequence line (or its first bytes):
+            # a protein record is no genetic data.
+            line = window.rfind(b"\n", max(0, e - D.FASTA_SAMPLE_BYTES - 2), e - 1)
+            if not _nucleotides(window[line + 1 : e].rstrip(b"\n")):
+                return
+            e = line + 1
+        low = max(0, e - D.CONTEXT_BYTES)
+        search_end = e - 1 if mark == b"\n" else e
+        line = window.rfind(mark, low, search_end)
+        if line < 0:
+            ident = window[max(0, e - 1 - RECORD_ID_BYTES) : e - 1]
+        else:
+            first = line + len(mark)
+            ident = window[first : first + RECORD_ID_BYTES].split(b"\n", 1)[0]
+        self._accept(self._specs[pid].label, ident)
+
+    def _h_hotword(self, e: int, t: int, pid: int, _f: int) -> None:
+        spec = self._specs[pid]
+        begin = e - spec.width
+        if spec.arg and begin > 0 and _LETTER[self._window[begin - 1]]:
+            return  # "hotel" holds no "tel"
+        self._hotword[spec.label] = t - spec.width
+
+    def _h_custom(self, e: int, t: int, pid: int, f: int) -> None:
+        spec = self._specs[pid]
+        rt = self._detectors.custom_runtime[spec.arg]
+        start = f if spec.kind == D.K_CUSTOM_REGEX else t - spec.width
+        if t - start > D.CONTEXT_BYTES:
+            return  # longer than the context: its value cannot be seen whole
+        window = self._window
+        s = start - self._base
+        value = window[s : e - 1]
+        if not value:
+            return
+        if rt.boundary and (
+            (_ALNUM[value[0]] and s > 0 and _ALNUM[window[s - 1]])
+            or (_ALNUM[value[-1]] and _ALNUM[window[e - 1]])
+        ):
+            return
+        if rt.hotword_class >= 0 and not self._near_hotword(rt.hotword_class, start, rt.window):
+            return
+        if rt.validator is not None and not self._valid(
+            -1 - spec.arg, value, V.REGISTRY[rt.validator]
+        ):
+            return
+        if not rt.case_sensitive:
+            value = value.lower()
+        self._propose(spec.label, start, t - 1, value)

@@ -1,0 +1,36 @@
+"""``gateway bench classify --chunk-size``: the proxy's 64 KiB feeds measure the same scan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.bench import classify as bench
+from gateway.cli import main
+
+
+def test_chunk_size_does_not_change_what_is_found() -> None:
+    # Same data, fed as the proxy does (64 KiB) and as `gateway scan` does
+    # (1 MiB) and at an odd size: the findings the report shows must agree.
+    findings = {
+        chunk: [(r.findings, r.subjects) for r in bench.run(0.15, 1, ("pii",), chunk=chunk)]
+        for chunk in (65536, bench.CHUNK_BYTES, 4099)
+    }
+    assert findings[65536] == findings[bench.CHUNK_BYTES] == findings[4099]
+    assert findings[65536][0][0] > 0
+
+
+def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "classify", "--json", "--size", "0.05", "--repeat", "1"]
+    assert main([*argv, "--chunk-size", "65536"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in report["results"]] == ["prose", "numeric", "pii"]
+
+
+@pytest.mark.parametrize("size", ["0", str(bench.MAX_CHUNK_BYTES + 1)])
+def test_bench_rejects_a_bad_chunk_size(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "classify", "--size", "0.05", "--chunk-size", size]) == 2
+    _, err = capsys.readouterr()
+    assert "--chunk-size" in err
+    assert "Traceback" not in err

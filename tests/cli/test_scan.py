@@ -1,0 +1,138 @@
+"""``gateway scan``: output formats, stdin, errors, secrets, --policy, --chunk-size."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = "name,id,phone\nChan,11010519491231002X,+86 138 1234 5678\nLee,A123456(3),13912345678\n"
+VALUES = ("11010519491231002X", "138 1234 5678", "A123456(3)", "13912345678", "12345678")
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "people.csv"
+    path.write_text(SAMPLE, encoding="utf-8")
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_one_object_per_path(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "clean.txt"
+    other.write_text("nothing to see\n")
+    code, out, err = run(["scan", "--json", str(sample), str(other)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert list(first)[:3] == ["path", "bytes", "sha256"]
+    assert first["path"] == str(sample)
+    assert first["bytes"] == len(SAMPLE.encode())
+    assert first["labels"]["pii.cn_resident_id"] == {"count": 1, "distinct": 1}
+    assert first["labels"]["pii.cn_phone"] == {"count": 2, "distinct": 2}
+    assert first["labels"]["pii.hk_id"] == {"count": 1, "distinct": 1}
+    assert first["subjects"] == 2
+    assert set(first) >= {"content", "unscannable", "seconds"}
+    assert second["labels"] == {}
+    assert all(v not in out for v in VALUES)
+
+
+def test_table_output(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["scan", str(sample)], capsys)
+    assert code == 0
+    assert str(sample) in out
+    assert "pii.cn_resident_id" in out
+    assert "subjects 2" in out
+    assert all(v not in out for v in VALUES)
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(SAMPLE.encode())))
+    code, out, _ = run(["scan", "--json", "-"], capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert record["path"] == "-"
+    assert record["labels"]["pii.cn_resident_id"]["count"] == 1
+
+
+def test_missing_file_and_directory_exit_2_naming_the_path(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.csv"
+    code, out, err = run(["scan", "--json", str(missing), str(sample), str(tmp_path)], capsys)
+    assert code == 2
+    assert len(out.splitlines()) == 1  # the good path is still scanned
+    assert f"{missing}: No such file or directory" in err
+    assert f"{tmp_path}: " in err
+    assert "Traceback" not in err
+
+
+def test_chunk_size_does_not_change_the_result(
+    sample: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_SECRET", "ab" * 32)
+    _, whole, _ = run(["scan", "--json", str(sample)], capsys)
+    _, tiny, _ = run(["scan", "--json", "--chunk-size", "1", str(sample)], capsys)
+    a, b = json.loads(whole), json.loads(tiny)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+
+
+@pytest.mark.parametrize("value", ["not-hex", "abcd"])
+def test_bad_secret_is_a_usage_error(
+    sample: Path, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GATEWAY_SECRET", value)
+    code, out, err = run(["scan", str(sample)], capsys)
+    assert code == 2
+    assert out == ""
+    assert "GATEWAY_SECRET" in err
+
+
+def test_bad_chunk_size(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["scan", "--chunk-size", "0", str(sample)], capsys)
+    assert code == 2
+    assert "--chunk-size" in err
+
+
+def test_policy_adds_custom_detectors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy"
+    shutil.copytree(ROOT / "policies", policy)
+    (policy / "90-project.yaml").write_text(
+        "detectors:\n  custom.project_falcon:\n    keywords: [falcon]\n"
+    )
+    data = tmp_path / "notes.txt"
+    data.write_text("Project Falcon results, falcon phase 2\n")
+    code, out, err = run(["scan", "--json", "--policy", str(policy), str(data)], capsys)
+    assert code == 0, err
+    assert json.loads(out)["labels"]["custom.project_falcon"] == {"count": 2, "distinct": 1}
+
+
+def test_invalid_policy_is_reported_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "bad.yaml").write_text("detectors:\n  custom.x:\n    patterns: ['(unclosed']\n")
+    data = tmp_path / "d.txt"
+    data.write_text("x")
+    code, out, err = run(["scan", "--policy", str(policy), str(data)], capsys)
+    assert code == 2
+    assert out == ""
+    assert "bad.yaml" in err
+    assert "Traceback" not in err
