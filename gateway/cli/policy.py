@@ -1,9 +1,218 @@
-"""``gateway`` sub-commands of the policy group (being built)."""
+"""``gateway policy check|test`` and ``gateway explain``: tools for compliance officers.
+
+Exit codes (SPEC §4, like compilers and ``opa test``): 0 valid / all cases pass,
+1 invalid policy or a failed case, 2 usage or I/O error. Errors are printed
+as ``file:line:col: message`` lines on stderr, never as a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
+from gateway.errors import GatewayError
+from gateway.policy.cases import CaseReport, offline_ledger, run_cases, scan_path
+from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
+from gateway.policy.loader import load_policy
+from gateway.policy.source import PolicyIssue, PolicyLoadError
+
+#: Where the shipped policy set lives (SPEC §2: top-level ``policies/``).
+DEFAULT_POLICY_DIR = Path("policies")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this group's sub-commands (none yet)."""
+    """Add ``policy check``, ``policy test`` and ``explain``."""
+    group = subparsers.add_parser(
+        "policy", help="check and test policy sets", description="Check and test policy sets."
+    )
+    sub = group.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="validate a policy set and print its version",
+        description="Validate a policy set; print its version, or every error as "
+        "file:line:col: message (exit 1).",
+    )
+    check.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
+    check.set_defaults(handler=_check)
+
+    test = sub.add_parser(
+        "test",
+        help="run the policy's test cases (*_test.yaml)",
+        description="Run the test cases next to the policy; exit 1 if any fails.",
+    )
+    test.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(handler=_test)
+
+    explain = subparsers.add_parser(
+        "explain",
+        help="scan a file and show the rule-by-rule decision",
+        description="Scan FILE and show which rules were considered and why, and the decision.",
+    )
+    explain.add_argument("file", type=Path, metavar="FILE")
+    explain.add_argument("--route", required=True, help="route name")
+    explain.add_argument("--sender", required=True, help="sender identity")
+    explain.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
+    explain.add_argument(
+        "--ledger",
+        action="append",
+        default=[],
+        metavar="CATEGORY=N",
+        help="the organisation's subjects so far this year (default 0), e.g. personal=95000",
+    )
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(handler=_explain)
+
+
+def _print_issues(issues: list[PolicyIssue], out: TextIO) -> None:
+    for issue in issues:
+        print(issue, file=out)
+
+
+def _load(path: Path) -> CompiledPolicy | int:
+    try:
+        policy = load_policy(path, require_keys=False)
+    except PolicyLoadError as exc:
+        _print_issues(exc.errors, sys.stderr)
+        errors = sum(1 for i in exc.errors if not i.warning)
+        print(f"{path}: invalid policy ({errors} error{'s' * (errors != 1)})", file=sys.stderr)
+        return EXIT_FINDING
+    _print_issues(list(policy.warnings), sys.stderr)
+    return policy
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = _load(args.dir)
+    if isinstance(loaded, int):
+        return loaded
+    policy = loaded
+    shadow = sum(1 for r in policy.rules if r.mode == "shadow")
+    print(f"{args.dir}: ok, policy {policy.name} version {policy.version}")
+    print(
+        f"  {len(policy.categories)} categories, {len(policy.routes)} routes, "
+        f"{len(policy.senders)} senders, {len(policy.rules)} rules ({shadow} shadow), "
+        f"default {policy.default_action}"
+    )
+    return EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    try:
+        report = run_cases(args.dir)
+    except PolicyLoadError as exc:
+        _print_issues(exc.errors, sys.stderr)
+        print(f"{args.dir}: invalid policy or test file", file=sys.stderr)
+        return EXIT_FINDING
+    _print_issues(list(report.policy.warnings), sys.stderr)
+    return _print_report(report, verbose=args.verbose)
+
+
+def _print_report(report: CaseReport, *, verbose: bool) -> int:
+    if not report.results:
+        print("no test cases found (write *_test.yaml files next to the policy)", file=sys.stderr)
+        return EXIT_FINDING
+    for result in report.results:
+        if result.passed and not verbose:
+            continue
+        status = "PASS" if result.passed else "FAIL"
+        print(f"{status}: {result.position}: {result.name}")
+        if not result.passed:
+            for line in result.diff():
+                print(line)
+    failed = len(report.failed)
+    total = len(report.results)
+    print("-" * 40)
+    print(f"PASS: {total - failed}/{total}" + (f"\nFAIL: {failed}/{total}" if failed else ""))
+    print(f"policy {report.policy.name} version {report.policy.version}")
+    return EXIT_FINDING if failed else EXIT_OK
+
+
+def _ledger_args(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        category, sep, number = value.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise GatewayError(f"--ledger expects CATEGORY=N, got {value!r}")
+        out[category.strip()] = int(number)
+    return out
+
+
+def _explain(args: argparse.Namespace) -> int:
+    loaded = _load(args.policy)
+    if isinstance(loaded, int):
+        return loaded
+    policy = loaded
+    try:
+        current = _ledger_args(args.ledger)
+        unknown = sorted(set(current) - policy.ledger_categories)
+        if unknown:
+            tracked = ", ".join(sorted(policy.ledger_categories)) or "none"
+            raise GatewayError(f"--ledger: {unknown[0]!r} is not tracked (tracked: {tracked})")
+        context = policy.context(args.route, args.sender)
+    except GatewayError as exc:
+        print(f"gateway explain: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        summary = scan_path(policy, args.file)
+    except OSError as exc:
+        print(f"gateway explain: {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    decision = policy.evaluate(context, summary, offline_ledger(policy, summary, current))
+    if args.json:
+        out = {
+            "path": str(args.file),
+            "summary": summary.to_json(str(args.file)),
+            "route": context.route.name,
+            "sender": context.sender.id,
+            "decision": decision.to_json(),
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return EXIT_OK
+    _print_explain(args.file, policy, context, decision, summary_json=summary.to_json())
+    return EXIT_OK
+
+
+def _print_explain(
+    path: Path,
+    policy: CompiledPolicy,
+    context: TransferContext,
+    decision: Decision,
+    summary_json: dict[str, object],
+) -> None:
+    route, sender = context.route, context.sender
+    content = summary_json["content"]
+    assert isinstance(content, dict)
+    layers = " > ".join(content["layers"]) or "none"
+    print(f"file:    {path} ({summary_json['bytes']} bytes, sha256 {summary_json['sha256']})")
+    print(f"content: {content['type']} charset {content['charset']} layers {layers}")
+    labels = summary_json["labels"]
+    assert isinstance(labels, dict)
+    if labels:
+        for label, stats in labels.items():
+            print(f"label:   {label} count {stats['count']} distinct {stats['distinct']}")
+    else:
+        print("label:   none found")
+    print(f"subjects: {summary_json['subjects']}")
+    print(f"route:   {route.name} ({route.direction}, legal basis {route.legal_basis or 'none'})")
+    print(f"sender:  {sender.id} (team {sender.team}, organisation {sender.organisation})")
+    print(f"policy:  {policy.name} version {policy.version}")
+    print("trace:")
+    for i, step in enumerate(decision.trace, 1):
+        verdict = "MATCH" if step.matched else "no match"
+        tail = " -> decides" if step.decided else (" (shadow)" if step.mode == "shadow" else "")
+        print(f"  {i:2}. {step.rule} [{step.action}] {verdict}{tail}")
+        for cond in step.conditions:
+            print(f"        {'+' if cond.ok else '-'} {cond.condition}: {cond.detail}")
+    if decision.rule == "default":
+        print(f"  --  default [{decision.action}] (no rule matched)")
+    encrypt = f" (encrypt: {decision.encrypt})" if decision.encrypt else ""
+    print(f"decision: {decision.action.upper()} by {decision.rule}{encrypt}")
+    print(f"reason:   {decision.reason}")
+    if decision.shadow_matches:
+        print(f"shadow:   {', '.join(decision.shadow_matches)} would have matched")

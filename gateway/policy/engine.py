@@ -1,0 +1,776 @@
+"""Compiled policies and the pure evaluation of one transfer.
+
+A policy version is compiled once into predicate objects (STYLE.md §6);
+:meth:`CompiledPolicy.evaluate` then only compares numbers and matches short
+names, with no I/O: the server reads the ledger inside its transaction and
+passes the counts in. Rules are tried in order and the first matching
+``enforce`` rule decides; ``shadow`` rules are evaluated and recorded in the
+trace (like an admission controller's audit mode) but never decide. Every
+rule considered is in the trace with each condition and why it held or not;
+the trace names labels, categories and counts, never a matched value.
+
+Counts of people err upwards. When the classifier reached its distinct-value
+cap (``ScanSummary.distinct_capped``), ``distinct``, ``subjects`` and the
+digests are lower bounds, so every condition on them uses an upper bound
+instead: a label's findings bound its distinct values from above (each finding
+is at most one new value). The trace says when such a bound was used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from gateway.classify.detectors import DetectorSet
+from gateway.classify.labels import UNSCANNABLE
+from gateway.classify.summary import ScanSummary
+from gateway.errors import NotFound, Unauthenticated
+from gateway.ledger.base import LedgerCount
+from gateway.policy.model import (
+    DEFAULT_LEDGER_DIRECTIONS,
+    NO_LEGAL_BASIS,
+    Action,
+    Direction,
+    EncryptMode,
+    Mode,
+    PresenceCondition,
+    Threshold,
+    When,
+    glob_to_regex,
+)
+from gateway.policy.source import PolicyIssue
+
+#: The categories the ledger keeps per organisation and year (2024 Provisions:
+#: personal information and sensitive personal information are counted separately).
+LEDGER_CATEGORIES: Final = ("personal", "sensitive")
+#: Built-in labels that identify a person; their distinct values are the subjects
+#: counted. Custom detectors declared ``personal: true`` identify people too (the
+#: detector set knows which: ``DetectorSet.personal``).
+PERSON_PREFIX: Final = "pii."
+#: The category a custom ``personal: true`` label belongs to even when the
+#: category's globs do not name it: the classifier counts it as people, so the
+#: rules and the ledger must too (otherwise such data would pass as "no
+#: personal information").
+PERSONAL_CATEGORY: Final = "personal"
+#: Trace note for a number that is an upper bound (the classifier's cap was reached).
+_UPPER_BOUND: Final = "upper bound: the classifier's distinct-value cap was reached"
+#: The rule id reported when no rule matched.
+DEFAULT_RULE: Final = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route in force.
+
+    Attributes:
+        name: the route name (``/v1/transfers/{route}/…``).
+        direction: ``hk->sz`` or ``sz->hk`` (``sz->hk`` is export under Mainland law).
+        destination: where allowed data is delivered (the twin's ingress URL).
+        recipient: the age X25519 recipient (``age1…``) or None.
+        legal_basis: the declared legal basis, or None.
+        encrypt: the encryption used when a rule does not say.
+    """
+
+    name: str
+    direction: Direction
+    destination: str
+    recipient: str | None
+    legal_basis: str | None
+    encrypt: EncryptMode
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A sender identity and the team and organisation it belongs to."""
+
+    id: str
+    team: str
+    organisation: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferContext:
+    """Who sends, on which route: the non-content facts of a transfer."""
+
+    route: Route
+    sender: Sender
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionResult:
+    """One condition of one rule, evaluated.
+
+    Attributes:
+        condition: the condition as written (``categories.none``).
+        ok: whether it held.
+        detail: why, in words, with label names and counts only.
+    """
+
+    condition: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """How one rule fared.
+
+    Attributes:
+        rule: the rule id.
+        mode: ``enforce`` or ``shadow``.
+        action: the rule's action.
+        matched: all its conditions held.
+        decided: this rule made the decision.
+        conditions: each condition's result, in the fixed order of the
+            condition table (route, direction, sender … unscannable).
+    """
+
+    rule: str
+    mode: Mode
+    action: Action
+    matched: bool
+    decided: bool
+    conditions: tuple[ConditionResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form (for ``gateway explain --json`` and audit records)."""
+        return {
+            "rule": self.rule,
+            "mode": self.mode,
+            "action": self.action,
+            "matched": self.matched,
+            "decided": self.decided,
+            "conditions": [
+                {"condition": c.condition, "ok": c.ok, "detail": c.detail} for c in self.conditions
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one transfer.
+
+    Attributes:
+        action: ``allow``, ``block`` or ``review``.
+        rule: the deciding rule id, or ``default``.
+        reason: the human reason returned to the sender.
+        encrypt: ``envelope`` or ``tls`` for allow and review; None for block.
+        policy_version: the version of the policy that decided.
+        trace: every rule considered, in order.
+        shadow_matches: ids of shadow rules that matched (would have decided).
+    """
+
+    action: Action
+    rule: str
+    reason: str
+    encrypt: EncryptMode | None
+    policy_version: str
+    trace: tuple[RuleTrace, ...]
+    shadow_matches: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form of the whole decision, trace included."""
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "reason": self.reason,
+            "encrypt": self.encrypt,
+            "policy_version": self.policy_version,
+            "shadow_matches": list(self.shadow_matches),
+            "trace": [t.to_json() for t in self.trace],
+        }
+
+
+class _Globs:
+    """A compiled list of globs; matches if any glob matches the whole string."""
+
+    __slots__ = ("_regex", "text")
+
+    def __init__(self, globs: Sequence[str]) -> None:
+        self.text = tuple(globs)
+        self._regex = re.compile("|".join(f"(?:{glob_to_regex(g).pattern})" for g in globs))
+
+    def __call__(self, value: str) -> bool:
+        return self._regex.fullmatch(value) is not None
+
+    def matches_everything(self) -> bool:
+        return "*" in self.text
+
+    def __str__(self) -> str:
+        return ", ".join(self.text)
+
+
+@dataclass(slots=True)
+class _Facts:
+    """What one evaluation knows, computed once and shared by all predicates."""
+
+    context: TransferContext
+    summary: ScanSummary
+    ledger: Mapping[str, LedgerCount]
+    label_categories: Callable[[str], frozenset[str]]
+    #: Whether this transfer's direction is counted in the ledger.
+    counted: bool = True
+    #: Per ledger category, findings whose values were not hashed (cap reached):
+    #: at most that many more people than the digests show.
+    ledger_slack: Mapping[str, int] = field(default_factory=dict)
+    #: ``summary.subjects``, or its upper bound when the cap was reached.
+    subjects: int = 0
+    #: Labels with findings, sorted (traces list them in a stable order).
+    present: tuple[str, ...] = ()
+    #: (kind, key) -> the present labels it covers, and its trace text; rules share keys.
+    covered: dict[tuple[str, str], tuple[tuple[str, ...], str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.present = tuple(sorted(k for k, s in self.summary.labels.items() if s.count > 0))
+
+
+Predicate = Callable[[_Facts], ConditionResult]
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}"
+
+
+def _text_predicate(
+    name: str, globs: _Globs, get: Callable[[TransferContext], str | None]
+) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        value = get(facts.context)
+        ok = value is not None and globs(value)
+        shown = "(none)" if value is None else repr(value)
+        verb = "matches" if ok else "does not match"
+        return ConditionResult(name, ok, f"{name} {shown} {verb} [{globs}]")
+
+    return check
+
+
+def _legal_basis_predicate(allowed: tuple[str, ...]) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        basis = facts.context.route.legal_basis or NO_LEGAL_BASIS
+        ok = basis in allowed
+        verb = "is one of" if ok else "is not one of"
+        listed = ", ".join(allowed)
+        detail = f"route legal basis {basis!r} {verb} [{listed}]"
+        return ConditionResult("legal_basis", ok, detail)
+
+    return check
+
+
+def _threshold_result(
+    name: str, actual: int, threshold: Threshold, what: str, note: str = ""
+) -> ConditionResult:
+    ok = threshold.test(actual)
+    shown = f"{_fmt(actual)} ({note})" if note else _fmt(actual)
+    return ConditionResult(name, ok, f"{what} {shown} {threshold} is {str(ok).lower()}")
+
+
+class _Presence:
+    """``any``/``all``/``none``/``count``/``distinct`` over labels or categories.
+
+    For labels, the condition's keys are globs over label ids; for categories
+    they are category names and a label belongs to a category when one of the
+    category's globs matches it.
+    """
+
+    def __init__(self, kind: str, spec: PresenceCondition) -> None:
+        self.kind = kind
+        self.spec = spec
+        self._label_globs: dict[str, _Globs] = {}
+        for key in self._keys(spec):
+            self._label_globs[key] = _Globs([key])
+
+    @staticmethod
+    def _keys(spec: PresenceCondition) -> set[str]:
+        keys: set[str] = set()
+        for group in (spec.any, spec.all, spec.none):
+            keys.update(group or ())
+        keys.update(spec.count or {})
+        keys.update(spec.distinct or {})
+        return keys
+
+    def _covered(self, facts: _Facts, key: str) -> tuple[tuple[str, ...], str]:
+        """Labels present in the summary that ``key`` covers, and how the trace says it."""
+        found = facts.covered.get((self.kind, key))
+        if found is None:
+            if self.kind == "labels":
+                glob = self._label_globs[key]
+                labels = tuple(label for label in facts.present if glob(label))
+            else:
+                labels = tuple(lb for lb in facts.present if key in facts.label_categories(lb))
+            if labels:
+                counts = ", ".join(f"{lb} ({_fmt(facts.summary.count(lb))})" for lb in labels)
+                text = f"{key}: {counts}"
+            else:
+                text = f"{key}: absent"
+            found = (labels, text)
+            facts.covered[(self.kind, key)] = found
+        return found
+
+    def _present(self, facts: _Facts, key: str) -> tuple[str, ...]:
+        return self._covered(facts, key)[0]
+
+    def _describe(self, facts: _Facts, keys: Sequence[str]) -> str:
+        return "; ".join(self._covered(facts, key)[1] for key in keys)
+
+    def predicates(self) -> list[Predicate]:
+        spec = self.spec
+        out: list[Predicate] = []
+        for group_name, group in (("any", spec.any), ("all", spec.all), ("none", spec.none)):
+            if group is not None:
+                out.append(self._group(group_name, group))
+        for measure, mapping in (("count", spec.count), ("distinct", spec.distinct)):
+            for key, threshold in (mapping or {}).items():
+                out.append(self._measure(measure, key, threshold))
+        return out
+
+    def _group(self, group_name: str, keys: tuple[str, ...]) -> Predicate:
+        name = f"{self.kind}.{group_name}"
+
+        def check(facts: _Facts) -> ConditionResult:
+            hits = [bool(self._present(facts, key)) for key in keys]
+            if group_name == "any":
+                ok = any(hits)
+            elif group_name == "all":
+                ok = all(hits)
+            else:
+                ok = not any(hits)
+            return ConditionResult(name, ok, self._describe(facts, keys))
+
+        return check
+
+    def _measure(self, measure: str, key: str, threshold: Threshold) -> Predicate:
+        name = f"{self.kind}.{measure}[{key}]"
+
+        def check(facts: _Facts) -> ConditionResult:
+            total = 0
+            exact = True
+            for label in self._present(facts, key):
+                stats = facts.summary.labels[label]
+                if measure == "count":
+                    total += stats.count
+                elif facts.summary.distinct_capped and stats.count > stats.distinct:
+                    # Values past the cap were not told apart: each finding may be new.
+                    total += stats.count
+                    exact = False
+                else:
+                    total += stats.distinct
+            what = "findings" if measure == "count" else "distinct values"
+            note = "" if exact else _UPPER_BOUND
+            return _threshold_result(name, total, threshold, f"{key} {what}", note)
+
+        return check
+
+
+def _ledger_predicate(category: str, which: str, threshold: Threshold) -> Predicate:
+    name = f"ledger.{category}.{which}"
+
+    def check(facts: _Facts) -> ConditionResult:
+        count = facts.ledger.get(category)
+        if count is None:
+            raise ValueError(f"evaluate() needs the ledger count of category {category!r}")
+        if which == "current":
+            return _threshold_result(
+                name, count.current, threshold, f"{category} subjects this year"
+            )
+        what = f"{category} subjects this year including this transfer"
+        if not facts.counted:
+            # Not an export under the policy's ledger: this transfer adds nobody.
+            direction = facts.context.route.direction
+            note = f"{direction} transfers are not counted"
+            return _threshold_result(name, count.current, threshold, what, note)
+        slack = facts.ledger_slack.get(category, 0)
+        note = f"{_UPPER_BOUND}; {_fmt(slack)} findings not hashed" if slack else ""
+        return _threshold_result(name, count.projected + slack, threshold, what, note)
+
+    return check
+
+
+def _subjects(threshold: Threshold) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        note = _UPPER_BOUND if facts.subjects > facts.summary.subjects else ""
+        return _threshold_result("subjects", facts.subjects, threshold, "subjects", note)
+
+    return check
+
+
+def _size(threshold: Threshold) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        return _threshold_result("size", facts.summary.size, threshold, "bytes")
+
+    return check
+
+
+def _unscannable(expected: bool) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        layers = max(len(facts.summary.unscannable), facts.summary.count(UNSCANNABLE))
+        actual = layers > 0
+        detail = f"{layers} unscannable layer(s)" if actual else "everything was scanned"
+        return ConditionResult("unscannable", actual == expected, detail)
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule turned into predicates.
+
+    Attributes:
+        id: the rule id.
+        action: what the rule decides.
+        reason: returned to the sender.
+        encrypt: the rule's encryption, or None to use the route's.
+        mode: ``enforce`` or ``shadow``.
+        predicates: the conditions' predicates, in the fixed order of :class:`When`.
+        route_filter: the conditions that depend only on the route, used to
+            find which routes a rule can apply to.
+        catch_all: the rule matches every transfer (no conditions, or only
+            ``*`` globs); rules after an enforcing catch-all are unreachable.
+    """
+
+    id: str
+    action: Action
+    reason: str
+    encrypt: EncryptMode | None
+    mode: Mode
+    predicates: tuple[Predicate, ...]
+    route_filter: Callable[[Route], bool]
+    catch_all: bool
+
+
+def compile_rule(
+    rule_id: str,
+    action: Action,
+    reason: str,
+    encrypt: EncryptMode | None,
+    mode: Mode,
+    when: When,
+) -> CompiledRule:
+    """Compile one rule's conditions into predicates, in the order of :class:`When`."""
+    preds: list[Predicate] = []
+    route_checks: list[Callable[[Route], bool]] = []
+    everything = True
+    if when.route is not None:
+        route_globs = _Globs(when.route)
+        preds.append(_text_predicate("route", route_globs, lambda c: c.route.name))
+        route_checks.append(lambda r: route_globs(r.name))
+        everything &= route_globs.matches_everything()
+    if when.direction is not None:
+        direction = when.direction
+        preds.append(_text_predicate("direction", _Globs([direction]), lambda c: c.route.direction))
+        route_checks.append(lambda r: r.direction == direction)
+        everything = False
+    for name, globs_spec, getter in (
+        ("sender", when.sender, lambda c: c.sender.id),
+        ("team", when.team, lambda c: c.sender.team),
+        ("organisation", when.organisation, lambda c: c.sender.organisation),
+    ):
+        if globs_spec is not None:
+            globs = _Globs(globs_spec)
+            preds.append(_text_predicate(name, globs, getter))
+            everything &= globs.matches_everything()
+    if when.legal_basis is not None:
+        allowed = when.legal_basis
+        preds.append(_legal_basis_predicate(allowed))
+        route_checks.append(lambda r: (r.legal_basis or NO_LEGAL_BASIS) in allowed)
+        everything = False
+    for kind, presence in (("labels", when.labels), ("categories", when.categories)):
+        if presence is not None:
+            preds.extend(_Presence(kind, presence).predicates())
+            everything = False
+    if when.subjects is not None:
+        preds.append(_subjects(when.subjects))
+        everything = False
+    for category, ledger in (when.ledger or {}).items():
+        if ledger.current is not None:
+            preds.append(_ledger_predicate(category, "current", ledger.current))
+        if ledger.projected is not None:
+            preds.append(_ledger_predicate(category, "projected", ledger.projected))
+        everything = False
+    if when.content_type is not None:
+        content_globs = _Globs(when.content_type)
+        preds.append(_content_type(content_globs))
+        everything &= content_globs.matches_everything()
+    if when.size is not None:
+        preds.append(_size(when.size))
+        everything = False
+    if when.unscannable is not None:
+        preds.append(_unscannable(when.unscannable))
+        everything = False
+
+    def route_filter(route: Route) -> bool:
+        return all(check(route) for check in route_checks)
+
+    return CompiledRule(
+        id=rule_id,
+        action=action,
+        reason=reason,
+        encrypt=encrypt,
+        mode=mode,
+        predicates=tuple(preds),
+        route_filter=route_filter,
+        catch_all=everything,
+    )
+
+
+def _content_type(globs: _Globs) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        value = facts.summary.content.type
+        ok = globs(value)
+        verb = "matches" if ok else "does not match"
+        return ConditionResult("content_type", ok, f"content type {value!r} {verb} [{globs}]")
+
+    return check
+
+
+class CompiledPolicy:
+    """A validated policy set, compiled once per version; immutable and shared.
+
+    Attributes:
+        name: the policy set's name.
+        version: hex SHA-256 of the canonical content.
+        routes: route name -> :class:`Route`.
+        senders: sender identity -> :class:`Sender`.
+        categories: category -> label globs.
+        detectors: the classifier's detector set for this version.
+        rules: the compiled rules in order.
+        default_action / default_reason / default_encrypt: the default block.
+        ledger_categories: the ledger categories this policy declares.
+        ledger_directions: the directions whose transfers the ledger counts
+            (default ``sz->hk`` only: the 2024 Provisions count exports).
+        sources: every file read to build this version (for the watcher).
+        warnings: problems that did not stop loading.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        routes: Mapping[str, Route],
+        senders: Mapping[str, Sender],
+        categories: Mapping[str, tuple[str, ...]],
+        detectors: DetectorSet,
+        rules: Sequence[CompiledRule],
+        default_action: Action,
+        default_reason: str,
+        default_encrypt: EncryptMode | None,
+        ledger_directions: Collection[Direction] = DEFAULT_LEDGER_DIRECTIONS,
+        sources: Sequence[Path] = (),
+        warnings: Sequence[PolicyIssue] = (),
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.routes: Mapping[str, Route] = MappingProxyType(dict(routes))
+        self.senders: Mapping[str, Sender] = MappingProxyType(dict(senders))
+        self.categories: Mapping[str, tuple[str, ...]] = MappingProxyType(dict(categories))
+        self.detectors = detectors
+        self.rules = tuple(rules)
+        self.default_action: Action = default_action
+        self.default_reason = default_reason
+        self.default_encrypt: EncryptMode | None = default_encrypt
+        self.sources = tuple(sources)
+        self.warnings = tuple(warnings)
+        self._category_globs = {c: _Globs(g) for c, g in self.categories.items()}
+        self._label_cache: dict[str, frozenset[str]] = {}
+        self.ledger_categories: frozenset[str] = frozenset(
+            c for c in LEDGER_CATEGORIES if c in self.categories
+        )
+        self.ledger_directions: frozenset[Direction] = frozenset(ledger_directions)
+        self._person_labels: frozenset[str] = frozenset(
+            label
+            for label, personal in zip(detectors.labels, detectors.personal, strict=True)
+            if personal
+        )
+
+    def __repr__(self) -> str:
+        return f"<CompiledPolicy {self.name} {self.version[:12]} rules={len(self.rules)}>"
+
+    def context(self, route: str, sender: str) -> TransferContext:
+        """The context of a transfer by route name and sender identity.
+
+        Raises:
+            NotFound: no such route (HTTP 404).
+            Unauthenticated: the identity is not a sender of this policy (HTTP 401).
+        """
+        found_route = self.routes.get(route)
+        if found_route is None:
+            raise NotFound(f"unknown route {route!r}")
+        found_sender = self.senders.get(sender)
+        if found_sender is None:
+            raise Unauthenticated("sender identity is not declared in the policy")
+        return TransferContext(found_route, found_sender)
+
+    def is_person_label(self, label: str) -> bool:
+        """Whether ``label``'s values identify people (built-in ``pii.*`` or ``personal: true``)."""
+        return label.startswith(PERSON_PREFIX) or label in self._person_labels
+
+    def categories_of(self, label: str) -> frozenset[str]:
+        """The categories ``label`` belongs to (cached per label id).
+
+        A category holds the labels its globs match; a custom ``personal: true``
+        label is also in ``personal`` (when declared) without being named there.
+        """
+        cached = self._label_cache.get(label)
+        if cached is None:
+            found = {c for c, g in self._category_globs.items() if g(label)}
+            if (
+                PERSONAL_CATEGORY in self.categories
+                and label in self._person_labels
+                and not label.startswith(PERSON_PREFIX)
+            ):
+                found.add(PERSONAL_CATEGORY)
+            cached = frozenset(found)
+            # Bounded: labels come from this version's detector set (built-ins + custom).
+            self._label_cache[label] = cached
+        return cached
+
+    def counts_in_ledger(self, direction: Direction) -> bool:
+        """Whether allowed transfers in ``direction`` add their people to the ledger."""
+        return direction in self.ledger_directions
+
+    def _ledger_labels(self, summary: ScanSummary) -> dict[str, frozenset[str]]:
+        """Per ledger category, the present labels whose values are its people."""
+        present = [label for label, s in summary.labels.items() if s.count > 0]
+        people = [label for label in present if self.is_person_label(label)]
+        out: dict[str, frozenset[str]] = {}
+        for category in self.ledger_categories:
+            chosen = {label for label in people if category in self.categories_of(label)}
+            if category == "sensitive" and any(
+                category in self.categories_of(label) and not self.is_person_label(label)
+                for label in present
+            ):
+                chosen.update(people)
+            out[category] = frozenset(chosen)
+        return out
+
+    def ledger_digests(
+        self, summary: ScanSummary, direction: Direction | None = None
+    ) -> dict[str, frozenset[bytes]]:
+        """Keyed hashes of the people in this transfer, per ledger category.
+
+        A category's subjects are the distinct values of its person-identifying
+        labels (built-in ``pii.*`` and custom ``personal: true``). If the
+        transfer carries any ``sensitive`` finding that does not itself
+        identify a person (a diagnosis, a genome, a location), the people
+        identified in it are counted as sensitive subjects too: their records
+        hold sensitive personal information. The union over labels may count
+        one person twice (an ID number and a phone number), so the totals err
+        towards the stricter threshold.
+
+        Args:
+            summary: the classifier's result.
+            direction: the route's direction. A direction the policy's ledger
+                does not count (by default anything but ``sz->hk``) gets every
+                category with no digests: the server still reads the
+                organisation's totals (rules may compare them) but records
+                nothing. ``None`` (the call shape before directions existed)
+                counts the transfer, the stricter reading.
+        """
+        if direction is not None and not self.counts_in_ledger(direction):
+            return {category: frozenset() for category in self.ledger_categories}
+        out: dict[str, frozenset[bytes]] = {}
+        for category, labels in self._ledger_labels(summary).items():
+            digests: set[bytes] = set()
+            for label in labels:
+                digests.update(summary.digests.get(label, frozenset()))
+            out[category] = frozenset(digests)
+        return out
+
+    def _ledger_slack(self, summary: ScanSummary) -> dict[str, int]:
+        """Per ledger category, findings whose values the digests do not hold.
+
+        Zero unless the classifier's distinct-value cap was reached; then each
+        such finding may be one more person than the digests show.
+        """
+        if not summary.distinct_capped:
+            return {}
+        out: dict[str, int] = {}
+        for category, labels in self._ledger_labels(summary).items():
+            out[category] = sum(
+                max(0, summary.count(label) - len(summary.digests.get(label, frozenset())))
+                for label in labels
+            )
+        return out
+
+    def _subjects_bound(self, summary: ScanSummary) -> int:
+        """``summary.subjects``, or its upper bound when the cap was reached.
+
+        ``subjects`` is the largest distinct count among person labels; a
+        label's findings bound its distinct values from above.
+        """
+        if not summary.distinct_capped:
+            return summary.subjects
+        counts = (s.count for label, s in summary.labels.items() if self.is_person_label(label))
+        return max(summary.subjects, max(counts, default=0))
+
+    def evaluate(
+        self,
+        context: TransferContext,
+        summary: ScanSummary,
+        ledger_counts: Mapping[str, LedgerCount] | None = None,
+    ) -> Decision:
+        """Decide one transfer; pure (no I/O, no clock, no randomness).
+
+        When the classifier's distinct-value cap was reached, ``projected``
+        ledger counts, ``subjects`` and ``distinct`` conditions use upper bounds
+        (see the module docstring). For a direction the ledger does not count,
+        ``projected`` is ``current``: the transfer adds nobody.
+
+        Args:
+            context: route and sender.
+            summary: the classifier's result for the whole body.
+            ledger_counts: per ledger category, the sender organisation's
+                current and projected subjects this year (see
+                :meth:`ledger_digests`). Needed when a rule has a ``ledger``
+                condition; the ledger's transaction must still be open.
+
+        Raises:
+            ValueError: a rule needs a ledger count that was not given.
+        """
+        facts = _Facts(
+            context,
+            summary,
+            ledger_counts or {},
+            self.categories_of,
+            counted=self.counts_in_ledger(context.route.direction),
+            ledger_slack=self._ledger_slack(summary),
+            subjects=self._subjects_bound(summary),
+        )
+        trace: list[RuleTrace] = []
+        shadow: list[str] = []
+        for rule in self.rules:
+            results = tuple(p(facts) for p in rule.predicates)
+            matched = all(r.ok for r in results)
+            decides = matched and rule.mode == "enforce"
+            trace.append(RuleTrace(rule.id, rule.mode, rule.action, matched, decides, results))
+            if matched and rule.mode == "shadow":
+                shadow.append(rule.id)
+            if decides:
+                return Decision(
+                    action=rule.action,
+                    rule=rule.id,
+                    reason=rule.reason,
+                    encrypt=self._encrypt(rule.action, rule.encrypt, context.route),
+                    policy_version=self.version,
+                    trace=tuple(trace),
+                    shadow_matches=tuple(shadow),
+                )
+        return Decision(
+            action=self.default_action,
+            rule=DEFAULT_RULE,
+            reason=self.default_reason,
+            encrypt=self._encrypt(self.default_action, self.default_encrypt, context.route),
+            policy_version=self.version,
+            trace=tuple(trace),
+            shadow_matches=tuple(shadow),
+        )
+
+    @staticmethod
+    def _encrypt(action: Action, rule: EncryptMode | None, route: Route) -> EncryptMode | None:
+        if action == "block":
+            return None
+        return rule if rule is not None else route.encrypt

@@ -1,0 +1,397 @@
+"""Loading policy directories: merging, every kind of error with its position, versions, keys."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import pyrage
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.policy import PolicyIOError, PolicyLoadError, load_policy
+from gateway.policy.loader import policy_files
+from tests.policy.conftest import WritePolicy, make_summary
+
+ROUTES = """\
+routes:
+  out: {direction: sz->hk, destination: "https://hk.example/in", encrypt: tls}
+senders:
+  alice: {team: lab, organisation: hku}
+"""
+LOCATED = re.compile(r"^\S+:\d+:\d+: \S")
+
+
+def at(path: Path, needle: str, nth: int = 0) -> str:
+    """``file:line:col`` of the ``nth`` occurrence of ``needle`` in the file (1-based)."""
+    text = path.read_text(encoding="utf-8")
+    offset = -1
+    for _ in range(nth + 1):
+        offset = text.index(needle, offset + 1)
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return f"{path}:{line}:{col}"
+
+
+def errors_of(path: Path, **kw: bool) -> list[str]:
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(path, **kw)
+    messages = [str(e) for e in info.value.errors]
+    assert all(LOCATED.match(m) for m in messages), messages
+    return messages
+
+
+def test_files_merge_in_name_order(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "20-later.yaml": "rules:\n  - {id: c, action: allow, reason: c}\n",
+            "10-first.yaml": ROUTES
+            + "rules:\n  - {id: a, action: block, reason: a, when: {route: out}}\n"
+            + "  - {id: b, action: review, reason: b, when: {direction: hk->sz}}\n",
+            "10-first_test.yaml": "not: [a, policy",
+            ".hidden.yaml": "broken: [",
+            "notes.txt": "ignored",
+        }
+    )
+    assert [p.name for p in policy_files(directory)] == ["10-first.yaml", "20-later.yaml"]
+    policy = load_policy(directory)
+    assert [r.id for r in policy.rules] == ["a", "b", "c"]
+    assert policy.name == directory.name
+    assert policy.default_action == "block"
+    assert policy.sources == tuple(policy_files(directory))
+
+
+def test_single_file_and_io_errors(write_policy: WritePolicy, tmp_path: Path) -> None:
+    directory = write_policy({"only.yaml": ROUTES + "name: solo\n"})
+    assert load_policy(directory / "only.yaml").name == "solo"
+    with pytest.raises(PolicyIOError, match="no such policy file or directory"):
+        load_policy(tmp_path / "missing")
+    with pytest.raises(PolicyIOError, match=r"no \*\.yaml policy files"):
+        load_policy(write_policy({"readme.md": "x"}))
+
+
+def test_empty_file_is_an_empty_policy_and_non_mapping_is_an_error(
+    write_policy: WritePolicy,
+) -> None:
+    assert load_policy(write_policy({"a.yaml": "# nothing yet\n"})).rules == ()
+    (message,) = errors_of(write_policy({"a.yaml": "- just\n- a list\n"}))
+    assert message.endswith("a.yaml:1:1: expected a mapping at the top level, got a list")
+
+
+def test_every_schema_error_names_file_line_column_and_expectation(
+    write_policy: WritePolicy,
+) -> None:
+    directory = write_policy(
+        {
+            "p.yaml": """\
+                routes:
+                  out:
+                    direction: sideways
+                    destination: https://h/
+                    encrypt: tls
+                    colour: red
+                rules:
+                  - id: r1
+                    action: allow
+                    reason: 5
+                    when: {labels: {any: ["pii.[a-z]"]}, size: lots}
+                  - action: block
+                    reason: no id
+                  - id: r3
+                    action: block
+                    reason: r
+                    when: {unscannable: maybe, legal_basis: [handshake]}
+                """
+        }
+    )
+    messages = errors_of(directory)
+    p = directory / "p.yaml"
+    quoted_glob = '"pii.[a-z]'  # the error points at the opening quote
+    assert messages == [
+        f"{at(p, 'sideways')}: routes.out.direction: expected 'hk->sz' or 'sz->hk', got 'sideways'",
+        f"{at(p, 'colour')}: routes.out.colour: unknown key 'colour' "
+        "(expected one of: direction, destination, recipient, legal_basis, encrypt)",
+        f"{at(p, '5' + chr(10))}: rules[0].reason: expected a non-empty reason "
+        "(it is returned to the sender)",
+        f"{at(p, quoted_glob)}: rules[0].when.labels.any[0]: bad glob 'pii.[a-z]': only '*' "
+        "and '?' are wildcards ('[]' not allowed)",
+        f"{at(p, 'lots')}: rules[0].when.size: expected a comparison such as '> 100 MiB', "
+        "got 'lots'",
+        f"{at(p, 'action: block')}: rules[1].id: missing required key 'id'",
+        f"{at(p, 'maybe')}: rules[2].when.unscannable: expected true or false, got text",
+        f"{at(p, '[handshake]')}: rules[2].when.legal_basis: unknown legal basis 'handshake'; "
+        "expected one of ('gba-standard-contract', 'cac-standard-contract', 'pi-certification', "
+        "'cac-security-assessment', 'pcpd-model-clauses', 'none')",
+    ]
+
+
+def test_whole_set_errors(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "a.yaml": ROUTES
+            + """\
+categories:
+  personal: ["pii.*", pii.passport]
+detectors:
+  custom.project: {keywords: [Falcon]}
+rules:
+  - {id: r1, action: block, reason: r, when: {labels: {any: [custom.project, custom.other]}}}
+  - {id: r2, action: block, reason: r, when: {categories: {any: [secret]}, route: elsewhere}}
+  - {id: r3, action: block, reason: r, when: {ledger: {important: {current: "> 1"}}}}
+  - {id: r4, action: block, reason: r, when: {organisation: hku, team: labs}}
+""",
+            "b.yaml": """\
+categories:
+  personal: ["pii.*"]
+rules:
+  - {id: r1, action: allow, reason: catch all, mode: enforce}
+  - {id: r5, action: allow, reason: never, encrypt: envelope}
+default: {action: block, reason: d}
+""",
+            "c.yaml": "default: {action: allow, reason: again}\n",
+        }
+    )
+    a, b, c = (directory / n for n in ("a.yaml", "b.yaml", "c.yaml"))
+    assert errors_of(directory) == [
+        f"{at(a, 'pii.passport')}: categories.personal: unknown label 'pii.passport': matches "
+        "no built-in label (SPEC §3.1) and no declared custom detector",
+        f"{at(a, 'custom.other')}: when.labels.any: unknown label 'custom.other': matches no "
+        "built-in label (SPEC §3.1) and no declared custom detector",
+        f"{at(a, 'secret')}: when.categories.any: unknown category 'secret' (declared: personal)",
+        f"{at(a, 'elsewhere')}: when.route: 'elsewhere' is not a declared route (declared: out)",
+        f"{at(a, 'important')}: when.ledger: the ledger counts only personal, sensitive, "
+        "not 'important'",
+        f"{at(a, 'labs')}: when.team: 'labs' is not a declared team (declared: lab)",
+        f"{at(b, 'personal')}: category 'personal' is already defined at {at(a, 'personal')}",
+        f"{at(b, 'r1')}: duplicate rule id 'r1' (first at {at(a, 'r1')})",
+        f"{at(b, 'r5')}: rule 'r5' is unreachable: rule 'r1' at {at(b, 'r1')} matches every "
+        "transfer before it",
+        f"{at(b, 'envelope')}: rule 'r5' requires encrypt: envelope but route(s) out have no "
+        "recipient key",
+        f"{at(c, 'default')}: 'default' is already set at {at(b, 'default')}",
+    ]
+
+
+def test_shadow_catch_all_does_not_make_later_rules_unreachable(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "a.yaml": ROUTES
+            + "rules:\n  - {id: watch, action: review, reason: w, mode: shadow}\n"
+            + "  - {id: all, action: allow, reason: a, when: {route: '*'}}\n"
+            + "  - {id: late, action: block, reason: l}\n"
+        }
+    )
+    (message,) = errors_of(directory)
+    assert "rule 'late' is unreachable: rule 'all'" in message
+
+
+def test_route_without_recipient_must_say_tls(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {"a.yaml": "routes:\n  r: {direction: hk->sz, destination: 'https://h/'}\n"}
+    )
+    (message,) = errors_of(directory)
+    assert ":2:3: route 'r' encrypts with 'envelope' by default but has no recipient" in message
+
+
+def test_recipient_file_resolution(write_policy: WritePolicy) -> None:
+    key = str(pyrage.x25519.Identity.generate().to_public())
+    route = "routes:\n  r: {direction: hk->sz, destination: 'https://h/', recipient: {file: %s}}\n"
+    directory = write_policy({"a.yaml": route % "../keys/r.pub"})
+    # Missing key file: an error for the server, a warning for check/test.
+    (message,) = errors_of(directory)
+    assert "recipient file '../keys/r.pub' does not exist" in message
+    lenient = load_policy(directory, require_keys=False)
+    assert lenient.routes["r"].recipient is None
+    assert [w.warning for w in lenient.warnings] == [True]
+    keys = directory.parent / "keys"
+    keys.mkdir()
+    (keys / "r.pub").write_text(f"# created by make run\n# public key\n{key}\n")
+    policy = load_policy(directory)
+    assert policy.routes["r"].recipient == key
+    assert (keys / "r.pub").resolve() in policy.sources
+    # The key is part of the version: a new key is a new policy version.
+    other = str(pyrage.x25519.Identity.generate().to_public())
+    (keys / "r.pub").write_text(other + "\n")
+    assert load_policy(directory).version != policy.version
+    (keys / "r.pub").write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    (message,) = errors_of(directory)
+    assert "this is an age secret key" in message
+    (keys / "r.pub").write_text(f"{key}\n{other}\n")
+    (message,) = errors_of(directory)
+    assert "expected exactly one age1… line" in message
+
+
+def test_version_ignores_formatting_comments_and_file_split(write_policy: WritePolicy) -> None:
+    one = write_policy(
+        {"p.yaml": ROUTES + "rules:\n  - {id: a, action: allow, reason: ok, when: {route: out}}\n"}
+    )
+    two = write_policy(
+        {
+            "1.yaml": "# the routes\n" + ROUTES,
+            "2.yaml": "rules:\n  - id: a\n    when:\n      route: [out]\n    reason: >\n      ok\n"
+            "    action: allow\n",
+        }
+    )
+    changed = write_policy(
+        {"p.yaml": ROUTES + "rules:\n  - {id: a, action: allow, reason: OK, when: {route: out}}\n"}
+    )
+    v1, v2, v3 = (load_policy(d).version for d in (one, two, changed))
+    assert v1 == v2
+    assert v1 != v3
+    assert re.fullmatch("[0-9a-f]{64}", v1)
+
+
+def test_custom_detectors_compile_and_report_bad_patterns(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "a.yaml": ROUTES
+            + """\
+detectors:
+  custom.project_code:
+    patterns: ['PRJ-[0-9]{6}']
+    hotwords: [project]
+    window: 64
+categories:
+  confidential: ["custom.*"]
+rules:
+  - {id: r, action: block, reason: r, when: {categories: {any: [confidential]}}}
+"""
+        }
+    )
+    from gateway.policy.cases import scan_bytes_iter
+
+    policy = load_policy(directory)
+    summary = scan_bytes_iter(policy, [b"our project PRJ-123456 plan"])
+    assert summary.count("custom.project_code") == 1
+    decision = policy.evaluate(policy.context("out", "alice"), summary)
+    assert decision.rule == "r"
+    broken = write_policy(
+        {"a.yaml": "detectors:\n  custom.x:\n    patterns: ['ok', '(unclosed']\n"}
+    )
+    (message,) = errors_of(broken)
+    assert re.search(
+        r"a\.yaml:3:22: detector custom\.x: patterns\[1\]: invalid expression", message
+    )
+    both = write_policy({"a.yaml": "detectors:\n  custom.x: {patterns: [a], keywords: [b]}\n"})
+    (message,) = errors_of(both)
+    assert "exactly one" in message
+
+
+def test_evaluation_of_a_loaded_policy_uses_declared_categories(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "a.yaml": ROUTES
+            + "categories: {personal: 'pii.*'}\n"
+            + "rules:\n  - {id: p, action: review, reason: p,"
+            + " when: {categories: {any: [personal]}}}\n"
+        }
+    )
+    policy = load_policy(directory)
+    ctx = policy.context("out", "alice")
+    assert policy.evaluate(ctx, make_summary({"pii.hk_id": (1, 1)})).rule == "p"
+    assert policy.evaluate(ctx, make_summary({"org.cn_uscc": (1, 1)})).rule == "default"
+
+
+# --- fuzzing: arbitrary YAML never raises anything but PolicyLoadError with locations
+
+_KEYS = [
+    "name", "categories", "detectors", "senders", "routes", "rules", "default", "id", "action",
+    "reason", "when", "encrypt", "mode", "labels", "any", "all", "none", "count", "ledger",
+    "personal", "direction", "destination", "recipient", "legal_basis", "file", "patterns",
+    "subjects", "size", "route", "team", "organisation", "unscannable", "content_type",
+]  # fmt: skip
+_SCALARS = st.one_of(
+    st.sampled_from(
+        [
+            "allow",
+            "block",
+            "review",
+            "hk->sz",
+            "sz->hk",
+            "pii.*",
+            ">= 5",
+            "> 1 GiB",
+            "envelope",
+            "https://h/",
+            "age1",
+            "custom.x",
+            "shadow",
+            "none",
+            "gba-standard-contract",
+            "*",
+        ]
+    ),
+    st.text(max_size=8),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+)
+_DATA = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=5), children, max_size=5),
+    ),
+    max_leaves=30,
+)
+
+
+def _assert_only_located_errors(directory: Path, text: str) -> None:
+    (directory / "fuzz.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_policy(directory, require_keys=False)
+    except PolicyLoadError as exc:
+        for issue in exc.errors:
+            assert LOCATED.match(str(issue)), str(issue)
+
+
+@given(data=st.dictionaries(st.sampled_from(_KEYS), _DATA, max_size=6))
+def test_fuzz_structured_yaml(tmp_path_factory: pytest.TempPathFactory, data: object) -> None:
+    directory = tmp_path_factory.mktemp("fuzz", numbered=True)
+    _assert_only_located_errors(directory, yaml.safe_dump(data, allow_unicode=True))
+
+
+@given(
+    text=st.text(
+        alphabet=st.sampled_from([*string.printable, "&", "*", "!", "|", ">", "é", "机"]),
+        max_size=200,
+    )
+)
+def test_fuzz_raw_text(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    directory = tmp_path_factory.mktemp("fuzz", numbered=True)
+    _assert_only_located_errors(directory, text)
+
+
+def test_ledger_directions_section(write_policy: WritePolicy) -> None:
+    base = "categories: {personal: ['pii.*']}\n"
+    implicit = load_policy(write_policy({"a.yaml": base}))
+    explicit = load_policy(
+        write_policy({"a.yaml": base, "b.yaml": "ledger: {directions: sz->hk}\n"})
+    )
+    both = load_policy(
+        write_policy({"a.yaml": base, "b.yaml": "ledger: {directions: [hk->sz, sz->hk]}\n"})
+    )
+    assert implicit.ledger_directions == explicit.ledger_directions == {"sz->hk"}
+    assert both.ledger_directions == {"sz->hk", "hk->sz"}
+    # Writing the default out is no change of meaning; counting imports is.
+    assert implicit.version == explicit.version != both.version
+    twice = write_policy(
+        {"a.yaml": "ledger: {directions: [sz->hk]}\n", "b.yaml": "ledger:\n  directions: hk->sz\n"}
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(twice)
+    [error] = info.value.errors
+    assert (
+        str(error) == f"{twice / 'b.yaml'}:1:1: 'ledger' is already set at {twice / 'a.yaml'}:1:1"
+    )
+    bad = write_policy({"a.yaml": "ledger:\n  directions: [sz->hk, up]\n"})
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(bad)
+    [error] = info.value.errors
+    assert str(error).endswith(
+        "a.yaml:2:24: ledger.directions[1]: expected 'hk->sz' or 'sz->hk', got 'up'"
+    )
