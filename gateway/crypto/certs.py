@@ -1,0 +1,367 @@
+"""Development PKI for the two parks: a CA each, server and client certificates.
+
+``gateway certs init DIR`` writes, for each park (``hk`` and ``sz``)::
+
+    DIR/<park>/ca.crt  ca.key          the park's dev CA (ECDSA P-256, 2 years)
+    DIR/<park>/server.crt  server.key  the park gateway's TLS server certificate
+    DIR/<park>/client.crt  client.key  its client certificate for mutual TLS
+    DIR/<park>/audit-ed25519.key       its audit checkpoint signing key (Ed25519)
+
+Leaf certificates are ECDSA P-256, valid 90 days, with SANs ``localhost``,
+``127.0.0.1`` and ``::1``. Each park's gateway trusts the *other* park's CA
+for client certificates, so the HK egress presents ``hk/client.crt`` to the
+SZ ingress, which verifies it against ``hk/ca.crt``. Private keys are 0600.
+Re-running keeps existing files; ``force`` re-issues the CAs and certificates
+(never the audit key: replacing it would orphan the signed audit history).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.crypto.keys import load_or_create_ed25519, write_private_file
+from gateway.errors import ConfigError
+
+#: The two parks of the cooperation zone, each with its own CA (SPEC §2).
+PARKS = ("hk", "sz")
+#: Dev CA lifetime: two years, long enough to outlive many leaf rotations.
+CA_VALIDITY = dt.timedelta(days=730)
+#: Leaf lifetime: 90 days, the public-web practice (Let's Encrypt), so expiry
+#: handling and the days-to-expiry metric are exercised in development too.
+LEAF_VALIDITY = dt.timedelta(days=90)
+#: Backdate notBefore so that a peer whose clock is a little behind accepts a
+#: certificate issued just now.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+#: Subject alternative names of every leaf: the gateways run on loopback in dev.
+DNS_NAMES = ("localhost",)
+IP_ADDRESSES = ("127.0.0.1", "::1")
+#: Organisation written into every dev certificate, so nobody mistakes it for production.
+ORGANISATION = "hksz-gateway development"
+#: Public files (certificates) are world-readable; keys are 0600 (keys.PRIVATE_FILE_MODE).
+PUBLIC_FILE_MODE = 0o644
+#: A certificate file bigger than this is not a PEM bundle we issued or expect.
+MAX_CERT_FILE_SIZE = 1 << 20
+
+AUDIT_KEY_NAME = "audit-ed25519.key"
+
+
+@dataclass(frozen=True, slots=True)
+class ParkPaths:
+    """Where one park's dev PKI files live."""
+
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The park CA certificate (the other park's ``client_ca``)."""
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        """The park CA private key."""
+        return self.directory / "ca.key"
+
+    def cert(self, role: str) -> Path:
+        """``server.crt`` or ``client.crt``."""
+        return self.directory / f"{role}.crt"
+
+    def key(self, role: str) -> Path:
+        """``server.key`` or ``client.key``."""
+        return self.directory / f"{role}.key"
+
+    @property
+    def audit_key(self) -> Path:
+        """The park gateway's Ed25519 audit signing key."""
+        return self.directory / AUDIT_KEY_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class FileAction:
+    """What ``init_dev_pki`` did with one file: ``created``, ``replaced`` or ``kept``."""
+
+    path: Path
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """The facts ``gateway certs show`` prints about one certificate."""
+
+    subject: str
+    issuer: str
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    is_ca: bool
+    key_type: str
+    sha256_fingerprint: str
+
+    def seconds_to_expiry(self, now: dt.datetime | None = None) -> float:
+        """Seconds until notAfter (negative once expired)."""
+        return (self.not_after - (now or dt.datetime.now(dt.UTC))).total_seconds()
+
+
+def init_dev_pki(
+    directory: Path | str, *, force: bool = False, now: dt.datetime | None = None
+) -> list[FileAction]:
+    """Create (or complete) the dev PKI of both parks under ``directory``.
+
+    Args:
+        directory: root folder; ``<park>/`` sub-folders are created (mode 0700).
+        force: re-issue CAs and certificates even if present.
+        now: issuance time (tests); the current time when omitted.
+
+    Returns:
+        One entry per file, saying whether it was created, replaced or kept.
+
+    Raises:
+        ConfigError: a folder cannot be created, or an existing CA is
+            incomplete or unreadable.
+    """
+    issued_at = now or dt.datetime.now(dt.UTC)
+    actions: list[FileAction] = []
+    for park in PARKS:
+        paths = ParkPaths(Path(directory) / park)
+        try:
+            paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"{paths.directory}: cannot create: {exc.strerror}") from None
+        ca_key, ca_cert, ca_new = _ensure_ca(park, paths, force, issued_at, actions)
+        for role in ("server", "client"):
+            cert_path, key_path = paths.cert(role), paths.key(role)
+            if cert_path.exists() and key_path.exists() and not (force or ca_new):
+                actions += [FileAction(cert_path, "kept"), FileAction(key_path, "kept")]
+                continue
+            existed = cert_path.exists() or key_path.exists()
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = _issue_leaf(park, role, key, ca_key, ca_cert, issued_at)
+            _write_key(key_path, key)
+            _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+            verb = "replaced" if existed else "created"
+            actions += [FileAction(cert_path, verb), FileAction(key_path, verb)]
+        existed = paths.audit_key.exists()
+        load_or_create_ed25519(paths.audit_key)
+        actions.append(FileAction(paths.audit_key, "kept" if existed else "created"))
+    return actions
+
+
+def load_certificates(path: Path | str) -> list[x509.Certificate]:
+    """Read every certificate of a PEM file (or a single DER certificate).
+
+    Raises:
+        ConfigError: unreadable, too large, or holding no certificate.
+    """
+    target = Path(path)
+    try:
+        with target.open("rb") as handle:
+            data = handle.read(MAX_CERT_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_CERT_FILE_SIZE:
+        raise ConfigError(f"{target}: larger than {MAX_CERT_FILE_SIZE} bytes; not a certificate")
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise ConfigError(f"{target}: not a PEM or DER X.509 certificate") from None
+
+
+def describe_certificate(cert: x509.Certificate) -> CertInfo:
+    """Extract subject, issuer, SANs, validity and fingerprint of ``cert``."""
+    dns_names: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=dns_names,
+        ip_addresses=ips,
+        is_ca=is_ca,
+        key_type=_key_type(cert),
+        sha256_fingerprint=fingerprint,
+    )
+
+
+def cert_expiry_seconds(path: Path | str, *, now: dt.datetime | None = None) -> float:
+    """Seconds until the first certificate in ``path`` expires (negative once expired).
+
+    This feeds the ``gateway_tls_cert_expiry_seconds`` metric.
+
+    Raises:
+        ConfigError: the file cannot be read as a certificate.
+    """
+    return describe_certificate(load_certificates(path)[0]).seconds_to_expiry(now)
+
+
+def _ensure_ca(
+    park: str, paths: ParkPaths, force: bool, now: dt.datetime, actions: list[FileAction]
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, bool]:
+    have_cert, have_key = paths.ca_cert.exists(), paths.ca_key.exists()
+    if have_cert and have_key and not force:
+        ca_cert = load_certificates(paths.ca_cert)[0]
+        try:
+            ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError):
+            raise ConfigError(f"{paths.ca_key}: not a readable unencrypted PEM key") from None
+        cert_public = ca_cert.public_key()
+        if (
+            not isinstance(ca_key, ec.EllipticCurvePrivateKey)
+            or not isinstance(cert_public, ec.EllipticCurvePublicKey)
+            or ca_key.public_key().public_numbers() != cert_public.public_numbers()
+        ):
+            raise ConfigError(f"{paths.ca_key}: does not match {paths.ca_cert}; use --force")
+        actions += [FileAction(paths.ca_cert, "kept"), FileAction(paths.ca_key, "kept")]
+        return ca_key, ca_cert, False
+    if (have_cert or have_key) and not force:
+        missing = paths.ca_key if have_cert else paths.ca_cert
+        raise ConfigError(f"{missing}: missing while its pair exists; restore it or use --force")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"hksz-gateway {park.upper()} dev CA", park)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    verb = "replaced" if have_cert or have_key else "created"
+    _write_key(paths.ca_key, key)
+    _write_public(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+    actions += [FileAction(paths.ca_cert, verb), FileAction(paths.ca_key, verb)]
+    return key, cert, True
+
+
+def _issue_leaf(
+    park: str,
+    role: str,
+    key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    now: dt.datetime,
+) -> x509.Certificate:
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in DNS_NAMES]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IP_ADDRESSES]
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"gateway-{park}", park))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _name(common_name: str, park: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, park.upper()),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _key_type(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ECDSA {key.curve.name}"
+    return type(key).__name__.removesuffix("PublicKey").removeprefix("_")
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private_file(path, pem, overwrite=True)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Write a public file atomically (temp file in the same folder, then rename)."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), PUBLIC_FILE_MODE)
+            handle.write(data)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}") from None
