@@ -1,0 +1,565 @@
+"""The asynchronous audit log the server appends to (group commit, checkpoints).
+
+One writer task owns the files. ``append`` canonicalises the record, queues
+it and waits; the writer takes everything queued (up to a bound), writes it
+with one ``write`` and one ``fdatasync`` in a worker thread, then wakes every
+waiter with its receipt. Records arriving during that fsync form the next
+batch, so 256 concurrent transfers share a handful of fsyncs instead of
+queueing behind 256 of them, and the event loop keeps serving meanwhile.
+
+The same task signs a checkpoint after ``checkpoint_every`` new records, or
+``checkpoint_interval`` seconds after the last checkpoint when records
+arrived since, and every ``idle_interval`` seconds regardless (so a verifier
+sees the log is alive), plus a final one on :meth:`AuditLog.close`.
+
+After any write or fsync failure the log is unhealthy for good: the server
+answers 503 and ``/readyz`` turns false, and ``append`` raises
+:class:`~gateway.audit.errors.AuditUnavailable` at once. (After a failed
+fsync Linux may have dropped the dirty pages; retrying could acknowledge a
+record that is not on disk. Reopening recovers from what is.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from gateway.audit.errors import AuditIntegrityError, AuditUnavailable
+from gateway.audit.merkle import consistency_proof, inclusion_proof, leaf_hash
+from gateway.audit.note import Checkpoint, NoteSigner, sign_checkpoint
+from gateway.audit.receipt import Receipt
+from gateway.audit.records import canonical_json
+from gateway.audit.storage import (
+    DEFAULT_SEGMENT_MAX_AGE,
+    DEFAULT_SEGMENT_MAX_BYTES,
+    INDEX_DIR,
+    SegmentStore,
+    iter_lines,
+)
+from gateway.audit.transfers import TransferIndex
+from gateway.errors import NotFound
+from gateway.obs.metrics import Metrics
+
+#: Records per group commit. 4096 small records are ~2 MiB: one write, and a
+#: latency bound for the first waiter of a very large burst.
+MAX_BATCH_RECORDS = 4096
+#: Bytes per group commit (records are ≤ 64 KiB each, so at least 64 per batch).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Appends waiting for the writer before ``append`` itself waits (backpressure):
+#: 16x the 4096-record batch, far above the 256 concurrent transfers of SPEC §9.
+MAX_PENDING = 65_536
+#: SPEC §7: a checkpoint at least every 1,000 records or 10 s; 60 s when idle.
+DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_CHECKPOINT_INTERVAL = 10.0
+DEFAULT_IDLE_INTERVAL = 60.0
+
+_log = structlog.get_logger("gateway.audit")
+
+
+@dataclass(slots=True)
+class _Pending:
+    data: bytes
+    leaf: bytes
+    transfer_id: str | None
+    future: asyncio.Future[Receipt]
+
+
+class AuditLog:
+    """An append-only, checkpointed transparency log in one directory.
+
+    Create it with :meth:`open`; always :meth:`close` it. A cancelled
+    ``append`` may still be logged (the record was already queued).
+
+    Attributes:
+        fsyncs: group commits so far (each is one write and one fdatasync).
+    """
+
+    def __init__(
+        self,
+        store: SegmentStore,
+        signer: NoteSigner,
+        *,
+        origin: str,
+        metrics: Metrics | None,
+        checkpoint_every: int,
+        checkpoint_interval: float,
+        idle_interval: float,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._metrics = metrics
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval
+        self._idle_interval = idle_interval
+        self._pending: deque[_Pending] = deque()
+        self._slots = asyncio.Semaphore(MAX_PENDING)
+        self._wakeup = asyncio.Event()
+        # Serialises the store's writes: batches and checkpoints (also sync_checkpoint).
+        self._io = asyncio.Lock()
+        self._healthy = True
+        self._closing = False
+        self._closed = False
+        self._failure = ""
+        self._size = store.size
+        self._checkpoint: Checkpoint | None = None
+        self._checkpoint_note: str | None = None
+        self._last_checkpoint = time.monotonic()
+        self._transfers: TransferIndex | None = None
+        # Set (from any thread) once the transfer index failed or lied: from then
+        # on find() scans, the writer stops feeding it, and close() deletes it.
+        self._transfers_broken: str | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.fsyncs = 0
+
+    @classmethod
+    async def open(
+        cls,
+        directory: str | os.PathLike[str],
+        signer: NoteSigner,
+        *,
+        origin: str,
+        metrics: Metrics | None = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        idle_interval: float = DEFAULT_IDLE_INTERVAL,
+        segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
+        segment_max_age: float = DEFAULT_SEGMENT_MAX_AGE,
+        fsync: bool = True,
+    ) -> AuditLog:
+        """Open (or create) the log in ``directory``, recover it, start the writer.
+
+        Args:
+            directory: the log directory (created if missing).
+            signer: the gateway's checkpoint-signing key.
+            origin: the checkpoint origin line, unique to this log
+                (e.g. ``hksz-gateway.example/sz-egress``).
+            metrics: where to count records, failures, fsyncs, tree size.
+            checkpoint_every: sign after this many new records.
+            checkpoint_interval: seconds after the last checkpoint at which
+                new records get one.
+            idle_interval: seconds between checkpoints with no new records.
+            segment_max_bytes: close a segment once it reaches this size.
+            segment_max_age: close a segment once it is this old (seconds).
+            fsync: sync every batch (only tests and benchmarks turn it off).
+
+        Raises:
+            AuditUnavailable: the directory cannot be written or is in use.
+            AuditIntegrityError: the log is damaged beyond a torn final write,
+                or belongs to another origin.
+        """
+        if checkpoint_every < 1 or min(checkpoint_interval, idle_interval) <= 0:
+            raise ValueError("checkpoint intervals must be positive")
+        Checkpoint(origin, 0, b"\0" * 32).to_text()  # validates the origin early
+        store, recovery = await asyncio.to_thread(
+            SegmentStore.open,
+            directory,
+            segment_max_bytes=segment_max_bytes,
+            segment_max_age=segment_max_age,
+            fsync=fsync,
+        )
+        log = cls(
+            store,
+            signer,
+            origin=origin,
+            metrics=metrics,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+            idle_interval=idle_interval,
+        )
+        log._transfers = await asyncio.to_thread(_open_transfer_index, store)
+        if recovery.torn_bytes:
+            _log.warning(
+                "audit_torn_tail_truncated",
+                directory=str(directory),
+                bytes=recovery.torn_bytes,
+                kept_in=str(recovery.torn_file),
+                tree_size=store.size,
+            )
+        if store.latest is not None:
+            latest = store.latest.checkpoint()
+            if latest.origin != origin:
+                await asyncio.to_thread(log._close_files)
+                raise AuditIntegrityError(
+                    f"{directory}: log origin is {latest.origin!r}, configured {origin!r}"
+                )
+            log._checkpoint = latest
+            log._checkpoint_note = store.latest.note
+        if metrics is not None:
+            metrics.audit_tree_size.set(store.size)
+        if log._checkpoint is None or log._checkpoint.size != store.size:
+            try:
+                await log._write_checkpoint()
+            except AuditUnavailable:
+                await asyncio.to_thread(log._close_files)
+                raise
+        log._writer = asyncio.create_task(log._run(), name="audit-writer")
+        return log
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """False once a write or fsync failed (the server then fails closed)."""
+        return self._healthy and not self._closed
+
+    @property
+    def size(self) -> int:
+        """Records durably logged so far."""
+        return self._size
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin of this log."""
+        return self._origin
+
+    @property
+    def checkpoint(self) -> tuple[Checkpoint, str] | None:
+        """The latest signed checkpoint and its note, if any."""
+        if self._checkpoint is None or self._checkpoint_note is None:
+            return None
+        return self._checkpoint, self._checkpoint_note
+
+    def _check_open(self) -> None:
+        if self._closed or self._closing:
+            raise AuditUnavailable("audit log is closed")
+        if not self._healthy:
+            raise AuditUnavailable(f"audit log is unavailable: {self._failure}")
+
+    # -- appending ----------------------------------------------------------------
+
+    async def append(self, record: Mapping[str, Any]) -> Receipt:
+        """Log ``record`` and return once it is durable (written and fsynced).
+
+        Args:
+            record: metadata only (see :mod:`gateway.audit.records`).
+
+        Returns:
+            its receipt: index and leaf hash (no proof yet; see :meth:`receipt`).
+
+        Raises:
+            AuditUnavailable: the log failed or is closed; nothing was logged
+                (or it is unknown whether it was: the caller must fail closed).
+            RecordError: the record is not canonical-JSON-able.
+        """
+        self._check_open()
+        data = canonical_json(record)
+        tid = record.get("transfer_id")
+        async with self._slots:
+            self._check_open()
+            future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+            self._pending.append(
+                _Pending(data, leaf_hash(data), tid if isinstance(tid, str) else None, future)
+            )
+            self._wakeup.set()
+            return await future
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._pending and not self._closing:
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self._checkpoint_wait())
+                if self._pending:
+                    await self._commit(self._take_batch())
+                if self._healthy and self._checkpoint_due():
+                    await self._write_checkpoint()
+                if not self._healthy or (self._closing and not self._pending):
+                    break
+            if self._healthy:
+                await self._write_checkpoint(final=True)
+        except AuditUnavailable:
+            pass  # already recorded by _fail; waiters were told
+        except Exception as exc:  # the writer must never die silently
+            self._fail(exc)
+            raise
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        size = 0
+        while self._pending and len(batch) < MAX_BATCH_RECORDS:
+            item = self._pending[0]
+            if batch and size + len(item.data) > MAX_BATCH_BYTES:
+                break
+            batch.append(self._pending.popleft())
+            size += len(item.data)
+        return batch
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        async with self._io:
+            first = self._size
+            try:
+                synced = await asyncio.to_thread(self._write_batch, first, batch)
+            except (OSError, AuditUnavailable) as exc:
+                self._fail(exc, batch)
+                return
+            self._size = first + len(batch)
+        self.fsyncs += 1
+        for offset, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(Receipt(first + offset, item.leaf, item.data))
+        if self._metrics is not None:
+            self._metrics.audit_records.inc(len(batch))
+            if self._store.fsync:
+                self._metrics.audit_fsync.observe(synced)
+            self._metrics.audit_tree_size.set(self._size)
+
+    def _write_batch(self, first: int, batch: list[_Pending]) -> float:
+        """Write and sync a batch, then index its transfer ids (worker thread).
+
+        The index is committed without an fsync of its own (see
+        :mod:`gateway.audit.transfers`); it failing never fails the log.
+        """
+        synced = self._store.append([p.data for p in batch], [p.leaf for p in batch])
+        index = self._transfers
+        if index is not None and self._transfers_broken is None:
+            try:
+                if index.size != first:
+                    raise sqlite3.DatabaseError(f"index covers {index.size}, batch starts {first}")
+                index.add(
+                    [(p.transfer_id, first + n) for n, p in enumerate(batch) if p.transfer_id],
+                    first + len(batch),
+                    batch[-1].leaf,
+                )
+            except sqlite3.Error as exc:
+                self._break_transfers(f"cannot write: {exc}")
+        return synced
+
+    def _break_transfers(self, reason: str) -> None:
+        if self._transfers_broken is None:
+            self._transfers_broken = reason
+            _log.error("audit_transfer_index_failed", reason=reason)
+
+    def _fail(self, exc: BaseException, batch: Sequence[_Pending] = ()) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        first_failure = self._healthy
+        self._healthy = False
+        self._failure = reason or type(exc).__name__
+        if first_failure:
+            _log.error("audit_write_failed", error=self._failure, tree_size=self._size)
+            if self._metrics is not None:
+                self._metrics.audit_write_failures.inc()
+        error = AuditUnavailable(f"audit log is unavailable: {self._failure}")
+        for item in [*batch, *self._pending]:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._pending.clear()
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _checkpoint_wait(self) -> float:
+        since = time.monotonic() - self._last_checkpoint
+        covered = self._checkpoint.size if self._checkpoint else -1
+        interval = self._checkpoint_interval if covered != self._size else self._idle_interval
+        return max(0.0, interval - since)
+
+    def _checkpoint_due(self) -> bool:
+        covered = self._checkpoint.size if self._checkpoint else -1
+        since = time.monotonic() - self._last_checkpoint
+        fresh = self._size - max(covered, 0)
+        if covered != self._size and (
+            fresh >= self._checkpoint_every or since >= self._checkpoint_interval
+        ):
+            return True
+        return since >= self._idle_interval
+
+    async def _write_checkpoint(self, *, final: bool = False) -> None:
+        async with self._io:
+            if not self._healthy:
+                raise AuditUnavailable(f"audit log is unavailable: {self._failure}")
+            checkpoint = Checkpoint(self._origin, self._store.size, self._store.tree.root())
+            note = sign_checkpoint(checkpoint, self._signer)
+            try:
+                await asyncio.to_thread(self._store.write_checkpoint, note, sync_index=final)
+            except (OSError, AuditUnavailable) as exc:
+                self._fail(exc)
+                raise AuditUnavailable(f"audit log is unavailable: {self._failure}") from exc
+        self._checkpoint, self._checkpoint_note = checkpoint, note
+        self._last_checkpoint = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.audit_last_checkpoint.set(time.time())
+
+    async def sync_checkpoint(self) -> tuple[Checkpoint, str]:
+        """Sign a checkpoint covering every durable record now (for tests and shutdown paths)."""
+        self._check_open()
+        if self._checkpoint is None or self._checkpoint.size != self._size:
+            await self._write_checkpoint()
+        latest = self.checkpoint
+        if latest is None:
+            raise AuditUnavailable(f"audit log is unavailable: {self._failure}")
+        return latest
+
+    # -- proofs and lookups -----------------------------------------------------------
+
+    async def receipt(self, index: int) -> Receipt:
+        """The receipt of record ``index``, with a proof once a checkpoint covers it.
+
+        Raises:
+            NotFound: no such record.
+            AuditUnavailable: the log is closed.
+        """
+        if self._closed:
+            raise AuditUnavailable("audit log is closed")
+        if not 0 <= index < self._size:
+            raise NotFound(f"no audit record {index}")
+        checkpoint, note = self._checkpoint, self._checkpoint_note
+        data = await asyncio.to_thread(self._store.record, index)
+        leaf = leaf_hash(data)
+        if checkpoint is None or note is None or index >= checkpoint.size:
+            return Receipt(index, leaf, data)
+        proof = await asyncio.to_thread(
+            inclusion_proof, index, checkpoint.size, self._store.subtree
+        )
+        return Receipt(index, leaf, data, checkpoint.size, tuple(proof), note)
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between two checkpointed sizes (for witnesses).
+
+        Raises:
+            NotFound: ``new_size`` is beyond the latest checkpoint.
+        """
+        covered = self._checkpoint.size if self._checkpoint else 0
+        if not 0 <= old_size <= new_size <= covered:
+            raise NotFound(f"no consistency proof from {old_size} to {new_size}")
+        return await asyncio.to_thread(consistency_proof, old_size, new_size, self._store.subtree)
+
+    async def find(self, transfer_id: str) -> list[Receipt]:
+        """Receipts of every record of one transfer, in log order (empty if none).
+
+        Looked up in the persistent transfer index (a few page reads), each hit
+        re-read and checked to carry ``transfer_id``; only when the index is
+        unavailable, or names a record of another transfer, are the segments
+        scanned (seconds at a million records) in a worker thread.
+
+        Raises:
+            AuditUnavailable: the log is closed.
+        """
+        if self._closed:
+            raise AuditUnavailable("audit log is closed")
+        indices = await asyncio.to_thread(self._find_indices, transfer_id, self._size)
+        return [await self.receipt(index) for index in indices]
+
+    def _find_indices(self, transfer_id: str, size: int) -> list[int]:
+        """Indices of ``transfer_id``'s records below ``size`` (worker thread)."""
+        index = self._transfers
+        if index is not None and self._transfers_broken is None:
+            found = self._lookup(index, transfer_id, size)
+            if found is not None:
+                return found
+        return _scan_for(list(self._store.segments), size, transfer_id)
+
+    def _lookup(self, index: TransferIndex, transfer_id: str, size: int) -> list[int] | None:
+        """The index's answer, verified against the records; ``None`` if it cannot be used."""
+        covered = index.size
+        try:
+            candidates = index.lookup(transfer_id)
+        except sqlite3.Error as exc:
+            self._break_transfers(f"cannot read: {exc}")
+            return None
+        first_kept = self._store.segments[0][0]
+        found: list[int] = []
+        for candidate in candidates:
+            if candidate >= size or candidate < first_kept:
+                continue  # logged after this lookup began, or pruned after its retention
+            if not record_matches(self._store.record(candidate), transfer_id):
+                # A 64-bit hash collision is ~1e-13 per lookup: far likelier the
+                # index was damaged. Never trust it for this or later lookups.
+                self._break_transfers(f"entry for record {candidate} names another record")
+                return None
+            found.append(candidate)
+        if covered < size:  # only while a failed index lags; the writer keeps it current
+            found.extend(
+                i
+                for i, data in self._store.records_from(covered)
+                if i < size and record_matches(data, transfer_id)
+            )
+        return found
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Flush queued records, write a final checkpoint, close the files."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wakeup.set()
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+            if not self._writer.cancelled() and self._writer.exception() is not None:
+                # Already counted by _fail; the traceback belongs in the operator's log.
+                _log.error("audit_writer_crashed", exc_info=self._writer.exception())
+        self._closed = True
+        await asyncio.to_thread(self._close_files)
+
+    def _close_files(self) -> None:
+        if self._transfers is not None:
+            if self._transfers_broken is None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._transfers.close()
+            else:  # it failed or lied: the next open rebuilds it from the segments
+                self._transfers.discard()
+            self._transfers = None
+        self._store.close()
+
+
+def _open_transfer_index(store: SegmentStore) -> TransferIndex | None:
+    """Open the transfer index and index the records it lacks (worker thread).
+
+    Without one (SQLite cannot create it), ``find`` scans: slower, still correct.
+    """
+
+    def leaf(index: int) -> bytes:
+        return store.subtree(0, index)
+
+    index: TransferIndex | None = None
+    try:
+        index = TransferIndex.open(
+            store.directory / INDEX_DIR, log_size=store.size, leaf=leaf, fsync=store.fsync
+        )
+        indexed = index.catch_up(store.records_from(index.size), store.size, leaf)
+    except (sqlite3.Error, OSError, AuditIntegrityError) as exc:
+        _log.error("audit_transfer_index_unavailable", error=str(exc))
+        if index is not None:
+            index.discard()
+        return None
+    if indexed:
+        _log.info("audit_transfer_index_caught_up", records=indexed, tree_size=store.size)
+    return index
+
+
+def record_matches(data: bytes, transfer_id: str) -> bool:
+    """Whether canonical record bytes belong to ``transfer_id`` (cheap pre-check, then parse)."""
+    needle = b'"transfer_id":' + json.dumps(transfer_id, ensure_ascii=False).encode("utf-8")
+    if needle not in data:
+        return False
+    try:
+        return bool(json.loads(data).get("transfer_id") == transfer_id)
+    except ValueError:
+        return False
+
+
+def _scan_for(segments: list[tuple[int, Any]], size: int, transfer_id: str) -> list[int]:
+    """Indices of ``transfer_id``'s records below ``size``, by scanning every segment.
+
+    A review can be approved days after it was logged, so no segment can be
+    skipped; the byte pre-check keeps this at disk-read speed.
+    """
+    found: list[int] = []
+    for first, path in segments:
+        found.extend(
+            first + n
+            for n, line in enumerate(iter_lines(path))
+            if line.complete and first + n < size and record_matches(line.data, transfer_id)
+        )
+    return found
