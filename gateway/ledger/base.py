@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
+from gateway.errors import Unavailable
+
 #: The parks' civil time zone (Asia/Shanghai == Asia/Hong_Kong == UTC+8, no DST).
 PARK_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
@@ -32,6 +34,15 @@ def ledger_year(now: datetime | None = None) -> int:
     if moment.tzinfo is None:
         raise ValueError("ledger_year needs an aware datetime")
     return moment.astimezone(PARK_TZ).year
+
+
+class LedgerUnavailable(Unavailable):
+    """The ledger backend failed (unreachable, locked too long, corrupt).
+
+    A 503: the gateway cannot decide against yearly totals it cannot read, so
+    it fails closed. The message names the backend (file path, or URL without
+    password) and the error class, never a digest or row value.
+    """
 
 
 @dataclass(frozen=True, slots=True)
