@@ -1,0 +1,484 @@
+"""``gateway bench proxy``: the whole gateway against a plain aiohttp pass-through, one run.
+
+Everything runs on loopback in this process, with generated data (clean
+prose from :mod:`gateway.bench.classify`, so every transfer is allowed):
+
+* **baseline**: a plain aiohttp pass-through proxy (stream the request body
+  into a client request to a sink that discards it), the SPEC §9 yardstick;
+* **gateway**: the HK egress (classify, spool encrypted, decide, audit with
+  fsync, forward the age envelope over mutual TLS) and the SZ ingress
+  (verify, decrypt, write the file), with a real file audit log and SQLite
+  ledger in a temporary directory.
+
+Measured (SPEC §9 targets in brackets): throughput of one large transfer and
+the ratio gateway/baseline [>= 0.5]; 1 KB transfer latency p50/p99 and the
+p99 excess over the baseline [< 5 ms]; 256 concurrent transfers [no error, no
+lost audit record]; peak RSS during one large transfer [< 150 MB, flat].
+The twin (the other park's gateway) runs as its own ``gateway serve`` process,
+as it would on its own host; on one machine it still shares the CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from gateway.bench.classify import generate
+from gateway.crypto.certs import ParkPaths, init_dev_pki
+from gateway.crypto.keys import X25519Identity, identity_file_text
+from gateway.obs.logging import configure_logging
+from gateway.server.config import GatewaySettings, token_digest
+from gateway.server.egress import EGRESS
+from gateway.server.runner import RunningGateway, running
+
+#: SPEC §9 targets.
+TARGET_RATIO: Final = 0.5
+TARGET_P99_EXTRA_MS: Final = 5.0
+TARGET_CONCURRENT: Final = 256
+TARGET_RSS_MB: Final = 150.0
+#: Default sizes: big enough to dwarf connection set-up, small enough for a quick run.
+DEFAULT_SIZE_MB: Final = 256
+DEFAULT_LARGE_MB: Final = 1024
+#: Small-transfer latency samples (p99 needs a few hundred).
+LATENCY_SAMPLES: Final = 300
+#: Bytes per body chunk the benchmark client sends (a generated block, repeated).
+BLOCK: Final = 4 * 1024 * 1024
+#: Seconds the twin process may take to start listening (imports, key loading).
+TWIN_START_SECONDS: Final = 60.0
+#: How often RSS is sampled during the large transfer.
+RSS_INTERVAL: Final = 0.05
+_TOKEN: Final = "bench-token"  # noqa: S105 - a throwaway token for a loopback benchmark
+_MB: Final = 1_000_000
+
+_POLICY: Final = """\
+name: bench
+categories:
+  personal: ["pii.*"]
+senders:
+  bench: {{team: bench, organisation: bench-org}}
+routes:
+  bench:
+    direction: hk->sz
+    destination: {ingress}/v1/envelopes/bench
+    recipient: {recipient}
+rules:
+  - id: block.personal
+    action: block
+    reason: personal data
+    when: {{categories: {{any: [personal]}}}}
+  - id: allow.clean
+    action: allow
+    reason: clean
+default: {{action: block, reason: default deny}}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyBench:
+    """One run's numbers (MB = 10**6 bytes)."""
+
+    size_mb: float
+    baseline_mb_s: float
+    gateway_mb_s: float
+    ratio: float
+    baseline_p50_ms: float
+    baseline_p99_ms: float
+    gateway_p50_ms: float
+    gateway_p99_ms: float
+    p99_extra_ms: float
+    concurrent: int
+    samples: int
+    concurrent_errors: int
+    audit_records_missing: int
+    large_mb: float
+    large_mb_s: float
+    rss_start_mb: float
+    rss_peak_mb: float
+
+    def ok(self) -> bool:
+        """Whether every SPEC §9 target held."""
+        return (
+            self.ratio >= TARGET_RATIO
+            and self.p99_extra_ms < TARGET_P99_EXTRA_MS
+            and self.concurrent_errors == 0
+            and self.audit_records_missing == 0
+            and self.rss_peak_mb < TARGET_RSS_MB
+        )
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _body(block: bytes, total: int) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        piece = block[: min(len(block), total - sent)]
+        sent += len(piece)
+        yield piece
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def _sink(request: web.Request) -> web.StreamResponse:
+    async for _ in request.content.iter_any():
+        pass
+    return web.json_response({"ok": True}, status=201)
+
+
+@contextlib.asynccontextmanager
+async def passthrough() -> AsyncIterator[str]:
+    """A plain aiohttp pass-through proxy in front of a discarding sink."""
+    sink_app = web.Application(client_max_size=1 << 40)
+    sink_app.router.add_route("*", "/{tail:.*}", _sink)
+    async with _serve(sink_app) as sink, aiohttp.ClientSession() as session:
+
+        async def relay(request: web.Request) -> web.StreamResponse:
+            async def body() -> AsyncIterator[bytes]:
+                async for chunk in request.content.iter_any():
+                    yield chunk
+
+            async with session.put(sink + request.path, data=body()) as upstream:
+                return web.json_response(await upstream.json(), status=upstream.status)
+
+        proxy_app = web.Application(client_max_size=1 << 40)
+        proxy_app.router.add_route("*", "/{tail:.*}", relay)
+        async with _serve(proxy_app) as url:
+            yield url
+
+
+@contextlib.asynccontextmanager
+async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator[str]:
+    """Run the SZ twin as its own ``gateway serve`` process; yield its ingress URL.
+
+    The twin is the other park's gateway: its decryption and delivery are not
+    part of the egress path being measured, so it runs in its own process.
+    """
+    text = json.dumps(settings.model_dump(mode="json", exclude_none=True))
+    await asyncio.to_thread(config.write_text, text)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        # `gateway serve` logs to stdout (issue 7); a fatal error on stderr
+        # reaches the benchmark's own stderr.
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+    )
+    assert process.stdout is not None
+    url = ""
+    try:
+        async with asyncio.timeout(TWIN_START_SECONDS):
+            while not url:
+                line = await process.stdout.readline()
+                if not line:
+                    raise RuntimeError("the benchmark twin exited before listening")
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    url = event.get("ingress") or "" if event.get("event") == "listening" else ""
+        # Keep reading its log, or a full pipe would stall the twin.
+        drain = asyncio.create_task(_discard(process.stdout))
+        try:
+            yield url
+        finally:
+            drain.cancel()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+def _common_name(cert: Path) -> str:
+    """The subject CN of a PEM certificate (the twin name the ingress pins)."""
+    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+    return str(loaded.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+@contextlib.asynccontextmanager
+async def gateway_pair(root: Path) -> AsyncIterator[tuple[RunningGateway, Path]]:
+    """The HK egress and SZ ingress with real keys, audit logs and a SQLite ledger."""
+    init_dev_pki(root / "pki")
+    hk, sz = ParkPaths(root / "pki" / "hk"), ParkPaths(root / "pki" / "sz")
+    identity = X25519Identity.generate()
+    (root / "sz.agekey").write_text(identity_file_text(identity))
+    inbox = root / "inbox"
+    sz_settings = GatewaySettings.model_validate(
+        {
+            "name": "sz",
+            "ingress": {
+                "port": 0,
+                "tls": {
+                    "cert": sz.cert("server"),
+                    "key": sz.key("server"),
+                    "client_ca": hk.ca_cert,
+                },
+                "identity": root / "sz.agekey",
+                # Only the HK gateway's own client certificate may post envelopes.
+                "twin_names": [_common_name(hk.cert("client"))],
+                "deliver": {"bench": inbox.as_uri()},
+                "spool_dir": root / "sz-spool",
+            },
+            "audit": {
+                "dir": root / "sz-audit",
+                "signing_key": root / "sz-audit.key",
+                "origin": "bench.local/sz",
+            },
+            "ledger_url": str(root / "sz-ledger.sqlite3"),
+            "secret_file": root / "sz-secret",
+        }
+    )
+    async with twin_process(sz_settings, root / "sz.yaml") as ingress_url:
+        (root / "policies").mkdir()
+        (root / "policies" / "bench.yaml").write_text(
+            _POLICY.format(ingress=ingress_url, recipient=identity.recipient.encode())
+        )
+        hk_settings = GatewaySettings.model_validate(
+            {
+                "name": "hk",
+                "egress": {
+                    "port": 0,
+                    "policy_dir": root / "policies",
+                    "spool_dir": root / "hk-spool",
+                    "spool_identity": root / "hk-spool.agekey",
+                    "tokens": [{"sha256": token_digest(_TOKEN), "identity": "bench"}],
+                    "upstream_tls": {
+                        "cert": hk.cert("client"),
+                        "key": hk.key("client"),
+                        "ca": sz.ca_cert,
+                    },
+                    "min_free_spool_bytes": 0,
+                },
+                "audit": {
+                    "dir": root / "hk-audit",
+                    "signing_key": root / "hk-audit.key",
+                    "origin": "bench.local/hk",
+                },
+                "ledger_url": str(root / "hk-ledger.sqlite3"),
+                "secret_file": root / "hk-secret",
+            }
+        )
+        async with running(hk_settings) as hk_gw:
+            yield hk_gw, inbox
+
+
+async def _put(session: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]) -> int:
+    async with session.put(url, data=data, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def _put_id(
+    session: aiohttp.ClientSession, url: str, data: bytes, headers: dict[str, str]
+) -> str | None:
+    """The transfer id of an allowed transfer, None on any failure."""
+    try:
+        async with session.put(url, data=data, headers=headers) as response:
+            body = await response.json(content_type=None)
+            return str(body["transfer_id"]) if response.status == 201 else None
+    except (aiohttp.ClientError, OSError, ValueError, KeyError):
+        return None
+
+
+async def _throughput(
+    session: aiohttp.ClientSession, url: str, block: bytes, total: int, headers: dict[str, str]
+) -> float:
+    started = time.perf_counter()
+    status = await _put(session, url, _body(block, total), headers)
+    elapsed = time.perf_counter() - started
+    if status != 201:
+        raise RuntimeError(f"benchmark transfer failed with HTTP {status}")
+    return total / _MB / elapsed
+
+
+async def _latencies(
+    session: aiohttp.ClientSession, url: str, small: bytes, headers: dict[str, str], samples: int
+) -> list[float]:
+    out = []
+    for i in range(samples):
+        started = time.perf_counter()
+        status = await _put(session, f"{url}{i}.txt", small, headers)
+        out.append((time.perf_counter() - started) * 1000)
+        if status != 201:
+            raise RuntimeError(f"small transfer failed with HTTP {status}")
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def run_async(
+    size_mb: int = DEFAULT_SIZE_MB,
+    large_mb: int = DEFAULT_LARGE_MB,
+    *,
+    samples: int = LATENCY_SAMPLES,
+    concurrent: int = TARGET_CONCURRENT,
+) -> ProxyBench:
+    """Run every measurement once and return the numbers.
+
+    Args:
+        size_mb: size of the throughput transfer.
+        large_mb: size of the transfer during which RSS is sampled.
+        samples: sequential 1 KB transfers for the latency percentiles.
+        concurrent: transfers started at once.
+    """
+    block = generate("prose", BLOCK)
+    small = block[:1024]
+    total = size_mb * _MB
+    headers = {"Authorization": f"Bearer {_TOKEN}"}
+    connector = aiohttp.TCPConnector(limit=concurrent * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with passthrough() as proxy:
+            await _throughput(session, f"{proxy}/warm", block, BLOCK, {})
+            baseline = await _throughput(session, f"{proxy}/big", block, total, {})
+            base_lat = await _latencies(session, f"{proxy}/small", small, {}, samples)
+        with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+            async with gateway_pair(Path(tmp)) as (hk, inbox):
+                base = f"{hk.egress_url}/v1/transfers/bench/"
+                await _throughput(session, base + "warm.txt", block, BLOCK, headers)
+                gateway = await _throughput(session, base + "big.txt", block, total, headers)
+                (inbox / "big.txt").unlink()
+                gw_lat = await _latencies(session, base + "small", small, headers, samples)
+                ids = await asyncio.gather(
+                    *(
+                        _put_id(session, f"{base}c{i}.txt", small, headers)
+                        for i in range(concurrent)
+                    )
+                )
+                errors = sum(1 for tid in ids if tid is None)
+                assert hk.egress_app is not None
+                # Delivery records are written just after each answer: let them land.
+                await asyncio.gather(*hk.egress_app[EGRESS].background, return_exceptions=True)
+                missing = 0
+                for tid in ids:
+                    if tid is not None:
+                        events = await hk.services.audit.find(tid)
+                        missing += 2 - len(events)  # "allowed" and "delivered"
+                missing += concurrent - len(list(inbox.glob("c*.txt")))
+                rss_start = _rss_mb()
+                peak = rss_start
+                done = asyncio.Event()
+
+                async def sample() -> None:
+                    nonlocal peak
+                    while not done.is_set():
+                        peak = max(peak, _rss_mb())
+                        await asyncio.sleep(RSS_INTERVAL)
+
+                sampler = asyncio.create_task(sample())
+                large = await _throughput(
+                    session, base + "large.txt", block, large_mb * _MB, headers
+                )
+                done.set()
+                await sampler
+    return ProxyBench(
+        size_mb=size_mb,
+        baseline_mb_s=round(baseline, 1),
+        gateway_mb_s=round(gateway, 1),
+        ratio=round(gateway / baseline, 3),
+        baseline_p50_ms=round(_pct(base_lat, 50), 3),
+        baseline_p99_ms=round(_pct(base_lat, 99), 3),
+        gateway_p50_ms=round(_pct(gw_lat, 50), 3),
+        gateway_p99_ms=round(_pct(gw_lat, 99), 3),
+        p99_extra_ms=round(_pct(gw_lat, 99) - _pct(base_lat, 99), 3),
+        concurrent=concurrent,
+        samples=samples,
+        concurrent_errors=errors,
+        audit_records_missing=missing,
+        large_mb=large_mb,
+        large_mb_s=round(large, 1),
+        rss_start_mb=round(rss_start, 1),
+        rss_peak_mb=round(peak, 1),
+    )
+
+
+def render(result: ProxyBench, as_json: bool) -> str:
+    """Human table or one JSON object."""
+    if as_json:
+        return json.dumps({**asdict(result), "ok": result.ok()})
+    mark = {True: "ok", False: "MISSED"}
+    return "\n".join(
+        [
+            f"throughput ({result.size_mb} MB, one transfer)",
+            f"  aiohttp pass-through   {result.baseline_mb_s:10.1f} MB/s",
+            f"  gateway (allowed)      {result.gateway_mb_s:10.1f} MB/s   ratio "
+            f"{result.ratio:.2f} (target >= {TARGET_RATIO}) {mark[result.ratio >= TARGET_RATIO]}",
+            f"1 KB latency ({result.samples} sequential)",
+            f"  pass-through p50/p99   {result.baseline_p50_ms:.2f} / "
+            f"{result.baseline_p99_ms:.2f} ms",
+            f"  gateway p50/p99        {result.gateway_p50_ms:.2f} / {result.gateway_p99_ms:.2f} ms"
+            f"   p99 extra {result.p99_extra_ms:.2f} ms (target < {TARGET_P99_EXTRA_MS})"
+            f" {mark[result.p99_extra_ms < TARGET_P99_EXTRA_MS]}",
+            f"{result.concurrent} concurrent transfers: {result.concurrent_errors} errors, "
+            f"{result.audit_records_missing} missing audit records or deliveries "
+            f"{mark[result.concurrent_errors == 0 and result.audit_records_missing == 0]}",
+            f"large transfer {result.large_mb} MB at {result.large_mb_s:.1f} MB/s: RSS "
+            f"{result.rss_start_mb:.0f} -> peak {result.rss_peak_mb:.0f} MB "
+            f"(target < {TARGET_RSS_MB:.0f}) {mark[result.rss_peak_mb < TARGET_RSS_MB]}",
+        ]
+    )
+
+
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``gateway bench proxy`` to the bench group."""
+    parser = bench_subparsers.add_parser(
+        "proxy",
+        help="the gateway against a plain aiohttp pass-through proxy, on loopback",
+        description="Throughput ratio, 1 KB latency, 256 concurrent transfers and RSS "
+        "during one large transfer (SPEC §9), measured in one run.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--size-mb", type=int, default=DEFAULT_SIZE_MB, help="throughput transfer size (MB)"
+    )
+    parser.add_argument(
+        "--large-mb",
+        type=int,
+        default=DEFAULT_LARGE_MB,
+        help="RSS transfer size (MB); the SPEC target is 5000 MB under 150 MB RSS",
+    )
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    configure_logging("console", "warning", stream=sys.stderr)
+    result = asyncio.run(run_async(args.size_mb, args.large_mb))
+    print(render(result, args.json))
+    return 0

@@ -1,0 +1,322 @@
+"""The aiohttp applications of the two roles: routes, middleware, lifetimes.
+
+``make_egress_app(services)`` and ``make_ingress_app(services)`` put their
+state under typed ``web.AppKey``s (STYLE.md §7) and open and close their
+resources in ``cleanup_ctx``: the HTTP client session, the policy watcher task,
+the spool sweep and the restore of held reviews. The audit log and the ledger
+belong to :class:`~gateway.server.services.Services`, shared by both roles of
+one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from gateway.audit.keys import load_verifier
+from gateway.audit.records import PolicyEvent, policy_record
+from gateway.crypto.keys import (
+    X25519Identity,
+    identity_file_text,
+    load_identities,
+    write_private_file,
+)
+from gateway.crypto.tls import server_ssl_context as tls_server_context
+from gateway.errors import ConfigError
+from gateway.policy.engine import CompiledPolicy
+from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
+from gateway.server import egress, ingress, reviews, witness
+from gateway.server.auth import TokenTable
+from gateway.server.config import (
+    MAX_HEADER_FIELD_BYTES,
+    POLICY_POLL_SECONDS,
+    EgressConfig,
+    IngressConfig,
+    TlsListener,
+)
+from gateway.server.forward import client_ssl_context
+from gateway.server.problem import Handler, json_response, problem_middleware
+from gateway.server.services import Services
+from gateway.server.spool import SpoolDir
+
+log = structlog.get_logger("gateway.server")
+
+#: aiohttp buffers at most this much of a request body before the handler
+#: reads it; bodies are streamed, so this only caps pre-read buffering.
+CLIENT_MAX_SIZE = 1024**2
+#: aiohttp's per-connection read buffer (its ``read_bufsize``; it stops reading
+#: the socket at twice this). aiohttp's 64 KiB default pauses and resumes the
+#: socket every 128 KiB of a large body, an epoll update each time; 256 KiB
+#: makes that 4x rarer and bounds a connection's buffered body at 512 KiB.
+READ_BUFFER_BYTES = 256 * 1024
+
+POLICY = web.AppKey("policy", PolicyHolder)
+SERVICES = web.AppKey("services", Services)
+
+
+def server_ssl_context(tls: TlsListener, *, require_client: bool) -> ssl.SSLContext:
+    """A TLS server context for a listener; client certificates verify against ``client_ca``.
+
+    Args:
+        tls: certificate, key and optional client CA.
+        require_client: refuse clients without a certificate (the ingress
+            always does: only the twin may post envelopes).
+    """
+    return tls_server_context(
+        tls.cert,
+        tls.key,
+        client_ca=tls.client_ca,
+        require_client_cert=require_client or tls.require_client_cert,
+    )
+
+
+def load_spool_identity(key_path: Path) -> X25519Identity:
+    """Load the gateway's own spool identity, creating it (mode 0600) on first start."""
+    if not key_path.exists():
+        key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = X25519Identity.generate()
+        with contextlib.suppress(ConfigError):  # lost a race with another process
+            write_private_file(key_path, identity_file_text(identity).encode())
+    identities = load_identities(key_path)
+    if len(identities) != 1:
+        raise ConfigError(f"{key_path}: expected exactly one age identity")
+    return identities[0]
+
+
+async def handle_readyz(request: web.Request) -> web.StreamResponse:
+    """``GET /readyz``: policy loaded, audit writable, ledger reachable (503 otherwise)."""
+    services = request.app[SERVICES]
+    checks: dict[str, bool] = {}
+    if POLICY in request.app:
+        checks["policy"] = request.app[POLICY].loaded
+    checks["audit"] = bool(services.audit.healthy)
+    try:
+        async with asyncio.timeout(2):
+            await services.ledger.ping()
+        checks["ledger"] = True
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        checks["ledger"] = False
+    ready = all(checks.values())
+    return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    """``GET /metrics``: Prometheus text format."""
+    return web.Response(
+        body=request.app[SERVICES].metrics.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def handle_healthz(request: web.Request) -> web.StreamResponse:
+    """``GET /healthz``: the process is up."""
+    return json_response({"status": "ok"})
+
+
+@web.middleware
+async def forward_proxy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Send absolute-URI requests (``PUT http://host/path``) to forward-proxy mode."""
+    # RFC 9112 §3.2.2: a proxy request carries the absolute-form target.
+    if request.method in ("PUT", "POST") and request.raw_path.startswith(("http://", "https://")):
+        return await egress.handle_forward_proxy(request)
+    return await handler(request)
+
+
+async def reload_policy(app: web.Application) -> ReloadResult:
+    """Reload the policy off the event loop (SIGHUP and file changes call this).
+
+    A new version or a rejected one is logged (with its errors) and recorded
+    in the audit log; an unchanged reload is silent.
+    """
+    holder = app[POLICY]
+    result = await asyncio.to_thread(holder.reload)
+    if not (result.ok and not result.changed):
+        event: PolicyEvent = "policy_loaded" if result.ok else "policy_rejected"
+        for issue in result.errors:
+            log.error("policy_error", error=str(issue))
+        log.info(event, version=result.version, previous=result.previous_version)
+        record = policy_record(
+            event=event, policy_version=result.version or None, errors=len(result.errors)
+        )
+        try:
+            await app[SERVICES].audit.append(record)
+        except Exception:  # noqa: BLE001 - the reload itself stands; the log says why
+            log.error("policy_audit_record_failed")
+    if result.ok:
+        watcher = app.get(_WATCHER)
+        if watcher is not None:
+            watcher.watch(holder.current().sources)
+    return result
+
+
+_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+
+
+async def _watch_policy(app: web.Application) -> None:
+    watcher = app[_WATCHER]
+    while True:
+        await asyncio.sleep(POLICY_POLL_SECONDS)
+        try:
+            changed = await asyncio.to_thread(watcher.changed)
+            if changed:
+                await reload_policy(app)
+        except Exception as exc:  # noqa: BLE001 - keep watching; the old version stays
+            log.error("policy_watch_failed", error_type=type(exc).__name__)
+
+
+def make_egress_app(services: Services, config: EgressConfig) -> web.Application:
+    """The egress application (transfers, reviews, status, health, metrics)."""
+    app = web.Application(
+        middlewares=[problem_middleware, forward_proxy_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES, "read_bufsize": READ_BUFFER_BYTES},
+    )
+    holder = PolicyHolder(config.policy_dir, metrics=services.metrics)
+    app[POLICY] = holder
+    app[SERVICES] = services
+    spool = SpoolDir(config.spool_dir, config.min_free_spool_bytes)
+
+    def current() -> CompiledPolicy | None:
+        return holder.current() if holder.loaded else None
+
+    state = egress.EgressState(
+        config=config,
+        services=services,
+        policy=current,
+        tokens=TokenTable(config.tokens),
+        spool=spool,
+        spool_identity=load_spool_identity(config.spool_identity),
+    )
+    app[egress.EGRESS] = state
+    app[reviews.LOOKUPS] = reviews.new_lookup_slots()
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        first = await reload_policy(app)
+        if not first.ok:
+            errors = "; ".join(str(e) for e in first.errors[:3])
+            raise ConfigError(f"{config.policy_dir}: the policy does not load: {errors}")
+        swept = await asyncio.to_thread(spool.sweep)
+        if swept:
+            log.warning("spool_swept", files=swept)
+        restored = await reviews.restore_held(state, holder.current())
+        if restored:
+            log.info("reviews_restored", count=restored)
+        app[_WATCHER] = PolicyWatcher(config.policy_dir, holder.current().sources)
+        watch_task = asyncio.create_task(_watch_policy(app))
+        state.upstream_ssl = client_ssl_context(config.upstream_tls)
+        state.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.max_concurrent)
+        )
+        background = [watch_task]
+        if config.witness_url:
+            background.append(
+                asyncio.create_task(
+                    witness.witness_loop(
+                        state.session,
+                        config.witness_url,
+                        services.audit,
+                        services.settings.witness_dir,
+                        state.upstream_ssl,
+                    )
+                )
+            )
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await state.session.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_route("PUT", "/v1/transfers/{route}/{path}", egress.handle_transfer)
+    app.router.add_route("POST", "/v1/transfers/{route}/{path}", egress.handle_transfer)
+    app.router.add_get("/v1/transfers/{id}", reviews.handle_status)
+    app.router.add_get("/v1/transfers/{id}/receipt", reviews.handle_receipt)
+    app.router.add_post("/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+#: A pipelined payload whose header has not come after this long is dropped:
+#: the egress gives up on a transfer after its total timeout (1 h by default).
+PAYLOAD_MAX_AGE_SECONDS = 2 * 3600.0
+
+
+async def _sweep_payloads(config: IngressConfig) -> None:
+    while True:
+        await asyncio.sleep(PAYLOAD_MAX_AGE_SECONDS / 2)
+        removed = await asyncio.to_thread(
+            ingress.sweep_payloads, config.spool_dir, PAYLOAD_MAX_AGE_SECONDS
+        )
+        if removed:
+            log.warning("stale_payloads_swept", count=removed)
+
+
+def make_ingress_app(services: Services, config: IngressConfig) -> web.Application:
+    """The ingress application (envelopes from the twin, health, metrics)."""
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES, "read_bufsize": READ_BUFFER_BYTES},
+    )
+    app[SERVICES] = services
+    state = ingress.IngressState(
+        config=config, services=services, identities=load_identities(config.identity)
+    )
+    app[ingress.INGRESS] = state
+    if config.witness is not None:
+        app[witness.WITNESS] = witness.Witness(
+            directory=services.settings.witness_dir,
+            origin=config.witness.origin,
+            log_key=load_verifier(config.witness.log_key),
+            signer=services.signer,
+        )
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        if witness.WITNESS in app:
+            await asyncio.to_thread(app[witness.WITNESS].restore)
+        config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in config.spool_dir.glob("*.age"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        # Plaintext of envelopes a crash interrupted (.incoming/<id>.part).
+        parts = await asyncio.to_thread(ingress.sweep_partial_deliveries, config.deliver)
+        if parts:
+            log.warning("partial_deliveries_swept", files=parts)
+        # Payloads whose header never came: at start-up all of them (their
+        # egress transfers ended with this process's predecessor), then hourly.
+        await asyncio.to_thread(ingress.sweep_payloads, config.spool_dir, 0.0)
+        sweeper = asyncio.create_task(_sweep_payloads(config))
+        state.destination_ssl = client_ssl_context(config.destination_tls)
+        state.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.max_concurrent)
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await state.session.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/v1/envelopes/{route}/{path}", ingress.handle_envelope)
+    app.router.add_put("/v1/payloads/{id}", ingress.handle_payload_put)
+    app.router.add_delete("/v1/payloads/{id}", ingress.handle_payload_delete)
+    app.router.add_get("/v1/witness", witness.handle_state)
+    app.router.add_post("/v1/witness", witness.handle_cosign)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app

@@ -1,0 +1,184 @@
+"""Who is sending: a client-certificate subject or a bearer token (SPEC §5).
+
+Tokens are configured by their SHA-256, and a presented token is hashed and
+compared in constant time against every configured digest (``hmac.compare_digest``),
+so neither the config file nor timing reveals a valid token.
+
+The ingress trusts the other park's CA for client certificates, but that CA
+also issues research senders' certificates; :class:`TwinPin` narrows "any
+certificate of that CA" down to the twin gateway's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import Forbidden, Unauthenticated
+from gateway.server.config import TokenEntry, token_digest
+
+_BEARER = "bearer "
+#: A refused peer's CN is logged up to this length (RFC 5280's ub-common-name is 64).
+MAX_LOGGED_NAME = 64
+
+log = structlog.get_logger("gateway.auth")
+
+
+class TokenTable:
+    """Bearer-token digests mapped to identities, checked in constant time.
+
+    Args:
+        entries: the configured tokens.
+    """
+
+    def __init__(self, entries: Iterable[TokenEntry]) -> None:
+        self._entries: tuple[tuple[bytes, str], ...] = tuple(
+            (bytes.fromhex(e.sha256), e.identity) for e in entries
+        )
+
+    def lookup(self, token: str) -> str | None:
+        """The identity of ``token``, or None; scans every entry (no early exit)."""
+        presented = bytes.fromhex(token_digest(token))
+        found: str | None = None
+        for digest, identity in self._entries:
+            if hmac.compare_digest(digest, presented):
+                found = identity
+        return found
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    value = request.headers.get("Authorization", "")
+    if value[: len(_BEARER)].lower() != _BEARER:
+        return None
+    token = value[len(_BEARER) :].strip()
+    return token or None
+
+
+def peer_common_name(request: web.Request) -> str | None:
+    """The subject CN of a verified client certificate, if the connection has one.
+
+    The TLS layer has already verified the certificate against the configured
+    client CA (``ssl.CERT_OPTIONAL`` or ``CERT_REQUIRED``); an unverified
+    certificate never reaches here.
+    """
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    subject: Any = cert.get("subject", ())
+    for rdn in subject:
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def peer_certificate_sha256(request: web.Request) -> str | None:
+    """Hex SHA-256 of the verified client certificate (DER), if the connection has one."""
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+class TwinPin:
+    """Which client certificates are the twin gateway's (SPEC §6: only the twin may post).
+
+    The ingress's TLS layer accepts any certificate chaining to the other
+    park's CA, and that CA also issues its research senders' certificates. A
+    sender holding one could otherwise post an envelope straight to the
+    ingress, past the classifier, the policy, the ledger and the egress audit.
+    So the twin is pinned by subject CN and, when configured, by the SHA-256
+    fingerprint of its certificate. No names means no peer is the twin.
+
+    Args:
+        names: allowed subject CNs (``ingress.twin_names``).
+        fingerprints: allowed lower-case hex SHA-256 fingerprints
+            (``ingress.twin_fingerprints``); empty means names alone decide.
+    """
+
+    def __init__(self, names: Iterable[str], fingerprints: Iterable[str] = ()) -> None:
+        self._names = frozenset(names)
+        self._fingerprints = frozenset(fingerprints)
+
+    def check(self, request: web.Request) -> str:
+        """The twin's CN when the request comes from the pinned twin.
+
+        Raises:
+            Unauthenticated: no verified client certificate.
+            Forbidden: a certificate that is not the twin's.
+        """
+        common_name = peer_common_name(request)
+        if common_name is None:
+            raise Unauthenticated("only the twin gateway may call this endpoint (mutual TLS)")
+        allowed = common_name in self._names
+        if allowed and self._fingerprints:
+            allowed = peer_certificate_sha256(request) in self._fingerprints
+        if not allowed:
+            # The CN is the peer's own certificate subject, not payload: safe to log.
+            log.warning("twin_pin_refused", peer=common_name[:MAX_LOGGED_NAME])
+            raise Forbidden("this client certificate is not the twin gateway's")
+        return common_name
+
+
+def sender_identity(request: web.Request, tokens: TokenTable) -> str:
+    """The sender identity of a request: client certificate first, then bearer token.
+
+    Raises:
+        Unauthenticated: neither a verified certificate nor a known token.
+    """
+    common_name = peer_common_name(request)
+    if common_name is not None:
+        return common_name
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated(
+            "no sender identity: present a client certificate or an Authorization: Bearer token"
+        )
+    identity = tokens.lookup(token)
+    if identity is None:
+        raise Unauthenticated("unknown bearer token")
+    return identity
+
+
+def require_officer(request: web.Request, officer_digests: Iterable[str]) -> None:
+    """Check that the request carries a compliance-officer token.
+
+    Raises:
+        Unauthenticated: no bearer token.
+        Forbidden: a token that is not a compliance officer's.
+    """
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("reviews need a compliance-officer bearer token")
+    presented = bytes.fromhex(token_digest(token))
+    ok = False
+    for digest in officer_digests:
+        if hmac.compare_digest(bytes.fromhex(digest), presented):
+            ok = True
+    if not ok:
+        raise Forbidden("this token may not approve or reject reviews")
+
+
+def known_sender(identity: str, senders: Mapping[str, object]) -> None:
+    """Raise 401 when ``identity`` is not a sender of the policy in force."""
+    if identity not in senders:
+        raise Unauthenticated("sender identity is not known to the policy in force")

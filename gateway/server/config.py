@@ -1,0 +1,409 @@
+"""Server configuration: one TOML or YAML file, overridable by ``GATEWAY_…`` env vars.
+
+One process runs the egress role (the research-facing side that classifies,
+decides and sends), the ingress role (the twin that receives envelopes from the
+other park and delivers them locally), or both. Every limit is a named constant
+here, with where the number comes from; the file may tighten or relax it.
+
+Environment variables override the file (twelve-factor style, so a Kubernetes
+manifest can change one value without a new config map): nested keys use a
+double underscore, e.g. ``GATEWAY_EGRESS__MAX_BODY_BYTES=1000000``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.errors import ConfigError
+
+#: Largest accepted transfer body. SPEC §1 promises "GB-sized" datasets and §9 benchmarks a
+#: 5 GB transfer; 64 GiB leaves room above that while bounding a runaway upload.
+MAX_BODY_BYTES = 64 * 1024**3
+#: Largest request line plus headers. 8 KiB per field is aiohttp's own default and what
+#: nginx's large_client_header_buffers allows; bearer tokens and cert headers fit easily.
+MAX_HEADER_FIELD_BYTES = 8190
+#: Seconds without a single body byte before a transfer is aborted (a stalled client
+#: must not hold a spool slot and a concurrency slot forever; nginx uses 60 s).
+IDLE_TIMEOUT_SECONDS = 60.0
+#: Wall-clock cap on one transfer, receiving through forwarding: 5 GB at a slow
+#: 10 MB/s link is ~8.5 min, so one hour is generous yet finite.
+TOTAL_TIMEOUT_SECONDS = 3600.0
+#: Transfers in progress at once per process; past it new ones get 503 + Retry-After.
+#: SPEC §9 requires 256 concurrent transfers; 512 keeps headroom for the twin's traffic.
+MAX_CONCURRENT_TRANSFERS = 512
+#: Retry-After (seconds) sent with a 503 for overload or an unavailable dependency.
+RETRY_AFTER_SECONDS = 5
+#: Below this much free space in the spool directory the gateway refuses new transfers
+#: (fail closed) instead of running out of disk mid-transfer; 1 GiB is several
+#: typical datasets of headroom.
+MIN_FREE_SPOOL_BYTES = 1024**3
+#: Seconds graceful shutdown waits for in-flight transfers before aborting them
+#: (Kubernetes' default terminationGracePeriodSeconds is 30; stay under it).
+SHUTDOWN_DRAIN_SECONDS = 25.0
+#: Seconds to connect to the twin or the destination before 504.
+UPSTREAM_CONNECT_TIMEOUT_SECONDS = 10.0
+#: Seconds to wait for the upstream's answer after the last byte is sent.
+UPSTREAM_READ_TIMEOUT_SECONDS = 120.0
+#: How often the policy directory is checked for changes (hot reload, SPEC §4).
+POLICY_POLL_SECONDS = 2.0
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenEntry(_Section):
+    """A bearer token mapped to a sender identity.
+
+    Only the token's SHA-256 is stored, so a leaked config file does not leak
+    credentials; ``gateway demo`` prints the tokens it generates once.
+
+    Attributes:
+        sha256: hex SHA-256 of the token (``gateway serve`` never sees the token itself).
+        identity: the sender identity in the policy's ``senders``.
+    """
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    identity: str = Field(min_length=1)
+
+
+class TlsListener(_Section):
+    """A TLS server certificate, with an optional CA for client certificates.
+
+    Attributes:
+        cert: PEM certificate chain.
+        key: PEM private key.
+        client_ca: PEM CA bundle; client certificates signed by it are verified.
+        require_client_cert: refuse connections without a client certificate.
+    """
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    require_client_cert: bool = False
+
+
+class TlsClient(_Section):
+    """A client certificate used for mutual TLS to the twin or the destination.
+
+    Attributes:
+        cert: PEM client certificate.
+        key: PEM private key.
+        ca: PEM CA bundle that must have signed the server's certificate.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class EgressConfig(_Section):
+    """The research-facing side: classify, decide, forward.
+
+    Attributes:
+        host: listen address.
+        port: listen port (0 picks a free one).
+        tls: TLS for the client-facing listener (plain HTTP when absent: local dev).
+        policy_dir: the policy set (``policies/``).
+        spool_dir: encrypted spools of transfers in progress and held reviews.
+        spool_identity: age identity file of the gateway's own spool key; held
+            reviews are re-encrypted to it so they survive a restart.
+        tokens: bearer tokens (by SHA-256) mapped to sender identities.
+        officer_tokens: SHA-256 of compliance-officer tokens (review approval).
+        upstream_tls: client certificate for mutual TLS to the twin or destination.
+        max_body_bytes: 413 above this.
+        max_concurrent: 503 above this many transfers in progress.
+        min_free_spool_bytes: fail closed below this much free spool disk.
+        idle_timeout: seconds without a body byte before abort.
+        total_timeout: seconds for a whole transfer.
+        witness_url: the twin's ingress base URL; when set, this gateway's
+            audit checkpoints are offered to the twin for co-signing.
+        pipelined: stream the age payload of a large envelope transfer to the
+            twin while it is still classified, and send the header (the only
+            thing that makes it readable) after an allow verdict (SPEC §6).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    tls: TlsListener | None = None
+    policy_dir: Path = Path("policies")
+    spool_dir: Path = Path("var/spool/egress")
+    spool_identity: Path = Path("var/keys/spool.agekey")
+    tokens: tuple[TokenEntry, ...] = ()
+    officer_tokens: tuple[str, ...] = ()
+    upstream_tls: TlsClient | None = None
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
+    max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)
+    min_free_spool_bytes: int = Field(default=MIN_FREE_SPOOL_BYTES, ge=0)
+    idle_timeout: float = Field(default=IDLE_TIMEOUT_SECONDS, gt=0)
+    total_timeout: float = Field(default=TOTAL_TIMEOUT_SECONDS, gt=0)
+    witness_url: str | None = None
+    pipelined: bool = True
+
+    @field_validator("officer_tokens")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if len(item) != 64 or any(c not in "0123456789abcdef" for c in item):
+                raise ValueError("officer_tokens holds hex SHA-256 digests of tokens")
+        return value
+
+
+class WitnessPeer(_Section):
+    """The twin's audit log this ingress co-signs checkpoints of.
+
+    Attributes:
+        origin: the twin log's checkpoint origin line.
+        log_key: the twin log's note verifier key (``name+id+key``) or a file holding it.
+    """
+
+    origin: str = Field(min_length=1)
+    log_key: str = Field(min_length=1)
+
+
+class IngressConfig(_Section):
+    """The twin side: accept envelopes over mutual TLS and deliver them locally.
+
+    Attributes:
+        host: listen address.
+        port: listen port.
+        tls: server certificate; ``client_ca`` is the other park's CA and a
+            client certificate is always required.
+        identity: age identity file (``AGE-SECRET-KEY-1…``) that opens envelopes.
+        deliver: route name -> local destination, ``file:///dir`` or ``https://…``.
+        destination_tls: client certificate for ``https://`` destinations.
+        spool_dir: ciphertext of envelopes being received for ``https://`` delivery.
+        max_body_bytes: 413 above this (the egress cap plus age overhead).
+        max_concurrent: 503 above this many envelopes in progress.
+        idle_timeout: seconds without a body byte before abort.
+        total_timeout: seconds for one envelope or payload, receiving through
+            delivery to an ``https://`` destination (504 past it).
+        min_free_spool_bytes: refuse payloads (503) below this much free spool disk.
+        witness: co-sign the twin's audit checkpoints (SPEC §7).
+        twin_names: subject CNs of the twin gateway's client certificate. The
+            other park's CA also issues its research senders' certificates, so
+            a certificate that merely chains to ``client_ca`` proves nothing:
+            only these names may post envelopes and payloads or ask for
+            witnessing. Required; an empty list refuses every peer (fail closed).
+        twin_fingerprints: SHA-256 fingerprints (hex, ``AB:CD:…`` as ``gateway
+            certs show`` prints them, or plain) of the twin's client
+            certificate. When set, the certificate must match one of them as
+            well as a name: list the old and the new one while rotating.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9443, ge=0, le=65535)
+    tls: TlsListener
+    identity: Path
+    twin_names: tuple[str, ...]
+    twin_fingerprints: tuple[str, ...] = ()
+    deliver: dict[str, str] = Field(default_factory=dict)
+    destination_tls: TlsClient | None = None
+    spool_dir: Path = Path("var/spool/ingress")
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES + MAX_BODY_BYTES // 1024, gt=0)
+    max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)
+    idle_timeout: float = Field(default=IDLE_TIMEOUT_SECONDS, gt=0)
+    total_timeout: float = Field(default=TOTAL_TIMEOUT_SECONDS, gt=0)
+    min_free_spool_bytes: int = Field(default=MIN_FREE_SPOOL_BYTES, ge=0)
+    witness: WitnessPeer | None = None
+
+    @field_validator("twin_names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not name.strip() or name != name.strip():
+                raise ValueError("twin_names holds certificate subject CNs, without blanks around")
+        return value
+
+    @field_validator("twin_fingerprints")
+    @classmethod
+    def _fingerprints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for item in value:
+            digest = item.replace(":", "").lower()
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError("twin_fingerprints holds SHA-256 certificate fingerprints (hex)")
+            out.append(digest)
+        return tuple(out)
+
+    @field_validator("deliver")
+    @classmethod
+    def _destinations(cls, value: dict[str, str]) -> dict[str, str]:
+        for route, url in value.items():
+            if not (url.startswith("file://") or url.startswith("https://")):
+                raise ValueError(f"route {route!r}: destination must be file:// or https://")
+        return value
+
+
+class AuditConfig(_Section):
+    """Where the transparency log lives and who signs it.
+
+    Attributes:
+        dir: segment files and checkpoints.
+        signing_key: Ed25519 private key (PEM) for checkpoints.
+        origin: the checkpoint origin line (C2SP tlog-checkpoint), unique per log.
+    """
+
+    dir: Path = Path("var/audit")
+    signing_key: Path = Path("var/keys/audit.key")
+    origin: str = "hksz-gateway.local/audit"
+
+
+class GatewaySettings(BaseSettings):
+    """The whole configuration of one ``gateway serve`` process.
+
+    Attributes:
+        name: park name for logs and audit records (``hk``, ``sz``).
+        egress: egress role, when this process runs it.
+        ingress: ingress role, when this process runs it.
+        audit: the audit log.
+        ledger_url: ``memory:``, a SQLite path, or ``postgresql://…``.
+        secret_file: 32-byte HMAC secret for distinct-value hashing (SPEC §3.2).
+        drain_seconds: graceful-shutdown deadline for in-flight transfers.
+        witness_dir: co-signed checkpoints (given to and received from the twin).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    name: str = "gateway"
+    egress: EgressConfig | None = None
+    ingress: IngressConfig | None = None
+    audit: AuditConfig = AuditConfig()
+    ledger_url: str = "var/ledger.sqlite3"
+    secret_file: Path = Path("var/keys/secret")
+    drain_seconds: float = Field(default=SHUTDOWN_DRAIN_SECONDS, ge=0)
+    witness_dir: Path = Path("var/witness")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def token_digest(token: str) -> str:
+    """The hex SHA-256 under which a bearer token is stored in the config."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of settings")
+    return data
+
+
+_PATH_KEYS = frozenset(
+    {
+        "cert",
+        "key",
+        "client_ca",
+        "ca",
+        "policy_dir",
+        "spool_dir",
+        "spool_identity",
+        "identity",
+        "dir",
+        "signing_key",
+        "secret_file",
+        "witness_dir",
+    }
+)
+
+
+def _anchor_paths(base: Path, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "deliver" and isinstance(value, dict):
+            out[key] = {route: _anchor_destination(base, url) for route, url in value.items()}
+        elif isinstance(value, dict):
+            out[key] = _anchor_paths(base, value)
+        elif key in _PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute():
+            out[key] = str(base / value)
+        elif key == "ledger_url" and isinstance(value, str):
+            out[key] = _anchor_ledger_url(base, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _anchor_ledger_url(base: Path, url: str) -> str:
+    """A relative SQLite ledger (a bare path or ``sqlite:///rel``) is taken relative to the file."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(base / url.removeprefix("sqlite:///"))
+    if "://" in url or url.startswith("memory:") or Path(url).is_absolute():
+        return url
+    return str(base / url)
+
+
+def _anchor_destination(base: Path, value: Any) -> Any:
+    """A bare directory in ``deliver`` becomes a ``file://`` URL (relative to the file)."""
+    if not isinstance(value, str) or value.startswith(("file://", "https://", "http://")):
+        return value
+    path = Path(value)
+    return (path if path.is_absolute() else base / path).as_uri()
+
+
+def load_settings(path: Path | None = None) -> GatewaySettings:
+    """Load the configuration from ``path`` (TOML or YAML) with env overrides.
+
+    Relative paths inside the file are taken relative to the file's directory,
+    so a config works from any working directory. Without a file, the embedded
+    defaults apply (plus the environment).
+
+    Raises:
+        ConfigError: the file is unreadable or invalid; the message names the
+            file and the offending setting.
+    """
+    data: dict[str, Any] = {}
+    where = "environment"
+    if path is not None:
+        data = _anchor_paths(path.resolve().parent, _read_mapping(path))
+        where = str(path)
+    try:
+        return GatewaySettings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{where}: {loc}: {first['msg']}") from None

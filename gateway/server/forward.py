@@ -1,0 +1,408 @@
+"""Sending released bytes onward: to the twin, to an HTTPS destination, into a directory.
+
+Only a transfer whose state machine has passed ``begin_forwarding`` reaches
+these functions; they never decide anything. Each returns the upstream status
+and raises :class:`~gateway.errors.UpstreamError` / ``UpstreamTimeout`` on
+failure, after which the caller records the transfer as failed.
+
+Streaming reads of spool files run in worker threads (``asyncio.to_thread``)
+and each block is awaited into the socket before the next is read, so memory
+stays at one block per transfer however large the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from gateway.crypto.tls import client_ssl_context as tls_client_context
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.server.config import (
+    UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+    UPSTREAM_READ_TIMEOUT_SECONDS,
+    TlsClient,
+)
+
+#: Directory under a ``file://`` inbox where deliveries are written before the
+#: rename; same filesystem, so the rename is atomic, and hidden from ``*`` globs.
+INCOMING_DIR = ".incoming"
+#: Status the twin and HTTPS destinations must answer for a successful delivery.
+_SUCCESS = range(200, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """What went out.
+
+    Attributes:
+        status: the upstream's HTTP status (201 for a file drop).
+        bytes: bytes sent on the wire (ciphertext for envelopes).
+        sha256: hex SHA-256 of what was sent.
+    """
+
+    status: int
+    bytes: int
+    sha256: str
+
+
+def client_ssl_context(tls: TlsClient | None) -> ssl.SSLContext:
+    """A TLS client context: verify the server against ``tls.ca`` and present our cert.
+
+    Without ``tls`` the system trust store is used and no client certificate is sent.
+    """
+    if tls is None:
+        return tls_client_context()
+    return tls_client_context(ca=tls.ca, cert=tls.cert, key=tls.key)
+
+
+def upstream_timeout() -> aiohttp.ClientTimeout:
+    """Connect and read timeouts for the twin and destinations (504 past them)."""
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+        sock_read=UPSTREAM_READ_TIMEOUT_SECONDS,
+    )
+
+
+def join_url(base: str, *segments: str) -> str:
+    """``base`` with URL-quoted path segments appended."""
+    return base.rstrip("/") + "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+class _Source:
+    """The body of an upstream request: a prefix, then blocks read (maybe) in a thread.
+
+    If the upstream fails mid-body, aiohttp abandons the async iterator while
+    a worker thread may still be reading the next block; :meth:`close` waits
+    for that read before closing the underlying file, so a read never races
+    a close.
+    """
+
+    def __init__(self, blocks: Iterator[bytes], prefix: bytes, threaded: bool) -> None:
+        self._blocks = blocks
+        self._prefix = prefix
+        self._threaded = threaded
+        self._inflight: asyncio.Future[bytes] | None = None
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def _step(self) -> bytes:
+        block = next(self._blocks, b"")
+        self.digest.update(block)  # hashlib releases the GIL for large buffers
+        return block
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._prefix:
+            self.digest.update(self._prefix)
+            self.bytes += len(self._prefix)
+            yield self._prefix
+        while True:
+            # File reads, decryption and hashing of a large spool run off the
+            # event loop; a small spool is a single read, cheaper than a thread hop.
+            if self._threaded:
+                self._inflight = asyncio.ensure_future(asyncio.to_thread(self._step))
+                block = await asyncio.shield(self._inflight)
+                self._inflight = None
+            else:
+                block = self._step()
+            if not block:
+                return
+            self.bytes += len(block)
+            yield block
+
+    async def close(self) -> None:
+        """Wait for a read in flight, then close the block iterator (and its file)."""
+        if self._inflight is not None:
+            with contextlib.suppress(Exception):
+                await self._inflight
+        close = getattr(self._blocks, "close", None)
+        if close is not None:
+            close()
+
+
+async def post_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    blocks: Iterator[bytes],
+    *,
+    prefix: bytes = b"",
+    headers: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    method: str = "PUT",
+    threaded: bool = True,
+    on_response: Callable[[int, bytes], None] | None = None,
+) -> Forwarded:
+    """Stream ``prefix`` then ``blocks`` to ``url``; return status, size and digest.
+
+    Raises:
+        UpstreamTimeout: connect or read timed out.
+        UpstreamError: connection refused or reset, or a non-2xx answer.
+    """
+    source = _Source(blocks, prefix, threaded)
+    try:
+        async with session.request(
+            method,
+            url,
+            data=source.__aiter__(),
+            headers=headers,
+            ssl=ssl_context if ssl_context is not None else True,
+            timeout=upstream_timeout(),
+        ) as response:
+            answer = await response.content.read(64 * 1024)
+            if on_response is not None:
+                on_response(response.status, answer)
+            status = response.status
+    except TimeoutError:
+        raise UpstreamTimeout(f"{_host(url)} did not answer in time") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{_host(url)}: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise UpstreamError(f"{_host(url)}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        await source.close()
+    if status not in _SUCCESS:
+        raise UpstreamError(f"{_host(url)} answered {status}")
+    return Forwarded(status, source.bytes, source.digest.hexdigest())
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def inbox_path(url: str) -> Path:
+    """The directory a ``file://`` destination names."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise ValueError(f"not a local file:// URL: {url}")
+    return Path(parts.path)
+
+
+class FileDrop:
+    """Write one delivery into a directory: temp name under ``.incoming/``, fsync, link.
+
+    A reader of the inbox never sees a partial file: the file appears under
+    its final name only after every byte was verified and synced. Blocking;
+    call from a worker thread.
+
+    Args:
+        directory: the inbox.
+        name: the final file name (a single path segment).
+        transfer_id: names the temporary file, so concurrent deliveries never collide.
+    """
+
+    def __init__(self, directory: Path, name: str, transfer_id: str) -> None:
+        incoming = directory / INCOMING_DIR
+        incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.final = directory / name
+        self.temp = incoming / f"{transfer_id}.part"
+        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._file = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        self.bytes = 0
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        """Append verified plaintext to the temporary file."""
+        self._file.write(data)
+        self._digest.update(data)
+        self.bytes += len(data)
+
+    def seal(self) -> Forwarded:
+        """fsync and close the temporary file; nothing is visible in the inbox yet."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return Forwarded(201, self.bytes, self._digest.hexdigest())
+
+    def place(self, *, sync_directory: bool = True) -> None:
+        """Put the sealed file under its final name, never over an existing file.
+
+        ``rename(2)`` would silently replace an unconsumed file of the same
+        name; ``link(2)`` fails with ``EEXIST`` instead (atomic, so two
+        deliveries racing for one name cannot both win). The temporary name
+        is removed afterwards. The inbox must support hard links (any POSIX
+        local filesystem, NFS).
+
+        Args:
+            sync_directory: also fsync the inbox directory, making the new
+                name itself durable.
+
+        Raises:
+            FileExistsError: the inbox holds that name already; nothing changed.
+        """
+        os.link(self.temp, self.final)
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+        if sync_directory:
+            self.sync_directory()
+
+    def commit(self, *, sync_directory: bool = True) -> Forwarded:
+        """:meth:`seal`, then :meth:`place` (refusing to replace an existing file)."""
+        sent = self.seal()
+        self.place(sync_directory=sync_directory)
+        return sent
+
+    def sync_directory(self) -> None:
+        """fsync the inbox directory: the rename survives a crash once this returns."""
+        fd = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the temporary file; never raises."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+#: Sealed batches queued for a pipelined upload; a full queue slows the
+#: receiver (backpressure) instead of buffering: 4 x 512 KiB (egress
+#: ``OFFLOAD_BATCH``) = 2 MiB per transfer, enough to ride out TLS bursts.
+UPLOAD_QUEUE = 4
+
+
+class PayloadUpload:
+    """Stream a transfer's sealed age payload to the twin while it is classified (SPEC §6).
+
+    The twin spools the payload but cannot read it: the header, which wraps
+    the file key, stays here until an allow verdict. Ciphertext accounting
+    covers ``header || payload``, the age file the recipient ends up with.
+    The caller feeds :attr:`digest` in its worker thread, so hashing never
+    runs on the event loop.
+
+    Args:
+        session: the client session.
+        url: the twin's ``/v1/payloads/{id}`` URL.
+        headers: transfer metadata headers.
+        ssl_context: mutual TLS to the twin.
+        header: the age header for the route's recipient (sent later).
+        nonce: the payload nonce (the first payload bytes).
+        stall_timeout: seconds a queued batch may wait for the twin to take
+            it; past that the upload is cancelled (the twin stopped reading)
+            and the transfer falls back to the classic path, so a stalled
+            twin never holds the receiver (or its shutdown) hostage.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: dict[str, str],
+        ssl_context: ssl.SSLContext | None,
+        header: bytes,
+        nonce: bytes,
+        stall_timeout: float,
+    ) -> None:
+        self.url = url
+        self.stall_timeout = stall_timeout
+        self.stalled = False
+        self.header = header
+        self.digest = hashlib.sha256(header + nonce)
+        self.bytes = len(header) + len(nonce)
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=UPLOAD_QUEUE)
+        self._queue.put_nowait(nonce)
+        self._session = session
+        self._task = asyncio.create_task(self._run(headers, ssl_context))
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def _run(self, headers: dict[str, str], ssl_context: ssl.SSLContext | None) -> None:
+        try:
+            async with self._session.put(
+                self.url,
+                data=self._body(),
+                headers=headers,
+                ssl=ssl_context if ssl_context is not None else True,
+                timeout=upstream_timeout(),
+            ) as response:
+                await response.read()
+                if response.status not in _SUCCESS:
+                    raise UpstreamError(
+                        f"{_host(self.url)} refused the payload ({response.status})"
+                    )
+        except TimeoutError:
+            raise UpstreamTimeout(f"{_host(self.url)} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{_host(self.url)}: {type(exc).__name__}") from None
+
+    async def send(self, sealed: bytes) -> None:
+        """Queue sealed bytes (already hashed by the caller); waits while the queue is full.
+
+        Waits at most :attr:`stall_timeout`: a twin that takes nothing for
+        that long has stalled, and the upload is cancelled (the spool still
+        holds everything; :meth:`finish` then reports failure).
+        """
+        if not sealed:
+            return
+        self.bytes += len(sealed)
+        if self._task.done() or self.stalled:
+            return  # the upload failed; the spool still has everything
+        await self._put(sealed)
+
+    async def _put(self, item: bytes | None) -> None:
+        put = asyncio.ensure_future(self._queue.put(item))
+        try:
+            done, _ = await asyncio.wait(
+                {put, self._task}, timeout=self.stall_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not put.done():
+                put.cancel()
+        if not done:
+            self.stalled = True
+            self.cancel()
+
+    async def finish(self) -> bool:
+        """End the upload; True when the twin holds the whole payload."""
+        if not self._task.done() and not self.stalled:
+            await self._put(None)
+        if not self.stalled and not self._task.done():
+            # At most UPLOAD_QUEUE batches are still queued, each allowed the
+            # stall timeout, then the twin's answer gets the upstream read timeout.
+            bound = self.stall_timeout * (UPLOAD_QUEUE + 1) + UPSTREAM_READ_TIMEOUT_SECONDS
+            done, _ = await asyncio.wait({self._task}, timeout=bound)
+            if not done:
+                self.stalled = True
+                self.cancel()
+        if self.stalled or self._task.cancelled():
+            await asyncio.wait({self._task})  # a cancelled upload ends promptly
+            return False
+        try:
+            await self._task
+        except (UpstreamError, OSError):
+            return False
+        return True
+
+    def cancel(self) -> None:
+        """Stop uploading (the transfer ended before its verdict)."""
+        self._task.cancel()
+
+    async def discard(self, ssl_context: ssl.SSLContext | None) -> None:
+        """Ask the twin to drop the payload (block, review, or a non-envelope verdict)."""
+        self.cancel()
+        with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+            await self._task
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with self._session.delete(
+                self.url,
+                ssl=ssl_context if ssl_context is not None else True,
+                timeout=upstream_timeout(),
+            ) as response:
+                await response.read()

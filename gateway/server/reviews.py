@@ -1,0 +1,453 @@
+"""Reviews and the status API of the egress role (SPEC §5).
+
+A transfer with a ``review`` verdict is held (its spool re-wrapped to the
+gateway's own key, see :mod:`gateway.server.spool`) until a compliance
+officer approves it, which records the approval and adds its subjects to the
+ledger in one transaction and then forwards it through the same path as an
+allowed transfer, or rejects it, which deletes the spool. A review leaves the
+``review`` state only once its decision record is durable, and is never
+approved onto a route the policy in force no longer has. Held reviews are
+restored after a restart when the audit log shows them still open.
+``GET /v1/transfers/{id}`` answers from memory for recent transfers and from
+the audit log for older ones, with a bounded number of log scans at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.audit.receipt import Receipt
+from gateway.audit.records import parse_canonical
+from gateway.crypto.age import unwrap_file_key
+from gateway.crypto.header import parse_header
+from gateway.errors import (
+    ClientError,
+    Conflict,
+    GatewayError,
+    NotFound,
+    Unavailable,
+    UpstreamTimeout,
+)
+from gateway.ledger import ledger_year
+from gateway.ledger.base import LedgerUnavailable
+from gateway.policy.engine import CompiledPolicy, TransferContext
+from gateway.server.auth import require_officer, sender_identity
+from gateway.server.config import RETRY_AFTER_SECONDS
+from gateway.server.egress import (
+    EGRESS,
+    EgressState,
+    Held,
+    append_record,
+    deliver,
+    receipt_json,
+    record_end,
+)
+from gateway.server.problem import Problem, json_response
+from gateway.server.spool import SpoolInfo
+from gateway.server.transfer import State, Transfer
+
+log = structlog.get_logger("gateway.reviews")
+
+
+#: The format of a transfer id (:func:`gateway.server.transfer.new_transfer_id`);
+#: anything else is refused before the audit log is searched.
+TRANSFER_ID = re.compile(r"t_[0-9a-f]{32}")
+#: Audit-log lookups by transfer id running at once. A lookup of an id not seen
+#: since start-up scans every segment in a worker thread, and asyncio's default
+#: executor (min(32, cores + 4) threads: 6 on the 2-core reference host) also
+#: runs every transfer's classifier, spool and fsync work; two scans at most
+#: leave the other threads to transfers.
+MAX_CONCURRENT_LOOKUPS = 2
+#: Seconds a status request waits for a lookup slot before 503 + Retry-After;
+#: a segment scan reads at disk speed, so a slot is normally free well before.
+LOOKUP_WAIT_SECONDS = 10.0
+#: The semaphore bounding lookups (set by ``make_egress_app``).
+LOOKUPS = web.AppKey("status_lookups", asyncio.Semaphore)
+
+
+def new_lookup_slots() -> asyncio.Semaphore:
+    """The app's bound on concurrent audit-log lookups (:data:`LOOKUPS`)."""
+    return asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
+
+
+def _reader(request: web.Request, state: EgressState) -> str | None:
+    """Who may read a transfer: None for a compliance officer, else the sender identity.
+
+    Raises:
+        Unauthenticated: neither an officer token nor a known sender.
+    """
+    try:
+        require_officer(request, state.config.officer_tokens)
+        return None
+    except GatewayError:
+        pass
+    return sender_identity(request, state.tokens)
+
+
+def _check_owner(reader: str | None, sender: object, transfer_id: str) -> None:
+    # Senders see their own transfers only; to anyone else it does not exist.
+    if reader is not None and reader != sender:
+        raise NotFound(f"unknown transfer {transfer_id!r}")
+
+
+def _transfer_id(request: web.Request) -> str:
+    """The ``{id}`` of the URL, validated.
+
+    Raises:
+        ClientError: not a transfer id (400; the audit log is not searched).
+    """
+    transfer_id = request.match_info["id"]
+    if not TRANSFER_ID.fullmatch(transfer_id):
+        raise ClientError("malformed transfer id: expected t_ and 32 hex digits")
+    return transfer_id
+
+
+async def _find(request: web.Request, state: EgressState, transfer_id: str) -> list[Receipt]:
+    """The transfer's audit records, holding one of the bounded lookup slots.
+
+    Raises:
+        NotFound: the audit log has no record of ``transfer_id``.
+        Problem: 503 + Retry-After when no lookup slot freed in time.
+    """
+    slots = request.app[LOOKUPS]
+    try:
+        async with asyncio.timeout(LOOKUP_WAIT_SECONDS):
+            await slots.acquire()
+    except TimeoutError:
+        raise Problem(
+            Unavailable,
+            "too many transfer lookups in progress; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    try:
+        records = await state.audit.find(transfer_id)
+    finally:
+        slots.release()
+    if not records:
+        raise NotFound(f"unknown transfer {transfer_id!r}")
+    return records
+
+
+async def handle_status(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/transfers/{id}``: verdict and state (memory first, then the audit log)."""
+    state = request.app[EGRESS]
+    reader = _reader(request, state)
+    transfer_id = _transfer_id(request)
+    transfer = state.recent.get(transfer_id)
+    if transfer is not None:
+        _check_owner(reader, transfer.sender, transfer_id)
+        return json_response(transfer.status_json())
+    records = await _find(request, state, transfer_id)
+    parsed = [parse_canonical(r.record) for r in records]
+    _check_owner(reader, parsed[0].get("sender"), transfer_id)
+    last = parsed[-1]
+    body = {
+        "transfer_id": transfer_id,
+        "state": last.get("event"),
+        "decision": parsed[0].get("decision"),
+        "rule": parsed[0].get("rule"),
+        "route": last.get("route"),
+        "policy_version": last.get("policy_version"),
+        "history": [{"state": r.get("event"), "at": r.get("time")} for r in parsed],
+    }
+    return json_response(body)
+
+
+async def handle_receipt(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/transfers/{id}/receipt``: the full receipt of the decision record."""
+    state = request.app[EGRESS]
+    reader = _reader(request, state)
+    transfer_id = _transfer_id(request)
+    records = await _find(request, state, transfer_id)
+    _check_owner(reader, parse_canonical(records[0].record).get("sender"), transfer_id)
+    receipt = await state.audit.receipt(records[0].index)
+    return json_response(receipt_json(receipt))
+
+
+def _claim(state: EgressState, transfer_id: str) -> Held:
+    """Take a held review out of ``state.held`` while a decision on it is recorded.
+
+    A second approve or reject arriving meanwhile finds it gone (409), so one
+    review is never approved twice; the caller puts it back if the decision
+    could not be recorded.
+
+    Raises:
+        NotFound: no such review (or it was decided already).
+        Conflict: the review is being decided right now.
+    """
+    held = state.held.pop(transfer_id, None)
+    if held is None:
+        transfer = state.recent.get(transfer_id)
+        if transfer is not None and transfer.state is State.HELD:
+            raise Conflict(f"a decision on transfer {transfer_id!r} is being recorded")
+        raise NotFound(f"no transfer {transfer_id!r} is waiting for review")
+    if held.transfer.state is not State.HELD:
+        state.held[transfer_id] = held
+        raise Conflict(f"transfer {transfer_id!r} is {held.transfer.state.value}, not under review")
+    return held
+
+
+async def handle_review(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/reviews/{id}/approve|reject`` (compliance officers only).
+
+    The transfer's state moves only once its record is durable: if the audit
+    log (or the ledger) fails, the review stays open and can be decided again.
+    """
+    state = request.app[EGRESS]
+    require_officer(request, state.config.officer_tokens)
+    transfer_id = _transfer_id(request)
+    verb = request.match_info["verb"]
+    if state.closing:
+        raise Unavailable("the gateway is shutting down; decide the review again after restart")
+    held = _claim(state, transfer_id)
+    # Tracked like a transfer: shutdown drains it, then cancels it (recorded failed).
+    task = asyncio.current_task()
+    if task is not None:
+        state.tasks.add(task)
+    transfer = held.transfer
+    try:
+        with structlog.contextvars.bound_contextvars(transfer_id=transfer_id):
+            # An approval forwards: bounded like a transfer, so a stalled twin
+            # cannot keep the officer (and a slot at shutdown) waiting forever.
+            try:
+                async with asyncio.timeout(state.config.total_timeout):
+                    if verb == "reject":
+                        return await _reject(state, held)
+                    return await _approve(state, held)
+            except TimeoutError:
+                if transfer.state is not State.HELD and not transfer.state.final:
+                    # Approved (recorded) but not forwarded in time.
+                    state.spool.release(transfer.id)
+                    await record_end(
+                        state,
+                        transfer,
+                        State.FAILED,
+                        "approval timed out while forwarding",
+                        direction=held.direction,
+                        policy_version=_recorded_verdict(held)[2],
+                        size=transfer.verdict.get("bytes"),
+                        decision="allow",
+                        rule=_recorded_verdict(held)[0],
+                    )
+                raise Problem(
+                    UpstreamTimeout,
+                    "the review decision exceeded the gateway's time limit; nothing was delivered",
+                    {"transfer_id": transfer_id, "state": transfer.state.value},
+                ) from None
+    finally:
+        if task is not None:
+            state.tasks.discard(task)
+        if held.transfer.state is State.HELD:
+            state.held[transfer_id] = held  # not decided: still open for review
+
+
+def _recorded_verdict(held: Held) -> tuple[str, str, str]:
+    """Rule, reason and policy version of the ``review`` verdict."""
+    meta = held.decision
+    return (
+        str(meta.get("rule", "")),
+        str(meta.get("reason", "")),
+        str(meta.get("policy_version", "")),
+    )
+
+
+async def _reject(state: EgressState, held: Held) -> web.StreamResponse:
+    transfer = held.transfer
+    rule, _reason, version = _recorded_verdict(held)
+    receipt = await append_record(
+        state,
+        "rejected",
+        transfer,
+        direction=held.direction,
+        decision="block",
+        rule=rule,
+        reason="rejected by a compliance officer",
+        policy_version=version,
+        summary=held.summary,
+        size=transfer.verdict.get("bytes"),
+    )
+    transfer.advance(State.REJECTED)
+    state.spool.release(transfer.id)
+    body = {**transfer.verdict, "state": transfer.state.value, "receipt": receipt_json(receipt)}
+    transfer.verdict = body
+    return json_response(body)
+
+
+async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
+    transfer = held.transfer
+    policy = state.current_policy()
+    route = policy.routes.get(transfer.route)
+    if route is None:
+        # Approving would send to a destination the policy in force no longer names.
+        raise Conflict(
+            f"route {transfer.route!r} is not in the policy in force; "
+            "restore the route or reject the review"
+        )
+    rule, reason, version = _recorded_verdict(held)
+    try:
+        async with state.services.ledger.transaction(transfer.organisation, ledger_year()) as tx:
+            # As the egress decides: count first, then the record, in one
+            # transaction; a failed append rolls the counts back.
+            for category, values in held.digests.items():
+                if values:
+                    await tx.add(category, values)
+            await append_record(
+                state,
+                "approved",
+                transfer,
+                direction=held.direction,
+                decision="allow",
+                rule=rule,
+                reason=reason,
+                policy_version=version,
+                summary=held.summary,
+                size=transfer.verdict.get("bytes"),
+            )
+            transfer.advance(State.APPROVED)
+    except Exception as exc:
+        if transfer.state is State.APPROVED:
+            # Recorded approved, but the ledger did not commit its subjects:
+            # forwarding now would under-count the yearly totals. End it.
+            state.spool.release(transfer.id)
+            await record_end(
+                state,
+                transfer,
+                State.FAILED,
+                "ledger commit failed after the approval",
+                direction=held.direction,
+                policy_version=version,
+                size=transfer.verdict.get("bytes"),
+                decision="allow",
+                rule=rule,
+            )
+        if isinstance(exc, GatewayError) and not isinstance(exc, LedgerUnavailable):
+            raise
+        # A LedgerUnavailable names the database file or host: for the log only.
+        state.services.metrics.fail_closed.labels("ledger").inc()
+        log.error("ledger_failed", error_type=type(exc).__name__)
+        detail = "the ledger is unavailable; the review stays open"
+        if transfer.state is not State.HELD:
+            detail = "the ledger is unavailable; the approved transfer was not forwarded"
+        raise Unavailable(detail) from None
+    info = held.info
+    if not info.file_key:
+        _, header, _ = state.spool.held_parts(transfer.id)
+        key = unwrap_file_key(parse_header(header), [state.spool_identity])
+        info = SpoolInfo(info.path, key, info.plaintext_bytes, info.payload_bytes)
+    fields = {k: v for k, v in transfer.verdict.items() if k != "reason"}
+    fields["decision"] = "allow"
+    return await deliver(
+        state,
+        transfer,
+        route,
+        info,
+        held.summary,
+        held.encrypt,
+        fields,
+        rule,
+        reason,
+        version,
+        "allow",
+    )
+
+
+async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int:
+    """Reload held reviews from the spool after a restart; return how many.
+
+    A held spool is restored only when the audit log shows it open: its last
+    record is the ``review`` verdict. Without that record (a crash between
+    making the spool durable and appending the record) the review never
+    existed for anyone; with a later record (approved, rejected, failed …)
+    it was decided already. Either way its spool is deleted, not restored.
+    """
+    restored = 0
+    for transfer_id in state.spool.held_ids():
+        path, _header, meta = state.spool.held_parts(transfer_id)
+        records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
+        last = records[-1] if records else {}
+        if last.get("event") != "review":
+            if last.get("event") == "approved":
+                await _fail_interrupted(state, meta, last)
+            state.spool.release(transfer_id)
+            log.warning("held_review_swept", transfer_id=transfer_id, last=last.get("event"))
+            continue
+        route = policy.routes.get(meta["route"]) if policy is not None else None
+        sender = policy.senders.get(meta["sender"]) if policy is not None else None
+        if route is None or sender is None:
+            log.warning("held_review_unroutable", transfer_id=transfer_id)
+            continue
+        transfer = Transfer(
+            id=transfer_id,
+            route=meta["route"],
+            path=meta["path"],
+            sender=meta["sender"],
+            organisation=meta["organisation"],
+            state=State.HELD,
+            created_at=float(meta["created_at"]),
+        )
+        decision = meta["decision"]
+        summary_json = meta["summary"]
+        transfer.verdict = {
+            "transfer_id": transfer_id,
+            "decision": "review",
+            "rule": decision["rule"],
+            "labels": summary_json.get("labels", {}),
+            "subjects": summary_json.get("subjects", 0),
+            "bytes": summary_json.get("bytes", 0),
+            "sha256": summary_json.get("sha256"),
+            "policy_version": decision["policy_version"],
+            "reason": decision["reason"],
+        }
+        info = SpoolInfo(path, b"", int(meta["plaintext_bytes"]), int(meta["payload_bytes"]))
+        digests = {
+            c: frozenset(bytes.fromhex(h) for h in values)
+            for c, values in meta.get("digests", {}).items()
+        }
+        state.held[transfer_id] = Held(
+            transfer=transfer,
+            context=TransferContext(route, sender),
+            direction=route.direction,
+            decision=decision,
+            summary=None,
+            digests=digests,
+            info=info,
+            encrypt=decision.get("encrypt") or route.encrypt,
+        )
+        state.remember(transfer)
+        restored += 1
+    return restored
+
+
+async def _fail_interrupted(
+    state: EgressState, meta: dict[str, Any], approved: dict[str, Any]
+) -> None:
+    """End an approval the previous process recorded but never forwarded.
+
+    Its subjects are in the ledger already; restoring it as a review would let
+    it be approved (and counted) twice. It ends ``failed``; the sender pushes again.
+    """
+    transfer = Transfer(
+        id=str(meta["transfer_id"]),
+        route=str(approved.get("route", meta["route"])),
+        path=str(meta["path"]),
+        sender=str(approved.get("sender", meta["sender"])),
+        organisation=str(approved.get("organisation") or meta["organisation"]),
+        state=State.APPROVED,
+        created_at=float(meta["created_at"]),
+    )
+    await record_end(
+        state,
+        transfer,
+        State.FAILED,
+        "gateway restarted before forwarding the approved transfer",
+        direction=str(approved.get("direction", "")),
+        policy_version=str(approved.get("policy_version", "")),
+        size=approved.get("bytes"),
+        decision="allow",
+        rule=str(approved.get("rule", "")),
+    )

@@ -1,0 +1,254 @@
+"""Start and stop a gateway: listeners, signals, graceful drain.
+
+:func:`running` is what ``gateway serve``, ``gateway demo``, the tests and the
+benchmark use: it opens the shared services, starts the egress and/or ingress
+listeners, yields their URLs, and on exit drains in-flight transfers up to
+:data:`~gateway.server.config.SHUTDOWN_DRAIN_SECONDS` (new ones get 503), then
+cancels what is left, so every transfer ends ``aborted``/``failed`` in the
+audit log rather than half-delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.crypto.certs import cert_expiry_seconds
+from gateway.crypto.keys import load_identities
+from gateway.errors import ConfigError
+from gateway.obs.metrics import Metrics
+from gateway.server import egress, ingress
+from gateway.server.app import (
+    make_egress_app,
+    make_ingress_app,
+    reload_policy,
+    server_ssl_context,
+)
+from gateway.server.config import SHUTDOWN_DRAIN_SECONDS, GatewaySettings, TlsListener
+from gateway.server.forward import client_ssl_context
+from gateway.server.problem import ProblemServer
+from gateway.server.services import Services, open_services
+from gateway.server.witness import offer_checkpoint
+
+log = structlog.get_logger("gateway.server")
+
+
+def record_cert_expiry(services: Services) -> None:
+    """Set ``gateway_tls_cert_expiry_seconds`` for every configured certificate."""
+    settings = services.settings
+    certs: dict[str, Path] = {}
+    if settings.egress is not None:
+        if settings.egress.tls is not None:
+            certs["egress-server"] = settings.egress.tls.cert
+        if settings.egress.upstream_tls is not None:
+            certs["egress-client"] = settings.egress.upstream_tls.cert
+    if settings.ingress is not None:
+        certs["ingress-server"] = settings.ingress.tls.cert
+        if settings.ingress.destination_tls is not None:
+            certs["ingress-client"] = settings.ingress.destination_tls.cert
+    for name, path in certs.items():
+        try:
+            services.metrics.tls_cert_expiry.labels(name).set(cert_expiry_seconds(path))
+        except ConfigError as exc:
+            log.error("certificate_unreadable", cert=name, error=exc.detail)
+
+
+@dataclass(slots=True)
+class RunningGateway:
+    """A started gateway.
+
+    Attributes:
+        services: audit log, ledger, metrics, secret.
+        egress_url: base URL of the egress listener (None without that role).
+        ingress_url: base URL of the ingress listener (None without that role).
+        egress_app: the egress application, if running.
+        ingress_app: the ingress application, if running.
+    """
+
+    services: Services
+    egress_url: str | None = None
+    ingress_url: str | None = None
+    egress_app: web.Application | None = None
+    ingress_app: web.Application | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+    server_contexts: list[tuple[ssl.SSLContext, TlsListener]] = field(default_factory=list)
+
+    def reload_tls(self) -> None:
+        """Re-read certificates, TLS keys and age identities (SIGHUP).
+
+        Server contexts load the new chain in place (aiohttp keeps the context
+        object); client contexts for the twin and destinations are rebuilt.
+        The expiry gauge is refreshed for every configured certificate.
+
+        Raises:
+            ConfigError: a certificate or key does not load (the old ones stay).
+        """
+        for context, tls in self.server_contexts:
+            context.load_cert_chain(str(tls.cert), str(tls.key))
+        if self.egress_app is not None:
+            state = self.egress_app[egress.EGRESS]
+            state.upstream_ssl = client_ssl_context(state.config.upstream_tls)
+        if self.ingress_app is not None:
+            istate = self.ingress_app[ingress.INGRESS]
+            istate.destination_ssl = client_ssl_context(istate.config.destination_tls)
+            # A rotated age identity: new envelopes are opened with the new key file
+            # (which may list the old identity too, for envelopes still in flight).
+            istate.identities = load_identities(istate.config.identity)
+        record_cert_expiry(self.services)
+
+    async def witness_now(self) -> str | None:
+        """Sign a checkpoint and offer it to the twin now; the co-signed note or None."""
+        if self.egress_app is None:
+            return None
+        state = self.egress_app[egress.EGRESS]
+        url = state.config.witness_url
+        if url is None or state.session is None:
+            return None
+        await self.services.audit.sync_checkpoint()
+        return await offer_checkpoint(
+            state.session,
+            url,
+            self.services.audit,
+            self.services.settings.witness_dir,
+            state.upstream_ssl,
+        )
+
+    async def reload_policy(self) -> None:
+        """Reload the egress policy (what SIGHUP does)."""
+        if self.egress_app is not None:
+            await reload_policy(self.egress_app)
+
+    def _states(self) -> list[Any]:
+        states: list[Any] = []
+        if self.egress_app is not None:
+            states.append(self.egress_app[egress.EGRESS])
+        if self.ingress_app is not None:
+            states.append(self.ingress_app[ingress.INGRESS])
+        return states
+
+    async def drain(self, deadline: float = SHUTDOWN_DRAIN_SECONDS) -> int:
+        """Refuse new transfers, wait for in-flight ones, cancel the rest; return cancelled."""
+        states = self._states()
+        for state in states:
+            state.closing = True
+        tasks: set[asyncio.Future[Any]] = set()
+        for state in states:
+            tasks.update(state.tasks)
+            tasks.update(getattr(state, "background", ()))
+        if not tasks:
+            return 0
+        log.info("draining", inflight=len(tasks), deadline=deadline)
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(pending)
+
+
+async def _start(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    # Requests aiohttp's parser refuses get problem+json too (see ProblemServer);
+    # swapped before the site starts, so every connection uses it.
+    assert runner.server is not None
+    runner.server.__class__ = ProblemServer
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = runner.addresses[0]
+    scheme = "https" if ssl_context is not None else "http"
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    return runner, f"{scheme}://{shown}:{bound[1]}"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: GatewaySettings,
+    *,
+    metrics: Metrics | None = None,
+    drain_seconds: float = SHUTDOWN_DRAIN_SECONDS,
+) -> AsyncIterator[RunningGateway]:
+    """Run the roles ``settings`` configures until the block exits."""
+    async with open_services(settings, metrics) as services:
+        gateway = RunningGateway(services)
+        try:
+            if settings.egress is not None:
+                config = settings.egress
+                app = make_egress_app(services, config)
+                context = (
+                    server_ssl_context(config.tls, require_client=False) if config.tls else None
+                )
+                if context is not None and config.tls is not None:
+                    gateway.server_contexts.append((context, config.tls))
+                runner, url = await _start(app, config.host, config.port, context)
+                gateway.runners.append(runner)
+                gateway.egress_app, gateway.egress_url = app, url
+            if settings.ingress is not None:
+                iconfig = settings.ingress
+                app = make_ingress_app(services, iconfig)
+                context = server_ssl_context(iconfig.tls, require_client=True)
+                gateway.server_contexts.append((context, iconfig.tls))
+                runner, url = await _start(app, iconfig.host, iconfig.port, context)
+                gateway.runners.append(runner)
+                gateway.ingress_app, gateway.ingress_url = app, url
+            record_cert_expiry(services)
+            yield gateway
+        finally:
+            with contextlib.suppress(Exception):
+                await gateway.drain(drain_seconds)
+            for runner in reversed(gateway.runners):
+                await runner.cleanup()
+
+
+async def serve_forever(settings_list: list[GatewaySettings], *, announce: Any = None) -> None:
+    """Run one or more gateways until SIGINT/SIGTERM; SIGHUP reloads policies.
+
+    Args:
+        settings_list: one configuration per gateway (``gateway demo`` runs two).
+        announce: called with the list of :class:`RunningGateway` once listening.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        gateways = [
+            await stack.enter_async_context(running(s, drain_seconds=s.drain_seconds))
+            for s in settings_list
+        ]
+
+        def on_hup() -> None:
+            for gw in gateways:
+                try:
+                    gw.reload_tls()
+                except ConfigError as exc:
+                    log.error("tls_reload_failed", error=exc.detail)
+                task = loop.create_task(gw.reload_policy())
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        for gw in gateways:
+            log.info("listening", egress=gw.egress_url, ingress=gw.ingress_url)
+        if announce is not None:
+            announce(gateways)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting_down")
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)

@@ -1,0 +1,95 @@
+"""What one gateway process shares between its roles: audit log, ledger, metrics, secret.
+
+``gateway serve`` opens one :class:`Services` per configuration and hands it
+to the egress and ingress apps, which keep it under a typed ``web.AppKey``.
+The HMAC secret for distinct-value hashing is created on first start (32
+random bytes, mode 0600) so that ``make run`` needs no manual step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.audit.keys import load_or_create_signing_key
+from gateway.audit.log import AuditLog
+from gateway.audit.note import NoteSigner
+from gateway.errors import ConfigError
+from gateway.ledger import Ledger, open_ledger
+from gateway.obs.metrics import Metrics
+from gateway.server.config import GatewaySettings
+
+#: HMAC-SHA-256 keys should be at least the hash length (RFC 2104 §3): 32 bytes.
+SECRET_BYTES = 32
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived dependencies of one gateway process.
+
+    Attributes:
+        settings: the configuration.
+        metrics: the app-owned metric registry.
+        audit: the transparency log.
+        ledger: the yearly export ledger.
+        secret: the HMAC key for distinct-value hashing (SPEC §3.2).
+        signer: the audit log's checkpoint key (the ingress co-signs with it).
+    """
+
+    settings: GatewaySettings
+    metrics: Metrics
+    audit: AuditLog
+    ledger: Ledger
+    secret: bytes
+    signer: NoteSigner
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the 32-byte HMAC secret, creating it (mode 0600) on first use.
+
+    Raises:
+        ConfigError: the file exists with the wrong size or is unreadable.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = os.urandom(SECRET_BYTES)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_or_create_secret(path)  # another process won the race
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return data
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the gateway secret: {exc.strerror}") from None
+    if len(data) != SECRET_BYTES:
+        raise ConfigError(f"{path}: the gateway secret must be exactly {SECRET_BYTES} bytes")
+    return data
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: GatewaySettings, metrics: Metrics | None = None
+) -> AsyncIterator[Services]:
+    """Open the audit log and the ledger for ``settings``; close them on exit."""
+    metrics = metrics if metrics is not None else Metrics()
+    secret = load_or_create_secret(settings.secret_file)
+    settings.audit.signing_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = load_or_create_signing_key(settings.audit.signing_key)
+    signer = NoteSigner(settings.audit.origin, key)
+    audit = await AuditLog.open(
+        settings.audit.dir, signer, origin=settings.audit.origin, metrics=metrics
+    )
+    try:
+        ledger = await open_ledger(settings.ledger_url)
+        try:
+            yield Services(settings, metrics, audit, ledger, secret, signer)
+        finally:
+            await ledger.close()
+    finally:
+        await audit.close()

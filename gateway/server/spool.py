@@ -1,0 +1,296 @@
+"""The encrypted spool: a transfer's body at rest is an age payload, never plaintext.
+
+While a body is received and classified it is written to disk as the payload
+of an age file (C2SP age, "Payload": a 16-byte nonce, then 64 KiB
+ChaCha20-Poly1305 STREAM chunks) under a fresh per-transfer file key that lives
+only in this process's memory. Nothing about the recipient is decided yet:
+
+- on allow with ``encrypt: envelope`` the gateway writes an age header for the
+  route's recipient around the *same* file key and sends header + spooled
+  payload to the twin: one encryption pass, and the recipient gets a standard
+  age file;
+- on allow with ``encrypt: tls`` it decrypts the spool and streams plaintext
+  over mutual TLS;
+- a transfer held for review gets a header to the gateway's *own* spool
+  recipient written beside it (``held/``), so the held spool survives a restart
+  and stays ciphertext at rest; approval unwraps the file key with the spool
+  identity.
+
+Spools are deleted when their transfer ends, and at start-up every spool that
+is not a held review is swept (a crash left it; its key died with the process,
+so it is unreadable anyway).
+
+Everything here is blocking file I/O; the server calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway.crypto.header import FILE_KEY_SIZE
+from gateway.crypto.stream import PAYLOAD_NONCE_SIZE, StreamDecryptor, StreamEncryptor
+from gateway.errors import Unavailable
+
+#: Bytes read from a spool per step when forwarding: 16 full age chunks, large
+#: enough that per-read overhead vanishes, small enough to keep RSS flat.
+READ_SIZE = 16 * (64 * 1024 + 16)
+#: Write buffer of a spool file; a few STREAM chunks per write(2).
+WRITE_BUFFER = 1024 * 1024
+_PAYLOAD_SUFFIX = ".payload"
+_HEADER_SUFFIX = ".header"
+_META_SUFFIX = ".json"
+_HELD_DIR = "held"
+
+
+class SpoolFull(Unavailable):
+    """The spool disk is (nearly) full: refuse, never forward (fail closed)."""
+
+    slug = "spool-full"
+    title = "Spool disk full"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolInfo:
+    """A finished spool.
+
+    Attributes:
+        path: the payload file.
+        file_key: the 16-byte age file key (memory only).
+        plaintext_bytes: bytes of plaintext sealed.
+        payload_bytes: bytes of the age payload on disk (nonce + chunks).
+    """
+
+    path: Path
+    file_key: bytes
+    plaintext_bytes: int
+    payload_bytes: int
+
+
+class SpoolWriter:
+    """Seal a body into an age payload file as it arrives.
+
+    Args:
+        path: the payload file to create (must not exist).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file_key = os.urandom(FILE_KEY_SIZE)
+        #: The per-transfer age file key (memory only; never written anywhere).
+        self.file_key = self._file_key
+        nonce = os.urandom(PAYLOAD_NONCE_SIZE)
+        self._encryptor = StreamEncryptor(self._file_key, nonce)
+        #: The payload nonce (the first bytes of the payload, already written).
+        self.nonce = nonce
+        #: The sealed final chunk, once :meth:`finish` ran.
+        self.last_sealed = b""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        self._plaintext = 0
+        self._payload = 0
+        self._closed = False
+        self._write(nonce)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _spool_error(exc) from None
+        self._payload += len(data)
+
+    def write(self, data: bytes) -> bytes:
+        """Seal ``data``, write the chunks known to be non-final, and return them.
+
+        Raises:
+            SpoolFull: the disk or a file-size limit refused the write.
+        """
+        self._plaintext += len(data)
+        sealed = self._encryptor.update(data)
+        if sealed:
+            self._write(sealed)
+        return sealed
+
+    def finish(self) -> SpoolInfo:
+        """Seal the final chunk and close the file.
+
+        Raises:
+            SpoolFull: the disk refused the last write.
+        """
+        self.last_sealed = self._encryptor.finish()
+        self._write(self.last_sealed)
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise _spool_error(exc) from None
+        finally:
+            self._closed = True
+        return SpoolInfo(self.path, self._file_key, self._plaintext, self._payload)
+
+    def discard(self) -> None:
+        """Close and delete the file (abort, block, failure); never raises."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._file.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def _spool_error(exc: OSError) -> Unavailable:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return SpoolFull("the spool disk is full; the transfer was not forwarded")
+    return Unavailable(f"cannot write the spool ({exc.strerror}); the transfer was not forwarded")
+
+
+def iter_payload(path: Path) -> Iterator[bytes]:
+    """The spooled age payload (nonce + chunks), in :data:`READ_SIZE` pieces."""
+    with path.open("rb") as f:
+        while True:
+            block = f.read(READ_SIZE)
+            if not block:
+                return
+            yield block
+
+
+def iter_plaintext(path: Path, file_key: bytes) -> Iterator[bytes]:
+    """Decrypt a spool, yielding only verified plaintext.
+
+    Raises:
+        gateway.crypto.errors.PayloadError: the spool was altered on disk.
+    """
+    blocks = iter_payload(path)
+    head = b""
+    for block in blocks:
+        head += block
+        if len(head) >= PAYLOAD_NONCE_SIZE:
+            break
+    decryptor = StreamDecryptor(file_key, head[:PAYLOAD_NONCE_SIZE])
+    first = decryptor.feed(head[PAYLOAD_NONCE_SIZE:])
+    if first:
+        yield first
+    for block in blocks:
+        plain = decryptor.feed(block)
+        if plain:
+            yield plain
+    last = decryptor.finish()
+    if last:
+        yield last
+
+
+class SpoolDir:
+    """The spool directory: transient spools at the top, held reviews under ``held/``.
+
+    Args:
+        root: the directory (created mode 0700 when missing).
+        min_free_bytes: refuse new spools below this much free space.
+    """
+
+    def __init__(self, root: Path, min_free_bytes: int) -> None:
+        self.root = root
+        self.held = root / _HELD_DIR
+        self.min_free_bytes = min_free_bytes
+        self.held.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def sweep(self) -> int:
+        """Delete every transient spool a previous process left; return how many."""
+        removed = 0
+        for entry in self.root.iterdir():
+            if entry.is_file():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed += 1
+        for entry in self.held.iterdir():
+            # A held review is complete only with its header and metadata.
+            stem = entry.name.split(".", 1)[0]
+            if not self.is_held(stem):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+    def check_space(self) -> None:
+        """Fail closed when the spool filesystem is low on space.
+
+        Raises:
+            SpoolFull: fewer than ``min_free_bytes`` free.
+        """
+        if self.min_free_bytes and shutil.disk_usage(self.root).free < self.min_free_bytes:
+            raise SpoolFull("the spool disk is low on space; try again later")
+
+    def new_writer(self, transfer_id: str) -> SpoolWriter:
+        """Create the spool of a new transfer."""
+        try:
+            return SpoolWriter(self.root / (transfer_id + _PAYLOAD_SUFFIX))
+        except OSError as exc:
+            raise _spool_error(exc) from None
+
+    def hold(self, info: SpoolInfo, header: bytes, meta: dict[str, Any]) -> SpoolInfo:
+        """Keep a spool for review: header to the spool key and metadata beside it.
+
+        The payload is renamed into ``held/`` last, after its header and
+        metadata are durable, so a crash never leaves a held payload that the
+        spool key cannot open.
+        """
+        stem = info.path.name[: -len(_PAYLOAD_SUFFIX)]
+        _write_durable(self.held / (stem + _HEADER_SUFFIX), header)
+        _write_durable(self.held / (stem + _META_SUFFIX), json.dumps(meta).encode())
+        target = self.held / info.path.name
+        with info.path.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(info.path, target)
+        _fsync_dir(self.held)
+        return SpoolInfo(target, info.file_key, info.plaintext_bytes, info.payload_bytes)
+
+    def is_held(self, transfer_id: str) -> bool:
+        """Whether a complete held review exists for ``transfer_id``."""
+        return all(
+            (self.held / (transfer_id + suffix)).is_file()
+            for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX)
+        )
+
+    def held_ids(self) -> list[str]:
+        """Transfer ids of complete held reviews (for restoring after a restart)."""
+        return sorted(
+            p.name[: -len(_META_SUFFIX)]
+            for p in self.held.glob("*" + _META_SUFFIX)
+            if self.is_held(p.name[: -len(_META_SUFFIX)])
+        )
+
+    def held_parts(self, transfer_id: str) -> tuple[Path, bytes, dict[str, Any]]:
+        """Payload path, header bytes and metadata of a held review."""
+        header = (self.held / (transfer_id + _HEADER_SUFFIX)).read_bytes()
+        meta = json.loads((self.held / (transfer_id + _META_SUFFIX)).read_text("utf-8"))
+        return self.held / (transfer_id + _PAYLOAD_SUFFIX), header, meta
+
+    def release(self, transfer_id: str) -> None:
+        """Delete every file of ``transfer_id`` (transient or held); never raises."""
+        for directory in (self.root, self.held):
+            for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX):
+                with contextlib.suppress(OSError):
+                    (directory / (transfer_id + suffix)).unlink()
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

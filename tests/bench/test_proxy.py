@@ -1,0 +1,25 @@
+"""``gateway bench proxy`` runs end to end on small sizes and reports every measurement."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.bench.proxy import ProxyBench, render, run_async
+
+
+async def test_small_run_measures_everything() -> None:
+    result = await run_async(2, 3, samples=20, concurrent=16)
+    assert isinstance(result, ProxyBench)
+    assert result.baseline_mb_s > 0
+    assert result.gateway_mb_s > 0
+    assert result.ratio > 0
+    assert result.gateway_p50_ms > 0
+    assert result.concurrent == 16
+    # Every concurrent transfer was allowed, delivered and has both audit records.
+    assert result.concurrent_errors == 0
+    assert result.audit_records_missing == 0
+    assert result.rss_peak_mb >= result.rss_start_mb > 0
+    line = json.loads(render(result, as_json=True))
+    assert line["concurrent"] == 16
+    assert isinstance(line["ok"], bool)
+    assert "ratio" in render(result, as_json=False)

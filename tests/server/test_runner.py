@@ -1,0 +1,269 @@
+"""A real ``gateway serve`` process: SIGTERM with transfers in flight, a spool that hits
+a file-size quota, hot reload, and held reviews surviving a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.crypto.keys import X25519Identity, identity_file_text
+from tests.server.conftest import (
+    OFFICER_TOKEN,
+    RESEARCH_TOKEN,
+    hk_settings,
+    recording_destination,
+    running,
+    start_parks,
+    sz_settings,
+    write_policy,
+)
+
+CLEAN = b"".join(f"R{i:06d},probe-{i % 7},{i % 97}.{i % 10}\n".encode() for i in range(200_000))
+#: A process-wide file-size quota for the spool test: the spool of a larger body
+#: hits it (EFBIG), while the audit log and keys stay far below it.
+FSIZE_QUOTA = 2 * 1024 * 1024
+
+
+def _quota() -> None:  # runs in the child between fork and exec
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_QUOTA, FSIZE_QUOTA))
+
+
+class Child:
+    """A ``gateway serve --config`` subprocess and its egress URL."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+
+
+@contextlib.asynccontextmanager
+async def egress_process(
+    root: Path, pki: Path, ingress_url: str, recipient: str, destination: str, **kw: Any
+) -> AsyncIterator[Child]:
+    quota = kw.pop("quota", False)
+    write_policy(root / "policies", ingress_url, recipient, destination)
+    settings = hk_settings(root, pki, root / "policies", **kw.pop("egress", {}))
+    config = root / "hk.yaml"
+    data = settings.model_dump(mode="json", exclude_none=True)
+    # Long enough for the quick transfer to finish on a loaded 2-core CI machine,
+    # far shorter than the slow transfers (20 s), which must be aborted.
+    data["drain_seconds"] = 4.0
+    config.write_text(json.dumps(data))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        # Logs go to stdout (issue 7); stderr carries only a fatal one-line error.
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=_quota if quota else None,
+        cwd=str(Path(__file__).parents[2]),
+    )
+    assert process.stdout is not None
+    url = ""
+    async with asyncio.timeout(60):
+        while not url:
+            line = await process.stdout.readline()
+            assert line, "gateway serve exited before listening"
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == "listening":
+                    url = event["egress"]
+    try:
+        yield Child(process, url)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def sz_park(root: Path, pki: Path) -> AsyncIterator[tuple[str, str, str, Path]]:
+    identity = X25519Identity.generate()
+    identity_file = root / "sz" / "identity.agekey"
+    identity_file.parent.mkdir(parents=True)
+    identity_file.write_text(identity_file_text(identity))
+    async with (
+        recording_destination(pki) as recorder,
+        running(sz_settings(root, pki, identity_file, recorder.url)) as sz,
+    ):
+        assert sz.ingress_url is not None
+        yield sz.ingress_url, identity.recipient.encode(), recorder.url, root / "inbox"
+
+
+def _events(root: Path, park: str = "hk") -> list[dict[str, Any]]:
+    out = []
+    for segment in sorted((root / park / "audit" / "segments").glob("*.jsonl")):
+        out += [json.loads(line) for line in segment.read_bytes().splitlines()]
+    return out
+
+
+async def _trickle(data: bytes, seconds: float) -> AsyncIterator[bytes]:
+    step = max(1, len(data) // 20)
+    for i in range(0, len(data), step):
+        yield data[i : i + step]
+        await asyncio.sleep(seconds / 20)
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_then_aborts_in_flight(tmp_path: Path, pki: Path) -> None:
+    async with (
+        sz_park(tmp_path, pki) as (ingress, recipient, dest, inbox),
+        egress_process(tmp_path, pki, ingress, recipient, dest) as child,
+    ):
+        headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+
+            async def push(name: str, seconds: float) -> int:
+                url = f"{child.url}/v1/transfers/sz-lab/{name}"
+                try:
+                    async with session.put(
+                        url, data=_trickle(CLEAN[:400_000], seconds), headers=headers
+                    ) as r:
+                        return r.status
+                except aiohttp.ClientError:
+                    return -1
+
+            quick = asyncio.create_task(push("quick.csv", 1.0))
+            slow = [asyncio.create_task(push(f"slow{i}.csv", 20.0)) for i in range(3)]
+            await asyncio.sleep(0.5)
+            child.process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                code = await child.process.wait()
+            statuses = [await quick] + [await t for t in slow]
+        assert code == 0
+        # The one that finished inside the drain deadline was delivered in full.
+        assert statuses[0] == 201
+        assert all(s != 201 for s in statuses[1:])
+        delivered = {p.name for p in (inbox / "sz-lab").iterdir() if p.is_file()}
+        assert delivered == {"quick.csv"}
+        assert (inbox / "sz-lab" / "quick.csv").read_bytes() == CLEAN[:400_000]
+        events = [r["event"] for r in _events(tmp_path) if r.get("kind") == "transfer"]
+        assert sorted(events) == ["aborted", "aborted", "aborted", "allowed", "delivered"]
+        assert [p for p in (tmp_path / "hk" / "spool").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.slow
+async def test_spool_quota_fails_closed(tmp_path: Path, pki: Path) -> None:
+    async with (
+        sz_park(tmp_path, pki) as (ingress, recipient, dest, inbox),
+        egress_process(tmp_path, pki, ingress, recipient, dest, quota=True) as child,
+    ):
+        headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            url = f"{child.url}/v1/transfers/sz-lab/big.csv"
+            async with session.put(url, data=CLEAN * 2, headers=headers) as r:
+                status = r.status
+                body = await r.json(content_type=None)
+            assert status == 503, body
+            assert body["type"].endswith("/spool-full")
+            # Small transfers still pass: the gateway keeps serving.
+            url = f"{child.url}/v1/transfers/sz-lab/small.csv"
+            async with session.put(url, data=CLEAN[:10_000], headers=headers) as r:
+                assert r.status == 201
+        assert {p.name for p in (inbox / "sz-lab").iterdir() if p.is_file()} == {"small.csv"}
+        events = [
+            (r["event"], r.get("detail")) for r in _events(tmp_path) if r.get("kind") == "transfer"
+        ]
+        assert events[0][0] == "failed"
+        assert [p.name for p in (tmp_path / "hk" / "spool").glob("*.payload")] == []
+
+
+async def test_policy_hot_reload_keeps_old_version_on_error(tmp_path: Path, pki: Path) -> None:
+    async with start_parks(tmp_path, pki) as parks:
+        assert parks.hk.egress_app is not None
+        status, first = await parks.put("sz-lab", "a.csv", CLEAN[:1000])
+        assert status == 201
+        policy = tmp_path / "policies" / "policy.yaml"
+        text = policy.read_text()
+        policy.write_text(text + "\n  - this is: [not valid\n")
+        await parks.hk.reload_policy()
+        status, second = await parks.put("sz-lab", "b.csv", CLEAN[:1000])
+        assert status == 201
+        assert second["policy_version"] == first["policy_version"]
+        policy.write_text(text.replace("Default deny.", "Default deny (v2)."))
+        await parks.hk.reload_policy()
+        status, third = await parks.put("sz-lab", "c.csv", CLEAN[:1000])
+        assert third["policy_version"] != first["policy_version"]
+        events = [r["event"] for r in parks.audit_events() if r.get("kind") == "policy"]
+        assert events == ["policy_loaded", "policy_rejected", "policy_loaded"]
+
+
+async def test_held_review_survives_restart(tmp_path: Path, pki: Path) -> None:
+    async with start_parks(tmp_path, pki) as parks:
+        status, held = await parks.put("sz-review", "kept.csv", CLEAN[:3000])
+        assert status == 202
+        status, done = await parks.put("sz-lab", "done.csv", CLEAN[:3000])
+        assert status == 201
+    # A new gateway process (same spool, same spool key) still holds it.
+    async with start_parks(tmp_path, pki) as parks:
+        officer = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+        tid = held["transfer_id"]
+        async with parks.session.get(f"{parks.egress}/v1/transfers/{tid}", headers=officer) as r:
+            assert (await r.json())["state"] == "review"
+        # A finished transfer of the previous process is answered from the audit log.
+        url = f"{parks.egress}/v1/transfers/{done['transfer_id']}"
+        async with parks.session.get(url, headers=officer) as r:
+            old = await r.json()
+        assert old["state"] == "delivered"
+        assert [h["state"] for h in old["history"]] == ["allowed", "delivered"]
+        url = f"{parks.egress}/v1/reviews/{tid}/approve"
+        async with parks.session.post(url, headers=officer) as r:
+            assert r.status == 201, await r.text()
+        await parks.settle()
+        assert parks.inbox_files("sz-review") == {"kept.csv": CLEAN[:3000]}
+        assert parks.events_of(tid) == ["review", "approved", "delivered"]
+
+
+def test_quota_is_larger_than_a_small_transfer() -> None:
+    # Guard for the spool test above: the small transfer must fit, the big one must not.
+    assert 10_000 < FSIZE_QUOTA < len(CLEAN) * 2
+    assert os.name == "posix"
+
+
+async def test_sighup_reloads_certificates_and_reports_expiry(tmp_path: Path, pki: Path) -> None:
+    import shutil
+
+    from gateway.crypto.certs import init_dev_pki
+
+    local = tmp_path / "pki"
+    shutil.copytree(pki, local)
+    other = tmp_path / "other-pki"
+    init_dev_pki(other)
+    async with start_parks(tmp_path, local) as parks:
+        async with parks.session.get(f"{parks.egress}/metrics") as r:
+            text = await r.text()
+        line = next(x for x in text.splitlines() if 'cert="egress-client"' in x)
+        assert 80 * 86400 < float(line.split()[-1]) < 91 * 86400  # 90-day dev leaf
+        status, _ = await parks.put("sz-lab", "a.csv", CLEAN[:1000])
+        assert status == 201
+        # SZ's server certificate is replaced by one from another CA, then reloaded:
+        # new handshakes present it, and the HK twin (trusting the SZ CA) refuses it.
+        sz_dir = local / "sz"
+        saved = {n: (sz_dir / n).read_bytes() for n in ("server.crt", "server.key")}
+        for n in saved:
+            (sz_dir / n).write_bytes((other / "sz" / n).read_bytes())
+        parks.sz.reload_tls()
+        parks.hk.reload_tls()  # a new client context: pooled connections are not reused
+        status, body = await parks.put("sz-lab", "b.csv", CLEAN[:1000])
+        assert status == 502, body
+        for n, data in saved.items():
+            (sz_dir / n).write_bytes(data)
+        parks.sz.reload_tls()
+        status, _ = await parks.put("sz-lab", "c.csv", CLEAN[:1000])
+        assert status == 201
