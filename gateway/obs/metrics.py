@@ -47,6 +47,26 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_tls_cert_expiry_seconds": ("cert",),
 }
 
+#: Closed label-value sets, created at zero when the registry is built. A
+#: counter child that first appears already at 1 is invisible to ``increase()``
+#: and ``rate()`` (Prometheus has no earlier sample to subtract), so the alert
+#: rules in deploy/prometheus/alerts.yml would miss the first failure.
+POLICY_RELOAD_RESULTS: tuple[str, ...] = ("success", "failure")
+#: Why a transfer was refused with 503 (SPEC §5: audit log or ledger unavailable,
+#: and no policy loaded yet, which /readyz also reports).
+FAIL_CLOSED_REASONS: tuple[str, ...] = ("audit", "ledger", "policy")
+#: The ``stage`` values of ``gateway_transfer_bytes_total`` (issue 7).
+TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked")
+
+#: The yearly export thresholds of the 2024 Provisions (REGULATIONS.md), as
+#: ``(category, mechanism required at or above it, subjects)``; the dashboard
+#: draws them as lines and the ledger alert compares against them.
+LEDGER_THRESHOLDS: tuple[tuple[str, str, int], ...] = (
+    ("personal", "standard-contract", 100_000),
+    ("personal", "security-assessment", 1_000_000),
+    ("sensitive", "security-assessment", 10_000),
+)
+
 
 class Metrics:
     """The gateway's metrics, registered in their own registry.
@@ -163,10 +183,12 @@ class Metrics:
             METRIC_LABELS["gateway_tls_cert_expiry_seconds"],
             registry=r,
         )
-        # 2024 Provisions (REGULATIONS.md): the numbers the dashboard draws as lines.
-        self.ledger_threshold.labels("personal", "standard-contract").set(100_000)
-        self.ledger_threshold.labels("personal", "security-assessment").set(1_000_000)
-        self.ledger_threshold.labels("sensitive", "security-assessment").set(10_000)
+        for category, mechanism, subjects in LEDGER_THRESHOLDS:
+            self.ledger_threshold.labels(category, mechanism).set(subjects)
+        for result in POLICY_RELOAD_RESULTS:
+            self.policy_reloads.labels(result)
+        for reason in FAIL_CLOSED_REASONS:
+            self.fail_closed.labels(reason)
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
