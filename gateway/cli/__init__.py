@@ -20,16 +20,19 @@ from collections.abc import Callable, Sequence
 from gateway import __version__
 from gateway.errors import GatewayError
 
-#: Command-group modules under ``gateway.cli``, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "scan",
-    "policy",
-    "serve",
-    "crypto",
-    "audit",
-    "ledger",
-    "bench",
-)
+#: Command-group modules under ``gateway.cli`` and the commands each registers,
+#: in the order ``--help`` lists them. Only the module of the command being run is
+#: imported (the server and benchmark modules pull in aiohttp, Hyperscan and
+#: pydantic models, which would otherwise slow every ``gateway`` call down).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "scan": ("scan",),
+    "policy": ("policy", "explain"),
+    "serve": ("serve", "demo"),
+    "crypto": ("keys", "encrypt", "decrypt", "certs"),
+    "audit": ("audit",),
+    "ledger": ("ledger",),
+    "bench": ("bench",),
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -46,8 +49,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the full ``gateway`` argument parser."""
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command-group modules needed to parse ``argv``: one, or all for help and errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    words = [arg for arg in args if not arg.startswith("-")]
+    if not words and "--version" in args:
+        return ()
+    if words:
+        for module, commands in COMMAND_MODULES.items():
+            if words[0] in commands:
+                return (module,)
+    return tuple(COMMAND_MODULES)
+
+
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the ``gateway`` argument parser with the given command groups (default: all)."""
     parser = _Parser(
         prog="gateway",
         description="hksz-gateway: cross-boundary data-flow compliance gateway",
@@ -55,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if modules is None else modules:
         module = importlib.import_module(f"gateway.cli.{name}")
         module.register(subparsers)
     return parser
@@ -63,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gateway`` command and return its exit code."""
-    parser = build_parser()
+    parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
