@@ -969,6 +969,28 @@ class _Expanding(_Layer):
             if d.eof or (not data and len(out) < STEP_BYTES):
                 return True
 
+    def _unpack(
+        self,
+        d: bz2.BZ2Decompressor | lzma.LZMADecompressor,
+        data: bytes | memoryview,
+        reason: str,
+    ) -> bool:
+        """Run bz2 or lzma on ``data`` in bounded steps; False once the layer failed."""
+        try:
+            out = d.decompress(data, STEP_BYTES)
+            while True:
+                if out and not self._emit(out):
+                    return False
+                if d.eof or d.needs_input:
+                    return True
+                out = d.decompress(b"", STEP_BYTES)
+        except (OSError, EOFError, ValueError, lzma.LZMAError) as error:
+            self._fail(reason or self._reason(error))
+            return False
+
+    def _reason(self, error: Exception) -> str:
+        return "corrupt stream"
+
     def _block(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
 
@@ -1059,22 +1081,9 @@ class _Bz2OrXz(_Multistream):
     _d: bz2.BZ2Decompressor | lzma.LZMADecompressor
 
     def _run(self, data: bytes | memoryview) -> bytes | None:
-        d = self._d
-        try:
-            out = d.decompress(data, STEP_BYTES)
-            while True:
-                if out and not self._emit(out):
-                    return None
-                if d.eof or d.needs_input:
-                    break
-                out = d.decompress(b"", STEP_BYTES)
-        except (OSError, EOFError, ValueError, lzma.LZMAError) as error:
-            self._fail(self._reason(error))
+        if not self._unpack(self._d, data, ""):
             return None
-        return d.unused_data if d.eof else None
-
-    def _reason(self, error: Exception) -> str:
-        return "corrupt stream"
+        return self._d.unused_data if self._d.eof else None
 
 
 class _Bz2(_Bz2OrXz):
@@ -1438,16 +1447,7 @@ class _Zip(_Expanding):
         """Feed compressed member bytes; how many were used, None on failure."""
         d = self._inflater
         if isinstance(d, bz2.BZ2Decompressor):
-            try:
-                out = d.decompress(piece, STEP_BYTES)
-                while True:
-                    if out and not self._emit(out):
-                        return None
-                    if d.eof or d.needs_input:
-                        break
-                    out = d.decompress(b"", STEP_BYTES)
-            except (OSError, EOFError, ValueError):
-                self._fail("corrupt member")
+            if not self._unpack(d, piece, "corrupt member"):
                 return None
         else:
             assert d is not None

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.crypto.keys import load_or_create_ed25519, write_private_file
+from gateway.crypto.keys import load_or_create_ed25519, read_small_file, write_private_file
 from gateway.errors import ConfigError
 
 #: The two parks of the cooperation zone, each with its own CA (SPEC §2).
@@ -164,13 +164,7 @@ def load_certificates(path: Path | str) -> list[x509.Certificate]:
         ConfigError: unreadable, too large, or holding no certificate.
     """
     target = Path(path)
-    try:
-        with target.open("rb") as handle:
-            data = handle.read(MAX_CERT_FILE_SIZE + 1)
-    except OSError as exc:
-        raise ConfigError(f"{target}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_CERT_FILE_SIZE:
-        raise ConfigError(f"{target}: larger than {MAX_CERT_FILE_SIZE} bytes; not a certificate")
+    data = read_small_file(target, MAX_CERT_FILE_SIZE, "a certificate")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)

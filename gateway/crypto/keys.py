@@ -54,6 +54,19 @@ PRIVATE_FILE_MODE = 0o600
 _ZERO_NONCE = bytes(12)
 
 
+def _decode_key(text: str, hrp: str, kind: str, expected: str) -> bytes:
+    """The 32 key bytes of a bech32 age key string; the message never repeats the input."""
+    try:
+        found, data = bech32.decode(text.strip())
+    except bech32.Bech32Error as exc:
+        raise KeyFormatError(f"invalid age {kind}: {exc}") from None
+    if found != hrp:
+        raise KeyFormatError(f"invalid age {kind}: expected {expected}")
+    if len(data) != X25519_KEY_SIZE:
+        raise KeyFormatError(f"invalid age {kind}: wrong key length")
+    return data
+
+
 class Recipient(Protocol):
     """Anything that can wrap a file key into a stanza (age's ``Recipient``)."""
 
@@ -91,15 +104,7 @@ class X25519Recipient:
         Raises:
             KeyFormatError: not a valid lowercase ``age1…`` X25519 recipient.
         """
-        try:
-            hrp, data = bech32.decode(text.strip())
-        except bech32.Bech32Error as exc:
-            raise KeyFormatError(f"invalid age recipient: {exc}") from None
-        if hrp != RECIPIENT_HRP:
-            raise KeyFormatError("invalid age recipient: expected a lowercase age1… X25519 key")
-        if len(data) != X25519_KEY_SIZE:
-            raise KeyFormatError("invalid age recipient: wrong key length")
-        return cls(data)
+        return cls(_decode_key(text, RECIPIENT_HRP, "recipient", "a lowercase age1… X25519 key"))
 
     def encode(self) -> str:
         """The ``age1…`` string."""
@@ -153,15 +158,7 @@ class X25519Identity:
         Raises:
             KeyFormatError: not a valid X25519 identity (the message omits the input).
         """
-        try:
-            hrp, data = bech32.decode(text.strip())
-        except bech32.Bech32Error as exc:
-            raise KeyFormatError(f"invalid age identity: {exc}") from None
-        if hrp != IDENTITY_HRP:
-            raise KeyFormatError("invalid age identity: expected an uppercase AGE-SECRET-KEY-1…")
-        if len(data) != X25519_KEY_SIZE:
-            raise KeyFormatError("invalid age identity: wrong key length")
-        return cls(data)
+        return cls(_decode_key(text, IDENTITY_HRP, "identity", "an uppercase AGE-SECRET-KEY-1…"))
 
     def encode(self) -> str:
         """The ``AGE-SECRET-KEY-1…`` string (secret: write it only to a 0600 file)."""
@@ -353,14 +350,29 @@ def _key_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
-def _read_key_file(path: Path) -> str:
+def read_small_file(
+    path: Path, limit: int, what: str, too_large: type[ConfigError] = ConfigError
+) -> bytes:
+    """Read a key or certificate file that must not exceed ``limit`` bytes.
+
+    Reads at most ``limit + 1`` bytes, so a wrong path (a disk image, a log)
+    costs nothing and is refused with a message naming the file.
+
+    Raises:
+        ConfigError: unreadable; ``too_large`` when over ``limit`` bytes.
+    """
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE_SIZE + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_KEY_FILE_SIZE:
-        raise KeyFormatError(f"{path}: larger than {MAX_KEY_FILE_SIZE} bytes; not a key file")
+    if len(data) > limit:
+        raise too_large(f"{path}: larger than {limit} bytes; not {what}")
+    return data
+
+
+def _read_key_file(path: Path) -> str:
+    data = read_small_file(path, MAX_KEY_FILE_SIZE, "a key file", KeyFormatError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

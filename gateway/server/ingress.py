@@ -579,6 +579,21 @@ async def _receive_and_deliver(
                     payload.unlink()
         ciphertext = (sink.cipher_bytes, sink.cipher.hexdigest())
         plain_sha = sink.plain_sha256(dropped)
+
+        async def record_delivered(sent: Forwarded) -> Any:
+            return await _audit(
+                state,
+                "delivered",
+                transfer_id,
+                route,
+                meta,
+                started,
+                size=sink.plain_bytes,
+                sent=sent,
+                ciphertext=ciphertext,
+                plain_sha256=plain_sha,
+            )
+
         receipt: Any = None
         if dropped is not None:
             sent = dropped
@@ -588,18 +603,7 @@ async def _receive_and_deliver(
             # record without a file (over-recording, the safe direction),
             # never a delivered file without its record.
             try:
-                receipt = await _audit(
-                    state,
-                    "delivered",
-                    transfer_id,
-                    route,
-                    meta,
-                    started,
-                    size=sink.plain_bytes,
-                    sent=sent,
-                    ciphertext=ciphertext,
-                    plain_sha256=plain_sha,
-                )
+                receipt = await record_delivered(sent)
             except BaseException:
                 sink.discard()
                 raise
@@ -647,18 +651,7 @@ async def _receive_and_deliver(
             with contextlib.suppress(OSError):
                 spool_path.unlink()
     if drop is None:
-        receipt = await _audit(
-            state,
-            "delivered",
-            transfer_id,
-            route,
-            meta,
-            started,
-            size=sink.plain_bytes,
-            sent=sent,
-            ciphertext=ciphertext,
-            plain_sha256=plain_sha,
-        )
+        receipt = await record_delivered(sent)
     else:
         try:
             await asyncio.to_thread(drop.sync_directory)
