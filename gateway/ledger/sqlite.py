@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -71,6 +74,45 @@ _SCHEMA = (
     ) WITHOUT ROWID
     """,
 )
+
+
+#: Polling step while another process holds the set-up lock.
+_SETUP_POLL_S = 0.005
+
+
+@contextlib.contextmanager
+def _setup_lock(db_path: Path) -> Iterator[None]:
+    """Serialise connection set-up across processes with ``flock`` on a side file.
+
+    Two processes that open a fresh file at once both switch it to WAL, and
+    SQLite does not arbitrate that switch: one of them fails with
+    ``database is locked`` or even ``disk I/O error`` (seen in 1 of 3 races),
+    and the busy timeout does not apply. Holding this lock for the few
+    milliseconds of connect-and-pragmas makes the switch happen once. A side
+    file, because opening and closing a descriptor of the database itself
+    would drop SQLite's own POSIX locks in this process.
+    """
+    lock_path = db_path.with_name(db_path.name + "-setup.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LedgerUnavailable(f"ledger {db_path}: set-up lock {lock_path}: {exc}") from exc
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LedgerUnavailable(
+                        f"ledger {db_path}: another process holds the set-up lock"
+                        f" {lock_path} (database is locked)"
+                    ) from None
+                time.sleep(_SETUP_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _lookup_sql(n: int) -> str:
@@ -118,21 +160,22 @@ class _Worker:
             raise LedgerUnavailable(f"ledger {self._path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; we issue BEGIN ourselves.
-        conn = sqlite3.connect(
-            self._path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-        except BaseException:
-            conn.close()  # the next call connects afresh
-            raise
-        return conn
+        with _setup_lock(self._path):
+            # isolation_level=None: no implicit transactions; we issue BEGIN ourselves.
+            conn = sqlite3.connect(
+                self._path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+            except BaseException:
+                conn.close()  # the next call connects afresh
+                raise
+            return conn
 
     async def close(self) -> None:
         def _close(_: sqlite3.Connection) -> None:

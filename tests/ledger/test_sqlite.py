@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +94,40 @@ async def test_a_closed_ledger_fails_closed(tmp_path: Path) -> None:
     with pytest.raises(LedgerUnavailable, match="closed"):
         async with ledger.transaction(ORG, YEAR):
             pass
+
+
+def _connect_at(path: str, start_at: float, errors: Any) -> None:
+    """Child process: wait for the shared start time, then connect as the gateway does."""
+    from gateway.ledger.sqlite import _Worker
+
+    while time.time() < start_at:
+        pass
+    try:
+        _Worker(Path(path), "race")._connect().close()
+    except Exception as exc:  # reported to the parent, which fails the test
+        errors.put(f"{type(exc).__name__}: {exc}")
+        errors.close()
+        errors.join_thread()
+        raise SystemExit(1) from exc
+
+
+def test_processes_opening_a_fresh_file_at_once_all_connect(tmp_path: Path) -> None:
+    # Without the set-up lock a third of these races ended in "database is
+    # locked" or "disk I/O error" from the concurrent switch to WAL.
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for round_ in range(ROUNDS):
+        path = str(tmp_path / f"fresh-{round_}.sqlite3")
+        start_at = time.time() + 0.05
+        children = [
+            ctx.Process(target=_connect_at, args=(path, start_at, errors)) for _ in range(3)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(timeout=30)
+        reported = [errors.get(timeout=5) for child in children if child.exitcode == 1]
+        assert reported == []
+        assert [child.exitcode for child in children] == [0, 0, 0]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
