@@ -166,9 +166,15 @@ _GROUP_SHAPES: Final = tuple(
         ("ddddsddddddsddddd", L.BANK_CARD),
     )
 )
-#: For a run that is exactly one shape: that shape and the shapes it ends with.
+#: The shapes longest first. A longer shape's label never ranks below that of
+#: a shape it ends with (cards before phones, CN 3-4-4 before HK 4-4), so once
+#: a longer shape is the pending candidate, every shorter one overlaps it and
+#: loses in ``_propose``: the matcher stops there instead of validating them.
+_GROUP_SHAPES_LONGEST_FIRST: Final = tuple(sorted(_GROUP_SHAPES, key=lambda s: -len(s[0])))
+#: For a run that is exactly one shape: that shape and the shapes it ends with,
+#: longest first.
 _GROUP_SUFFIXES: Final = {
-    mask: tuple((m, label) for m, label in _GROUP_SHAPES if mask.endswith(m))
+    mask: tuple((m, label) for m, label in _GROUP_SHAPES_LONGEST_FIRST if mask.endswith(m))
     for mask, _ in _GROUP_SHAPES
 }
 _GROUP_CLASSES: Final = {
@@ -660,17 +666,22 @@ class TextMatcher:
             else:
                 self._capped = True
 
-    def _propose(self, label: int, start: int, end: int, value: bytes) -> None:
-        """A validated candidate spanning ``[start, end)``: resolve overlaps, then count."""
+    def _propose(self, label: int, start: int, end: int, value: bytes) -> bool:
+        """A validated candidate spanning ``[start, end)``: resolve overlaps, then count.
+
+        Returns:
+            whether the candidate is now the pending one of its group (a
+            candidate inside its span that ranks no better would lose to it).
+        """
         group = self._group[label]
         slot = self._pending.get(group)
         rank = self._rank[label]
         if slot is None:
             self._pending[group] = [True, start, end, rank, label, value]
-            return
+            return True
         if slot[0] and start < slot[2]:  # overlaps the pending candidate
             if rank > slot[3] or (rank == slot[3] and end - start <= slot[2] - slot[1]):
-                return  # the pending one wins
+                return False  # the pending one wins
         elif slot[0]:
             self._accept(slot[4], slot[5])
         slot[0] = True
@@ -679,6 +690,7 @@ class TextMatcher:
         slot[3] = rank
         slot[4] = label
         slot[5] = value
+        return True
 
     def _valid(self, kind: int, value: bytes, check: Callable[[bytes], bool]) -> bool:
         memo = self._memo.get(kind)
@@ -816,8 +828,11 @@ class TextMatcher:
         first = t - 1 - n
         ix = self._ix
         if n == 18:
-            if self._valid(K_MEMO_RESIDENT_ID, run, self._is_resident_id):
-                self._propose(ix[L.CN_RESIDENT_ID], first, t - 1, run.upper())
+            # A pending Resident ID outranks a USCC or card reading of the same run.
+            if self._valid(K_MEMO_RESIDENT_ID, run, self._is_resident_id) and self._propose(
+                ix[L.CN_RESIDENT_ID], first, t - 1, run.upper()
+            ):
+                return
             if self._valid(K_MEMO_USCC, run, V.is_uscc):
                 self._propose(ix[L.CN_USCC], first, t - 1, run)
             if run[17] <= 0x39 and self._valid(K_MEMO_CARD, run, V.is_bank_card):
@@ -862,9 +877,9 @@ class TextMatcher:
         # Usually the run is one known shape; a shape may also end it
         # ("852 2345 6789" holds the HK 4-4 shape, "86 138 1234 5678" a CN one).
         shapes = _GROUP_SUFFIXES.get(run)
-        for mask, label in shapes or _GROUP_SHAPES:
-            if run.endswith(mask):
-                self._grouped(label, end - len(mask), end, t, sep)
+        for mask, label in shapes or _GROUP_SHAPES_LONGEST_FIRST:
+            if run.endswith(mask) and self._grouped(label, end - len(mask), end, t, sep):
+                break
         # Or the number ends before a last group that is no group of it: a CVV,
         # an age ("4111 1111 1111 1111 123", "138 1234 5678 25"); a longer
         # number that validates as well overlaps it and wins in _propose.
@@ -873,16 +888,22 @@ class TextMatcher:
             cut = run.rindex(b"s")
             shorter = end - (len(run) - cut)
             head = run[:cut]
-            for mask, label in _GROUP_SUFFIXES.get(head, _GROUP_SHAPES):
-                if head.endswith(mask):
-                    self._grouped(label, shorter - len(mask), shorter, t - (end - shorter), sep)
+            for mask, label in _GROUP_SUFFIXES.get(head, _GROUP_SHAPES_LONGEST_FIRST):
+                if head.endswith(mask) and self._grouped(
+                    label, shorter - len(mask), shorter, t - (end - shorter), sep
+                ):
+                    break
 
-    def _grouped(self, label: str, begin: int, end: int, t: int, sep: bytes) -> None:
-        """One grouped number at window ``[begin, end)`` (absolute end ``t - 2``)."""
+    def _grouped(self, label: str, begin: int, end: int, t: int, sep: bytes) -> bool:
+        """One grouped number at window ``[begin, end)`` (absolute end ``t - 2``).
+
+        Returns:
+            whether it is now the pending candidate (see :meth:`_propose`).
+        """
         window = self._window
         before = window[begin - 1]
         if _ALNUM[before] or (before == 0x2E and _DIGIT[window[begin - 2]]):
-            return  # part of an alphanumeric run, or a decimal fraction
+            return False  # part of an alphanumeric run, or a decimal fraction
         if (
             before == sep[0]
             and _DIGIT[window[begin - 2]]
@@ -890,20 +911,23 @@ class TextMatcher:
             and not self._hk_prefix(begin - 1)
             and window[begin - 3 : begin - 1] != b"86"
         ):
-            return  # part of a longer grouped run, not a "+86"/"852" prefix
+            return False  # part of a longer grouped run, not a "+86"/"852" prefix
         digits = window[begin:end].replace(sep, b"")
         first = t - 2 - (end - begin)
         ix = self._ix[label]
         if label == L.CN_PHONE:
-            if digits[0] == 0x31 and digits[1] >= 0x33:
-                self._propose(ix, first, t - 2, digits)
-        elif label == L.HK_PHONE:
-            if digits[0] >= 0x32 and (
-                self._hk_prefix(begin - 1) or self._near_hotword(D.HW_PHONE, first)
-            ):
-                self._propose(ix, first, t - 2, digits)
-        elif self._valid(K_MEMO_CARD, digits, V.is_bank_card):
-            self._propose(ix, first, t - 2, digits)
+            return (
+                digits[0] == 0x31 and digits[1] >= 0x33 and self._propose(ix, first, t - 2, digits)
+            )
+        if label == L.HK_PHONE:
+            return (
+                digits[0] >= 0x32
+                and (self._hk_prefix(begin - 1) or self._near_hotword(D.HW_PHONE, first))
+                and self._propose(ix, first, t - 2, digits)
+            )
+        return self._valid(K_MEMO_CARD, digits, V.is_bank_card) and self._propose(
+            ix, first, t - 2, digits
+        )
 
     def _group_before(self, p: int, sep: bytes) -> bool:
         """Whether the digit run ending at window index ``p`` is a group of the same number.
