@@ -107,13 +107,12 @@ _ID_MASK: Final = (1 << _ID_BITS) - 1
 _BASE_TABLE: Final = bytes(1 if c in D.GENETIC_BASES else 0 for c in range(256))
 _GENETIC_MIN: Final = D.GENETIC_MIN_RUN
 _GENETIC_RUN_MARKS: Final = b"\x01" * _GENETIC_MIN
-#: Strides of the samples that rule out runs of bases in a chunk: a run of 60
-#: shows as 60 // stride base samples in a row. The coarse one (5 in a row)
-#: clears digits and CSV at twice the speed of the fine one; in English prose
-#: (a quarter of the bytes are a/c/g/t/n) only the fine one (10 in a row,
-#: about once per MB) clears chunks, so a member that needed it once keeps it.
-_GENETIC_STRIDES: Final = (12, 6)
-_GENETIC_SAMPLE_RUNS: Final = {k: b"\x01" * (_GENETIC_MIN // k) for k in _GENETIC_STRIDES}
+#: Stride of the sample that rules out runs of bases in a chunk: any run of 60
+#: holds 60 // 12 = 5 sampled bytes in a row. Digits and CSV show no such
+#: sample run at all; English prose (a quarter of its bytes are a/c/g/t/n)
+#: shows about 70 per MB, each checked on the bytes around it alone.
+_GENETIC_STRIDE: Final = 12
+_GENETIC_SAMPLE_RUN: Final = b"\x01" * (_GENETIC_MIN // _GENETIC_STRIDE)
 #: Below this size a chunk is translated whole (the sample saves nothing).
 _GENETIC_SAMPLE_MIN_BYTES: Final = 1024
 
@@ -539,8 +538,6 @@ class TextMatcher:
         # Bases (ACGTNacgtn) right before the next byte to scan, for runs that
         # cross a chunk boundary.
         self._genetic_run = 0
-        # Index into _GENETIC_STRIDES of the first sample tried (see there).
-        self._genetic_stride = 0
         # Private key blocks: whether a BEGIN line was seen and no END yet, and
         # the offset after a BEGIN line whose identity is still to be read.
         self._pem_open = False
@@ -614,15 +611,28 @@ class TextMatcher:
             i = marks.find(_GENETIC_RUN_MARKS, j)
         self._genetic_run = n - 1 - marks.rfind(0)
 
-    def _no_run_inside(self, data: bytes) -> bool:
-        """Whether a stride sample proves ``data`` holds no run of 60 bases."""
-        for i in range(self._genetic_stride, len(_GENETIC_STRIDES)):
-            stride = _GENETIC_STRIDES[i]
-            sample = data[::stride].translate(_BASE_TABLE)
-            if sample.find(_GENETIC_SAMPLE_RUNS[stride]) < 0:
-                self._genetic_stride = i
-                return True
-        return False
+    @staticmethod
+    def _no_run_inside(data: bytes) -> bool:
+        """Whether a stride sample proves ``data`` holds no run of 60 bases.
+
+        A run of 60 lies between two sampled non-bases (or an end of
+        ``data``) and holds at least 5 sampled bases in a row, so checking
+        the bytes between the two non-bases around every such sample run
+        finds every run there is.
+        """
+        stride = _GENETIC_STRIDE
+        sample = data[::stride].translate(_BASE_TABLE)
+        j = sample.find(_GENETIC_SAMPLE_RUN)
+        while j >= 0:
+            k = sample.find(0, j)  # the sampled non-base that ends this sample run
+            low = (j - 1) * stride + 1 if j else 0
+            high = k * stride if k >= 0 else len(data)
+            if data[low:high].translate(_BASE_TABLE).find(_GENETIC_RUN_MARKS) >= 0:
+                return False
+            if k < 0:
+                break
+            j = sample.find(_GENETIC_SAMPLE_RUN, k)
+        return True
 
     def _process(self) -> None:
         """Run the handlers of the last chunk's hits, in (end, id) order.
