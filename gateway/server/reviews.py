@@ -2,12 +2,15 @@
 
 A transfer with a ``review`` verdict is held (its spool re-wrapped to the
 gateway's own key, see :mod:`gateway.server.spool`) until a compliance
-officer approves it, which records the approval and adds its subjects to the
-ledger in one transaction and then forwards it through the same path as an
-allowed transfer, or rejects it, which deletes the spool. A review leaves the
-``review`` state only once its decision record is durable, and is never
-approved onto a route the policy in force no longer has. Held reviews are
-restored after a restart when the audit log shows them still open.
+officer approves it, or rejects it, which deletes the spool. An approval
+evaluates the transfer again, in one ledger transaction, against the policy
+in force and the organisation's yearly totals as they are now: if that would
+block it (a threshold crossed while it waited, a changed rule, a route or
+sender gone) the approval is refused (409) and the review stays open;
+otherwise the approval is recorded, its subjects added to the ledger, and it
+is forwarded through the same path as an allowed transfer. A review leaves
+the ``review`` state only once its decision record is durable. Held reviews
+are restored after a restart when the audit log shows them still open.
 ``GET /v1/transfers/{id}`` answers from memory for recent transfers and from
 the audit log for older ones, with a bounded number of log scans at a time.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -23,6 +27,7 @@ from aiohttp import web
 
 from gateway.audit.receipt import Receipt
 from gateway.audit.records import parse_canonical
+from gateway.classify.summary import ContentInfo, LabelStats, ScanSummary
 from gateway.crypto.age import unwrap_file_key
 from gateway.crypto.header import parse_header
 from gateway.errors import (
@@ -35,7 +40,8 @@ from gateway.errors import (
 )
 from gateway.ledger import ledger_year
 from gateway.ledger.base import LedgerUnavailable
-from gateway.policy.engine import CompiledPolicy, TransferContext
+from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
+from gateway.policy.model import Direction
 from gateway.server.auth import require_officer, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS
 from gateway.server.egress import (
@@ -229,7 +235,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
                         State.FAILED,
                         "approval timed out while forwarding",
                         direction=held.direction,
-                        policy_version=_recorded_verdict(held)[2],
+                        policy_version=_approval_version(held),
                         size=transfer.verdict.get("bytes"),
                         decision="allow",
                         rule=_recorded_verdict(held)[0],
@@ -279,36 +285,63 @@ async def _reject(state: EgressState, held: Held) -> web.StreamResponse:
 
 
 async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
+    """Approve a held review if the policy in force would not now block it.
+
+    The review was decided against the policy and the ledger of its day; a
+    review can stay open for days, meanwhile the organisation's yearly total
+    may have crossed a threshold or the policy may have changed. So, under the
+    organisation's ledger lock (as :func:`gateway.server.egress._decide`
+    does), the transfer is evaluated again against the policy in force and
+    the ledger as it is now, and counted and recorded only if that is not a
+    ``block``. The approval record keeps the review's rule and reason (the
+    officer's approval is what allows it) with the policy version in force.
+
+    Raises:
+        Problem: 409 when the policy in force blocks the transfer; the review
+            stays open and nothing is recorded.
+        Conflict: its route or sender is no longer in the policy in force, or
+            the sender now belongs to another organisation.
+    """
     transfer = held.transfer
-    policy = state.current_policy()
-    route = policy.routes.get(transfer.route)
-    if route is None:
-        # Approving would send to a destination the policy in force no longer names.
-        raise Conflict(
-            f"route {transfer.route!r} is not in the policy in force; "
-            "restore the route or reject the review"
-        )
-    rule, reason, version = _recorded_verdict(held)
+    rule, reason, _ = _recorded_verdict(held)
+    if held.summary is None or not held.info.file_key:
+        summary, info = await asyncio.to_thread(_restored_parts, state, held)
+    else:
+        summary, info = held.summary, held.info
+    totals: dict[str, int] = {}
     try:
         async with state.services.ledger.transaction(transfer.organisation, ledger_year()) as tx:
+            # The policy is read under the lock: a reload while waiting for it
+            # is the policy this approval is judged by.
+            policy = state.current_policy()
+            context = _current_context(policy, transfer)
+            direction = context.route.direction
+            digests = _ledger_digests(policy, held, summary, direction)
+            counts = {c: await tx.count(c, d) for c, d in digests.items()}
+            recheck = policy.evaluate(context, summary, counts)
+            if recheck.action == "block":
+                # Raised inside the transaction: nothing was added, it rolls back.
+                raise _refusal(transfer, recheck)
             # As the egress decides: count first, then the record, in one
             # transaction; a failed append rolls the counts back.
-            for category, values in held.digests.items():
+            for category, values in digests.items():
                 if values:
-                    await tx.add(category, values)
+                    totals[category] = await tx.add(category, values)
             await append_record(
                 state,
                 "approved",
                 transfer,
-                direction=held.direction,
+                direction=direction,
                 decision="allow",
                 rule=rule,
                 reason=reason,
-                policy_version=version,
-                summary=held.summary,
+                policy_version=policy.version,
+                summary=summary,
                 size=transfer.verdict.get("bytes"),
             )
             transfer.advance(State.APPROVED)
+            # What the response, the twin and a later failure record show.
+            transfer.verdict["policy_version"] = policy.version
     except Exception as exc:
         if transfer.state is State.APPROVED:
             # Recorded approved, but the ledger did not commit its subjects:
@@ -320,7 +353,7 @@ async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
                 State.FAILED,
                 "ledger commit failed after the approval",
                 direction=held.direction,
-                policy_version=version,
+                policy_version=_approval_version(held),
                 size=transfer.verdict.get("bytes"),
                 decision="allow",
                 rule=rule,
@@ -334,25 +367,143 @@ async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
         if transfer.state is not State.HELD:
             detail = "the ledger is unavailable; the approved transfer was not forwarded"
         raise Unavailable(detail) from None
-    info = held.info
-    if not info.file_key:
-        _, header, _ = state.spool.held_parts(transfer.id)
-        key = unwrap_file_key(parse_header(header), [state.spool_identity])
-        info = SpoolInfo(info.path, key, info.plaintext_bytes, info.payload_bytes)
+    for category, total in totals.items():
+        state.services.metrics.ledger_subjects.labels(transfer.organisation, category).set(total)
     fields = {k: v for k, v in transfer.verdict.items() if k != "reason"}
     fields["decision"] = "allow"
     return await deliver(
         state,
         transfer,
-        route,
+        context.route,
         info,
-        held.summary,
-        held.encrypt,
+        summary,
+        recheck.encrypt or context.route.encrypt,
         fields,
         rule,
         reason,
-        version,
+        policy.version,
         "allow",
+    )
+
+
+def _current_context(policy: CompiledPolicy, transfer: Transfer) -> TransferContext:
+    """The held transfer's route and sender as the policy in force names them.
+
+    Raises:
+        Conflict: the route or the sender is no longer in the policy, or the
+            sender now belongs to another organisation than the one whose
+            ledger the transfer was held under (its subjects would be counted
+            for one organisation and judged against another's total).
+    """
+    route = policy.routes.get(transfer.route)
+    if route is None:
+        # Approving would send to a destination the policy in force no longer names.
+        raise Conflict(
+            f"route {transfer.route!r} is not in the policy in force; "
+            "restore the route or reject the review"
+        )
+    sender = policy.senders.get(transfer.sender)
+    if sender is None:
+        raise Conflict(
+            f"sender {transfer.sender!r} is not in the policy in force; "
+            "restore the sender or reject the review"
+        )
+    if sender.organisation != transfer.organisation:
+        raise Conflict(
+            f"sender {transfer.sender!r} now belongs to organisation {sender.organisation!r}, "
+            f"not {transfer.organisation!r} as when the transfer was held; "
+            "reject the review and have the sender push the file again"
+        )
+    return TransferContext(route, sender)
+
+
+def _ledger_digests(
+    policy: CompiledPolicy, held: Held, summary: ScanSummary, direction: Direction
+) -> dict[str, frozenset[bytes]]:
+    """The held transfer's people per ledger category, as the policy in force counts them.
+
+    A review held by this process still has its classifier summary with the
+    keyed hashes per label: the policy in force sorts them into its own
+    categories, exactly as a new transfer's. A review restored after a restart
+    kept only the hashes per category of the policy that held it (the held
+    metadata has no per-label hashes): those are used for the categories the
+    policy in force still counts.
+    """
+    if held.summary is not None:
+        return policy.ledger_digests(summary, direction)
+    if not policy.counts_in_ledger(direction):
+        return {category: frozenset() for category in policy.ledger_categories}
+    return {
+        category: frozenset(held.digests.get(category, frozenset()))
+        for category in policy.ledger_categories
+    }
+
+
+def _refusal(transfer: Transfer, recheck: Decision) -> Problem:
+    """The 409 for an approval the policy in force would block (the review stays open).
+
+    No audit record is written: the audit events (SPEC §7) have none for a
+    refused approval, and a ``blocked`` record would end the transfer's trail
+    while the review is still open (and a restart would then sweep it).
+    """
+    log.warning("approval_refused", rule=recheck.rule, policy_version=recheck.policy_version)
+    return Problem(
+        Conflict,
+        f"the policy in force now blocks this transfer: rule {recheck.rule}: "
+        f"{' '.join(recheck.reason.split())} (nothing was delivered or counted; the review "
+        "stays open: reject it, or approve it again once the policy allows it)",
+        {
+            "transfer_id": transfer.id,
+            "state": State.HELD.value,
+            "rule": recheck.rule,
+            "policy_version": recheck.policy_version,
+        },
+    )
+
+
+def _approval_version(held: Held) -> str:
+    """The policy version an approval was recorded under (the held verdict's until then)."""
+    return str(held.transfer.verdict.get("policy_version") or _recorded_verdict(held)[2])
+
+
+def _restored_parts(state: EgressState, held: Held) -> tuple[ScanSummary, SpoolInfo]:
+    """Summary and spool file key of a review restored after a restart, from its held files.
+
+    Runs in a worker thread: it reads the held metadata and header and
+    unwraps the file key with the spool identity (one X25519 exchange).
+    """
+    _, header, meta = state.spool.held_parts(held.transfer.id)
+    summary = held.summary or _summary_from_json(meta["summary"])
+    info = held.info
+    if not info.file_key:
+        key = unwrap_file_key(parse_header(header), [state.spool_identity])
+        info = SpoolInfo(info.path, key, info.plaintext_bytes, info.payload_bytes)
+    return summary, info
+
+
+def _summary_from_json(obj: Mapping[str, Any]) -> ScanSummary:
+    """A :class:`ScanSummary` from its SPEC §3.2 JSON (:meth:`ScanSummary.to_json`).
+
+    The JSON has no keyed hashes and no ``distinct_capped`` flag: the result
+    has neither, so it serves to evaluate a rule's label, subject, content
+    and size conditions, not to count people in the ledger.
+    """
+    content = obj["content"]
+    return ScanSummary(
+        size=int(obj["bytes"]),
+        sha256=str(obj["sha256"]),
+        content=ContentInfo(
+            type=str(content["type"]),
+            charset=None if content.get("charset") is None else str(content["charset"]),
+            layers=tuple(str(layer) for layer in content.get("layers", ())),
+        ),
+        labels={
+            str(label): LabelStats(count=int(stats["count"]), distinct=int(stats["distinct"]))
+            for label, stats in obj.get("labels", {}).items()
+        },
+        subjects=int(obj.get("subjects", 0)),
+        unscannable=tuple(str(reason) for reason in obj.get("unscannable", ())),
+        seconds=float(obj.get("seconds", 0.0)),
     )
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.ledger import ledger_year, open_ledger
+from gateway.ledger.base import Ledger
 from gateway.server import reviews
 from gateway.server.app import reload_policy
 from gateway.server.egress import EGRESS, EgressState, append_record
+from tests.ledger.pg import drop_schema, new_schema, require_pg
 from tests.server.conftest import (
     OFFICER_TOKEN,
     RESEARCH_TOKEN,
@@ -234,3 +239,228 @@ async def test_an_approval_to_a_stalled_twin_times_out_with_504(tmp_path: Path, 
         assert parks.events_of(tid) == ["review", "approved", "failed"]
         assert not state.tasks
         assert tid not in state.held
+
+
+# ---------------------------------------------------------------------------
+# approval re-checks the policy in force and the ledger
+
+#: The test policy's yearly threshold of people (the CAC Provisions' 100,000,
+#: scaled down so a test can cross it with a handful of synthetic hashes).
+THRESHOLD = 10
+#: Rules put first in the test policy: a held transfer with personal data on
+#: ``sz-review`` is reviewed while its organisation stays under the threshold,
+#: blocked once the year's total including it would reach it.
+LEDGER_RULES = f"""\
+  - id: block.ledger-threshold
+    action: block
+    reason: >
+      This organisation's personal data sent this year would reach
+      {THRESHOLD} people.
+    when:
+      route: sz-review
+      ledger:
+        personal: {{projected: ">= {THRESHOLD}"}}
+  - id: review.personal
+    action: review
+    reason: Personal data on this route is checked by a compliance officer.
+    when:
+      route: sz-review
+      categories:
+        any: [personal]
+"""
+ORGANISATION = "hku"
+
+
+def _people(first: int, n: int) -> bytes:
+    """A CSV naming ``n`` distinct people by e-mail address."""
+    rows = (f"P{i},person{i}@example.com\n".encode() for i in range(first, first + n))
+    return b"name,email\n" + b"".join(rows)
+
+
+async def _edit_policy(parks: Parks, old: str, new: str) -> str:
+    """Replace ``old`` by ``new`` in the test policy, reload it; return the new version."""
+    path = parks.root / "policies" / "policy.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    assert parks.hk.egress_app is not None
+    result = await reload_policy(parks.hk.egress_app)
+    assert result.ok, result.errors
+    assert result.changed
+    return str(result.version)
+
+
+async def _with_ledger_rules(parks: Parks) -> str:
+    return await _edit_policy(parks, "rules:\n", "rules:\n" + LEDGER_RULES)
+
+
+async def _hold_people(parks: Parks, name: str, data: bytes) -> str:
+    status, body = await parks.put("sz-review", name, data)
+    assert status == 202, body
+    assert body["rule"] == "review.personal"
+    return str(body["transfer_id"])
+
+
+async def _personal_total(parks: Parks) -> int:
+    totals = await parks.hk.services.ledger.totals(ledger_year(), ORGANISATION)
+    return sum(t.subjects for t in totals if t.category == "personal")
+
+
+async def _raise_ledger_to(parks: Parks, ledger: Ledger, subjects: int) -> None:
+    """Seed the organisation's yearly total through the ledger's own transaction API."""
+    async with ledger.transaction(ORGANISATION, ledger_year()) as tx:
+        current = await tx.count("personal", ())
+        await tx.add("personal", {os.urandom(16) for _ in range(subjects - current.current)})
+    assert await _personal_total(parks) == subjects
+
+
+async def _state_of(parks: Parks, tid: str) -> str:
+    async with parks.session.get(f"{parks.egress}/v1/transfers/{tid}", headers=OFFICER) as r:
+        assert r.status == 200
+        return str((await r.json())["state"])
+
+
+def _record(parks: Parks, tid: str, event: str) -> dict[str, Any]:
+    (found,) = [
+        r for r in parks.audit_events() if r.get("transfer_id") == tid and r.get("event") == event
+    ]
+    return found
+
+
+async def _assert_refused_and_still_open(
+    parks: Parks, tid: str, problem: dict[str, Any], total: int
+) -> None:
+    """A refused approval: nothing delivered, recorded or counted; rejecting still works."""
+    assert problem["type"].endswith("/conflict")
+    assert problem["state"] == "review"
+    assert parks.inbox_files("sz-review") == {}
+    assert parks.events_of(tid) == ["review"]
+    assert await _state_of(parks, tid) == "review"
+    assert await _personal_total(parks) == total
+    code, body = await _decide(parks, tid, "reject")
+    assert code == 200, body
+    assert parks.events_of(tid) == ["review", "rejected"]
+
+
+@contextlib.asynccontextmanager
+async def _ledger_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A ledger URL of ``backend``; PostgreSQL in a schema of its own, dropped afterwards."""
+    if backend == "memory":
+        yield "memory:"
+    elif backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    else:
+        schema = new_schema()
+        try:
+            yield f"{require_pg()}?schema={schema}"
+        finally:
+            await drop_schema(schema)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+async def test_approval_after_the_ledger_crossed_the_threshold_is_refused(
+    tmp_path: Path, pki: Path, backend: str
+) -> None:
+    async with (
+        _ledger_url(backend, tmp_path) as url,
+        start_parks(tmp_path, pki, ledger_url=url) as parks,
+    ):
+        version = await _with_ledger_rules(parks)
+        tid = await _hold_people(parks, "over.csv", _people(0, 3))
+        if backend == "memory":
+            await _raise_ledger_to(parks, parks.hk.services.ledger, THRESHOLD)
+        else:
+            # Another replica (its own connection to the shared ledger) raises the total.
+            replica = await open_ledger(url)
+            try:
+                await _raise_ledger_to(parks, replica, THRESHOLD)
+            finally:
+                await replica.close()
+        code, problem = await _decide(parks, tid, "approve")
+        assert code == 409, problem
+        assert problem["detail"].startswith(
+            "the policy in force now blocks this transfer: rule block.ledger-threshold: "
+            f"This organisation's personal data sent this year would reach {THRESHOLD} people."
+        )
+        assert problem["rule"] == "block.ledger-threshold"
+        assert problem["policy_version"] == version
+        await _assert_refused_and_still_open(parks, tid, problem, THRESHOLD)
+
+
+async def test_approval_under_the_threshold_counts_and_delivers_under_the_policy_in_force(
+    parks: Parks,
+) -> None:
+    held_version = await _with_ledger_rules(parks)
+    data = _people(0, 3)
+    tid = await _hold_people(parks, "under.csv", data)
+    # With the 3 held people the year stays one short of the threshold.
+    await _raise_ledger_to(parks, parks.hk.services.ledger, THRESHOLD - 4)
+    # A policy edit that does not concern this transfer: a new version in force.
+    version = await _edit_policy(parks, "name: server-tests\n", "name: server-tests-v2\n")
+    assert version != held_version
+    code, body = await _decide(parks, tid, "approve")
+    assert code == 201, body
+    assert body["policy_version"] == version
+    assert body["rule"] == "review.personal"
+    assert parks.inbox_files("sz-review") == {"under.csv": data}
+    assert parks.events_of(tid) == ["review", "approved", "delivered"]
+    assert await _personal_total(parks) == THRESHOLD - 1
+    assert _record(parks, tid, "review")["policy_version"] == held_version
+    approved = _record(parks, tid, "approved")
+    assert approved["policy_version"] == version
+    assert approved["rule"] == "review.personal"
+    assert approved["reason"] == "Personal data on this route is checked by a compliance officer."
+    assert approved["labels"]["pii.email"] == {"count": 3, "distinct": 3}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("  hk-research:\n", "  hk-other:\n", "sender 'hk-research' is not in the policy"),
+        ("organisation: hku\n", "organisation: hku-med\n", "organisation 'hku-med'"),
+    ],
+    ids=["sender-removed", "organisation-changed"],
+)
+async def test_approval_after_the_sender_changed_in_the_policy_is_refused(
+    parks: Parks, old: str, new: str, named: str
+) -> None:
+    tid = await _hold(parks, "changed.csv")
+    await _edit_policy(parks, old, new)
+    code, problem = await _decide(parks, tid, "approve")
+    assert code == 409, problem
+    assert problem["type"].endswith("/conflict")
+    assert named in problem["detail"]
+    assert parks.inbox_files("sz-review") == {}
+    assert parks.events_of(tid) == ["review"]
+    code, body = await _decide(parks, tid, "reject")
+    assert code == 200, body
+
+
+async def test_reviews_restored_after_a_restart_are_rechecked_too(parks: Parks) -> None:
+    state = _state(parks)
+    await _with_ledger_rules(parks)
+    first, second = _people(0, 3), _people(3, 3)
+    tid_first = await _hold_people(parks, "first.csv", first)
+    tid_second = await _hold_people(parks, "second.csv", second)
+    # Restart the review bookkeeping as a new process would: no summary in memory.
+    state.held.clear()
+    for tid in (tid_first, tid_second):
+        state.recent.pop(tid, None)
+    assert await reviews.restore_held(state, state.current_policy()) == 2
+    assert all(held.summary is None for held in state.held.values())
+    # Under the threshold: approved, and its people counted from the held hashes.
+    code, body = await _decide(parks, tid_first, "approve")
+    assert code == 201, body
+    assert parks.inbox_files("sz-review") == {"first.csv": first}
+    assert await _personal_total(parks) == 3
+    assert _record(parks, tid_first, "approved")["labels"]["pii.email"]["distinct"] == 3
+    # The second would bring the year to the threshold: refused.
+    await _raise_ledger_to(parks, parks.hk.services.ledger, THRESHOLD - 3)
+    code, problem = await _decide(parks, tid_second, "approve")
+    assert code == 409, problem
+    assert problem["rule"] == "block.ledger-threshold"
+    assert parks.events_of(tid_second) == ["review"]
+    assert await _personal_total(parks) == THRESHOLD - 3
+    code, body = await _decide(parks, tid_second, "reject")
+    assert code == 200, body
+    assert parks.inbox_files("sz-review") == {"first.csv": first}
