@@ -47,8 +47,9 @@ Design decisions the spec leaves open (recorded here and in the docs):
   **Encrypted content** is unscannable whatever its size ("<layer>:
   encrypted content"): ``openssl enc`` (``Salted__``), binary age and OpenPGP
   messages (session-key packets then an encrypted data packet) are refused;
-  PGP and age ASCII armor anywhere in a member's sniff prefix is reported and
-  the member is still scanned as text. **Unknown binary** members are fed raw up
+  PGP and age ASCII armor is text: the matcher reports it wherever it starts
+  in a text member (``detectors.ARMOR_MARKERS``), and the rest of the member
+  is still scanned. **Unknown binary** members are fed raw up
   to ``unknown_binary_limit``; past it they are unscannable and the rest is
   dropped. **Opaque containers** we cannot open (7z, RAR, LZ4, compress, BAM,
   CRAM, BCF) are unscannable at once: they are compressed or packed, so raw
@@ -298,12 +299,6 @@ _ENCRYPTED: Final[tuple[tuple[bytes, str, str], ...]] = (
     (b"Salted__", "application/x-openssl-encrypted", "openssl"),
     (b"age-encryption.org/v1\n", "application/x-age-encrypted", "age"),
 )
-#: ASCII-armored encrypted text (RFC 9580 §6.2, C2SP age spec "ASCII
-#: armor"), looked for anywhere in a member's sniff prefix.
-_ARMOR: Final[tuple[tuple[bytes, str], ...]] = (
-    (b"-----BEGIN PGP MESSAGE-----", "pgp"),
-    (b"-----BEGIN AGE ENCRYPTED FILE-----", "age"),
-)
 _PGP_TYPE: Final = "application/pgp-encrypted"
 #: OpenPGP packet tags (RFC 9580 §5): public-key and symmetric-key encrypted
 #: session keys, which open every encrypted message, and the encrypted data
@@ -504,14 +499,6 @@ def _encrypted(prefix: bytes) -> tuple[str, str] | None:
             return media_type, name
     if _pgp_message(prefix):
         return _PGP_TYPE, "pgp"
-    return None
-
-
-def _armored(prefix: bytes) -> str | None:
-    """The layer name of ASCII-armored encrypted text in ``prefix``, if any."""
-    for marker, name in _ARMOR:
-        if marker in prefix:
-            return name
     return None
 
 
@@ -833,9 +820,6 @@ class _Sniffer:
         elif (binary_type := _known_binary(prefix)) is not None:
             target = self._known(binary_type, prefix)
         else:
-            armored = _armored(prefix)
-            if armored is not None:  # still scanned: the armor lines are text
-                ctx.unscannable(layers, f"{armored}: encrypted content")
             detection = cs.detect(prefix, complete)
             if detection.charset is None:
                 limit = ctx.limits.unknown_binary_limit

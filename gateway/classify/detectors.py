@@ -44,7 +44,7 @@ from gateway.classify import validators
 
 #: Bumped whenever a built-in pattern or validator changes meaning, so a
 #: DetectorSet fingerprint (and hence a policy version's scan semantics) changes with it.
-ENGINE_VERSION: Final = "hksz-classify/2"
+ENGINE_VERSION: Final = "hksz-classify/3"
 
 #: Bytes of context the matcher keeps before each chunk. Every look-back (the
 #: widest fixed pattern, e-mail local part + domain, a JWT, the start of a CSV
@@ -88,6 +88,7 @@ K_GENETIC_RECORD: Final = 13
 K_HOTWORD: Final = 14
 K_CUSTOM_REGEX: Final = 15
 K_CUSTOM_KEYWORD: Final = 16
+K_ARMOR: Final = 17
 
 #: Pattern kinds compiled into the "digit" database; all others go to the literal one.
 DIGIT_KINDS: Final = frozenset(
@@ -99,6 +100,13 @@ HW_PHONE: Final = 0
 HW_PASSPORT: Final = 1
 HW_PERMIT: Final = 2
 HW_DIAGNOSIS: Final = 3
+
+#: ASCII-armored encrypted text (RFC 9580 §6.2, C2SP age "ASCII armor") and
+#: the layer name of its ``content.unscannable`` reason.
+ARMOR_MARKERS: Final = (
+    ("-----BEGIN PGP MESSAGE-----", "pgp"),
+    ("-----BEGIN AGE ENCRYPTED FILE-----", "age"),
+)
 
 #: SPEC §3.1 hotwords per class. ASCII hotwords match case-insensitively and
 #: must not continue a word ("hotel" holds no "tel").
@@ -419,6 +427,11 @@ def _builtin(b: _Builder) -> None:
     # line; the matcher pairs them (arg 0 = BEGIN, 1 = END).
     b.add(b"-----BEGIN " + PEM_PRIVATE_KINDS + b"-----", K_PEM, 0, cred, arg=0)
     b.add(b"-----END " + PEM_PRIVATE_KINDS + b"-----", K_PEM, 0, cred, arg=1)
+    # Armored encrypted text is unscannable wherever it starts in a text
+    # member, in whatever charset the member was written (the matcher sees it
+    # as UTF-8); the value is the layer name its reason starts with.
+    for marker, layer in ARMOR_MARKERS:
+        b.add(_lit(marker), K_ARMOR, 0, ix(L.UNSCANNABLE), value=layer.encode())
     # ICD-10 codes only count after a diagnosis hotword (SPEC §3.1), so the
     # pattern carries the hotword: a lab plate's "A01" never reaches Python.
     # The exact 32-byte window is checked by the matcher; the column rule uses

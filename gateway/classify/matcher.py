@@ -380,6 +380,7 @@ class TextMatcher:
             D.K_HOTWORD: self._h_hotword,
             D.K_CUSTOM_REGEX: self._h_custom,
             D.K_CUSTOM_KEYWORD: self._h_custom,
+            D.K_ARMOR: self._h_armor,
         }
         self._handlers = [table[s.kind] for s in specs]
         self._stream: Any = None
@@ -543,6 +544,8 @@ class TextMatcher:
         self._pem_open = False
         self._pem_pending = _NEVER
         self._pem_label = 0
+        # Armor layers already reported in this member (one finding each).
+        self._armored: set[bytes] = set()
 
     def _scan(self, data: bytes) -> None:
         tail = self._tail
@@ -1153,6 +1156,12 @@ class TextMatcher:
             first = line + len(mark)
             ident = window[first : first + RECORD_ID_BYTES].split(b"\n", 1)[0]
         self._accept(self._specs[pid].label, ident)
+
+    def _h_armor(self, e: int, t: int, pid: int, _f: int) -> None:
+        layer = self._specs[pid].value
+        if layer not in self._armored:  # one finding per member, like the decoder's
+            self._armored.add(layer)
+            self.unscannable(layer.decode() + ": encrypted content")
 
     def _h_hotword(self, e: int, t: int, pid: int, _f: int) -> None:
         spec = self._specs[pid]

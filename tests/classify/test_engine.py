@@ -208,3 +208,11 @@ def test_abandoned_scanners_release_their_streams(monkeypatch: pytest.MonkeyPatc
     with Scanner(DETECTORS, SECRET) as explicit:
         explicit.feed(b"x")
     assert explicit._matcher._stream is None
+
+
+def test_armor_in_utf16_text_is_seen_after_decoding() -> None:
+    # The charset is decoded before matching, so armor written in UTF-16 (a
+    # Windows editor's "Unicode" text) is found as well as in UTF-8.
+    text = "備註\n-----BEGIN PGP MESSAGE-----\n\nhQEMA5xyz\n-----END PGP MESSAGE-----\n"
+    summary = scan_chunks([b"\xff\xfe" + text.encode("utf-16-le")])
+    assert summary.unscannable == ("pgp: encrypted content",)

@@ -874,3 +874,51 @@ def test_coordinates_with_more_than_a_key_between(text: str) -> None:
 def test_ascii_hotwords_are_whole_words(text: str, expected: int) -> None:
     labels = scan(text).labels
     assert sum(labels[k].count for k in (L.HK_PHONE, L.HK_PASSPORT) if k in labels) == expected
+
+
+# -- content.unscannable: armored encrypted text -----------------------------
+
+PGP_ARMOR = (
+    "-----BEGIN PGP MESSAGE-----\n\nhQEMA5xyz0123456789abcdef\n=abcd\n-----END PGP MESSAGE-----\n"
+)
+AGE_ARMOR = (
+    "-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24ub3JnL3Yx\n"
+    "-----END AGE ENCRYPTED FILE-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("armor", "reason"),
+    [(PGP_ARMOR, "pgp: encrypted content"), (AGE_ARMOR, "age: encrypted content")],
+)
+def test_armored_encrypted_text_is_unscannable_wherever_it_starts(armor: str, reason: str) -> None:
+    # Far past the decoder's 64 KiB sniff prefix: still one finding, and the
+    # text around it is still scanned.
+    text = "notes " * 20_000 + armor + "tel 13812345678\n"
+    result = scan(text)
+    assert result.unscannable == (reason,)
+    assert result.labels[L.UNSCANNABLE].count == 1
+    assert result.labels[L.CN_PHONE].count == 1
+
+
+def test_armor_counts_once_per_member_and_once_in_each_member() -> None:
+    twice = (PGP_ARMOR + "between\n" + PGP_ARMOR).encode()
+    assert scan(twice).labels[L.UNSCANNABLE].count == 1
+    both = (PGP_ARMOR + AGE_ARMOR).encode()
+    assert scan(both).unscannable == ("pgp: encrypted content", "age: encrypted content")
+    members = [("text/plain", twice), ("text/csv", b"a,b\n" + PGP_ARMOR.encode())]
+    for chunk in (None, 7):
+        assert _run(BUILTIN, members, chunk).labels[L.UNSCANNABLE].count == 2
+
+
+@pytest.mark.parametrize(
+    "near_miss",
+    [
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",  # a public key is no encrypted content
+        "-----BEGIN PGP SIGNED MESSAGE-----\n",  # clear-signed text is readable
+        "----BEGIN PGP MESSAGE-----\n",  # four dashes
+        "-----BEGIN AGE ENCRYPTED FILE----\n",
+    ],
+)
+def test_other_armor_lines_are_not_encrypted_content(near_miss: str) -> None:
+    assert count(near_miss + "text\n", L.UNSCANNABLE) == 0
