@@ -44,6 +44,10 @@ Design decisions the spec leaves open (recorded here and in the docs):
   Parquet, HDF5         refused: compressed pages, binary datasets
   ====================  ==================================================
 
+  **Member names** (zip names, tar paths from ustar, pax or GNU long-name
+  headers) are scanned too, each as a text member of type :data:`NAME_TYPE`:
+  a scanned ID card is often named by its number.
+
   **Encrypted content** is unscannable whatever its size ("<layer>:
   encrypted content"): ``openssl enc`` (``Salted__``), binary age and OpenPGP
   messages (session-key packets then an encrypted data packet) are refused;
@@ -108,6 +112,13 @@ RATIO_GRACE_BYTES: Final = 4 << 20
 #: real ones are a few hundred bytes (long paths, sizes, xattrs); 1 MiB is a
 #: generous bound on memory.
 PAX_MAX_BYTES: Final = 1 << 20
+#: Media type of the text member that carries an archive member's name: names
+#: are scanned like text ("110101199003077777_scan.jpg" names a person), each
+#: as a member of its own, so no identifier spans a name and a body.
+NAME_TYPE: Final = "text/x-member-name"
+#: Bytes of a member name scanned. Real paths stay under PATH_MAX (4096 on
+#: Linux); pax and GNU long names are otherwise bounded only by their header.
+NAME_MAX_BYTES: Final = 4096
 #: xz decoder memory limit. ``xz -9``/``-9e`` need 65 MiB to decompress
 #: (xz(1), "Memory usage"); anything larger was crafted and is refused.
 XZ_MEMLIMIT_BYTES: Final = 72 << 20
@@ -191,6 +202,24 @@ class _Context:
         if key not in self.reported:
             self.reported.add(key)
             self.sink.unscannable(reason)
+
+    def member_name(self, raw: bytes) -> None:
+        """Scan an archive member's name, as a text member of type :data:`NAME_TYPE`.
+
+        Zip names are UTF-8 (flag bit 11, or unflagged by most tools) or a
+        legacy code page; Chinese archivers write GBK. Invalid UTF-8 is read
+        as GB18030, which keeps ASCII (every identifier's digits) intact.
+        """
+        raw = raw[:NAME_MAX_BYTES]
+        if not raw:
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("gb18030", "replace")
+        self.sink.begin_member(NAME_TYPE)
+        self.sink.text(cs.fold_fullwidth(text.encode()))
+        self.sink.end_member()
 
     def member_done(self, info: ContentInfo, size: int) -> None:
         if size > self.best_size:
@@ -1360,6 +1389,7 @@ class _Zip(_Expanding):
 
     def _start_member(self, names: bytes) -> None:
         _version, flags, method, _time, _date, _crc, compressed, size, name_len, _ = self._local
+        self._ctx.member_name(names[:name_len])  # an encrypted member's name is plain too
         self._zip64 = False
         extra = names[name_len:]
         pos = 0
@@ -1466,9 +1496,21 @@ class _Tar(_Layer):
     """tar (v7, ustar, pax, GNU): 512-byte headers, members streamed."""
 
     name = _TAR
-    __slots__ = ("_hdr", "_pad", "_pax", "_pax_size", "_remaining", "_state", "_want")
+    __slots__ = (
+        "_hdr",
+        "_long_name",
+        "_pad",
+        "_pax",
+        "_pax_path",
+        "_pax_size",
+        "_remaining",
+        "_state",
+        "_want",
+    )
 
-    _HEADER, _DATA, _SKIP, _PAX, _PAD, _END = range(6)
+    _HEADER, _DATA, _SKIP, _PAX, _PAD, _END, _LONG_NAME = range(7)
+    #: GNU long name: the next member's name is this member's data.
+    _GNU_LONG_NAME: Final = ord("L")
     #: Members that carry data to scan: regular, contiguous, GNU multi-volume
     #: continuation; unknown type flags too (POSIX: treat as regular files).
     _NO_DATA: Final = frozenset(b"123456")
@@ -1483,6 +1525,9 @@ class _Tar(_Layer):
         self._pad = 0
         self._pax = bytearray()
         self._pax_size: int | None = None
+        # The next member's name from a pax "path" record or a GNU long name.
+        self._pax_path: bytes | None = None
+        self._long_name = bytearray()
 
     def feed(self, data: bytes) -> None:
         pos, end = 0, len(data)
@@ -1508,6 +1553,9 @@ class _Tar(_Layer):
                 self._child.feed(data[pos : pos + step])
             elif state == self._PAX:
                 self._pax += data[pos : pos + step]
+            elif state == self._LONG_NAME:
+                room = NAME_MAX_BYTES - len(self._long_name)
+                self._long_name += data[pos : pos + min(step, max(room, 0))]
             self._remaining -= step
             pos += step
             if not self._remaining:
@@ -1519,6 +1567,9 @@ class _Tar(_Layer):
         elif self._state == self._PAX:
             self._parse_pax(bytes(self._pax))
             self._pax.clear()
+        elif self._state == self._LONG_NAME:
+            self._pax_path = bytes(self._long_name).split(b"\0", 1)[0]
+            self._long_name.clear()
         if self._state != self._PAD and self._pad:
             self._state, self._remaining = self._PAD, self._pad
         elif not self._dead:
@@ -1544,6 +1595,7 @@ class _Tar(_Layer):
             return
         if flag in self._NO_DATA:
             self._pad = 0
+            self._pax_path = None  # a link's or directory's own long name
             return
         self._remaining = size
         if flag == ord("x"):
@@ -1551,13 +1603,25 @@ class _Tar(_Layer):
                 self._fail("oversized pax header")
                 return
             self._state = self._PAX
+        elif flag == self._GNU_LONG_NAME:
+            self._state = self._LONG_NAME
         elif flag in self._META:
             self._state = self._SKIP
         else:
+            self._ctx.member_name(self._take_name(header))
             self._open_child()
             self._state = self._DATA
         if not size:
             self._after_body()
+
+    def _take_name(self, header: bytes) -> bytes:
+        """The member's path: a preceding pax ``path`` or GNU long name, else the header's."""
+        path, self._pax_path = self._pax_path, None
+        if path is not None:
+            return path
+        name = header[0:100].split(b"\0", 1)[0]
+        prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+        return prefix + b"/" + name if prefix else name
 
     def _parse_pax(self, records: bytes) -> None:
         pos = 0
@@ -1570,6 +1634,8 @@ class _Tar(_Layer):
                 return
             record = records[space + 1 : pos + length]
             key, _, value = record.rstrip(b"\n").partition(b"=")
+            if key == b"path":
+                self._pax_path = value
             if key == b"size":
                 try:
                     self._pax_size = int(value)

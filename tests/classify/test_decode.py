@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 from gateway.classify.charset import fold_fullwidth
 from gateway.classify.decode import (
     BLOCK_BYTES,
+    NAME_MAX_BYTES,
+    NAME_TYPE,
     RATIO_GRACE_BYTES,
     SNIFF_BYTES,
     STEP_BYTES,
@@ -43,9 +45,14 @@ Event = tuple[str, str, bytes] | tuple[str, str]
 
 @dataclass
 class Recorder:
-    """A TextSink that records members (texts joined) and unscannable reasons."""
+    """A TextSink that records members (texts joined) and unscannable reasons.
+
+    Archive member names (:data:`NAME_TYPE` members) go to ``names``, so that
+    ``events`` shows the members' contents in order.
+    """
 
     events: list[Event] = field(default_factory=list)
+    names: list[bytes] = field(default_factory=list)
     _type: str | None = None
     _text: bytearray = field(default_factory=bytearray)
 
@@ -61,7 +68,10 @@ class Recorder:
 
     def end_member(self) -> None:
         assert self._type is not None, "end_member without begin_member"
-        self.events.append(("member", self._type, bytes(self._text)))
+        if self._type == NAME_TYPE:
+            self.names.append(bytes(self._text))
+        else:
+            self.events.append(("member", self._type, bytes(self._text)))
         self._type = None
 
     def unscannable(self, reason: str) -> None:
@@ -82,12 +92,14 @@ class Counter:
     def __init__(self) -> None:
         self.bytes = 0
         self.reasons: list[str] = []
+        self._name = False
 
     def begin_member(self, content_type: str) -> None:
-        pass
+        self._name = content_type == NAME_TYPE
 
     def text(self, data: bytes) -> None:
-        self.bytes += len(data)
+        if not self._name:  # member names are not expanded content
+            self.bytes += len(data)
 
     def end_member(self) -> None:
         pass
@@ -1301,3 +1313,69 @@ def test_damaged_encrypted_and_cjk_inputs_never_raise_and_are_chunk_invariant(
     _, chunked = decode(damaged, chunks_at(damaged, cuts))
     assert chunked.events == whole.events
     assert isinstance(info, ContentInfo)
+
+
+# --------------------------------------------------------------------------- member names
+
+
+LONG_DIR = "patients/" + "d" * 120 + "/"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_member_names_are_scanned_whatever_the_header_format(fmt: int) -> None:
+    # ustar splits a long path into prefix + name, GNU writes an 'L' member
+    # before it, pax a "path" record: each way the whole path is the name.
+    long_path = LONG_DIR + "110101199003077777.csv"
+    data = make_tar([("a.csv", CSV), (long_path, b"x,y\n")], fmt)
+    info, sink = decode(data)
+    assert sink.names == [b"a.csv", long_path.encode()]
+    assert sink.members == [("text/csv", CSV), ("text/plain", b"x,y\n")]
+    assert info.layers == ("tar",)
+    _, bytewise = decode(data, one_byte_chunks(data))
+    assert (bytewise.names, bytewise.events) == (sink.names, sink.events)
+
+
+def test_tar_directories_and_links_are_no_names_of_their_own() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        folder = tarfile.TarInfo(LONG_DIR)  # a long directory name: an 'L' member first
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
+        archive.addfile(tarfile.TarInfo(LONG_DIR + "empty.txt"), io.BytesIO(b""))
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "x" * 200
+        archive.addfile(link)
+        info = tarfile.TarInfo("b.csv")
+        info.size = len(CSV)
+        archive.addfile(info, io.BytesIO(CSV))
+    _, sink = decode(out.getvalue())
+    assert sink.names == [(LONG_DIR + "empty.txt").encode(), b"b.csv"]
+
+
+def test_zip_member_names_are_scanned_in_utf8_gbk_and_when_encrypted() -> None:
+    name = "病历/张三_13812345678.csv"
+    data = make_zip([(name, CSV), ("plain.txt", b"hello\n")])
+    _, sink = decode(data)
+    assert sink.names == [name.encode(), b"plain.txt"]
+    # Written by a Chinese archiver: GBK bytes, no UTF-8 flag (bit 11).
+    gbk = data.replace(name.encode(), name.encode("gbk") + b"\0" * 7)
+    gbk = gbk.replace(b"\x00\x08", b"\x00\x00")  # clear the UTF-8 flag
+    _, legacy = decode(gbk)
+    assert legacy.names[0].startswith(name.encode())
+    # An encrypted member's content is unreadable, its name is not.
+    locked = patch_first_local_header(make_zip([("13812345678.txt", b"secret")]), 6, 0x01)
+    _, sink = decode(locked)
+    assert sink.names == [b"13812345678.txt"]
+    assert sink.unscannables == ["zip: encrypted member"]
+
+
+def test_nested_archive_names_are_scanned_at_every_depth() -> None:
+    inner = make_zip([("inner_id_110101199003077777.txt", b"x\n")])
+    _, sink = decode(gz(make_tar([("outer.zip", inner)])))
+    assert sink.names == [b"outer.zip", b"inner_id_110101199003077777.txt"]
+
+
+def test_a_member_name_is_bounded() -> None:
+    long_name = "n" * 10_000 + ".csv"
+    _, sink = decode(make_tar([(long_name, b"x\n")]))
+    assert sink.names == [long_name.encode()[:NAME_MAX_BYTES]]

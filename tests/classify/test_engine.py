@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import itertools
 import json
+import zipfile
 
 import pytest
 from hypothesis import given
@@ -16,7 +18,7 @@ from gateway.classify import labels as L
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import HASH_BATCH_BYTES, Scanner
 from gateway.classify.matcher import TAIL_BYTES
-from gateway.classify.summary import ScanSummary
+from gateway.classify.summary import LabelStats, ScanSummary
 
 SECRET = b"e" * 32
 TODAY = dt.date(2026, 11, 25)
@@ -216,3 +218,18 @@ def test_armor_in_utf16_text_is_seen_after_decoding() -> None:
     text = "備註\n-----BEGIN PGP MESSAGE-----\n\nhQEMA5xyz\n-----END PGP MESSAGE-----\n"
     summary = scan_chunks([b"\xff\xfe" + text.encode("utf-16-le")])
     assert summary.unscannable == ("pgp: encrypted content",)
+
+
+def test_identifiers_in_archive_member_names_are_counted() -> None:
+    # A folder of scanned ID cards named by ID number: the pictures hold no
+    # text, the names do.
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("scans/11010519491231002X.jpg", b"\xff\xd8\xff\xe0" + bytes(300))
+        archive.writestr("scans/11010519491231002X_back.jpg", b"\xff\xd8\xff\xe0" + bytes(300))
+        archive.writestr("contacts/陈大文 13812345678.txt", b"see file name\n")
+    summary = scan_chunks([out.getvalue()])
+    assert summary.labels[L.CN_RESIDENT_ID] == LabelStats(count=2, distinct=1)
+    assert summary.labels[L.CN_PHONE] == LabelStats(count=1, distinct=1)
+    assert summary.subjects == 1
+    assert summary.content.layers == ("zip",)
