@@ -1690,7 +1690,7 @@ class Decoder:
     is the same for every way of cutting the input into chunks.
     """
 
-    __slots__ = ("_ctx", "_direct", "_finished", "_root")
+    __slots__ = ("_ctx", "_direct", "_finished", "_root", "_started")
 
     def __init__(self, sink: TextSink, limits: ScanLimits = ScanLimits()) -> None:
         """Prepare to decode one input for ``sink`` under ``limits``."""
@@ -1698,6 +1698,18 @@ class Decoder:
         self._root = _Sniffer(self._ctx, 0, ())
         self._direct: Callable[[bytes], None] | None = None
         self._finished = False
+        self._started = False
+
+    def name(self, raw: bytes) -> None:
+        """Scan the input's own name (a transfer's path) as archive member names are.
+
+        Raises:
+            RuntimeError: after the first :meth:`feed` (the name is a member
+                of its own, and the input's first member may be open by then).
+        """
+        if self._started or self._finished:
+            raise RuntimeError("Decoder.name() must come before the first feed()")
+        self._ctx.member_name(raw)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Decode the next chunk of input (any bytes-like object; copied unless bytes).
@@ -1711,6 +1723,7 @@ class Decoder:
             return
         if self._finished:
             raise RuntimeError("Decoder.feed() called after finish()")
+        self._started = True
         self._root.feed(data)
         target = self._root.target
         if isinstance(target, _TextMember):

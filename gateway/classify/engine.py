@@ -85,6 +85,20 @@ class Scanner:
         """Bytes fed so far."""
         return self._size
 
+    def scan_name(self, name: str) -> None:
+        """Classify the input's own name (a transfer's path), before any :meth:`feed`.
+
+        Scanned as archive member names are (a text member of its own):
+        ``110101199003077777.jpg`` names a person whatever the picture holds.
+        The name is no part of ``size`` or ``sha256``.
+
+        Raises:
+            RuntimeError: after :meth:`feed` or :meth:`finish`.
+        """
+        if self._finished or self._size:
+            raise RuntimeError("Scanner.scan_name() must come before the first feed()")
+        self._decoder.name(name.encode("utf-8", "surrogatepass"))  # never raises
+
     def feed(self, chunk: bytes) -> None:
         """Classify the next chunk of input.
 

@@ -233,3 +233,22 @@ def test_identifiers_in_archive_member_names_are_counted() -> None:
     assert summary.labels[L.CN_PHONE] == LabelStats(count=1, distinct=1)
     assert summary.subjects == 1
     assert summary.content.layers == ("zip",)
+
+
+def test_the_inputs_own_name_is_scanned_when_given() -> None:
+    scanner = Scanner(DETECTORS, SECRET, today=TODAY)
+    scanner.scan_name("scans/11010519491231002X.jpg")
+    scanner.feed(b"\xff\xd8\xff\xe0" + bytes(300))
+    summary = scanner.finish()
+    assert summary.labels[L.CN_RESIDENT_ID] == LabelStats(count=1, distinct=1)
+    assert summary.size == 304  # the name is no part of the content's size or hash
+    assert summary.sha256 == hashlib.sha256(b"\xff\xd8\xff\xe0" + bytes(300)).hexdigest()
+    assert summary.content.type == "image/jpeg"
+
+
+def test_a_name_after_the_content_started_is_refused() -> None:
+    scanner = Scanner(DETECTORS, SECRET, today=TODAY)
+    scanner.feed(b"text 13812345678 ")
+    with pytest.raises(RuntimeError, match="before the first feed"):
+        scanner.scan_name("a.txt")
+    assert scanner.finish().labels[L.CN_PHONE].count == 1
