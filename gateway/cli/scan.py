@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "scan",
         help="classify files and print what they contain (counts, never values)",
         description="Classify each PATH ('-' for stdin) with the built-in detectors "
-        "(plus a policy's custom detectors) and print a summary per path.",
+        "(plus a policy's custom detectors) and print a summary per path. A file's "
+        "base name is classified too, as the proxy classifies a transfer's name.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="file to scan, '-' for stdin")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -96,11 +97,21 @@ def _chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 def scan_stream(
-    stream: BinaryIO, detectors: DetectorSet, secret: bytes, chunk_size: int
+    stream: BinaryIO,
+    detectors: DetectorSet,
+    secret: bytes,
+    chunk_size: int,
+    name: str | None = None,
 ) -> ScanSummary:
-    """Scan everything readable from ``stream`` in ``chunk_size`` reads."""
+    """Scan everything readable from ``stream`` in ``chunk_size`` reads.
+
+    ``name`` (a file's base name) is scanned too, as the proxy scans a
+    transfer's path: ``110101199003077777.jpg`` names a person.
+    """
     scanner = Scanner(detectors, secret)
     try:
+        if name:
+            scanner.scan_name(name)
         for chunk in _chunks(stream, chunk_size):
             scanner.feed(chunk)
         return scanner.finish()
@@ -114,7 +125,7 @@ def _scan_path(path: str, detectors: DetectorSet, secret: bytes, chunk_size: int
     if os.path.isdir(path):
         raise OSError(21, "is a directory")
     with open(path, "rb") as stream:
-        return scan_stream(stream, detectors, secret, chunk_size)
+        return scan_stream(stream, detectors, secret, chunk_size, os.path.basename(path))
 
 
 def format_table(path: str, summary: ScanSummary) -> str:

@@ -56,11 +56,21 @@ OFFLINE_SECRET: Final = hashlib.sha256(b"hksz-gateway offline policy evaluation"
 TEST_DESTINATION: Final = "https://policy-test.invalid/"
 
 
-def scan_bytes_iter(policy: CompiledPolicy, chunks: Sequence[bytes] | Any) -> ScanSummary:
-    """Scan an iterable of byte chunks with the policy's detector set."""
+def scan_bytes_iter(
+    policy: CompiledPolicy, chunks: Sequence[bytes] | Any, name: str | None = None
+) -> ScanSummary:
+    """Scan an iterable of byte chunks with the policy's detector set.
+
+    Args:
+        policy: whose detector set to use.
+        chunks: the content.
+        name: the transfer's name, scanned as the proxy scans a transfer's path.
+    """
     from gateway.classify.engine import Scanner  # the scanner only when scanning
 
     scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET)
+    if name:
+        scanner.scan_name(name)
     for chunk in chunks:
         scanner.feed(chunk)
     summary: ScanSummary = scanner.finish()
@@ -68,7 +78,7 @@ def scan_bytes_iter(policy: CompiledPolicy, chunks: Sequence[bytes] | Any) -> Sc
 
 
 def scan_path(policy: CompiledPolicy, path: Path) -> ScanSummary:
-    """Scan a file in bounded memory.
+    """Scan a file in bounded memory, with its file name as the transfer's name.
 
     Raises:
         OSError: the file cannot be read.
@@ -79,7 +89,7 @@ def scan_path(policy: CompiledPolicy, path: Path) -> ScanSummary:
             while chunk := fh.read(SCAN_CHUNK_BYTES):
                 yield chunk
 
-    return scan_bytes_iter(policy, chunks())
+    return scan_bytes_iter(policy, chunks(), path.name)
 
 
 def offline_ledger(

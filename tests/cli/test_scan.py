@@ -136,3 +136,21 @@ def test_invalid_policy_is_reported_without_traceback(
     assert out == ""
     assert "bad.yaml" in err
     assert "Traceback" not in err
+
+
+def test_the_file_name_is_classified_as_a_transfer_name_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The proxy classifies a transfer's path; scan does the same with a file's
+    # base name (not its directories, which do not cross the border).
+    folder = tmp_path / "11010519491231002X"
+    folder.mkdir()
+    named = folder / "visit 13912345678.txt"
+    named.write_text("nothing to see\n")
+    code, out, err = run(["scan", "--json", str(named)], capsys)
+    assert code == 0, err
+    labels = json.loads(out)["labels"]
+    assert labels == {"pii.cn_phone": {"count": 1, "distinct": 1}}
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"nothing to see\n")))
+    code, out, _ = run(["scan", "--json", "-"], capsys)
+    assert json.loads(out)["labels"] == {}
