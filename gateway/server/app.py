@@ -33,7 +33,7 @@ from gateway.errors import ConfigError
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
 from gateway.server import egress, ingress, reviews, witness
-from gateway.server.auth import TokenTable
+from gateway.server.auth import TokenTable, require_metrics_reader
 from gateway.server.config import (
     MAX_HEADER_FIELD_BYTES,
     POLICY_POLL_SECONDS,
@@ -108,9 +108,16 @@ async def handle_readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    """``GET /metrics``: Prometheus text format."""
+    """``GET /metrics``: Prometheus text format, for ``metrics_tokens`` or loopback only.
+
+    The metrics name organisations and routes and count the people each
+    organisation exported this year, and the egress port serves every
+    research client, so they are not public (see ``require_metrics_reader``).
+    """
+    services = request.app[SERVICES]
+    require_metrics_reader(request, services.settings.metrics_tokens)
     return web.Response(
-        body=request.app[SERVICES].metrics.render(),
+        body=services.metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 

@@ -7,14 +7,19 @@ so neither the config file nor timing reveals a valid token.
 The ingress trusts the other park's CA for client certificates, but that CA
 also issues research senders' certificates; :class:`TwinPin` narrows "any
 certificate of that CA" down to the twin gateway's own.
+
+``/metrics`` names organisations, routes and how many people each organisation
+exported this year, so :func:`require_metrics_reader` admits a configured
+scrape token or, without one, only a peer on the loopback interface.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -159,6 +164,20 @@ def sender_identity(request: web.Request, tokens: TokenTable) -> str:
     return identity
 
 
+def digest_listed(token: str, digests: Iterable[str]) -> bool:
+    """Whether the SHA-256 of ``token`` is one of ``digests`` (hex).
+
+    Compares against every digest in constant time and without an early exit,
+    so the answer time says nothing about which digest, if any, matched.
+    """
+    presented = bytes.fromhex(token_digest(token))
+    ok = False
+    for digest in digests:
+        if hmac.compare_digest(bytes.fromhex(digest), presented):
+            ok = True
+    return ok
+
+
 def require_officer(request: web.Request, officer_digests: Iterable[str]) -> None:
     """Check that the request carries a compliance-officer token.
 
@@ -169,13 +188,60 @@ def require_officer(request: web.Request, officer_digests: Iterable[str]) -> Non
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("reviews need a compliance-officer bearer token")
-    presented = bytes.fromhex(token_digest(token))
-    ok = False
-    for digest in officer_digests:
-        if hmac.compare_digest(bytes.fromhex(digest), presented):
-            ok = True
-    if not ok:
+    if not digest_listed(token, officer_digests):
         raise Forbidden("this token may not approve or reject reviews")
+
+
+def is_loopback_peer(peername: object) -> bool:
+    """Whether a transport's ``peername`` is an address on the loopback interface.
+
+    Loopback is 127.0.0.0/8 and ``::1`` (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3),
+    and an IPv4-mapped ``::ffff:127.x.y.z``, which a dual-stack listener
+    reports for an IPv4 loopback client (RFC 4291 §2.5.5.2). Anything else,
+    including a missing or non-IP peer name, is not loopback (fail closed).
+
+    Args:
+        peername: ``transport.get_extra_info("peername")``: ``(host, port)``
+            for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6, or None.
+    """
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def require_metrics_reader(request: web.Request, metrics_digests: Collection[str]) -> None:
+    """Check that the request may read ``/metrics`` (``metrics_tokens`` in the settings).
+
+    With digests configured, a listed bearer token is the only way in, from
+    any address. Without them, only a loopback peer of this very connection
+    may read: the transport's peer address, never ``X-Forwarded-For``, which
+    any client can write.
+
+    Raises:
+        Unauthenticated: tokens are configured and the request carries none.
+        Forbidden: a token that is not listed, or, without tokens, a peer that
+            is not on the loopback interface.
+    """
+    if metrics_digests:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthenticated("/metrics needs a metrics bearer token (metrics_tokens)")
+        if not digest_listed(token, metrics_digests):
+            raise Forbidden("this token may not read /metrics")
+        return
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if not is_loopback_peer(peer):
+        raise Forbidden(
+            "/metrics answers loopback peers only: set metrics_tokens in the gateway "
+            "configuration and give the scraper the token"
+        )
 
 
 def known_sender(identity: str, senders: Mapping[str, object]) -> None:

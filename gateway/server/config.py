@@ -16,14 +16,22 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from gateway.errors import ConfigError
@@ -60,6 +68,25 @@ UPSTREAM_READ_TIMEOUT_SECONDS = 120.0
 POLICY_POLL_SECONDS = 2.0
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _token_digests(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Accept only lower-case hex SHA-256 digests, as :func:`token_digest` writes them.
+
+    A token pasted here by mistake instead of its digest must stop the start,
+    not silently never match (and sit in a config file in the clear).
+    """
+    for item in value:
+        if not _SHA256_HEX.fullmatch(item):
+            raise ValueError(
+                "holds hex SHA-256 digests of bearer tokens (64 lower-case hex digits), "
+                "not the tokens themselves"
+            )
+    return value
+
+
+#: Bearer tokens configured by their SHA-256 only (``officer_tokens``, ``metrics_tokens``).
+TokenDigests = Annotated[tuple[str, ...], AfterValidator(_token_digests)]
 
 
 class _Section(BaseModel):
@@ -144,7 +171,7 @@ class EgressConfig(_Section):
     spool_dir: Path = Path("var/spool/egress")
     spool_identity: Path = Path("var/keys/spool.agekey")
     tokens: tuple[TokenEntry, ...] = ()
-    officer_tokens: tuple[str, ...] = ()
+    officer_tokens: TokenDigests = ()
     upstream_tls: TlsClient | None = None
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
     max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)
@@ -153,14 +180,6 @@ class EgressConfig(_Section):
     total_timeout: float = Field(default=TOTAL_TIMEOUT_SECONDS, gt=0)
     witness_url: str | None = None
     pipelined: bool = True
-
-    @field_validator("officer_tokens")
-    @classmethod
-    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            if len(item) != 64 or any(c not in "0123456789abcdef" for c in item):
-                raise ValueError("officer_tokens holds hex SHA-256 digests of tokens")
-        return value
 
 
 class WitnessPeer(_Section):
@@ -275,6 +294,13 @@ class GatewaySettings(BaseSettings):
         secret_file: 32-byte HMAC secret for distinct-value hashing (SPEC §3.2).
         drain_seconds: graceful-shutdown deadline for in-flight transfers.
         witness_dir: co-signed checkpoints (given to and received from the twin).
+        metrics_tokens: SHA-256 of the bearer tokens that may read ``/metrics``
+            on either listener. The metrics name organisations, routes and how
+            many people each organisation exported this year, and the egress
+            port is open to every research client. Empty (the default): only
+            loopback peers may read them (a Prometheus on the same host); set
+            it when Prometheus scrapes from another host or pod, and give
+            Prometheus the token.
     """
 
     model_config = SettingsConfigDict(
@@ -292,6 +318,7 @@ class GatewaySettings(BaseSettings):
     secret_file: Path = Path("var/keys/secret")
     drain_seconds: float = Field(default=SHUTDOWN_DRAIN_SECONDS, ge=0)
     witness_dir: Path = Path("var/witness")
+    metrics_tokens: TokenDigests = ()
 
     @classmethod
     def settings_customise_sources(
@@ -403,6 +430,13 @@ def load_settings(path: Path | None = None) -> GatewaySettings:
         where = str(path)
     try:
         return GatewaySettings(**data)
+    except SettingsError as exc:
+        # pydantic-settings reads a list or table from a GATEWAY_… variable as
+        # JSON only; a bare value (one digest, one name) fails before validation.
+        raise ConfigError(
+            f"{exc}: a list in a GATEWAY_… variable is JSON, e.g. "
+            "GATEWAY_METRICS_TOKENS='[\"<sha256>\"]'"
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"])

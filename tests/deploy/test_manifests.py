@@ -7,6 +7,8 @@ so a schema change that breaks them fails here, not at a site's first start.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
 import subprocess
@@ -18,12 +20,21 @@ import pytest
 import yaml
 
 from gateway.policy.loader import load_policy, policy_files
-from gateway.server.config import GatewaySettings, load_settings
+from gateway.server.config import GatewaySettings, load_settings, token_digest
 from tests.deploy.tools import DEPLOY, REPO
 
 K8S = DEPLOY / "kubernetes"
 TWO_PARKS = DEPLOY / "two-parks"
 UNIT = DEPLOY / "systemd" / "hksz-gateway.service"
+SCRAPE = DEPLOY / "prometheus" / "scrape.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+#: The Secret the gateway reads GATEWAY_METRICS_TOKENS from, and its key.
+GATEWAY_KEYS = "hksz-gateway-keys"
+METRICS_DIGESTS_KEY = "metrics_tokens"
+#: The Secret holding the metrics token for Prometheus.
+METRICS_TOKEN_SECRET = "hksz-gateway-metrics-token"
+#: Stand-in metrics token for the rendered kustomization (real ones never live in git).
+STAND_IN_METRICS_TOKEN = "stand-in-metrics-token"
 #: The shipped packs a park's policy directory holds next to its site file (90-demo.yaml
 #: is the loopback demo's site file and is replaced by 90-site.yaml).
 SHIPPED_PACKS = [p for p in policy_files(REPO / "policies") if p.name != "90-demo.yaml"]
@@ -436,6 +447,69 @@ def test_site_policies_load_with_the_shipped_packs(park: str, twin: str, tmp_pat
     assert set(policy.routes) == set(_site_routes(park))
 
 
+def _scrape_job() -> dict[str, Any]:
+    config = yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))
+    (job,) = config["scrape_configs"]
+    assert isinstance(job, dict)
+    return job
+
+
+def test_the_gateway_takes_its_metrics_token_digests_from_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {e["name"]: e for e in _container()["env"]}
+    ref = env["GATEWAY_METRICS_TOKENS"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (GATEWAY_KEYS, METRICS_DIGESTS_KEY)
+    digest = token_digest("any-token")
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    monkeypatch.setenv("GATEWAY_METRICS_TOKENS", json.dumps([digest]))
+    assert load_settings(K8S / "gateway.toml").metrics_tokens == (digest,)
+
+
+def test_the_scrape_job_sends_the_metrics_token_of_the_kustomization() -> None:
+    job = _scrape_job()
+    # The job GatewayDown selects.
+    assert f'up{{job="{job["job_name"]}"}}' in ALERTS.read_text(encoding="utf-8")
+    assert job["scheme"] == "https"
+    assert job["authorization"]["type"] == "Bearer"
+    credentials = PurePosixPath(job["authorization"]["credentials_file"])
+    # Mounted as /…/<secret name>/<key>: that Secret is generated, holds that key,
+    # and keeps its name (Prometheus mounts it by name).
+    generators = {g["name"]: g for g in _kustomization()["secretGenerator"]}
+    token_secret = generators[credentials.parent.name]
+    assert credentials.parent.name == METRICS_TOKEN_SECRET
+    assert credentials.name in {PurePosixPath(f).name for f in token_secret["files"]}
+    assert token_secret["options"]["disableNameSuffixHash"] is True
+    # It scrapes this park's pods on the port the annotations name.
+    (sd,) = job["kubernetes_sd_configs"]
+    assert sd["namespaces"]["names"] == [_kustomization()["namespace"]]
+    annotations = _kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
+    kept = {
+        r["source_labels"][0]: r["regex"]
+        for r in job["relabel_configs"]
+        if r.get("action") == "keep"
+    }
+    assert (
+        kept["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+        == annotations["prometheus.io/scrape"]
+    )
+    assert ports[kept["__meta_kubernetes_pod_container_port_name"]] == int(
+        annotations["prometheus.io/port"]
+    )
+    assert job["metrics_path"] == annotations["prometheus.io/path"]
+    assert (SCRAPE.parent / yaml.safe_load(SCRAPE.read_text())["rule_files"][0]).is_file()
+
+
+@pytest.mark.parametrize("park", ["sz", "hk"])
+def test_two_park_configs_leave_metrics_to_a_prometheus_on_loopback(park: str) -> None:
+    # systemd: Prometheus on the same host scrapes 127.0.0.1, admitted without a token.
+    assert load_settings(TWO_PARKS / f"{park}.toml").metrics_tokens == ()
+    text = (TWO_PARKS / f"{park}.toml").read_text(encoding="utf-8")
+    assert "https://127.0.0.1:8080/metrics" in text
+    assert "metrics_tokens" in UNIT.read_text(encoding="utf-8")
+
+
 #: kubectl kustomize renders a dozen small objects; seconds at most.
 KUSTOMIZE_TIMEOUT_SECONDS = 120
 
@@ -450,8 +524,12 @@ def _render(tmp_path: Path) -> list[dict[str, Any]]:
     shutil.copytree(REPO / "policies", root / "policies")
     keys = root / "deploy" / "kubernetes" / "keys"
     keys.mkdir()
-    for name in _generated("secretGenerator")["hksz-gateway-keys"]:
-        (keys / PurePosixPath(name).name).write_text("stand-in\n")
+    for files in _generated("secretGenerator").values():
+        for name in files:
+            (keys / PurePosixPath(name).name).write_text("stand-in\n")
+    # What docs/operations.md has the operator write: the token, and its digest as JSON.
+    (keys / "metrics-token").write_text(STAND_IN_METRICS_TOKEN)
+    (keys / METRICS_DIGESTS_KEY).write_text(json.dumps([token_digest(STAND_IN_METRICS_TOKEN)]))
     result = subprocess.run(
         [
             kubectl,
@@ -469,7 +547,9 @@ def _render(tmp_path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-def test_kustomize_renders_a_consistent_park(tmp_path: Path) -> None:
+def test_kustomize_renders_a_consistent_park(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     objects = _render(tmp_path)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for obj in objects:
@@ -489,6 +569,18 @@ def test_kustomize_renders_a_consistent_park(tmp_path: Path) -> None:
         ref = node.get("secretKeyRef")
         if ref is not None:
             assert ref["key"] in secrets[ref["name"]]["data"]
+    # Prometheus' token and the gateway's digest of it come out of the render
+    # as two Secrets that agree; the token's Secret keeps its name, so the
+    # Prometheus that mounts it by name follows a rotation.
+    assert METRICS_TOKEN_SECRET in secrets
+    token = base64.b64decode(secrets[METRICS_TOKEN_SECRET]["data"]["metrics-token"]).decode()
+    (container,) = pod["containers"]
+    ref = next(e for e in container["env"] if e["name"] == "GATEWAY_METRICS_TOKENS")
+    secret_ref = ref["valueFrom"]["secretKeyRef"]
+    digests = base64.b64decode(secrets[secret_ref["name"]]["data"][secret_ref["key"]]).decode()
+    monkeypatch.setenv("GATEWAY_METRICS_TOKENS", digests)
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    assert load_settings(K8S / "gateway.toml").metrics_tokens == (token_digest(token),)
     # The policy ConfigMap keeps its name so that edits reach running pods.
     policies = config_maps["hksz-gateway-policies"]["data"]
     policy_dir = tmp_path / "projected"

@@ -7,6 +7,11 @@ deploy/prometheus/alerts.yml unchanged (``GatewayAuditWriteFailures`` has no
 process (:func:`gateway.server.runner.running`) with the shipped policy packs,
 forwarding allowed transfers to an upstream on loopback.
 
+Over loopback the gateway admits the scrape without a token (``metrics_tokens``
+empty). With ``metrics_tokens`` set, the shipped scrape job's ``authorization``
+(deploy/prometheus/scrape.yml) must carry the token, and a job without it is
+refused (``up`` 0).
+
 The audit log is made unwritable the way a dying disk does it to a running
 process: the descriptors the gateway writes through stop accepting writes
 (a read-only descriptor of the same file is ``dup2``-ed over each). Changing
@@ -51,6 +56,8 @@ from tests.obs.test_metrics import label_value_problems
 pytestmark = pytest.mark.slow
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
+SCRAPE = DEPLOY / "prometheus" / "scrape.yml"
+METRICS_TOKEN = "ops-scrape-metrics-token"
 #: Scrape and evaluate every second so that the test waits seconds, not minutes.
 SCRAPE_INTERVAL = "1s"
 #: Prometheus 2.42 opens its TSDB and answers /-/ready in about a second on 2 cores.
@@ -128,10 +135,9 @@ def _policy_dir(tmp_path: Path, upstream: str) -> Path:
     return policies
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[RunningGateway]:
+def _settings(tmp_path: Path, upstream: str, metrics_tokens: tuple[str, ...]) -> GatewaySettings:
     var = tmp_path / "var"
-    settings = GatewaySettings(
+    return GatewaySettings(
         name="sz",
         egress=EgressConfig(
             host="127.0.0.1",
@@ -147,35 +153,43 @@ async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[RunningGateway
         ),
         ledger_url=str(var / "ledger.sqlite3"),
         secret_file=var / "keys" / "secret",
+        metrics_tokens=metrics_tokens,
     )
-    async with running(settings) as gw:
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[RunningGateway]:
+    async with running(_settings(tmp_path, upstream, ())) as gw:
         yield gw
 
 
-def _prometheus_config(target: str) -> dict[str, Any]:
+def _job(name: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "job_name": name,
+        "scrape_interval": SCRAPE_INTERVAL,
+        "static_configs": [{"targets": [target]}],
+        **extra,
+    }
+
+
+def _prometheus_config(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "hksz-gateway",
-                "scrape_interval": SCRAPE_INTERVAL,
-                "static_configs": [{"targets": [target]}],
-            }
-        ],
+        "scrape_configs": jobs,
     }
 
 
 @pytest.fixture
-def prometheus_process(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start Debian's prometheus scraping a target; yields a starter returning its base URL."""
+def prometheus_process(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], str]]:
+    """Start Debian's prometheus with scrape jobs; yields a starter returning its base URL."""
     binary = require_tool("prometheus")
     started: list[subprocess.Popen[bytes]] = []
     log_path = tmp_path / "prometheus.log"
 
-    def start(target: str) -> str:
+    def start(jobs: list[dict[str, Any]]) -> str:
         config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump(_prometheus_config(target)), encoding="utf-8")
+        config.write_text(yaml.safe_dump(_prometheus_config(jobs)), encoding="utf-8")
         port = _free_port()
         with log_path.open("wb") as log:
             started.append(
@@ -260,12 +274,12 @@ def _unwritable(directory: Path) -> int:
 
 async def test_prometheus_sees_transfers_blocks_and_the_audit_failure_alert(
     gateway: RunningGateway,
-    prometheus_process: Callable[[str], str],
+    prometheus_process: Callable[[list[dict[str, Any]]], str],
     tmp_path: Path,
 ) -> None:
     assert gateway.egress_url is not None
     target = gateway.egress_url.removeprefix("http://")
-    prometheus = prometheus_process(target)
+    prometheus = prometheus_process([_job("hksz-gateway", target)])
     log = tmp_path / "prometheus.log"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession() as session:
@@ -352,3 +366,41 @@ async def test_prometheus_sees_transfers_blocks_and_the_audit_failure_alert(
         await _until("GatewayAuditWriteFailures to fire", firing("GatewayAuditWriteFailures"), log)
         async with session.get(f"{gateway.egress_url}/readyz") as response:
             assert response.status == 503
+
+
+async def test_prometheus_scrapes_with_the_shipped_token_wiring_and_not_without_it(
+    tmp_path: Path,
+    upstream: str,
+    prometheus_process: Callable[[list[dict[str, Any]]], str],
+) -> None:
+    # The shipped job's authorization block, its credentials_file pointed at a
+    # file here (Debian's Prometheus has no kubernetes_sd, so the target is static).
+    (shipped,) = yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))["scrape_configs"]
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(METRICS_TOKEN + "\n")  # as `echo` writes it: Prometheus trims it
+    authorization = {**shipped["authorization"], "credentials_file": str(token_file)}
+    settings = _settings(tmp_path, upstream, (token_digest(METRICS_TOKEN),))
+    async with running(settings) as gateway, aiohttp.ClientSession() as session:
+        assert gateway.egress_url is not None
+        target = gateway.egress_url.removeprefix("http://")
+        prometheus = prometheus_process(
+            [
+                _job(shipped["job_name"], target, authorization=authorization),
+                _job("no-token", target),
+            ]
+        )
+        log = tmp_path / "prometheus.log"
+
+        async def scraped() -> bool:
+            with contextlib.suppress(aiohttp.ClientError):
+                token_up = await _scalar(session, prometheus, f'up{{job="{shipped["job_name"]}"}}')
+                refused_up = await _scalar(session, prometheus, 'up{job="no-token"}')
+                return (token_up, refused_up) == (1.0, 0.0)
+            return False
+
+        await _until("the token job to be up and the tokenless one down", scraped, log)
+        policies = await _scalar(
+            session, prometheus, f'gateway_policy_info{{job="{shipped["job_name"]}"}}'
+        )
+        assert policies == 1.0
+        assert await _scalar(session, prometheus, 'gateway_policy_info{job="no-token"}') is None
