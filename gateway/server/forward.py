@@ -37,6 +37,9 @@ from gateway.server.config import (
 INCOMING_DIR = ".incoming"
 #: Status the twin and HTTPS destinations must answer for a successful delivery.
 _SUCCESS = range(200, 300)
+#: Bytes of an upstream's answer read (the twin's verdict JSON is ~2 KB); the
+#: rest of a longer answer is dropped with its connection.
+RESPONSE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +152,58 @@ async def post_stream(
     """
     source = _Source(blocks, prefix, threaded)
     try:
+        status = await _send(
+            session, method, url, source.__aiter__(), headers, ssl_context, on_response
+        )
+    finally:
+        await source.close()
+    return Forwarded(status, source.bytes, source.digest.hexdigest())
+
+
+async def post_bytes(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    method: str = "PUT",
+    on_response: Callable[[int, bytes], None] | None = None,
+) -> Forwarded:
+    """Send a small ``body`` whole (with a Content-Length); return status, size and digest.
+
+    For bodies already in memory: aiohttp writes the request line, headers and
+    body together, so the upstream gets the request in one TLS record and one
+    read instead of a chunk per piece.
+
+    Raises:
+        UpstreamTimeout: connect or read timed out.
+        UpstreamError: connection refused or reset, or a non-2xx answer.
+    """
+    status = await _send(session, method, url, body, headers, ssl_context, on_response)
+    return Forwarded(status, len(body), hashlib.sha256(body).hexdigest())
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    data: bytes | AsyncIterator[bytes],
+    headers: dict[str, str] | None,
+    ssl_context: ssl.SSLContext | None,
+    on_response: Callable[[int, bytes], None] | None,
+) -> int:
+    """One upstream request; the 2xx status, or the upstream failure as our error."""
+    try:
         async with session.request(
             method,
             url,
-            data=source.__aiter__(),
+            data=data,
             headers=headers,
             ssl=ssl_context if ssl_context is not None else True,
             timeout=upstream_timeout(),
         ) as response:
-            answer = await response.content.read(64 * 1024)
+            answer = await response.content.read(RESPONSE_BYTES)
             if on_response is not None:
                 on_response(response.status, answer)
             status = response.status
@@ -167,11 +213,9 @@ async def post_stream(
         raise UpstreamError(f"{_host(url)}: {type(exc).__name__}") from None
     except OSError as exc:
         raise UpstreamError(f"{_host(url)}: {exc.strerror or type(exc).__name__}") from None
-    finally:
-        await source.close()
     if status not in _SUCCESS:
         raise UpstreamError(f"{_host(url)} answered {status}")
-    return Forwarded(status, source.bytes, source.digest.hexdigest())
+    return status
 
 
 def _host(url: str) -> str:

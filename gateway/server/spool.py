@@ -16,11 +16,19 @@ only in this process's memory. Nothing about the recipient is decided yet:
   and stays ciphertext at rest; approval unwraps the file key with the spool
   identity.
 
+A small payload (up to the writer's ``memory_bytes``) stays in memory and
+no file is created unless it grows past that: creating and deleting a file
+costs two journal transactions (~0.35 ms measured on ext4, more while a
+concurrent fsync commits), a large share of a 1 KB transfer's latency. It is
+ciphertext under the same per-transfer key, so nothing changes at rest; a held
+review writes it to ``held/`` like any other spool.
+
 Spools are deleted when their transfer ends, and at start-up every spool that
 is not a held review is swept (a crash left it; its key died with the process,
 so it is unreadable anyway).
 
-Everything here is blocking file I/O; the server calls it from worker threads.
+Everything here is blocking file I/O; the server calls it from worker threads
+(a writer that has not spilled to its file does no I/O).
 """
 
 from __future__ import annotations
@@ -62,26 +70,49 @@ class SpoolInfo:
     """A finished spool.
 
     Attributes:
-        path: the payload file.
+        path: the payload file (not created when ``payload`` holds the payload).
         file_key: the 16-byte age file key (memory only).
         plaintext_bytes: bytes of plaintext sealed.
-        payload_bytes: bytes of the age payload on disk (nonce + chunks).
+        payload_bytes: bytes of the age payload (nonce + chunks).
+        payload: the whole age payload when it was small enough to stay in
+            memory; ``None`` when it is in the file at ``path``.
     """
 
     path: Path
     file_key: bytes
     plaintext_bytes: int
     payload_bytes: int
+    payload: bytes | None = None
+
+    def payload_blocks(self) -> Iterator[bytes]:
+        """The age payload (nonce + chunks), from memory or in :data:`READ_SIZE` file pieces."""
+        if self.payload is not None:
+            return iter((self.payload,))
+        return iter_payload(self.path)
+
+    def plaintext_blocks(self) -> Iterator[bytes]:
+        """Decrypt the spool, yielding only verified plaintext.
+
+        Raises:
+            gateway.crypto.errors.PayloadError: the spool was altered.
+        """
+        return _decrypt_blocks(self.payload_blocks(), self.file_key)
 
 
 class SpoolWriter:
-    """Seal a body into an age payload file as it arrives.
+    """Seal a body into an age payload as it arrives.
 
     Args:
         path: the payload file to create (must not exist).
+        memory_bytes: keep the payload in memory while it is at most this
+            many bytes, and create ``path`` only when it grows past them
+            (then in whichever thread is writing). 0 creates the file at once.
+
+    Raises:
+        OSError: the file could not be created (only when ``memory_bytes`` is 0).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, memory_bytes: int = 0) -> None:
         self.path = path
         self._file_key = os.urandom(FILE_KEY_SIZE)
         #: The per-transfer age file key (memory only; never written anywhere).
@@ -92,25 +123,54 @@ class SpoolWriter:
         self.nonce = nonce
         #: The sealed final chunk, once :meth:`finish` ran.
         self.last_sealed = b""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        self._memory_bytes = memory_bytes
+        # The payload so far while it fits in memory_bytes; None once in the file.
+        self._memory: bytearray | None = bytearray() if memory_bytes > 0 else None
+        self._file: BinaryIO | None = None
         self._plaintext = 0
         self._payload = 0
         self._closed = False
+        if self._memory is None:
+            self._file = self._create()
         self._write(nonce)
 
+    def _create(self) -> BinaryIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+
     def _write(self, data: bytes) -> None:
+        if self._memory is not None:
+            if len(self._memory) + len(data) <= self._memory_bytes:
+                self._memory += data
+                self._payload += len(data)
+                return
+            self._spill()
+        self._to_file(data)
+        self._payload += len(data)
+
+    def _spill(self) -> None:
+        """The payload outgrew memory: it moves to a new file (already counted)."""
+        try:
+            self._file = self._create()
+        except OSError as exc:
+            raise _spool_error(exc) from None
+        held, self._memory = self._memory, None
+        if held:
+            self._to_file(bytes(held))
+
+    def _to_file(self, data: bytes) -> None:
+        assert self._file is not None
         try:
             self._file.write(data)
         except OSError as exc:
             raise _spool_error(exc) from None
-        self._payload += len(data)
 
     def write(self, data: bytes) -> bytes:
         """Seal ``data``, write the chunks known to be non-final, and return them.
 
         Raises:
             SpoolFull: the disk or a file-size limit refused the write.
+            Unavailable: the spool file could not be created.
         """
         self._plaintext += len(data)
         sealed = self._encryptor.update(data)
@@ -119,13 +179,19 @@ class SpoolWriter:
         return sealed
 
     def finish(self) -> SpoolInfo:
-        """Seal the final chunk and close the file.
+        """Seal the final chunk and close the file (if the payload has one).
 
         Raises:
             SpoolFull: the disk refused the last write.
         """
         self.last_sealed = self._encryptor.finish()
         self._write(self.last_sealed)
+        if self._memory is not None:
+            self._closed = True
+            return SpoolInfo(
+                self.path, self._file_key, self._plaintext, self._payload, bytes(self._memory)
+            )
+        assert self._file is not None
         try:
             self._file.close()
         except OSError as exc:
@@ -136,12 +202,15 @@ class SpoolWriter:
 
     def discard(self) -> None:
         """Close and delete the file (abort, block, failure); never raises."""
+        self._memory = None
         if not self._closed:
             self._closed = True
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+        if self._file is not None:  # never delete a file this writer did not create
             with contextlib.suppress(OSError):
-                self._file.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+                self.path.unlink()
 
 
 def _spool_error(exc: OSError) -> Unavailable:
@@ -161,12 +230,15 @@ def iter_payload(path: Path) -> Iterator[bytes]:
 
 
 def iter_plaintext(path: Path, file_key: bytes) -> Iterator[bytes]:
-    """Decrypt a spool, yielding only verified plaintext.
+    """Decrypt a spool file, yielding only verified plaintext.
 
     Raises:
         gateway.crypto.errors.PayloadError: the spool was altered on disk.
     """
-    blocks = iter_payload(path)
+    return _decrypt_blocks(iter_payload(path), file_key)
+
+
+def _decrypt_blocks(blocks: Iterator[bytes], file_key: bytes) -> Iterator[bytes]:
     head = b""
     for block in blocks:
         head += block
@@ -225,10 +297,22 @@ class SpoolDir:
         if self.min_free_bytes and shutil.disk_usage(self.root).free < self.min_free_bytes:
             raise SpoolFull("the spool disk is low on space; try again later")
 
-    def new_writer(self, transfer_id: str) -> SpoolWriter:
-        """Create the spool of a new transfer."""
+    def new_writer(self, transfer_id: str, *, memory_bytes: int = 0) -> SpoolWriter:
+        """Create the spool of a new transfer.
+
+        Args:
+            transfer_id: names the payload file.
+            memory_bytes: see :class:`SpoolWriter`; with a positive value
+                nothing touches the disk here.
+
+        Raises:
+            SpoolFull: the disk is full.
+            Unavailable: the file could not be created.
+        """
         try:
-            return SpoolWriter(self.root / (transfer_id + _PAYLOAD_SUFFIX))
+            return SpoolWriter(
+                self.root / (transfer_id + _PAYLOAD_SUFFIX), memory_bytes=memory_bytes
+            )
         except OSError as exc:
             raise _spool_error(exc) from None
 
@@ -237,15 +321,19 @@ class SpoolDir:
 
         The payload is renamed into ``held/`` last, after its header and
         metadata are durable, so a crash never leaves a held payload that the
-        spool key cannot open.
+        spool key cannot open. A payload kept in memory is written there
+        (synced, then renamed) the same way; the returned info names the file.
         """
         stem = info.path.name[: -len(_PAYLOAD_SUFFIX)]
         _write_durable(self.held / (stem + _HEADER_SUFFIX), header)
         _write_durable(self.held / (stem + _META_SUFFIX), json.dumps(meta).encode())
         target = self.held / info.path.name
-        with info.path.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(info.path, target)
+        if info.payload is not None:
+            _write_durable(target, info.payload)
+        else:
+            with info.path.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(info.path, target)
         _fsync_dir(self.held)
         return SpoolInfo(target, info.file_key, info.plaintext_bytes, info.payload_bytes)
 

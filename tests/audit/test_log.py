@@ -7,6 +7,7 @@ import errno
 import itertools
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,8 @@ from gateway.audit.merkle import verify_consistency
 from gateway.audit.note import NoteSigner, open_checkpoint
 from gateway.audit.receipt import Receipt, verify_receipt
 from gateway.audit.records import RecordError, canonical_json, transfer_record
-from gateway.audit.storage import CHECKPOINTS_FILE, LogReader
+from gateway.audit.storage import CHECKPOINTS_FILE, INDEX_DIR, LogReader
+from gateway.audit.transfers import TRANSFERS_FILE
 from gateway.classify.summary import ContentInfo, LabelStats, ScanSummary
 from gateway.errors import NotFound
 from gateway.obs.metrics import Metrics
@@ -337,3 +339,38 @@ async def test_no_matched_value_reaches_the_log(tmp_path: Path, signer: NoteSign
 
 def files_containing(directory: Path, needle: bytes) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+async def test_an_append_never_waits_for_the_transfer_index(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    # The transfer index is derived data: the record is durable, and its
+    # appender answered, before the index commits. Another connection holds
+    # the index's SQLite write lock, so the index update stalls (for up to its
+    # busy timeout, 5 s) while the append must not.
+    log = await AuditLog.open(tmp_path, signer, origin=ORIGIN)
+    try:
+        await log.append(record(0))
+        await log.sync_checkpoint()  # waits for the writer, so record 0 is indexed
+        blocker = sqlite3.connect(tmp_path / INDEX_DIR / TRANSFERS_FILE, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            receipt = await log.append(record(1))
+            assert time.monotonic() - started < 2.0
+            assert receipt.index == 1
+            assert log.size == 2
+            # Found while the index lags (the tail is scanned), with its receipt.
+            assert [r.index for r in await log.find("t-1")] == [1]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await log.append(record(2))  # after the stalled index update finished
+        assert [r.index for r in await log.find("t-2")] == [2]
+    finally:
+        await log.close()
+    reopened = await AuditLog.open(tmp_path, signer, origin=ORIGIN)
+    try:
+        assert [r.index for r in await reopened.find("t-1")] == [1]
+    finally:
+        await reopened.close()

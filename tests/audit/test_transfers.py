@@ -249,6 +249,9 @@ async def test_a_failing_index_never_fails_the_log(
     log = await AuditLog.open(tmp_path, signer, origin=ORIGIN)
     try:
         await log.append(record(1))
+        # An append returns before its batch is indexed: wait for the writer
+        # (a checkpoint queues behind it) before closing the index under it.
+        await log.sync_checkpoint()
         index = log._transfers
         assert index is not None
         index._writer.close()  # every later write to it raises sqlite3.ProgrammingError

@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.errors import GatewayError
-from gateway.server.egress import EGRESS, safe_name
+from gateway.server.egress import EGRESS, INLINE_MAX_BYTES, SPOOL_MEMORY_BYTES, safe_name
 from tests.server.conftest import (
     GHOST_TOKEN,
     OFFICER_TOKEN,
@@ -717,3 +717,28 @@ async def test_forward_proxy_malformed_port_is_problem_400(
         assert not [r for r in caplog.records if r.exc_info]  # no traceback logged
     finally:
         writer.close()
+
+
+async def test_a_small_body_never_touches_the_spool_disk(parks: Parks) -> None:
+    # A body whose sealed payload fits SPOOL_MEMORY_BYTES stays in memory (no
+    # file to create and delete on its latency path); a larger one spills to
+    # a spool file, and when that cannot be created it still fails closed.
+    spool = parks.root / "hk" / "spool"
+    moved = spool.with_name("spool-moved")
+    spool.rename(moved)
+    spool.write_bytes(b"")  # a file where the spool directory was: no file can go in
+    try:
+        small = CLEAN[: INLINE_MAX_BYTES - 10]
+        status, body = await parks.put("sz-lab", "small.csv", small)
+        assert status == 201, body
+        assert parks.events_of(body["transfer_id"]) == ["allowed", "delivered"]
+        status, body = await parks.put("sz-lab", "large.csv", CLEAN[: SPOOL_MEMORY_BYTES + 10])
+        assert status == 503, body
+        assert parks.events_of(body["transfer_id"]) == ["failed"]
+    finally:
+        spool.unlink()
+        moved.rename(spool)
+    assert parks.inbox_files("sz-lab") == {"small.csv": small}
+    status, body = await parks.put("sz-lab", "large.csv", CLEAN[: SPOOL_MEMORY_BYTES + 10])
+    assert status == 201, body
+    assert [p for p in spool.rglob("*") if p.is_file()] == []

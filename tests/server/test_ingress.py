@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 from gateway.crypto.age import AgeEncryptor
 from gateway.crypto.certs import ParkPaths
 from gateway.crypto.tls import client_ssl_context
+from gateway.server.egress import OFFLOAD_BATCH
 from gateway.server.ingress import INGRESS
-from tests.server.conftest import Parks, slow_body, start_parks
+from tests.server.conftest import Parks, sha256, slow_body, start_parks
 
 CLEAN = b"run_id,instrument,temperature_c\n" + b"".join(
     f"R{i:05d},spectrometer-{i % 4},{20 + i % 17}.{i % 10}\n".encode() for i in range(40_000)
@@ -336,3 +337,29 @@ async def test_a_stalled_https_destination_is_bounded(tmp_path: Path, pki: Path)
             parks.recorder.release.set()
         assert status == 502, body
         assert parks.events_of(body["transfer_id"], "sz") == ["failed"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_536, 65_537, OFFLOAD_BATCH + 1, 2 * OFFLOAD_BATCH + 5])
+async def test_envelopes_of_every_size_are_delivered_whole(parks: Parks, size: int) -> None:
+    # The file drop is created by the first worker-thread step that has
+    # plaintext for it, or by the final one (an empty file); the last short
+    # batch is decrypted together with the final chunk and the fsync.
+    data = (CLEAN * (size // len(CLEAN) + 1))[:size]
+    status, _, body = await _post(parks, "f.csv", _envelope(parks, data))
+    assert status == 201, body
+    assert body["bytes"] == size
+    assert body["sha256"] == sha256(data)
+    assert parks.inbox_files("sz-lab") == {"f.csv": data}
+    assert parks.partial_files() == []
+    assert parks.events_of(str(body["transfer_id"]), "sz") == ["delivered"]
+
+
+@pytest.mark.parametrize("size", [100, OFFLOAD_BATCH + 100])
+async def test_a_damaged_last_chunk_leaves_no_part_file(parks: Parks, size: int) -> None:
+    envelope = bytearray(_envelope(parks, CLEAN[:size]))
+    envelope[-5] ^= 0x01  # in the final chunk's tag: found only when finishing
+    status, _, problem = await _post(parks, "bad.csv", bytes(envelope))
+    assert status == 400, problem
+    assert parks.inbox_files("sz-lab") == {}
+    assert parks.partial_files() == []
+    assert parks.events_of(str(problem["transfer_id"]), "sz") == ["failed"]

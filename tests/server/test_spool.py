@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pyrage
@@ -11,6 +12,7 @@ import pytest
 from gateway.crypto.age import build_header
 from gateway.crypto.errors import PayloadError
 from gateway.crypto.keys import X25519Identity
+from gateway.errors import Unavailable
 from gateway.server.spool import SpoolDir, SpoolFull, iter_payload, iter_plaintext
 
 
@@ -78,3 +80,80 @@ def test_discard_removes_the_file(tmp_path: Path) -> None:
     writer.write(b"abc" * 50_000)
     writer.discard()
     assert not writer.path.exists()
+
+
+#: A memory bound for the tests below: a little over one 64 KiB STREAM chunk.
+MEMORY = 70_000
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_536, MEMORY - 16 - 32, MEMORY, 300_000])
+def test_small_payload_stays_in_memory_large_one_spills(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    spool = SpoolDir(tmp_path, 0)
+    writer = spool.new_writer("t_m", memory_bytes=MEMORY)
+    assert not writer.path.exists()  # nothing touches the disk up front
+    for i in range(0, size, 7000):
+        writer.write(data[i : i + 7000])
+    info = writer.finish()
+    spilled = info.payload_bytes > MEMORY
+    assert (info.payload is None) == spilled
+    assert writer.path.exists() == spilled
+    payload = b"".join(info.payload_blocks())
+    assert len(payload) == info.payload_bytes
+    if spilled:
+        assert payload == writer.path.read_bytes()
+    if size >= 64:
+        assert data[:64] not in payload
+    identity = X25519Identity.generate()
+    header = build_header(info.file_key, [identity.recipient])
+    assert pyrage.decrypt(
+        header + payload, [pyrage.x25519.Identity.from_str(identity.encode())]
+    ) == (data)
+    assert b"".join(info.plaintext_blocks()) == data
+
+
+def test_altered_memory_spool_is_refused(tmp_path: Path) -> None:
+    writer = SpoolDir(tmp_path, 0).new_writer("t_n", memory_bytes=MEMORY)
+    writer.write(os.urandom(1000))
+    info = writer.finish()
+    assert info.payload is not None
+    raw = bytearray(info.payload)
+    raw[40] ^= 1
+    with pytest.raises(PayloadError):
+        b"".join(replace(info, payload=bytes(raw)).plaintext_blocks())
+
+
+def test_memory_spool_is_held_on_disk(tmp_path: Path) -> None:
+    spool = SpoolDir(tmp_path, 0)
+    writer = spool.new_writer("t_h", memory_bytes=MEMORY)
+    writer.write(b"held data")
+    info = writer.finish()
+    identity = X25519Identity.generate()
+    header = build_header(info.file_key, [identity.recipient])
+    held = spool.hold(info, header, {"transfer_id": "t_h"})
+    assert held.payload is None
+    assert spool.held_ids() == ["t_h"]
+    path, stored_header, meta = spool.held_parts("t_h")
+    assert path == held.path
+    assert stored_header == header
+    assert meta == {"transfer_id": "t_h"}
+    assert path.read_bytes() == info.payload
+    assert b"".join(iter_plaintext(path, info.file_key)) == b"held data"
+    assert [p.name for p in spool.held.iterdir() if p.name.endswith(".tmp")] == []
+    assert spool.sweep() == 0  # complete: kept
+
+
+def test_a_spill_that_cannot_create_its_file_fails_closed(tmp_path: Path) -> None:
+    spool = SpoolDir(tmp_path, 0)
+    writer = spool.new_writer("t_x", memory_bytes=MEMORY)
+    # Another file holds the name already (never the spool's to delete).
+    writer.path.write_bytes(b"not ours")
+    writer.write(b"small")
+    with pytest.raises(Unavailable):
+        writer.write(os.urandom(200_000))
+    writer.discard()
+    assert writer.path.read_bytes() == b"not ours"
+    spilled = spool.new_writer("t_y", memory_bytes=MEMORY)
+    spilled.write(os.urandom(200_000))
+    spilled.discard()
+    assert not spilled.path.exists()
