@@ -1049,8 +1049,15 @@ def _hold_spool(
         "plaintext_bytes": info.plaintext_bytes,
         "payload_bytes": info.payload_bytes,
         "summary": summary.to_json(),
-        # Keyed hashes only (HMAC with the gateway secret), for the ledger at approval.
+        # Keyed hashes only (HMAC with the gateway secret), for the ledger at
+        # approval: per category as the policy of the day counted them, and per
+        # label (with the cap flag), so that an approval after a restart counts
+        # exactly as the policy in force would (reviews._ledger_digests).
         "digests": {c: sorted(d.hex() for d in v) for c, v in digests.items()},
+        "label_digests": {
+            label: sorted(d.hex() for d in v) for label, v in summary.digests.items()
+        },
+        "distinct_capped": summary.distinct_capped,
         "decision": _decision_meta(decision),
     }
     return state.spool.hold(info, header, meta)

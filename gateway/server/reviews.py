@@ -422,14 +422,15 @@ def _ledger_digests(
 ) -> dict[str, frozenset[bytes]]:
     """The held transfer's people per ledger category, as the policy in force counts them.
 
-    A review held by this process still has its classifier summary with the
-    keyed hashes per label: the policy in force sorts them into its own
-    categories, exactly as a new transfer's. A review restored after a restart
-    kept only the hashes per category of the policy that held it (the held
-    metadata has no per-label hashes): those are used for the categories the
-    policy in force still counts.
+    The summary carries the keyed hashes per label (held by this process, or
+    restored from the held metadata), and the policy in force sorts them into
+    its own categories, exactly as a new transfer's. A spool held by an older
+    version kept only the hashes per category of the policy that held it:
+    those are used for the categories the policy in force still counts.
     """
-    if held.summary is not None:
+    # Every label with findings has its digests, so labels without digests
+    # can only be a summary restored from such an older spool.
+    if held.summary is not None or summary.digests or not summary.labels:
         return policy.ledger_digests(summary, direction)
     if not policy.counts_in_ledger(direction):
         return {category: frozenset() for category in policy.ledger_categories}
@@ -473,7 +474,7 @@ def _restored_parts(state: EgressState, held: Held) -> tuple[ScanSummary, SpoolI
     unwraps the file key with the spool identity (one X25519 exchange).
     """
     _, header, meta = state.spool.held_parts(held.transfer.id)
-    summary = held.summary or _summary_from_json(meta["summary"])
+    summary = held.summary or _summary_from_json(meta["summary"], meta)
     info = held.info
     if not info.file_key:
         key = unwrap_file_key(parse_header(header), [state.spool_identity])
@@ -481,13 +482,15 @@ def _restored_parts(state: EgressState, held: Held) -> tuple[ScanSummary, SpoolI
     return summary, info
 
 
-def _summary_from_json(obj: Mapping[str, Any]) -> ScanSummary:
-    """A :class:`ScanSummary` from its SPEC §3.2 JSON (:meth:`ScanSummary.to_json`).
+def _summary_from_json(obj: Mapping[str, Any], meta: Mapping[str, Any]) -> ScanSummary:
+    """A :class:`ScanSummary` from its SPEC §3.2 JSON and the held metadata beside it.
 
-    The JSON has no keyed hashes and no ``distinct_capped`` flag: the result
-    has neither, so it serves to evaluate a rule's label, subject, content
-    and size conditions, not to count people in the ledger.
+    The held metadata carries the keyed hashes per label and the
+    ``distinct_capped`` flag (``label_digests``; spools held by an older
+    version have only per-category hashes, and then the summary has no
+    digests: see :func:`_ledger_digests`).
     """
+    labelled = meta.get("label_digests")
     content = obj["content"]
     return ScanSummary(
         size=int(obj["bytes"]),
@@ -504,6 +507,11 @@ def _summary_from_json(obj: Mapping[str, Any]) -> ScanSummary:
         subjects=int(obj.get("subjects", 0)),
         unscannable=tuple(str(reason) for reason in obj.get("unscannable", ())),
         seconds=float(obj.get("seconds", 0.0)),
+        digests={
+            str(label): frozenset(bytes.fromhex(h) for h in values)
+            for label, values in (labelled or {}).items()
+        },
+        distinct_capped=bool(meta.get("distinct_capped", False)),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -464,3 +465,30 @@ async def test_reviews_restored_after_a_restart_are_rechecked_too(parks: Parks) 
     code, body = await _decide(parks, tid_second, "reject")
     assert code == 200, body
     assert parks.inbox_files("sz-review") == {"first.csv": first}
+
+
+@pytest.mark.parametrize("held_by", ["this version", "an older version"])
+async def test_a_restored_review_counts_its_people_from_the_held_hashes(
+    parks: Parks, held_by: str
+) -> None:
+    state = _state(parks)
+    await _with_ledger_rules(parks)
+    people = _people(0, 3)
+    tid = await _hold_people(parks, "restored.csv", people)
+    _, _, meta = state.spool.held_parts(tid)
+    # The held metadata keeps the keyed hashes per label and the cap flag, so
+    # that an approval after a restart counts as the policy in force would.
+    assert set(meta["label_digests"]) == set(meta["summary"]["labels"])
+    assert len(meta["label_digests"]["pii.email"]) == 3
+    assert meta["distinct_capped"] is False
+    if held_by == "an older version":  # per-category hashes only
+        meta_file = state.spool.held / f"{tid}.json"
+        del meta["label_digests"], meta["distinct_capped"]
+        meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    state.held.clear()
+    state.recent.pop(tid, None)
+    assert await reviews.restore_held(state, state.current_policy()) == 1
+    code, body = await _decide(parks, tid, "approve")
+    assert code == 201, body
+    assert parks.inbox_files("sz-review") == {"restored.csv": people}
+    assert await _personal_total(parks) == 3
