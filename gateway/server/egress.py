@@ -397,6 +397,8 @@ async def _receive(
     """Stream the body into the classifier and the encrypted spool (and maybe the twin)."""
     config = state.config
     scanner = Scanner(policy.detectors, state.services.secret)
+    # The transfer's name crosses the border too (it names the delivered file).
+    scanner.scan_name(transfer.path)
     try:
         # No I/O here: the spool file is created only if the body outgrows
         # SPOOL_MEMORY_BYTES, and then in the spool lane's worker thread

@@ -86,6 +86,18 @@ async def test_blocked_file_leaves_nothing(parks: Parks) -> None:
         assert PHONE not in segment.read_bytes()
 
 
+async def test_an_identifier_in_the_transfer_name_is_blocked(parks: Parks) -> None:
+    # Clean content, but the name (which becomes the delivered file's name)
+    # holds a Resident ID: the name crosses the border too.
+    name = f"scan_{RESIDENT_ID.decode()}.txt"
+    status, body = await parks.put("sz-lab", name, CLEAN)
+    assert status == 403, body
+    assert body["labels"]["pii.cn_resident_id"] == {"count": 1, "distinct": 1}
+    assert parks.inbox_files("sz-lab") == {}
+    assert parks.events_of(body["transfer_id"], "sz") == []
+    assert body["bytes"] == len(CLEAN)  # the name is no part of the content
+
+
 def _zip(name: str, data: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
