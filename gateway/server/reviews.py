@@ -228,7 +228,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 if transfer.state is not State.HELD and not transfer.state.final:
                     # Approved (recorded) but not forwarded in time.
-                    state.release_spool(transfer.id)
+                    await asyncio.to_thread(state.spool.release, transfer.id)
                     await record_end(
                         state,
                         transfer,
@@ -278,7 +278,7 @@ async def _reject(state: EgressState, held: Held) -> web.StreamResponse:
         size=transfer.verdict.get("bytes"),
     )
     transfer.advance(State.REJECTED)
-    state.release_spool(transfer.id)
+    await asyncio.to_thread(state.spool.release, transfer.id)
     body = {**transfer.verdict, "state": transfer.state.value, "receipt": receipt_json(receipt)}
     transfer.verdict = body
     return json_response(body)
@@ -346,7 +346,7 @@ async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
         if transfer.state is State.APPROVED:
             # Recorded approved, but the ledger did not commit its subjects:
             # forwarding now would under-count the yearly totals. End it.
-            state.release_spool(transfer.id)
+            await asyncio.to_thread(state.spool.release, transfer.id)
             await record_end(
                 state,
                 transfer,
