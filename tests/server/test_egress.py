@@ -347,6 +347,7 @@ async def test_client_abort_mid_body_delivers_nothing(
     assert events == ["aborted"]
     assert len(closed) >= 1
     assert parks.inbox_files("sz-lab") == {}
+    await parks.settle()  # spool files are deleted in a tracked worker thread
     assert [p for p in (parks.root / "hk" / "spool").rglob("*") if p.is_file()] == []
     # The gateway keeps serving.
     status, _ = await parks.put("sz-lab", "after.csv", CLEAN[:1000])
