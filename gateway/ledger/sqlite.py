@@ -4,10 +4,12 @@ This is the default backend (``make run``): no server to run, and still
 correct when two gateway processes share the file. Correctness rests on two
 locks, and the reasons for each:
 
-- ``BEGIN IMMEDIATE`` takes SQLite's single write lock at the *start* of a
-  transaction. A deferred transaction would read the total, then try to upgrade
-  to a writer and fail with ``SQLITE_BUSY`` if another process wrote meanwhile;
-  taking the write lock first makes count-then-add atomic across processes.
+- ``BEGIN IMMEDIATE`` takes SQLite's single write lock before a transaction's
+  first read (in the same worker call as that read: one thread round trip
+  less per transfer). A deferred transaction would read the total, then try to
+  upgrade to a writer and fail with ``SQLITE_BUSY`` if another process wrote
+  meanwhile; taking the write lock first makes count-then-add atomic across
+  processes.
 - One :class:`asyncio.Lock` per ledger serialises transactions inside the
   process. SQLite has exactly one writer per database file, so transactions of
   different organisation-years could not overlap anyway; a per-organisation
@@ -198,6 +200,12 @@ class _SqliteTransaction:
         self._worker = worker
         self._key = (organisation, year)
 
+    @staticmethod
+    def _lock(conn: sqlite3.Connection) -> None:
+        """Take the write lock before the transaction's first statement."""
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+
     def _current(self, conn: sqlite3.Connection, category: str) -> int:
         row = conn.execute(
             "SELECT subjects FROM ledger_totals"
@@ -210,6 +218,7 @@ class _SqliteTransaction:
         unique = list(set(digests))
 
         def _count(conn: sqlite3.Connection) -> LedgerCount:
+            self._lock(conn)
             current = self._current(conn, category)
             known = 0
             for batch in _batches(unique, LOOKUP_BATCH):
@@ -224,6 +233,7 @@ class _SqliteTransaction:
         organisation, year = self._key
 
         def _add(conn: sqlite3.Connection) -> int:
+            self._lock(conn)
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO ledger_subjects (organisation, year, category, digest)"
@@ -244,12 +254,9 @@ class _SqliteTransaction:
         return await self._worker.run(_add)
 
 
-def _begin(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-
-
 def _commit(conn: sqlite3.Connection) -> None:
-    conn.execute("COMMIT")
+    if conn.in_transaction:  # a transaction that read nothing never began
+        conn.execute("COMMIT")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -308,11 +315,13 @@ class SqliteLedger:
 
     @contextlib.asynccontextmanager
     async def transaction(self, organisation: str, year: int) -> AsyncIterator[LedgerTransaction]:
-        """Lock the ledger file for writing; commit on clean exit, roll back on error."""
+        """Lock the ledger file for writing; commit on clean exit, roll back on error.
+
+        The file's write lock is taken with the first ``count`` or ``add``.
+        """
         async with self._lock:
             await self._ensure_schema()
             try:
-                await self._writer.run(_begin)
                 yield _SqliteTransaction(self._writer, organisation, year)
                 await self._writer.run(_commit)
             except BaseException:
