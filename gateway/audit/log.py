@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -475,7 +475,7 @@ class AuditLog:
             found = self._lookup(index, transfer_id, size)
             if found is not None:
                 return found
-        return _scan_for(list(self._store.segments), size, transfer_id)
+        return _scan_for(list(self._store.segments), size, transfer_id, self._store.missing_segment)
 
     def _lookup(self, index: TransferIndex, transfer_id: str, size: int) -> list[int] | None:
         """The index's answer, verified against the records; ``None`` if it cannot be used."""
@@ -494,7 +494,11 @@ class AuditLog:
         for candidate in candidates:
             if candidate >= limit or candidate < first_kept:
                 continue  # logged after this lookup began, or pruned after its retention
-            if not record_matches(self._store.record(candidate), transfer_id):
+            try:
+                data = self._store.record(candidate)
+            except NotFound:
+                continue  # pruned under this running gateway (gateway audit prune)
+            if not record_matches(data, transfer_id):
                 # A 64-bit hash collision is ~1e-13 per lookup: far likelier the
                 # index was damaged. Never trust it for this or later lookups.
                 self._break_transfers(f"entry for record {candidate} names another record")
@@ -571,17 +575,27 @@ def record_matches(data: bytes, transfer_id: str) -> bool:
         return False
 
 
-def _scan_for(segments: list[tuple[int, Any]], size: int, transfer_id: str) -> list[int]:
+def _scan_for(
+    segments: list[tuple[int, Any]],
+    size: int,
+    transfer_id: str,
+    missing: Callable[[int, Any], NoReturn],
+) -> list[int]:
     """Indices of ``transfer_id``'s records below ``size``, by scanning every segment.
 
     A review can be approved days after it was logged, so no segment can be
-    skipped; the byte pre-check keeps this at disk-read speed.
+    skipped; the byte pre-check keeps this at disk-read speed. A segment
+    pruned since start-up is skipped; ``missing`` raises for any other.
     """
     found: list[int] = []
     for first, path in segments:
-        found.extend(
-            first + n
-            for n, line in enumerate(iter_lines(path))
-            if line.complete and first + n < size and record_matches(line.data, transfer_id)
-        )
+        try:
+            found.extend(
+                first + n
+                for n, line in enumerate(iter_lines(path))
+                if line.complete and first + n < size and record_matches(line.data, transfer_id)
+            )
+        except FileNotFoundError:
+            with contextlib.suppress(NotFound):
+                missing(first, path)
     return found

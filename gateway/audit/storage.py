@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from gateway.audit.errors import AuditIntegrityError, AuditUnavailable
 from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash
@@ -872,12 +873,37 @@ class SegmentStore:
             os.pread(self._offsets_fd, OFFSET_ENTRY.size, index * OFFSET_ENTRY.size)
         )
         pos = bisect.bisect_right(self._firsts, index) - 1
-        fd = os.open(self.segments[pos][1], os.O_RDONLY)
+        first, path = self.segments[pos]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.missing_segment(first, path)
         try:
             data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
         return data
+
+    def missing_segment(self, first: int, path: Path) -> NoReturn:
+        """Explain a segment file that vanished while this store was open.
+
+        ``gateway audit prune`` may delete closed segments under a running
+        gateway (the segment list is read at start-up): a segment its
+        manifest names is gone on purpose, its records are simply no more.
+
+        Raises:
+            NotFound: the segment was pruned after its retention.
+            AuditIntegrityError: it was deleted without pruning.
+        """
+        try:
+            manifest = (self.directory / PRUNED_FILE).read_text("utf-8").splitlines()
+        except FileNotFoundError:
+            manifest = []
+        for line in manifest:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(line).get("first") == first:
+                    raise NotFound(f"no audit record from {first} on (pruned after its retention)")
+        raise AuditIntegrityError(f"{path}: segment missing, and not pruned")
 
     def close(self) -> None:
         """Close every file and release the lock (idempotent)."""

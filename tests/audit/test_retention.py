@@ -14,6 +14,7 @@ from gateway.audit.note import NoteSigner
 from gateway.audit.receipt import verify_receipt
 from gateway.audit.retention import MIN_RETENTION, prune
 from gateway.audit.storage import INDEX_DIR, PRUNED_FILE, LogReader, level_name, list_segments
+from gateway.audit.transfers import TRANSFERS_FILE
 from gateway.audit.verify import verify_log
 from gateway.errors import ConfigError, NotFound
 from tests.audit.conftest import ORIGIN, record
@@ -86,3 +87,49 @@ async def test_pruning_refuses_a_segment_the_index_does_not_match(
     with pytest.raises(AuditIntegrityError, match="not pruning"):
         prune(tmp_path, now=STAMPED + timedelta(days=5000))
     assert LogReader(tmp_path).segments[0][0] == 0
+
+
+@pytest.mark.parametrize("lookup", ["indexed", "scanning"])
+async def test_pruning_under_a_running_gateway_leaves_lookups_answering(
+    tmp_path: Path, signer: NoteSigner, lookup: str
+) -> None:
+    # The running gateway listed its segments at start-up; `gateway audit
+    # prune` deletes some of them under it. Lookups of the pruned records
+    # answer "not found", the rest are found, and the log goes on appending.
+    await make_log(tmp_path, signer)
+    if lookup == "scanning":  # no usable transfer index: lookups scan the segments
+        index_file = tmp_path / INDEX_DIR / TRANSFERS_FILE
+        for stale in index_file.parent.glob(TRANSFERS_FILE + "*"):
+            stale.unlink()
+        index_file.mkdir()  # SQLite cannot open a directory
+    log = await AuditLog.open(tmp_path, signer, origin=ORIGIN)
+    try:
+        await log.append(record(40))
+        await log.sync_checkpoint()
+        pruned = prune(tmp_path, now=STAMPED + MIN_RETENTION + timedelta(days=1))
+        kept_from = pruned[-1].first + pruned[-1].count
+        assert [r.index for r in await log.find("t-0")] == []
+        assert [r.index for r in await log.find(f"t-{kept_from}")] == [kept_from]
+        assert [r.index for r in await log.find("t-40")] == [40]
+        with pytest.raises(NotFound, match="pruned"):
+            await log.receipt(0)
+        verify_receipt(await log.receipt(kept_from), [signer.verifier])
+        await log.append(record(41))
+        assert log.healthy
+    finally:
+        await log.close()
+
+
+async def test_a_segment_deleted_under_a_running_gateway_without_pruning_fails_closed(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    await make_log(tmp_path, signer)
+    log = await AuditLog.open(tmp_path, signer, origin=ORIGIN)
+    try:
+        list_segments(tmp_path)[0][1].unlink()  # no pruned.jsonl line: not a prune
+        with pytest.raises(AuditIntegrityError, match="segment missing, and not pruned"):
+            await log.receipt(0)
+        with pytest.raises(AuditIntegrityError, match="not pruned"):
+            await log.find("t-0")
+    finally:
+        await log.close()
