@@ -1122,6 +1122,24 @@ class _Xz(_Bz2OrXz):
         return "corrupt stream"
 
 
+def _gather(
+    buf: bytearray, want: int, data: bytes | memoryview, pos: int, end: int
+) -> tuple[int, bytes | None]:
+    """Move bytes of ``data[pos:end]`` into ``buf`` until it holds a ``want``-byte header.
+
+    Returns:
+        the new position, and the complete header (``buf`` is then emptied)
+        or None while more input is needed.
+    """
+    step = min(want - len(buf), end - pos)
+    buf += data[pos : pos + step]
+    if len(buf) < want:
+        return pos + step, None
+    header = bytes(buf)
+    buf.clear()
+    return pos + step, header
+
+
 class _ZstdFrames:
     """Tracks zstd frame boundaries (RFC 8878 §3.1) to tell a truncated stream.
 
@@ -1154,14 +1172,9 @@ class _ZstdFrames:
                 self._skip -= step
                 pos += step
                 continue
-            step = min(self._want - len(self._hdr), end - pos)
-            self._hdr += data[pos : pos + step]
-            pos += step
-            if len(self._hdr) == self._want:
-                header = bytes(self._hdr)
-                self._hdr.clear()
-                if not self._on_header(header):
-                    return False
+            pos, header = _gather(self._hdr, self._want, data, pos, end)
+            if header is not None and not self._on_header(header):
+                return False
         return True
 
     def _on_header(self, header: bytes) -> bool:
@@ -1310,12 +1323,8 @@ class _Zip(_Expanding):
                 if not self._remaining:
                     self._state, self._want = self._next, 4
             else:
-                step = min(self._want - len(self._hdr), end - pos)
-                self._hdr += data[pos : pos + step]
-                pos += step
-                if len(self._hdr) == self._want:
-                    header = bytes(self._hdr)
-                    self._hdr.clear()
+                pos, header = _gather(self._hdr, self._want, data, pos, end)
+                if header is not None:
                     self._on_header(header)
 
     def _on_header(self, header: bytes) -> None:
@@ -1539,12 +1548,8 @@ class _Tar(_Layer):
                     self._dead = True
                 return
             if state == self._HEADER:
-                step = min(_TAR_BLOCK - len(self._hdr), end - pos)
-                self._hdr += data[pos : pos + step]
-                pos += step
-                if len(self._hdr) == _TAR_BLOCK:
-                    header = bytes(self._hdr)
-                    self._hdr.clear()
+                pos, header = _gather(self._hdr, _TAR_BLOCK, data, pos, end)
+                if header is not None:
                     self._on_header(header)
                 continue
             step = min(self._remaining, end - pos)

@@ -201,7 +201,7 @@ class _SqliteTransaction:
         self._key = (organisation, year)
 
     @staticmethod
-    def _lock(conn: sqlite3.Connection) -> None:
+    def _begin(conn: sqlite3.Connection) -> None:
         """Take the write lock before the transaction's first statement."""
         if not conn.in_transaction:
             conn.execute("BEGIN IMMEDIATE")
@@ -218,7 +218,7 @@ class _SqliteTransaction:
         unique = list(set(digests))
 
         def _count(conn: sqlite3.Connection) -> LedgerCount:
-            self._lock(conn)
+            self._begin(conn)
             current = self._current(conn, category)
             known = 0
             for batch in _batches(unique, LOOKUP_BATCH):
@@ -233,7 +233,7 @@ class _SqliteTransaction:
         organisation, year = self._key
 
         def _add(conn: sqlite3.Connection) -> int:
-            self._lock(conn)
+            self._begin(conn)
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO ledger_subjects (organisation, year, category, digest)"

@@ -66,6 +66,17 @@ def bearer_token(request: web.Request) -> str | None:
     return token or None
 
 
+def _peer_tls(request: web.Request) -> ssl.SSLObject | ssl.SSLSocket | None:
+    """The connection's TLS object, or None on plain HTTP."""
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    return ssl_object
+
+
 def peer_common_name(request: web.Request) -> str | None:
     """The subject CN of a verified client certificate, if the connection has one.
 
@@ -73,11 +84,8 @@ def peer_common_name(request: web.Request) -> str | None:
     client CA (``ssl.CERT_OPTIONAL`` or ``CERT_REQUIRED``); an unverified
     certificate never reaches here.
     """
-    transport = request.transport
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+    ssl_object = _peer_tls(request)
+    if ssl_object is None:
         return None
     cert = ssl_object.getpeercert()
     if not cert:
@@ -92,11 +100,8 @@ def peer_common_name(request: web.Request) -> str | None:
 
 def peer_certificate_sha256(request: web.Request) -> str | None:
     """Hex SHA-256 of the verified client certificate (DER), if the connection has one."""
-    transport = request.transport
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+    ssl_object = _peer_tls(request)
+    if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     if not der:

@@ -380,13 +380,7 @@ async def handle_payload_put(request: web.Request) -> web.StreamResponse:
     # The same admission as an envelope: a payload holds a slot, a socket and disk.
     if state.closing:
         raise Unavailable("the gateway is shutting down")
-    if state.inflight >= state.config.max_concurrent:
-        raise Problem(
-            Unavailable,
-            "too many envelopes in progress; retry later",
-            {"transfer_id": transfer_id},
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    _require_slot(state, transfer_id)
     config = state.config
     config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (
@@ -487,6 +481,17 @@ def _meta(request: web.Request, name: str) -> str:
     return value if 0 < len(value) <= 256 and value.isprintable() else "unknown"
 
 
+def _require_slot(state: IngressState, transfer_id: str) -> None:
+    """503 with Retry-After when ``max_concurrent`` envelopes and payloads are in progress."""
+    if state.inflight >= state.config.max_concurrent:
+        raise Problem(
+            Unavailable,
+            "too many envelopes in progress; retry later",
+            {"transfer_id": transfer_id},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
 async def handle_envelope(request: web.Request) -> web.StreamResponse:
     """``POST /v1/envelopes/{route}/{path}``: receive, verify, deliver one envelope."""
     require_twin(request)
@@ -507,13 +512,7 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
             "an envelope with this transfer id is in progress",
             {"transfer_id": transfer_id},
         )
-    if state.inflight >= state.config.max_concurrent:
-        raise Problem(
-            Unavailable,
-            "too many envelopes in progress; retry later",
-            {"transfer_id": transfer_id},
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    _require_slot(state, transfer_id)
     if not state.services.audit.healthy:
         state.services.metrics.fail_closed.labels("audit").inc()
         raise Problem(Unavailable, "the audit log is not writable", {"transfer_id": transfer_id})

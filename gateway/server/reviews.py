@@ -228,18 +228,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 if transfer.state is not State.HELD and not transfer.state.final:
                     # Approved (recorded) but not forwarded in time.
-                    await asyncio.to_thread(state.spool.release, transfer.id)
-                    await record_end(
-                        state,
-                        transfer,
-                        State.FAILED,
-                        "approval timed out while forwarding",
-                        direction=held.direction,
-                        policy_version=_approval_version(held),
-                        size=transfer.verdict.get("bytes"),
-                        decision="allow",
-                        rule=_recorded_verdict(held)[0],
-                    )
+                    await _end_approved(state, held, "approval timed out while forwarding")
                 raise Problem(
                     UpstreamTimeout,
                     "the review decision exceeded the gateway's time limit; nothing was delivered",
@@ -346,18 +335,7 @@ async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
         if transfer.state is State.APPROVED:
             # Recorded approved, but the ledger did not commit its subjects:
             # forwarding now would under-count the yearly totals. End it.
-            await asyncio.to_thread(state.spool.release, transfer.id)
-            await record_end(
-                state,
-                transfer,
-                State.FAILED,
-                "ledger commit failed after the approval",
-                direction=held.direction,
-                policy_version=_approval_version(held),
-                size=transfer.verdict.get("bytes"),
-                decision="allow",
-                rule=rule,
-            )
+            await _end_approved(state, held, "ledger commit failed after the approval")
         if isinstance(exc, GatewayError) and not isinstance(exc, LedgerUnavailable):
             raise
         # A LedgerUnavailable names the database file or host: for the log only.
@@ -459,6 +437,23 @@ def _refusal(transfer: Transfer, recheck: Decision) -> Problem:
             "rule": recheck.rule,
             "policy_version": recheck.policy_version,
         },
+    )
+
+
+async def _end_approved(state: EgressState, held: Held, why: str) -> None:
+    """End a recorded approval that will not be forwarded: delete its spool, record ``failed``."""
+    transfer = held.transfer
+    await asyncio.to_thread(state.spool.release, transfer.id)
+    await record_end(
+        state,
+        transfer,
+        State.FAILED,
+        why,
+        direction=held.direction,
+        policy_version=_approval_version(held),
+        size=transfer.verdict.get("bytes"),
+        decision="allow",
+        rule=_recorded_verdict(held)[0],
     )
 
 

@@ -69,22 +69,27 @@ def test_env_overrides_the_file(tmp_path: Path, monkeypatch: Any) -> None:
     assert settings.egress.policy_dir == tmp_path / "pol"
 
 
-def test_policy_that_does_not_load_stops_serve_cleanly(tmp_path: Path) -> None:
+def _serve_egress(tmp_path: Path, policy: str, port: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``gateway serve`` on an egress-only config with ``policy`` as its one policy file."""
     (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "p.yaml").write_text("rules: [\n")
+    (tmp_path / "policies" / "p.yaml").write_text(policy)
     (tmp_path / "g.toml").write_text(
         'ledger_url = "memory:"\nsecret_file = "secret"\n'
-        '[egress]\nport = 0\npolicy_dir = "policies"\nspool_dir = "spool"\n'
+        f'[egress]\nport = {port}\npolicy_dir = "policies"\nspool_dir = "spool"\n'
         'spool_identity = "spool.key"\n'
         '[audit]\ndir = "audit"\nsigning_key = "audit.key"\n'
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "g.toml")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_policy_that_does_not_load_stops_serve_cleanly(tmp_path: Path) -> None:
+    result = _serve_egress(tmp_path, "rules: [\n")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("gateway: ")
@@ -149,24 +154,11 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        (tmp_path / "policies").mkdir()
-        (tmp_path / "policies" / "p.yaml").write_text(
+        policy = (
             "senders: {a: {team: t, organisation: o}}\n"
             "default: {action: block, reason: default deny}\n"
         )
-        (tmp_path / "g.toml").write_text(
-            'ledger_url = "memory:"\nsecret_file = "secret"\n'
-            f'[egress]\nport = {port}\npolicy_dir = "policies"\nspool_dir = "spool"\n'
-            'spool_identity = "spool.key"\n'
-            '[audit]\ndir = "audit"\nsigning_key = "audit.key"\n'
-        )
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "g.toml")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _serve_egress(tmp_path, policy, port)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr

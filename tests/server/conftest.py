@@ -436,6 +436,21 @@ async def stand_in_twin(
     from gateway.server.app import reload_policy
 
     twin = StandInTwin(stall_payloads=stall_payloads, stall_envelopes=stall_envelopes)
+    async with serving_twin(twin):
+        assert parks.hk.egress_app is not None
+        write_policy(
+            parks.root / "policies",
+            twin.url,
+            parks.identity.recipient.encode(),
+            parks.recorder.url,
+        )
+        await reload_policy(parks.hk.egress_app)
+        yield twin
+
+
+@contextlib.asynccontextmanager
+async def serving_twin(twin: StandInTwin) -> AsyncIterator[str]:
+    """Serve ``twin`` on loopback; its base URL (also set as ``twin.url``)."""
     app = web.Application(client_max_size=1 << 30)
     app.router.add_route("*", "/{tail:.*}", twin.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -443,16 +458,8 @@ async def stand_in_twin(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     twin.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    assert parks.hk.egress_app is not None
-    write_policy(
-        parks.root / "policies",
-        twin.url,
-        parks.identity.recipient.encode(),
-        parks.recorder.url,
-    )
-    await reload_policy(parks.hk.egress_app)
     try:
-        yield twin
+        yield twin.url
     finally:
         twin.release.set()
         await runner.cleanup()

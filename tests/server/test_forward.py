@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.errors import UpstreamError
 from gateway.server.forward import Forwarded, PayloadUpload, post_bytes, post_stream
-from tests.server.conftest import StandInTwin
+from tests.server.conftest import StandInTwin, serving_twin
 
 #: One sealed batch as the egress sends it (egress OFFLOAD_BATCH).
 BATCH = b"\x00" * (512 * 1024)
@@ -22,17 +22,8 @@ BATCH = b"\x00" * (512 * 1024)
 
 @contextlib.asynccontextmanager
 async def _twin(twin: StandInTwin) -> AsyncIterator[str]:
-    app = web.Application(client_max_size=1 << 30)
-    app.router.add_route("*", "/{tail:.*}", twin.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1/payloads/t_{'0' * 32}"
-    finally:
-        twin.release.set()
-        await runner.cleanup()
+    async with serving_twin(twin) as base:
+        yield f"{base}/v1/payloads/t_{'0' * 32}"
 
 
 async def _upload(session: aiohttp.ClientSession, url: str, stall: float) -> PayloadUpload:
