@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint fmt typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+# The compiled matcher core is built by the install: rebuild when its source changes.
+$(STAMP): pyproject.toml gateway/classify/_native.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "hksz-gateway needs Python 3.11+ (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -46,7 +46,7 @@ import hyperscan
 from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
-from gateway.classify.matcher import SCAN_SLICE_BYTES, TextMatcher
+from gateway.classify.matcher import NATIVE_AVAILABLE, SCAN_SLICE_BYTES, TextMatcher
 
 #: Default chunk size fed to the scanner: what ``gateway scan`` reads per call.
 #: ``--chunk-size 65536`` measures what the proxy feeds instead.
@@ -392,6 +392,7 @@ def render(results: list[KindResult], as_json: bool) -> str:
                 "benchmark": "classify",
                 "mb": "10^6 bytes",
                 "cores": "one scanning thread (+ the SHA-256 helper thread in the scan path)",
+                "matcher_core": _core_name(),
                 "results": [r.to_json() for r in results],
                 "passed": all(r.passed for r in results),
             }
@@ -409,8 +410,15 @@ def render(results: list[KindResult], as_json: bool) -> str:
             f"{r.targets[1]:>7.0f} {r.sha256_mbps:>8.0f} {r.scan_mbps / r.sha256_mbps:>8.3f} "
             f"{r.engine_mbps:>7.0f} {r.engine_hits:>8} {r.findings:>9}  {runs} | {scans}"
         )
+    lines.append(f"matcher core: {_core_name()}")
     lines.append("all targets met" if all(r.passed for r in results) else "targets NOT met")
     return "\n".join(lines)
+
+
+def _core_name() -> str:
+    if NATIVE_AVAILABLE:
+        return "native (gateway/classify/_native.c)"
+    return "python (the compiled core is not built: pip install -e .)"
 
 
 def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -51,6 +51,15 @@ from gateway.classify import labels as L
 from gateway.classify import validators as V
 from gateway.classify.summary import LabelStats
 
+try:
+    from gateway.classify import _native
+except ImportError:  # pragma: no cover - a source tree whose extension was not built
+    _native = None  # type: ignore[assignment]
+
+#: Whether the compiled matcher core (``_native.c``) is built: TextMatcher uses
+#: it by default; ``gateway bench classify`` says which core it measured.
+NATIVE_AVAILABLE: Final = _native is not None
+
 #: Bytes of earlier text kept before each chunk (see module docstring).
 TAIL_BYTES: Final = D.CONTEXT_BYTES + D.MAX_FIXED_WIDTH
 
@@ -182,6 +191,32 @@ _GROUP_CLASSES: Final = {
 }
 #: REGULATIONS.md: the second character of E/C + letter + 7 digits is never I or O.
 _DOC_SECOND_LETTER: Final = frozenset(b"ABCDEFGHJKLMNPQRSTUVWXYZ")
+#: Handler kinds the compiled core runs itself; every other kind calls its
+#: Python handler from the core's loop.
+_NATIVE_OPS: Final[dict[int, int]] = (
+    {}
+    if _native is None
+    else {
+        D.K_DIGITS: _native.OP_DIGITS,
+        D.K_USCC: _native.OP_USCC,
+        D.K_GROUPED: _native.OP_GROUPED,
+        D.K_LETTERS: _native.OP_LETTERS,
+        D.K_HKID_BRACKETS: _native.OP_HKID_BRACKETS,
+        D.K_EMAIL: _native.OP_EMAIL,
+    }
+)
+#: The labels the native handlers name, in the order ``_native.Core`` expects.
+_NATIVE_LABELS: Final = (
+    L.CN_RESIDENT_ID,
+    L.CN_USCC,
+    L.BANK_CARD,
+    L.CN_PHONE,
+    L.HK_PHONE,
+    L.HK_ID,
+    L.CN_PASSPORT,
+    L.HK_PASSPORT,
+    L.CN_TRAVEL_PERMIT,
+)
 #: Memo tables, one per validator.
 K_MEMO_RESIDENT_ID: Final = 0
 K_MEMO_USCC: Final = 1
@@ -302,6 +337,13 @@ class TextMatcher:
             fixed for the whole scan so one scan sees one calendar.
         max_distinct: bound on tracked distinct values per label (tests lower it).
         max_distinct_total: bound on tracked distinct values over all labels.
+        native: run the identifier handlers and the counting state in the
+            compiled core (the default when it is built); ``False`` runs the
+            Python reference implementation, which tests compare it with.
+
+    Raises:
+        ValueError: the secret is shorter than 16 bytes.
+        RuntimeError: ``native=True`` but the compiled core is not built.
     """
 
     def __init__(
@@ -312,12 +354,16 @@ class TextMatcher:
         today: _dt.date | None = None,
         max_distinct: int = MAX_DISTINCT_PER_LABEL,
         max_distinct_total: int = MAX_DISTINCT_VALUES,
+        native: bool | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the distinct-count secret must be at least 16 bytes")
+        if native and _native is None:
+            raise RuntimeError("the compiled matcher core (gateway.classify._native) is not built")
         self._detectors = detectors
         self._hasher = KeyedHasher(secret)
-        self._dates = V.birth_dates(today or V.today_cst())
+        day = today or V.today_cst()
+        self._dates = V.birth_dates(day)
         self._max_distinct = max_distinct
         self._max_distinct_total = max_distinct_total
         labels = detectors.labels
@@ -383,6 +429,27 @@ class TextMatcher:
             D.K_ARMOR: self._h_armor,
         }
         self._handlers = [table[s.kind] for s in specs]
+        self._accept: Callable[[int, bytes], None] = self._py_accept
+        self._propose: Callable[[int, int, int, bytes], bool] = self._py_propose
+        self._core: Any = None
+        if _native is not None and native is not False:
+            core = _native.Core(
+                ops=bytes(_NATIVE_OPS.get(s.kind, _native.OP_PYTHON) for s in specs),
+                spec_labels=[s.label for s in specs],
+                spec_args=[s.arg for s in specs],
+                ranks=self._rank,
+                groups=[0 if g == _PRECEDENCE_GROUP else g + 1 for g in self._group],
+                labels=[self._ix[label] for label in _NATIVE_LABELS],
+                hotwords=[_BUILTIN_HOTWORDS[c] for c in (D.HW_PHONE, D.HW_PASSPORT, D.HW_PERMIT)],
+                today=(day.year, day.month, day.day),
+                secret=secret,
+                max_distinct=max_distinct,
+                max_total=max_distinct_total,
+                tail_bytes=TAIL_BYTES,
+            )
+            self._core = core
+            self._accept = core.accept
+            self._propose = core.propose
         self._stream: Any = None
         self._digit_stream: Any = None
         self._genetic_id = detectors.genetic_run_id
@@ -451,6 +518,9 @@ class TextMatcher:
             self._process()
         if self._pem_pending != _NEVER:  # a key block cut off by the member's end
             self._pem_identity(self._offset)
+        if self._core is not None:
+            self._core.commit()
+            return
         for slot in self._pending.values():
             if slot[0]:
                 self._accept(slot[4], slot[5])
@@ -502,18 +572,29 @@ class TextMatcher:
         stats: dict[str, LabelStats] = {}
         digests: dict[str, frozenset[bytes]] = {}
         subjects = 0
+        core = self._core
+        if core is not None:
+            counts = core.stats()
+            capped = core.capped
+        else:
+            counts = [
+                (n, len(values)) for n, values in zip(self._counts, self._values, strict=True)
+            ]
+            capped = self._capped
         digest = self._hasher.digest
         for i, label in enumerate(self._labels):
-            count = self._counts[i]
+            count, distinct = counts[i]
             if not count:
                 continue
-            values = self._values[i]
-            stats[label] = LabelStats(count=count, distinct=len(values))
+            stats[label] = LabelStats(count=count, distinct=distinct)
             prefix = label.encode() + b"\0"
-            digests[label] = frozenset(digest(prefix + v) for v in values)
+            if core is not None:
+                digests[label] = core.digests(i, prefix)
+            else:
+                digests[label] = frozenset(digest(prefix + v) for v in self._values[i])
             if self._detectors.personal[i]:
-                subjects = max(subjects, len(values))
-        return MatchResult(stats, digests, subjects, tuple(self._reasons), self._capped)
+                subjects = max(subjects, distinct)
+        return MatchResult(stats, digests, subjects, tuple(self._reasons), capped)
 
     # -- machinery -----------------------------------------------------------
 
@@ -530,6 +611,8 @@ class TextMatcher:
         # Per overlap group: [pending?, start, end, rank, label, value], updated
         # in place (a tuple per candidate is GC-tracked garbage).
         self._pending: dict[int, list[Any]] = {}
+        if self._core is not None:
+            self._core.drop_pending()
         self._header_open = False
         self._header = bytearray()
         self._header_end = _NEVER
@@ -582,6 +665,11 @@ class TextMatcher:
         them. A stride sample first proves most chunks hold no run at all, so
         that only their first and last 60 bytes need translating.
         """
+        if self._core is not None:
+            self._genetic_run = _native.genetic_runs(
+                data, self._offset, self._genetic_run, self._genetic_id, self._hits
+            )
+            return
         n = len(data)
         offset = self._offset
         run = self._genetic_run
@@ -647,6 +735,18 @@ class TextMatcher:
         chunk behind the tail (a fresh megabyte buffer per chunk costs page
         faults as well as the copy). Both windows hold every byte a handler reads.
         """
+        if self._core is not None:
+            self._core.process(
+                self._hits,
+                self._chunk,
+                self._chunk_offset,
+                self._chunk_tail,
+                self._starts,
+                self._handlers,
+                self,
+            )
+            self._hits.clear()
+            return
         hits = self._hits
         hits.sort()
         handlers = self._handlers
@@ -669,7 +769,7 @@ class TextMatcher:
             handlers[pid](end - base, end, pid, starts.pop(hit, 0) if starts else 0)
         hits.clear()
 
-    def _accept(self, label: int, value: bytes) -> None:
+    def _py_accept(self, label: int, value: bytes) -> None:
         self._counts[label] += 1
         values = self._values[label]
         if value not in values:
@@ -679,7 +779,7 @@ class TextMatcher:
             else:
                 self._capped = True
 
-    def _propose(self, label: int, start: int, end: int, value: bytes) -> bool:
+    def _py_propose(self, label: int, start: int, end: int, value: bytes) -> bool:
         """A validated candidate spanning ``[start, end)``: resolve overlaps, then count.
 
         Returns:

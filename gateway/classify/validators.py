@@ -185,8 +185,11 @@ _IIN_TWO: Final = frozenset((b"62", b"51", b"52", b"53", b"54", b"55", b"34", b"
 
 def is_bank_card(digits: bytes) -> bool:
     """True for 15–19 ASCII digits with a known IIN prefix that pass Luhn."""
+    # Digits first: a custom detector's match may hold letters ("2x21…"),
+    # which card_iin_ok would hand to int().
     return (
         CARD_MIN_DIGITS <= len(digits) <= CARD_MAX_DIGITS
+        and digits.isdigit()
         and card_iin_ok(digits)
         and luhn_ok(digits)
     )

@@ -48,3 +48,11 @@ def test_engine_ceiling_is_reported_and_counts_the_hits() -> None:
     report = json.loads(bench.render([pii], as_json=True))["results"][0]
     assert report["engine_hits"] == pii.engine_hits
     assert "engine" in bench.render([pii], as_json=False).splitlines()[0]
+
+
+def test_report_names_the_matcher_core_it_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    (pii,) = bench.run(0.05, 1, ("pii",))
+    assert json.loads(bench.render([pii], as_json=True))["matcher_core"].startswith("native")
+    assert "matcher core: native" in bench.render([pii], as_json=False)
+    monkeypatch.setattr(bench, "NATIVE_AVAILABLE", False)
+    assert "matcher core: python" in bench.render([pii], as_json=False)

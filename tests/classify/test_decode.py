@@ -40,6 +40,9 @@ from gateway.classify.decode import (
 )
 from gateway.classify.summary import ContentInfo
 
+# Every expectation holds for the compiled core and the Python reference.
+pytestmark = pytest.mark.usefixtures("matcher_core")
+
 Event = tuple[str, str, bytes] | tuple[str, str]
 
 

@@ -20,6 +20,9 @@ from gateway.classify.engine import HASH_BATCH_BYTES, Scanner
 from gateway.classify.matcher import TAIL_BYTES
 from gateway.classify.summary import LabelStats, ScanSummary
 
+# Every expectation holds for the compiled core and the Python reference.
+pytestmark = pytest.mark.usefixtures("matcher_core")
+
 SECRET = b"e" * 32
 TODAY = dt.date(2026, 11, 25)
 DETECTORS = DetectorSet.build()

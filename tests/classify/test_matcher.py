@@ -18,6 +18,9 @@ from gateway.classify import validators as V
 from gateway.classify.detectors import CustomDetector, DetectorSet
 from gateway.classify.matcher import KeyedHasher, MatchResult, TextMatcher
 
+# Every expectation holds for the compiled core and the Python reference.
+pytestmark = pytest.mark.usefixtures("matcher_core")
+
 SECRET = b"s" * 32
 TODAY = dt.date(2026, 11, 25)
 BUILTIN = DetectorSet.build()

@@ -1,0 +1,1414 @@
+/*
+ * gateway.classify._native: the compiled core of the text matcher.
+ *
+ * Why it exists: on PII-dense text (an identifier every ~200 bytes) the
+ * Python handlers cost 2-4.5 us per identifier against a budget of ~1 us
+ * (SPEC section 9: >= 150 MB/s). This module runs, for the identifier kinds
+ * that dominate such text (all-digit runs, USCCs, grouped numbers, HKIDs,
+ * passports and permits, e-mail addresses), exactly what
+ * gateway/classify/matcher.py's handlers do, and keeps the per-scan state
+ * (counts, distinct values, the pending precedence candidates) that every
+ * handler, Python or native, updates. The Python handlers stay the reference:
+ * TextMatcher(native=False) runs them, and tests/classify/test_native.py
+ * checks that both give the same summary on planted and fuzzed text cut at
+ * random points.
+ *
+ * Safety: every byte read goes through win_at(), which answers a boundary
+ * byte ("\n") outside the window, and every copy is bounded by a checked
+ * length; a hit outside its window raises instead of reading out of bounds
+ * (the scan then fails closed). The core holds no Python objects, so it
+ * needs no cyclic GC support.
+ *
+ * The distinct values are HMAC-SHA-256'd (RFC 2104) only in digests(), once
+ * per distinct value, with OpenSSL's SHA-256: the key's inner and outer pad
+ * states are hashed once and copied per value.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* The SHA256_* functions are deprecated in OpenSSL 3 in favour of EVP, whose
+ * per-call provider dispatch costs more than hashing a 30-byte identifier. */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/sha.h>
+
+/* Operations per Hyperscan expression id; 0 means "call the Python handler". */
+enum {
+    OP_PYTHON = 0,
+    OP_DIGITS = 1,
+    OP_USCC = 2,
+    OP_GROUPED = 3,
+    OP_LETTERS = 4,
+    OP_HKID_BRACKETS = 5,
+    OP_EMAIL = 6,
+};
+
+/* Labels the native handlers name, in the order of the `labels` init tuple. */
+enum {
+    LB_RESIDENT_ID,
+    LB_USCC,
+    LB_CARD,
+    LB_CN_PHONE,
+    LB_HK_PHONE,
+    LB_HK_ID,
+    LB_CN_PASSPORT,
+    LB_HK_PASSPORT,
+    LB_TRAVEL_PERMIT,
+    LB_COUNT
+};
+
+/* Built-in hotword classes the native handlers look up (detectors.HW_*). */
+enum { HW_PHONE = 0, HW_PASSPORT = 1, HW_PERMIT = 2, HW_NATIVE = 3 };
+
+#define ID_BITS 20
+#define ID_MASK ((1LL << ID_BITS) - 1)
+#define NEVER (-(1LL << 62))
+/* SPEC 3.1: hotwords count within 32 bytes before the identifier. */
+#define HOTWORD_WINDOW 32
+/* RFC 5321 4.5.3.1: local part <= 64 octets, domain <= 255. */
+#define EMAIL_LOCAL_MAX 64
+#define EMAIL_DOMAIN_MAX 255
+#define GROUPED_MAX 23
+#define GROUP_DIGITS_MAX 6
+#define SHORT_GROUP 4
+#define MAX_HOTWORDS 16
+#define MAX_HOTWORD_BYTES 64
+#define DIGEST_BYTES 16
+/* Values are arena-allocated in blocks of this size (a larger value gets a block of its own). */
+#define ARENA_BLOCK (256 * 1024)
+
+/* Byte classes. */
+#define C_DIGIT 1
+#define C_ALNUM 2
+#define C_LETTER 4
+#define C_EMAIL 8
+#define C_DIGIT_X 16
+static uint8_t ctab[256];
+
+static void init_tables(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t v = 0;
+        int digit = c >= '0' && c <= '9';
+        int letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        if (digit) v |= C_DIGIT | C_DIGIT_X;
+        if (letter) v |= C_LETTER;
+        if (digit || letter) v |= C_ALNUM;
+        if (digit || letter || c == '.' || c == '_' || c == '%' || c == '+' || c == '-')
+            v |= C_EMAIL;
+        if (c == 'X' || c == 'x') v |= C_DIGIT_X;
+        ctab[c] = v;
+    }
+}
+
+#define IS(c, cls) (ctab[(uint8_t)(c)] & (cls))
+
+/* ---- validators (gateway/classify/validators.py is the reference) -------- */
+
+/* GB/T 2260 provincial codes (validators.PROVINCE_CODES). */
+static const int PROVINCES[] = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43,
+                                44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83};
+static uint8_t province_ok[100];
+
+static int all_digits(const uint8_t *v, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!IS(v[i], C_DIGIT)) return 0;
+    return 1;
+}
+
+static int num(const uint8_t *v, int n) {
+    int x = 0;
+    for (int i = 0; i < n; i++) x = x * 10 + (v[i] - '0');
+    return x;
+}
+
+typedef struct {
+    int year, month, day;
+} Today;
+
+static int leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+/* A valid YYYYMMDD from 1900-01-01 to today (validators.birth_dates). */
+static int birth_date_ok(const uint8_t *v, const Today *today) {
+    static const int DAYS[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y = num(v, 4), m = num(v + 4, 2), d = num(v + 6, 2);
+    if (y < 1900 || m < 1 || m > 12 || d < 1) return 0;
+    int last = DAYS[m - 1] + (m == 2 && leap(y));
+    if (d > last) return 0;
+    long key = (long)y * 10000 + m * 100 + d;
+    return key <= (long)today->year * 10000 + today->month * 100 + today->day;
+}
+
+/* ISO 7064 MOD 11-2 (GB 11643-1999): weights 2^(17-i) mod 11. */
+static uint8_t mod11_2_check(const uint8_t *body) {
+    static const int W[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
+    int sum = 0;
+    for (int i = 0; i < 17; i++) sum += W[i] * (body[i] - '0');
+    return (uint8_t)"10X98765432"[sum % 11];
+}
+
+static int is_resident_id(const uint8_t *v, Py_ssize_t n, const Today *today) {
+    if (n != 18 || !all_digits(v, 17)) return 0;
+    if (!province_ok[num(v, 2)]) return 0;
+    if (!birth_date_ok(v + 6, today)) return 0;
+    uint8_t check = v[17] == 'x' ? 'X' : v[17];
+    return mod11_2_check(v) == check;
+}
+
+/* HKID: letters value A=10.., a missing first letter counts 36 (REGULATIONS.md). */
+static uint8_t hkid_check(const uint8_t *letters, int nletters, const uint8_t *digits) {
+    int first, second;
+    if (nletters == 1) {
+        first = 36;
+        second = letters[0] - 55;
+    } else {
+        first = letters[0] - 55;
+        second = letters[1] - 55;
+    }
+    int total = 9 * first + 8 * second;
+    for (int i = 0; i < 6; i++) total += (7 - i) * (digits[i] - '0');
+    int r = total % 11;
+    if (r == 0) return '0';
+    if (r == 1) return 'A';
+    return (uint8_t)('0' + 11 - r);
+}
+
+static int is_hkid(const uint8_t *v, Py_ssize_t n) {
+    if (n != 8 && n != 9) return 0;
+    int nletters = (int)n - 7;
+    for (int i = 0; i < nletters; i++)
+        if (v[i] < 'A' || v[i] > 'Z') return 0;
+    if (!all_digits(v + nletters, 6)) return 0;
+    return hkid_check(v, nletters, v + nletters) == v[n - 1];
+}
+
+static int luhn_ok(const uint8_t *v, Py_ssize_t n) {
+    int sum = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int d = v[n - 1 - i] - '0';
+        if (i & 1) {
+            d *= 2;
+            if (d > 9) d -= 9;
+        }
+        sum += d;
+    }
+    return sum % 10 == 0;
+}
+
+/* 15-19 digits, a known IIN prefix (SPEC 3.1), Luhn. */
+static int is_bank_card(const uint8_t *v, Py_ssize_t n) {
+    if (n < 15 || n > 19 || !all_digits(v, n)) return 0;
+    int two = num(v, 2);
+    int iin = v[0] == '4' || two == 62 || (two >= 51 && two <= 55) || two == 34 || two == 37 ||
+              two == 35;
+    if (!iin && v[0] == '2') {
+        int four = num(v, 4);
+        iin = four >= 2221 && four <= 2720;
+    }
+    return iin && luhn_ok(v, n);
+}
+
+/* GB 32100-2015: 31 characters, weights 3^i mod 31. */
+static const char USCC_ALPHABET[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+static int8_t uscc_value[256];
+
+static int is_uscc(const uint8_t *v, Py_ssize_t n) {
+    if (n != 18 || !all_digits(v + 2, 6)) return 0;
+    int total = 0, weight = 1;
+    for (int i = 0; i < 18; i++)
+        if (uscc_value[v[i]] < 0) return 0;
+    for (int i = 0; i < 17; i++) {
+        total += uscc_value[v[i]] * weight;
+        weight = weight * 3 % 31;
+    }
+    return uscc_value[v[17]] == (31 - total % 31) % 31;
+}
+
+/* ---- distinct value sets -------------------------------------------------- */
+
+typedef struct Entry {
+    Py_hash_t hash;
+    Py_ssize_t len;
+    uint8_t data[];
+} Entry;
+
+typedef struct Block {
+    struct Block *next;
+    size_t used, size;
+    /* entries follow, each aligned to 8 bytes */
+} Block;
+
+typedef struct {
+    Entry **slots; /* open addressing, linear probing; NULL = empty */
+    Py_ssize_t cap, n;
+} ValueSet;
+
+typedef struct {
+    int active;
+    long long start, end;
+    int rank, label;
+    uint8_t *value;
+    Py_ssize_t len, cap;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    /* per expression id */
+    Py_ssize_t nspecs;
+    uint8_t *ops;
+    int *spec_label;
+    int *spec_arg;
+    /* per label */
+    Py_ssize_t nlabels;
+    int *rank;
+    int *group; /* slot index: 0 for the precedence group, label + 1 otherwise */
+    long long *counts;
+    ValueSet *values;
+    Slot *slots;   /* nlabels + 1 */
+    int *order;    /* slot indices in first-use order */
+    int norder;
+    int label_ix[LB_COUNT];
+    /* hotwords */
+    int nwords[HW_NATIVE];
+    uint8_t words[HW_NATIVE][MAX_HOTWORDS][MAX_HOTWORD_BYTES];
+    int word_len[HW_NATIVE][MAX_HOTWORDS];
+    int word_whole[HW_NATIVE][MAX_HOTWORDS];
+    Today today;
+    Py_ssize_t max_distinct, max_total, tracked;
+    int capped;
+    long long tail_bytes;
+    SHA256_CTX inner, outer;
+    Block *arena;
+    /* scratch */
+    long long *hits;
+    Py_ssize_t hits_cap;
+    uint8_t *early;
+    Py_ssize_t early_cap;
+} Core;
+
+/* A read-only view of the window a hit is handled in. */
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+    long long base; /* absolute stream offset of p[0] */
+} Win;
+
+static inline uint8_t win_at(const Win *w, Py_ssize_t i) { return (i >= 0 && i < w->n) ? w->p[i] : '\n'; }
+
+static Entry *arena_entry(Core *self, const uint8_t *v, Py_ssize_t n, Py_hash_t hash) {
+    size_t need = (sizeof(Entry) + (size_t)n + 7) & ~(size_t)7;
+    Block *b = self->arena;
+    if (b == NULL || b->size - b->used < need) {
+        size_t size = need > ARENA_BLOCK ? need : ARENA_BLOCK;
+        b = PyMem_RawMalloc(sizeof(Block) + size);
+        if (b == NULL) return NULL;
+        b->next = self->arena;
+        b->used = 0;
+        b->size = size;
+        self->arena = b;
+    }
+    Entry *e = (Entry *)((uint8_t *)(b + 1) + b->used);
+    b->used += need;
+    e->hash = hash;
+    e->len = n;
+    memcpy(e->data, v, (size_t)n);
+    return e;
+}
+
+static int set_grow(ValueSet *s) {
+    Py_ssize_t cap = s->cap ? s->cap * 2 : 64;
+    Entry **slots = PyMem_RawCalloc((size_t)cap, sizeof(Entry *));
+    if (slots == NULL) return -1;
+    for (Py_ssize_t i = 0; i < s->cap; i++) {
+        Entry *e = s->slots[i];
+        if (e == NULL) continue;
+        Py_ssize_t j = (Py_ssize_t)((size_t)e->hash & (size_t)(cap - 1));
+        while (slots[j] != NULL) j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    PyMem_RawFree(s->slots);
+    s->slots = slots;
+    s->cap = cap;
+    return 0;
+}
+
+static Py_hash_t hash_bytes(const uint8_t *v, Py_ssize_t n) {
+    /* Python's keyed SipHash: values come from uploads, so the table must not
+     * be floodable with chosen collisions. */
+#if PY_VERSION_HEX >= 0x030E0000
+    return Py_HashBuffer(v, n);
+#else
+    return _Py_HashBytes(v, n);
+#endif
+}
+
+/* matcher._accept: count a finding, remember its value within the bounds. */
+static int accept(Core *self, int label, const uint8_t *v, Py_ssize_t n) {
+    if (label < 0 || label >= self->nlabels) {
+        PyErr_SetString(PyExc_IndexError, "label index out of range");
+        return -1;
+    }
+    self->counts[label] += 1;
+    ValueSet *s = &self->values[label];
+    Py_hash_t h = hash_bytes(v, n);
+    if (s->cap) {
+        Py_ssize_t j = (Py_ssize_t)((size_t)h & (size_t)(s->cap - 1));
+        for (Entry *e; (e = s->slots[j]) != NULL; j = (j + 1) & (s->cap - 1))
+            if (e->hash == h && e->len == n && memcmp(e->data, v, (size_t)n) == 0) return 0;
+    }
+    if (s->n >= self->max_distinct || self->tracked >= self->max_total) {
+        self->capped = 1;
+        return 0;
+    }
+    if ((s->n + 1) * 2 > s->cap && set_grow(s) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Entry *e = arena_entry(self, v, n, h);
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t j = (Py_ssize_t)((size_t)h & (size_t)(s->cap - 1));
+    while (s->slots[j] != NULL) j = (j + 1) & (s->cap - 1);
+    s->slots[j] = e;
+    s->n += 1;
+    self->tracked += 1;
+    return 0;
+}
+
+static int slot_set(Slot *slot, long long start, long long end, int rank, int label, const uint8_t *v,
+                    Py_ssize_t n) {
+    if (n > slot->cap) {
+        uint8_t *buf = PyMem_RawRealloc(slot->value, (size_t)n);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        slot->value = buf;
+        slot->cap = n;
+    }
+    memcpy(slot->value, v, (size_t)n);
+    slot->len = n;
+    slot->active = 1;
+    slot->start = start;
+    slot->end = end;
+    slot->rank = rank;
+    slot->label = label;
+    return 0;
+}
+
+/* matcher._propose: 1 when the candidate is now pending, 0 when it lost, -1 on error. */
+static int propose(Core *self, int label, long long start, long long end, const uint8_t *v, Py_ssize_t n) {
+    if (label < 0 || label >= self->nlabels) {
+        PyErr_SetString(PyExc_IndexError, "label index out of range");
+        return -1;
+    }
+    int g = self->group[label];
+    Slot *slot = &self->slots[g];
+    int rank = self->rank[label];
+    if (!slot->active) {
+        self->order[self->norder++] = g;
+        return slot_set(slot, start, end, rank, label, v, n) < 0 ? -1 : 1;
+    }
+    if (start < slot->end) {
+        if (rank > slot->rank || (rank == slot->rank && end - start <= slot->end - slot->start)) return 0;
+    } else if (accept(self, slot->label, slot->value, slot->len) < 0) {
+        return -1;
+    }
+    return slot_set(slot, start, end, rank, label, v, n) < 0 ? -1 : 1;
+}
+
+/* ---- the native handlers (mirror TextMatcher._h_*) ------------------------ */
+
+static Py_ssize_t run_start(const Win *w, Py_ssize_t end, Py_ssize_t longest, uint8_t cls) {
+    Py_ssize_t low = end - longest - 1;
+    if (low < 0) low = 0;
+    for (Py_ssize_t k = end - 1; k >= low; k--)
+        if (!IS(win_at(w, k), cls)) return k + 1;
+    return low;
+}
+
+static int fraction(const Win *w, Py_ssize_t p) {
+    return win_at(w, p) == '.' && p > 0 && IS(win_at(w, p - 1), C_DIGIT);
+}
+
+/* Absolute start of the last built-in hotword of `cls` in the 32 bytes before window index `s`. */
+static long long hotword_start(const Core *self, const Win *w, int cls, Py_ssize_t s) {
+    Py_ssize_t low = s - HOTWORD_WINDOW;
+    if (low < 0) low = 0;
+    uint8_t region[HOTWORD_WINDOW];
+    Py_ssize_t rlen = s - low;
+    for (Py_ssize_t i = 0; i < rlen; i++) {
+        uint8_t c = win_at(w, low + i);
+        region[i] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    }
+    long long found = NEVER;
+    for (int k = 0; k < self->nwords[cls]; k++) {
+        const uint8_t *word = self->words[cls][k];
+        Py_ssize_t wl = self->word_len[cls][k];
+        for (Py_ssize_t i = rlen - wl; i >= 0; i--) {
+            if (memcmp(region + i, word, (size_t)wl) != 0) continue;
+            Py_ssize_t at = low + i;
+            if (!self->word_whole[cls][k] ||
+                !((at > 0 && IS(win_at(w, at - 1), C_LETTER)) || IS(win_at(w, at + wl), C_LETTER))) {
+                if (at + w->base > found) found = at + w->base;
+                break;
+            }
+        }
+    }
+    return found;
+}
+
+static int near_hotword(const Core *self, const Win *w, int cls, Py_ssize_t s) {
+    return hotword_start(self, w, cls, s) >= s + w->base - HOTWORD_WINDOW;
+}
+
+/* "+852"/"852"/"(852)" right before window index p (the boundary byte). */
+static int hk_prefix(const Win *w, Py_ssize_t p) {
+    uint8_t c = win_at(w, p);
+    if (c == ' ' || c == '-') {
+        p -= 1;
+        if (p < 0) return 0;
+        c = win_at(w, p);
+    }
+    if (c == ')')
+        return p >= 4 && win_at(w, p - 4) == '(' && win_at(w, p - 3) == '8' && win_at(w, p - 2) == '5' &&
+               win_at(w, p - 1) == '2';
+    return p >= 3 && win_at(w, p - 2) == '8' && win_at(w, p - 1) == '5' && c == '2' &&
+           !IS(win_at(w, p - 3), C_ALNUM);
+}
+
+#define LBL(self, which) ((self)->label_ix[which])
+#define TRY(expr)                 \
+    do {                          \
+        if ((expr) < 0) return -1; \
+    } while (0)
+
+static int h_digits(Core *self, const Win *w, Py_ssize_t e, long long t) {
+    Py_ssize_t end = e - 1;
+    Py_ssize_t start = run_start(w, end, 19, C_DIGIT_X);
+    if (win_at(w, start - 1) == '.' && fraction(w, start - 1)) return 0;
+    const uint8_t *run = w->p + start;
+    Py_ssize_t n = end - start;
+    long long first = t - 1 - n;
+    if (n == 18) {
+        if (is_resident_id(run, n, &self->today)) {
+            uint8_t upper[18];
+            memcpy(upper, run, 18);
+            if (upper[17] == 'x') upper[17] = 'X';
+            int r = propose(self, LBL(self, LB_RESIDENT_ID), first, t - 1, upper, 18);
+            if (r != 0) return r < 0 ? -1 : 0;
+        }
+        if (is_uscc(run, n)) TRY(propose(self, LBL(self, LB_USCC), first, t - 1, run, n));
+        if (run[17] <= '9' && is_bank_card(run, n))
+            TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n));
+    } else if (n == 8) {
+        if (run[0] >= '2' && (hk_prefix(w, start - 1) || near_hotword(self, w, HW_PHONE, start)))
+            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run, n));
+    } else if (n == 11) {
+        if (run[0] == '1' && run[1] >= '3')
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run, n));
+        else if (run[0] == '8' && run[1] == '5' && run[2] == '2' && run[3] >= '2')
+            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run + 3, 8));
+    } else if (n == 13) {
+        if (run[0] == '8' && run[1] == '6' && run[2] == '1' && run[3] >= '3')
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 2, 11));
+    } else {
+        if (n == 15 && memcmp(run, "00861", 5) == 0 && run[5] >= '3')
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 4, 11));
+        if (is_bank_card(run, n)) TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n));
+    }
+    return 0;
+}
+
+static int h_uscc(Core *self, const Win *w, Py_ssize_t e, long long t, int label) {
+    if (e < 19) return 0;
+    const uint8_t *value = w->p + e - 19;
+    if (fraction(w, e - 20)) return 0;
+    if (!all_digits(value, 18) && is_uscc(value, 18)) TRY(propose(self, label, t - 19, t - 1, value, 18));
+    return 0;
+}
+
+/* Grouped shapes (matcher._GROUP_SHAPES), longest first; d = digit, s = separator. */
+static const struct {
+    const char *mask;
+    int which;
+} SHAPES[] = {
+    {"ddddsddddsddddsddddsddd", LB_CARD}, {"ddddsddddsddddsddddsdd", LB_CARD},
+    {"ddddsddddsddddsddddsd", LB_CARD},   {"ddddsddddsddddsdddd", LB_CARD},
+    {"ddddsddddsddddsddd", LB_CARD},      {"ddddsddddddsddddd", LB_CARD},
+    {"dddsddddsdddd", LB_CN_PHONE},       {"ddddsdddd", LB_HK_PHONE},
+};
+#define NSHAPES ((int)(sizeof(SHAPES) / sizeof(SHAPES[0])))
+
+static int group_before(const Win *w, Py_ssize_t p, uint8_t sep) {
+    Py_ssize_t low = p - GROUP_DIGITS_MAX;
+    if (low < 0) low = 0;
+    Py_ssize_t k = p;
+    while (k >= low && IS(win_at(w, k), C_DIGIT)) k--;
+    if (k < low) return 0;
+    uint8_t c = win_at(w, k);
+    return k < 0 || (c != ' ' && c != '-') || c == sep;
+}
+
+/* One grouped number at window [begin, end), absolute end t - 2: 1 when now pending. */
+static int grouped(Core *self, const Win *w, int which, Py_ssize_t begin, Py_ssize_t end, long long t,
+                   uint8_t sep) {
+    uint8_t lead = win_at(w, begin);
+    if (which == LB_CN_PHONE) {
+        if (lead != '1' || win_at(w, begin + 1) < '3') return 0;
+    } else if (which == LB_HK_PHONE && lead < '2') {
+        return 0;
+    }
+    uint8_t before = win_at(w, begin - 1);
+    if (IS(before, C_ALNUM) || (before == '.' && IS(win_at(w, begin - 2), C_DIGIT))) return 0;
+    if (before == sep && IS(win_at(w, begin - 2), C_DIGIT) && group_before(w, begin - 2, sep) &&
+        !hk_prefix(w, begin - 1) && !(begin >= 3 && win_at(w, begin - 3) == '8' && win_at(w, begin - 2) == '6'))
+        return 0;
+    uint8_t digits[GROUPED_MAX + 2];
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = begin; i < end && n < (Py_ssize_t)sizeof(digits); i++) {
+        uint8_t c = win_at(w, i);
+        if (c != sep) digits[n++] = c;
+    }
+    long long first = t - 2 - (end - begin);
+    int label = LBL(self, which);
+    if (which == LB_CN_PHONE) return propose(self, label, first, t - 2, digits, n);
+    if (which == LB_HK_PHONE) {
+        if (!(hk_prefix(w, begin - 1) || near_hotword(self, w, HW_PHONE, begin))) return 0;
+        return propose(self, label, first, t - 2, digits, n);
+    }
+    if (!is_bank_card(digits, n)) return 0;
+    return propose(self, label, first, t - 2, digits, n);
+}
+
+/* Try the shapes `cls[0:len]` ends with, longest first, until one is pending. */
+static int try_shapes(Core *self, const Win *w, const char *cls, Py_ssize_t len, Py_ssize_t end, long long t,
+                      uint8_t sep) {
+    for (int i = 0; i < NSHAPES; i++) {
+        Py_ssize_t m = (Py_ssize_t)strlen(SHAPES[i].mask);
+        if (len < m || memcmp(cls + len - m, SHAPES[i].mask, (size_t)m) != 0) continue;
+        int r = grouped(self, w, SHAPES[i].which, end - m, end, t, sep);
+        if (r != 0) return r;
+    }
+    return 0;
+}
+
+static int h_grouped(Core *self, const Win *w, Py_ssize_t e, long long t, int arg) {
+    uint8_t sep = arg ? '-' : ' ';
+    Py_ssize_t end = e - 2;
+    Py_ssize_t low = end - GROUPED_MAX - 2;
+    if (low < 0) low = 0;
+    Py_ssize_t k = end - 1;
+    while (k >= low && (IS(win_at(w, k), C_DIGIT) || win_at(w, k) == sep)) k--;
+    Py_ssize_t rs = k + 1, len = end - rs;
+    char cls[GROUPED_MAX + 3];
+    if (len < 0 || len > (Py_ssize_t)sizeof(cls)) return 0;
+    for (Py_ssize_t i = 0; i < len; i++) cls[i] = win_at(w, rs + i) == sep ? 's' : 'd';
+    TRY(try_shapes(self, w, cls, len, end, t, sep));
+    /* Or the number ends before a last group that is no group of it (a CVV, an age). */
+    Py_ssize_t cut = len - SHORT_GROUP;
+    if (cut > 0) {
+        Py_ssize_t last = -1;
+        for (Py_ssize_t i = len - 1; i >= cut; i--)
+            if (cls[i] == 's') {
+                last = i;
+                break;
+            }
+        if (last >= 0) {
+            Py_ssize_t shorter = end - (len - last);
+            TRY(try_shapes(self, w, cls, last, shorter, t - (end - shorter), sep));
+        }
+    }
+    return 0;
+}
+
+static int travel_doc(Core *self, const Win *w, const uint8_t *v, Py_ssize_t n, Py_ssize_t s) {
+    uint8_t letter = v[0];
+    if (n == 11) {
+        if ((letter != 'H' && letter != 'M') || !all_digits(v + 1, 10)) return 0;
+    } else {
+        int plain = strchr("EGKHMC", letter) != NULL && letter != 0 && all_digits(v + 1, n - 1);
+        int lettered = (letter == 'E' || letter == 'C') && v[1] >= 'A' && v[1] <= 'Z' && v[1] != 'I' &&
+                       v[1] != 'O' && all_digits(v + 2, n - 2);
+        if (!plain && !lettered) return 0;
+    }
+    long long passport = hotword_start(self, w, HW_PASSPORT, s);
+    long long permit = hotword_start(self, w, HW_PERMIT, s);
+    long long limit = s + w->base - HOTWORD_WINDOW;
+    int near_passport = passport >= limit, near_permit = permit >= limit;
+    if (!near_passport && !near_permit) return 0;
+    int which = -1;
+    if (n == 11 || letter == 'M' || letter == 'C')
+        which = near_permit ? LB_TRAVEL_PERMIT : -1;
+    else if (letter == 'E' || letter == 'G')
+        which = near_passport ? LB_CN_PASSPORT : -1;
+    else if (letter == 'K')
+        which = near_passport ? LB_HK_PASSPORT : -1;
+    else if (letter != 'H' || !all_digits(v + 1, n - 1))
+        which = -1;
+    else if (near_passport && near_permit)
+        which = passport > permit ? LB_HK_PASSPORT : LB_TRAVEL_PERMIT;
+    else
+        which = near_passport ? LB_HK_PASSPORT : LB_TRAVEL_PERMIT;
+    return which < 0 ? 0 : accept(self, LBL(self, which), v, n);
+}
+
+static int h_letters(Core *self, const Win *w, Py_ssize_t e) {
+    Py_ssize_t end = e - 1;
+    Py_ssize_t start = run_start(w, end, 11, C_ALNUM);
+    if (fraction(w, start - 1)) return 0;
+    const uint8_t *token = w->p + start;
+    Py_ssize_t n = end - start;
+    if ((n == 8 || n == 9) && is_hkid(token, n)) TRY(accept(self, LBL(self, LB_HK_ID), token, n));
+    if (n == 9 || n == 11) TRY(travel_doc(self, w, token, n, start));
+    return 0;
+}
+
+static int h_hkid_brackets(Core *self, const Win *w, Py_ssize_t e, int label) {
+    Py_ssize_t opening = e - 3; /* "(" of "(3)" */
+    Py_ssize_t start = run_start(w, opening, 8, C_ALNUM);
+    if (fraction(w, start - 1)) return 0;
+    uint8_t value[16];
+    Py_ssize_t n = opening - start;
+    if (n < 0 || n + 1 > (Py_ssize_t)sizeof(value)) return 0;
+    memcpy(value, w->p + start, (size_t)n);
+    value[n++] = win_at(w, e - 2);
+    if (is_hkid(value, n)) TRY(accept(self, label, value, n));
+    return 0;
+}
+
+static int h_email(Core *self, const Win *w, Py_ssize_t e, int label) {
+    Py_ssize_t end = e - 2;
+    Py_ssize_t lo = end - EMAIL_DOMAIN_MAX;
+    if (lo < 0) lo = 0;
+    Py_ssize_t at = -1;
+    for (Py_ssize_t k = end - 1; k >= lo; k--)
+        if (win_at(w, k) == '@') {
+            at = k;
+            break;
+        }
+    if (at < 0) return 0;
+    Py_ssize_t low = at - EMAIL_LOCAL_MAX - 1;
+    if (low < 0) low = 0;
+    Py_ssize_t k = -1;
+    for (Py_ssize_t j = at - 1; j >= low; j--)
+        if (!IS(win_at(w, j), C_EMAIL)) {
+            k = j;
+            break;
+        }
+    if (k < 0) return 0; /* a local part longer than RFC 5321 allows */
+    Py_ssize_t start = k + 1;
+    while (start < at && win_at(w, start) == '.') start++; /* a local part never starts with "." */
+    if (start >= at) return 0;
+    uint8_t value[EMAIL_LOCAL_MAX + EMAIL_DOMAIN_MAX + 8];
+    Py_ssize_t n = end - start;
+    if (n > (Py_ssize_t)sizeof(value)) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t c = win_at(w, start + i);
+        value[i] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    }
+    return accept(self, label, value, n);
+}
+
+/* ---- Core type --------------------------------------------------------------- */
+
+static void Core_dealloc(Core *self) {
+    if (self->values != NULL)
+        for (Py_ssize_t i = 0; i < self->nlabels; i++) PyMem_RawFree(self->values[i].slots);
+    if (self->slots != NULL)
+        for (Py_ssize_t i = 0; i <= self->nlabels; i++) PyMem_RawFree(self->slots[i].value);
+    for (Block *b = self->arena; b != NULL;) {
+        Block *next = b->next;
+        PyMem_RawFree(b);
+        b = next;
+    }
+    PyMem_RawFree(self->ops);
+    PyMem_RawFree(self->spec_label);
+    PyMem_RawFree(self->spec_arg);
+    PyMem_RawFree(self->rank);
+    PyMem_RawFree(self->group);
+    PyMem_RawFree(self->counts);
+    PyMem_RawFree(self->values);
+    PyMem_RawFree(self->slots);
+    PyMem_RawFree(self->order);
+    PyMem_RawFree(self->hits);
+    PyMem_RawFree(self->early);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int int_at(PyObject *seq, Py_ssize_t i, int *out) {
+    long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < INT32_MIN || v > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value out of range");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int load_ints(PyObject *obj, const char *what, Py_ssize_t expect, int **out) {
+    PyObject *seq = PySequence_Fast(obj, what);
+    if (seq == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (expect >= 0 && n != expect) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", what, expect, n);
+        Py_DECREF(seq);
+        return -1;
+    }
+    int *buf = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof(int));
+    if (buf == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (int_at(seq, i, &buf[i]) < 0) {
+            PyMem_RawFree(buf);
+            Py_DECREF(seq);
+            return -1;
+        }
+    Py_DECREF(seq);
+    *out = buf;
+    return 0;
+}
+
+static int load_hotwords(Core *self, PyObject *hotwords) {
+    PyObject *classes = PySequence_Fast(hotwords, "hotwords must be a sequence");
+    if (classes == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(classes) != HW_NATIVE) {
+        PyErr_SetString(PyExc_ValueError, "hotwords: expected the phone, passport and permit classes");
+        Py_DECREF(classes);
+        return -1;
+    }
+    for (int cls = 0; cls < HW_NATIVE; cls++) {
+        PyObject *words = PySequence_Fast(PySequence_Fast_GET_ITEM(classes, cls), "hotword class");
+        if (words == NULL) goto fail;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(words);
+        if (n > MAX_HOTWORDS) {
+            PyErr_SetString(PyExc_ValueError, "too many hotwords in one class");
+            Py_DECREF(words);
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const char *word;
+            Py_ssize_t len;
+            int whole;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(words, k), "y#p", &word, &len, &whole)) {
+                Py_DECREF(words);
+                goto fail;
+            }
+            if (len < 1 || len > MAX_HOTWORD_BYTES || len > HOTWORD_WINDOW) {
+                PyErr_SetString(PyExc_ValueError, "hotword length out of range");
+                Py_DECREF(words);
+                goto fail;
+            }
+            memcpy(self->words[cls][k], word, (size_t)len);
+            self->word_len[cls][k] = (int)len;
+            self->word_whole[cls][k] = whole;
+        }
+        self->nwords[cls] = (int)n;
+        Py_DECREF(words);
+    }
+    Py_DECREF(classes);
+    return 0;
+fail:
+    Py_DECREF(classes);
+    return -1;
+}
+
+static void hmac_init(Core *self, const uint8_t *secret, Py_ssize_t n) {
+    uint8_t key[SHA256_CBLOCK] = {0}, pad[SHA256_CBLOCK];
+    if (n > SHA256_CBLOCK)
+        SHA256(secret, (size_t)n, key);
+    else
+        memcpy(key, secret, (size_t)n);
+    for (int i = 0; i < SHA256_CBLOCK; i++) pad[i] = key[i] ^ 0x36;
+    SHA256_Init(&self->inner);
+    SHA256_Update(&self->inner, pad, sizeof(pad));
+    for (int i = 0; i < SHA256_CBLOCK; i++) pad[i] = key[i] ^ 0x5c;
+    SHA256_Init(&self->outer);
+    SHA256_Update(&self->outer, pad, sizeof(pad));
+}
+
+static const char *CORE_KWLIST[] = {"ops", "spec_labels", "spec_args", "ranks", "groups", "labels",
+                                    "hotwords", "today", "secret", "max_distinct", "max_total",
+                                    "tail_bytes", NULL};
+
+static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
+    PyObject *ops, *spec_labels, *spec_args, *ranks, *groups, *labels, *hotwords;
+    int year, month, day;
+    const char *secret;
+    Py_ssize_t secret_len, max_distinct, max_total, tail_bytes;
+    if (self->ops != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Core is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SOOOOOO(iii)y#nnn", (char **)CORE_KWLIST, &ops,
+                                     &spec_labels, &spec_args, &ranks, &groups, &labels, &hotwords, &year,
+                                     &month, &day, &secret, &secret_len, &max_distinct, &max_total,
+                                     &tail_bytes))
+        return -1;
+    Py_ssize_t nspecs = PyBytes_GET_SIZE(ops);
+    self->nspecs = nspecs;
+    self->ops = PyMem_RawMalloc((size_t)(nspecs ? nspecs : 1));
+    if (self->ops == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(self->ops, PyBytes_AS_STRING(ops), (size_t)nspecs);
+    if (load_ints(spec_labels, "spec_labels", nspecs, &self->spec_label) < 0 ||
+        load_ints(spec_args, "spec_args", nspecs, &self->spec_arg) < 0 ||
+        load_ints(ranks, "ranks", -1, &self->rank) < 0)
+        return -1;
+    self->nlabels = PySequence_Size(ranks);
+    int *label_ix = NULL;
+    if (load_ints(groups, "groups", self->nlabels, &self->group) < 0 ||
+        load_ints(labels, "labels", LB_COUNT, &label_ix) < 0)
+        return -1;
+    memcpy(self->label_ix, label_ix, sizeof(self->label_ix));
+    PyMem_RawFree(label_ix);
+    for (Py_ssize_t i = 0; i < nspecs; i++) {
+        if (self->ops[i] > OP_EMAIL) {
+            PyErr_SetString(PyExc_ValueError, "unknown operation");
+            return -1;
+        }
+        if (self->ops[i] != OP_PYTHON && (self->spec_label[i] < 0 || self->spec_label[i] >= self->nlabels)) {
+            PyErr_SetString(PyExc_ValueError, "spec label out of range");
+            return -1;
+        }
+    }
+    for (int i = 0; i < LB_COUNT; i++)
+        if (self->label_ix[i] < 0 || self->label_ix[i] >= self->nlabels) {
+            PyErr_SetString(PyExc_ValueError, "label index out of range");
+            return -1;
+        }
+    for (Py_ssize_t i = 0; i < self->nlabels; i++)
+        if (self->group[i] < 0 || self->group[i] > self->nlabels) {
+            PyErr_SetString(PyExc_ValueError, "group out of range");
+            return -1;
+        }
+    if (load_hotwords(self, hotwords) < 0) return -1;
+    if (month < 1 || month > 12 || day < 1 || day > 31) {
+        PyErr_SetString(PyExc_ValueError, "today: not a date");
+        return -1;
+    }
+    self->today = (Today){year, month, day};
+    if (max_distinct < 0 || max_total < 0 || tail_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "bounds must be positive");
+        return -1;
+    }
+    self->max_distinct = max_distinct;
+    self->max_total = max_total;
+    self->tail_bytes = tail_bytes;
+    self->counts = PyMem_RawCalloc((size_t)self->nlabels + 1, sizeof(long long));
+    self->values = PyMem_RawCalloc((size_t)self->nlabels + 1, sizeof(ValueSet));
+    self->slots = PyMem_RawCalloc((size_t)self->nlabels + 1, sizeof(Slot));
+    self->order = PyMem_RawCalloc((size_t)self->nlabels + 1, sizeof(int));
+    if (!self->counts || !self->values || !self->slots || !self->order) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    hmac_init(self, (const uint8_t *)secret, secret_len);
+    return 0;
+}
+
+static PyObject *Core_accept(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer value;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "accept(label, value)");
+        return NULL;
+    }
+    long label = PyLong_AsLong(args[0]);
+    if (label == -1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[1], &value, PyBUF_SIMPLE) < 0) return NULL;
+    int r = accept(self, (int)label, value.buf, value.len);
+    PyBuffer_Release(&value);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_propose(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer value;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "propose(label, start, end, value)");
+        return NULL;
+    }
+    long label = PyLong_AsLong(args[0]);
+    long long start = PyLong_AsLongLong(args[1]);
+    long long end = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[3], &value, PyBUF_SIMPLE) < 0) return NULL;
+    int r = propose(self, (int)label, start, end, value.buf, value.len);
+    PyBuffer_Release(&value);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Core_commit(Core *self, PyObject *Py_UNUSED(ignored)) {
+    /* The member ended: its pending candidates are findings (first-use order). */
+    int failed = 0;
+    for (int i = 0; i < self->norder; i++) {
+        Slot *slot = &self->slots[self->order[i]];
+        if (slot->active && !failed && accept(self, slot->label, slot->value, slot->len) < 0) failed = 1;
+        slot->active = 0;
+    }
+    self->norder = 0;
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_drop_pending(Core *self, PyObject *Py_UNUSED(ignored)) {
+    for (int i = 0; i < self->norder; i++) self->slots[self->order[i]].active = 0;
+    self->norder = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_stats(Core *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(self->nlabels);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->nlabels; i++) {
+        PyObject *item = Py_BuildValue("(Ln)", self->counts[i], self->values[i].n);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *Core_digests(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* HMAC-SHA-256(secret, prefix + value)[:16] of every distinct value of one label. */
+    Py_buffer prefix;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "digests(label, prefix)");
+        return NULL;
+    }
+    long label = PyLong_AsLong(args[0]);
+    if (label == -1 && PyErr_Occurred()) return NULL;
+    if (label < 0 || label >= self->nlabels) {
+        PyErr_SetString(PyExc_IndexError, "label index out of range");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &prefix, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = PyFrozenSet_New(NULL);
+    ValueSet *s = &self->values[label];
+    for (Py_ssize_t i = 0; out != NULL && i < s->cap; i++) {
+        Entry *e = s->slots[i];
+        if (e == NULL) continue;
+        uint8_t inner[SHA256_DIGEST_LENGTH], outer[SHA256_DIGEST_LENGTH];
+        SHA256_CTX ctx = self->inner;
+        SHA256_Update(&ctx, prefix.buf, (size_t)prefix.len);
+        SHA256_Update(&ctx, e->data, (size_t)e->len);
+        SHA256_Final(inner, &ctx);
+        ctx = self->outer;
+        SHA256_Update(&ctx, inner, sizeof(inner));
+        SHA256_Final(outer, &ctx);
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)outer, DIGEST_BYTES);
+        if (digest == NULL || PySet_Add(out, digest) < 0) Py_CLEAR(out);
+        Py_XDECREF(digest);
+    }
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
+static PyObject *Core_values(Core *self, PyObject *arg) {
+    /* The distinct values of one label (tests compare them with the reference matcher's). */
+    long label = PyLong_AsLong(arg);
+    if (label == -1 && PyErr_Occurred()) return NULL;
+    if (label < 0 || label >= self->nlabels) {
+        PyErr_SetString(PyExc_IndexError, "label index out of range");
+        return NULL;
+    }
+    PyObject *out = PyFrozenSet_New(NULL);
+    ValueSet *s = &self->values[label];
+    for (Py_ssize_t i = 0; out != NULL && i < s->cap; i++) {
+        Entry *e = s->slots[i];
+        if (e == NULL) continue;
+        PyObject *v = PyBytes_FromStringAndSize((const char *)e->data, e->len);
+        if (v == NULL || PySet_Add(out, v) < 0) Py_CLEAR(out);
+        Py_XDECREF(v);
+    }
+    return out;
+}
+
+static int cmp_hits(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Make matcher._window / matcher._base what the Python handlers read. */
+static int publish(PyObject *matcher, PyObject *window, long long base) {
+    PyObject *b = PyLong_FromLongLong(base);
+    if (b == NULL) return -1;
+    int r = PyObject_SetAttrString(matcher, "_window", window) < 0 ||
+                    PyObject_SetAttrString(matcher, "_base", b) < 0
+                ? -1
+                : 0;
+    Py_DECREF(b);
+    return r;
+}
+
+static int call_python(PyObject *handlers, Py_ssize_t pid, PyObject *starts, long long hit, Py_ssize_t e,
+                       long long t) {
+    PyObject *handler = PyList_GET_ITEM(handlers, pid);
+    long long f = 0;
+    if (PyDict_GET_SIZE(starts)) {
+        PyObject *key = PyLong_FromLongLong(hit);
+        if (key == NULL) return -1;
+        PyObject *start = PyDict_GetItemWithError(starts, key); /* borrowed */
+        if (start != NULL) {
+            f = PyLong_AsLongLong(start);
+            if ((f == -1 && PyErr_Occurred()) || PyDict_DelItem(starts, key) < 0) {
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+        Py_DECREF(key);
+        if (start == NULL && PyErr_Occurred()) return -1;
+    }
+    PyObject *argv[4] = {PyLong_FromSsize_t(e), PyLong_FromLongLong(t), PyLong_FromSsize_t(pid),
+                         PyLong_FromLongLong(f)};
+    PyObject *result = NULL;
+    if (argv[0] && argv[1] && argv[2] && argv[3]) result = PyObject_Vectorcall(handler, argv, 4, NULL);
+    for (int i = 0; i < 4; i++) Py_XDECREF(argv[i]);
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+static PyObject *Core_process(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* process(hits, chunk, offset, tail, starts, handlers, matcher): matcher._process. */
+    if (nargs != 7 || !PyList_Check(args[0]) || !PyBytes_Check(args[1]) || !PyBytes_Check(args[3]) ||
+        !PyDict_Check(args[4]) || !PyList_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "process(hits: list, chunk: bytes, offset: int, tail: bytes, "
+                                         "starts: dict, handlers: list, matcher)");
+        return NULL;
+    }
+    PyObject *hits_list = args[0], *chunk = args[1], *tail = args[3], *starts = args[4];
+    PyObject *handlers = args[5], *matcher = args[6];
+    long long offset = PyLong_AsLongLong(args[2]);
+    if (offset == -1 && PyErr_Occurred()) return NULL;
+    if (PyList_GET_SIZE(handlers) != self->nspecs) {
+        PyErr_SetString(PyExc_ValueError, "one handler per expression");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(hits_list);
+    if (n > self->hits_cap) {
+        long long *buf = PyMem_RawRealloc(self->hits, (size_t)n * sizeof(long long));
+        if (buf == NULL) return PyErr_NoMemory();
+        self->hits = buf;
+        self->hits_cap = n;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long h = PyLong_AsLongLong(PyList_GET_ITEM(hits_list, i));
+        if (h == -1 && PyErr_Occurred()) return NULL;
+        self->hits[i] = h;
+    }
+    qsort(self->hits, (size_t)n, sizeof(long long), cmp_hits);
+
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(chunk);
+    Py_ssize_t data_len = PyBytes_GET_SIZE(chunk), tail_len = PyBytes_GET_SIZE(tail);
+    Py_ssize_t head = data_len < self->tail_bytes ? data_len : (Py_ssize_t)self->tail_bytes;
+    /* Early hits: the tail + the chunk's first tail_bytes (see matcher._process). */
+    if (tail_len + head > self->early_cap) {
+        uint8_t *buf = PyMem_RawRealloc(self->early, (size_t)(tail_len + head));
+        if (buf == NULL) return PyErr_NoMemory();
+        self->early = buf;
+        self->early_cap = tail_len + head;
+    }
+    memcpy(self->early, PyBytes_AS_STRING(tail), (size_t)tail_len);
+    memcpy(self->early + tail_len, data, (size_t)head);
+    Win w = {self->early, tail_len + head, offset - tail_len};
+    long long late = offset + self->tail_bytes;
+    int early = 1, published = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long hit = self->hits[i];
+        long long end = hit >> ID_BITS;
+        Py_ssize_t pid = (Py_ssize_t)(hit & ID_MASK);
+        if (early && end >= late) {
+            early = 0;
+            published = 0;
+            w = (Win){data, data_len, offset};
+        }
+        Py_ssize_t e = (Py_ssize_t)(end - w.base);
+        if (pid >= self->nspecs || e < 1 || e > w.n) {
+            PyErr_Format(PyExc_RuntimeError, "hit %lld (expression %zd) lies outside its window", end, pid);
+            return NULL;
+        }
+        int r;
+        switch (self->ops[pid]) {
+        case OP_DIGITS:
+            r = h_digits(self, &w, e, end);
+            break;
+        case OP_USCC:
+            r = h_uscc(self, &w, e, end, self->spec_label[pid]);
+            break;
+        case OP_GROUPED:
+            r = h_grouped(self, &w, e, end, self->spec_arg[pid]);
+            break;
+        case OP_LETTERS:
+            r = h_letters(self, &w, e);
+            break;
+        case OP_HKID_BRACKETS:
+            r = h_hkid_brackets(self, &w, e, self->spec_label[pid]);
+            break;
+        case OP_EMAIL:
+            r = h_email(self, &w, e, self->spec_label[pid]);
+            break;
+        default:
+            if (!published) {
+                PyObject *window = early ? PyBytes_FromStringAndSize((const char *)w.p, w.n) : Py_NewRef(chunk);
+                if (window == NULL) return NULL;
+                r = publish(matcher, window, w.base);
+                Py_DECREF(window);
+                if (r < 0) return NULL;
+                published = 1;
+            }
+            r = call_python(handlers, pid, starts, hit, e, end);
+        }
+        if (r < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Core_methods[] = {
+    {"process", (PyCFunction)(void (*)(void))Core_process, METH_FASTCALL,
+     "Handle one chunk's hits: natively for the identifier kinds, else by the Python handler."},
+    {"accept", (PyCFunction)(void (*)(void))Core_accept, METH_FASTCALL, "Count one finding of a label."},
+    {"propose", (PyCFunction)(void (*)(void))Core_propose, METH_FASTCALL,
+     "A validated candidate: resolve overlaps; whether it is now pending."},
+    {"commit", (PyCFunction)Core_commit, METH_NOARGS, "The member ended: count its pending candidates."},
+    {"drop_pending", (PyCFunction)Core_drop_pending, METH_NOARGS, "Forget pending candidates."},
+    {"stats", (PyCFunction)Core_stats, METH_NOARGS, "(count, distinct) per label."},
+    {"digests", (PyCFunction)(void (*)(void))Core_digests, METH_FASTCALL,
+     "Truncated HMAC-SHA-256 of prefix + value for every distinct value of a label."},
+    {"values", (PyCFunction)Core_values, METH_O, "The distinct values of a label."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *Core_get_capped(Core *self, void *Py_UNUSED(closure)) { return PyBool_FromLong(self->capped); }
+
+static PyGetSetDef Core_getset[] = {
+    {"capped", (getter)Core_get_capped, NULL, "Whether a distinct-value bound was reached.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gateway.classify._native.Core",
+    .tp_doc = "Counting state and native identifier handlers of one TextMatcher.",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+    .tp_getset = Core_getset,
+};
+
+/* ---- module-level validators, for differential tests ---------------------- */
+
+static PyObject *mod_validate(PyObject *Py_UNUSED(module), PyObject *args) {
+    const char *name, *raw;
+    Py_ssize_t n;
+    Today today = {9999, 12, 31};
+    if (!PyArg_ParseTuple(args, "sy#|(iii)", &name, &raw, &n, &today.year, &today.month, &today.day)) return NULL;
+    const uint8_t *v = (const uint8_t *)raw;
+    int ok;
+    if (strcmp(name, "cn_resident_id") == 0)
+        ok = is_resident_id(v, n, &today);
+    else if (strcmp(name, "uscc") == 0)
+        ok = is_uscc(v, n);
+    else if (strcmp(name, "bank_card") == 0)
+        ok = is_bank_card(v, n);
+    else if (strcmp(name, "hkid") == 0)
+        ok = is_hkid(v, n);
+    else {
+        PyErr_Format(PyExc_KeyError, "unknown validator %s", name);
+        return NULL;
+    }
+    return PyBool_FromLong(ok);
+}
+
+/* ---- runs of bases (matcher._scan_genetic_runs) ----------------------------- */
+
+/* SPEC 3.1 sensitive.genetic: a run of at least this many nucleotide bytes. */
+#define GENETIC_MIN 60
+static uint8_t base_tab[256];
+
+static PyObject *mod_genetic_runs(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* genetic_runs(data, offset, run, pid, hits) -> run: append a hit at the byte
+     * after every run of >= 60 bases that ends in `data` (`run` bases came just
+     * before it) and return the bases at its end. Probes every 60th byte: a run
+     * of 60 holds each probe position it spans, so prose costs ~n/40 reads. */
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "genetic_runs(data: bytes, offset: int, run: int, pid: int, hits: list)");
+        return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    long long offset = PyLong_AsLongLong(args[1]);
+    long long run = PyLong_AsLongLong(args[2]);
+    long long pid = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (run < 0 || pid < 0 || pid > ID_MASK || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative run or offset, or pid out of range");
+        return NULL;
+    }
+    PyObject *hits = args[4];
+    Py_ssize_t first = 0;
+    while (first < n && base_tab[data[first]]) first++;
+    if (first == n) return PyLong_FromLongLong(run + n);
+#define HIT(at)                                                                  \
+    do {                                                                         \
+        PyObject *h_ = PyLong_FromLongLong(((offset + (at) + 1) << ID_BITS) | pid); \
+        if (h_ == NULL || PyList_Append(hits, h_) < 0) {                         \
+            Py_XDECREF(h_);                                                      \
+            return NULL;                                                         \
+        }                                                                        \
+        Py_DECREF(h_);                                                           \
+    } while (0)
+    if (run + first >= GENETIC_MIN) HIT(first);
+    /* data[pos - 1] is a non-base; [pos, known] are known bases (empty when known < pos). */
+    Py_ssize_t pos = first + 1, known = first;
+    while (pos + GENETIC_MIN <= n) {
+        Py_ssize_t top = pos + GENETIC_MIN - 1, k = top;
+        while (k > known && base_tab[data[k]]) k--;
+        if (k > known) { /* a non-base at k: no run of 60 starts at or before it */
+            known = top;
+            pos = k + 1;
+            continue;
+        }
+        Py_ssize_t j = top + 1; /* [pos, top] are bases: find the run's end */
+        while (j < n && base_tab[data[j]]) j++;
+        if (j == n) return PyLong_FromSsize_t(n - pos);
+        HIT(j);
+        pos = j + 1;
+        known = j;
+    }
+#undef HIT
+    Py_ssize_t k = n - 1;
+    while (base_tab[data[k]]) k--; /* stops at `first` at the latest */
+    return PyLong_FromSsize_t(n - 1 - k);
+}
+
+/* ---- full-width folding (charset.fold_fullwidth) ------------------------------ */
+
+/* The UTF-8 length of a foldable character at p (3), or 0: U+FF01-FF3F is
+ * EF BC 81-BF, U+FF40-FF5E is EF BD 80-9E (NFKC: ASCII 0x21-0x7E), U+3000 is
+ * E3 80 80 (NFKC: a space). */
+static int foldable(const uint8_t *p, const uint8_t *end, uint8_t *out) {
+    if (end - p < 3) return 0;
+    if (p[0] == 0xEF && p[1] == 0xBC && p[2] >= 0x81 && p[2] <= 0xBF) {
+        *out = (uint8_t)(p[2] - 0x60);
+        return 3;
+    }
+    if (p[0] == 0xEF && p[1] == 0xBD && p[2] >= 0x80 && p[2] <= 0x9E) {
+        *out = (uint8_t)(p[2] - 0x20);
+        return 3;
+    }
+    if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) {
+        *out = ' ';
+        return 3;
+    }
+    return 0;
+}
+
+/* The next E3 or EF byte at or after p, eight bytes at a time (the bytes
+ * every foldable character starts with; prose and most CJK text hold few). */
+static const uint8_t *next_lead(const uint8_t *p, const uint8_t *end) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w, a, b;
+        memcpy(&w, p, 8);
+        a = w ^ (0xE3 * ones);
+        b = w ^ (0xEF * ones);
+        if ((((a - ones) & ~a) | ((b - ones) & ~b)) & highs) break;
+        p += 8;
+    }
+    while (p < end && *p != 0xE3 && *p != 0xEF) p++;
+    return p;
+}
+
+static PyObject *mod_fold_fullwidth(PyObject *Py_UNUSED(module), PyObject *arg) {
+    /* fold_fullwidth(data) -> bytes: the same object when nothing folds. */
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "fold_fullwidth(data: bytes)");
+        return NULL;
+    }
+    const uint8_t *start = (const uint8_t *)PyBytes_AS_STRING(arg);
+    const uint8_t *end = start + PyBytes_GET_SIZE(arg), *p = start;
+    uint8_t ascii;
+    while ((p = next_lead(p, end)) < end && !foldable(p, end, &ascii)) p++;
+    if (p == end) return Py_NewRef(arg);
+    /* Folding only shrinks: the output fits in the input's size. */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, end - start);
+    if (out == NULL) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *copied = start;
+    while (p < end) {
+        int n = foldable(p, end, &ascii);
+        if (n == 0) {
+            p = next_lead(p + 1, end);
+            continue;
+        }
+        memcpy(o, copied, (size_t)(p - copied));
+        o += p - copied;
+        *o++ = ascii;
+        p += n;
+        copied = p;
+        p = next_lead(p, end);
+    }
+    memcpy(o, copied, (size_t)(end - copied));
+    o += end - copied;
+    if (_PyBytes_Resize(&out, (Py_ssize_t)(o - (uint8_t *)PyBytes_AS_STRING(out))) < 0) return NULL;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"fold_fullwidth", (PyCFunction)mod_fold_fullwidth, METH_O,
+     "fold_fullwidth(data) -> bytes: full-width ASCII and U+3000 folded (NFKC), as charset.fold_fullwidth."},
+    {"genetic_runs", (PyCFunction)(void (*)(void))mod_genetic_runs, METH_FASTCALL,
+     "genetic_runs(data, offset, run, pid, hits) -> run: hits for runs of >= 60 bases."},
+    {"validate", mod_validate, METH_VARARGS,
+     "validate(name, value[, (year, month, day)]): one native validator (cn_resident_id, uscc, "
+     "bank_card, hkid)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway.classify._native",
+    .m_doc = "Compiled core of the text matcher.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    init_tables();
+    memset(province_ok, 0, sizeof(province_ok));
+    for (size_t i = 0; i < sizeof(PROVINCES) / sizeof(PROVINCES[0]); i++) province_ok[PROVINCES[i]] = 1;
+    for (const char *b = "ACGTNacgtn"; *b; b++) base_tab[(uint8_t)*b] = 1;
+    memset(uscc_value, -1, sizeof(uscc_value));
+    for (int i = 0; USCC_ALPHABET[i]; i++) uscc_value[(uint8_t)USCC_ALPHABET[i]] = (int8_t)i;
+    if (PyType_Ready(&CoreType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddIntConstant(m, "OP_PYTHON", OP_PYTHON) < 0 ||
+        PyModule_AddIntConstant(m, "OP_DIGITS", OP_DIGITS) < 0 ||
+        PyModule_AddIntConstant(m, "OP_USCC", OP_USCC) < 0 ||
+        PyModule_AddIntConstant(m, "OP_GROUPED", OP_GROUPED) < 0 ||
+        PyModule_AddIntConstant(m, "OP_LETTERS", OP_LETTERS) < 0 ||
+        PyModule_AddIntConstant(m, "OP_HKID_BRACKETS", OP_HKID_BRACKETS) < 0 ||
+        PyModule_AddIntConstant(m, "OP_EMAIL", OP_EMAIL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

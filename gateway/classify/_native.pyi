@@ -1,0 +1,53 @@
+"""Type stub of the compiled matcher core (``_native.c``)."""
+
+from collections.abc import Callable, Sequence
+
+OP_PYTHON: int
+OP_DIGITS: int
+OP_USCC: int
+OP_GROUPED: int
+OP_LETTERS: int
+OP_HKID_BRACKETS: int
+OP_EMAIL: int
+
+class Core:
+    def __init__(
+        self,
+        *,
+        ops: bytes,
+        spec_labels: Sequence[int],
+        spec_args: Sequence[int],
+        ranks: Sequence[int],
+        groups: Sequence[int],
+        labels: Sequence[int],
+        hotwords: Sequence[Sequence[tuple[bytes, bool]]],
+        today: tuple[int, int, int],
+        secret: bytes,
+        max_distinct: int,
+        max_total: int,
+        tail_bytes: int,
+    ) -> None: ...
+    @property
+    def capped(self) -> bool: ...
+    def process(
+        self,
+        hits: list[int],
+        chunk: bytes,
+        offset: int,
+        tail: bytes,
+        starts: dict[int, int],
+        handlers: list[Callable[[int, int, int, int], None]],
+        matcher: object,
+        /,
+    ) -> None: ...
+    def accept(self, label: int, value: bytes, /) -> None: ...
+    def propose(self, label: int, start: int, end: int, value: bytes, /) -> bool: ...
+    def commit(self) -> None: ...
+    def drop_pending(self) -> None: ...
+    def stats(self) -> list[tuple[int, int]]: ...
+    def digests(self, label: int, prefix: bytes, /) -> frozenset[bytes]: ...
+    def values(self, label: int, /) -> frozenset[bytes]: ...
+
+def validate(name: str, value: bytes, today: tuple[int, int, int] = ..., /) -> bool: ...
+def genetic_runs(data: bytes, offset: int, run: int, pid: int, hits: list[int], /) -> int: ...
+def fold_fullwidth(data: bytes, /) -> bytes: ...

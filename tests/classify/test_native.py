@@ -1,0 +1,484 @@
+"""The compiled matcher core (``_native.c``) against the Python reference matcher.
+
+Both implementations must give the same ``MatchResult`` — counts, distinct
+counts, keyed digests, subjects, the cap flag — for any text cut at any
+points. The texts are built from identifiers in every accepted format, their
+near-misses, hotwords and the kinds the core hands back to Python handlers,
+joined by separators that make them touch, overlap and fuse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.bench.classify import generate
+from gateway.classify import _native, charset
+from gateway.classify import labels as L
+from gateway.classify import validators as V
+from gateway.classify.detectors import CustomDetector, DetectorSet
+from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher
+
+SECRET = b"n" * 32
+TODAY = dt.date(2026, 11, 25)
+BUILTIN = DetectorSet.build()
+CUSTOM = DetectorSet.build(
+    [
+        CustomDetector(
+            label="custom.staff_id",
+            patterns=(r"ST-[0-9]{6}",),
+            hotwords=("staff",),
+            validator="luhn",
+        ),
+        CustomDetector(label="custom.project", keywords=("Falcon", "Heron"), case_sensitive=False),
+    ]
+)
+
+
+def _resident_id(rng: random.Random, *, valid: bool = True) -> str:
+    province = rng.choice(sorted(V.PROVINCE_CODES)).decode()
+    day = rng.choice(
+        ["19491231", "20000229", "19000101", "20261125", "19990230", "20261126", "19000229"]
+    )
+    body = f"{province}{rng.randint(0, 9999):04d}{day}{rng.randint(0, 999):03d}"
+    check = chr(V.mod11_2_check_char(body.encode()))
+    if not valid:
+        check = "0" if check != "0" else "1"
+    return body + (check.lower() if rng.random() < 0.3 else check)
+
+
+def _luhn_complete(body: str) -> str:
+    for check in "0123456789":
+        if V.luhn_ok((body + check).encode()):
+            return body + check
+    raise AssertionError("unreachable: one Luhn digit always fits")
+
+
+def _hkid(rng: random.Random) -> str:
+    letters = "".join(chr(rng.randint(65, 90)) for _ in range(rng.choice((1, 2))))
+    digits = f"{rng.randint(0, 999_999):06d}"
+    return letters + digits + chr(V.hkid_check_char(letters.encode(), digits.encode()))
+
+
+def _uscc(rng: random.Random) -> str:
+    alphabet = V.USCC_ALPHABET.decode()
+    body = "91" + f"{rng.randint(110000, 659999)}" + "".join(rng.choice(alphabet) for _ in range(9))
+    return body + chr(V.uscc_check_char(body.encode()))
+
+
+def _pool() -> list[str]:
+    rng = random.Random(7)
+    cards = [
+        _luhn_complete(prefix + "".join(str(rng.randint(0, 9)) for _ in range(n - len(prefix) - 1)))
+        for prefix, n in (("4", 16), ("62", 19), ("51", 16), ("2221", 16), ("37", 15), ("35", 17))
+    ]
+    pool = [
+        # Resident IDs, valid and not (check digit, dates, future), and lower-case x.
+        *(_resident_id(rng) for _ in range(6)),
+        *(_resident_id(rng, valid=False) for _ in range(3)),
+        # Mainland phones in every accepted format and their near-misses.
+        "13812345678",
+        "12812345678",
+        "+86 138 1234 5678",
+        "+8613812345678",
+        "008613812345678",
+        "8613812345678",
+        "138-1234-5678",
+        "138 1234 5678 25",
+        "0.13812345678",
+        "Mob.13912345678",
+        "Ref.13812345678",
+        # Hong Kong phones: prefixes, hotwords, near-misses.
+        "+852 2345 6789",
+        "(852) 2345-6789",
+        "(852)23456789",
+        "852-23456789",
+        "85223456789",
+        "23456789",
+        "12345678",
+        "Tel: 2345 6789",
+        "tel.98765432",
+        "hotel 23456789",
+        "電話 23456789",
+        "phone",
+        # Cards, grouped and not, with CVVs after them.
+        *cards,
+        *(" ".join(c[i : i + 4] for i in range(0, len(c), 4)) for c in cards),
+        *("-".join(c[i : i + 4] for i in range(0, len(c), 4)) for c in cards),
+        cards[0][:4] + " " + cards[0][4:8] + " " + cards[0][8:12] + " " + cards[0][12:] + " 123",
+        cards[4][:4] + " " + cards[4][4:10] + " " + cards[4][10:],
+        "4111 1111 1111 1112",
+        # USCCs with letters and all digits.
+        *(_uscc(rng) for _ in range(4)),
+        "91350100M000100Y43",
+        # HKIDs with and without brackets; passports and permits with hotwords.
+        *(_hkid(rng) for _ in range(4)),
+        *(h[:-1] + "(" + h[-1] + ")" for h in (_hkid(rng) for _ in range(3))),
+        "A123456(3)",
+        "A1234563",
+        "passport E12345678",
+        "Passport: K12345678",
+        "護照 G12345678",
+        "permit H1234567890",
+        "回鄉證 H12345678",
+        "passport permit H12345678",
+        "通行证 C12345678",
+        "passport EA1234567",
+        "EI1234567",
+        "V00000001",
+        # E-mail addresses.
+        "Patient.One@Mail.Example.COM",
+        ".lead@example.org",
+        "a@b.co",
+        "x" * 70 + "@example.com",
+        "user@sub.example.com.",
+        # Kinds the core hands to Python handlers, and their hotwords.
+        "diagnosis: J45.9",
+        "ICD E11",
+        "22.543210, 114.054321",
+        "AKIAABCDEFGHIJKLMNOP",
+        "staff ST-123455",
+        "staff ST-123456",
+        "falcon",
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+        "Top Secret",
+        # Filler that fuses with neighbours.
+        "2026-01-01",
+        "No.",
+        "852",
+        "86",
+        "1",
+        "X",
+        "x",
+        "1234",
+        "12.5",
+    ]
+    return pool
+
+
+POOL = _pool()
+#: The five precedence labels (one pending group) and two labels with a group each.
+LABEL_CHOICES = [BUILTIN.labels.index(label) for label in L.PRECEDENCE] + [
+    BUILTIN.labels.index(L.EMAIL),
+    BUILTIN.labels.index(L.HK_ID),
+]
+SEPARATORS = [
+    " ",
+    "  ",
+    ",",
+    "\n",
+    "",
+    ".",
+    "-",
+    "(",
+    ")",
+    "+",
+    ":",
+    "：",
+    "\t",
+    "a",
+    "7",
+    ";",
+    '"',
+]
+
+
+def _scan(
+    detectors: DetectorSet, data: bytes, cuts: list[int], *, native: bool, **kw: int
+) -> MatchResult:
+    m = TextMatcher(detectors, SECRET, today=TODAY, native=native, **kw)
+    m.begin_member("text/csv")
+    at = 0
+    for cut in sorted(set(cuts)):
+        if 0 < cut < len(data):
+            m.text(data[at:cut])
+            at = cut
+    m.text(data[at:])
+    m.end_member()
+    return m.result()
+
+
+documents = st.lists(
+    st.tuples(st.sampled_from(POOL), st.sampled_from(SEPARATORS)), min_size=1, max_size=40
+).map(lambda parts: "".join(t + s for t, s in parts).encode())
+
+
+@given(data=documents, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12))
+def test_any_text_and_cuts_give_the_reference_result(data: bytes, cuts: list[int]) -> None:
+    reference = _scan(BUILTIN, data, [], native=False)
+    assert _scan(BUILTIN, data, cuts, native=True) == reference
+    assert _scan(BUILTIN, data, [], native=True) == reference
+
+
+@given(data=documents, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
+def test_custom_detectors_interleave_with_the_native_kinds(data: bytes, cuts: list[int]) -> None:
+    reference = _scan(CUSTOM, data, cuts, native=False)
+    assert _scan(CUSTOM, data, cuts, native=True) == reference
+
+
+@given(data=documents, per_label=st.integers(0, 4), total=st.integers(0, 8))
+def test_distinct_bounds_cap_the_same_values(data: bytes, per_label: int, total: int) -> None:
+    kw = {"max_distinct": per_label, "max_distinct_total": total}
+    reference = _scan(BUILTIN, data, [], native=False, **kw)
+    assert _scan(BUILTIN, data, [], native=True, **kw) == reference
+
+
+def test_bench_pii_data_in_odd_chunks() -> None:
+    data = generate("pii", 2 * 1024 * 1024, seed=5)
+    reference = _scan(BUILTIN, data, list(range(0, len(data), 1 << 20)), native=False)
+    assert reference.subjects > 1000
+    odd = list(range(0, len(data), 77_777)) + list(range(5, len(data), TAIL_BYTES + 3))
+    assert _scan(BUILTIN, data, odd, native=True) == reference
+
+
+def test_hits_beyond_the_tail_use_the_chunk_as_their_window() -> None:
+    # Identifiers just before and after TAIL_BYTES into a chunk: the two windows.
+    filler = b"x " * (TAIL_BYTES // 2 - 12)
+    data = filler + b" 13812345678 " + b"y" * 10 + b" 13912345678 \n" + filler + b"a@b.co\n"
+    for cut in (0, 1, len(filler) - 3, len(filler) + 5, len(filler) + 30):
+        cuts = [cut, cut + TAIL_BYTES - 5]
+        assert _scan(BUILTIN, data, cuts, native=True) == _scan(BUILTIN, data, cuts, native=False)
+
+
+@given(
+    value=st.text(alphabet="0123456789XxABCDEGHKMZ()", min_size=0, max_size=22),
+    name=st.sampled_from(["cn_resident_id", "uscc", "bank_card", "hkid"]),
+)
+def test_native_validators_agree_with_the_python_ones(value: str, name: str) -> None:
+    raw = value.encode()
+    today = (TODAY.year, TODAY.month, TODAY.day)
+    if name == "cn_resident_id":
+        expected = V.is_resident_id(raw, V.birth_dates(TODAY))
+    elif name == "hkid":
+        expected = V.is_hkid(raw)
+    elif name == "uscc":
+        expected = V.is_uscc(raw)
+    else:
+        expected = V.is_bank_card(raw)
+    assert _native.validate(name, raw, today) is expected
+
+
+def test_native_validators_accept_valid_identifiers() -> None:
+    rng = random.Random(3)
+    today = (TODAY.year, TODAY.month, TODAY.day)
+    for _ in range(500):
+        rid = _resident_id(rng).encode()
+        assert _native.validate("cn_resident_id", rid, today) is V.is_resident_id(
+            rid, V.birth_dates(TODAY)
+        )
+        assert _native.validate("hkid", _hkid(rng).encode())
+        assert _native.validate("uscc", _uscc(rng).encode())
+    assert _native.validate("cn_resident_id", b"11010519491231002X", today)
+    assert not _native.validate("cn_resident_id", b"110105202611260010", today)  # tomorrow
+    assert _native.validate("bank_card", b"4111111111111111")
+    assert not _native.validate("bank_card", b"4111111111111112")
+    with pytest.raises(KeyError, match="unknown validator"):
+        _native.validate("mod97", b"GB82WEST12345698765432")
+
+
+def test_native_birth_dates_are_the_reference_calendar() -> None:
+    # Every YYYYMMDD shape around the calendar's edges: month and day 0 and
+    # past the end, leap years (1900 is none, 2000 is one), today and tomorrow.
+    today = (TODAY.year, TODAY.month, TODAY.day)
+    dates = V.birth_dates(TODAY)
+    for year in (1899, 1900, 1904, 1999, 2000, 2023, 2024, 2025, 2026, 2027):
+        for month in range(14):
+            for day in range(33):
+                body = f"110105{year:04d}{month:02d}{day:02d}001".encode()
+                rid = body + bytes([V.mod11_2_check_char(body)])
+                expected = V.is_resident_id(rid, dates)
+                assert _native.validate("cn_resident_id", rid, today) is expected, rid
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["propose", "accept", "commit"]),
+            st.sampled_from(LABEL_CHOICES),
+            st.integers(0, 30),
+            st.integers(1, 12),
+            st.sampled_from([b"a", b"b", b"c"]),
+        ),
+        max_size=30,
+    )
+)
+def test_pending_candidates_resolve_like_the_reference(
+    steps: list[tuple[str, int, int, int, bytes]],
+) -> None:
+    # The precedence labels share one group and rank by SPEC order; others
+    # have a group each. Overlap, rank and length decide which one is pending.
+    native = TextMatcher(BUILTIN, SECRET, today=TODAY, native=True)
+    python = TextMatcher(BUILTIN, SECRET, today=TODAY, native=False)
+    for m in (native, python):
+        m.begin_member("text/plain")
+    for op, label, start, width, value in steps:
+        if op == "propose":
+            outcome = native._propose(label, start, start + width, value)
+            assert outcome == python._propose(label, start, start + width, value)
+        elif op == "accept":
+            native._accept(label, value)
+            python._accept(label, value)
+        else:  # a member ends: its pending candidates count
+            for m in (native, python):
+                m.end_member()
+                m.begin_member("text/plain")
+    assert native.result() == python.result()
+
+
+def test_is_bank_card_rejects_non_digits_without_raising() -> None:
+    # A custom detector's match may hold letters; "2x…" once reached int() and raised.
+    assert not V.is_bank_card(b"2x21000000000000")
+    assert not _native.validate("bank_card", b"2x21000000000000")
+
+
+def _core(detectors: DetectorSet = BUILTIN) -> TextMatcher:
+    return TextMatcher(detectors, SECRET, today=TODAY, native=True)
+
+
+def test_a_hit_outside_its_window_raises_instead_of_reading_past_it() -> None:
+    m = _core()
+    core = m._core
+    handlers = m._handlers
+    # Expression 0 is a native digit pattern; end offset 10**9 lies far past the 5-byte chunk.
+    with pytest.raises(RuntimeError, match="outside its window"):
+        core.process([10**9 << 20 | 0], b"hello", 0, b"", {}, handlers, m)
+    with pytest.raises(RuntimeError, match="outside its window"):
+        core.process([3 << 20 | len(handlers)], b"hello", 0, b"", {}, handlers, m)
+    with pytest.raises(TypeError):
+        core.process([], "text", 0, b"", {}, handlers, m)
+    with pytest.raises(ValueError, match="one handler per expression"):
+        core.process([], b"", 0, b"", {}, handlers[:-1], m)
+
+
+def test_core_rejects_inconsistent_setup() -> None:
+    good = {
+        "ops": b"\x00",
+        "spec_labels": [0],
+        "spec_args": [0],
+        "ranks": [0, 0],
+        "groups": [1, 2],
+        "labels": [0] * 9,
+        "hotwords": [[(b"tel", True)], [], []],
+        "today": (2026, 11, 25),
+        "secret": SECRET,
+        "max_distinct": 10,
+        "max_total": 10,
+        "tail_bytes": TAIL_BYTES,
+    }
+    _native.Core(**good)
+    for key, bad in (
+        ("ops", b"\x09"),
+        ("spec_labels", [0, 1]),
+        ("groups", [1, 5]),
+        ("labels", [0] * 8),
+        ("labels", [0] * 8 + [7]),
+        ("hotwords", [[(b"x" * 33, True)], [], []]),
+        ("hotwords", [[], []]),
+        ("today", (2026, 13, 1)),
+        ("tail_bytes", 0),
+    ):
+        with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+            _native.Core(**{**good, key: bad})
+    core = _native.Core(**good)
+    with pytest.raises(IndexError):
+        core.accept(2, b"v")
+    with pytest.raises(IndexError):
+        core.propose(-1, 0, 1, b"v")
+
+
+def test_python_handlers_raising_propagate_out_of_the_core() -> None:
+    m = _core(CUSTOM)
+    pid = next(i for i, s in enumerate(CUSTOM.specs) if s.kind == 16)  # a custom keyword
+
+    def boom(*_args: int) -> None:
+        raise ZeroDivisionError("handler failed")
+
+    m._handlers[pid] = boom
+    m.begin_member("text/plain")
+    with pytest.raises(ZeroDivisionError, match="handler failed"):
+        m.text(b"falcon and heron\n")
+    m.close()
+
+
+def _py_genetic_runs(data: bytes, offset: int, run: int) -> tuple[list[int], int]:
+    m = TextMatcher(BUILTIN, SECRET, today=TODAY, native=False)
+    m._offset, m._genetic_run = offset, run
+    m._scan_genetic_runs(data)
+    return m._hits, m._genetic_run
+
+
+def _bases(parts: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(
+        b"ACGTNacgtn"[i % 10 : i % 10 + 1] * n + brk for i, (n, brk) in enumerate(parts)
+    )
+
+
+bases_and_breaks = st.lists(
+    st.tuples(st.integers(0, 150), st.sampled_from([b"x", b"\n", b" ", b"ACGT", b"u"])),
+    max_size=12,
+).map(_bases)
+
+
+@given(data=bases_and_breaks, run=st.integers(0, 70), offset=st.integers(0, 1 << 30))
+def test_native_runs_of_bases_match_the_reference(data: bytes, run: int, offset: int) -> None:
+    for piece in (data, data * 20):  # * 20: over the reference's sampling threshold
+        hits: list[int] = []
+        carried = _native.genetic_runs(piece, offset, run, BUILTIN.genetic_run_id, hits)
+        assert (hits, carried) == _py_genetic_runs(piece, offset, run)
+
+
+@given(data=bases_and_breaks, cuts=st.lists(st.integers(0, 3000), max_size=8))
+def test_runs_of_bases_across_cuts_give_the_reference_result(data: bytes, cuts: list[int]) -> None:
+    text = b"seq: " + data * 3 + b"\n"
+    assert _scan(BUILTIN, text, cuts, native=True) == _scan(BUILTIN, text, [], native=False)
+
+
+def test_runs_of_bases_at_every_edge_length() -> None:
+    # Runs of 59/60/61 and twice that, carried in or not, with breaks of one or two bytes.
+    lengths = (0, 1, 58, 59, 60, 61, 119, 120, 121)
+    for run in (0, 1, 59, 60, 61):
+        for a, b, c in itertools.product(lengths, repeat=3):
+            for brk in (b"x", b"xy"):
+                data = b"A" * a + brk + b"c" * b + brk + b"G" * c
+                hits: list[int] = []
+                carried = _native.genetic_runs(data, 7, run, BUILTIN.genetic_run_id, hits)
+                assert (hits, carried) == _py_genetic_runs(data, 7, run), (run, a, b, c, brk)
+
+
+#: Pieces around the foldable characters: their neighbours in the full-width
+#: block, cut sequences, other E3/EF characters and plain text.
+FOLD_PIECES = [
+    "１２３",
+    "Ａｚ",
+    "！",
+    "～",
+    "｟",
+    "＠",
+    "\u3000",
+    "\u3001",
+    "。",
+    "\uff00",
+    "\uff60",
+    "中文",
+    "abc ",
+    "\n",
+    "é",
+]
+
+
+@given(
+    pieces=st.lists(st.sampled_from(FOLD_PIECES), max_size=40),
+    cut=st.integers(0, 3),
+    raw=st.binary(max_size=64),
+)
+def test_native_folding_matches_the_reference(pieces: list[str], cut: int, raw: bytes) -> None:
+    text = "".join(pieces).encode()
+    for data in (text, text[: len(text) - cut], raw, raw + text, b"\xef\xbc" + text + b"\xe3\x80"):
+        assert _native.fold_fullwidth(data) == charset.fold_fullwidth_py(data)
+    plain = "nothing to fold here, 中文 only".encode() * 10
+    assert _native.fold_fullwidth(plain) is plain
