@@ -20,12 +20,20 @@ pattern; outside them the matcher finds "runs of 60 bases" itself with
 ``bytes.translate`` (a class run Hyperscan has to track at every byte of
 prose cost more than all the identifiers together).
 
-The patterns are compiled into two databases, each scanned over every byte:
-the identifiers led by a boundary byte and a digit or capital
-(:data:`DIGIT_KINDS`), and everything anchored on literals (e-mail "@",
-markings, credentials, diagnosis hotwords, custom detectors). Measured on the bench data
-(``gateway bench classify``), the two passes together are 2-3x faster than one
-database holding both: Hyperscan then falls back to engines that suit neither.
+The patterns are compiled into two databases, each scanned over every byte
+(:attr:`PatternSpec.database`): :data:`DB_DIGIT` holds the identifiers led by
+a boundary byte and a digit or capital class, their abbreviation-dot variants
+and the AWS key id; :data:`DB_LITERAL` everything anchored on a literal (the
+"852" and phone-hotword HK phones, the "2[123]." / "11[2-5]." coordinates, the
+GitHub token, e-mail "@", JWT, PEM, armor, diagnosis hotwords, markings, custom
+detectors). Measured on the bench data (``gateway bench classify``), the two
+passes together are 2-3x faster than one database holding both: Hyperscan then
+falls back to engines that suit neither. Which side a pattern goes to is a
+measured choice, not a rule Hyperscan states: a literal-led pattern with a
+class tail (the phone hotword + 32-byte window, "852" + 8 digits) in the digit
+database cost that pass 1.5-2.7x on prose. Hits do not depend on the split (one
+callback, hits sorted by end and id), so moving a pattern changes speed only;
+re-measure both passes on prose, numeric and PII after moving or adding one.
 """
 
 from __future__ import annotations
@@ -90,10 +98,9 @@ K_CUSTOM_REGEX: Final = 15
 K_CUSTOM_KEYWORD: Final = 16
 K_ARMOR: Final = 17
 
-#: Pattern kinds compiled into the "digit" database; all others go to the literal one.
-DIGIT_KINDS: Final = frozenset(
-    (K_DIGITS, K_USCC, K_GROUPED, K_LETTERS, K_HKID_BRACKETS, K_GEO, K_CRED_FIXED)
-)
+#: The two streaming databases a pattern can be compiled into (see the module docstring).
+DB_DIGIT: Final = 0
+DB_LITERAL: Final = 1
 
 # Hotword classes of the built-in labels; custom detectors get classes after these.
 HW_PHONE: Final = 0
@@ -241,6 +248,8 @@ class PatternSpec:
             ``K_HOTWORD``).
         arg: kind-specific small integer (hotword length, custom detector index …).
         value: kind-specific constant (the canonical value of a marking …).
+        database: :data:`DB_DIGIT` or :data:`DB_LITERAL` (speed only: the
+            hits are the same either way).
     """
 
     expr: bytes
@@ -250,6 +259,7 @@ class PatternSpec:
     label: int
     arg: int = 0
     value: bytes = b""
+    database: int = DB_LITERAL
 
 
 def _lit(text: str) -> bytes:
@@ -307,8 +317,11 @@ class _Builder:
         flags: int = 0,
         arg: int = 0,
         value: bytes = b"",
+        database: int = DB_LITERAL,
     ) -> None:
-        self.specs.append(PatternSpec(expr, flags, kind, width, label, arg, value))
+        if database not in (DB_DIGIT, DB_LITERAL):  # it would be compiled into neither
+            raise ValueError(f"unknown database {database}")
+        self.specs.append(PatternSpec(expr, flags, kind, width, label, arg, value, database))
 
     def hotword(self, cls: int, word: str, caseless: bool) -> None:
         # A bare literal (Hyperscan's literal matcher handles it in the same
@@ -331,6 +344,7 @@ def _builtin(b: _Builder) -> None:
             K_DIGITS,
             0,
             ix(L.CN_RESIDENT_ID),
+            database=DB_DIGIT,
         )
     # An 8-digit run is only an HK phone after a "852" prefix or near a phone
     # hotword (SPEC §3.1), so those patterns carry the prefix or the hotword:
@@ -368,7 +382,7 @@ def _builtin(b: _Builder) -> None:
     with_letter.append(rb"[0-9]{17}[A-HJ-NPQRTUWY]")  # a letter check char other than X
     for left in (_LB, _DOT):
         body = b"(?:" + b"|".join(with_letter) + b")" + _B
-        b.add(left + body, K_USCC, 20, ix(L.CN_USCC))
+        b.add(left + body, K_USCC, 20, ix(L.CN_USCC), database=DB_DIGIT)
     # Grouped numbers (CN mobile 3-4-4, HK 4-4, cards in fours, Amex 4-6-5) in
     # one loose pattern per separator; the matcher checks the exact shape. One
     # loose automaton is 4x faster in Hyperscan than the exact shapes. The
@@ -382,7 +396,7 @@ def _builtin(b: _Builder) -> None:
         ending = rb"(?:[^0-9A-Za-z%s][\s\S]|%s[^0-9])" % (sep, sep)
         grouped = rb"[0-9]{3,4}" + groups + ending
         for left in (_LB, _DOT):
-            b.add(left + grouped, K_GROUPED, 0, ix(L.BANK_CARD), arg=arg)
+            b.add(left + grouped, K_GROUPED, 0, ix(L.BANK_CARD), arg=arg, database=DB_DIGIT)
     # Letter-led: HKID without brackets, passports and permits, as two loose
     # shapes (twice as fast in Hyperscan as the exact alternatives, and an id
     # like "V00000001" still never fires); the matcher checks the exact shapes.
@@ -393,9 +407,10 @@ def _builtin(b: _Builder) -> None:
             K_LETTERS,
             0,
             ix(L.HK_ID),
+            database=DB_DIGIT,
         )
         hkid = left + rb"[A-Z]{1,2}[0-9]{6}\([0-9A]\)"
-        b.add(hkid, K_HKID_BRACKETS, 0, ix(L.HK_ID))
+        b.add(hkid, K_HKID_BRACKETS, 0, ix(L.HK_ID), database=DB_DIGIT)
     domain_label = rb"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
     b.add(
         # Anchored on the "@" literal (the matcher finds the local part): a
@@ -414,7 +429,8 @@ def _builtin(b: _Builder) -> None:
     b.add(left + lat + sep + lon + rb"[^0-9A-Za-z]", K_GEO, 0, geo, arg=0)
     b.add(left + lon + sep + lat + rb"[^0-9A-Za-z]", K_GEO, 0, geo, arg=1)
     cred = ix(L.CREDENTIAL)
-    b.add(_LB + rb"(?:AKIA|ASIA)[0-9A-Z]{16}" + _B, K_CRED_FIXED, 22, cred)
+    # The AWS key id measured faster in the digit database, the GitHub token in the literal one.
+    b.add(_LB + rb"(?:AKIA|ASIA)[0-9A-Z]{16}" + _B, K_CRED_FIXED, 22, cred, database=DB_DIGIT)
     b.add(_LB + rb"gh[pousr]_[A-Za-z0-9]{36}" + _B, K_CRED_FIXED, 42, cred)
     b.add(
         rb"eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+[^A-Za-z0-9_\-]",
@@ -668,9 +684,9 @@ class DetectorSet:
             exprs, ids, flags = [COLUMN_HEALTH_PATTERN], [pid], [0]
         else:
             if key == "digit":
-                ids = [i for i in range(run_id) if self.specs[i].kind in DIGIT_KINDS]
+                ids = [i for i in range(run_id) if self.specs[i].database == DB_DIGIT]
             else:
-                ids = [i for i in range(run_id) if self.specs[i].kind not in DIGIT_KINDS]
+                ids = [i for i in range(run_id) if self.specs[i].database == DB_LITERAL]
                 if key in GENOMIC_TYPES:
                     ids.append(run_id + 1 + GENOMIC_TYPES.index(key))
                 if self.som:

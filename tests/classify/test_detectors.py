@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify.detectors import (
     GENOMIC_TYPES,
@@ -122,3 +123,15 @@ def test_one_detector_set_serves_concurrent_scanners() -> None:
     labels = results[0][0]  # type: ignore[index]
     assert labels[L.CN_PHONE].count == 2000
     assert labels["custom.k"].count == 2000
+
+
+def test_every_pattern_is_compiled_into_exactly_one_database() -> None:
+    # Which database a pattern goes to is a speed choice (module docstring);
+    # a pattern in neither would never match.
+    detectors = DetectorSet.build([CustomDetector(label="custom.x", patterns=("X-[0-9]{4}",))])
+    scanned = detectors.specs[: detectors.genetic_run_id]
+    digit = {i for i, s in enumerate(scanned) if s.database == D.DB_DIGIT}
+    literal = {i for i, s in enumerate(scanned) if s.database == D.DB_LITERAL}
+    assert digit.isdisjoint(literal)
+    assert digit | literal == set(range(len(scanned)))
+    assert all(s.database == D.DB_LITERAL for s in scanned if s.kind == D.K_CUSTOM_REGEX)
