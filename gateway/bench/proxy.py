@@ -376,22 +376,8 @@ async def run_async(
                 gateway = await _throughput(session, base + "big.txt", block, total, headers)
                 (inbox / "big.txt").unlink()
                 gw_lat = await _latencies(session, base + "small", small, headers, samples)
-                ids = await asyncio.gather(
-                    *(
-                        _put_id(session, f"{base}c{i}.txt", small, headers)
-                        for i in range(concurrent)
-                    )
-                )
-                errors = sum(1 for tid in ids if tid is None)
-                assert hk.egress_app is not None
-                # Delivery records are written just after each answer: let them land.
-                await asyncio.gather(*hk.egress_app[EGRESS].background, return_exceptions=True)
-                missing = 0
-                for tid in ids:
-                    if tid is not None:
-                        events = await hk.services.audit.find(tid)
-                        missing += 2 - len(events)  # "allowed" and "delivered"
-                missing += concurrent - len(list(inbox.glob("c*.txt")))
+                # One large transfer's memory (SPEC §9), before the concurrency phase
+                # leaves the allocator holding 256 transfers' worth of freed buffers.
                 rss_start = _rss_mb()
                 peak = rss_start
                 done = asyncio.Event()
@@ -408,6 +394,22 @@ async def run_async(
                 )
                 done.set()
                 await sampler
+                ids = await asyncio.gather(
+                    *(
+                        _put_id(session, f"{base}c{i}.txt", small, headers)
+                        for i in range(concurrent)
+                    )
+                )
+                errors = sum(1 for tid in ids if tid is None)
+                assert hk.egress_app is not None
+                # Delivery records are written just after each answer: let them land.
+                await asyncio.gather(*hk.egress_app[EGRESS].background, return_exceptions=True)
+                missing = 0
+                for tid in ids:
+                    if tid is not None:
+                        events = await hk.services.audit.find(tid)
+                        missing += 2 - len(events)  # "allowed" and "delivered"
+                missing += concurrent - len(list(inbox.glob("c*.txt")))
     return ProxyBench(
         size_mb=size_mb,
         baseline_mb_s=round(baseline, 1),
