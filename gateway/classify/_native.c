@@ -916,16 +916,28 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
+/* A label index argument, checked against the core's labels before any cast. */
+static int label_arg(const Core *self, PyObject *arg, int *out) {
+    long label = PyLong_AsLong(arg);
+    if (label == -1 && PyErr_Occurred()) return -1;
+    if (label < 0 || label >= self->nlabels) {
+        PyErr_SetString(PyExc_IndexError, "label index out of range");
+        return -1;
+    }
+    *out = (int)label;
+    return 0;
+}
+
 static PyObject *Core_accept(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer value;
+    int label;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "accept(label, value)");
         return NULL;
     }
-    long label = PyLong_AsLong(args[0]);
-    if (label == -1 && PyErr_Occurred()) return NULL;
+    if (label_arg(self, args[0], &label) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &value, PyBUF_SIMPLE) < 0) return NULL;
-    int r = accept(self, (int)label, value.buf, value.len);
+    int r = accept(self, label, value.buf, value.len);
     PyBuffer_Release(&value);
     if (r < 0) return NULL;
     Py_RETURN_NONE;
@@ -933,16 +945,17 @@ static PyObject *Core_accept(Core *self, PyObject *const *args, Py_ssize_t nargs
 
 static PyObject *Core_propose(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer value;
+    int label;
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "propose(label, start, end, value)");
         return NULL;
     }
-    long label = PyLong_AsLong(args[0]);
+    if (label_arg(self, args[0], &label) < 0) return NULL;
     long long start = PyLong_AsLongLong(args[1]);
     long long end = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
     if (PyObject_GetBuffer(args[3], &value, PyBUF_SIMPLE) < 0) return NULL;
-    int r = propose(self, (int)label, start, end, value.buf, value.len);
+    int r = propose(self, label, start, end, value.buf, value.len);
     PyBuffer_Release(&value);
     if (r < 0) return NULL;
     return PyBool_FromLong(r);
@@ -984,16 +997,12 @@ static PyObject *Core_stats(Core *self, PyObject *Py_UNUSED(ignored)) {
 static PyObject *Core_digests(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     /* HMAC-SHA-256(secret, prefix + value)[:16] of every distinct value of one label. */
     Py_buffer prefix;
+    int label;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "digests(label, prefix)");
         return NULL;
     }
-    long label = PyLong_AsLong(args[0]);
-    if (label == -1 && PyErr_Occurred()) return NULL;
-    if (label < 0 || label >= self->nlabels) {
-        PyErr_SetString(PyExc_IndexError, "label index out of range");
-        return NULL;
-    }
+    if (label_arg(self, args[0], &label) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &prefix, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *out = PyFrozenSet_New(NULL);
     ValueSet *s = &self->values[label];
@@ -1018,12 +1027,8 @@ static PyObject *Core_digests(Core *self, PyObject *const *args, Py_ssize_t narg
 
 static PyObject *Core_values(Core *self, PyObject *arg) {
     /* The distinct values of one label (tests compare them with the reference matcher's). */
-    long label = PyLong_AsLong(arg);
-    if (label == -1 && PyErr_Occurred()) return NULL;
-    if (label < 0 || label >= self->nlabels) {
-        PyErr_SetString(PyExc_IndexError, "label index out of range");
-        return NULL;
-    }
+    int label;
+    if (label_arg(self, arg, &label) < 0) return NULL;
     PyObject *out = PyFrozenSet_New(NULL);
     ValueSet *s = &self->values[label];
     for (Py_ssize_t i = 0; out != NULL && i < s->cap; i++) {

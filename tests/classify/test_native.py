@@ -389,6 +389,12 @@ def test_core_rejects_inconsistent_setup() -> None:
         core.accept(2, b"v")
     with pytest.raises(IndexError):
         core.propose(-1, 0, 1, b"v")
+    with pytest.raises(IndexError):  # not cast to label 0
+        core.accept(1 << 32, b"v")
+    with pytest.raises(IndexError):
+        core.digests(1 << 32, b"p")
+    with pytest.raises(IndexError):
+        core.values(2)
 
 
 def test_python_handlers_raising_propagate_out_of_the_core() -> None:
