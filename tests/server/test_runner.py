@@ -84,6 +84,8 @@ async def egress_process(
                 event = json.loads(line)
                 if event.get("event") == "listening":
                     url = event["egress"]
+                    # Installed as CI and `make run` install it: the compiled core runs.
+                    assert event["classifier_core"] == "native"
     try:
         yield Child(process, url)
     finally:
