@@ -37,12 +37,26 @@ class ClientError(GatewayError):
     title = "Bad request"
 
 
+#: RFC 9110 §11.6.1: a 401 carries at least one challenge. Senders, officers
+#: and metrics scrapers authenticate with bearer tokens (RFC 6750 §3).
+BEARER_CHALLENGE = 'Bearer realm="hksz-gateway"'
+
+
 class Unauthenticated(ClientError):
-    """No or unknown sender identity."""
+    """No or unknown sender identity.
+
+    Args:
+        detail: the human explanation.
+        challenge: the ``WWW-Authenticate`` challenge the 401 carries.
+    """
 
     status = 401
     slug = "unauthenticated"
     title = "Unknown sender"
+
+    def __init__(self, detail: str, challenge: str = BEARER_CHALLENGE) -> None:
+        super().__init__(detail)
+        self.challenge = challenge
 
 
 class Forbidden(ClientError):

@@ -25,10 +25,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.errors import Forbidden, Unauthenticated
+from gateway.errors import BEARER_CHALLENGE, Forbidden, Unauthenticated
 from gateway.server.config import TokenEntry, token_digest
 
 _BEARER = "bearer "
+#: RFC 6750 §3.1: a token was presented but is not (or no longer) valid.
+INVALID_TOKEN_CHALLENGE = BEARER_CHALLENGE + ', error="invalid_token"'
+#: The twin's endpoints authenticate the peer by its TLS client certificate.
+MUTUAL_TLS_CHALLENGE = 'Mutual-TLS realm="hksz-gateway-twin"'
 #: A refused peer's CN is logged up to this length (RFC 5280's ub-common-name is 64).
 MAX_LOGGED_NAME = 64
 
@@ -138,7 +142,12 @@ class TwinPin:
         """
         common_name = peer_common_name(request)
         if common_name is None:
-            raise Unauthenticated("only the twin gateway may call this endpoint (mutual TLS)")
+            # No registered scheme names client-certificate authentication
+            # (RFC 8705 defines none); this one tells a person what is missing.
+            raise Unauthenticated(
+                "only the twin gateway may call this endpoint (mutual TLS)",
+                challenge=MUTUAL_TLS_CHALLENGE,
+            )
         allowed = common_name in self._names
         if allowed and self._fingerprints:
             allowed = peer_certificate_sha256(request) in self._fingerprints
@@ -165,7 +174,7 @@ def sender_identity(request: web.Request, tokens: TokenTable) -> str:
         )
     identity = tokens.lookup(token)
     if identity is None:
-        raise Unauthenticated("unknown bearer token")
+        raise Unauthenticated("unknown bearer token", challenge=INVALID_TOKEN_CHALLENGE)
     return identity
 
 

@@ -17,7 +17,13 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from gateway.errors import ClientError, GatewayError, Unavailable
+from gateway.errors import (
+    BEARER_CHALLENGE,
+    ClientError,
+    GatewayError,
+    Unauthenticated,
+    Unavailable,
+)
 from gateway.server.config import RETRY_AFTER_SECONDS
 
 #: Media type of RFC 9457 problem details.
@@ -88,6 +94,11 @@ def problem_response(
     all_headers.update(headers or {})
     if base.status == Unavailable.status and "Retry-After" not in all_headers:
         all_headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if base.status == Unauthenticated.status and "WWW-Authenticate" not in all_headers:
+        # RFC 9110 §15.5.2: every 401 names how to authenticate.
+        all_headers["WWW-Authenticate"] = (
+            error.challenge if isinstance(error, Unauthenticated) else BEARER_CHALLENGE
+        )
     return web.Response(
         status=base.status,
         body=json_line(body),

@@ -205,6 +205,8 @@ async def test_metrics_tokens_admit_only_a_listed_bearer_token(tmp_path: Path, p
         status, content_type, body = await _get_metrics(url, {})
         assert (status, content_type) == (401, PROBLEM), body
         assert "metrics_tokens" in body
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            assert r.headers["WWW-Authenticate"] == 'Bearer realm="hksz-gateway"'
         status, content_type, _ = await _get_metrics(url, {"Authorization": "Basic b3BzOm9wcw=="})
         assert (status, content_type) == (401, PROBLEM)
         for wrong in ("tok-metrics-scraper-012345678", RESEARCH_TOKEN, METRICS_TOKEN.upper()):

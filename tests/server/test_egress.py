@@ -148,6 +148,26 @@ async def test_genetic_data_blocked_with_reason(parks: Parks) -> None:
     assert "genetic" in body["reason"]
 
 
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (None, 'Bearer realm="hksz-gateway"'),
+        ("Bearer wrong-token", 'Bearer realm="hksz-gateway", error="invalid_token"'),
+    ],
+)
+async def test_401_names_the_bearer_challenge(
+    parks: Parks, authorization: str | None, challenge: str
+) -> None:
+    # RFC 9110 §15.5.2: a 401 carries WWW-Authenticate (RFC 6750 §3 for bearer tokens).
+    headers = {"Authorization": authorization} if authorization else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(f"{parks.egress}/v1/transfers/sz-lab/a.csv", data=b"x", headers=headers) as r,
+    ):
+        assert r.status == 401
+        assert r.headers["WWW-Authenticate"] == challenge
+
+
 async def test_unknown_route_is_404(parks: Parks) -> None:
     status, body = await parks.put("nowhere", "a.csv", b"x")
     assert status == 404
