@@ -145,10 +145,14 @@ class _Worker:
         """Run ``fn(connection)`` on the worker thread; SQLite errors fail closed."""
         return await self.submit(fn)
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue ``fn`` behind every call already queued (the executor is FIFO)."""
+    def check_open(self) -> None:
+        """Fail closed on a closed ledger (raises :class:`LedgerUnavailable`)."""
         if self._closed:
             raise LedgerUnavailable(f"ledger {self._path}: closed")
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` behind every call already queued (the executor is FIFO)."""
+        self.check_open()
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._executor, self._call, fn)
 
@@ -199,6 +203,9 @@ class _SqliteTransaction:
     def __init__(self, worker: _Worker, organisation: str, year: int) -> None:
         self._worker = worker
         self._key = (organisation, year)
+        #: Whether a statement was sent (and so may have begun the transaction):
+        #: one that sent none has nothing to commit and skips the worker trip.
+        self.used = False
 
     @staticmethod
     def _begin(conn: sqlite3.Connection) -> None:
@@ -215,6 +222,7 @@ class _SqliteTransaction:
         return int(row[0]) if row else 0
 
     async def count(self, category: str, digests: Collection[bytes]) -> LedgerCount:
+        self.used = True
         unique = list(set(digests))
 
         def _count(conn: sqlite3.Connection) -> LedgerCount:
@@ -229,6 +237,7 @@ class _SqliteTransaction:
         return await self._worker.run(_count)
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
+        self.used = True
         unique = set(digests)
         organisation, year = self._key
 
@@ -321,9 +330,12 @@ class SqliteLedger:
         """
         async with self._lock:
             await self._ensure_schema()
+            self._writer.check_open()  # also for a transaction that will read nothing
             try:
-                yield _SqliteTransaction(self._writer, organisation, year)
-                await self._writer.run(_commit)
+                tx = _SqliteTransaction(self._writer, organisation, year)
+                yield tx
+                if tx.used:  # a clean transfer's transaction read nothing: no trip
+                    await self._writer.run(_commit)
             except BaseException:
                 # Queued behind whatever the worker is still running (the executor
                 # is FIFO), so even a cancelled BEGIN or COMMIT is followed by a

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,22 @@ def test_processes_opening_a_fresh_file_at_once_all_connect(tmp_path: Path) -> N
         assert [child.exitcode for child in children] == [0, 0, 0]
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_transaction_that_reads_nothing_makes_no_worker_trip(tmp_path: Path) -> None:
+    # A clean transfer's ledger transaction counts nothing: it must not wait
+    # behind the worker thread (here held by a job that ends only after it).
+    ledger = await SqliteLedger(tmp_path / "l.sqlite3").open()
+    release = threading.Event()
+    blocked = ledger._writer.submit(lambda _conn: release.wait(30))
+    try:
+        async with asyncio.timeout(10):
+            async with ledger.transaction(ORG, YEAR):
+                pass
+    finally:
+        release.set()
+        await blocked
+    async with ledger.transaction(ORG, YEAR) as tx:  # one that reads still commits
+        await tx.add("personal", {b"d" * 16})
+    assert [(t.category, t.subjects) for t in await ledger.totals(YEAR)] == [("personal", 1)]
+    await ledger.close()
