@@ -33,6 +33,13 @@ Distinct values are kept as canonical bytes in per-label sets (bounded per
 label by :data:`MAX_DISTINCT_PER_LABEL` and over all labels by
 :data:`MAX_DISTINCT_VALUES`), so each distinct value is HMAC-ed exactly once,
 in :meth:`TextMatcher.result`.
+
+By default steps 2 and 3 run in the compiled core (``_native.c``): it sorts
+the hits, runs the handlers of the identifier kinds natively and calls the
+Python handler of every other kind, and it owns the counts, the distinct
+values and the pending candidates. The ``_h_*`` handlers, ``_py_accept`` and
+``_py_propose`` here are the reference implementation (``native=False``),
+which the tests hold the core to.
 """
 
 from __future__ import annotations
@@ -493,6 +500,8 @@ class TextMatcher:
         """Scan the next piece of the member's UTF-8 text."""
         if not data:
             return
+        if type(data) is not bytes:  # a bytearray or memoryview: the core reads bytes
+            data = bytes(data)
         if self._stream is None:
             self.begin_member("text/plain")
         if self._header_open:

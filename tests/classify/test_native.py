@@ -488,3 +488,14 @@ def test_native_folding_matches_the_reference(pieces: list[str], cut: int, raw: 
         assert _native.fold_fullwidth(data) == charset.fold_fullwidth_py(data)
     plain = "nothing to fold here, 中文 only".encode() * 10
     assert _native.fold_fullwidth(plain) is plain
+
+
+def test_text_may_arrive_as_any_bytes_like_object() -> None:
+    data = b"tel 13812345678, a@b.co\n"
+    expected = _scan(BUILTIN, data, [], native=False)
+    for piece in (bytearray(data), memoryview(data)):
+        m = TextMatcher(BUILTIN, SECRET, today=TODAY, native=True)
+        m.begin_member("text/csv")
+        m.text(piece)  # type: ignore[arg-type]
+        m.end_member()
+        assert m.result() == expected
