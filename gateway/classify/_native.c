@@ -74,7 +74,6 @@ enum { HW_PHONE = 0, HW_PASSPORT = 1, HW_PERMIT = 2, HW_NATIVE = 3 };
 #define GROUP_DIGITS_MAX 6
 #define SHORT_GROUP 4
 #define MAX_HOTWORDS 16
-#define MAX_HOTWORD_BYTES 64
 #define DIGEST_BYTES 16
 /* Values are arena-allocated in blocks of this size (a larger value gets a block of its own). */
 #define ARENA_BLOCK (256 * 1024)
@@ -271,7 +270,7 @@ typedef struct {
     int label_ix[LB_COUNT];
     /* hotwords */
     int nwords[HW_NATIVE];
-    uint8_t words[HW_NATIVE][MAX_HOTWORDS][MAX_HOTWORD_BYTES];
+    uint8_t words[HW_NATIVE][MAX_HOTWORDS][HOTWORD_WINDOW]; /* a longer word never fits the window */
     int word_len[HW_NATIVE][MAX_HOTWORDS];
     int word_whole[HW_NATIVE][MAX_HOTWORDS];
     Today today;
@@ -801,7 +800,7 @@ static int load_hotwords(Core *self, PyObject *hotwords) {
                 Py_DECREF(words);
                 goto fail;
             }
-            if (len < 1 || len > MAX_HOTWORD_BYTES || len > HOTWORD_WINDOW) {
+            if (len < 1 || len > HOTWORD_WINDOW) {
                 PyErr_SetString(PyExc_ValueError, "hotword length out of range");
                 Py_DECREF(words);
                 goto fail;
