@@ -160,10 +160,8 @@ async def test_401_names_the_bearer_challenge(
 ) -> None:
     # RFC 9110 §15.5.2: a 401 carries WWW-Authenticate (RFC 6750 §3 for bearer tokens).
     headers = {"Authorization": authorization} if authorization else {}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.put(f"{parks.egress}/v1/transfers/sz-lab/a.csv", data=b"x", headers=headers) as r,
-    ):
+    url = f"{parks.egress}/v1/transfers/sz-lab/a.csv"
+    async with parks.session.put(url, data=b"x", headers=headers) as r:
         assert r.status == 401
         assert r.headers["WWW-Authenticate"] == challenge
 
