@@ -332,6 +332,12 @@ static int set_grow(ValueSet *s) {
     return 0;
 }
 
+#if PY_VERSION_HEX < 0x030E0000
+/* Declared by Python.h up to 3.12; 3.13 moved the declaration to an internal
+ * header but still exports the function (3.14 adds Py_HashBuffer). */
+PyAPI_FUNC(Py_hash_t) _Py_HashBytes(const void *, Py_ssize_t);
+#endif
+
 static Py_hash_t hash_bytes(const uint8_t *v, Py_ssize_t n) {
     /* Python's keyed SipHash: values come from uploads, so the table must not
      * be floodable with chosen collisions. */
