@@ -480,6 +480,10 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.size_mb < 1 or args.large_mb < 1:
+        # A 0 MB baseline would divide the ratio by zero.
+        print("gateway bench proxy: --size-mb and --large-mb must be at least 1", file=sys.stderr)
+        return 2
     configure_logging("console", "warning", stream=sys.stderr)
     result = asyncio.run(run_async(args.size_mb, args.large_mb))
     print(render(result, args.json))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gateway.bench.proxy import ProxyBench, render, run_async
+from gateway.cli import main
 
 
 async def test_small_run_measures_everything() -> None:
@@ -23,3 +26,11 @@ async def test_small_run_measures_everything() -> None:
     assert line["concurrent"] == 16
     assert isinstance(line["ok"], bool)
     assert "ratio" in render(result, as_json=False)
+
+
+@pytest.mark.parametrize("flag", ["--size-mb", "--large-mb"])
+def test_sizes_below_one_mb_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "proxy", flag, "0"]) == 2
+    _, err = capsys.readouterr()
+    assert flag in err
+    assert "Traceback" not in err

@@ -207,23 +207,17 @@ async def test_post_and_forward_proxy_mode(parks: Parks) -> None:
     ingress = parks.sz.ingress_url
     assert ingress is not None
     headers = {"Authorization": "Bearer tok-research-0123456789"}
-    async with parks.session.put(
-        f"{ingress.replace('https', 'http')}/v1/envelopes/sz-lab/proxied.csv",
-        data=CLEAN[:5000],
-        headers=headers,
-        proxy=parks.egress,
-    ) as response:
-        assert response.status == 201, await response.text()
-    assert "proxied.csv" in parks.inbox_files("sz-lab")
+    twin = ingress.replace("https", "http")
     # The bare twin address is route sz-clinical's destination.
-    async with parks.session.put(
-        f"{ingress.replace('https', 'http')}/bare.csv",
-        data=CLEAN[:5000],
-        headers=headers,
-        proxy=parks.egress,
-    ) as response:
-        assert response.status == 201, await response.text()
-    assert "bare.csv" in parks.inbox_files("sz-clinical")
+    for path, route, name in (
+        ("/v1/envelopes/sz-lab/proxied.csv", "sz-lab", "proxied.csv"),
+        ("/bare.csv", "sz-clinical", "bare.csv"),
+    ):
+        async with parks.session.put(
+            twin + path, data=CLEAN[:5000], headers=headers, proxy=parks.egress
+        ) as response:
+            assert response.status == 201, await response.text()
+        assert name in parks.inbox_files(route)
     async with parks.session.put(
         "http://example.org/x.csv", data=b"abc", headers=headers, proxy=parks.egress
     ) as response:
