@@ -7,7 +7,8 @@ Modules, one purpose each:
 * :mod:`~gateway.audit.note` – C2SP signed notes and tlog-checkpoints (Ed25519);
 * :mod:`~gateway.audit.keys` – signing key files and verifier keys;
 * :mod:`~gateway.audit.storage` – segment files, proof index, crash recovery;
-* :mod:`~gateway.audit.log` – :class:`AuditLog`, the async group-commit writer;
+* :mod:`~gateway.audit.log` – :class:`AuditLog`, the async group-commit writer (fails
+  closed on a failed write, heals by itself once the disk takes writes again);
 * :mod:`~gateway.audit.transfers` – the persistent transfer-id index (a lookup cache);
 * :mod:`~gateway.audit.receipt` – receipts and export bundles, offline verification;
 * :mod:`~gateway.audit.verify` – whole-log verification with the first bad index;

@@ -9,8 +9,9 @@ class AuditUnavailable(Unavailable):
     """The audit log cannot make records durable, so the gateway fails closed (503).
 
     Raised by :meth:`~gateway.audit.log.AuditLog.append` after a write or
-    fsync failure (the log stays unhealthy until it is reopened: after a
-    failed fsync the page cache state is unknown, so retrying is unsafe), after
+    fsync failure (the log stays unhealthy until it has reopened its files by
+    itself: after a failed fsync the page cache state is unknown, so retrying
+    the write is unsafe), after
     :meth:`~gateway.audit.log.AuditLog.close`, and when the directory cannot be
     opened for writing.
     """

@@ -12,11 +12,21 @@ The same task signs a checkpoint after ``checkpoint_every`` new records, or
 arrived since, and every ``idle_interval`` seconds regardless (so a verifier
 sees the log is alive), plus a final one on :meth:`AuditLog.close`.
 
-After any write or fsync failure the log is unhealthy for good: the server
-answers 503 and ``/readyz`` turns false, and ``append`` raises
-:class:`~gateway.audit.errors.AuditUnavailable` at once. (After a failed
-fsync Linux may have dropped the dirty pages; retrying could acknowledge a
-record that is not on disk. Reopening recovers from what is.)
+After any write or fsync failure the log is unhealthy: the server answers
+503 and ``/readyz`` turns false, and ``append`` raises
+:class:`~gateway.audit.errors.AuditUnavailable` at once. It never retries
+the failed write: after a failed fsync Linux may have dropped the dirty
+pages, so a retry could acknowledge a record that is not on disk. Instead
+the writer task heals the log by itself (a full disk that gets space back
+must not need a restart, issue 11): every :data:`RECOVERY_FIRST_DELAY`
+seconds, backing off to :data:`RECOVERY_MAX_DELAY`, it probes the directory
+(:func:`~gateway.audit.storage.probe_space`), and once that passes it
+closes the files and reopens them as a restart would, cutting everything
+beyond the last acknowledged record and checkpoint
+(:class:`~gateway.audit.storage.DurableMark`), checks that the tree on disk
+is the one it acknowledged, and signs a checkpoint. Only then is the log
+healthy again. Records on disk that contradict what it acknowledged stop the
+healing for good (:class:`~gateway.audit.errors.AuditIntegrityError`).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -43,8 +53,10 @@ from gateway.audit.storage import (
     DEFAULT_SEGMENT_MAX_AGE,
     DEFAULT_SEGMENT_MAX_BYTES,
     INDEX_DIR,
+    Recovery,
     SegmentStore,
     iter_lines,
+    probe_space,
 )
 from gateway.audit.transfers import TransferIndex
 from gateway.errors import NotFound
@@ -62,6 +74,17 @@ MAX_PENDING = 65_536
 DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_INTERVAL = 10.0
 DEFAULT_IDLE_INTERVAL = 60.0
+#: First probe of a failed log 5 s after the failure: Kubernetes asks /readyz
+#: every 10 s by default (probe periodSeconds), so a disk that got space back
+#: has the replica ready again at its next readiness check or the one after.
+RECOVERY_FIRST_DELAY = 5.0
+#: The delay doubles while probes fail, up to once a minute: a disk that stays
+#: full costs one probe a minute, the I/O of an idle checkpoint
+#: (DEFAULT_IDLE_INTERVAL), and space that returns is used within a minute.
+RECOVERY_MAX_DELAY = 60.0
+#: A probe writes and syncs one whole group commit (MAX_BATCH_BYTES): with less
+#: room the first large batch after healing would fail again at once.
+RECOVERY_PROBE_BYTES = MAX_BATCH_BYTES
 
 _log = structlog.get_logger("gateway.audit")
 
@@ -82,6 +105,7 @@ class AuditLog:
 
     Attributes:
         fsyncs: group commits so far (each is one write and one fdatasync).
+        recoveries: times the log healed by itself after a failure.
     """
 
     def __init__(
@@ -94,6 +118,8 @@ class AuditLog:
         checkpoint_every: int,
         checkpoint_interval: float,
         idle_interval: float,
+        recovery_delay: float = RECOVERY_FIRST_DELAY,
+        recovery_max_delay: float = RECOVERY_MAX_DELAY,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -102,6 +128,8 @@ class AuditLog:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval = checkpoint_interval
         self._idle_interval = idle_interval
+        self._recovery_delay = recovery_delay
+        self._recovery_max_delay = recovery_max_delay
         self._pending: deque[_Pending] = deque()
         self._slots = asyncio.Semaphore(MAX_PENDING)
         self._wakeup = asyncio.Event()
@@ -111,6 +139,19 @@ class AuditLog:
         self._closing = False
         self._closed = False
         self._failure = ""
+        # False once healing cannot help: the disk contradicts what was
+        # acknowledged, or the writer task itself crashed.
+        self._recoverable = True
+        self._failed_at = 0.0  # monotonic time of the first failure of an outage
+        # Readers (receipt, find, consistency_proof) use the store's files from
+        # worker threads; healing closes and reopens them, so it waits until
+        # none is reading and holds new ones back meanwhile.
+        self._readers = 0
+        self._no_readers = asyncio.Event()
+        self._no_readers.set()
+        self._readable = asyncio.Event()
+        self._readable.set()
+        self._store_open = True
         self._size = store.size
         self._checkpoint: Checkpoint | None = None
         self._checkpoint_note: str | None = None
@@ -121,6 +162,7 @@ class AuditLog:
         self._transfers_broken: str | None = None
         self._writer: asyncio.Task[None] | None = None
         self.fsyncs = 0
+        self.recoveries = 0
 
     @classmethod
     async def open(
@@ -136,6 +178,8 @@ class AuditLog:
         segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
         segment_max_age: float = DEFAULT_SEGMENT_MAX_AGE,
         fsync: bool = True,
+        recovery_delay: float = RECOVERY_FIRST_DELAY,
+        recovery_max_delay: float = RECOVERY_MAX_DELAY,
     ) -> AuditLog:
         """Open (or create) the log in ``directory``, recover it, start the writer.
 
@@ -152,6 +196,9 @@ class AuditLog:
             segment_max_bytes: close a segment once it reaches this size.
             segment_max_age: close a segment once it is this old (seconds).
             fsync: sync every batch (only tests and benchmarks turn it off).
+            recovery_delay: seconds from a failure to the first probe.
+            recovery_max_delay: the longest delay between probes while they
+                keep failing (the delay doubles up to it).
 
         Raises:
             AuditUnavailable: the directory cannot be written or is in use.
@@ -160,6 +207,8 @@ class AuditLog:
         """
         if checkpoint_every < 1 or min(checkpoint_interval, idle_interval) <= 0:
             raise ValueError("checkpoint intervals must be positive")
+        if not 0 < recovery_delay <= recovery_max_delay:
+            raise ValueError("recovery delays must be positive and the first the shorter")
         Checkpoint(origin, 0, b"\0" * 32).to_text()  # validates the origin early
         store, recovery = await asyncio.to_thread(
             SegmentStore.open,
@@ -176,6 +225,8 @@ class AuditLog:
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
             idle_interval=idle_interval,
+            recovery_delay=recovery_delay,
+            recovery_max_delay=recovery_max_delay,
         )
         log._transfers = await asyncio.to_thread(_open_transfer_index, store)
         if recovery.torn_bytes:
@@ -203,6 +254,8 @@ class AuditLog:
             except AuditUnavailable:
                 await asyncio.to_thread(log._close_files)
                 raise
+        if metrics is not None:
+            metrics.audit_writable.set(1)
         log._writer = asyncio.create_task(log._run(), name="audit-writer")
         return log
 
@@ -210,7 +263,7 @@ class AuditLog:
 
     @property
     def healthy(self) -> bool:
-        """False once a write or fsync failed (the server then fails closed)."""
+        """False from a failed write or fsync until the log healed (the server fails closed)."""
         return self._healthy and not self._closed
 
     @property
@@ -265,28 +318,44 @@ class AuditLog:
             return await future
 
     async def _run(self) -> None:
+        delay = self._recovery_delay
         try:
             while True:
+                if not self._healthy:
+                    if self._closing or not self._recoverable:
+                        break
+                    healed = await self._heal_after(delay)
+                    delay = (
+                        self._recovery_delay if healed else min(delay * 2, self._recovery_max_delay)
+                    )
+                    continue
                 if not self._pending and not self._closing:
                     self._wakeup.clear()
-                    # asyncio.timeout, not wait_for: wait_for runs the wait as a
-                    # task of its own, a loop iteration more before each batch.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._checkpoint_wait()):
-                            await self._wakeup.wait()
+                    await self._sleep(self._checkpoint_wait())
                 if self._pending:
                     await self._commit(self._take_batch())
                 if self._healthy and self._checkpoint_due():
-                    await self._write_checkpoint()
-                if not self._healthy or (self._closing and not self._pending):
+                    with contextlib.suppress(AuditUnavailable):  # _fail recorded it
+                        await self._write_checkpoint()
+                if self._healthy and self._closing and not self._pending:
                     break
             if self._healthy:
                 await self._write_checkpoint(final=True)
         except AuditUnavailable:
             pass  # already recorded by _fail; waiters were told
         except Exception as exc:  # the writer must never die silently
+            self._recoverable = False
             self._fail(exc)
             raise
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if an append, a failure or ``close`` wakes the writer."""
+        self._wakeup.clear()
+        # asyncio.timeout, not wait_for: wait_for runs the wait as a task of
+        # its own, a loop iteration more before each batch.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -365,14 +434,139 @@ class AuditLog:
         self._healthy = False
         self._failure = reason or type(exc).__name__
         if first_failure:
+            self._failed_at = time.monotonic()
             _log.error("audit_write_failed", error=self._failure, tree_size=self._size)
             if self._metrics is not None:
                 self._metrics.audit_write_failures.inc()
+                self._metrics.audit_writable.set(0)
         error = AuditUnavailable(f"audit log is unavailable: {self._failure}")
         for item in [*batch, *self._pending]:
             if not item.future.done():
                 item.future.set_exception(error)
         self._pending.clear()
+        self._wakeup.set()  # a failed sync_checkpoint: the writer starts healing
+
+    # -- healing ------------------------------------------------------------------
+
+    async def _heal_after(self, delay: float) -> bool:
+        """Wait ``delay`` seconds (``close`` cuts it short), then try to heal; True if healed."""
+        await self._sleep(delay)
+        if self._closing:
+            return False
+        return await self._recover(delay)
+
+    async def _recover(self, delay: float) -> bool:
+        """Probe the directory and, if it takes a batch again, reopen the log; True if healed.
+
+        Args:
+            delay: seconds since the previous attempt (for the log line).
+        """
+        next_in = min(delay * 2, self._recovery_max_delay)
+        try:
+            await asyncio.to_thread(
+                probe_space, self._store.directory, RECOVERY_PROBE_BYTES, fsync=self._store.fsync
+            )
+        except OSError as exc:
+            _log.warning(
+                "audit_recovery_probe_failed", error=exc.strerror or str(exc), next_in=next_in
+            )
+            return False
+        async with self._io, self._exclusive():
+            try:
+                store, recovery, checkpoint, note = await asyncio.to_thread(self._reopen)
+            except AuditIntegrityError as exc:
+                self._recoverable = False
+                _log.critical("audit_recovery_impossible", error=exc.detail)
+                return False
+            except (OSError, AuditUnavailable) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else exc.detail
+                _log.warning("audit_recovery_failed", error=reason or str(exc), next_in=next_in)
+                return False
+            self._store, self._store_open = store, True
+            self._transfers_broken = None
+            self._transfers = await asyncio.to_thread(_open_transfer_index, store)
+        self._checkpoint, self._checkpoint_note = checkpoint, note
+        self._last_checkpoint = time.monotonic()
+        self._healthy, self._failure = True, ""
+        self.recoveries += 1
+        if self._metrics is not None:
+            self._metrics.audit_last_checkpoint.set(time.time())
+            self._metrics.audit_recoveries.inc()
+            self._metrics.audit_writable.set(1)
+        _log.warning(
+            "audit_recovered",
+            tree_size=self._size,
+            cut_bytes=recovery.torn_bytes,
+            cut_checkpoint_bytes=recovery.checkpoint_bytes_cut,
+            kept_in=str(recovery.torn_file) if recovery.torn_file else None,
+            unavailable_seconds=round(time.monotonic() - self._failed_at, 1),
+        )
+        return True
+
+    def _reopen(self) -> tuple[SegmentStore, Recovery, Checkpoint, str]:
+        """Close the failed files and open them again as a restart would (worker thread).
+
+        Everything beyond the failed store's durable mark is cut (its write or
+        sync failed, so it was never acknowledged and the disk may not hold
+        what the page cache shows); the records within must be on disk as
+        acknowledged. A checkpoint over them is signed and synced with the
+        index before anyone is told the log works again.
+
+        Raises:
+            OSError, AuditUnavailable: the disk still fails; try again later.
+            AuditIntegrityError: the disk contradicts what was acknowledged.
+        """
+        old = self._store
+        mark = old.durable
+        if mark.records != self._size:
+            raise AuditIntegrityError(
+                f"{old.directory}: the store holds {mark.records} records, "
+                f"{self._size} were acknowledged"
+            )
+        self._store_open = False
+        self._close_files()
+        store, recovery = SegmentStore.open(
+            old.directory,
+            segment_max_bytes=old.segment_max_bytes,
+            segment_max_age=old.segment_max_age,
+            fsync=old.fsync,
+            durable=mark,
+        )
+        try:
+            checkpoint = Checkpoint(self._origin, store.size, store.tree.root())
+            note = sign_checkpoint(checkpoint, self._signer)
+            store.write_checkpoint(note, sync_index=True)
+        except BaseException:
+            store.close()
+            raise
+        return store, recovery, checkpoint, note
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """Hold the store's files open for a read (worker threads read them)."""
+        await self._readable.wait()
+        if self._closed:
+            raise AuditUnavailable("audit log is closed")
+        if not self._store_open:
+            raise AuditUnavailable(f"audit log is unavailable: {self._failure}")
+        self._readers += 1
+        self._no_readers.clear()
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            if not self._readers:
+                self._no_readers.set()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """Hold new readers back and wait for the current ones (to swap the store)."""
+        self._readable.clear()
+        try:
+            await self._no_readers.wait()
+            yield
+        finally:
+            self._readable.set()
 
     # -- checkpoints ----------------------------------------------------------------
 
@@ -425,10 +619,12 @@ class AuditLog:
 
         Raises:
             NotFound: no such record.
-            AuditUnavailable: the log is closed.
+            AuditUnavailable: the log is closed, or being reopened after a failure.
         """
-        if self._closed:
-            raise AuditUnavailable("audit log is closed")
+        async with self._reading():
+            return await self._receipt(index)
+
+    async def _receipt(self, index: int) -> Receipt:
         if not 0 <= index < self._size:
             raise NotFound(f"no audit record {index}")
         checkpoint, note = self._checkpoint, self._checkpoint_note
@@ -446,11 +642,15 @@ class AuditLog:
 
         Raises:
             NotFound: ``new_size`` is beyond the latest checkpoint.
+            AuditUnavailable: the log is closed, or being reopened after a failure.
         """
-        covered = self._checkpoint.size if self._checkpoint else 0
-        if not 0 <= old_size <= new_size <= covered:
-            raise NotFound(f"no consistency proof from {old_size} to {new_size}")
-        return await asyncio.to_thread(consistency_proof, old_size, new_size, self._store.subtree)
+        async with self._reading():
+            covered = self._checkpoint.size if self._checkpoint else 0
+            if not 0 <= old_size <= new_size <= covered:
+                raise NotFound(f"no consistency proof from {old_size} to {new_size}")
+            return await asyncio.to_thread(
+                consistency_proof, old_size, new_size, self._store.subtree
+            )
 
     async def find(self, transfer_id: str) -> list[Receipt]:
         """Receipts of every record of one transfer, in log order (empty if none).
@@ -461,12 +661,11 @@ class AuditLog:
         scanned (seconds at a million records) in a worker thread.
 
         Raises:
-            AuditUnavailable: the log is closed.
+            AuditUnavailable: the log is closed, or being reopened after a failure.
         """
-        if self._closed:
-            raise AuditUnavailable("audit log is closed")
-        indices = await asyncio.to_thread(self._find_indices, transfer_id, self._size)
-        return [await self.receipt(index) for index in indices]
+        async with self._reading():
+            indices = await asyncio.to_thread(self._find_indices, transfer_id, self._size)
+            return [await self._receipt(index) for index in indices]
 
     def _find_indices(self, transfer_id: str, size: int) -> list[int]:
         """Indices of ``transfer_id``'s records below ``size`` (worker thread)."""

@@ -21,7 +21,12 @@ thread, the CLI calls it directly. Layout of a log directory::
     pruned.jsonl
         one line per segment deleted after its retention (gateway.audit.retention).
     torn/
-        bytes cut from a torn tail on recovery, kept, never deleted.
+        bytes cut from a torn tail on recovery, or beyond the last acknowledged
+        record when a failed writer reopens (:class:`DurableMark`), kept,
+        never deleted.
+    probe.tmp
+        written, synced and deleted by a failed writer testing the disk
+        (:func:`probe_space`).
     LOCK
         flock()ed by the one writer.
 
@@ -78,6 +83,8 @@ INDEX_SYNC_INTERVAL = 60.0
 INDEX_SYNC_RECORDS = 100_000
 #: A checkpoints.jsonl line holds one note (MAX_NOTE_BYTES) plus JSON framing.
 MAX_CHECKPOINT_LINE = 2 * 1024 * 1024
+#: Written, synced and deleted by :func:`probe_space` in the log directory.
+PROBE_FILE = "probe.tmp"
 
 
 def segment_name(first: int) -> str:
@@ -104,6 +111,30 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def probe_space(directory: Path, size: int, *, fsync: bool = True) -> None:
+    """Write ``size`` bytes to a scratch file in ``directory``, sync it, delete it.
+
+    The test of a failed log before it is reopened: creating the file needs a
+    free inode, writing it needs ``size`` bytes of free space (and a file-size
+    limit that allows them), and the sync reaches the device.
+
+    Raises:
+        OSError: any of that failed (the scratch file is removed either way).
+    """
+    path = directory / PROBE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, bytes(size))
+        if fsync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+        # Unlinking never needs space; a leftover (a crash right here) is
+        # truncated by the next probe and read by nothing.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
@@ -438,11 +469,33 @@ class Recovery:
         rebuilt_from: the first record whose index entries were rebuilt.
         torn_bytes: bytes cut from the end of the last segment.
         torn_file: where those bytes were kept.
+        checkpoint_bytes_cut: bytes cut from the end of ``checkpoints.jsonl``.
     """
 
     rebuilt_from: int
     torn_bytes: int
     torn_file: Path | None
+    checkpoint_bytes_cut: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DurableMark:
+    """How far a store's files were durable when it last wrote successfully.
+
+    A writer that failed reopens its directory with this mark: whatever lies
+    beyond it was never acknowledged (its write or sync failed, so the page
+    cache may hold bytes the disk does not) and is cut off, and what lies
+    within it must still be there, unchanged.
+
+    Attributes:
+        records: records appended and synced (the tree size).
+        root: the Merkle root of those records.
+        checkpoint_bytes: length of ``checkpoints.jsonl`` after its last sync.
+    """
+
+    records: int
+    root: bytes
+    checkpoint_bytes: int
 
 
 class SegmentStore:
@@ -479,6 +532,7 @@ class SegmentStore:
         self.index_synced = 0
         self._index_synced_at = 0.0  # monotonic; 0 forces a sync at the first checkpoint
         self._checkpoints_fd = -1
+        self.durable = DurableMark(0, self.tree.root(), 0)
 
     # -- opening and recovery -------------------------------------------------
 
@@ -491,16 +545,22 @@ class SegmentStore:
         segment_max_age: float = DEFAULT_SEGMENT_MAX_AGE,
         fsync: bool = True,
         on_record: Callable[[int, bytes], None] | None = None,
+        durable: DurableMark | None = None,
     ) -> tuple[SegmentStore, Recovery]:
         """Open (creating if needed) and recover a log directory for writing.
 
         Args:
             on_record: called with ``(index, record bytes)`` for each record
                 re-read during recovery (the caller's transfer-id index).
+            durable: the :attr:`durable` mark of this process's previous,
+                failed store of the same directory: complete records and
+                checkpoint lines beyond it are cut off too (kept in
+                ``torn/``), and the records within it must be on disk.
 
         Raises:
             AuditUnavailable: the directory cannot be created, locked or written.
-            AuditIntegrityError: damage beyond a torn final write.
+            AuditIntegrityError: damage beyond a torn final write, or (with
+                ``durable``) acknowledged records that are no longer on disk.
         """
         store = cls(
             Path(directory),
@@ -509,7 +569,7 @@ class SegmentStore:
             fsync=fsync,
         )
         try:
-            recovery = store._open(on_record)
+            recovery = store._open(on_record, durable)
         except OSError as exc:
             store.close()
             raise AuditUnavailable(
@@ -520,7 +580,9 @@ class SegmentStore:
             raise
         return store, recovery
 
-    def _open(self, on_record: Callable[[int, bytes], None] | None) -> Recovery:
+    def _open(
+        self, on_record: Callable[[int, bytes], None] | None, durable: DurableMark | None
+    ) -> Recovery:
         directory = self.directory
         for sub in (directory, directory / SEGMENTS_DIR, directory / INDEX_DIR):
             sub.mkdir(parents=True, exist_ok=True)
@@ -530,11 +592,22 @@ class SegmentStore:
         except BlockingIOError as exc:
             raise AuditUnavailable(f"{directory}: audit log is in use by another process") from exc
 
-        latest, torn_checkpoint = latest_checkpoint(directory)
         cp_path = directory / CHECKPOINTS_FILE
+        cut = 0
+        if durable is not None:
+            if not cp_path.exists() or cp_path.stat().st_size < durable.checkpoint_bytes:
+                raise AuditIntegrityError(
+                    f"{cp_path}: shorter than the {durable.checkpoint_bytes} bytes this "
+                    "process synced; published checkpoints are gone"
+                )
+            # A checkpoint line whose write or sync failed was never published
+            # (no receipt or witness has it); after a failed sync the disk may
+            # not hold it, so it must not stay for later lines to follow.
+            cut += self._quarantine(cp_path, durable.checkpoint_bytes)[0]
+        latest, torn_checkpoint = latest_checkpoint(directory)
         if torn_checkpoint is not None:
             # A checkpoint is re-signed from the tree; keep the torn line anyway.
-            self._quarantine(cp_path, torn_checkpoint)
+            cut += self._quarantine(cp_path, torn_checkpoint)[0]
         self._checkpoints_fd = os.open(cp_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.latest = latest
         signed = self.latest.checkpoint() if self.latest else None
@@ -562,10 +635,21 @@ class SegmentStore:
         self.index_synced = trusted
         self.tree = CompactRange.from_source(trusted, self.subtree)
 
-        torn_bytes, torn_file = self._rescan(trusted, signed, on_record)
+        keep = durable.records if durable is not None else None
+        torn_bytes, torn_file = self._rescan(trusted, signed, on_record, keep)
+        if durable is not None and (
+            self.tree.size != durable.records or self.tree.root() != durable.root
+        ):
+            raise AuditIntegrityError(
+                f"{directory}: {self.tree.size} records on disk do not match the "
+                f"{durable.records} this process acknowledged; run `gateway audit verify`"
+            )
         self._open_current_segment()
         self._flush_dir()
-        return Recovery(trusted, torn_bytes, torn_file)
+        self.durable = DurableMark(
+            self.tree.size, self.tree.root(), os.fstat(self._checkpoints_fd).st_size
+        )
+        return Recovery(trusted, torn_bytes, torn_file, cut)
 
     def _stored_count(self, level: int) -> int:
         if level not in self._level_fds:
@@ -595,8 +679,15 @@ class SegmentStore:
         start: int,
         signed: Checkpoint | None,
         on_record: Callable[[int, bytes], None] | None,
+        keep: int | None = None,
     ) -> tuple[int, Path | None]:
-        """Re-read records from ``start``, rebuild their index, cut a torn tail."""
+        """Re-read records from ``start``, rebuild their index, cut a torn tail.
+
+        With ``keep``, records from index ``keep`` on are cut like a torn
+        tail even when complete: their writer failed before acknowledging
+        them. A failed batch is one write into the last segment (or into a
+        segment it had just opened), so they can only be at the very end.
+        """
         if not self.segments:
             if start or (signed and signed.size):
                 raise AuditIntegrityError(
@@ -627,6 +718,14 @@ class SegmentStore:
                 )
             last_segment = pos == len(self.segments) - 1
             for line in iter_lines(path, offset if pos == seg_pos else 0):
+                if keep is not None and index >= keep:
+                    if not last_segment:
+                        raise AuditIntegrityError(
+                            f"{path}: record {index} follows the last acknowledged "
+                            f"record {keep - 1} but is not in the last segment"
+                        )
+                    self._append_index(hashes, entries)
+                    return self._quarantine(path, line.offset)
                 good = line.complete
                 if good:
                     try:
@@ -726,7 +825,11 @@ class SegmentStore:
         path = self.directory / SEGMENTS_DIR / segment_name(first)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         if self.fsync:
-            fsync_directory(path.parent)
+            try:
+                fsync_directory(path.parent)
+            except OSError:
+                os.close(fd)  # close() knows only the fds it was handed
+                raise
         if self._segment_fd >= 0:
             os.close(self._segment_fd)
         self._segment_fd = fd
@@ -805,6 +908,8 @@ class SegmentStore:
         self._segment_size = base
         # The records are durable; the index is derived data (rebuilt on open).
         self._append_index(list(hashes), entries)
+        # Only now are they acknowledged: a failure above leaves them beyond the mark.
+        self.durable = DurableMark(self.tree.size, self.tree.root(), self.durable.checkpoint_bytes)
         self.broken = False
         return synced
 
@@ -841,6 +946,9 @@ class SegmentStore:
         if self.fsync:
             os.fdatasync(self._checkpoints_fd)
         self.latest = StoredCheckpoint(0, note, stamp, self.index_synced)
+        self.durable = DurableMark(
+            self.durable.records, self.durable.root, os.fstat(self._checkpoints_fd).st_size
+        )
         self.broken = False
 
     # -- reads (safe from other threads while the writer appends) ---------------

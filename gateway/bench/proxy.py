@@ -13,7 +13,10 @@ prose from :mod:`gateway.bench.classify`, so every transfer is allowed):
 Measured (SPEC §9 targets in brackets): throughput of one large transfer and
 the ratio gateway/baseline [>= 0.5]; 1 KB transfer latency p50/p99 and the
 p99 excess over the baseline [< 5 ms]; 256 concurrent transfers [no error, no
-lost audit record]; peak RSS during one large transfer [< 150 MB, flat].
+lost audit record]; peak RSS during one large transfer [< 150 MB, flat];
+with ``--hostile-decoders N`` (default 64; 0 skips it), peak RSS while N
+worst-case ``zstd --long=27`` / ``xz -9`` uploads run at once, under the decoder
+memory budget and without one (:mod:`gateway.bench.hostile`, issue 11).
 The twin (the other park's gateway) runs as its own ``gateway serve`` process,
 as it would on its own host; on one machine it still shares the CPUs.
 """
@@ -39,10 +42,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gateway.bench.classify import generate
-from gateway.crypto.certs import ParkPaths, init_dev_pki
+from gateway.bench.hostile import HOSTILE_UPLOADS, HostileRun, hostile_phase, render_runs
+from gateway.crypto.certs import ParkPaths, init_dev_pki, spki_pin
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from gateway.obs.logging import configure_logging
-from gateway.server.config import GatewaySettings, token_digest
+from gateway.server.config import DECODER_MEMORY_BYTES, GatewaySettings, token_digest
 from gateway.server.egress import EGRESS
 from gateway.server.runner import RunningGateway, running
 
@@ -109,6 +113,7 @@ class ProxyBench:
     large_mb_s: float
     rss_start_mb: float
     rss_peak_mb: float
+    hostile: tuple[HostileRun, ...] = ()
 
     def ok(self) -> bool:
         """Whether every SPEC §9 target held."""
@@ -118,6 +123,7 @@ class ProxyBench:
             and self.concurrent_errors == 0
             and self.audit_records_missing == 0
             and self.rss_peak_mb < TARGET_RSS_MB
+            and all(run.ok() for run in self.hostile)
         )
 
 
@@ -231,9 +237,17 @@ def _common_name(cert: Path) -> str:
     return str(loaded.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
+def _pin(cert: Path) -> str:
+    """The public-key pin of a PEM certificate (the twins pin each other's keys)."""
+    return spki_pin(x509.load_pem_x509_certificate(cert.read_bytes()))
+
+
 @contextlib.asynccontextmanager
-async def gateway_pair(root: Path) -> AsyncIterator[tuple[RunningGateway, Path]]:
-    """The HK egress and SZ ingress with real keys, audit logs and a SQLite ledger."""
+async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[RunningGateway, Path]]:
+    """The HK egress and SZ ingress with real keys, audit logs and a SQLite ledger.
+
+    Keyword arguments override settings of the egress section.
+    """
     init_dev_pki(root / "pki")
     hk, sz = ParkPaths(root / "pki" / "hk"), ParkPaths(root / "pki" / "sz")
     identity = X25519Identity.generate()
@@ -252,6 +266,7 @@ async def gateway_pair(root: Path) -> AsyncIterator[tuple[RunningGateway, Path]]
                 "identity": root / "sz.agekey",
                 # Only the HK gateway's own client certificate may post envelopes.
                 "twin_names": [_common_name(hk.cert("client"))],
+                "twin_spki": [_pin(hk.cert("client"))],
                 "deliver": {"bench": inbox.as_uri()},
                 "spool_dir": root / "sz-spool",
             },
@@ -282,8 +297,10 @@ async def gateway_pair(root: Path) -> AsyncIterator[tuple[RunningGateway, Path]]
                         "cert": hk.cert("client"),
                         "key": hk.key("client"),
                         "ca": sz.ca_cert,
+                        "pin_spki": [_pin(sz.cert("server"))],
                     },
                     "min_free_spool_bytes": 0,
+                    **egress,
                 },
                 "audit": {
                     "dir": root / "hk-audit",
@@ -350,6 +367,8 @@ async def run_async(
     *,
     samples: int = LATENCY_SAMPLES,
     concurrent: int = TARGET_CONCURRENT,
+    hostile: int = 0,
+    decoder_memory_mb: int = DECODER_MEMORY_BYTES >> 20,
 ) -> ProxyBench:
     """Run every measurement once and return the numbers.
 
@@ -358,6 +377,8 @@ async def run_async(
         large_mb: size of the transfer during which RSS is sampled.
         samples: sequential 1 KB transfers for the latency percentiles.
         concurrent: transfers started at once.
+        hostile: worst-case decoder uploads at once (0: no hostile phase).
+        decoder_memory_mb: the egress's decoder memory budget in that phase.
     """
     block = generate("prose", BLOCK)
     small = block[:1024]
@@ -410,6 +431,14 @@ async def run_async(
                         events = await hk.services.audit.find(tid)
                         missing += 2 - len(events)  # "allowed" and "delivered"
                 missing += concurrent - len(list(inbox.glob("c*.txt")))
+            # Last: its windows would inflate the RSS of any phase after it.
+            runs = (
+                await hostile_phase(
+                    gateway_pair, Path(tmp) / "hostile", hostile, decoder_memory_mb << 20, headers
+                )
+                if hostile
+                else ()
+            )
     return ProxyBench(
         size_mb=size_mb,
         baseline_mb_s=round(baseline, 1),
@@ -428,6 +457,7 @@ async def run_async(
         large_mb_s=round(large, 1),
         rss_start_mb=round(rss_start, 1),
         rss_peak_mb=round(peak, 1),
+        hostile=runs,
     )
 
 
@@ -454,6 +484,7 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"large transfer {result.large_mb} MB at {result.large_mb_s:.1f} MB/s: RSS "
             f"{result.rss_start_mb:.0f} -> peak {result.rss_peak_mb:.0f} MB "
             f"(target < {TARGET_RSS_MB:.0f}) {mark[result.rss_peak_mb < TARGET_RSS_MB]}",
+            *render_runs(result.hostile),
         ]
     )
 
@@ -476,6 +507,20 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default=DEFAULT_LARGE_MB,
         help="RSS transfer size (MB); the SPEC target is 5000 MB under 150 MB RSS",
     )
+    parser.add_argument(
+        "--hostile-decoders",
+        type=int,
+        default=HOSTILE_UPLOADS,
+        metavar="N",
+        help="worst-case zstd --long=27 / xz -9 uploads at once, measured with and without "
+        "the decoder memory budget (0 skips the phase)",
+    )
+    parser.add_argument(
+        "--decoder-memory-mb",
+        type=int,
+        default=DECODER_MEMORY_BYTES >> 20,
+        help="the egress's decoder memory budget in that phase (MiB)",
+    )
     parser.set_defaults(handler=_main)
 
 
@@ -484,7 +529,21 @@ def _main(args: argparse.Namespace) -> int:
         # A 0 MB baseline would divide the ratio by zero.
         print("gateway bench proxy: --size-mb and --large-mb must be at least 1", file=sys.stderr)
         return 2
+    if args.hostile_decoders < 0 or args.decoder_memory_mb < 1:
+        print(
+            "gateway bench proxy: --hostile-decoders must be at least 0 "
+            "and --decoder-memory-mb at least 1",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging("console", "warning", stream=sys.stderr)
-    result = asyncio.run(run_async(args.size_mb, args.large_mb))
+    result = asyncio.run(
+        run_async(
+            args.size_mb,
+            args.large_mb,
+            hostile=args.hostile_decoders,
+            decoder_memory_mb=args.decoder_memory_mb,
+        )
+    )
     print(render(result, args.json))
     return 0

@@ -71,6 +71,23 @@ Design decisions the spec leaves open (recorded here and in the docs):
   member with a data descriptor has no length to stop at and is refused (as
   Java's ``ZipInputStream`` does). CRCs are not verified: the classifier scans
   what an extractor would produce either way.
+* **Decoder memory is reserved before it is allocated**, from the process-wide
+  :class:`~gateway.classify.budget.DecoderBudget` through the scan's account:
+  every layer its fixed buffers (:data:`LAYER_BUFFER_BYTES`,
+  :data:`TAR_BUFFER_BYTES`), and each decompressor its window as its header
+  declares it: the zstd frame header's window size (RFC 8878 §3.1.1.1.2), the
+  LZMA2 dictionary size in the first xz block header (the decompressor's
+  ``memlimit`` is then exactly what was reserved), the bzip2 block size digit,
+  zlib's fixed 32 KiB window. A layer's reservation only grows (a decompressor
+  keeps its largest buffers) and is given back when the layer ends or fails,
+  and all of it when the decoder is closed. The rule: a layer that would take
+  its scan past ``ScanLimits.max_decoder_bytes`` (or the whole budget) is
+  unscannable ("zstd: decoder memory over 256 MiB"); one that fits but finds
+  the budget held by other scans raises
+  :class:`~gateway.classify.budget.DecoderBusy` (503 + ``Retry-After``).
+  Reservations happen at fixed points of the byte stream (a layer's start, a
+  frame, stream or member header within a re-cut block), so they too are the
+  same for every chunking.
 """
 
 from __future__ import annotations
@@ -89,6 +106,7 @@ from typing import IO, Final, Protocol, cast
 import zstandard
 
 from gateway.classify import charset as cs
+from gateway.classify.budget import DecoderAccount, DecoderBudget
 from gateway.classify.summary import ContentInfo
 
 #: Bytes of each stream buffered before its type and charset are decided. A
@@ -126,8 +144,39 @@ XZ_MEMLIMIT_BYTES: Final = 72 << 20
 #: (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27). Frames made with ``--long=28`` or more
 #: are refused rather than allowed to allocate up to 2 GiB.
 ZSTD_MAX_WINDOW_BYTES: Final = 1 << 27
+#: Most decoder memory one scan may hold at once, over all its open layers
+#: (``ScanLimits.max_decoder_bytes``). The largest zstd window with its layer
+#: (128.8 MiB) plus an xz -9 member (64.3 MiB) and the buffers of two more
+#: layers fit; two ``--long=27`` zstd windows nested in each other (257.6 MiB)
+#: do not, and the inner one is unscannable. One hostile transfer thus holds
+#: at most a quarter of the default 1 GiB process budget.
+MAX_DECODER_BYTES: Final = 256 << 20
+#: Fixed buffers of a decompressing layer (gzip, zstd, bz2, xz, zip): its
+#: re-cut input block, one decompression step of output and its child
+#: stream's sniff buffer. Reserved when the layer opens.
+LAYER_BUFFER_BYTES: Final = BLOCK_BYTES + STEP_BYTES + SNIFF_BYTES
+#: zlib inflate state: a 32 KiB window (1 << MAX_WBITS) plus about 7 KiB of
+#: state (zlib's zconf.h, "memory requirements for inflate"), rounded up.
+ZLIB_INFLATE_BYTES: Final = 48 << 10
+#: bzip2 decompression without ``-s``: 100 kB + 4 bytes per byte of the block
+#: size, 100 kB x the digit after ``BZh`` (bzip2 manual §2.6: 3700k for -9).
+BZ2_BASE_BYTES: Final = 100_000
+BZ2_PER_LEVEL_BYTES: Final = 400_000
+#: xz decoder memory beyond the LZMA2 dictionary: liblzma 5.4 asks for
+#: dictionary + 65,592 bytes (66,968 with a BCJ and a delta filter), measured
+#: as the smallest ``memlimit`` that decodes; 128 KiB leaves room for other
+#: liblzma versions.
+XZ_STATE_BYTES: Final = 128 << 10
+#: zstd decoder memory beyond the window: libzstd 1.5's context (95,968 bytes,
+#: ``zstandard.estimate_decompression_context_size()``) and its block-sized
+#: input and output buffers; measured 489,248 bytes over a 128 MiB window
+#: (``ZstdDecompressor.memory_size()`` after a ``--long=27`` frame).
+ZSTD_STATE_BYTES: Final = 640 << 10
 
 _TAR_BLOCK: Final = 512
+#: Fixed buffers of a tar layer: a header block, the largest pax header and
+#: long name it collects, and its member's sniff buffer.
+TAR_BUFFER_BYTES: Final = SNIFF_BYTES + PAX_MAX_BYTES + NAME_MAX_BYTES + _TAR_BLOCK
 _ZERO_BLOCK: Final = bytes(_TAR_BLOCK)
 #: Fixed part of a zip local file header after its 4-byte signature
 #: (APPNOTE.TXT 4.3.7).
@@ -150,12 +199,16 @@ class ScanLimits:
             target, and still fits a 5 GB transfer (SPEC §9) compressed 10:1.
         unknown_binary_limit: an unknown binary member larger than this is
             unscannable (SPEC §3.1: 1 MiB).
+        max_decoder_bytes: decoder memory (windows and layer buffers) one scan
+            may hold at once; a layer that would need more is unscannable
+            (see :data:`MAX_DECODER_BYTES`).
     """
 
     max_depth: int = 4
     max_ratio: float = 100.0
     max_expanded_bytes: int = 64 << 30
     unknown_binary_limit: int = 1 << 20
+    max_decoder_bytes: int = MAX_DECODER_BYTES
 
 
 class TextSink(Protocol):
@@ -187,11 +240,25 @@ class _Abort(Exception):
 class _Context:
     """State shared by every layer of one decoder."""
 
-    __slots__ = ("best", "best_size", "expanded", "limits", "reported", "sink")
+    __slots__ = (
+        "best",
+        "best_size",
+        "expanded",
+        "layers",
+        "limits",
+        "memory",
+        "reported",
+        "sink",
+    )
 
-    def __init__(self, sink: TextSink, limits: ScanLimits) -> None:
+    def __init__(self, sink: TextSink, limits: ScanLimits, memory: DecoderAccount) -> None:
         self.sink = sink
         self.limits = limits
+        self.memory = memory
+        #: Layers that may hold a decompressor, freed all at once when the
+        #: decoder is closed early (a zstd layer and its writer form a cycle
+        #: that only the garbage collector would otherwise break).
+        self.layers: set[_Layer] = set()
         self.expanded = 0
         self.reported: set[tuple[tuple[str, ...], str]] = set()
         self.best: ContentInfo | None = None
@@ -872,7 +939,9 @@ class _Layer:
     """Base of the container and compression layers: child stream and failure."""
 
     name: str = ""
-    __slots__ = ("_child", "_ctx", "_dead", "_depth", "_inner", "_layers")
+    #: Fixed buffers this layer keeps, reserved when it opens.
+    buffers: int = 0
+    __slots__ = ("_child", "_ctx", "_dead", "_depth", "_held", "_inner", "_layers")
 
     def __init__(self, ctx: _Context, depth: int, layers: tuple[str, ...]) -> None:
         self._ctx = ctx
@@ -881,6 +950,38 @@ class _Layer:
         self._inner = (*layers, self.name)
         self._child: _Stream | None = None
         self._dead = False
+        self._held = 0
+        ctx.layers.add(self)
+        self._reserve(self.buffers, "buffers")
+
+    def _reserve(self, size: int, what: str) -> bool:
+        """Hold at least ``size`` bytes of decoder memory for this layer (it only grows).
+
+        Returns:
+            False when the scan's cap does not allow it: the layer has failed.
+
+        Raises:
+            DecoderBusy: other scans hold the budget (the whole scan stops).
+        """
+        extra = size - self._held
+        if extra <= 0:
+            return True
+        memory = self._ctx.memory
+        if not memory.reserve(extra, f"{self.name} {what}"):
+            self._fail(f"decoder memory over {_human(memory.cap)}")
+            return False
+        self._held = size
+        return True
+
+    def _free(self) -> None:
+        """Drop the decompressor and give back this layer's decoder memory (idempotent)."""
+        self._drop_codec()
+        held, self._held = self._held, 0
+        self._ctx.memory.release(held)
+        self._ctx.layers.discard(self)
+
+    def _drop_codec(self) -> None:
+        """Drop the references to this layer's decompressor (frees its window)."""
 
     def _open_child(self) -> _Stream:
         child = _Sniffer(self._ctx, self._depth + 1, self._inner)
@@ -906,11 +1007,13 @@ class _Layer:
         self._report(reason)
         self._dead = True
         self._close_child()
+        self._free()
 
 
 class _Expanding(_Layer):
     """A layer whose output is larger than its input: limits and re-blocking."""
 
+    buffers = LAYER_BUFFER_BYTES
     __slots__ = ("_carry", "_in", "_out")
 
     def __init__(self, ctx: _Context, depth: int, layers: tuple[str, ...]) -> None:
@@ -950,6 +1053,7 @@ class _Expanding(_Layer):
             self._end()
         self._close_child()
         self._done()
+        self._free()
 
     def _emit(self, out: bytes) -> bool:
         """Pass decompressed ``out`` on unless it breaks a limit (then fail)."""
@@ -1026,12 +1130,22 @@ class _Multistream(_Expanding):
         super().__init__(ctx, depth, layers)
         self._head = b""
         self._padding = False
-        self._open_child()
-        self._start()
-        self._active = True
+        # Every stream, the first one too, starts once its header is in
+        # (:meth:`_need`): the header says how much memory it needs.
+        self._active = False
+        if not self._dead:
+            self._open_child()
 
-    def _start(self) -> None:
-        """Make a fresh decompressor for the next concatenated stream."""
+    def _need(self, head: bytes) -> int:
+        """Bytes of a stream's start needed before :meth:`_start` (at least its magic)."""
+        return len(self.magic)
+
+    def _start(self, head: bytes) -> bool:
+        """Reserve memory for and make a decompressor for the stream ``head`` starts.
+
+        Returns:
+            False when the layer failed (its memory would pass the scan's cap).
+        """
         raise NotImplementedError
 
     def _run(self, data: bytes | memoryview) -> bytes | None:
@@ -1059,16 +1173,17 @@ class _Multistream(_Expanding):
         if self._padding or not self.magic.startswith(head[: len(self.magic)]):
             self._fail("trailing data after end of stream")
             return b""
-        if len(head) < len(self.magic):
-            self._head = head
+        if len(head) < self._need(head):
+            self._head = head  # at most a magic or an xz block header: bounded
             return b""
         self._head = b""
-        self._start()
+        if not self._start(head):
+            return b""
         self._active = True
         return head
 
     def _end(self) -> None:
-        if self._active:
+        if self._active or len(self._head) >= len(self.magic):
             self._fail("truncated stream")
         elif self._head:
             self._fail("trailing data after end of stream")
@@ -1079,24 +1194,44 @@ class _Gzip(_Multistream):
     magic = b"\x1f\x8b"
     __slots__ = ("_z",)
 
-    def _start(self) -> None:
+    def _start(self, head: bytes) -> bool:
+        if not self._reserve(self.buffers + ZLIB_INFLATE_BYTES, "deflate window"):
+            return False
         # wbits 16+15: gzip header and trailer; zlib checks CRC-32 and ISIZE.
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._z: zlib._Decompress | None = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return True
 
     def _run(self, data: bytes | memoryview) -> bytes | None:
-        if not self._inflate(self._z, data) or not self._z.eof:
+        z = self._z
+        assert z is not None  # dropped only when the layer is dead
+        if not self._inflate(z, data) or not z.eof:
             return None
-        return self._z.unused_data
+        return z.unused_data
+
+    def _drop_codec(self) -> None:
+        self._z = None
 
 
 class _Bz2OrXz(_Multistream):
     __slots__ = ("_d",)
-    _d: bz2.BZ2Decompressor | lzma.LZMADecompressor
+    _d: bz2.BZ2Decompressor | lzma.LZMADecompressor | None
 
     def _run(self, data: bytes | memoryview) -> bytes | None:
-        if not self._unpack(self._d, data, ""):
+        d = self._d
+        assert d is not None  # dropped only when the layer is dead
+        if not self._unpack(d, data, ""):
             return None
-        return self._d.unused_data if self._d.eof else None
+        return d.unused_data if d.eof else None
+
+    def _drop_codec(self) -> None:
+        self._d = None
+
+
+def bz2_memory(level: int) -> int:
+    """Decoder memory of a bzip2 stream of block size ``level`` (1-9; others count as 9)."""
+    if not 1 <= level <= 9:
+        level = 9
+    return BZ2_BASE_BYTES + BZ2_PER_LEVEL_BYTES * level
 
 
 class _Bz2(_Bz2OrXz):
@@ -1104,8 +1239,82 @@ class _Bz2(_Bz2OrXz):
     magic = b"BZh"
     __slots__ = ()
 
-    def _start(self) -> None:
+    def _need(self, head: bytes) -> int:
+        return len(self.magic) + 1  # the block size digit
+
+    def _start(self, head: bytes) -> bool:
+        # A bad digit is left for bz2 to refuse as corrupt, with the -9 reservation.
+        if not self._reserve(self.buffers + bz2_memory(head[3] - 0x30), "bzip2 block"):
+            return False
         self._d = bz2.BZ2Decompressor()
+        return True
+
+
+#: An xz stream header: magic, stream flags, CRC-32 (xz file format §2.1.1).
+_XZ_STREAM_HEADER: Final = 12
+_XZ_LZMA2: Final = 0x21
+#: LZMA2 dictionary-size properties above this are invalid (xz format §5.3.1).
+_XZ_MAX_DICT_PROP: Final = 40
+
+
+def _xz_varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """An xz multibyte integer at ``pos`` (xz format §1.2): (value, next position)."""
+    value = 0
+    for i in range(9):
+        if pos + i >= len(data):
+            return None
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    return None
+
+
+def xz_dictionary(head: bytes) -> int | None:
+    """The LZMA2 dictionary size the first block of the xz stream ``head`` starts declares.
+
+    Args:
+        head: the stream's first bytes, through its first block header (or
+            the index indicator of a stream without blocks).
+
+    Returns:
+        The dictionary size (0 for a stream without blocks or without an
+        LZMA2 filter, which liblzma then refuses), or None when the block
+        header is malformed (bad CRC-32, reserved bits, a varint past its end).
+    """
+    start = _XZ_STREAM_HEADER
+    if head[start] == 0:  # index indicator: no blocks (xz format §3.1.1)
+        return 0
+    end = start + (head[start] + 1) * 4
+    header = head[start:end]
+    if len(header) < end - start:
+        return None
+    if zlib.crc32(header[:-4]) != int.from_bytes(header[-4:], "little"):
+        return None
+    flags = header[1]
+    if flags & 0x3C:
+        return None
+    pos = 2
+    for present in (flags & 0x40, flags & 0x80):  # compressed, uncompressed size
+        if present:
+            field = _xz_varint(header, pos)
+            if field is None:
+                return None
+            pos = field[1]
+    dictionary = 0
+    for _ in range((flags & 0x03) + 1):
+        fid = _xz_varint(header, pos)
+        size = None if fid is None else _xz_varint(header, fid[1])
+        if fid is None or size is None or size[1] + size[0] > len(header) - 4:
+            return None
+        props = header[size[1] : size[1] + size[0]]
+        if fid[0] == _XZ_LZMA2:
+            if len(props) != 1 or props[0] > _XZ_MAX_DICT_PROP:
+                return None
+            bits = props[0]
+            dictionary = 0xFFFFFFFF if bits == 40 else (2 | (bits & 1)) << (bits // 2 + 11)
+        pos = size[1] + size[0]
+    return dictionary
 
 
 class _Xz(_Bz2OrXz):
@@ -1113,12 +1322,32 @@ class _Xz(_Bz2OrXz):
     magic = _XZ_MAGIC
     __slots__ = ()
 
-    def _start(self) -> None:
-        self._d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT_BYTES)
+    def _need(self, head: bytes) -> int:
+        if len(head) <= _XZ_STREAM_HEADER:
+            return _XZ_STREAM_HEADER + 1
+        size = head[_XZ_STREAM_HEADER]
+        return _XZ_STREAM_HEADER + ((size + 1) * 4 if size else 1)
+
+    def _start(self, head: bytes) -> bool:
+        dictionary = xz_dictionary(head)
+        if dictionary is None:
+            self._fail("corrupt stream")
+            return False
+        need = dictionary + XZ_STATE_BYTES
+        if need > XZ_MEMLIMIT_BYTES:
+            self._fail(f"decoder memory over {_human(XZ_MEMLIMIT_BYTES)}")
+            return False
+        if not self._reserve(self.buffers + need, "xz dictionary"):
+            return False
+        # The memory limit is what this layer reserved for its decompressor (the
+        # largest of its streams so far): a later block of this stream that
+        # declares a larger dictionary is refused by liblzma, never allocated.
+        self._d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=self._held - self.buffers)
+        return True
 
     def _reason(self, error: Exception) -> str:
         if isinstance(error, lzma.LZMAError) and "limit" in str(error).lower():
-            return f"decoder memory over {_human(XZ_MEMLIMIT_BYTES)}"
+            return "block needs a larger dictionary than the stream's first"
         return "corrupt stream"
 
 
@@ -1140,6 +1369,26 @@ def _gather(
     return pos + step, header
 
 
+def _zstd_window(descriptor: int, rest: bytes) -> int:
+    """The window size a zstd frame header declares (RFC 8878 §3.1.1.1.2).
+
+    Args:
+        descriptor: the Frame_Header_Descriptor byte.
+        rest: the header bytes after it (window descriptor, dictionary id,
+            frame content size).
+    """
+    if not (descriptor >> 5) & 1:  # the window descriptor byte
+        exponent, mantissa = rest[0] >> 3, rest[0] & 7
+        base = 1 << (10 + exponent)
+        return base + (base >> 3) * mantissa
+    # Single segment: the window is the frame content size.
+    fcs_flag = descriptor >> 6
+    start = (0, 1, 2, 4)[descriptor & 3]
+    size = (1, 2, 4, 8)[fcs_flag]
+    content = int.from_bytes(rest[start : start + size], "little")
+    return content + 256 if fcs_flag == 1 else content
+
+
 class _ZstdFrames:
     """Tracks zstd frame boundaries (RFC 8878 §3.1) to tell a truncated stream.
 
@@ -1148,7 +1397,7 @@ class _ZstdFrames:
     bytes per block of up to 128 KiB) and skips the block bodies.
     """
 
-    __slots__ = ("_checksum", "_hdr", "_skip", "_state", "_want")
+    __slots__ = ("_checksum", "_descriptor", "_hdr", "_skip", "_state", "_want", "window")
 
     _MAGIC, _SKIPPABLE_SIZE, _DESCRIPTOR, _HEADER_REST, _BLOCK = range(5)
 
@@ -1158,6 +1407,9 @@ class _ZstdFrames:
         self._hdr = bytearray()
         self._skip = 0
         self._checksum = False
+        self._descriptor = 0
+        #: The largest window a frame header seen so far declared (0: none yet).
+        self.window = 0
 
     @property
     def at_boundary(self) -> bool:
@@ -1193,6 +1445,7 @@ class _ZstdFrames:
                 return False
             single_segment = (value >> 5) & 1
             self._checksum = bool((value >> 2) & 1)
+            self._descriptor = value
             rest = (
                 (0 if single_segment else 1)
                 + (0, 1, 2, 4)[value & 3]
@@ -1203,6 +1456,7 @@ class _ZstdFrames:
             else:
                 self._state, self._want = self._BLOCK, 3
         elif state == self._HEADER_REST:
+            self.window = max(self.window, _zstd_window(self._descriptor, header))
             self._state, self._want = self._BLOCK, 3
         else:
             block_type, size = (value >> 1) & 3, value >> 3
@@ -1236,8 +1490,11 @@ class _Zstd(_Expanding):
 
     def __init__(self, ctx: _Context, depth: int, layers: tuple[str, ...]) -> None:
         super().__init__(ctx, depth, layers)
-        self._open_child()
         self._frames = _ZstdFrames()
+        self._writer: zstandard.ZstdDecompressionWriter | None = None
+        if self._dead or not self._reserve(self.buffers + ZSTD_STATE_BYTES, "zstd context"):
+            return
+        self._open_child()
         decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW_BYTES)
         # The stream writer hands output to write() in pieces of at most
         # STEP_BYTES as it decodes, so a bomb never materialises in memory.
@@ -1249,11 +1506,22 @@ class _Zstd(_Expanding):
         )
 
     def _block(self, data: bytes | memoryview) -> None:
-        if not self._frames.feed(data):
+        frames = self._frames
+        if not frames.feed(data):
             self._fail("corrupt stream")
             return
+        # The frame headers of this block are read before any of it is decoded:
+        # the window is reserved before libzstd allocates it.
+        if frames.window > ZSTD_MAX_WINDOW_BYTES:
+            self._fail(f"window over {_human(ZSTD_MAX_WINDOW_BYTES)}")
+            return
+        need = self.buffers + ZSTD_STATE_BYTES + frames.window
+        if not self._reserve(need, "zstd window"):
+            return
+        writer = self._writer
+        assert writer is not None  # dropped only when the layer is dead
         try:
-            self._writer.write(data)
+            writer.write(data)
         except _Abort:
             return
         except zstandard.ZstdError as error:
@@ -1265,6 +1533,9 @@ class _Zstd(_Expanding):
     def _end(self) -> None:
         if not self._frames.at_boundary:
             self._fail("truncated stream")
+
+    def _drop_codec(self) -> None:
+        self._writer = None
 
 
 class _Zip(_Expanding):
@@ -1432,6 +1703,12 @@ class _Zip(_Expanding):
         if method == self._STORED and self._descriptor:
             self._fail("stored member with data descriptor")
             return
+        # A bzip2 member's block size is in its data, not in the local header:
+        # reserve for the largest (-9). Members are read one at a time, so the
+        # reservation of the largest member so far covers every later one.
+        codec = {self._DEFLATED: ZLIB_INFLATE_BYTES, self._BZIP2: bz2_memory(9)}.get(method, 0)
+        if not self._reserve(self.buffers + codec, "zip member decompressor"):
+            return
         self._open_child()
         self._state = self._DATA
         self._remaining = None if self._descriptor else compressed
@@ -1496,6 +1773,9 @@ class _Zip(_Expanding):
         self._inflater = None
         self._state, self._want = self._SIG, 4
 
+    def _drop_codec(self) -> None:
+        self._inflater = None
+
     def _end(self) -> None:
         if self._state != self._DONE:
             self._fail("truncated archive")
@@ -1505,6 +1785,7 @@ class _Tar(_Layer):
     """tar (v7, ustar, pax, GNU): 512-byte headers, members streamed."""
 
     name = _TAR
+    buffers = TAR_BUFFER_BYTES
     __slots__ = (
         "_hdr",
         "_long_name",
@@ -1657,6 +1938,7 @@ class _Tar(_Layer):
             self._fail("truncated archive")
         self._close_child()
         self._done()
+        self._free()
 
 
 def _tar_number(field: bytes) -> int | None:
@@ -1693,13 +1975,30 @@ class Decoder:
     Sans-I/O like the rest of the classifier: ``feed`` any number of times,
     then ``finish``. The sequence of sink calls (texts concatenated per member)
     is the same for every way of cutting the input into chunks.
+
+    Args:
+        sink: receives the text members.
+        limits: the decode limits.
+        budget: the process-wide decoder memory budget this decoder's layers
+            reserve their windows from; None gives the decoder a budget of
+            its own of ``limits.max_decoder_bytes`` (``gateway scan``), so
+            only the per-scan cap applies and :class:`DecoderBusy` never
+            happens.
     """
 
     __slots__ = ("_ctx", "_direct", "_finished", "_root", "_started")
 
-    def __init__(self, sink: TextSink, limits: ScanLimits = ScanLimits()) -> None:
+    def __init__(
+        self,
+        sink: TextSink,
+        limits: ScanLimits = ScanLimits(),
+        *,
+        budget: DecoderBudget | None = None,
+    ) -> None:
         """Prepare to decode one input for ``sink`` under ``limits``."""
-        self._ctx = _Context(sink, limits)
+        if budget is None:
+            budget = DecoderBudget(limits.max_decoder_bytes)
+        self._ctx = _Context(sink, limits, budget.account(limits.max_decoder_bytes))
         self._root = _Sniffer(self._ctx, 0, ())
         self._direct: Callable[[bytes], None] | None = None
         self._finished = False
@@ -1720,7 +2019,9 @@ class Decoder:
         """Decode the next chunk of input (any bytes-like object; copied unless bytes).
 
         Raises:
-            RuntimeError: after :meth:`finish`.
+            DecoderBusy: a layer's window could not be reserved because other
+                scans hold the budget; the decoder is then closed.
+            RuntimeError: after :meth:`finish` or :meth:`close`.
         """
         data = chunk if type(chunk) is bytes else bytes(chunk)
         if self._direct is not None:
@@ -1729,7 +2030,11 @@ class Decoder:
         if self._finished:
             raise RuntimeError("Decoder.feed() called after finish()")
         self._started = True
-        self._root.feed(data)
+        try:
+            self._root.feed(data)
+        except BaseException:
+            self.close()  # a layer's state is undefined now: give its memory back
+            raise
         target = self._root.target
         if isinstance(target, _TextMember):
             # Plain text at the top: skip the sniffer on every later chunk.
@@ -1739,13 +2044,31 @@ class Decoder:
         """End the input; returns what the content was recognised as.
 
         Raises:
-            RuntimeError: when called twice.
+            DecoderBusy: as for :meth:`feed` (a short input's only layer opens
+                here).
+            RuntimeError: when called twice, or after :meth:`close`.
         """
         if self._finished:
             raise RuntimeError("Decoder.finish() called twice")
         self._finished = True
         self._direct = None
-        self._root.close()
+        try:
+            self._root.close()
+        finally:
+            self.close()
         best = self._ctx.best
         assert best is not None  # the root stream always ends as a member
         return best
+
+    def close(self) -> None:
+        """Give back all decoder memory this decoder holds (idempotent).
+
+        An unfinished decode is abandoned: later calls raise. The egress
+        calls it through ``Scanner.close`` whatever happened to the transfer.
+        """
+        self._finished = True
+        self._direct = None
+        ctx = self._ctx
+        for layer in list(ctx.layers):
+            layer._free()
+        ctx.memory.close()

@@ -22,7 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
 from typing import Final
 
-from gateway.classify.decode import Decoder, ScanLimits
+from gateway.classify.budget import DecoderBudget
+from gateway.classify.decode import NAME_MAX_BYTES, Decoder, ScanLimits
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.matcher import MAX_DISTINCT_PER_LABEL, MAX_DISTINCT_VALUES, TextMatcher
 from gateway.classify.summary import ScanSummary
@@ -44,7 +45,10 @@ class Scanner:
     Args:
         detectors: the detector set of the policy version in force (shared).
         secret: the gateway secret keying the distinct-value hashes.
-        limits: decode limits (depth, ratio, expanded size).
+        limits: decode limits (depth, ratio, expanded size, decoder memory).
+        budget: the process-wide decoder memory budget (the egress's); None
+            for a budget of this scan's own (``gateway scan``: only
+            ``limits.max_decoder_bytes`` applies).
         today: the date the birth-date check treats as today (default: UTC+8 now).
         max_distinct: bound on tracked distinct values per label.
         max_distinct_total: bound on tracked distinct values over all labels.
@@ -59,6 +63,7 @@ class Scanner:
         secret: bytes,
         limits: ScanLimits = _DEFAULT_LIMITS,
         *,
+        budget: DecoderBudget | None = None,
         today: _dt.date | None = None,
         max_distinct: int = MAX_DISTINCT_PER_LABEL,
         max_distinct_total: int = MAX_DISTINCT_VALUES,
@@ -70,7 +75,7 @@ class Scanner:
             max_distinct=max_distinct,
             max_distinct_total=max_distinct_total,
         )
-        self._decoder = Decoder(self._matcher, limits)
+        self._decoder = Decoder(self._matcher, limits, budget=budget)
         self._sha = hashlib.sha256()
         self._size = 0
         self._seconds = 0.0
@@ -85,24 +90,37 @@ class Scanner:
         """Bytes fed so far."""
         return self._size
 
-    def scan_name(self, name: str) -> None:
+    def scan_name(self, name: str) -> bool:
         """Classify the input's own name (a transfer's path), before any :meth:`feed`.
 
         Scanned as archive member names are (a text member of its own):
         ``110101199003077777.jpg`` names a person whatever the picture holds.
         The name is no part of ``size`` or ``sha256``.
 
+        Returns:
+            True when the name may hold a matched value: the classifier found
+            something in it, or it is longer than the part that is scanned
+            (:data:`~gateway.classify.decode.NAME_MAX_BYTES`). Such a name is
+            never echoed (SPEC §3.2: no output or error holds a matched value).
+
         Raises:
             RuntimeError: after :meth:`feed` or :meth:`finish`.
         """
         if self._finished or self._size:
             raise RuntimeError("Scanner.scan_name() must come before the first feed()")
-        self._decoder.name(name.encode("utf-8", "surrogatepass"))  # never raises
+        raw = name.encode("utf-8", "surrogatepass")
+        self._decoder.name(raw)  # never raises
+        # Nothing was fed before the name, so any finding so far is the name's.
+        # The name's member is closed already: result() only reads the counts.
+        return len(raw) > NAME_MAX_BYTES or bool(self._matcher.result().labels)
 
     def feed(self, chunk: bytes) -> None:
         """Classify the next chunk of input.
 
         Raises:
+            DecoderBusy: a decompressor's window could not be reserved because
+                other scans hold the decoder memory budget (503 + Retry-After);
+                the scan's decoder memory is given back at once.
             RuntimeError: after :meth:`finish`.
         """
         if self._finished:
@@ -154,9 +172,13 @@ class Scanner:
         )
 
     def close(self) -> None:
-        """Release the hashing thread (idempotent); an unfinished scan is abandoned."""
+        """Release the hashing thread and the decoder memory (idempotent).
+
+        An unfinished scan is abandoned.
+        """
         self._finished = True
         self._unhashed, self._unhashed_bytes = [], 0
+        self._decoder.close()
         self._matcher.close()
         worker, self._worker = self._worker, None
         if worker is not None:

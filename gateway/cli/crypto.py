@@ -22,7 +22,14 @@ from typing import BinaryIO
 
 from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 from gateway.crypto.age import AgeDecryptor, AgeEncryptor
-from gateway.crypto.certs import describe_certificate, init_dev_pki, load_certificates
+from gateway.crypto.certs import (
+    PARKS,
+    ParkPaths,
+    describe_certificate,
+    init_dev_pki,
+    load_certificates,
+    spki_pin,
+)
 from gateway.crypto.errors import AgeError, KeyFormatError
 from gateway.crypto.keys import (
     X25519Identity,
@@ -124,7 +131,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="create the dev CAs and certificates of both parks",
         description="Create, for each park (hk, sz), a dev CA, server and client "
         "certificates (ECDSA P-256, SANs localhost/127.0.0.1/::1) and an Ed25519 audit "
-        "key. Existing files are kept unless --force.",
+        "key, and DIR/pins.toml with the leaves' public-key pins, which it also prints as "
+        "the config lines that pin each twin. Existing files are kept unless --force.",
     )
     init.add_argument(
         "directory",
@@ -223,6 +231,14 @@ def _certs_init(args: argparse.Namespace) -> int:
         f"each park's gateway verifies client certificates against the other park's CA "
         f"(e.g. the sz ingress uses client_ca = {directory / 'hk' / 'ca.crt'})"
     )
+    # What an operator pastes: each park pins the *other* park's keys.
+    print("and pins the other park's public keys (SPKI SHA-256, also in pins.toml):")
+    for park, other in zip(PARKS, reversed(PARKS), strict=True):
+        theirs = ParkPaths(directory / other)
+        client = spki_pin(load_certificates(theirs.cert("client"))[0])
+        server = spki_pin(load_certificates(theirs.cert("server"))[0])
+        print(f'  {park}: [ingress] twin_spki = ["{client}"]')
+        print(f'  {park}: [egress.upstream_tls] pin_spki = ["{server}"]')
     return EXIT_OK
 
 
@@ -248,6 +264,7 @@ def _certs_show(args: argparse.Namespace) -> int:
             print(f"  key:         {info.key_type}")
             print(f"  CA:          {'yes' if info.is_ca else 'no'}")
             print(f"  SHA-256:     {info.sha256_fingerprint}")
+            print(f"  SPKI pin:    {info.spki_sha256}")
     return EXIT_OK
 
 

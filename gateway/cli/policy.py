@@ -154,6 +154,9 @@ def _explain(args: argparse.Namespace) -> int:
         if unknown:
             tracked = ", ".join(sorted(policy.ledger_categories)) or "none"
             raise GatewayError(f"--ledger: {unknown[0]!r} is not tracked (tracked: {tracked})")
+        if args.route not in policy.routes:
+            # The officer's own argument: named here, never by the server.
+            raise GatewayError(f"unknown route {args.route!r}")
         context = policy.context(args.route, args.sender)
     except GatewayError as exc:
         print(f"gateway explain: {exc.detail}", file=sys.stderr)

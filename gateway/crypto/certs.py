@@ -6,6 +6,7 @@
     DIR/<park>/server.crt  server.key  the park gateway's TLS server certificate
     DIR/<park>/client.crt  client.key  its client certificate for mutual TLS
     DIR/<park>/audit-ed25519.key       its audit checkpoint signing key (Ed25519)
+    DIR/pins.toml                      the leaves' public-key pins, to paste into configs
 
 Leaf certificates are ECDSA P-256, valid 90 days, with SANs ``localhost``,
 ``127.0.0.1`` and ``::1``. Each park's gateway trusts the *other* park's CA
@@ -13,11 +14,21 @@ for client certificates, so the HK egress presents ``hk/client.crt`` to the
 SZ ingress, which verifies it against ``hk/ca.crt``. Private keys are 0600.
 Re-running keeps existing files; ``force`` re-issues the CAs and certificates
 (never the audit key: replacing it would orphan the signed audit history).
+
+A certificate's subject and CA say who *may* hold a key; the twins also pin
+each other's *key* (:func:`spki_pin`, RFC 7469's ``pin-sha256``: base64
+SHA-256 of the DER SubjectPublicKeyInfo, as curl's ``--pinnedpubkey
+sha256//…`` writes it), so a certificate mis-issued by the right CA under the
+right name, but for another key, is refused. A pin survives renewal with the
+same key, unlike a whole-certificate fingerprint.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import tempfile
@@ -53,6 +64,13 @@ PUBLIC_FILE_MODE = 0o644
 MAX_CERT_FILE_SIZE = 1 << 20
 
 AUDIT_KEY_NAME = "audit-ed25519.key"
+#: Where ``init_dev_pki`` writes the leaves' SPKI pins, beside the parks' folders.
+PINS_FILE_NAME = "pins.toml"
+#: RFC 7469 §2.4 names the hash in the pin; curl's ``--pinnedpubkey`` writes it
+#: as this prefix. Accepted on input, and SHA-256 is the only hash there is.
+PIN_PREFIX = "sha256//"
+#: Bytes of a SHA-256 digest: a pin is their base64 (44 characters with padding).
+PIN_DIGEST_SIZE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +125,7 @@ class CertInfo:
     is_ca: bool
     key_type: str
     sha256_fingerprint: str
+    spki_sha256: str
 
     def seconds_to_expiry(self, now: dt.datetime | None = None) -> float:
         """Seconds until notAfter (negative once expired)."""
@@ -154,6 +173,7 @@ def init_dev_pki(
         existed = paths.audit_key.exists()
         load_or_create_ed25519(paths.audit_key)
         actions.append(FileAction(paths.audit_key, "kept" if existed else "created"))
+    actions.append(write_dev_pins(directory))
     return actions
 
 
@@ -199,6 +219,7 @@ def describe_certificate(cert: x509.Certificate) -> CertInfo:
         is_ca=is_ca,
         key_type=_key_type(cert),
         sha256_fingerprint=fingerprint,
+        spki_sha256=spki_pin(cert),
     )
 
 
@@ -211,6 +232,114 @@ def cert_expiry_seconds(path: Path | str, *, now: dt.datetime | None = None) -> 
         ConfigError: the file cannot be read as a certificate.
     """
     return describe_certificate(load_certificates(path)[0]).seconds_to_expiry(now)
+
+
+def spki_pin(cert: x509.Certificate | bytes) -> str:
+    """The public-key pin of a certificate: base64 SHA-256 of its DER SubjectPublicKeyInfo.
+
+    This is RFC 7469's ``pin-sha256`` and curl's ``--pinnedpubkey sha256//…``
+    value, the same as ``openssl x509 -pubkey -noout | openssl pkey -pubin
+    -outform der | openssl dgst -sha256 -binary | base64``. The SPKI is hashed
+    exactly as the certificate carries it (not re-encoded from the parsed
+    key), so the pin matches what other tools compute for the same file.
+
+    Args:
+        cert: a certificate, or its DER encoding (``getpeercert(binary_form=True)``).
+
+    Raises:
+        ValueError: ``cert`` is bytes that are not a DER certificate.
+    """
+    if isinstance(cert, bytes):
+        cert = x509.load_der_x509_certificate(cert)
+    digest = hashlib.sha256(_spki_der(cert.tbs_certificate_bytes)).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def parse_pin(text: str) -> str:
+    """A pin as written in a config (bare or ``sha256//``-prefixed), in canonical form.
+
+    Returns:
+        The bare base64 pin, as :func:`spki_pin` writes it.
+
+    Raises:
+        ValueError: not the base64 of a 32-byte SHA-256 digest; the message
+            never repeats the text (it may be something pasted by mistake).
+    """
+    bare = text.removeprefix(PIN_PREFIX)
+    try:
+        digest = base64.b64decode(bare, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    # Re-encoding rejects non-canonical spellings (stray bits, missing padding),
+    # so one key has exactly one pin and set membership is the comparison.
+    if len(digest) != PIN_DIGEST_SIZE or base64.b64encode(digest).decode("ascii") != bare:
+        raise ValueError(
+            "holds public-key pins: base64 SHA-256 of a certificate's SubjectPublicKeyInfo "
+            "(44 characters, optionally prefixed sha256//), as `gateway certs show` prints them"
+        )
+    return bare
+
+
+def write_dev_pins(directory: Path | str) -> FileAction:
+    """Write ``DIR/pins.toml``: the SPKI pins of both parks' leaf certificates.
+
+    The operator pastes them into the configs: each ingress pins the other
+    park's client key (``ingress.twin_spki``), each egress the other park's
+    server key (``egress.upstream_tls.pin_spki``). The file is rewritten only
+    when a pin changed (``kept`` otherwise), so a re-run changes nothing.
+
+    Raises:
+        ConfigError: a certificate cannot be read or the file cannot be written.
+    """
+    path = Path(directory) / PINS_FILE_NAME
+    lines = [
+        "# Public-key pins of the dev certificates (RFC 7469 pin-sha256: base64 SHA-256",
+        "# of the DER SubjectPublicKeyInfo), rewritten by `gateway certs init`.",
+        "# The sz config pins hk's keys and the hk config pins sz's:",
+        '#   [ingress] twin_spki = ["<other park client>"]',
+        '#   [egress.upstream_tls] pin_spki = ["<other park server>"]',
+    ]
+    for park in PARKS:
+        paths = ParkPaths(Path(directory) / park)
+        lines.append(f"\n[{park}]")
+        for role in ("server", "client"):
+            lines.append(f'{role} = "{spki_pin(load_certificates(paths.cert(role))[0])}"')
+    text = ("\n".join(lines) + "\n").encode("ascii")
+    try:
+        existing = path.read_bytes() if path.exists() else None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if existing == text:
+        return FileAction(path, "kept")
+    _write_public(path, text)
+    return FileAction(path, "created" if existing is None else "replaced")
+
+
+def _der_item(data: bytes, offset: int) -> tuple[int, int]:
+    """Where the DER element at ``offset`` ends and where its contents start.
+
+    Only definite lengths exist in DER (X.690 §10.1), and the certificate was
+    already parsed by ``cryptography``, so no further checks are needed here.
+    """
+    length = data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length = int.from_bytes(data[start : start + size], "big")
+        start += size
+    return start + length, start
+
+
+def _spki_der(tbs: bytes) -> bytes:
+    """The ``subjectPublicKeyInfo`` element of a DER TBSCertificate (RFC 5280 §4.1)."""
+    _, position = _der_item(tbs, 0)  # step into the TBSCertificate SEQUENCE
+    if tbs[position] == 0xA0:  # [0] EXPLICIT version, absent for v1 certificates
+        position, _ = _der_item(tbs, position)
+    # serialNumber, signature, issuer, validity, subject; then the SPKI.
+    for _ in range(5):
+        position, _ = _der_item(tbs, position)
+    end, _ = _der_item(tbs, position)
+    return tbs[position:end]
 
 
 def _ensure_ca(

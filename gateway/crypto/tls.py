@@ -7,13 +7,23 @@ side verifies the server against a given CA bundle, or the system trust
 store for public HTTPS destinations, and presents a client certificate for
 mutual TLS. Problems with the files are reported as one-line
 :class:`~gateway.errors.ConfigError`\\ s naming the file.
+
+A client context may also pin the servers' public keys (``pin_spki``): the
+right CA and the right name are then not enough, the server must hold one of
+the pinned keys. The check runs inside the handshake, as the last step of
+``do_handshake`` (:class:`SpkiPinnedContext`), so it holds for every
+connection made with the context (asyncio's memory-BIO transports, which
+aiohttp uses, and blocking sockets alike) and fails before the application
+can write a single byte, the way a failed certificate verification does.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.crypto.certs import spki_pin
 from gateway.errors import ConfigError
 
 #: TLS 1.2 is the floor: TLS 1.0/1.1 are deprecated by RFC 8996.
@@ -53,11 +63,99 @@ def server_ssl_context(
     return context
 
 
+class SpkiPinMismatch(ssl.SSLCertVerificationError):
+    """The server's certificate verified, but its public key is not a pinned one.
+
+    A subclass of :class:`ssl.SSLCertVerificationError`, so every client
+    treats it as the certificate failure it is (aiohttp raises
+    ``ClientConnectorCertificateError``, asyncio aborts the connection).
+
+    Attributes:
+        server: the name the client connected to.
+        presented: the pin of the key the server presented (a public value).
+    """
+
+    def __init__(self, server: str, presented: str) -> None:
+        super().__init__(
+            f"{server}: the server's TLS key is not a pinned one (pin_spki); "
+            f"it presented sha256//{presented}"
+        )
+        self.server = server
+        self.presented = presented
+        # What ssl sets on its own verification errors; readers of those expect them.
+        self.verify_code = 0
+        self.verify_message = "public key pin mismatch"
+
+
+def _check_pin(connection: ssl.SSLObject | ssl.SSLSocket) -> None:
+    """Raise :class:`SpkiPinMismatch` unless the completed handshake's peer key is pinned."""
+    context = connection.context
+    pins = context.spki_pins if isinstance(context, SpkiPinnedContext) else frozenset()
+    der = connection.getpeercert(binary_form=True)
+    try:
+        presented = spki_pin(der) if der else ""
+    except ValueError:
+        # OpenSSL accepted it but cryptography cannot parse it: no pin can match.
+        # It must still surface as an SSLError, the only kind asyncio's
+        # handshake turns into a failed connection.
+        presented = ""
+    if presented not in pins:  # no certificate, unparsable, or no pins: fail closed
+        raise SpkiPinMismatch(connection.server_hostname or "server", presented)
+
+
+class _PinnedObject(ssl.SSLObject):
+    """asyncio's (and so aiohttp's) TLS connections: check the pin as the handshake ends."""
+
+    def do_handshake(self) -> None:
+        """Complete the handshake, then refuse a server whose key is not pinned."""
+        super().do_handshake()
+        _check_pin(self)
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    """Blocking sockets wrapped with the same context: the same check."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        """Complete the handshake, then refuse a server whose key is not pinned."""
+        super().do_handshake(block)
+        _check_pin(self)
+
+
+class SpkiPinnedContext(ssl.SSLContext):
+    """A client context whose connections accept only servers holding a pinned key.
+
+    ``sslobject_class`` and ``sslsocket_class`` are the documented hooks
+    (Python ≥ 3.7) for what ``wrap_bio`` and ``wrap_socket`` return; the
+    subclasses check the pin at the end of ``do_handshake``. A failure there
+    is a failed handshake: the transport is closed before the application
+    protocol is told the connection exists, so not one byte of a request
+    (for the twin: not the age header) is written. Certificate and hostname
+    verification run first and still apply. An empty :attr:`spki_pins`
+    refuses every server.
+
+    Attributes:
+        spki_pins: the accepted pins, bare base64 as :func:`~gateway.crypto.certs.spki_pin`
+            writes them.
+    """
+
+    sslobject_class = _PinnedObject
+    sslsocket_class = _PinnedSocket
+    spki_pins: frozenset[str] = frozenset()
+
+    @classmethod
+    def client(cls, pins: Iterable[str]) -> SpkiPinnedContext:
+        """A ``PROTOCOL_TLS_CLIENT`` context (hostname check and verification on) with ``pins``."""
+        context = cls(ssl.PROTOCOL_TLS_CLIENT)
+        context.spki_pins = frozenset(pins)
+        return context
+
+
 def client_ssl_context(
     *,
     ca: Path | str | None = None,
     cert: Path | str | None = None,
     key: Path | str | None = None,
+    pin_spki: Iterable[str] = (),
 ) -> ssl.SSLContext:
     """A client context that verifies the server and optionally presents a certificate.
 
@@ -65,11 +163,16 @@ def client_ssl_context(
         ca: CA bundle the server must chain to; the system trust store when omitted.
         cert: PEM client certificate for mutual TLS (needs ``key``).
         key: PEM private key of ``cert``.
+        pin_spki: public-key pins (canonical bare base64, :func:`~gateway.crypto.certs.parse_pin`);
+            when given, every server reached with this context must hold one
+            of these keys as well as verify against ``ca``.
 
     Raises:
         ConfigError: a file is missing or invalid, or only one of cert/key is given.
     """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED on
+    pins = frozenset(pin_spki)
+    # check_hostname and CERT_REQUIRED are on for PROTOCOL_TLS_CLIENT.
+    context = SpkiPinnedContext.client(pins) if pins else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = MINIMUM_TLS_VERSION
     if ca is not None:
         _load_ca(context, ca)

@@ -31,6 +31,7 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_inflight_transfers": (),
     "gateway_classifier_bytes_total": (),
     "gateway_classifier_seconds_total": (),
+    "gateway_decoder_memory_reserved_bytes": (),
     "gateway_detections_total": ("label",),
     "gateway_policy_reloads_total": ("result",),
     "gateway_policy_info": ("version", "name"),
@@ -40,11 +41,17 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_audit_fsync_seconds": (),
     "gateway_audit_tree_size": (),
     "gateway_audit_last_checkpoint_timestamp_seconds": (),
+    "gateway_audit_writable": (),
+    "gateway_audit_recoveries_total": (),
     "gateway_fail_closed_total": ("reason",),
     "gateway_upstream_errors_total": ("route", "kind"),
     "gateway_ledger_subjects": ("organisation", "category"),
     "gateway_ledger_threshold_subjects": ("category", "mechanism"),
     "gateway_tls_cert_expiry_seconds": ("cert",),
+    "gateway_connections": ("listener",),
+    "gateway_connections_refused_total": ("listener", "reason"),
+    "gateway_request_head_timeouts_total": ("listener",),
+    "gateway_accept_errors_total": (),
 }
 
 #: Closed label-value sets, created at zero when the registry is built. A
@@ -53,10 +60,15 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
 #: rules in deploy/prometheus/alerts.yml would miss the first failure.
 POLICY_RELOAD_RESULTS: tuple[str, ...] = ("success", "failure")
 #: Why a transfer was refused with 503 (SPEC §5: audit log or ledger unavailable,
-#: and no policy loaded yet, which /readyz also reports).
-FAIL_CLOSED_REASONS: tuple[str, ...] = ("audit", "ledger", "policy")
+#: and no policy loaded yet, which /readyz also reports; decoder memory held by
+#: other transfers, issue 11).
+FAIL_CLOSED_REASONS: tuple[str, ...] = ("audit", "ledger", "policy", "decoder_memory")
 #: The ``stage`` values of ``gateway_transfer_bytes_total`` (issue 7).
 TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked")
+#: The listeners of a gateway process, the ``listener`` label of the connection metrics.
+LISTENERS: tuple[str, ...] = ("egress", "ingress")
+#: Why a connection was closed at once: the listener's cap, or its client address's.
+CONNECTION_REFUSALS: tuple[str, ...] = ("total", "per_client")
 
 #: The yearly export thresholds of the 2024 Provisions (REGULATIONS.md), as
 #: ``(category, mechanism required at or above it, subjects)``; the dashboard
@@ -110,6 +122,11 @@ class Metrics:
         self.classifier_seconds = Counter(
             "gateway_classifier_seconds", "Seconds spent in the classifier.", registry=r
         )
+        self.decoder_memory = Gauge(
+            "gateway_decoder_memory_reserved_bytes",
+            "Decoder memory (decompression windows) reserved by transfers in progress.",
+            registry=r,
+        )
         self.detections = Counter(
             "gateway_detections",
             "Findings by label.",
@@ -153,6 +170,14 @@ class Metrics:
             "Unix time of the last signed checkpoint.",
             registry=r,
         )
+        self.audit_writable = Gauge(
+            "gateway_audit_writable",
+            "1 while the audit log takes records, 0 from a failed write until it healed.",
+            registry=r,
+        )
+        self.audit_recoveries = Counter(
+            "gateway_audit_recoveries", "Times the audit log healed by itself.", registry=r
+        )
         self.fail_closed = Counter(
             "gateway_fail_closed",
             "Transfers refused because the gateway could not decide safely, by reason.",
@@ -183,6 +208,35 @@ class Metrics:
             METRIC_LABELS["gateway_tls_cert_expiry_seconds"],
             registry=r,
         )
+        self.connections = Gauge(
+            "gateway_connections",
+            "Open client connections per listener.",
+            METRIC_LABELS["gateway_connections"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "gateway_connections_refused",
+            "Connections closed at once: the listener's or the client address's cap was reached.",
+            METRIC_LABELS["gateway_connections_refused_total"],
+            registry=r,
+        )
+        self.head_timeouts = Counter(
+            "gateway_request_head_timeouts",
+            "Connections closed (408) for not completing a request head in time.",
+            METRIC_LABELS["gateway_request_head_timeouts_total"],
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "gateway_accept_errors",
+            "Failed accept(2) calls (out of file descriptors or memory).",
+            METRIC_LABELS["gateway_accept_errors_total"],
+            registry=r,
+        )
+        for listener in LISTENERS:
+            self.connections.labels(listener)
+            self.head_timeouts.labels(listener)
+            for refusal in CONNECTION_REFUSALS:
+                self.connections_refused.labels(listener, refusal)
         for category, mechanism, subjects in LEDGER_THRESHOLDS:
             self.ledger_threshold.labels(category, mechanism).set(subjects)
         for result in POLICY_RELOAD_RESULTS:

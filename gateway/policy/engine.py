@@ -593,12 +593,14 @@ class CompiledPolicy:
         """The context of a transfer by route name and sender identity.
 
         Raises:
-            NotFound: no such route (HTTP 404).
+            NotFound: no such route (HTTP 404). The message does not name it: an
+                unknown route is the client's text, which may hold an
+                identifier (SPEC §3.2); a declared one is the officer's word.
             Unauthenticated: the identity is not a sender of this policy (HTTP 401).
         """
         found_route = self.routes.get(route)
         if found_route is None:
-            raise NotFound(f"unknown route {route!r}")
+            raise NotFound("unknown route: no route of that name is declared in the policy")
         found_sender = self.senders.get(sender)
         if found_sender is None:
             raise Unauthenticated("sender identity is not declared in the policy")

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.audit.keys import load_verifier
 from gateway.audit.records import PolicyEvent, policy_record
+from gateway.classify.budget import DecoderBudget
 from gateway.crypto.keys import (
     X25519Identity,
     identity_file_text,
@@ -32,7 +33,7 @@ from gateway.crypto.tls import server_ssl_context as tls_server_context
 from gateway.errors import ConfigError
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
-from gateway.server import egress, ingress, reviews, witness
+from gateway.server import egress, inbox, ingress, reviews, witness
 from gateway.server.auth import TokenTable, require_metrics_reader
 from gateway.server.config import (
     MAX_HEADER_FIELD_BYTES,
@@ -40,6 +41,11 @@ from gateway.server.config import (
     EgressConfig,
     IngressConfig,
     TlsListener,
+)
+from gateway.server.connections import (
+    content_coding_middleware,
+    expectation_middleware,
+    framing_middleware,
 )
 from gateway.server.forward import client_ssl_context
 from gateway.server.problem import Handler, json_response, problem_middleware
@@ -56,6 +62,14 @@ CLIENT_MAX_SIZE = 1024**2
 #: socket every 128 KiB of a large body, an epoll update each time; 256 KiB
 #: makes that 4x rarer and bounds a connection's buffered body at 512 KiB.
 READ_BUFFER_BYTES = 256 * 1024
+#: aiohttp's connection-handler arguments for both roles. ``auto_decompress`` is
+#: off: request bodies are decoded by the classifier only, under its limits
+#: (coded bodies are refused, see ``content_coding_middleware``).
+HANDLER_ARGS = {
+    "max_field_size": MAX_HEADER_FIELD_BYTES,
+    "read_bufsize": READ_BUFFER_BYTES,
+    "auto_decompress": False,
+}
 
 POLICY = web.AppKey("policy", PolicyHolder)
 SERVICES = web.AppKey("services", Services)
@@ -178,12 +192,33 @@ async def _watch_policy(app: web.Application) -> None:
             log.error("policy_watch_failed", error_type=type(exc).__name__)
 
 
+def decoder_budget(config: EgressConfig, services: Services) -> DecoderBudget:
+    """The egress's decoder memory budget, watched by two metrics.
+
+    Refusals count as ``gateway_fail_closed_total{reason="decoder_memory"}``
+    and the bytes reserved are read at each scrape.
+    """
+    metrics = services.metrics
+    budget = DecoderBudget(
+        config.decoder_memory_bytes,
+        on_refusal=metrics.fail_closed.labels("decoder_memory").inc,
+    )
+    metrics.decoder_memory.set_function(lambda: budget.reserved)
+    return budget
+
+
 def make_egress_app(services: Services, config: EgressConfig) -> web.Application:
     """The egress application (transfers, reviews, status, health, metrics)."""
     app = web.Application(
-        middlewares=[problem_middleware, forward_proxy_middleware],
+        middlewares=[
+            problem_middleware,
+            framing_middleware,
+            expectation_middleware,
+            content_coding_middleware,
+            forward_proxy_middleware,
+        ],
         client_max_size=CLIENT_MAX_SIZE,
-        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES, "read_bufsize": READ_BUFFER_BYTES},
+        handler_args=HANDLER_ARGS,
     )
     holder = PolicyHolder(config.policy_dir, metrics=services.metrics)
     app[POLICY] = holder
@@ -200,6 +235,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         tokens=TokenTable(config.tokens),
         spool=spool,
         spool_identity=load_spool_identity(config.spool_identity),
+        decoder_budget=decoder_budget(config, services),
     )
     app[egress.EGRESS] = state
     app[reviews.LOOKUPS] = reviews.new_lookup_slots()
@@ -273,9 +309,14 @@ async def _sweep_payloads(config: IngressConfig) -> None:
 def make_ingress_app(services: Services, config: IngressConfig) -> web.Application:
     """The ingress application (envelopes from the twin, health, metrics)."""
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[
+            problem_middleware,
+            framing_middleware,
+            expectation_middleware,
+            content_coding_middleware,
+        ],
         client_max_size=CLIENT_MAX_SIZE,
-        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES, "read_bufsize": READ_BUFFER_BYTES},
+        handler_args=HANDLER_ARGS,
     )
     app[SERVICES] = services
     state = ingress.IngressState(
@@ -297,14 +338,22 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
         for stale in config.spool_dir.glob("*.age"):
             with contextlib.suppress(OSError):
                 stale.unlink()
-        # Plaintext of envelopes a crash interrupted (.incoming/<id>.part).
-        parts = await asyncio.to_thread(ingress.sweep_partial_deliveries, config.deliver)
+        # Plaintext of deliveries a crash interrupted: staged part files
+        # (inboxes without O_TMPFILE) and older versions' .incoming/<id>.part;
+        # all at start-up, then those idle past total_timeout on a timer.
+        inboxes = inbox.file_inboxes(config.deliver)
+        parts = await asyncio.to_thread(inbox.sweep_at_start, inboxes)
         if parts:
             log.warning("partial_deliveries_swept", files=parts)
         # Payloads whose header never came: at start-up all of them (their
         # egress transfers ended with this process's predecessor), then hourly.
         await asyncio.to_thread(ingress.sweep_payloads, config.spool_dir, 0.0)
         sweeper = asyncio.create_task(_sweep_payloads(config))
+        part_sweeper = asyncio.create_task(
+            inbox.sweep_periodically(
+                inboxes, config.partial_sweep_interval, config.total_timeout, state.active
+            )
+        )
         state.destination_ssl = client_ssl_context(config.destination_tls)
         state.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_concurrent)
@@ -312,9 +361,10 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, part_sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.session.close()
 
     app.cleanup_ctx.append(lifetime)

@@ -6,7 +6,9 @@ so neither the config file nor timing reveals a valid token.
 
 The ingress trusts the other park's CA for client certificates, but that CA
 also issues research senders' certificates; :class:`TwinPin` narrows "any
-certificate of that CA" down to the twin gateway's own.
+certificate of that CA" down to the twin gateway's own: its name, and its
+public key (a certificate the CA issued under the twin's name for another
+key is not the twin's).
 
 ``/metrics`` names organisations, routes and how many people each organisation
 exported this year, so :func:`require_metrics_reader` admits a configured
@@ -25,7 +27,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.errors import BEARER_CHALLENGE, Forbidden, Unauthenticated
+from gateway.crypto.certs import spki_pin
+from gateway.errors import BEARER_CHALLENGE, ClientError, Forbidden, Unauthenticated
 from gateway.server.config import TokenEntry, token_digest
 
 _BEARER = "bearer "
@@ -62,8 +65,17 @@ class TokenTable:
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer`` header, if any."""
-    value = request.headers.get("Authorization", "")
+    """The token of an ``Authorization: Bearer`` header, if any.
+
+    Raises:
+        ClientError: more than one ``Authorization`` header (RFC 9110 §11.6.2
+            allows one; which of several a proxy in front would honour is
+            anyone's guess, so none is: nginx refuses them with 400 too).
+    """
+    values = request.headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise ClientError("more than one Authorization header")
+    value = values[0] if values else ""
     if value[: len(_BEARER)].lower() != _BEARER:
         return None
     token = value[len(_BEARER) :].strip()
@@ -113,6 +125,23 @@ def peer_certificate_sha256(request: web.Request) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
+def peer_spki_pin(request: web.Request) -> str | None:
+    """The public-key pin of the verified client certificate, if the connection has one.
+
+    Base64 SHA-256 of its SubjectPublicKeyInfo (:func:`~gateway.crypto.certs.spki_pin`).
+    """
+    ssl_object = _peer_tls(request)
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:
+        return spki_pin(der)
+    except ValueError:  # verified by OpenSSL, unparsable here: matches no pin
+        return None
+
+
 class TwinPin:
     """Which client certificates are the twin gateway's (SPEC §6: only the twin may post).
 
@@ -120,18 +149,28 @@ class TwinPin:
     park's CA, and that CA also issues its research senders' certificates. A
     sender holding one could otherwise post an envelope straight to the
     ingress, past the classifier, the policy, the ledger and the egress audit.
-    So the twin is pinned by subject CN and, when configured, by the SHA-256
-    fingerprint of its certificate. No names means no peer is the twin.
+    So the twin is pinned by subject CN and by its public key (SPKI SHA-256,
+    which a certificate mis-issued under the twin's name for another key
+    does not match) or, in older configs, the SHA-256 fingerprint of its
+    whole certificate; when both are set, both must match. No names means no
+    peer is the twin. The config refuses names without a key or fingerprint
+    pin (``IngressConfig.twin_spki``), so an empty ``spki`` here is a test's
+    or an older caller's choice, not a deployment's.
 
     Args:
         names: allowed subject CNs (``ingress.twin_names``).
         fingerprints: allowed lower-case hex SHA-256 fingerprints
-            (``ingress.twin_fingerprints``); empty means names alone decide.
+            (``ingress.twin_fingerprints``); empty: not checked.
+        spki: allowed public-key pins, canonical base64 (``ingress.twin_spki``);
+            empty: not checked.
     """
 
-    def __init__(self, names: Iterable[str], fingerprints: Iterable[str] = ()) -> None:
+    def __init__(
+        self, names: Iterable[str], fingerprints: Iterable[str] = (), spki: Iterable[str] = ()
+    ) -> None:
         self._names = frozenset(names)
         self._fingerprints = frozenset(fingerprints)
+        self._spki = frozenset(spki)
 
     def check(self, request: web.Request) -> str:
         """The twin's CN when the request comes from the pinned twin.
@@ -148,12 +187,23 @@ class TwinPin:
                 "only the twin gateway may call this endpoint (mutual TLS)",
                 challenge=MUTUAL_TLS_CHALLENGE,
             )
-        allowed = common_name in self._names
-        if allowed and self._fingerprints:
-            allowed = peer_certificate_sha256(request) in self._fingerprints
-        if not allowed:
-            # The CN is the peer's own certificate subject, not payload: safe to log.
-            log.warning("twin_pin_refused", peer=common_name[:MAX_LOGGED_NAME])
+        refused = None
+        if common_name not in self._names:
+            refused = "name"
+        elif self._fingerprints and peer_certificate_sha256(request) not in self._fingerprints:
+            refused = "fingerprint"
+        elif self._spki and peer_spki_pin(request) not in self._spki:
+            refused = "key"
+        if refused is not None:
+            # The CN and the key pin come from the peer's own certificate, public
+            # values and not payload: safe to log, and the pin is what an operator
+            # compares with twin_spki when a renewal changed the twin's key.
+            log.warning(
+                "twin_pin_refused",
+                peer=common_name[:MAX_LOGGED_NAME],
+                mismatch=refused,
+                spki=peer_spki_pin(request),
+            )
             raise Forbidden("this client certificate is not the twin gateway's")
         return common_name
 

@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import (
@@ -34,6 +35,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from gateway.crypto.certs import parse_pin
 from gateway.errors import ConfigError
 
 #: Largest accepted transfer body. SPEC §1 promises "GB-sized" datasets and §9 benchmarks a
@@ -57,6 +59,13 @@ RETRY_AFTER_SECONDS = 5
 #: (fail closed) instead of running out of disk mid-transfer; 1 GiB is several
 #: typical datasets of headroom.
 MIN_FREE_SPOOL_BYTES = 1024**3
+#: Decoder memory (decompression windows and the decode layers' buffers) all transfers of
+#: one egress process may hold at once (gateway.classify.budget). A ``zstd --long=27``
+#: window is 128 MiB and ``xz -9`` needs 64 MiB: 1 GiB admits 7 such zstd or 15 such xz
+#: uploads at once and thousands of gzip ones (~0.25 MiB each), so 512 ordinary transfers
+#: never meet it, while a 2 GiB container keeps 1 GiB for everything else. Past it a
+#: transfer whose window does not fit is answered 503 + Retry-After.
+DECODER_MEMORY_BYTES = 1024**3
 #: Seconds graceful shutdown waits for in-flight transfers before aborting them
 #: (Kubernetes' default terminationGracePeriodSeconds is 30; stay under it).
 SHUTDOWN_DRAIN_SECONDS = 25.0
@@ -66,6 +75,52 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = 10.0
 UPSTREAM_READ_TIMEOUT_SECONDS = 120.0
 #: How often the policy directory is checked for changes (hot reload, SPEC §4).
 POLICY_POLL_SECONDS = 2.0
+
+# Connections (issue 11, finding 2: slow clients must not hold the gateway). What
+# Envoy, nginx and HAProxy bound by default, and why each number; docs/running.md
+# "Connection limits" says the same for operators.
+
+#: Seconds a client has to complete its request line and headers: from the accepted
+#: connection (TLS handshake included), or on a kept-alive connection from the first
+#: byte of the next request. A slowloris client sends a header byte every few seconds
+#: to hold a connection forever. HAProxy's ``timeout http-request`` is commonly 10 s,
+#: nginx's ``client_header_timeout`` 60 s; 15 s is ample for any real client and link.
+REQUEST_HEAD_TIMEOUT_SECONDS = 15.0
+#: Seconds an idle kept-alive connection stays open between requests (nginx's
+#: ``keepalive_timeout`` default, 75 s). It exceeds the 15 s an aiohttp client (the
+#: twin's egress) keeps an idle connection, so the server never closes one that a
+#: client is about to reuse; aiohttp's own default is an hour.
+KEEPALIVE_TIMEOUT_SECONDS = 75.0
+#: Open connections per listener. One HTTP/1.1 connection carries one transfer at a
+#: time, so twice MAX_CONCURRENT_TRANSFERS leaves room for status polls and idle
+#: keep-alives; lowered at start when RLIMIT_NOFILE cannot back it (see FD_RESERVE).
+MAX_CONNECTIONS = 2 * MAX_CONCURRENT_TRANSFERS
+#: Open connections per client address (nginx ``limit_conn``), so that one host cannot
+#: take every connection. The twin and a busy lab behind one NAT address reach the
+#: transfer concurrency, so it is that number; a flood from one address holds no more.
+MAX_CONNECTIONS_PER_CLIENT = MAX_CONCURRENT_TRANSFERS
+#: The listen(2) backlog (nginx's default, 511): connections the kernel queues before
+#: the gateway accepts them. asyncio may accept this many in one burst before the
+#: connection caps are checked, so the descriptor budget reserves it.
+LISTEN_BACKLOG = 511
+#: File descriptors never given to connections: audit segments and checkpoints, the
+#: policy files a reload reads, the ledger, TLS certificate reloads, log files,
+#: witness notes, plus one accept burst (LISTEN_BACKLOG). Without a reserve a
+#: connection flood near the open-files limit made a policy reload fail.
+FD_RESERVE = 128 + LISTEN_BACKLOG
+#: Descriptors one connection may account for at worst: its socket, its transfer's
+#: spool file and the upstream connection to the twin or destination.
+FDS_PER_CONNECTION = 3
+#: Accept failures (EMFILE, ENFILE, ENOBUFS) are logged at most once per this many
+#: seconds, with a count: asyncio logs a traceback per failed accept, tens of MB of
+#: log in seconds under a flood.
+ACCEPT_ERROR_LOG_SECONDS = 10.0
+#: How often a running ingress sweeps part files of interrupted deliveries (the
+#: staging fallback for inboxes without O_TMPFILE, and ``.incoming/`` of older
+#: versions); each goes once idle for ``total_timeout``. Every 10 min: with the
+#: 1 h default, a crash's plaintext outlives it by at most 70 min without a
+#: restart (a restart sweeps at once), for one directory listing per inbox.
+PARTIAL_SWEEP_SECONDS = 600.0
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -91,6 +146,24 @@ TokenDigests = Annotated[tuple[str, ...], AfterValidator(_token_digests)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerLimits(_Section):
+    """Connection limits of one listener (egress or ingress); docs/running.md lists them.
+
+    Attributes:
+        head_timeout: seconds to complete a request line and headers (TLS
+            handshake included); past it the connection gets ``408`` and is closed.
+        keepalive_timeout: seconds an idle kept-alive connection stays open.
+        max_connections: open connections at once (lowered at start when the
+            open-files limit cannot back it).
+        max_connections_per_client: open connections from one client address.
+    """
+
+    head_timeout: float = Field(default=REQUEST_HEAD_TIMEOUT_SECONDS, gt=0, le=3600)
+    keepalive_timeout: float = Field(default=KEEPALIVE_TIMEOUT_SECONDS, gt=0, le=3600)
+    max_connections: int = Field(default=MAX_CONNECTIONS, gt=0)
+    max_connections_per_client: int = Field(default=MAX_CONNECTIONS_PER_CLIENT, gt=0)
 
 
 class TokenEntry(_Section):
@@ -124,6 +197,16 @@ class TlsListener(_Section):
     require_client_cert: bool = False
 
 
+def _spki_pins(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Public-key pins in canonical form (bare base64), whichever way they were written."""
+    return tuple(parse_pin(item) for item in value)
+
+
+#: Public-key pins (``twin_spki``, ``pin_spki``): base64 SHA-256 of a certificate's
+#: SubjectPublicKeyInfo, RFC 7469's pin-sha256, bare or ``sha256//``-prefixed.
+SpkiPins = Annotated[tuple[str, ...], AfterValidator(_spki_pins)]
+
+
 class TlsClient(_Section):
     """A client certificate used for mutual TLS to the twin or the destination.
 
@@ -131,11 +214,20 @@ class TlsClient(_Section):
         cert: PEM client certificate.
         key: PEM private key.
         ca: PEM CA bundle that must have signed the server's certificate.
+        pin_spki: public-key pins (``gateway certs show`` prints a certificate's).
+            When set, every server reached with this client certificate (the
+            twin's ingress and any ``https://`` destination) must hold one of
+            these keys as well as a certificate from ``ca`` for its name: a
+            certificate mis-issued under the right name for another key fails
+            the handshake, before a byte of the request is sent. List the old
+            and the new key while a server's key is rotated. Empty: the CA
+            and the name alone decide.
     """
 
     cert: Path
     key: Path
     ca: Path
+    pin_spki: SpkiPins = ()
 
 
 class EgressConfig(_Section):
@@ -155,6 +247,8 @@ class EgressConfig(_Section):
         max_body_bytes: 413 above this.
         max_concurrent: 503 above this many transfers in progress.
         min_free_spool_bytes: fail closed below this much free spool disk.
+        decoder_memory_bytes: decompression windows all transfers may hold at
+            once; a transfer whose window does not fit now gets 503 + Retry-After.
         idle_timeout: seconds without a body byte before abort.
         total_timeout: seconds for a whole transfer.
         witness_url: the twin's ingress base URL; when set, this gateway's
@@ -162,6 +256,8 @@ class EgressConfig(_Section):
         pipelined: stream the age payload of a large envelope transfer to the
             twin while it is still classified, and send the header (the only
             thing that makes it readable) after an allow verdict (SPEC §6).
+        limits: connection limits of the listener (request-head and keep-alive
+            time-outs, connection caps in total and per client address).
     """
 
     host: str = "127.0.0.1"
@@ -176,10 +272,12 @@ class EgressConfig(_Section):
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
     max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)
     min_free_spool_bytes: int = Field(default=MIN_FREE_SPOOL_BYTES, ge=0)
+    decoder_memory_bytes: int = Field(default=DECODER_MEMORY_BYTES, gt=0)
     idle_timeout: float = Field(default=IDLE_TIMEOUT_SECONDS, gt=0)
     total_timeout: float = Field(default=TOTAL_TIMEOUT_SECONDS, gt=0)
     witness_url: str | None = None
     pipelined: bool = True
+    limits: ListenerLimits = ListenerLimits()
 
 
 class WitnessPeer(_Section):
@@ -212,6 +310,15 @@ class IngressConfig(_Section):
         total_timeout: seconds for one envelope or payload, receiving through
             delivery to an ``https://`` destination (504 past it).
         min_free_spool_bytes: refuse payloads (503) below this much free spool disk.
+        unnamed_temp_files: write a ``file://`` delivery as an unnamed
+            temporary file in the inbox (``O_TMPFILE``), linked into place on
+            commit, so a crash leaves nothing. False always uses the staging
+            directory beside the inbox, as inboxes whose file system lacks
+            ``O_TMPFILE`` do by themselves (:mod:`gateway.server.inbox`).
+        partial_sweep_interval: seconds between sweeps of the part files
+            interrupted deliveries left (staging directories, and older
+            versions' ``.incoming/``); one goes once not written to for
+            ``total_timeout``. All go at start-up.
         witness: co-sign the twin's audit checkpoints (SPEC §7).
         twin_names: subject CNs of the twin gateway's client certificate. The
             other park's CA also issues its research senders' certificates, so
@@ -222,6 +329,19 @@ class IngressConfig(_Section):
             certs show`` prints them, or plain) of the twin's client
             certificate. When set, the certificate must match one of them as
             well as a name: list the old and the new one while rotating.
+        twin_spki: public-key pins of the twin's client certificate (base64
+            SHA-256 of its SubjectPublicKeyInfo, RFC 7469 ``pin-sha256``, bare
+            or ``sha256//``-prefixed, as ``gateway certs init`` and ``certs
+            show`` print them). The name says who the CA meant; the key says
+            who holds it: a certificate the CA mis-issued under the twin's
+            name for another key is refused. Unlike a fingerprint, a pin
+            survives renewal with the same key; list the old and the new key
+            while the twin's key is rotated. Required when ``twin_names``
+            admits anyone, unless ``twin_fingerprints`` pins the whole
+            certificate (which names its key too): a name alone no longer
+            loads, so a config from before key pinning fails at start
+            instead of staying open to a mis-issued certificate.
+        limits: connection limits of the listener.
     """
 
     host: str = "127.0.0.1"
@@ -230,6 +350,8 @@ class IngressConfig(_Section):
     identity: Path
     twin_names: tuple[str, ...]
     twin_fingerprints: tuple[str, ...] = ()
+    # Validated even when absent: its absence is the error (see _twin_pinned_by_key).
+    twin_spki: SpkiPins = Field(default=(), validate_default=True)
     deliver: dict[str, str] = Field(default_factory=dict)
     destination_tls: TlsClient | None = None
     spool_dir: Path = Path("var/spool/ingress")
@@ -238,7 +360,10 @@ class IngressConfig(_Section):
     idle_timeout: float = Field(default=IDLE_TIMEOUT_SECONDS, gt=0)
     total_timeout: float = Field(default=TOTAL_TIMEOUT_SECONDS, gt=0)
     min_free_spool_bytes: int = Field(default=MIN_FREE_SPOOL_BYTES, ge=0)
+    unnamed_temp_files: bool = True
+    partial_sweep_interval: float = Field(default=PARTIAL_SWEEP_SECONDS, gt=0)
     witness: WitnessPeer | None = None
+    limits: ListenerLimits = ListenerLimits()
 
     @field_validator("twin_names")
     @classmethod
@@ -258,6 +383,19 @@ class IngressConfig(_Section):
                 raise ValueError("twin_fingerprints holds SHA-256 certificate fingerprints (hex)")
             out.append(digest)
         return tuple(out)
+
+    @field_validator("twin_spki")
+    @classmethod
+    def _twin_pinned_by_key(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # Runs after twin_names and twin_fingerprints (field order), so both are in info.data.
+        if value or not info.data.get("twin_names") or info.data.get("twin_fingerprints"):
+            return value
+        raise ValueError(
+            "required: pin the twin's client certificate by its public key. A subject CN "
+            "alone admits any certificate its CA issues under that name. Paste the pin "
+            "`gateway certs show <twin client.crt>` prints (SPKI SHA-256), e.g. "
+            'twin_spki = ["<base64>"]'
+        )
 
     @field_validator("deliver")
     @classmethod

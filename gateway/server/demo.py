@@ -4,7 +4,13 @@
 dev PKI of both parks (``gateway certs init``), the Shenzhen ingress's age
 identity and its public key (which ``policies/90-demo.yaml`` reads), and two
 configuration files, ``hk.toml`` and ``sz.toml``, which ``gateway serve
---config`` accepts as they are. Running it again keeps everything it made.
+--config`` accepts as they are. The twins pin each other's public keys, as
+in production: the SZ ingress the HK client certificate's
+(``ingress.twin_spki``), the HK egress the SZ server certificate's
+(``egress.upstream_tls.pin_spki``). Running it again keeps everything it
+made, except a config that does not pin the current certificates' keys (one
+from before key pinning, or after ``gateway certs init --force``): that one
+is written anew.
 
 The demo tokens are fixed and public (they are in the README): they identify
 the demo senders, and only their SHA-256 is in the configuration.
@@ -19,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.audit.keys import load_or_create_signing_key
 from gateway.audit.note import NoteSigner
-from gateway.crypto.certs import ParkPaths, init_dev_pki, load_certificates
+from gateway.crypto.certs import ParkPaths, init_dev_pki, load_certificates, spki_pin
 from gateway.crypto.keys import (
     X25519Identity,
     identity_file_text,
@@ -74,7 +80,7 @@ def _toml_str(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _hk_config(policy_dir: Path) -> str:
+def _hk_config(policy_dir: Path, sz_server_pin: str) -> str:
     return f"""\
 # HK park egress of the demo (`make run`). Paths are relative to this file.
 name = "hk"
@@ -99,6 +105,9 @@ witness_url = "https://127.0.0.1:{SZ_INGRESS_PORT}"
 cert = "certs/hk/client.crt"
 key = "certs/hk/client.key"
 ca = "certs/sz/ca.crt"
+# The SZ ingress's public key (`gateway certs show certs/sz/server.crt`): a
+# certificate from the SZ CA for another key is refused before a byte is sent.
+pin_spki = ["{sz_server_pin}"]
 
 [audit]
 dir = "hk/audit"
@@ -107,7 +116,7 @@ origin = "{HK_ORIGIN}"
 """
 
 
-def _sz_config(hk_log_key: str, twin_name: str) -> str:
+def _sz_config(hk_log_key: str, twin_name: str, twin_pin: str) -> str:
     deliver = "\n".join(f'{route} = "sz-inbox/{route}"' for route in DEMO_ROUTES)
     return f"""\
 # SZ park ingress of the demo (`make run`). Paths are relative to this file.
@@ -122,8 +131,11 @@ port = {SZ_INGRESS_PORT}
 identity = "sz-ingress.agekey"
 spool_dir = "sz/spool"
 # Only the HK gateway's client certificate (subject CN) may post envelopes:
-# the HK CA may issue other client certificates too.
+# the HK CA may issue other client certificates too. Its public key is pinned
+# as well (`gateway certs show certs/hk/client.crt`), so a certificate the HK
+# CA issued under that name for another key is refused.
 twin_names = [{_toml_str(twin_name)}]
+twin_spki = ["{twin_pin}"]
 
 [ingress.tls]
 cert = "certs/sz/server.crt"
@@ -173,16 +185,22 @@ def prepare_demo(root: Path = DEMO_DIR, policy_dir: Path = Path("policies")) -> 
     inbox = root / "sz-inbox"
     for route in DEMO_ROUTES:
         (inbox / route).mkdir(parents=True, exist_ok=True)
+    hk, sz = ParkPaths(root / "certs" / "hk"), ParkPaths(root / "certs" / "sz")
+    sz_server_pin = spki_pin(load_certificates(sz.cert("server"))[0])
+    hk_client_pin = spki_pin(load_certificates(hk.cert("client"))[0])
     hk_config = root / "hk.toml"
-    if not hk_config.exists():
-        hk_config.write_text(_hk_config(policy_dir.resolve()))
+    # Without the SZ key's pin (a config from before key pinning, or certificates
+    # re-issued since) the egress would not be pinned or not reach its twin: remake it.
+    if not hk_config.exists() or sz_server_pin not in hk_config.read_text():
+        hk_config.write_text(_hk_config(policy_dir.resolve(), sz_server_pin))
     sz_config = root / "sz.toml"
-    # A config from before twin pinning (no ``twin_names``) would not load: remake it.
-    if not sz_config.exists() or _TWIN_KEY not in sz_config.read_text():
-        hk = ParkPaths(root / "certs" / "hk")
+    # A config from before twin pinning (no ``twin_names``) or without the HK
+    # client key's pin would not load or would refuse the HK egress: remake it.
+    sz_text = sz_config.read_text() if sz_config.exists() else ""
+    if _TWIN_KEY not in sz_text or hk_client_pin not in sz_text:
         hk_key = load_or_create_signing_key(hk.audit_key)
         verifier = str(NoteSigner(HK_ORIGIN, hk_key).verifier)
-        sz_config.write_text(_sz_config(verifier, _common_name(hk.cert("client"))))
+        sz_config.write_text(_sz_config(verifier, _common_name(hk.cert("client")), hk_client_pin))
     return Demo(root, hk_config, sz_config, inbox)
 
 

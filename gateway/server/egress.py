@@ -33,11 +33,13 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.audit.log import AuditLog
 from gateway.audit.receipt import Receipt
 from gateway.audit.records import Decision as DecisionName
 from gateway.audit.records import TransferEvent, transfer_record
+from gateway.classify.budget import DecoderBudget
 from gateway.classify.engine import Scanner
 from gateway.classify.summary import ScanSummary
 from gateway.crypto.age import build_header
@@ -56,6 +58,7 @@ from gateway.ledger.base import LedgerUnavailable
 from gateway.policy.engine import CompiledPolicy, Decision, Route, TransferContext
 from gateway.server.auth import TokenTable, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS, EgressConfig
+from gateway.server.connections import send_continue
 from gateway.server.forward import (
     Forwarded,
     PayloadUpload,
@@ -168,6 +171,8 @@ class EgressState:
         tokens: bearer-token table.
         spool: the encrypted spool directory.
         spool_identity: the gateway's own age identity for held reviews.
+        decoder_budget: the decoder memory every transfer's classifier
+            reserves its decompression windows from (503 when it is held).
         session: HTTP client for the twin and destinations.
         upstream_ssl: TLS client context for the twin and destinations
             (built once: loading certificates per transfer would cost a millisecond).
@@ -187,6 +192,7 @@ class EgressState:
     tokens: TokenTable
     spool: SpoolDir
     spool_identity: X25519Identity
+    decoder_budget: DecoderBudget
     session: aiohttp.ClientSession | None = None
     upstream_ssl: ssl.SSLContext | None = None
     inflight: int = 0
@@ -267,14 +273,23 @@ class EgressState:
 EGRESS = web.AppKey("egress", EgressState)
 
 
+#: Unicode categories a file name may not contain: controls (Cc: C0, DEL and the
+#: C1 range U+0080-U+009F, which terminals interpret), format characters (Cf: bidi
+#: overrides and isolates, zero-width characters), line and paragraph separators
+#: (Zl, Zp: a name that breaks a listing's lines), and lone surrogates (Cs: not
+#: encodable as a file name in UTF-8).
+_REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
 def safe_name(raw: str) -> str:
     """Validate the file name a sender gave; it becomes a file name at the destination.
 
     Raises:
-        ClientError: empty, a path, a dot name, control characters, format
-            characters (Unicode category Cf: the bidi overrides U+202A-U+202E
-            and isolates U+2066-U+2069 would let ``exe.csv`` display as
-            ``vsc.exe``), or too long.
+        ClientError: empty, a path, a dot name, control characters (C0, DEL,
+            C1), format characters (Unicode category Cf: the bidi overrides
+            U+202A-U+202E and isolates U+2066-U+2069 would let ``exe.csv``
+            display as ``vsc.exe``), line or paragraph separators, lone
+            surrogates, or too long.
     """
     name = raw
     if (
@@ -282,7 +297,7 @@ def safe_name(raw: str) -> str:
         or name in (".", "..")
         or "/" in name
         or "\\" in name
-        or any(ord(c) < 32 or ord(c) == 127 or unicodedata.category(c) == "Cf" for c in name)
+        or any(unicodedata.category(c) in _REFUSED_NAME_CATEGORIES for c in name)
         or name.startswith(".")
         or len(name.encode()) > MAX_NAME_BYTES
     ):
@@ -396,9 +411,13 @@ async def _receive(
 ) -> tuple[ScanSummary, SpoolInfo, PayloadUpload | None]:
     """Stream the body into the classifier and the encrypted spool (and maybe the twin)."""
     config = state.config
-    scanner = Scanner(policy.detectors, state.services.secret)
-    # The transfer's name crosses the border too (it names the delivered file).
-    scanner.scan_name(transfer.path)
+    # Windows are reserved from the process-wide budget: a transfer that finds
+    # it held by others raises DecoderBusy from a feed (503 + Retry-After,
+    # recorded failed, nothing forwarded); scanner.close() gives it all back.
+    scanner = Scanner(policy.detectors, state.services.secret, budget=state.decoder_budget)
+    # The transfer's name crosses the border too (it names the delivered file);
+    # one holding a value is never shown back (status API, held metadata).
+    transfer.name_clean = not scanner.scan_name(transfer.path)
     try:
         # No I/O here: the spool file is created only if the body outgrows
         # SPOOL_MEMORY_BYTES, and then in the spool lane's worker thread
@@ -429,6 +448,9 @@ async def _receive(
                     raise _Aborted("client idle timeout") from None
                 except (aiohttp.ClientError, ConnectionError, aiohttp.web.HTTPException):
                     raise _Aborted("client disconnected") from None
+                except RequestPayloadError:
+                    # Bad chunked framing mid-body (connections.py surfaces it at once).
+                    raise _Aborted("the request body's framing is malformed") from None
                 if not chunk:
                     break
                 received += len(chunk)
@@ -743,6 +765,9 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
         state.services.metrics.fail_closed.labels("audit").inc()
         raise Unavailable("the audit log is not writable; nothing can be decided")
     state.spool.check_space()  # one statvfs(2)
+    # Only now, with sender, route, name, size and capacity checked, is the
+    # client invited to send its body (RFC 9110 §10.1.1).
+    await send_continue(request)
     transfer = Transfer(
         id=new_transfer_id(),
         route=route_name,
@@ -1045,6 +1070,7 @@ def _hold_spool(
         "transfer_id": transfer.id,
         "route": transfer.route,
         "path": transfer.path,
+        "name_clean": transfer.name_clean,
         "sender": transfer.sender,
         "organisation": transfer.organisation,
         "created_at": transfer.created_at,
@@ -1062,7 +1088,8 @@ def _hold_spool(
         "distinct_capped": summary.distinct_capped,
         "decision": _decision_meta(decision),
     }
-    return state.spool.hold(info, header, meta)
+    # The metadata names the file: encrypted to the spool key like the payload.
+    return state.spool.hold(info, header, meta, state.spool_identity.recipient)
 
 
 async def deliver(
@@ -1222,7 +1249,8 @@ async def handle_forward_proxy(request: web.Request) -> web.StreamResponse:
         elif len(prefix) == best_length:
             best.append(route)
     if not best:
-        raise Forbidden(f"host {host!r} is not the destination of any route")
+        # Not echoed: the host is the client's text and may hold an identifier.
+        raise Forbidden("the target host is not the destination of any route")
     if len(best) > 1:
         names = ", ".join(sorted(r.name for r in best))
         raise ClientError(

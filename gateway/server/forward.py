@@ -1,4 +1,4 @@
-"""Sending released bytes onward: to the twin, to an HTTPS destination, into a directory.
+"""Sending released bytes onward: to the twin, to an HTTPS destination.
 
 Only a transfer whose state machine has passed ``begin_forwarding`` reaches
 these functions; they never decide anything. Each returns the upstream status
@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import structlog
 
+from gateway.crypto.tls import SpkiPinMismatch
 from gateway.crypto.tls import client_ssl_context as tls_client_context
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.server.config import (
@@ -32,11 +32,10 @@ from gateway.server.config import (
     TlsClient,
 )
 
-#: Directory under a ``file://`` inbox where deliveries are written before the
-#: rename; same filesystem, so the rename is atomic, and hidden from ``*`` globs.
-INCOMING_DIR = ".incoming"
 #: Status the twin and HTTPS destinations must answer for a successful delivery.
 _SUCCESS = range(200, 300)
+
+log = structlog.get_logger("gateway.forward")
 #: Bytes of an upstream's answer read (the twin's verdict JSON is ~2 KB); the
 #: rest of a longer answer is dropped with its connection.
 RESPONSE_BYTES = 64 * 1024
@@ -60,11 +59,27 @@ class Forwarded:
 def client_ssl_context(tls: TlsClient | None) -> ssl.SSLContext:
     """A TLS client context: verify the server against ``tls.ca`` and present our cert.
 
+    With ``tls.pin_spki`` every server reached with it must also hold a pinned
+    key (checked in the handshake, before any request byte is written).
     Without ``tls`` the system trust store is used and no client certificate is sent.
     """
     if tls is None:
         return tls_client_context()
-    return tls_client_context(ca=tls.ca, cert=tls.cert, key=tls.key)
+    return tls_client_context(ca=tls.ca, cert=tls.cert, key=tls.key, pin_spki=tls.pin_spki)
+
+
+def _client_error(exc: aiohttp.ClientError) -> str:
+    """Why a connection failed: the pin mismatch spelled out, else the error class.
+
+    A pin mismatch is logged (``upstream_pin_refused``) and named in the
+    error with the key the server presented, a public value, so an operator
+    can tell a rotated key (add its pin) from an impostor.
+    """
+    cause = getattr(exc, "certificate_error", None)
+    if isinstance(cause, SpkiPinMismatch):
+        log.warning("upstream_pin_refused", server=cause.server, spki=cause.presented)
+        return f"the server's TLS key is not pinned (presented sha256//{cause.presented})"
+    return type(exc).__name__
 
 
 def upstream_timeout() -> aiohttp.ClientTimeout:
@@ -210,7 +225,7 @@ async def _send(
     except TimeoutError:
         raise UpstreamTimeout(f"{_host(url)} did not answer in time") from None
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{_host(url)}: {type(exc).__name__}") from None
+        raise UpstreamError(f"{_host(url)}: {_client_error(exc)}") from None
     except OSError as exc:
         raise UpstreamError(f"{_host(url)}: {exc.strerror or type(exc).__name__}") from None
     if status not in _SUCCESS:
@@ -221,94 +236,6 @@ async def _send(
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc or url
-
-
-def inbox_path(url: str) -> Path:
-    """The directory a ``file://`` destination names."""
-    parts = urlsplit(url)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise ValueError(f"not a local file:// URL: {url}")
-    return Path(parts.path)
-
-
-class FileDrop:
-    """Write one delivery into a directory: temp name under ``.incoming/``, fsync, link.
-
-    A reader of the inbox never sees a partial file: the file appears under
-    its final name only after every byte was verified and synced. Blocking;
-    call from a worker thread.
-
-    Args:
-        directory: the inbox.
-        name: the final file name (a single path segment).
-        transfer_id: names the temporary file, so concurrent deliveries never collide.
-    """
-
-    def __init__(self, directory: Path, name: str, transfer_id: str) -> None:
-        incoming = directory / INCOMING_DIR
-        incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.final = directory / name
-        self.temp = incoming / f"{transfer_id}.part"
-        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        self._file = os.fdopen(fd, "wb", buffering=1024 * 1024)
-        self.bytes = 0
-        self._digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> None:
-        """Append verified plaintext to the temporary file."""
-        self._file.write(data)
-        self._digest.update(data)
-        self.bytes += len(data)
-
-    def seal(self) -> Forwarded:
-        """fsync and close the temporary file; nothing is visible in the inbox yet."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return Forwarded(201, self.bytes, self._digest.hexdigest())
-
-    def place(self, *, sync_directory: bool = True) -> None:
-        """Put the sealed file under its final name, never over an existing file.
-
-        ``rename(2)`` would silently replace an unconsumed file of the same
-        name; ``link(2)`` fails with ``EEXIST`` instead (atomic, so two
-        deliveries racing for one name cannot both win). The temporary name
-        is removed afterwards. The inbox must support hard links (any POSIX
-        local filesystem, NFS).
-
-        Args:
-            sync_directory: also fsync the inbox directory, making the new
-                name itself durable.
-
-        Raises:
-            FileExistsError: the inbox holds that name already; nothing changed.
-        """
-        os.link(self.temp, self.final)
-        with contextlib.suppress(OSError):
-            self.temp.unlink()
-        if sync_directory:
-            self.sync_directory()
-
-    def commit(self, *, sync_directory: bool = True) -> Forwarded:
-        """:meth:`seal`, then :meth:`place` (refusing to replace an existing file)."""
-        sent = self.seal()
-        self.place(sync_directory=sync_directory)
-        return sent
-
-    def sync_directory(self) -> None:
-        """fsync the inbox directory: the rename survives a crash once this returns."""
-        fd = os.open(self.final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def discard(self) -> None:
-        """Remove the temporary file; never raises."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.temp.unlink()
 
 
 #: Sealed batches queued for a pipelined upload; a full queue slows the
@@ -384,7 +311,7 @@ class PayloadUpload:
         except TimeoutError:
             raise UpstreamTimeout(f"{_host(self.url)} did not answer in time") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{_host(self.url)}: {type(exc).__name__}") from None
+            raise UpstreamError(f"{_host(self.url)}: {_client_error(exc)}") from None
 
     async def send(self, sealed: bytes) -> None:
         """Queue sealed bytes (already hashed by the caller); waits while the queue is full.

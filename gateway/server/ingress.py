@@ -2,18 +2,19 @@
 
 The listener requires a client certificate from the other park's CA (mutual
 TLS, enforced by the SSL context), and every handler then checks that it is
-the pinned twin's (``ingress.twin_names``, :class:`~gateway.server.auth.TwinPin`):
+the pinned twin's (``ingress.twin_names`` and ``twin_spki``, :class:`~gateway.server.auth.TwinPin`):
 that CA may sign research senders' certificates too, and they must not reach
 the ingress past their own park's classifier, policy, ledger and audit.
 Each envelope is decrypted as its chunks arrive, but nothing is delivered
 until the final chunk has verified:
 
-- ``file://DIR``: verified plaintext goes to ``DIR/.incoming/<id>.part``;
-  after ``finish()`` verified the last chunk it is fsynced, its ``delivered``
-  record is appended, and only then is it linked to ``DIR/<name>``, never
-  over an existing file (409). A truncated or altered envelope, or a record
-  that cannot be written, leaves no file; part files a crash left are swept
-  at start-up (:func:`sweep_partial_deliveries`).
+- ``file://DIR``: verified plaintext goes to an unnamed temporary file in
+  ``DIR`` (or, without ``O_TMPFILE``, a part file in a staging directory
+  beside it: :mod:`gateway.server.inbox`); after ``finish()`` verified the
+  last chunk it is fsynced, its ``delivered`` record is appended, and only
+  then is it linked to ``DIR/<name>``, never over an existing file (409).
+  A truncated or altered envelope, a record that cannot be written, or a
+  crash leaves no file in ``DIR``.
 - ``https://…``: the ciphertext is spooled while every chunk is verified; only
   after the final chunk verified is it decrypted again and streamed to the
   destination over mutual TLS. The destination never sees a byte of an
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import re
 import shutil
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -38,6 +40,7 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.audit.records import RecordError, TransferEvent, transfer_record
 from gateway.crypto.age import AgeDecryptor
@@ -54,6 +57,7 @@ from gateway.errors import (
 )
 from gateway.server.auth import TwinPin
 from gateway.server.config import RETRY_AFTER_SECONDS, IngressConfig
+from gateway.server.connections import send_continue
 from gateway.server.egress import (
     H_DIRECTION,
     H_ORGANISATION,
@@ -65,14 +69,8 @@ from gateway.server.egress import (
     OFFLOAD_BATCH,
     safe_name,
 )
-from gateway.server.forward import (
-    INCOMING_DIR,
-    FileDrop,
-    Forwarded,
-    inbox_path,
-    join_url,
-    post_stream,
-)
+from gateway.server.forward import Forwarded, join_url, post_stream
+from gateway.server.inbox import FileDrop, inbox_path, open_drop
 from gateway.server.problem import Problem, json_response
 from gateway.server.services import Services
 from gateway.server.spool import READ_SIZE, SpoolFull
@@ -99,7 +97,7 @@ class IngressState:
         destination_ssl: TLS client context for ``https://`` destinations.
         inflight: envelopes being received.
         tasks: in-flight handler tasks (drained at shutdown).
-        twin: the pinned twin certificate (``ingress.twin_names``), checked
+        twin: the pinned twin certificate (``ingress.twin_names``, ``twin_spki``), checked
             on every envelope, payload and witness request.
         active: transfer ids of envelopes being received (a second envelope
             with the same id is a 409, not a clash of temporary files).
@@ -120,7 +118,9 @@ class IngressState:
     claimed: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.twin = TwinPin(self.config.twin_names, self.config.twin_fingerprints)
+        self.twin = TwinPin(
+            self.config.twin_names, self.config.twin_fingerprints, self.config.twin_spki
+        )
 
 
 INGRESS = web.AppKey("ingress", IngressState)
@@ -142,22 +142,22 @@ class _Sink:
 
     Args:
         decryptor: opens the envelope.
-        drop_at: inbox directory, file name and transfer id of a file drop;
-            None for an ``https://`` destination.
+        open_drop: makes the file drop (:func:`~gateway.server.inbox.open_drop`
+            with its arguments bound); None for an ``https://`` destination.
         spool: the ciphertext spool of an ``https://`` destination.
     """
 
     def __init__(
         self,
         decryptor: AgeDecryptor,
-        drop_at: tuple[Path, str, str] | None,
+        open_drop: Callable[[], FileDrop] | None,
         spool: BinaryIO | None,
     ):
         self.decryptor = decryptor
         self.drop: FileDrop | None = None
-        self._drop_at = drop_at
+        self._open_drop = open_drop
         self.spool = spool
-        self._plain = hashlib.sha256() if drop_at is None else None
+        self._plain = hashlib.sha256() if open_drop is None else None
         self.cipher = hashlib.sha256()
         self.plain_bytes = 0
         self.cipher_bytes = 0
@@ -190,19 +190,19 @@ class _Sink:
         """The file drop, created on first use (mkdir + open(2)).
 
         Raises:
-            Conflict: its part file exists (the transfer is being delivered).
+            Conflict: its staged part file exists (the transfer is being delivered).
             OSError: the inbox cannot be written.
         """
         if self.drop is None:
-            assert self._drop_at is not None
-            self.drop = _open_drop(*self._drop_at)
+            assert self._open_drop is not None
+            self.drop = self._open_drop()
         return self.drop
 
     def _plaintext(self, plain: bytes) -> None:
         if not plain:
             return
         self.plain_bytes += len(plain)
-        if self._drop_at is not None:
+        if self._open_drop is not None:
             self._file_drop().write(plain)
         elif self._plain is not None:
             self._plain.update(plain)
@@ -215,7 +215,7 @@ class _Sink:
         if self.spool is not None:
             self.spool.flush()
             self.spool.close()
-        if self._drop_at is not None:
+        if self._open_drop is not None:
             # Sealed, not yet visible: it is placed in the inbox only after
             # its ``delivered`` record is durable (see _place).
             return self._file_drop().seal()
@@ -229,7 +229,7 @@ class _Sink:
         return self._plain.hexdigest()
 
     def discard(self) -> None:
-        """Remove the part file and close the spool (no thread may be using them)."""
+        """Discard the file drop and close the spool (no thread may be using them)."""
         if self.drop is not None:
             self.drop.discard()
         if self.spool is not None:
@@ -336,6 +336,8 @@ async def _request_batches(
             raise _Abort("twin idle timeout") from None
         except (aiohttp.ClientError, ConnectionError):
             raise _Abort("twin disconnected") from None
+        except RequestPayloadError:
+            raise _Abort("malformed body framing") from None
         if not chunk:
             break
         received += len(chunk)
@@ -393,6 +395,7 @@ async def handle_payload_put(request: web.Request) -> web.StreamResponse:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise Conflict(f"payload {transfer_id!r} exists already") from None
+    await send_continue(request)
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)
@@ -452,27 +455,12 @@ def sweep_payloads(directory: Path, older_than: float) -> int:
     return removed
 
 
-def sweep_partial_deliveries(deliver: Mapping[str, str]) -> int:
-    """Delete the ``.incoming/*.part`` files of every ``file://`` destination; return count.
-
-    A part file is plaintext of an envelope whose delivery never finished
-    (the process crashed or was killed mid-envelope). It must not stay at
-    rest, and no twin will complete it: the egress recorded that transfer
-    failed. Call at start-up, before the listener accepts envelopes.
-    """
-    removed = 0
-    for url in deliver.values():
-        if not url.startswith("file://"):
-            continue
-        for path in (inbox_path(url) / INCOMING_DIR).glob("*.part"):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed += 1
-    return removed
-
-
 def require_twin(request: web.Request) -> None:
-    """Refuse any peer but the pinned twin gateway (401 without a certificate, else 403)."""
+    """Refuse any peer but the pinned twin gateway (401 without a certificate, else 403).
+
+    The pin is checked on the certificate of this very TLS connection (name
+    and public key), so every request on it is the twin's or none is.
+    """
     request.app[INGRESS].twin.check(request)
 
 
@@ -501,7 +489,7 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
     route = request.match_info["route"]
     destination = state.config.deliver.get(route)
     if destination is None:
-        raise NotFound(f"no local destination for route {route!r}")
+        raise NotFound("no local destination for this route")  # not echoed: the URL's text
     name = safe_name(request.match_info["path"])
     offered = request.headers.get(H_TRANSFER, "")
     transfer_id = offered if _TRANSFER_ID.fullmatch(offered) else new_transfer_id()
@@ -516,6 +504,7 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
     if not state.services.audit.healthy:
         state.services.metrics.fail_closed.labels("audit").inc()
         raise Problem(Unavailable, "the audit log is not writable", {"transfer_id": transfer_id})
+    await send_continue(request)  # checked: now the body may come (RFC 9110 §10.1.1)
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)
@@ -606,7 +595,7 @@ async def _receive_and_deliver(
     payload = _payload_path(state, request.headers.get(H_PAYLOAD))
     decryptor = AgeDecryptor(state.identities)
     spool_path: Path | None = None
-    drop_at: tuple[Path, str, str] | None = None
+    opener: Callable[[], FileDrop] | None = None
     spool_file: BinaryIO | None = None
     claim: Path | None = None
     synced = True
@@ -621,7 +610,13 @@ async def _receive_and_deliver(
                         with contextlib.suppress(OSError):
                             payload.unlink()
                     raise
-                drop_at = (claim.parent, name, transfer_id)  # created in a thread (_Sink)
+                opener = functools.partial(  # called in a worker thread (_Sink)
+                    open_drop,
+                    claim.parent,
+                    name,
+                    transfer_id,
+                    unnamed=config.unnamed_temp_files,
+                )
             else:
                 config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 spool_path = config.spool_dir / f"{transfer_id}.age"
@@ -629,7 +624,7 @@ async def _receive_and_deliver(
         except BaseException:
             spool_path = None  # not ours to delete: it may be a concurrent envelope's
             raise
-        sink = _Sink(decryptor, drop_at, spool_file)
+        sink = _Sink(decryptor, opener, spool_file)
         try:
             source = _request_batches(request, config.max_body_bytes, config.idle_timeout)
             # Each batch is fed once the next has arrived, and the last one with
@@ -764,13 +759,6 @@ def _claim_name(state: IngressState, final: Path) -> Path:
     return final
 
 
-def _open_drop(directory: Path, name: str, transfer_id: str) -> FileDrop:
-    try:
-        return FileDrop(directory, name, transfer_id)
-    except FileExistsError:
-        raise Conflict(f"transfer {transfer_id!r} is being delivered already") from None
-
-
 def _open_spool(path: Path) -> BinaryIO:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -792,22 +780,9 @@ async def _place(drop: FileDrop) -> bool:
         OSError: the file could not be placed; it is discarded.
     """
     try:
-        return await asyncio.to_thread(_link_and_sync, drop)
+        return await asyncio.to_thread(drop.place)  # discards the file unless linked
     except FileExistsError:
-        drop.discard()
         raise Conflict(f"{drop.final.name!r} appeared in the inbox and was not replaced") from None
-    except OSError:
-        drop.discard()
-        raise
-
-
-def _link_and_sync(drop: FileDrop) -> bool:
-    drop.place(sync_directory=False)
-    try:
-        drop.sync_directory()
-    except OSError:
-        return False
-    return True
 
 
 async def _audit_quiet(

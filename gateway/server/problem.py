@@ -14,12 +14,9 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 
 from gateway.errors import (
     BEARER_CHALLENGE,
-    ClientError,
     GatewayError,
     Unauthenticated,
     Unavailable,
@@ -113,6 +110,7 @@ _HTTP_SLUGS = {
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    408: "request-timeout",
     413: "payload-too-large",
     431: "request-header-fields-too-large",
 }
@@ -142,47 +140,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
     except Exception as exc:  # noqa: BLE001 - fail closed: a bug is a 500, never a forward
-        log.error("internal_error", error_type=type(exc).__name__, path=request.path)
+        # The route template, never the path: it holds the client's route and file name.
+        resource = request.match_info.route.resource
+        endpoint = resource.canonical if resource is not None else None
+        log.error("internal_error", error_type=type(exc).__name__, endpoint=endpoint)
         return problem_response(GatewayError("internal gateway error; nothing was forwarded"))
-
-
-class ProblemRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering unparseable requests with problem+json.
-
-    A request aiohttp's parser refuses (a malformed target such as
-    ``http://host:99999999/x`` from a forward-proxy client, a bad header) never
-    reaches the middlewares: aiohttp answers a plain-text 400 itself and logs
-    a traceback. Here it becomes an RFC 9457 problem like every other error,
-    and one log line without the request bytes (they may be payload).
-    """
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """Render a protocol-level client error (4xx) as problem+json; others as aiohttp does."""
-        if not 400 <= status < 500:
-            return super().handle_error(request, status, exc, message)
-        log.warning(
-            "malformed_http_request",
-            status=status,
-            error_type=type(exc).__name__ if exc is not None else None,
-        )
-        if request.writer.output_size > 0:
-            raise ConnectionError("a response was sent already; the connection is dropped")
-        response = problem_response(
-            ClientError("the request could not be parsed (malformed target, header or framing)")
-        )
-        response.force_close()
-        return response
-
-
-class ProblemServer(web.Server):
-    """An aiohttp server whose connections use :class:`ProblemRequestHandler`."""
-
-    def __call__(self) -> RequestHandler:
-        """A connection handler for one new connection (aiohttp's protocol factory)."""
-        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)

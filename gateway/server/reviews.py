@@ -468,7 +468,7 @@ def _restored_parts(state: EgressState, held: Held) -> tuple[ScanSummary, SpoolI
     Runs in a worker thread: it reads the held metadata and header and
     unwraps the file key with the spool identity (one X25519 exchange).
     """
-    _, header, meta = state.spool.held_parts(held.transfer.id)
+    _, header, meta = state.spool.held_parts(held.transfer.id, state.spool_identity)
     summary = held.summary or _summary_from_json(meta["summary"], meta)
     info = held.info
     if not info.file_key:
@@ -518,10 +518,14 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
     making the spool durable and appending the record) the review never
     existed for anyone; with a later record (approved, rejected, failed …)
     it was decided already. Either way its spool is deleted, not restored.
+    Metadata an older version held in clear is sealed to the spool key here
+    (:meth:`~gateway.server.spool.SpoolDir.held_parts`).
     """
     restored = 0
     for transfer_id in state.spool.held_ids():
-        path, _header, meta = state.spool.held_parts(transfer_id)
+        path, _header, meta = await asyncio.to_thread(
+            state.spool.held_parts, transfer_id, state.spool_identity
+        )
         records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
         last = records[-1] if records else {}
         if last.get("event") != "review":
@@ -543,6 +547,8 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             organisation=meta["organisation"],
             state=State.HELD,
             created_at=float(meta["created_at"]),
+            # Held by an older version (no flag): the name was never judged here, withhold it.
+            name_clean=meta.get("name_clean") is True,
         )
         decision = meta["decision"]
         summary_json = meta["summary"]

@@ -34,9 +34,21 @@ from gateway.server.app import (
     reload_policy,
     server_ssl_context,
 )
-from gateway.server.config import SHUTDOWN_DRAIN_SECONDS, GatewaySettings, TlsListener
+from gateway.server.config import (
+    SHUTDOWN_DRAIN_SECONDS,
+    GatewaySettings,
+    ListenerLimits,
+    TlsListener,
+)
+from gateway.server.connections import (
+    AcceptErrorLog,
+    GatedSite,
+    GatewayServer,
+    descriptor_budget,
+    make_limiter,
+    raise_nofile_limit,
+)
 from gateway.server.forward import client_ssl_context
-from gateway.server.problem import ProblemServer
 from gateway.server.services import Services, open_services
 from gateway.server.witness import offer_checkpoint
 
@@ -157,15 +169,27 @@ class RunningGateway:
 
 
 async def _start(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
+    app: web.Application,
+    listener: str,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    limits: ListenerLimits,
+    metrics: Metrics,
+    budget: int,
 ) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    # Requests aiohttp's parser refuses get problem+json too (see ProblemServer);
-    # swapped before the site starts, so every connection uses it.
+    # The gateway's connection handling (gateway/server/connections.py): caps,
+    # request-head deadline, problem+json for what the parser refuses; swapped
+    # before the site starts, so every connection uses it.
     assert runner.server is not None
-    runner.server.__class__ = ProblemServer
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    runner.server.__class__ = GatewayServer
+    server = runner.server
+    assert isinstance(server, GatewayServer)
+    server.configure(listener, limits, metrics)
+    limiter = make_limiter(listener, limits, metrics, budget)
+    site = GatedSite(runner, host, port, ssl_context=ssl_context, limiter=limiter)
     try:
         await site.start()
     except OSError as exc:
@@ -187,6 +211,11 @@ async def running(
     """Run the roles ``settings`` configures until the block exits."""
     async with open_services(settings, metrics) as services:
         gateway = RunningGateway(services)
+        listeners = (settings.egress is not None) + (settings.ingress is not None)
+        budget = descriptor_budget(raise_nofile_limit(), listeners)
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrorLog(services.metrics, previous_handler))
         try:
             if settings.egress is not None:
                 config = settings.egress
@@ -196,7 +225,16 @@ async def running(
                 )
                 if context is not None and config.tls is not None:
                     gateway.server_contexts.append((context, config.tls))
-                runner, url = await _start(app, config.host, config.port, context)
+                runner, url = await _start(
+                    app,
+                    "egress",
+                    config.host,
+                    config.port,
+                    context,
+                    config.limits,
+                    services.metrics,
+                    budget,
+                )
                 gateway.runners.append(runner)
                 gateway.egress_app, gateway.egress_url = app, url
             if settings.ingress is not None:
@@ -204,7 +242,16 @@ async def running(
                 app = make_ingress_app(services, iconfig)
                 context = server_ssl_context(iconfig.tls, require_client=True)
                 gateway.server_contexts.append((context, iconfig.tls))
-                runner, url = await _start(app, iconfig.host, iconfig.port, context)
+                runner, url = await _start(
+                    app,
+                    "ingress",
+                    iconfig.host,
+                    iconfig.port,
+                    context,
+                    iconfig.limits,
+                    services.metrics,
+                    budget,
+                )
                 gateway.runners.append(runner)
                 gateway.ingress_app, gateway.ingress_url = app, url
             record_cert_expiry(services)
@@ -214,6 +261,7 @@ async def running(
                 await gateway.drain(drain_seconds)
             for runner in reversed(gateway.runners):
                 await runner.cleanup()
+            loop.set_exception_handler(previous_handler)
 
 
 async def serve_forever(settings_list: list[GatewaySettings], *, announce: Any = None) -> None:

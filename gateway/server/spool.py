@@ -14,7 +14,10 @@ only in this process's memory. Nothing about the recipient is decided yet:
 - a transfer held for review gets a header to the gateway's *own* spool
   recipient written beside it (``held/``), so the held spool survives a restart
   and stays ciphertext at rest; approval unwraps the file key with the spool
-  identity.
+  identity. Its metadata (route, sender, the file name, the scan summary and
+  keyed hashes) is an age file to the same recipient (``.meta.age``): a name
+  such as ``scan_11010519491231002X.csv`` is a matched value, and a review may
+  stay open for days (SPEC §3.2).
 
 A small payload (up to the writer's ``memory_bytes``) stays in memory and
 no file is created unless it grows past that: creating and deleting a file
@@ -43,7 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway.crypto.age import AgeDecryptor, AgeEncryptor
 from gateway.crypto.header import FILE_KEY_SIZE
+from gateway.crypto.keys import Recipient, X25519Identity
 from gateway.crypto.stream import PAYLOAD_NONCE_SIZE, StreamDecryptor, StreamEncryptor
 from gateway.errors import Unavailable
 
@@ -54,7 +59,15 @@ READ_SIZE = 16 * (64 * 1024 + 16)
 WRITE_BUFFER = 1024 * 1024
 _PAYLOAD_SUFFIX = ".payload"
 _HEADER_SUFFIX = ".header"
-_META_SUFFIX = ".json"
+#: A held review's metadata: JSON, sealed in an age file to the spool recipient.
+_META_SUFFIX = ".meta.age"
+#: Plaintext metadata held by versions before it was encrypted: still restored,
+#: then rewritten as :data:`_META_SUFFIX` and deleted (:meth:`SpoolDir.held_parts`).
+_LEGACY_META_SUFFIX = ".json"
+#: What :func:`_write_durable` writes before renaming into place; a crash may
+#: leave one, which is never part of a held review (and may hold plaintext
+#: metadata of an older version), so :meth:`SpoolDir.sweep` deletes it.
+_TMP_SUFFIX = ".tmp"
 _HELD_DIR = "held"
 
 
@@ -282,7 +295,7 @@ class SpoolDir:
         for entry in self.held.iterdir():
             # A held review is complete only with its header and metadata.
             stem = entry.name.split(".", 1)[0]
-            if not self.is_held(stem):
+            if entry.name.endswith(_TMP_SUFFIX) or not self.is_held(stem):
                 with contextlib.suppress(OSError):
                     entry.unlink()
                     removed += 1
@@ -316,17 +329,26 @@ class SpoolDir:
         except OSError as exc:
             raise _spool_error(exc) from None
 
-    def hold(self, info: SpoolInfo, header: bytes, meta: dict[str, Any]) -> SpoolInfo:
+    def hold(
+        self, info: SpoolInfo, header: bytes, meta: dict[str, Any], recipient: Recipient
+    ) -> SpoolInfo:
         """Keep a spool for review: header to the spool key and metadata beside it.
 
         The payload is renamed into ``held/`` last, after its header and
         metadata are durable, so a crash never leaves a held payload that the
         spool key cannot open. A payload kept in memory is written there
         (synced, then renamed) the same way; the returned info names the file.
+
+        Args:
+            info: the finished spool.
+            header: the age header wrapping its file key to ``recipient``.
+            meta: what restoring the review needs (JSON-serialisable).
+            recipient: the gateway's own spool recipient; the metadata is
+                sealed to it, never written in clear.
         """
         stem = info.path.name[: -len(_PAYLOAD_SUFFIX)]
         _write_durable(self.held / (stem + _HEADER_SUFFIX), header)
-        _write_durable(self.held / (stem + _META_SUFFIX), json.dumps(meta).encode())
+        _write_durable(self.held / (stem + _META_SUFFIX), _seal_meta(meta, recipient))
         target = self.held / info.path.name
         if info.payload is not None:
             _write_durable(target, info.payload)
@@ -339,35 +361,87 @@ class SpoolDir:
 
     def is_held(self, transfer_id: str) -> bool:
         """Whether a complete held review exists for ``transfer_id``."""
-        return all(
-            (self.held / (transfer_id + suffix)).is_file()
-            for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX)
+
+        def has(suffix: str) -> bool:
+            return (self.held / (transfer_id + suffix)).is_file()
+
+        return (
+            has(_PAYLOAD_SUFFIX)
+            and has(_HEADER_SUFFIX)
+            and (has(_META_SUFFIX) or has(_LEGACY_META_SUFFIX))
         )
 
     def held_ids(self) -> list[str]:
         """Transfer ids of complete held reviews (for restoring after a restart)."""
-        return sorted(
-            p.name[: -len(_META_SUFFIX)]
-            for p in self.held.glob("*" + _META_SUFFIX)
-            if self.is_held(p.name[: -len(_META_SUFFIX)])
-        )
+        found = {
+            p.name[: -len(suffix)]
+            for suffix in (_META_SUFFIX, _LEGACY_META_SUFFIX)
+            for p in self.held.glob("*" + suffix)
+        }
+        return sorted(transfer_id for transfer_id in found if self.is_held(transfer_id))
 
-    def held_parts(self, transfer_id: str) -> tuple[Path, bytes, dict[str, Any]]:
-        """Payload path, header bytes and metadata of a held review."""
+    def held_parts(
+        self, transfer_id: str, identity: X25519Identity
+    ) -> tuple[Path, bytes, dict[str, Any]]:
+        """Payload path, header bytes and metadata of a held review.
+
+        Metadata held in clear by an older version is sealed to the spool
+        key on this first read (written durably, then the plaintext file is
+        deleted), so no name stays in clear past the restart that restores it.
+
+        Args:
+            transfer_id: the held review.
+            identity: the gateway's own spool identity (opens the metadata).
+
+        Raises:
+            OSError: a file is missing or unreadable.
+            gateway.crypto.errors.AgeError: the metadata is not sealed to
+                ``identity``, or was altered.
+        """
         header = (self.held / (transfer_id + _HEADER_SUFFIX)).read_bytes()
-        meta = json.loads((self.held / (transfer_id + _META_SUFFIX)).read_text("utf-8"))
+        sealed = self.held / (transfer_id + _META_SUFFIX)
+        legacy = self.held / (transfer_id + _LEGACY_META_SUFFIX)
+        if sealed.is_file():
+            meta = _open_meta(sealed.read_bytes(), identity)
+            if legacy.exists():  # a crash came between sealing and deleting it
+                legacy.unlink()
+                _fsync_dir(self.held)
+        else:
+            meta = json.loads(legacy.read_text("utf-8"))
+            _write_durable(sealed, _seal_meta(meta, identity.recipient))
+            legacy.unlink()
+            _fsync_dir(self.held)
         return self.held / (transfer_id + _PAYLOAD_SUFFIX), header, meta
 
     def release(self, transfer_id: str) -> None:
         """Delete every file of ``transfer_id`` (transient or held); never raises."""
         for directory in (self.root, self.held):
-            for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX):
+            for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX, _LEGACY_META_SUFFIX):
                 with contextlib.suppress(OSError):
                     (directory / (transfer_id + suffix)).unlink()
 
 
+def _seal_meta(meta: dict[str, Any], recipient: Recipient) -> bytes:
+    """A held review's metadata as one age file to ``recipient`` (a fresh file key)."""
+    encryptor = AgeEncryptor([recipient])
+    plain = json.dumps(meta).encode()
+    return encryptor.header() + encryptor.update(plain) + encryptor.finish()
+
+
+def _open_meta(sealed: bytes, identity: X25519Identity) -> dict[str, Any]:
+    """The metadata sealed by :func:`_seal_meta`; only verified plaintext is parsed.
+
+    Raises:
+        gateway.crypto.errors.AgeError: not sealed to ``identity``, or altered.
+    """
+    decryptor = AgeDecryptor([identity])
+    plain = decryptor.feed(sealed) + decryptor.finish()
+    meta: dict[str, Any] = json.loads(plain)
+    return meta
+
+
 def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -96,6 +96,10 @@ class Transfer:
         history: (state, Unix time) of every transition, for the status API.
         timings: seconds spent per pipeline stage (``receive``, ``decide``,
             ``forward``), for the audit record and the benchmark.
+        name_clean: the classifier scanned the whole name and found nothing
+            in it. Only then does the status API show ``path``: a name that
+            holds a value (``scan_11010519491231002X.csv``), or was never
+            scanned (the transfer failed first), is withheld (SPEC §3.2, §5).
     """
 
     id: str
@@ -109,6 +113,7 @@ class Transfer:
     verdict: dict[str, Any] = field(default_factory=dict)
     history: list[tuple[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    name_clean: bool = False
     _mark: float = 0.0
 
     def __post_init__(self) -> None:
@@ -160,11 +165,17 @@ class Transfer:
             self.advance(final)
 
     def status_json(self) -> dict[str, Any]:
-        """The body of ``GET /v1/transfers/{id}``: verdict fields, state and history."""
+        """The body of ``GET /v1/transfers/{id}``: verdict fields, state and history.
+
+        ``path`` is the name only when :attr:`name_clean`; otherwise it is
+        ``null`` and ``path_withheld`` is true: a transfer blocked or held
+        because its name holds a Resident ID must not hand the number back.
+        """
         out: dict[str, Any] = {
             "transfer_id": self.id,
             "route": self.route,
-            "path": self.path,
+            "path": self.path if self.name_clean else None,
+            "path_withheld": not self.name_clean,
             "state": self.state.value,
         }
         out.update({k: v for k, v in self.verdict.items() if k not in out})

@@ -223,7 +223,9 @@ async def test_failing_fsync_fails_closed(
         )
         assert all(isinstance(r, AuditUnavailable) for r in results)
         assert not log.healthy
-        monkeypatch.undo()  # even with a working disk again, it stays closed
+        # Even with a working disk again the failed write is not retried: the
+        # log stays closed until its first probe (RECOVERY_FIRST_DELAY, 5 s).
+        monkeypatch.undo()
         started = time.perf_counter()
         with pytest.raises(AuditUnavailable, match="Input/output error"):
             await log.append(record(99))

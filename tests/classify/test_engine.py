@@ -249,6 +249,26 @@ def test_the_inputs_own_name_is_scanned_when_given() -> None:
     assert summary.content.type == "image/jpeg"
 
 
+@pytest.mark.parametrize(
+    ("name", "may_hold_a_value"),
+    [
+        ("scans/11010519491231002X.jpg", True),
+        ("scan_１１０１０５１９４９１２３１００２Ｘ.jpg", True),  # full-width, folded
+        ("li.wei@example.edu.cn.txt", True),
+        ("plate_reader_2024-11-25.csv", False),
+        ("r" * 5000 + ".csv", True),  # longer than the part scanned: not known clean
+    ],
+)
+def test_scan_name_says_whether_the_name_may_hold_a_value(
+    name: str, may_hold_a_value: bool
+) -> None:
+    # The status API echoes a transfer's name only when this is False.
+    scanner = Scanner(DETECTORS, SECRET, today=TODAY)
+    assert scanner.scan_name(name) is may_hold_a_value
+    scanner.feed(b"tel 13812345678\n")  # the body's findings are not the name's
+    assert L.CN_PHONE in scanner.finish().labels
+
+
 def test_a_name_after_the_content_started_is_refused() -> None:
     scanner = Scanner(DETECTORS, SECRET, today=TODAY)
     scanner.feed(b"text 13812345678 ")

@@ -13,6 +13,7 @@ import pyrage
 import pytest
 
 from gateway.cli import main
+from gateway.crypto.certs import load_certificates, spki_pin
 from gateway.crypto.keys import X25519Identity
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -265,6 +266,27 @@ def test_certs_init_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert expected in shown
     assert main(["certs", "show", str(tmp_path / "none.crt")]) == 2
     assert "none.crt: cannot read" in capsys.readouterr().err
+
+
+def test_certs_init_prints_the_pins_each_park_pastes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "certs"
+    assert main(["certs", "init", str(target)]) == 0
+    out = capsys.readouterr().out
+    pin = {
+        (park, role): spki_pin(load_certificates(target / park / f"{role}.crt")[0])
+        for park in ("hk", "sz")
+        for role in ("server", "client")
+    }
+    # Each park pins the other's keys: the sz ingress the hk client, and so on.
+    assert f'sz: [ingress] twin_spki = ["{pin["hk", "client"]}"]' in out
+    assert f'sz: [egress.upstream_tls] pin_spki = ["{pin["hk", "server"]}"]' in out
+    assert f'hk: [ingress] twin_spki = ["{pin["sz", "client"]}"]' in out
+    assert f'hk: [egress.upstream_tls] pin_spki = ["{pin["sz", "server"]}"]' in out
+    assert f"created  {target / 'pins.toml'}" in out
+    assert main(["certs", "show", str(target / "sz" / "client.crt")]) == 0
+    assert f"SPKI pin:    {pin['sz', 'client']}" in capsys.readouterr().out
 
 
 def test_certs_init_default_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

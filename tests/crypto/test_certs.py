@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import shutil
 import stat
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.crypto.certs import (
     CA_VALIDITY,
     LEAF_VALIDITY,
     PARKS,
+    PIN_PREFIX,
+    PINS_FILE_NAME,
     ParkPaths,
     cert_expiry_seconds,
     describe_certificate,
     init_dev_pki,
     load_certificates,
+    parse_pin,
+    spki_pin,
 )
 from gateway.errors import ConfigError
 
@@ -143,3 +153,55 @@ def test_fingerprint_format(pki: Path) -> None:
     parts = info.sha256_fingerprint.split(":")
     assert len(parts) == 32
     assert all(len(p) == 2 and p == p.upper() for p in parts)
+
+
+def _openssl_pin(path: Path) -> str:
+    """curl's documented recipe for a ``--pinnedpubkey sha256//`` value, run with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    pem = subprocess.run(
+        [openssl, "x509", "-in", str(path), "-pubkey", "-noout"], capture_output=True, check=True
+    ).stdout
+    der = subprocess.run(
+        [openssl, "pkey", "-pubin", "-outform", "der"], input=pem, capture_output=True, check=True
+    ).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_spki_pin_is_what_openssl_and_curl_compute(pki: Path) -> None:
+    for park in PARKS:
+        for name in ("ca.crt", "server.crt", "client.crt"):
+            cert = _cert(pki / park / name)
+            pin = spki_pin(cert)
+            assert pin == _openssl_pin(pki / park / name)
+            # The same from the DER a TLS peer sends, and in describe_certificate.
+            assert spki_pin(cert.public_bytes(serialization.Encoding.DER)) == pin
+            assert describe_certificate(cert).spki_sha256 == pin
+            assert parse_pin(pin) == pin
+            assert parse_pin(PIN_PREFIX + pin) == pin
+    # One pin per key: a park's server and client keys differ.
+    assert spki_pin(_cert(pki / "hk" / "server.crt")) != spki_pin(_cert(pki / "hk" / "client.crt"))
+
+
+@pytest.mark.parametrize("bad", ["", "sha256//", "AAAA", "A" * 43, "A" * 42 + "B=", "%" * 44])
+def test_parse_pin_refuses_anything_but_a_sha256_pin(bad: str) -> None:
+    with pytest.raises(ValueError, match="public-key pins") as caught:
+        parse_pin(bad)
+    if len(bad) > len(PIN_PREFIX):
+        assert bad not in str(caught.value)  # never echoes what was pasted
+
+
+def test_pins_file_lists_every_leaf_and_follows_reissue(tmp_path: Path) -> None:
+    init_dev_pki(tmp_path, now=NOW)
+    pins = tomllib.loads((tmp_path / PINS_FILE_NAME).read_text())
+    for park in PARKS:
+        for role in ("server", "client"):
+            assert pins[park][role] == spki_pin(_cert(tmp_path / park / f"{role}.crt"))
+    assert stat.S_IMODE((tmp_path / PINS_FILE_NAME).stat().st_mode) == 0o644
+    # Re-issued keys, new pins: the file follows.
+    actions = {a.path.name: a.action for a in init_dev_pki(tmp_path, force=True, now=NOW)}
+    assert actions[PINS_FILE_NAME] == "replaced"
+    again = tomllib.loads((tmp_path / PINS_FILE_NAME).read_text())
+    assert again["hk"]["client"] == spki_pin(_cert(tmp_path / "hk" / "client.crt"))
+    assert again["hk"]["client"] != pins["hk"]["client"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.crypto.certs import init_dev_pki
-from gateway.crypto.tls import client_ssl_context, server_ssl_context
+from gateway.crypto.certs import init_dev_pki, load_certificates, spki_pin
+from gateway.crypto.tls import SpkiPinMismatch, client_ssl_context, server_ssl_context
 from gateway.errors import ConfigError
 
 TIMEOUT = 10.0
@@ -149,3 +149,46 @@ def test_context_errors_name_the_file(pki: Path, tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="both cert and key"):
         client_ssl_context(cert=pki / "hk" / "client.crt")
+
+
+def _pin(path: Path) -> str:
+    return spki_pin(load_certificates(path)[0])
+
+
+def test_pinned_context_holds_a_blocking_socket_to_the_pin(pki: Path) -> None:
+    # The pin lives in the context (sslsocket_class), not in the HTTP client:
+    # a plain socket wrapped with it, as a script or health check would, is
+    # refused by wrap_socket, so the caller never holds a socket to write to.
+    mutual = {"cert": pki / "hk" / "client.crt", "key": pki / "hk" / "client.key"}
+    server = OneShotServer(_ingress(pki))
+    other_key = _pin(pki / "hk" / "server.crt")  # right format, not the SZ server's key
+    wrong = client_ssl_context(ca=pki / "sz" / "ca.crt", pin_spki=[other_key], **mutual)
+    with pytest.raises(SpkiPinMismatch, match=r"127\.0\.0\.1: .*not a pinned one") as caught:
+        _talk(server.port, wrong)
+    assert isinstance(caught.value, ssl.SSLCertVerificationError)
+    assert caught.value.presented == _pin(pki / "sz" / "server.crt")
+    server.join()
+    # Listing the server's key (beside another, as while rotating) lets it through.
+    server = OneShotServer(_ingress(pki))
+    right = client_ssl_context(
+        ca=pki / "sz" / "ca.crt", pin_spki=[other_key, _pin(pki / "sz" / "server.crt")], **mutual
+    )
+    assert _talk(server.port, right) == b"hello"
+    server.join()
+    assert server.error is None
+
+
+def test_pins_add_to_verification_never_replace_it(pki: Path) -> None:
+    # The server's own key pinned, but the CA bundle is the wrong park's: refused
+    # by ordinary verification first, as without a pin.
+    server = OneShotServer(_ingress(pki))
+    client = client_ssl_context(
+        ca=pki / "hk" / "ca.crt",
+        cert=pki / "hk" / "client.crt",
+        key=pki / "hk" / "client.key",
+        pin_spki=[_pin(pki / "sz" / "server.crt")],
+    )
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        _talk(server.port, client)
+    assert not isinstance(caught.value, SpkiPinMismatch)
+    server.join()

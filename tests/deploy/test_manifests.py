@@ -382,6 +382,24 @@ def test_two_park_configs_load_with_the_real_config_loader(park: str) -> None:
     assert settings.egress.upstream_tls is not None
 
 
+@pytest.mark.parametrize(
+    "config", ["two-parks/sz.toml", "two-parks/hk.toml", "kubernetes/gateway.toml"]
+)
+def test_example_configs_pin_the_twin_by_public_key(config: str) -> None:
+    # Issue 11, finding 8: by name alone, a certificate the twin's CA issued under
+    # that name for another key would pass. The examples pin keys both ways, with
+    # placeholders that match no key until the operator pastes the real pins.
+    settings = load_settings(DEPLOY / config)
+    assert settings.ingress is not None
+    assert settings.ingress.twin_names
+    assert len(settings.ingress.twin_spki) == 1
+    assert settings.ingress.twin_spki[0].startswith("REPLACE/")
+    assert settings.egress is not None
+    assert settings.egress.upstream_tls is not None
+    assert len(settings.egress.upstream_tls.pin_spki) == 1
+    assert settings.egress.upstream_tls.pin_spki[0].startswith("REPLACE/")
+
+
 @pytest.mark.parametrize("park", ["sz", "hk"])
 def test_two_park_state_is_writable_under_the_systemd_sandbox(park: str) -> None:
     # ProtectSystem=strict makes everything read-only but ReadWritePaths.

@@ -27,6 +27,8 @@ PROMTOOL_TIMEOUT_SECONDS = 120
 #: What issue 7 requires an alert for, and the alert that covers it.
 REQUIRED_ALERTS = {
     "audit write failures": "GatewayAuditWriteFailures",
+    "audit log still unwritable (issue 11)": "GatewayAuditUnwritable",
+    "accept(2) failing: out of descriptors (issue 11)": "GatewayAcceptErrors",
     "no checkpoint for 5 minutes": "GatewayAuditCheckpointStale",
     "policy reload failed": "GatewayPolicyReloadFailed",
     "fail-closed rate": "GatewayFailingClosed",

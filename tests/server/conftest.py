@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.audit.keys import load_or_create_signing_key
 from gateway.audit.note import NoteSigner
-from gateway.crypto.certs import ParkPaths, init_dev_pki
+from gateway.crypto.certs import ParkPaths, init_dev_pki, load_certificates, spki_pin
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from gateway.crypto.tls import server_ssl_context
 from gateway.server.config import GatewaySettings, token_digest
@@ -207,7 +207,18 @@ class Parks:
         return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
     def partial_files(self) -> list[Path]:
-        return [p for p in self.inbox.rglob("*") if p.is_file() and ".incoming" in p.parts]
+        """Files under a hidden name anywhere below the inboxes' root.
+
+        That is where unfinished deliveries were ever kept: the fallback
+        staging directories beside each inbox (``.<route>.staging/``) and
+        older versions' ``<route>/.incoming/``; a delivery that is not
+        finished has no name at all.
+        """
+        return [
+            p
+            for p in self.inbox.rglob("*")
+            if p.is_file() and any(part.startswith(".") for part in p.relative_to(self.inbox).parts)
+        ]
 
     def audit_events(self, park: str = "hk") -> list[dict[str, Any]]:
         """Every record of a park's audit log, parsed, in order."""
@@ -242,6 +253,7 @@ def sz_settings(
             "tls": {"cert": sz.cert("server"), "key": sz.key("server"), "client_ca": hk.ca_cert},
             "identity": identity_file,
             "twin_names": [TWIN_NAME],
+            "twin_spki": [spki_pin(load_certificates(hk.cert("client"))[0])],
             "deliver": {
                 "sz-lab": (inbox / "sz-lab").as_uri(),
                 "sz-clinical": (inbox / "sz-clinical").as_uri(),
@@ -283,7 +295,13 @@ def hk_settings(
                 {"sha256": token_digest(GHOST_TOKEN), "identity": "ghost"},
             ],
             "officer_tokens": [token_digest(OFFICER_TOKEN)],
-            "upstream_tls": {"cert": hk.cert("client"), "key": hk.key("client"), "ca": sz.ca_cert},
+            "upstream_tls": {
+                "cert": hk.cert("client"),
+                "key": hk.key("client"),
+                "ca": sz.ca_cert,
+                # The SZ ingress's key (the recording destination holds the same one).
+                "pin_spki": [spki_pin(load_certificates(sz.cert("server"))[0])],
+            },
             "min_free_spool_bytes": 0,
             **egress,
         },

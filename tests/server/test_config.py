@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -88,3 +90,116 @@ def test_metrics_tokens_from_the_environment_are_a_json_list(
     monkeypatch.setenv("GATEWAY_METRICS_TOKENS", '["tok-metrics-scraper"]')
     with pytest.raises(ConfigError, match=r"environment: metrics_tokens: .*SHA-256 digests"):
         load_settings()
+
+
+# --- public-key pins (issue 11, finding 8) ---------------------------------------------
+
+#: A pin as `gateway certs show` prints it (any 32 bytes, base64).
+PIN = base64.b64encode(hashlib.sha256(b"twin key").digest()).decode()
+#: What the twin's certificate was pinned by before: a hex whole-certificate fingerprint.
+FINGERPRINT = hashlib.sha256(b"twin certificate").hexdigest()
+
+
+def _ingress(path: Path, extra: str) -> Path:
+    path.write_text(
+        "[ingress]\nidentity = 'id.agekey'\ntwin_names = ['gateway-hk']\n"
+        f"{extra}\n[ingress.tls]\ncert = 'c.pem'\nkey = 'k.pem'\n"
+    )
+    return path
+
+
+def test_twin_spki_is_required_when_names_admit_a_twin(tmp_path: Path) -> None:
+    # A config from before key pinning: names only. It must not start.
+    config = _ingress(tmp_path / "sz.toml", "")
+    with pytest.raises(ConfigError, match=r"sz\.toml: ingress\.twin_spki: .*required") as caught:
+        load_settings(config)
+    assert "gateway certs show" in str(caught.value)
+    # Pinned by key: loads (the sha256// prefix of curl and HPKP is accepted).
+    for written in (PIN, "sha256//" + PIN):
+        settings = load_settings(_ingress(config, f"twin_spki = ['{written}']"))
+        assert settings.ingress is not None
+        assert settings.ingress.twin_spki == (PIN,)
+    # The older whole-certificate pin still names the key: it loads as it did.
+    assert load_settings(_ingress(config, f"twin_fingerprints = ['{FINGERPRINT}']")).ingress
+    # No names admit no one, so there is nothing to pin.
+    config.write_text(
+        "[ingress]\nidentity = 'id.agekey'\ntwin_names = []\n"
+        "[ingress.tls]\ncert = 'c.pem'\nkey = 'k.pem'\n"
+    )
+    assert load_settings(config).ingress is not None
+
+
+#: An ingress that admits no one (so no pin is required) plus ``{extra}`` in [ingress].
+_INGRESS = (
+    "[ingress]\nidentity = 'id.agekey'\ntwin_names = []\n{extra}"
+    "[ingress.tls]\ncert = 'c.pem'\nkey = 'k.pem'\n"
+)
+_CLIENT = "cert = 'c'\nkey = 'k'\nca = 'a'\npin_spki = ['{bad}']\n"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        FINGERPRINT,  # a hex fingerprint pasted where a key pin belongs
+        PIN.rstrip("="),  # padding dropped
+        PIN[:-2] + "B=",  # stray bits: not the canonical spelling of any digest
+        base64.b64encode(b"\0" * 20).decode(),  # a SHA-1 sized digest
+        "sha1//" + PIN,
+        "sha256/" + PIN,
+        " " + PIN,
+        "",
+    ],
+    ids=[
+        "hex-fingerprint",
+        "no-padding",
+        "stray-bits",
+        "20-bytes",
+        "sha1",
+        "one-slash",
+        "blank",
+        "empty",
+    ],
+)
+@pytest.mark.parametrize(
+    ("written", "where"),
+    [
+        (_INGRESS.replace("{extra}", "twin_spki = ['{bad}']\n"), "ingress.twin_spki"),
+        ("[egress.upstream_tls]\n" + _CLIENT, "egress.upstream_tls.pin_spki"),
+        (
+            _INGRESS.replace("{extra}", "") + "[ingress.destination_tls]\n" + _CLIENT,
+            "ingress.destination_tls.pin_spki",
+        ),
+    ],
+    ids=["twin_spki", "upstream_tls", "destination_tls"],
+)
+def test_malformed_pins_stop_the_start_naming_file_and_key(
+    tmp_path: Path, bad: str, written: str, where: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(written.replace("{bad}", bad))
+    with pytest.raises(ConfigError, match=rf"gateway\.toml: {re.escape(where)}: .*public-key pins"):
+        load_settings(config)
+
+
+def test_upstream_pins_are_optional_and_canonical(tmp_path: Path) -> None:
+    config = tmp_path / "hk.toml"
+    tls = "[egress.upstream_tls]\ncert = 'c'\nkey = 'k'\nca = 'a'\n"
+    config.write_text(tls)
+    settings = load_settings(config)
+    assert settings.egress is not None
+    assert settings.egress.upstream_tls is not None
+    assert settings.egress.upstream_tls.pin_spki == ()
+    config.write_text(tls + f"pin_spki = ['sha256//{PIN}', '{PIN}']\n")
+    settings = load_settings(config)
+    assert settings.egress is not None
+    assert settings.egress.upstream_tls is not None
+    assert settings.egress.upstream_tls.pin_spki == (PIN, PIN)
+
+
+def test_twin_spki_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Kubernetes manifest may set the pin without a new config map.
+    config = _ingress(tmp_path / "sz.toml", "")
+    monkeypatch.setenv("GATEWAY_INGRESS__TWIN_SPKI", json.dumps(["sha256//" + PIN]))
+    settings = load_settings(config)
+    assert settings.ingress is not None
+    assert settings.ingress.twin_spki == (PIN,)

@@ -1,4 +1,4 @@
-"""``gateway demo`` configs: the SZ ingress pins the HK gateway's client certificate."""
+"""``gateway demo`` configs: the twins pin each other's certificates, by name and by key."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cryptography.x509.oid import NameOID
 
-from gateway.crypto.certs import ParkPaths, load_certificates
+from gateway.crypto.certs import ParkPaths, init_dev_pki, load_certificates, spki_pin
 from gateway.server.config import load_settings
 from gateway.server.demo import prepare_demo
 
@@ -35,3 +35,42 @@ def test_a_demo_config_from_before_pinning_is_remade(tmp_path: Path) -> None:
     demo.sz_config.write_text(edited)
     prepare_demo(tmp_path / "demo", tmp_path / "policies")
     assert demo.sz_config.read_text() == edited
+
+
+def _pin(demo_root: Path, park: str, role: str) -> str:
+    return spki_pin(load_certificates(ParkPaths(demo_root / "certs" / park).cert(role))[0])
+
+
+def test_the_demo_twins_pin_each_others_keys(tmp_path: Path) -> None:
+    demo = prepare_demo(tmp_path / "demo", tmp_path / "policies")
+    sz, hk = demo.settings()
+    assert sz.ingress is not None
+    assert sz.ingress.twin_spki == (_pin(demo.root, "hk", "client"),)
+    assert hk.egress is not None
+    assert hk.egress.upstream_tls is not None
+    assert hk.egress.upstream_tls.pin_spki == (_pin(demo.root, "sz", "server"),)
+
+
+def test_demo_configs_follow_reissued_keys_and_older_configs(tmp_path: Path) -> None:
+    demo = prepare_demo(tmp_path / "demo", tmp_path / "policies")
+    # A demo made before key pinning: no pin lines. Both are remade pinned.
+    for config, key in ((demo.hk_config, "pin_spki"), (demo.sz_config, "twin_spki")):
+        kept = [line for line in config.read_text().splitlines() if not line.startswith(key)]
+        config.write_text("\n".join(kept) + "\n")
+    prepare_demo(tmp_path / "demo", tmp_path / "policies")
+    sz, hk = demo.settings()
+    assert sz.ingress is not None
+    assert sz.ingress.twin_spki == (_pin(demo.root, "hk", "client"),)
+    assert hk.egress is not None
+    assert hk.egress.upstream_tls is not None
+    assert hk.egress.upstream_tls.pin_spki
+    # `gateway certs init --force` re-issued every key: the configs follow, or
+    # the demo twins would refuse each other.
+    init_dev_pki(demo.root / "certs", force=True)
+    prepare_demo(tmp_path / "demo", tmp_path / "policies")
+    sz, hk = demo.settings()
+    assert sz.ingress is not None
+    assert sz.ingress.twin_spki == (_pin(demo.root, "hk", "client"),)
+    assert hk.egress is not None
+    assert hk.egress.upstream_tls is not None
+    assert hk.egress.upstream_tls.pin_spki == (_pin(demo.root, "sz", "server"),)

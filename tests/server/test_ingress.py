@@ -252,15 +252,24 @@ async def test_a_duplicate_transfer_id_is_a_conflict(parks: Parks) -> None:
 
 
 async def test_partial_deliveries_are_swept_at_start_up(tmp_path: Path, pki: Path) -> None:
+    # Part files of the staging fallback (beside each inbox), and of older
+    # versions (inside it): all plaintext a crash left, however recent.
     stale = [
-        tmp_path / "inbox" / route / ".incoming" / f"t_{os.urandom(16).hex()}.part"
-        for route in ("sz-lab", "sz-clinical")
+        tmp_path / "inbox" / folder / f"t_{os.urandom(16).hex()}.part"
+        for folder in (
+            "sz-lab/.incoming",
+            "sz-clinical/.incoming",
+            ".sz-lab.staging",
+            ".sz-review.staging",
+        )
     ]
     for path in stale:
         path.parent.mkdir(parents=True)
         path.write_bytes(b"plaintext of an interrupted envelope")
     async with start_parks(tmp_path, pki) as parks:
         assert parks.partial_files() == []
+        # The emptied directories of older versions go too.
+        assert not (parks.inbox / "sz-lab" / ".incoming").exists()
         status, _, body = await _post(parks, "after.csv", _envelope(parks, CLEAN))
         assert status == 201, body
 

@@ -475,19 +475,23 @@ async def test_a_restored_review_counts_its_people_from_the_held_hashes(
     await _with_ledger_rules(parks)
     people = _people(0, 3)
     tid = await _hold_people(parks, "restored.csv", people)
-    _, _, meta = state.spool.held_parts(tid)
+    _, _, meta = state.spool.held_parts(tid, state.spool_identity)
     # The held metadata keeps the keyed hashes per label and the cap flag, so
     # that an approval after a restart counts as the policy in force would.
     assert set(meta["label_digests"]) == set(meta["summary"]["labels"])
     assert len(meta["label_digests"]["pii.email"]) == 3
     assert meta["distinct_capped"] is False
-    if held_by == "an older version":  # per-category hashes only
+    if held_by == "an older version":  # per-category hashes only, in clear
+        (state.spool.held / f"{tid}.meta.age").unlink()
         meta_file = state.spool.held / f"{tid}.json"
         del meta["label_digests"], meta["distinct_capped"]
         meta_file.write_text(json.dumps(meta), encoding="utf-8")
     state.held.clear()
     state.recent.pop(tid, None)
     assert await reviews.restore_held(state, state.current_policy()) == 1
+    # Restoring sealed any metadata held in clear (it names the file).
+    assert not (state.spool.held / f"{tid}.json").exists()
+    assert (state.spool.held / f"{tid}.meta.age").is_file()
     code, body = await _decide(parks, tid, "approve")
     assert code == 201, body
     assert parks.inbox_files("sz-review") == {"restored.csv": people}

@@ -53,6 +53,7 @@ async def egress_process(
     root: Path, pki: Path, ingress_url: str, recipient: str, destination: str, **kw: Any
 ) -> AsyncIterator[Child]:
     quota = kw.pop("quota", False)
+    preexec = kw.pop("preexec", _quota if quota else None)
     write_policy(root / "policies", ingress_url, recipient, destination)
     settings = hk_settings(root, pki, root / "policies", **kw.pop("egress", {}))
     config = root / "hk.yaml"
@@ -71,7 +72,7 @@ async def egress_process(
         # Logs go to stdout (issue 7); stderr carries only a fatal one-line error.
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        preexec_fn=_quota if quota else None,
+        preexec_fn=preexec,
         cwd=str(Path(__file__).parents[2]),
     )
     assert process.stdout is not None

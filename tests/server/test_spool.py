@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import pyrage
 import pytest
 
 from gateway.crypto.age import build_header
-from gateway.crypto.errors import PayloadError
+from gateway.crypto.errors import NoIdentityMatch, PayloadError
 from gateway.crypto.keys import X25519Identity
 from gateway.errors import Unavailable
 from gateway.server.spool import SpoolDir, SpoolFull, iter_payload, iter_plaintext
@@ -58,9 +59,12 @@ def test_sweep_keeps_only_complete_held_reviews(tmp_path: Path) -> None:
     writer.write(b"held data")
     info = writer.finish()
     identity = X25519Identity.generate()
-    spool.hold(info, build_header(info.file_key, [identity.recipient]), {"transfer_id": "t_held"})
+    header = build_header(info.file_key, [identity.recipient])
+    spool.hold(info, header, {"transfer_id": "t_held"}, identity.recipient)
     (spool.held / "t_half.payload").write_bytes(b"no header, no metadata")
-    assert spool.sweep() == 2
+    # A write a crash interrupted (an older version's plaintext metadata among them).
+    (spool.held / "t_held.json.tmp").write_bytes(b'{"path": "interrupted.csv"}')
+    assert spool.sweep() == 3
     assert spool.held_ids() == ["t_held"]
     assert not (tmp_path / "t_orphan.payload").exists()
     spool.release("t_held")
@@ -130,10 +134,10 @@ def test_memory_spool_is_held_on_disk(tmp_path: Path) -> None:
     info = writer.finish()
     identity = X25519Identity.generate()
     header = build_header(info.file_key, [identity.recipient])
-    held = spool.hold(info, header, {"transfer_id": "t_h"})
+    held = spool.hold(info, header, {"transfer_id": "t_h"}, identity.recipient)
     assert held.payload is None
     assert spool.held_ids() == ["t_h"]
-    path, stored_header, meta = spool.held_parts("t_h")
+    path, stored_header, meta = spool.held_parts("t_h", identity)
     assert path == held.path
     assert stored_header == header
     assert meta == {"transfer_id": "t_h"}
@@ -157,3 +161,56 @@ def test_a_spill_that_cannot_create_its_file_fails_closed(tmp_path: Path) -> Non
     spilled.write(os.urandom(200_000))
     spilled.discard()
     assert not spilled.path.exists()
+
+
+#: A held review's metadata names the file, here one holding a Resident ID.
+HELD_META = {"transfer_id": "t_named", "path": "scan_11010519491231002X.csv", "route": "sz-lab"}
+
+
+def _held_named(spool: SpoolDir, identity: X25519Identity) -> None:
+    writer = spool.new_writer("t_named")
+    writer.write(b"held data")
+    info = writer.finish()
+    header = build_header(info.file_key, [identity.recipient])
+    spool.hold(info, header, HELD_META, identity.recipient)
+
+
+def test_held_metadata_is_an_age_file_to_the_spool_key(tmp_path: Path) -> None:
+    spool = SpoolDir(tmp_path, 0)
+    identity = X25519Identity.generate()
+    _held_named(spool, identity)
+    sealed = (spool.held / "t_named.meta.age").read_bytes()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"11010519491231002" not in path.read_bytes(), path
+    # A standard age file: the spool identity opens it, nothing else does.
+    plain = pyrage.decrypt(sealed, [pyrage.x25519.Identity.from_str(identity.encode())])
+    assert json.loads(plain) == HELD_META
+    assert spool.held_parts("t_named", identity)[2] == HELD_META
+    with pytest.raises(NoIdentityMatch):
+        spool.held_parts("t_named", X25519Identity.generate())
+
+
+def test_plaintext_metadata_of_an_older_version_is_restored_then_sealed(tmp_path: Path) -> None:
+    spool = SpoolDir(tmp_path, 0)
+    identity = X25519Identity.generate()
+    _held_named(spool, identity)
+    # As an older version held it: the same metadata as JSON in clear.
+    (spool.held / "t_named.meta.age").unlink()
+    (spool.held / "t_named.json").write_text(json.dumps(HELD_META), encoding="utf-8")
+    assert spool.sweep() == 0  # still a complete held review
+    assert spool.held_ids() == ["t_named"]
+    assert spool.held_parts("t_named", identity)[2] == HELD_META
+    assert sorted(p.name for p in spool.held.iterdir()) == [
+        "t_named.header",
+        "t_named.meta.age",
+        "t_named.payload",
+    ]
+    assert b"11010519491231002" not in (spool.held / "t_named.meta.age").read_bytes()
+    assert spool.held_parts("t_named", identity)[2] == HELD_META
+    # A crash between sealing and deleting the plaintext: the sealed file wins.
+    (spool.held / "t_named.json").write_text(json.dumps(HELD_META), encoding="utf-8")
+    assert spool.held_parts("t_named", identity)[2] == HELD_META
+    assert not (spool.held / "t_named.json").exists()
+    spool.release("t_named")
+    assert list(spool.held.iterdir()) == []

@@ -1,0 +1,293 @@
+"""Delivering verified plaintext into a local inbox (``file://`` destinations), crash-safe.
+
+A consumer of the inbox, or a backup crawler running as the gateway's user,
+would take a half-written file for the data. So plaintext has no name in
+the inbox's tree until it is complete, synced and recorded, whatever
+moment the process dies at (issue 11, finding 5):
+
+- A delivery is an unnamed temporary file in the inbox (``open(2)`` with
+  ``O_TMPFILE``). It has no directory entry: after a crash or ``SIGKILL``
+  nothing is left (the kernel frees the inode; after a power loss, journal
+  recovery does). The commit gives it its name with ``linkat(2)`` through
+  ``/proc/self/fd/N`` (``AT_SYMLINK_FOLLOW``), which works without
+  privileges; ``AT_EMPTY_PATH`` would need ``CAP_DAC_READ_SEARCH``.
+- Where the inbox's file system has no ``O_TMPFILE`` (NFS, many FUSE file
+  systems, kernels before 3.11), ``/proc`` is not mounted, or the ingress
+  setting ``unnamed_temp_files`` is off, the file is written as
+  ``<id>.part`` in a hidden sibling of the inbox,
+  ``<parent>/.<inbox>.staging/`` (mode 0700): outside the tree consumers
+  read, yet on the inbox's file system unless the inbox itself is a mount
+  point (then linking fails with ``EXDEV``, a ``503``, and nothing is
+  delivered). A crash leaves that part file there: :func:`sweep_at_start`
+  deletes every one at start-up and :func:`sweep_periodically` those not
+  written to for the ingress ``total_timeout`` while the gateway runs.
+- Part files of versions before this module (``<inbox>/.incoming/<id>.part``)
+  are swept the same way.
+
+Either way the name appears through ``link``, which never replaces an
+existing name (``EEXIST``): the consumer may not have read that file yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from gateway.errors import Conflict
+from gateway.server.forward import Forwarded
+
+log = structlog.get_logger("gateway.ingress")
+
+#: Suffix of a staged (fallback) or legacy part file; the stem is the transfer id.
+PART_SUFFIX = ".part"
+#: Where versions before unnamed temporary files wrote part files, inside the
+#: inbox (so a crash left plaintext in the consumer's tree); swept, never written.
+LEGACY_INCOMING_DIR = ".incoming"
+#: Suffix of the fallback staging directory beside the inbox (``.<inbox>.staging``).
+STAGING_SUFFIX = ".staging"
+#: Plaintext buffered per delivery before a write(2), as it always was: two
+#: 512 KiB ingress batches (egress ``OFFLOAD_BATCH``) per system call.
+WRITE_BUFFER_BYTES = 1024 * 1024
+#: ``open(O_TMPFILE)`` fails with these where it is not available: EOPNOTSUPP
+#: from a file system without it, EISDIR from a kernel before 3.11 (which
+#: reads the flag as O_DIRECTORY), EINVAL from some FUSE and network file systems.
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+#: Names every descriptor of this process; linkat(2) follows it to an unnamed file.
+_PROC_FD = Path("/proc/self/fd")
+
+
+def inbox_path(url: str) -> Path:
+    """The directory a ``file://`` destination names."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise ValueError(f"not a local file:// URL: {url}")
+    return Path(parts.path)
+
+
+def staging_dir(inbox: Path) -> Path:
+    """The fallback staging directory of an inbox: its hidden sibling ``.<name>.staging``."""
+    return inbox.parent / f".{inbox.name}{STAGING_SUFFIX}"
+
+
+def file_inboxes(deliver: Mapping[str, str]) -> list[Path]:
+    """The directories of the ``file://`` destinations among an ingress's routes."""
+    return [inbox_path(url) for url in deliver.values() if url.startswith("file://")]
+
+
+class FileDrop:
+    """One delivery into an inbox: write, :meth:`seal` (fsync), then :meth:`place` (link).
+
+    Until :meth:`place`, the plaintext has no name in the inbox: it is an
+    unnamed temporary file there, or (fallback) a part file in the staging
+    directory beside it. Blocking; call from a worker thread.
+
+    Args:
+        directory: the inbox (created if missing).
+        name: the final file name (a single path segment).
+        transfer_id: names the staged part file in the fallback, so
+            concurrent deliveries never collide.
+        unnamed: use an unnamed temporary file where the file system
+            allows it; False always stages.
+
+    Raises:
+        FileExistsError: a part file of this transfer id is staged already.
+        OSError: the inbox or the staging directory cannot be written.
+    """
+
+    def __init__(
+        self, directory: Path, name: str, transfer_id: str, *, unnamed: bool = True
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.final = directory / name
+        #: The part file's path in the fallback; None for an unnamed file.
+        self.staged: Path | None = None
+        fd = _open_unnamed(directory) if unnamed else None
+        if fd is None:
+            staging = staging_dir(directory)
+            staging.mkdir(mode=0o700, exist_ok=True)
+            self.staged = staging / f"{transfer_id}{PART_SUFFIX}"
+            fd = os.open(self.staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        # Open until placed or discarded: an unnamed file lives only as long as this.
+        self._file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES)
+        self.bytes = 0
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        """Append verified plaintext."""
+        self._file.write(data)
+        self._digest.update(data)
+        self.bytes += len(data)
+
+    def seal(self) -> Forwarded:
+        """fsync the data; nothing is visible in the inbox yet (the file stays open)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return Forwarded(201, self.bytes, self._digest.hexdigest())
+
+    def place(self) -> bool:
+        """Give the sealed file its name, never over an existing one, then fsync the inbox.
+
+        ``rename(2)`` would silently replace an unconsumed file of the same
+        name; ``link(2)`` fails with ``EEXIST`` instead (atomic, so two
+        deliveries racing for one name cannot both win). The descriptors and
+        a staged part name are released whatever happens.
+
+        Returns:
+            whether the new name is durable (False: linked, but the directory
+            fsync failed).
+
+        Raises:
+            FileExistsError: the inbox holds that name already; nothing changed.
+            OSError: the link failed (e.g. ``EXDEV``: the staging directory is
+                on another file system); nothing changed.
+        """
+        if self.staged is not None:
+            source = str(self.staged)
+        else:
+            source = f"{_PROC_FD}/{self._file.fileno()}"
+        try:
+            directory = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                # A dir_fd makes CPython call linkat(2), which honours
+                # AT_SYMLINK_FOLLOW; plain link(2) would link the /proc
+                # symlink itself (EXDEV).
+                os.link(source, self.final.name, dst_dir_fd=directory, follow_symlinks=True)
+                try:
+                    os.fsync(directory)
+                except OSError:
+                    return False
+                return True
+            finally:
+                os.close(directory)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Close the file and remove a staged part name; never raises.
+
+        An unnamed file that was not placed is freed by the kernel here; a
+        placed one keeps its name in the inbox.
+        """
+        with contextlib.suppress(OSError):
+            self._file.close()
+        if self.staged is not None:
+            with contextlib.suppress(OSError):
+                self.staged.unlink()
+            self.staged = None
+
+
+def _open_unnamed(directory: Path) -> int | None:
+    """An unnamed, linkable file in ``directory``, or None where that is not available.
+
+    Without ``O_EXCL`` the file may be linked later (``O_TMPFILE | O_EXCL``
+    forbids it). Mode 0640 as a delivered file has always had.
+    """
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not _PROC_FD.is_dir():
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY, 0o640)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise
+
+
+def open_drop(directory: Path, name: str, transfer_id: str, *, unnamed: bool) -> FileDrop:
+    """A :class:`FileDrop`; a staged part file of the same transfer id is a conflict.
+
+    Raises:
+        Conflict: that transfer is being delivered already (fallback only;
+            the ingress refuses a duplicate transfer id before this).
+        OSError: the inbox or its staging directory cannot be written.
+    """
+    try:
+        return FileDrop(directory, name, transfer_id, unnamed=unnamed)
+    except FileExistsError:
+        raise Conflict(f"transfer {transfer_id!r} is being delivered already") from None
+
+
+def _part_files(inbox: Path) -> Iterator[Path]:
+    """Part files of an inbox: staged beside it, and left inside it by older versions."""
+    for folder in (staging_dir(inbox), inbox / LEGACY_INCOMING_DIR):
+        yield from folder.glob(f"*{PART_SUFFIX}")
+
+
+def sweep_at_start(inboxes: Collection[Path]) -> int:
+    """Delete every part file of the inboxes, and the emptied legacy directories; return count.
+
+    A part file is plaintext of a delivery that never finished (the
+    process crashed or was killed), and no twin will complete it: its
+    egress recorded that transfer failed. Call at start-up, before the
+    listener accepts envelopes.
+    """
+    removed = 0
+    for inbox in inboxes:
+        for path in _part_files(inbox):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):  # not empty, or never there
+            (inbox / LEGACY_INCOMING_DIR).rmdir()
+    return removed
+
+
+def sweep_stale(inboxes: Collection[Path], idle_for: float, keep: Collection[str] = ()) -> int:
+    """Delete part files not written to for ``idle_for`` seconds; return how many.
+
+    This process's deliveries in progress are spared (``keep``). One of
+    another process sharing the inbox writes its buffer
+    (:data:`WRITE_BUFFER_BYTES`) out far more often at any useful rate
+    (1 MiB per hour is 290 bytes/s), so a part file idle for the ingress
+    ``total_timeout`` is a leftover of a crash that no restart swept.
+
+    Args:
+        inboxes: the ``file://`` inboxes.
+        idle_for: seconds since the last write (mtime) before a file goes.
+        keep: transfer ids of this process's deliveries in progress,
+            never deleted whatever their age.
+    """
+    cutoff = time.time() - idle_for
+    removed = 0
+    for inbox in inboxes:
+        for path in _part_files(inbox):
+            if path.name.removesuffix(PART_SUFFIX) in keep:
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile: finished or swept
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+async def sweep_periodically(
+    inboxes: Collection[Path], every: float, idle_for: float, active: Collection[str]
+) -> None:
+    """Run :func:`sweep_stale` every ``every`` seconds until cancelled.
+
+    Args:
+        inboxes: the ``file://`` inboxes.
+        every: seconds between sweeps (ingress ``partial_sweep_interval``).
+        idle_for: age past which a part file is a leftover (ingress ``total_timeout``).
+        active: the live set of transfer ids in progress (read on the event loop).
+    """
+    while True:
+        await asyncio.sleep(every)
+        keep = frozenset(active)  # a snapshot: the set changes on the loop meanwhile
+        try:
+            # Unlinking a large file frees its extents in the calling thread.
+            removed = await asyncio.to_thread(sweep_stale, inboxes, idle_for, keep)
+        except OSError as exc:
+            log.error("partial_deliveries_sweep_failed", error=exc.strerror)
+            continue
+        if removed:
+            log.warning("partial_deliveries_swept", files=removed)
