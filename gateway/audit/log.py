@@ -40,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 
@@ -61,6 +61,8 @@ from gateway.audit.storage import (
 from gateway.audit.transfers import TransferIndex
 from gateway.errors import NotFound
 from gateway.obs.metrics import Metrics
+
+T = TypeVar("T")
 
 #: Records per group commit. 4096 small records are ~2 MiB: one write, and a
 #: latency bound for the first waiter of a very large burst.
@@ -558,6 +560,21 @@ class AuditLog:
             if not self._readers:
                 self._no_readers.set()
 
+    async def _read_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read of the store's files in a worker thread, inside :meth:`_reading`.
+
+        If the awaiting task is cancelled, the thread still reads on: the
+        cancellation waits for it, so the reader count stays held and a
+        recovery never closes files under a running read.
+        """
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await future
+            raise
+
     @contextlib.asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
         """Hold new readers back and wait for the current ones (to swap the store)."""
@@ -628,11 +645,11 @@ class AuditLog:
         if not 0 <= index < self._size:
             raise NotFound(f"no audit record {index}")
         checkpoint, note = self._checkpoint, self._checkpoint_note
-        data = await asyncio.to_thread(self._store.record, index)
+        data = await self._read_in_thread(self._store.record, index)
         leaf = leaf_hash(data)
         if checkpoint is None or note is None or index >= checkpoint.size:
             return Receipt(index, leaf, data)
-        proof = await asyncio.to_thread(
+        proof = await self._read_in_thread(
             inclusion_proof, index, checkpoint.size, self._store.subtree
         )
         return Receipt(index, leaf, data, checkpoint.size, tuple(proof), note)
@@ -648,7 +665,7 @@ class AuditLog:
             covered = self._checkpoint.size if self._checkpoint else 0
             if not 0 <= old_size <= new_size <= covered:
                 raise NotFound(f"no consistency proof from {old_size} to {new_size}")
-            return await asyncio.to_thread(
+            return await self._read_in_thread(
                 consistency_proof, old_size, new_size, self._store.subtree
             )
 
@@ -664,7 +681,7 @@ class AuditLog:
             AuditUnavailable: the log is closed, or being reopened after a failure.
         """
         async with self._reading():
-            indices = await asyncio.to_thread(self._find_indices, transfer_id, self._size)
+            indices = await self._read_in_thread(self._find_indices, transfer_id, self._size)
             return [await self._receipt(index) for index in indices]
 
     def _find_indices(self, transfer_id: str, size: int) -> list[int]:

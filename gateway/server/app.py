@@ -211,9 +211,9 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     """The egress application (transfers, reviews, status, health, metrics)."""
     app = web.Application(
         middlewares=[
+            expectation_middleware,
             problem_middleware,
             framing_middleware,
-            expectation_middleware,
             content_coding_middleware,
             forward_proxy_middleware,
         ],
@@ -310,9 +310,9 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
     """The ingress application (envelopes from the twin, health, metrics)."""
     app = web.Application(
         middlewares=[
+            expectation_middleware,
             problem_middleware,
             framing_middleware,
-            expectation_middleware,
             content_coding_middleware,
         ],
         client_max_size=CLIENT_MAX_SIZE,

@@ -114,15 +114,18 @@ def peer_common_name(request: web.Request) -> str | None:
     return None
 
 
-def peer_certificate_sha256(request: web.Request) -> str | None:
-    """Hex SHA-256 of the verified client certificate (DER), if the connection has one."""
+def _peer_der(request: web.Request) -> bytes | None:
+    """The verified client certificate (DER), if the connection has one."""
     ssl_object = _peer_tls(request)
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return None
-    return hashlib.sha256(der).hexdigest()
+    return ssl_object.getpeercert(binary_form=True) or None
+
+
+def peer_certificate_sha256(request: web.Request) -> str | None:
+    """Hex SHA-256 of the verified client certificate (DER), if the connection has one."""
+    der = _peer_der(request)
+    return hashlib.sha256(der).hexdigest() if der is not None else None
 
 
 def peer_spki_pin(request: web.Request) -> str | None:
@@ -130,11 +133,8 @@ def peer_spki_pin(request: web.Request) -> str | None:
 
     Base64 SHA-256 of its SubjectPublicKeyInfo (:func:`~gateway.crypto.certs.spki_pin`).
     """
-    ssl_object = _peer_tls(request)
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
+    der = _peer_der(request)
+    if der is None:
         return None
     try:
         return spki_pin(der)

@@ -91,6 +91,10 @@ REQUEST_HEAD_TIMEOUT_SECONDS = 15.0
 #: twin's egress) keeps an idle connection, so the server never closes one that a
 #: client is about to reuse; aiohttp's own default is an hour.
 KEEPALIVE_TIMEOUT_SECONDS = 75.0
+#: Seconds a client may leave the gateway's answer unread once the socket's send buffer
+#: is full (nginx ``send_timeout``, 60 s): a client that pipelines requests and never
+#: reads would otherwise hold its connection forever; then the connection is aborted.
+SEND_TIMEOUT_SECONDS = 60.0
 #: Open connections per listener. One HTTP/1.1 connection carries one transfer at a
 #: time, so twice MAX_CONCURRENT_TRANSFERS leaves room for status polls and idle
 #: keep-alives; lowered at start when RLIMIT_NOFILE cannot back it (see FD_RESERVE).
@@ -155,6 +159,8 @@ class ListenerLimits(_Section):
         head_timeout: seconds to complete a request line and headers (TLS
             handshake included); past it the connection gets ``408`` and is closed.
         keepalive_timeout: seconds an idle kept-alive connection stays open.
+        send_timeout: seconds an answer may stay unread by the client (a full
+            send buffer) before the connection is aborted.
         max_connections: open connections at once (lowered at start when the
             open-files limit cannot back it).
         max_connections_per_client: open connections from one client address.
@@ -162,6 +168,7 @@ class ListenerLimits(_Section):
 
     head_timeout: float = Field(default=REQUEST_HEAD_TIMEOUT_SECONDS, gt=0, le=3600)
     keepalive_timeout: float = Field(default=KEEPALIVE_TIMEOUT_SECONDS, gt=0, le=3600)
+    send_timeout: float = Field(default=SEND_TIMEOUT_SECONDS, gt=0, le=3600)
     max_connections: int = Field(default=MAX_CONNECTIONS, gt=0)
     max_connections_per_client: int = Field(default=MAX_CONNECTIONS_PER_CLIENT, gt=0)
 

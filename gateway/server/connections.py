@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import resource
 import ssl
@@ -126,11 +127,29 @@ _OVER_CAPACITY_RESPONSE = _raw_problem(
 
 
 def client_address(transport: asyncio.BaseTransport) -> str:
-    """The peer's IP address as a string (``""`` when the transport has none)."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and peer:
+    """The key a client's connections are counted under: its IPv4 address or IPv6 /64.
+
+    One IPv6 host is routinely given a whole /64 (RFC 6177) and can send from
+    any address in it: counted per address, one host would have 2**64 caps.
+    An IPv4-mapped address counts as the IPv4 address. ``""`` when the
+    transport has no peer address.
+    """
+    return client_key(transport.get_extra_info("peername"))
+
+
+def client_key(peer: object) -> str:
+    """:func:`client_address` of a socket's ``peername`` (``(host, port, …)`` or None)."""
+    if not (isinstance(peer, tuple) and peer):
+        return ""
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
         return str(peer[0])
-    return ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 @dataclass(slots=True)
@@ -183,35 +202,62 @@ class GatewayRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._gateway_server = manager
         self._head_deadline: asyncio.TimerHandle | None = None
+        # When the first request head is due: set from the accepted TCP
+        # connection (the TLS handshake counts), so it is one absolute time.
+        self._first_head_due: float | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
+        # The body of the last request parsed: until it ended, bytes are body
+        # (aiohttp drains an unread one after the answer), not a next head.
+        self._last_payload: Any = None
         self._on_close: Callable[[], None] | None = None
         self._request_factory = self._make_request
 
     # -- lifetime ---------------------------------------------------------
 
-    def admitted(self, on_close: Callable[[], None]) -> None:
-        """Call ``on_close`` exactly once when this connection ends (the limiter's release)."""
+    def admitted(self, on_close: Callable[[], None], accepted_at: float) -> None:
+        """Call ``on_close`` exactly once when this connection ends (the limiter's release).
+
+        Args:
+            on_close: the limiter's release of this connection's slot.
+            accepted_at: loop time the TCP connection was accepted; the first
+                request head is due ``head_timeout`` after it, TLS handshake included.
+        """
         self._on_close = on_close
+        self._first_head_due = accepted_at + self._gateway_server.limits.head_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the connection; its first request head must arrive within the deadline."""
         super().connection_made(transport)
-        self._arm_head_deadline()
+        # Over TLS, a request sent with the handshake's last flight may have been
+        # parsed already (asyncio delivers it before this call): no deadline then.
+        if self._request_count == 0 and not self._messages:
+            self._arm_head_deadline(self._first_head_due)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Release the connection's slot, then let aiohttp tear the connection down."""
         self._disarm_head_deadline()
+        self._disarm_send_deadline()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
         super().connection_lost(exc)
 
+    def close_without_draining(self) -> None:
+        """After this answer, close at once instead of reading the rest of the body.
+
+        aiohttp reads ("lingers on") an unread body for up to 10 s after the
+        answer so that a kept-alive connection can be reused; a body that was
+        never invited may never come, and the connection closes anyway.
+        """
+        self._lingering_time = 0.0
+
     # -- request-head deadline --------------------------------------------
 
-    def _arm_head_deadline(self) -> None:
+    def _arm_head_deadline(self, due: float | None = None) -> None:
         if self._head_deadline is None:
-            self._head_deadline = self._loop.call_later(
-                self._gateway_server.limits.head_timeout, self._head_timed_out
-            )
+            if due is None:
+                due = self._loop.time() + self._gateway_server.limits.head_timeout
+            self._head_deadline = self._loop.call_at(due, self._head_timed_out)
 
     def _disarm_head_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -219,8 +265,12 @@ class GatewayRequestHandler(RequestHandler):
             self._head_deadline = None
 
     def _waiting_for_head(self) -> bool:
-        """True while no request is queued or being handled: bytes now are a request head."""
-        return not self._messages and not self._request_in_progress
+        """True while no request is queued, handled or draining: bytes now are a request head."""
+        return (
+            not self._messages
+            and not self._request_in_progress
+            and (self._last_payload is None or self._last_payload.is_eof())
+        )
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
@@ -233,6 +283,41 @@ class GatewayRequestHandler(RequestHandler):
         transport.write(_HEAD_TIMEOUT_RESPONSE)
         self.force_close()
 
+    # -- send deadline ------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The socket's send buffer is full: the client has this long to read on."""
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self._loop.call_later(
+                self._gateway_server.limits.send_timeout, self._send_timed_out
+            )
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        self._disarm_send_deadline()
+        super().resume_writing()
+
+    def _disarm_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_timed_out(self) -> None:
+        """A client that stopped reading its answers loses the connection, at once.
+
+        Without this a client that pipelines requests and never reads holds
+        its slot forever: the handler waits to write, so neither the head
+        deadline nor the keep-alive time-out applies (nginx ``send_timeout``).
+        ``abort``, not ``close``: a close would wait for the unsent data.
+        """
+        self._send_deadline = None
+        transport = self.transport
+        if transport is None:
+            return
+        log.info("response_send_timeout", listener=self._gateway_server.listener)
+        transport.abort()
+
     def data_received(self, data: bytes) -> None:
         """Parse as aiohttp does, timing request heads and surfacing body framing errors."""
         idle = self._waiting_for_head()
@@ -241,6 +326,8 @@ class GatewayRequestHandler(RequestHandler):
         super().data_received(data)
         if self._request_count != parsed:
             self._disarm_head_deadline()
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
             self._surface_framing_error(queued)
         elif idle and data and self._waiting_for_head():
             # The first bytes of a request head on an idle kept-alive connection.
@@ -257,7 +344,8 @@ class GatewayRequestHandler(RequestHandler):
         parsed as a request.
         """
         current = self._current_request
-        if current is None or len(self._messages) <= queued:
+        if current is None or len(self._messages) <= queued or current.content.is_eof():
+            # No body in progress: the error is the next request's, answered as such.
             return
         message = self._messages[-1][0]
         if not isinstance(message, ParserErrorMessage):
@@ -340,6 +428,7 @@ class GatewayServer(web.Server):
         listener: ``egress`` or ``ingress``.
         limits: the listener's time-outs and caps.
         metrics: the process's metrics.
+        handshakes: TLS handshakes in progress (each task referenced until it ends).
     """
 
     listener: str
@@ -349,7 +438,14 @@ class GatewayServer(web.Server):
     def configure(self, listener: str, limits: ListenerLimits, metrics: Metrics) -> None:
         """Set what the connection handlers need (called once, before listening)."""
         self.listener, self.limits, self.metrics = listener, limits, metrics
+        self.handshakes: set[asyncio.Task[None]] = set()
         self._kwargs["keepalive_timeout"] = limits.keepalive_timeout
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        """Stop TLS handshakes still in progress, then shut connections down as aiohttp does."""
+        for task in list(self.handshakes):
+            task.cancel()
+        await super().shutdown(timeout)
 
     def __call__(self) -> GatewayRequestHandler:
         """A connection handler for one admitted connection."""
@@ -387,7 +483,7 @@ class Gate(asyncio.Protocol):
                 self._limiter.release(address)
 
         handler = self._server()
-        handler.admitted(release)
+        handler.admitted(release, asyncio.get_running_loop().time())
         if self._ssl is None:
             transport.set_protocol(handler)
             handler.connection_made(transport)
@@ -395,8 +491,8 @@ class Gate(asyncio.Protocol):
         # No byte is read until the handshake starts (start_tls resumes reading).
         transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._handshake(transport, handler, release))
-        _HANDSHAKES.add(task)
-        task.add_done_callback(_HANDSHAKES.discard)
+        self._server.handshakes.add(task)
+        task.add_done_callback(self._server.handshakes.discard)
 
     async def _handshake(
         self,
@@ -428,10 +524,6 @@ class Gate(asyncio.Protocol):
             release()
             return
         handler.connection_made(secure)
-
-
-#: Handshakes in progress (a task must be referenced until it ends).
-_HANDSHAKES: set[asyncio.Task[None]] = set()
 
 
 class GatedSite(web.TCPSite):
@@ -527,17 +619,41 @@ async def send_continue(request: web.Request) -> None:
     """
     if request.get(EXPECTATION) is None or request.get(_CONTINUED):
         return
+    if request.version < HttpVersion11:
+        return  # RFC 9110 §10.1.1: an HTTP/1.0 client is sent no 1xx answer
     request[_CONTINUED] = True
     await request.writer.write(_CONTINUE_LINE)
 
 
+def _closing(error: GatewayError) -> web.StreamResponse:
+    response = problem_response(error)
+    response.force_close()
+    return response
+
+
 @web.middleware
 async def expectation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse any expectation but ``100-continue`` with ``417`` problem+json (RFC 9110 §10.1.1)."""
+    """``Expect`` handling around everything else (the outermost middleware).
+
+    Any expectation but ``100-continue`` is ``417`` problem+json (RFC 9110
+    §10.1.1). A request that expected ``100-continue`` but was answered
+    without it (refused on its headers) closes its connection: the client
+    may or may not send the body it was not invited to send, so nothing on
+    this connection can tell where a next request would start.
+    """
     expectation = request.get(EXPECTATION)
-    if expectation is not None and expectation.strip().lower() != CONTINUE_EXPECTATION:
-        raise ExpectationFailed("the only expectation this gateway meets is 100-continue")
-    return await handler(request)
+    if expectation is None:
+        return await handler(request)
+    if expectation.strip().lower() != CONTINUE_EXPECTATION:
+        return _closing(
+            ExpectationFailed("the only expectation this gateway meets is 100-continue")
+        )
+    response = await handler(request)
+    if not request.get(_CONTINUED):
+        response.force_close()
+        if isinstance(request.protocol, GatewayRequestHandler):
+            request.protocol.close_without_draining()
+    return response
 
 
 class NotImplementedCoding(GatewayError):
@@ -546,12 +662,6 @@ class NotImplementedCoding(GatewayError):
     status = 501
     slug = "not-implemented"
     title = "Transfer coding not implemented"
-
-
-def _closing(error: GatewayError) -> web.StreamResponse:
-    response = problem_response(error)
-    response.force_close()
-    return response
 
 
 @web.middleware

@@ -75,6 +75,27 @@ def record_cert_expiry(services: Services) -> None:
             log.error("certificate_unreadable", cert=name, error=exc.detail)
 
 
+def warn_unpinned(settings: GatewaySettings) -> None:
+    """Log ``upstream_unpinned`` for a client TLS section without ``pin_spki``.
+
+    Without a pin, any certificate the configured CA issues with the right
+    name is taken for the twin or the destination (issue 11, finding 8); the
+    pin is optional only because ``https://`` destinations of other parties
+    may rotate keys without notice.
+    """
+    sections = {
+        "egress.upstream_tls": settings.egress.upstream_tls if settings.egress else None,
+        "ingress.destination_tls": settings.ingress.destination_tls if settings.ingress else None,
+    }
+    for where, tls in sections.items():
+        if tls is not None and not tls.pin_spki:
+            log.warning(
+                "upstream_unpinned",
+                setting=where,
+                detail="no pin_spki: a mis-issued certificate with the right name is accepted",
+            )
+
+
 @dataclass(slots=True)
 class RunningGateway:
     """A started gateway.
@@ -255,6 +276,7 @@ async def running(
                 gateway.runners.append(runner)
                 gateway.ingress_app, gateway.ingress_url = app, url
             record_cert_expiry(services)
+            warn_unpinned(settings)
             yield gateway
         finally:
             with contextlib.suppress(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -302,3 +303,36 @@ def test_reopening_with_a_durable_mark_cuts_what_lies_beyond_it(
     assert_verifies(directory, signer, 7)
     kept = sorted(p.read_bytes() for p in (directory / TORN_DIR).iterdir())
     assert kept == sorted([beyond, b'{"note":"half a line'])
+
+
+async def test_a_cancelled_read_holds_the_files_until_its_thread_ends(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    """A receipt whose caller is cancelled mid-read keeps its reader slot until the
+    worker thread is done, so a recovery cannot close files under that read."""
+    log = await AuditLog.open(tmp_path / "audit", signer, origin=ORIGIN)
+    try:
+        await log.append(record(0))
+        store = log._store
+        read = store.record
+        started, release = threading.Event(), threading.Event()
+
+        def slow_record(index: int) -> bytes:
+            started.set()
+            release.wait(5)
+            return read(index)
+
+        store.record = slow_record  # type: ignore[method-assign]
+        task = asyncio.create_task(log.receipt(0))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        # Cancelled, but the thread still reads: the reader is still counted.
+        assert not task.done()
+        assert log._readers == 1
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert log._readers == 0
+    finally:
+        await log.close()

@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import time
 import zlib
 from pathlib import Path
@@ -224,3 +225,28 @@ async def test_malformed_chunk_size_mid_body_is_answered_at_once(
         assert parks.events_of(tid) == ["aborted"]
         assert parks.inbox_files() == {}
         assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+
+async def test_a_malformed_next_request_does_not_abort_a_complete_one(parks: Parks) -> None:
+    """The parser error belongs to the request after the body: the complete one is served."""
+    body = CLEAN * 20
+    first = (
+        b"PUT /v1/transfers/sz-lab/complete.csv HTTP/1.1\r\nHost: gateway\r\n"
+        b"Authorization: Bearer " + RESEARCH_TOKEN.encode() + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    host, port = _host_port(parks.egress)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.02)  # the transfer's handler is running, its body complete
+        writer.write(b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=20)
+    finally:
+        writer.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)
+    assert statuses == [b"201", b"400"], raw[:300]
+    await parks.settle()
+    assert parks.inbox_files() == {"complete.csv": body}

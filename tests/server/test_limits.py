@@ -14,6 +14,8 @@ import contextlib
 import json
 import resource
 import signal
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.crypto.certs import ParkPaths
 from gateway.obs.metrics import Metrics
-from gateway.server.connections import AcceptErrorLog, descriptor_budget
+from gateway.server.connections import AcceptErrorLog, client_key, descriptor_budget
 from tests.server.conftest import RESEARCH_TOKEN, Parks, start_parks
 from tests.server.test_runner import egress_process, sz_park
 
@@ -122,6 +125,28 @@ async def test_slow_head_on_a_kept_alive_connection_gets_408(tmp_path: Path, pki
             writer.close()
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
         assert time.monotonic() - started < 4
+
+
+async def test_a_refused_body_still_arriving_is_not_a_slow_head(tmp_path: Path, pki: Path) -> None:
+    """After an early 401, the rest of the body drains: those bytes are no request head."""
+    async with _parks(tmp_path, pki, head_timeout=1.0) as parks:
+        reader, writer = await _connect(parks.egress)
+        try:
+            writer.write(
+                b"PUT /v1/transfers/sz-lab/x.csv HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 401 ")
+            await asyncio.wait_for(reader.readuntil(b"}\n"), 5)
+            for _ in range(10):  # 2 s of body bytes, past the 1 s head time-out
+                writer.write(b"abcd")
+                await asyncio.sleep(0.2)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            rest = await _closed_within(reader, 8)
+        finally:
+            writer.close()
+        assert b"408" not in rest.split(b"\r\n", 1)[0]
+        assert rest.startswith(b"HTTP/1.1 200 "), rest[:80]
 
 
 async def _healthz(url: str, source: str) -> int:
@@ -304,3 +329,119 @@ async def test_accept_errors_are_logged_once_per_interval(
     assert "Traceback" not in out
     assert "gateway_accept_errors_total 500.0" in metrics.render().decode()
     assert handler.suppressed == 499
+
+
+def _gauge(parks: Parks, listener: str = "egress") -> float:
+    metrics = parks.hk.services.metrics if listener == "egress" else parks.sz.services.metrics
+    for sample in metrics.connections.collect()[0].samples:
+        if sample.labels["listener"] == listener:
+            return float(sample.value)
+    raise AssertionError(listener)
+
+
+async def test_a_client_that_never_reads_its_answers_loses_the_connection(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Pipelined requests whose answers are never read: aborted at the send time-out."""
+    async with _parks(
+        tmp_path, pki, send_timeout=1.0, head_timeout=1.0, max_connections_per_client=1
+    ) as parks:
+        host, port = _addr(parks.egress)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, port))
+        try:
+            requests = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 2000
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(loop.sock_sendall(sock, requests), 5)
+            # The slot is taken while the gateway waits for the client to read ...
+            assert _gauge(parks) == 1
+            assert await _healthz(parks.egress, "127.0.0.1") == 503
+            # ... and freed once the send time-out aborts the connection.
+            for _ in range(100):
+                if _gauge(parks) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert _gauge(parks) == 0
+            assert await _healthz(parks.egress, "127.0.0.1") == 200
+        finally:
+            sock.close()
+
+
+def _tls_request_with_the_handshake(port: int, ca: Path) -> list[tuple[float, bytes]]:
+    """Send a request in the same segment as the client's last handshake flight, then
+    stay idle; what status lines arrive, when (a blocking client on a memory BIO)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := outgoing.read():
+                    sock.sendall(pending)
+                incoming.write(sock.recv(65536))
+        tls.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        sock.sendall(outgoing.read())  # Finished and the request, one segment
+        started, events = time.monotonic(), []
+        sock.settimeout(0.2)
+        while time.monotonic() - started < 3:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                events.append((time.monotonic() - started, b"EOF"))
+                break
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                for line in tls.read(65536).split(b"\r\n"):
+                    if line.startswith(b"HTTP/1.1"):
+                        events.append((time.monotonic() - started, line))
+        return events
+    finally:
+        sock.close()
+
+
+async def test_a_request_sent_with_the_tls_handshake_keeps_its_connection_alive(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The first request parsed before the handshake completed: no stray 408 later."""
+    hk_ca = ParkPaths(pki / "hk").ca_cert
+    async with start_parks(
+        tmp_path,
+        pki,
+        egress={
+            "tls": {
+                "cert": ParkPaths(pki / "hk").cert("server"),
+                "key": ParkPaths(pki / "hk").key("server"),
+            },
+            "limits": {"head_timeout": 1.0, "keepalive_timeout": 30.0},
+        },
+    ) as parks:
+        _, port = _addr(parks.egress)
+        events = await asyncio.to_thread(_tls_request_with_the_handshake, port, hk_ca)
+    assert [line for _, line in events] == [b"HTTP/1.1 200 OK"], events
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        (("127.0.0.2", 5000), "127.0.0.2"),
+        (("2001:db8:1:2:aaaa::1", 5000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:ffff::9", 5000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:3::1", 5000, 0, 0), "2001:db8:1:3::/64"),
+        (("::ffff:10.1.2.3", 5000, 0, 0), "10.1.2.3"),
+        (("fe80::1%eth0", 5000, 0, 2), "fe80::/64"),
+        (None, ""),
+    ],
+)
+def test_clients_are_counted_by_ipv4_address_or_ipv6_64(peer: object, key: str) -> None:
+    """One IPv6 host may send from any address of its /64: it is one client."""
+    assert client_key(peer) == key

@@ -35,7 +35,8 @@ from gateway.crypto.age import AgeEncryptor
 from gateway.crypto.certs import ParkPaths, load_certificates, spki_pin
 from gateway.crypto.tls import client_ssl_context, server_ssl_context
 from gateway.server.app import reload_policy
-from tests.server.conftest import Parks, start_parks, write_policy
+from gateway.server.runner import warn_unpinned
+from tests.server.conftest import Parks, hk_settings, start_parks, write_policy
 
 CLEAN = b"run_id,value\n" + b"".join(f"R{i:05d},{i % 97}\n".encode() for i in range(2000))
 #: Above the egress's PIPELINE_MIN_BYTES (256 KiB): the payload would stream to
@@ -306,3 +307,18 @@ async def test_a_destination_with_a_mis_issued_key_gets_no_byte(tmp_path: Path, 
             assert parks.events_of(body["transfer_id"], "sz") == ["failed"]
     assert destination.accepted >= 1
     assert bytes(destination.received) == b""
+
+
+def test_an_unpinned_upstream_is_warned_about_at_start(tmp_path: Path, pki: Path) -> None:
+    pinned = hk_settings(tmp_path, pki, tmp_path / "policies")
+    assert pinned.egress is not None
+    assert pinned.egress.upstream_tls is not None
+    tls = pinned.egress.upstream_tls.model_copy(update={"pin_spki": ()})
+    unpinned = pinned.model_copy(
+        update={"egress": pinned.egress.model_copy(update={"upstream_tls": tls})}
+    )
+    with capture_logs() as logs:
+        warn_unpinned(unpinned)
+        warn_unpinned(pinned)
+    warnings = [e for e in logs if e["event"] == "upstream_unpinned"]
+    assert [e["setting"] for e in warnings] == ["egress.upstream_tls"]
