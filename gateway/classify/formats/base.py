@@ -1,0 +1,269 @@
+"""The contract between the decoder and the research-format readers (issue 12).
+
+A *reader* understands one family of formats (tables, arrays, documents,
+medical images, genomics, image metadata, model checkpoints). It never hands
+raw bytes of a binary format to the matcher: it renders the values as text the
+matcher already understands, in *text members* it opens on an
+:class:`Extract`, and it reports what it cannot see as :class:`Unscannable`.
+
+Two kinds of reader, chosen by the format's layout:
+
+* :class:`StreamReader` — formats readable front to back in bounded memory
+  (NumPy ``.npy``, Arrow IPC streams, DICOM, BAM, JPEG/TIFF metadata,
+  safetensors and GGUF headers, e-mail). ``feed`` any chunking, then
+  ``finish``; the result never depends on the chunking.
+* :class:`RandomReader` — footer-indexed formats (Parquet, Arrow IPC files,
+  ORC, HDF5, SQLite, PDF, OLE, zip-based documents). ``read`` gets a
+  :class:`RandomAccess` view of the whole member once it has ended: the
+  transfer's encrypted spool decrypted 64 KiB at a time, or a bounded buffer
+  for a member nested in an archive. Never plaintext at rest.
+
+Readers are sans-I/O in the package's sense (no asyncio, no sockets): a
+``RandomAccess`` is the only thing they read from. Every reader bounds what
+it reads (rows, columns, pages, strings, nesting, bytes) by named constants;
+past a bound, or on a corrupt or hostile file, it raises :class:`Unscannable`
+with a reason that names the format and never a value from the file. A reader
+must never crash with another exception, hang, or allocate without bound:
+the registry turns any other exception into ``Unscannable`` as a last resort,
+but that is a bug of the reader.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from typing import Final, Protocol, runtime_checkable
+
+#: Separator between cells of a rendered table: a comma, as in RFC 4180 CSV,
+#: which the matcher's column rules (a ``diagnosis`` header) recognise.
+CELL_SEPARATOR: Final = ","
+#: Longest cell rendered. A cell longer than this is cut here and the rest is
+#: rendered as the next cell of its own line part: identifiers are far
+#: shorter, and a megabyte-long string cell must not be one matcher piece.
+MAX_CELL_CHARS: Final = 64 << 10
+
+
+class Unscannable(Exception):
+    """The reader cannot see through this member (SPEC §3.1 ``content.unscannable``).
+
+    Args:
+        reason: what could not be read, prefixed by the format (``"parquet:
+            encrypted footer"``, ``"hdf5: more than 10000 datasets"``); never
+            a value, a name or any other text taken from the file.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class RandomAccess(Protocol):
+    """A read-only view of one whole member, readable at any offset."""
+
+    @property
+    def size(self) -> int:
+        """Bytes in the member."""
+        ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``; fewer only at the end of the member.
+
+        Raises:
+            Unscannable: the underlying bytes failed authentication (a spool
+                chunk that does not decrypt) or cannot be read.
+        """
+        ...
+
+
+class BytesAccess:
+    """A :class:`RandomAccess` over bytes in memory (a member nested in an archive, tests)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    @property
+    def size(self) -> int:
+        """Bytes in the member."""
+        return len(self._data)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end)."""
+        if offset < 0 or length < 0:
+            raise Unscannable("negative offset or length")
+        return bytes(self._data[offset : offset + length])
+
+
+class AccessFile(io.RawIOBase):
+    """A read-only, seekable file object over a :class:`RandomAccess`.
+
+    For libraries that read from a Python file object (pyarrow, h5py,
+    pydicom, pypdfium2). Reads past the end return short; writes are refused.
+    """
+
+    def __init__(self, source: RandomAccess) -> None:
+        super().__init__()
+        self._source = source
+        self._pos = 0
+
+    def readable(self) -> bool:
+        """Always true."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always true."""
+        return True
+
+    def tell(self) -> int:
+        """The current offset."""
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` (``whence`` as in :meth:`io.IOBase.seek`)."""
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._source.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        """Fill ``buffer`` from the current offset; 0 at the end."""
+        view = memoryview(buffer).cast("B")
+        data = self._source.read_at(self._pos, len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (the rest of the member when negative)."""
+        if size is None or size < 0:
+            size = max(0, self._source.size - self._pos)
+        data = self._source.read_at(self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        """The rest of the member."""
+        return self.read(-1)
+
+    @property
+    def size(self) -> int:
+        """Bytes in the member."""
+        return self._source.size
+
+
+class TextOut(Protocol):
+    """One text member being written: UTF-8 text the matcher scans."""
+
+    def write(self, text: str) -> None:
+        """Append ``text`` (any amount; cut anywhere)."""
+        ...
+
+    def close(self) -> None:
+        """End the member: no identifier spans two members."""
+        ...
+
+
+class Extract(Protocol):
+    """Where a reader puts what it found (implemented by the decoder; tests use
+    :class:`gateway.classify.formats.testing.RecordingExtract`)."""
+
+    def member(self, name: str, content_type: str) -> TextOut:
+        """Open a text member.
+
+        Args:
+            name: where in the file it comes from (``"table patients"``,
+                ``"page 3"``, ``"dataset /cohort/ids"``); scanned like an
+                archive member's name, so file-chosen names are scanned too.
+            content_type: how the matcher reads it: ``text/csv`` for tables
+                (header row of column names, then one line per row),
+                ``text/plain`` for prose and metadata, ``text/x-sam`` /
+                ``text/x-vcf`` for genomic records (one finding per line).
+        """
+        ...
+
+    def finding(self, label: str, value: bytes) -> None:
+        """One finding not made by the matcher (a DICOM instance that identifies
+        its patient: ``sensitive.health`` with the patient as ``value``).
+
+        ``value`` is only ever hashed with the gateway's key for distinct
+        counting; it is never stored, logged or returned.
+        """
+        ...
+
+    def attribute(self, key: str, value: str) -> None:
+        """A fact policies may condition on: ``organism`` (``Homo sapiens``),
+        ``assembly`` (``GRCh38``). Values come from a fixed vocabulary the
+        reader maps to, never free text from the file."""
+        ...
+
+    def numeric(self, values: int) -> None:
+        """``values`` numbers that were seen and deliberately not rendered
+        (float datasets, tensor payloads): counted, never scanned."""
+        ...
+
+
+class StreamReader(Protocol):
+    """A reader fed the member's bytes front to back."""
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the member (any chunking).
+
+        Raises:
+            Unscannable: the member cannot be read (the rest is ignored).
+        """
+        ...
+
+    def finish(self) -> None:
+        """The member ended.
+
+        Raises:
+            Unscannable: it ended early or was otherwise unreadable.
+        """
+        ...
+
+
+class RandomReader(Protocol):
+    """A reader given random access to the whole member."""
+
+    def __call__(self, source: RandomAccess, out: Extract) -> None:
+        """Read the member and report into ``out``.
+
+        Raises:
+            Unscannable: it cannot be read, or a bound was reached.
+        """
+        ...
+
+
+def csv_cell(value: str) -> str:
+    """One value as an RFC 4180 cell: quoted when it holds a separator, quote or line break.
+
+    Cells longer than :data:`MAX_CELL_CHARS` are cut into several cells (an
+    identifier is never that long, and the matcher sees every character).
+    """
+    if len(value) > MAX_CELL_CHARS:
+        return CELL_SEPARATOR.join(
+            csv_cell(value[i : i + MAX_CELL_CHARS]) for i in range(0, len(value), MAX_CELL_CHARS)
+        )
+    if any(c in value for c in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def csv_line(values: Iterable[str]) -> str:
+    """One rendered row (or header row), newline-terminated."""
+    return CELL_SEPARATOR.join(csv_cell(v) for v in values) + "\n"
+
+
+def write_table(out: TextOut, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Render a table: the header row of column names, then one line per row."""
+    out.write(csv_line(header))
+    for row in rows:
+        out.write(csv_line(row))
