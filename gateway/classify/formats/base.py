@@ -171,6 +171,20 @@ class TextOut(Protocol):
         ...
 
 
+class BinaryOut(Protocol):
+    """A nested member handed back to the decoder (an e-mail attachment, a file
+    embedded in a PDF, a blob cell): sniffed and decoded like any member, one
+    layer deeper, under the same depth, ratio and size limits."""
+
+    def write(self, data: bytes) -> None:
+        """Append raw bytes of the nested member."""
+        ...
+
+    def close(self) -> None:
+        """End the nested member."""
+        ...
+
+
 class Extract(Protocol):
     """Where a reader puts what it found (implemented by the decoder; tests use
     :class:`gateway.classify.formats.testing.RecordingExtract`)."""
@@ -186,6 +200,15 @@ class Extract(Protocol):
                 (header row of column names, then one line per row),
                 ``text/plain`` for prose and metadata, ``text/x-sam`` /
                 ``text/x-vcf`` for genomic records (one finding per line).
+        """
+        ...
+
+    def nested(self, name: str) -> BinaryOut:
+        """Open a nested member whose bytes the decoder sniffs and decodes.
+
+        Args:
+            name: its name (an attachment's file name), scanned like an
+                archive member's name.
         """
         ...
 

@@ -35,10 +35,30 @@ class RecordedMember:
 
 
 @dataclass
+class RecordedNested:
+    """One nested member a reader handed back: its name and bytes."""
+
+    name: str
+    data: bytearray = field(default_factory=bytearray)
+    closed: bool = False
+
+    def write(self, data: bytes) -> None:
+        """Append bytes (refused after close: a reader bug)."""
+        if self.closed:
+            raise AssertionError(f"nested member {self.name!r} written after close")
+        self.data += data
+
+    def close(self) -> None:
+        """End the nested member."""
+        self.closed = True
+
+
+@dataclass
 class RecordingExtract:
     """An :class:`~gateway.classify.formats.base.Extract` that keeps everything, for tests."""
 
     members: list[RecordedMember] = field(default_factory=list)
+    nested_members: list[RecordedNested] = field(default_factory=list)
     findings: list[tuple[str, bytes]] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     numeric_values: int = 0
@@ -47,6 +67,12 @@ class RecordingExtract:
         """Open and record a text member."""
         opened = RecordedMember(name, content_type)
         self.members.append(opened)
+        return opened
+
+    def nested(self, name: str) -> RecordedNested:
+        """Open and record a nested member."""
+        opened = RecordedNested(name)
+        self.nested_members.append(opened)
         return opened
 
     def finding(self, label: str, value: bytes) -> None:
