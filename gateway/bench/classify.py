@@ -43,10 +43,10 @@ from typing import Final
 
 import hyperscan
 
-from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.classify.matcher import NATIVE_AVAILABLE, SCAN_SLICE_BYTES, TextMatcher
+from gateway.classify.testing import bank_card, cn_mobile, hkid, resident_id, uscc
 
 #: Default chunk size fed to the scanner: what ``gateway scan`` reads per call.
 #: ``--chunk-size 65536`` measures what the proxy feeds instead.
@@ -134,46 +134,14 @@ def _numeric(rng: random.Random, size: int) -> bytes:
     return "".join(rows).encode()[:size]
 
 
-def _resident_id(rng: random.Random) -> str:
-    province = rng.choice(sorted(V.PROVINCE_CODES)).decode()
-    body = (
-        f"{province}{rng.randint(0, 9999):04d}{rng.randint(1950, 2010)}"
-        f"{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-    )
-    return body + chr(V.mod11_2_check_char(body.encode()))
-
-
-def _hkid(rng: random.Random) -> str:
-    letter = chr(rng.randint(65, 90))
-    digits = f"{rng.randint(0, 999_999):06d}"
-    check = chr(V.hkid_check_char(letter.encode(), digits.encode()))
-    return f"{letter}{digits}({check})"
-
-
-def _card(rng: random.Random) -> str:
-    body = rng.choice(("4", "62", "51", "35")) + "".join(str(rng.randint(0, 9)) for _ in range(13))
-    body = body[:15]
-    for check in "0123456789":
-        if V.luhn_ok((body + check).encode()):
-            digits = body + check
-            return " ".join(digits[i : i + 4] for i in range(0, 16, 4))
-    raise AssertionError("unreachable: one Luhn digit always fits")
-
-
-def _uscc(rng: random.Random) -> str:
-    alphabet = V.USCC_ALPHABET.decode()
-    body = "91" + f"{rng.randint(110000, 659999)}" + "".join(rng.choice(alphabet) for _ in range(9))
-    return body + chr(V.uscc_check_char(body.encode()))
-
-
 def _person(rng: random.Random, n: int) -> tuple[str, ...]:
     return (
-        _resident_id(rng),
-        f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}",
+        resident_id(rng),
+        cn_mobile(rng),
         f"patient{n}@mail{rng.randint(1, 50)}.example.com",
-        _hkid(rng),
-        _card(rng),
-        _uscc(rng),
+        hkid(rng),
+        bank_card(rng),
+        uscc(rng),
         f"+852 {rng.randint(2000, 9999)} {rng.randint(0, 9999):04d}",
     )
 

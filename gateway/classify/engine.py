@@ -5,6 +5,13 @@ the :class:`~gateway.classify.summary.ScanSummary`, like ``h11.Connection``.
 It hashes the raw input (SHA-256), drives the decode layers, which drive the
 :class:`~gateway.classify.matcher.TextMatcher`, and assembles the summary.
 
+A transfer whose body is a random-access format (Parquet, SQLite …: its
+index is at the end) is counted and hashed as it is fed but read only at
+``finish(source)``, from a random-access view of the whole body that the
+caller gives (the egress: its encrypted spool, decrypted chunk by chunk;
+``gateway scan``: the file). :attr:`Scanner.wants_random_access` says when
+one is needed.
+
 Hashing runs on a helper thread while Hyperscan scans: both ``hashlib`` and
 Hyperscan release the GIL, so on a machine with a spare core the hash costs
 almost no wall time (SPEC §9 whole-path targets). Chunks are handed over in
@@ -25,6 +32,7 @@ from typing import Final
 from gateway.classify.budget import DecoderBudget
 from gateway.classify.decode import NAME_MAX_BYTES, Decoder, ScanLimits
 from gateway.classify.detectors import DetectorSet
+from gateway.classify.formats.base import RandomAccess
 from gateway.classify.matcher import MAX_DISTINCT_PER_LABEL, MAX_DISTINCT_VALUES, TextMatcher
 from gateway.classify.summary import ScanSummary
 
@@ -90,6 +98,20 @@ class Scanner:
         """Bytes fed so far."""
         return self._size
 
+    @property
+    def wants_random_access(self) -> bool:
+        """Whether :meth:`finish` needs a random-access view of the input to read it.
+
+        True once the input's first bytes were recognised as a random-access
+        format (Parquet, SQLite, HDF5 …): it is then counted and hashed as it
+        is fed, never buffered, and read at :meth:`finish` from the ``source``
+        given there. An input shorter than the sniff prefix (64 KiB) is only
+        decided at its end; until then the answer is for the bytes fed so
+        far as if the input ended there, so it is exact once everything was
+        fed. False after :meth:`finish`.
+        """
+        return self._decoder.wants_random_access
+
     def scan_name(self, name: str) -> bool:
         """Classify the input's own name (a transfer's path), before any :meth:`feed`.
 
@@ -141,17 +163,26 @@ class Scanner:
         self._decoder.feed(data)
         self._seconds += time.perf_counter() - started
 
-    def finish(self) -> ScanSummary:
+    def finish(self, source: RandomAccess | None = None) -> ScanSummary:
         """End the input and return the summary.
 
+        Args:
+            source: a random-access view of the whole input, exactly the bytes
+                fed (the transfer's spool, the scanned file). Read only when
+                :attr:`wants_random_access`; without one such an input is
+                ``content.unscannable`` ("parquet: needs random access").
+
         Raises:
+            DecoderBusy: a nested member's window could not be reserved
+                because other scans hold the budget (as for :meth:`feed`).
             RuntimeError: when called twice.
         """
         if self._finished:
             raise RuntimeError("Scanner.finish() called twice")
         started = time.perf_counter()
         try:
-            content = self._decoder.finish()
+            content = self._decoder.finish(source)
+            numeric = self._decoder.numeric_values
             result = self._matcher.result()
             self._wait_hash()
             batch, self._unhashed, self._unhashed_bytes = self._unhashed, [], 0
@@ -169,6 +200,7 @@ class Scanner:
             seconds=self._seconds,
             digests=MappingProxyType(result.digests),
             distinct_capped=result.distinct_capped,
+            numeric_values=numeric,
         )
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """TextMatcher: Hyperscan streaming over text members, validation, counting.
 
 The decoder drives a :class:`TextMatcher` through the ``TextSink`` methods
-(``begin_member``, ``text``, ``end_member``, ``unscannable``). Per member the
+(``begin_member``, ``text``, ``end_member``, ``unscannable``, and ``finding``
+for what format readers count themselves). Per member the
 matcher owns one stream on each of the detector set's two Hyperscan databases.
 Per chunk it:
 
@@ -571,6 +572,23 @@ class TextMatcher:
         self._accept(ix, reason.encode())
         if len(self._reasons) < MAX_REASONS:
             self._reasons.append(reason)
+
+    def finding(self, label: str, value: bytes) -> None:
+        """Count one finding a format reader made itself (a DICOM instance naming its patient).
+
+        Counted like the matcher's own: ``value`` joins the label's distinct
+        values (keyed-hashed in :meth:`result`, under the same bounds), by the
+        compiled core or the reference alike. It is never stored beyond the
+        scan, logged or returned.
+
+        Raises:
+            ValueError: ``label`` is not one of the detector set's labels, or
+                is ``content.unscannable`` (a reader raises ``Unscannable``).
+        """
+        ix = self._ix.get(label)
+        if ix is None or label == L.UNSCANNABLE:
+            raise ValueError("a direct finding needs a detector label other than unscannable")
+        self._accept(ix, bytes(value))
 
     # -- result --------------------------------------------------------------
 

@@ -21,21 +21,54 @@ class LabelStats:
     distinct: int
 
 
+def _no_attributes() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ContentInfo:
     """What the scanner recognised the bytes as.
 
     Attributes:
         type: media type of the innermost content (``text/csv``,
-            ``application/zip`` …).
+            ``application/zip``, ``application/vnd.apache.parquet`` …).
         charset: detected text encoding, ``None`` for binary content.
         layers: container and compression layers opened, outermost first
             (``("gzip", "tar")``).
+        attributes: facts format readers reported anywhere in the input, for
+            policies to condition on (``organism``: ``Homo sapiens``); a
+            key's several values are joined, sorted, by ``"; "``. Values come
+            from the readers' fixed vocabularies, never free text of the file.
     """
 
     type: str
     charset: str | None
     layers: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=_no_attributes, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``content`` object of the SPEC §3.2 JSON (``attributes`` only when any)."""
+        out: dict[str, Any] = {
+            "type": self.type,
+            "charset": self.charset,
+            "layers": list(self.layers),
+        }
+        if self.attributes:
+            out["attributes"] = dict(sorted(self.attributes.items()))
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ContentInfo:
+        """The inverse of :meth:`to_json`."""
+        charset = obj.get("charset")
+        return cls(
+            type=str(obj["type"]),
+            charset=None if charset is None else str(charset),
+            layers=tuple(str(layer) for layer in obj.get("layers", ())),
+            attributes=MappingProxyType(
+                {str(k): str(v) for k, v in (obj.get("attributes") or {}).items()}
+            ),
+        )
 
 
 def _empty_digests() -> Mapping[str, frozenset[bytes]]:
@@ -64,6 +97,9 @@ class ScanSummary:
             ``distinct_capped`` is set and ``distinct``/``subjects`` are lower
             bounds, and the policy engine uses finding counts instead.
         distinct_capped: True when a distinct-value bound was reached.
+        numeric_values: numbers format readers saw and deliberately did not
+            render (float columns and datasets, tensor payloads): counted,
+            never scanned; ``numeric_values`` in JSON when not zero.
     """
 
     size: int
@@ -75,6 +111,7 @@ class ScanSummary:
     seconds: float = 0.0
     digests: Mapping[str, frozenset[bytes]] = field(default_factory=_empty_digests)
     distinct_capped: bool = False
+    numeric_values: int = 0
 
     def count(self, label: str) -> int:
         """Findings of ``label`` (0 when absent)."""
@@ -88,16 +125,48 @@ class ScanSummary:
             out["path"] = path
         out["bytes"] = self.size
         out["sha256"] = self.sha256
-        out["content"] = {
-            "type": self.content.type,
-            "charset": self.content.charset,
-            "layers": list(self.content.layers),
-        }
+        out["content"] = self.content.to_json()
         out["labels"] = {
             label: {"count": s.count, "distinct": s.distinct}
             for label, s in sorted(self.labels.items())
         }
         out["subjects"] = self.subjects
         out["unscannable"] = list(self.unscannable)
+        if self.numeric_values:
+            out["numeric_values"] = self.numeric_values
         out["seconds"] = round(self.seconds, 6)
         return out
+
+    @classmethod
+    def from_json(
+        cls,
+        obj: Mapping[str, Any],
+        *,
+        digests: Mapping[str, frozenset[bytes]] | None = None,
+        distinct_capped: bool = False,
+    ) -> ScanSummary:
+        """The summary :meth:`to_json` wrote (which holds no digests: give them apart).
+
+        Args:
+            obj: the JSON object (``path`` is ignored).
+            digests: the keyed hashes per label, kept beside the JSON (the
+                held-review metadata); none when not given.
+            distinct_capped: whether a distinct-value bound was reached.
+        """
+        return cls(
+            size=int(obj["bytes"]),
+            sha256=str(obj["sha256"]),
+            content=ContentInfo.from_json(obj["content"]),
+            labels=MappingProxyType(
+                {
+                    str(label): LabelStats(count=int(s["count"]), distinct=int(s["distinct"]))
+                    for label, s in obj.get("labels", {}).items()
+                }
+            ),
+            subjects=int(obj.get("subjects", 0)),
+            unscannable=tuple(str(reason) for reason in obj.get("unscannable", ())),
+            seconds=float(obj.get("seconds", 0.0)),
+            digests=MappingProxyType(dict(digests or {})),
+            distinct_capped=distinct_capped,
+            numeric_values=int(obj.get("numeric_values", 0)),
+        )

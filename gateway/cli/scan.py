@@ -7,6 +7,14 @@ path). Distinct values are counted with keyed hashes: the key comes from
 ``$GATEWAY_SECRET`` (hex) or is generated for this run, so counts are exact
 either way but digests are only comparable across runs with a fixed secret.
 Nothing printed ever contains a matched value.
+
+A file in a random-access format (Parquet, SQLite, HDF5 …: its index is at
+the end) is read through
+:class:`~gateway.classify.formats.files.FileAccess`, positioned reads of the file
+the user named, as the proxy reads it from its spool. Standard input that
+cannot seek (a pipe) offers no such view: such a format is then
+``content.unscannable`` ("parquet: needs random access") and a note on
+stderr says to give the file's path instead.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import BinaryIO, Final, TextIO
 
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
+from gateway.classify.formats.files import file_access
 from gateway.classify.summary import ScanSummary
 from gateway.cli import EXIT_OK, EXIT_USAGE
 
@@ -91,6 +100,11 @@ def _detectors(policy_dir: str | None) -> DetectorSet:
         raise ScanUsageError(f"{policy_dir}: {exc.strerror or exc}") from None
 
 
+#: What a reason says when a random-access format arrived where no view of
+#: the whole input was available (the decoder's wording).
+_NEEDS_RANDOM_ACCESS: Final = ": needs random access"
+
+
 def _chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
     while chunk := stream.read(size):
         yield chunk
@@ -106,7 +120,9 @@ def scan_stream(
     """Scan everything readable from ``stream`` in ``chunk_size`` reads.
 
     ``name`` (a file's base name) is scanned too, as the proxy scans a
-    transfer's path: ``110101199003077777.jpg`` names a person.
+    transfer's path: ``110101199003077777.jpg`` names a person. A regular
+    file is also the random-access view a footer-indexed format is read
+    through (:class:`~gateway.classify.formats.files.FileAccess`).
     """
     scanner = Scanner(detectors, secret)
     try:
@@ -114,7 +130,7 @@ def scan_stream(
             scanner.scan_name(name)
         for chunk in _chunks(stream, chunk_size):
             scanner.feed(chunk)
-        return scanner.finish()
+        return scanner.finish(file_access(stream))
     finally:
         scanner.close()
 
@@ -137,6 +153,11 @@ def format_table(path: str, summary: ScanSummary) -> str:
         f"  bytes {summary.size}  sha256 {summary.sha256}",
         f"  content {content.type}  charset {content.charset or '-'}  layers {layers}",
     ]
+    if content.attributes:
+        facts = "  ".join(f"{key}={value}" for key, value in sorted(content.attributes.items()))
+        lines.append(f"  attributes {facts}")
+    if summary.numeric_values:
+        lines.append(f"  numeric values {summary.numeric_values} (counted, not scanned)")
     if summary.labels:
         width = max(len(label) for label in summary.labels)
         lines.append(f"  {'label'.ljust(width)}  {'count':>9}  {'distinct':>9}")
@@ -183,4 +204,10 @@ def _main(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         _emit(sys.stdout, path, summary, args.json)
+        if any(reason.endswith(_NEEDS_RANDOM_ACCESS) for reason in summary.unscannable):
+            print(
+                f"gateway scan: {path}: this format is read by seeking; "
+                "give the file's path instead of a pipe",
+                file=err,
+            )
     return status

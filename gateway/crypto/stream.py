@@ -60,6 +60,15 @@ def _chunk_nonce(counter: int, flag: bytes) -> bytes:
     return counter.to_bytes(11, "big") + flag
 
 
+def chunk_nonce(counter: int, *, last: bool) -> bytes:
+    """The 12-byte nonce of chunk ``counter``: its 11-byte big-endian counter and the flag byte.
+
+    For readers that open chunks out of order (the spool's random-access view,
+    :mod:`gateway.server.spool_view`); the sequential classes below use the same rule.
+    """
+    return _chunk_nonce(counter, _LAST if last else _NOT_LAST)
+
+
 class StreamEncryptor:
     """Seal plaintext into STREAM chunks; the payload nonce itself is not emitted.
 

@@ -52,6 +52,7 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_connections_refused_total": ("listener", "reason"),
     "gateway_request_head_timeouts_total": ("listener",),
     "gateway_accept_errors_total": (),
+    "gateway_spool_view_chunks_total": ("result",),
 }
 
 #: Closed label-value sets, created at zero when the registry is built. A
@@ -69,6 +70,9 @@ TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked")
 LISTENERS: tuple[str, ...] = ("egress", "ingress")
 #: Why a connection was closed at once: the listener's cap, or its client address's.
 CONNECTION_REFUSALS: tuple[str, ...] = ("total", "per_client")
+#: How a random-access reader's chunk of the spool was served (issue 12):
+#: read from disk and authenticated, or from the view's decrypted-chunk cache.
+SPOOL_VIEW_RESULTS: tuple[str, ...] = ("decrypted", "cached")
 
 #: The yearly export thresholds of the 2024 Provisions (REGULATIONS.md), as
 #: ``(category, mechanism required at or above it, subjects)``; the dashboard
@@ -232,6 +236,14 @@ class Metrics:
             METRIC_LABELS["gateway_accept_errors_total"],
             registry=r,
         )
+        self.spool_view_chunks = Counter(
+            "gateway_spool_view_chunks",
+            "64 KiB spool chunks read by footer-indexed readers: decrypted, or from the cache.",
+            METRIC_LABELS["gateway_spool_view_chunks_total"],
+            registry=r,
+        )
+        for result in SPOOL_VIEW_RESULTS:
+            self.spool_view_chunks.labels(result)
         for listener in LISTENERS:
             self.connections.labels(listener)
             self.head_timeouts.labels(listener)

@@ -84,12 +84,20 @@ def scan_path(policy: CompiledPolicy, path: Path) -> ScanSummary:
         OSError: the file cannot be read.
     """
 
-    def chunks() -> Any:
+    from gateway.classify.engine import Scanner
+    from gateway.classify.formats.files import file_access
+
+    scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET)
+    try:
+        scanner.scan_name(path.name)
         with path.open("rb") as fh:
             while chunk := fh.read(SCAN_CHUNK_BYTES):
-                yield chunk
-
-    return scan_bytes_iter(policy, chunks(), path.name)
+                scanner.feed(chunk)
+            # A footer-indexed sample (Parquet, HDF5, PDF) is read in place.
+            summary: ScanSummary = scanner.finish(file_access(fh))
+    finally:
+        scanner.close()
+    return summary
 
 
 def offline_ledger(

@@ -55,6 +55,7 @@ from gateway.errors import (
 )
 from gateway.ledger import ledger_year
 from gateway.ledger.base import LedgerUnavailable
+from gateway.obs.metrics import Metrics
 from gateway.policy.engine import CompiledPolicy, Decision, Route, TransferContext
 from gateway.server.auth import TokenTable, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS, EgressConfig
@@ -75,6 +76,7 @@ from gateway.server.spool import (
     SpoolWriter,
     iter_payload,
 )
+from gateway.server.spool_view import SpoolView
 from gateway.server.transfer import State, Transfer, new_transfer_id
 
 log = structlog.get_logger("gateway.egress")
@@ -484,12 +486,13 @@ async def _receive(
             raise
         await lanes.drain()
         started = time.perf_counter()
-        summary = scanner.finish()
+        # A footer-indexed member (Parquet, HDF5, SQLite, PDF) is read once the
+        # spool is finished, through a decrypting view of it (issue 12).
+        summary = None if scanner.wants_random_access else scanner.finish()
         if threaded:
             info = await asyncio.to_thread(writer.finish)
         else:
             info = writer.finish()
-        metrics.classifier_seconds.inc(summary.seconds or time.perf_counter() - started)
         upload = lanes.upload
         if upload is not None:
             upload.digest.update(writer.last_sealed)
@@ -499,6 +502,11 @@ async def _receive(
                 log.warning("pipelined_upload_failed")
                 state.track(asyncio.ensure_future(upload.discard(state.upstream_ssl)))
                 upload = None
+        if summary is None:
+            # After the pipelined upload ended: the twin's body time-out must
+            # not run while the reader works; its header still waits for the verdict.
+            summary = await _finish_from_spool(scanner, info, metrics)
+        metrics.classifier_seconds.inc(summary.seconds or time.perf_counter() - started)
     except BaseException:
         writer.discard()
         if lanes.upload is not None:
@@ -513,6 +521,31 @@ async def _receive(
     for label, stats in summary.labels.items():
         metrics.detections.labels(label).inc(stats.count)
     return summary, info, upload
+
+
+async def _finish_from_spool(scanner: Scanner, info: SpoolInfo, metrics: Metrics) -> ScanSummary:
+    """Finish the scan with its random-access reader on a :class:`SpoolView` of ``info``.
+
+    Runs in a worker thread, inside the transfer's total time-out: the verdict
+    waits for it. On cancellation (time-out, shutdown) the view is closed
+    first, so the reader's next read fails and the thread ends before the
+    caller closes the scanner (no thread may outlive what it reads). Memory:
+    the view's chunk cache (:data:`~gateway.server.spool_view.VIEW_CACHE_CHUNKS`)
+    plus what the reader holds.
+    """
+    view = SpoolView(info)  # no I/O until the reader's first read (in the thread)
+    job = asyncio.ensure_future(asyncio.to_thread(scanner.finish, view))
+    try:
+        summary: ScanSummary = await asyncio.shield(job)
+    except BaseException:
+        view.close()
+        await asyncio.gather(job, return_exceptions=True)
+        raise
+    finally:
+        view.close()
+        metrics.spool_view_chunks.labels("decrypted").inc(view.chunks_decrypted)
+        metrics.spool_view_chunks.labels("cached").inc(view.cache_hits)
+    return summary
 
 
 class _Aborted(Exception):

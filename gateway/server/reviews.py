@@ -27,7 +27,7 @@ from aiohttp import web
 
 from gateway.audit.receipt import Receipt
 from gateway.audit.records import parse_canonical
-from gateway.classify.summary import ContentInfo, LabelStats, ScanSummary
+from gateway.classify.summary import ScanSummary
 from gateway.crypto.age import unwrap_file_key
 from gateway.crypto.header import parse_header
 from gateway.errors import (
@@ -485,26 +485,12 @@ def _summary_from_json(obj: Mapping[str, Any], meta: Mapping[str, Any]) -> ScanS
     version have only per-category hashes, and then the summary has no
     digests: see :func:`_ledger_digests`).
     """
-    labelled = meta.get("label_digests")
-    content = obj["content"]
-    return ScanSummary(
-        size=int(obj["bytes"]),
-        sha256=str(obj["sha256"]),
-        content=ContentInfo(
-            type=str(content["type"]),
-            charset=None if content.get("charset") is None else str(content["charset"]),
-            layers=tuple(str(layer) for layer in content.get("layers", ())),
-        ),
-        labels={
-            str(label): LabelStats(count=int(stats["count"]), distinct=int(stats["distinct"]))
-            for label, stats in obj.get("labels", {}).items()
-        },
-        subjects=int(obj.get("subjects", 0)),
-        unscannable=tuple(str(reason) for reason in obj.get("unscannable", ())),
-        seconds=float(obj.get("seconds", 0.0)),
+    labelled = meta.get("label_digests") or {}
+    return ScanSummary.from_json(
+        obj,
         digests={
             str(label): frozenset(bytes.fromhex(h) for h in values)
-            for label, values in (labelled or {}).items()
+            for label, values in labelled.items()
         },
         distinct_capped=bool(meta.get("distinct_capped", False)),
     )

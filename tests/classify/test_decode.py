@@ -16,7 +16,7 @@ import tarfile
 import tracemalloc
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from gateway.classify.charset import fold_fullwidth
 from gateway.classify.decode import (
     BLOCK_BYTES,
+    DECODER_FORMATS,
     NAME_MAX_BYTES,
     NAME_TYPE,
     RATIO_GRACE_BYTES,
@@ -38,10 +39,24 @@ from gateway.classify.decode import (
     ScanLimits,
     sniff_text_type,
 )
+from gateway.classify.formats.testing import only_formats
 from gateway.classify.summary import ContentInfo
 
 # Every expectation holds for the compiled core and the Python reference.
 pytestmark = pytest.mark.usefixtures("matcher_core")
+
+
+@pytest.fixture(autouse=True)
+def decoder_formats_only() -> Iterator[None]:
+    """The decoder's own formats only: these tests hold whatever family readers exist.
+
+    The raw fallbacks for PDF, OLE and SQLite tested here give way to the
+    family readers registered in ``gateway.classify.formats`` (tested there
+    and in tests/classify/test_integration_formats.py).
+    """
+    with only_formats(*(fmt.name for fmt in DECODER_FORMATS)):
+        yield
+
 
 Event = tuple[str, str, bytes] | tuple[str, str]
 
@@ -80,6 +95,9 @@ class Recorder:
     def unscannable(self, reason: str) -> None:
         self.events.append(("unscannable", reason))
 
+    def finding(self, label: str, value: bytes) -> None:
+        self.events.append(("finding", label))
+
     @property
     def members(self) -> list[tuple[str, bytes]]:
         return [(e[1], e[2]) for e in self.events if e[0] == "member" and len(e) == 3]
@@ -109,6 +127,9 @@ class Counter:
 
     def unscannable(self, reason: str) -> None:
         self.reasons.append(reason)
+
+    def finding(self, label: str, value: bytes) -> None:
+        pass
 
 
 def chunks_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
@@ -642,29 +663,43 @@ def test_stored_member_with_data_descriptor_is_refused() -> None:
 # --------------------------------------------------------------------------- binaries
 
 
-def test_unknown_binary_over_limit_is_unscannable() -> None:
-    rng = random.Random(1)
-    blob = rng.randbytes((1 << 20) + 10)
-    info, sink = decode(blob)
-    assert sink.unscannables == ["binary: unknown format over 1 MiB"]
-    assert sink.members == [("application/octet-stream", blob[: 1 << 20])]
-    assert info == ContentInfo("application/octet-stream", None, ())
-    # The decision and the cut do not depend on chunking.
-    _, chunked = decode(blob, chunks_at(blob, range(0, len(blob), 77_777)))
-    assert chunked.events == sink.events
+def test_unknown_binary_is_unscannable_from_its_first_byte() -> None:
+    # Raw bytes of a binary format hide binary-encoded numbers: a small
+    # binary file of phone numbers is refused, never fed raw.
+    phones = b"".join(struct.pack("<Q", 13812345678 + i) for i in range(1000))
+    for blob in (b"\x00\x01\x02" + phones, random.Random(1).randbytes((1 << 20) + 10)):
+        info, sink = decode(blob)
+        assert sink.events == [("unscannable", "binary: unknown format")]
+        assert info == ContentInfo("application/octet-stream", None, ())
+        _, chunked = decode(blob, chunks_at(blob, range(0, len(blob), 77_777)))
+        assert chunked.events == sink.events
+        _, bytewise = decode(blob[:5000], one_byte_chunks(blob[:5000]))
+        assert bytewise.events == sink.events
 
 
-def test_unknown_binary_under_limit_is_fed_raw() -> None:
-    blob = b"\x00\x01\x02 110101199003077777 \x00" * 100
-    _, sink = decode(blob)
-    assert sink.events == [("member", "application/octet-stream", blob)]
+@pytest.mark.parametrize(
+    ("magic", "looks_like"),
+    [
+        (b"\x7fELF\x02\x01\x01", "ELF executable"),
+        (b"MZ\x90\x00", "Windows executable"),
+        (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
+        (b"\x00asm\x01\x00\x00\x00", "WebAssembly module"),
+        (b"\x93NUMPY\x01\x00", "NumPy array"),
+    ],
+)
+def test_unknown_binary_reason_names_what_it_looked_like(magic: bytes, looks_like: str) -> None:
+    _, sink = decode(magic + bytes(range(256)) * 4)
+    assert sink.events == [("unscannable", f"binary: unknown format (starts like {looks_like})")]
 
 
-def test_unknown_binary_inside_zip_is_unscannable() -> None:
+def test_unknown_binary_inside_zip_is_unscannable_and_the_rest_is_scanned() -> None:
     blob = random.Random(2).randbytes(2 << 20)
     _, sink = decode(make_zip([("x.bin", blob), ("y.csv", CSV)], method=zipfile.ZIP_STORED))
-    assert sink.unscannables == ["binary: unknown format over 1 MiB"]
-    assert sink.members[1] == ("text/csv", CSV)
+    assert sink.events == [
+        ("unscannable", "binary: unknown format"),
+        ("member", "text/csv", CSV),
+    ]
+    assert sink.names == [b"x.bin", b"y.csv"]
 
 
 @pytest.mark.parametrize(
@@ -672,17 +707,28 @@ def test_unknown_binary_inside_zip_is_unscannable() -> None:
     [
         (b"\x89PNG\r\n\x1a\n", "image/png"),
         (b"\xff\xd8\xff\xe0", "image/jpeg"),
-        (b"%PDF-1.7\n", "application/pdf"),
         (b"GIF89a", "image/gif"),
         (b"II*\x00", "image/tiff"),
         (b"RIFF\x00\x00\x00\x00WEBP", "image/webp"),
+        (b"\x00\x00\x00\x18ftypmp42", "video/mp4"),
     ],
 )
-def test_known_binaries_are_fed_raw_whatever_their_size(magic: bytes, media_type: str) -> None:
-    blob = magic + b"\x00\xff" * (1 << 20) + b"Author: 13812345678"
+def test_pixels_and_samples_pass_with_nothing_scanned(magic: bytes, media_type: str) -> None:
+    # Pixels and samples hold no text; metadata readers (formats.media) come
+    # before these entries when registered.
+    blob = magic + b"\x00\xff" * (1 << 19) + b"Author: 13812345678"
     info, sink = decode(blob)
-    assert sink.events == [("member", media_type, blob)]
+    assert sink.events == []
     assert info == ContentInfo(media_type, None, ())
+    _, in_zip = decode(make_zip([("photo", blob), ("y.csv", CSV)]))
+    assert in_zip.events == [("member", "text/csv", CSV)]
+
+
+def test_pdf_is_fed_raw_whatever_its_size() -> None:
+    blob = b"%PDF-1.7\n" + b"\x00\x7f" * (1 << 20) + b"Author: 13812345678"
+    info, sink = decode(blob)
+    assert sink.events == [("member", "application/pdf", blob)]
+    assert info == ContentInfo("application/pdf", None, ())
 
 
 @pytest.mark.parametrize(
@@ -887,8 +933,8 @@ def test_large_archive_is_chunk_invariant(cuts: list[int]) -> None:
 
 def test_large_archive_in_one_byte_chunks() -> None:
     info, whole = decode(BIG)
-    assert [m[0] for m in whole.members] == ["text/csv"] * 3 + ["application/octet-stream"]
-    assert whole.unscannables == []
+    assert [m[0] for m in whole.members] == ["text/csv"] * 3
+    assert whole.unscannables == ["binary: unknown format"]  # d.bin
     assert whole.members[0][1] == whole.members[1][1]  # UTF-16 transcoded exactly
     bytewise_info, bytewise = decode(BIG, one_byte_chunks(BIG))
     assert bytewise.events == whole.events
@@ -1062,7 +1108,7 @@ def test_armored_encrypted_text_is_text_for_the_matcher(data: bytes) -> None:
 )
 def test_pgp_lookalikes_are_unknown_binaries(data: bytes) -> None:
     _, sink = decode(data)
-    assert sink.events == [("member", "application/octet-stream", data)]
+    assert sink.events == [("unscannable", "binary: unknown format")]
 
 
 def test_random_binaries_are_not_taken_for_encrypted_messages() -> None:
@@ -1225,12 +1271,11 @@ def test_sqlite_utf8_is_scanned_raw(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
 def test_sqlite_utf16_is_unscannable(tmp_path: pathlib.Path, encoding: str) -> None:
+    # Refused whole: its raw bytes are no longer fed after the refusal.
     data = sqlite_file(tmp_path, encoding)
-    _, sink = decode(data)
-    assert sink.events == [
-        ("unscannable", "sqlite: UTF-16 text not inspected"),
-        ("member", "application/vnd.sqlite3", data),
-    ]
+    info, sink = decode(data)
+    assert sink.events == [("unscannable", "sqlite: UTF-16 text not inspected")]
+    assert info == ContentInfo("application/vnd.sqlite3", None, ())
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,21 @@
-"""``gateway scan``: output formats, stdin, errors, secrets, --policy, --chunk-size."""
+"""``gateway scan``: output formats, stdin, errors, secrets, --policy, --chunk-size, seeking."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.classify.formats import Format
+from gateway.classify.formats.base import Extract, RandomAccess, Unscannable
+from gateway.classify.formats.files import file_access
+from gateway.classify.formats.testing import registered
 from gateway.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +160,99 @@ def test_the_file_name_is_classified_as_a_transfer_name_is(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"nothing to see\n")))
     code, out, _ = run(["scan", "--json", "-"], capsys)
     assert json.loads(out)["labels"] == {}
+
+
+# --------------------------------------------------------------------------- random access
+
+#: A stand-in footer-indexed format: magic, filler, then the text and, in the
+#: last 8 bytes, where the text starts. Only a reader that seeks sees the text.
+FOOTER_MAGIC = b"HKSZFOOT"
+FOOTER_NAME = "test-cli-footer"
+
+
+def _read_footer(source: RandomAccess, out: Extract) -> None:
+    start = int.from_bytes(source.read_at(source.size - 8, 8), "little")
+    member = out.member("text", "text/plain")
+    member.write(source.read_at(start, source.size - 8 - start).decode())
+    member.close()
+
+
+@pytest.fixture
+def footer_format() -> Iterator[None]:
+    fmt = Format(
+        FOOTER_NAME,
+        "application/x-test-footer",
+        lambda prefix: prefix.startswith(FOOTER_MAGIC),
+        random=_read_footer,
+    )
+    with registered(fmt):
+        yield
+
+
+def footer_file(text: str) -> bytes:
+    body = FOOTER_MAGIC + bytes(100_000)
+    return body + text.encode() + len(body).to_bytes(8, "little")
+
+
+def test_a_random_access_file_is_read_by_seeking(
+    footer_format: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "table.bin"
+    path.write_bytes(footer_file(SAMPLE))
+    code, out, err = run(["scan", "--json", "--chunk-size", "4096", str(path)], capsys)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["content"]["type"] == "application/x-test-footer"
+    assert record["labels"]["pii.cn_resident_id"] == {"count": 1, "distinct": 1}
+    assert record["unscannable"] == []
+    assert err == ""
+
+
+def test_stdin_that_cannot_seek_leaves_a_random_access_format_unscannable(
+    footer_format: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = footer_file(SAMPLE)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, err = run(["scan", "--json", "-"], capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert record["unscannable"] == [f"{FOOTER_NAME}: needs random access"]
+    assert record["bytes"] == len(data)
+    assert "give the file's path instead of a pipe" in err
+
+
+def test_stdin_redirected_from_a_file_can_seek(
+    footer_format: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "table.bin"
+    path.write_bytes(footer_file(SAMPLE))
+    with path.open("rb") as raw:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+        code, out, _ = run(["scan", "--json", "-"], capsys)
+    assert code == 0
+    assert json.loads(out)["labels"]["pii.cn_resident_id"]["count"] == 1
+
+
+def test_file_access_reads_at_any_offset(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    with path.open("rb") as stream:
+        access = file_access(stream)
+        assert access is not None
+        assert access.size == 10
+        assert access.read_at(3, 4) == b"3456"
+        assert access.read_at(8, 100) == b"89"
+        assert access.read_at(20, 5) == b""
+        with pytest.raises(Unscannable):
+            access.read_at(-1, 2)
+        assert stream.read() == b"0123456789"  # positioned reads leave the offset alone
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(read_end, "rb", closefd=False) as pipe:
+            assert file_access(pipe) is None
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -59,16 +59,33 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
+def unregister(name: str) -> Format:
+    """Remove the format registered as ``name`` (tests that register stand-ins).
+
+    Raises:
+        KeyError: no format of that name is registered.
+    """
+    return _REGISTRY.pop(name)
+
+
 def formats() -> tuple[Format, ...]:
-    """Every registered format, highest priority first."""
+    """Every registered format, highest priority first (then in order of registration)."""
     _load_families()
     return tuple(sorted(_REGISTRY.values(), key=lambda f: -f.priority))
 
 
 def identify(prefix: bytes) -> Format | None:
-    """The registered format whose sniffer recognises ``prefix``, if any."""
+    """The registered format whose sniffer recognises ``prefix``, if any.
+
+    A sniffer that raises (a bug: sniffers get hostile bytes) counts as not
+    recognising the prefix; the member is then decided without it.
+    """
     for fmt in formats():
-        if fmt.sniff(prefix):
+        try:
+            recognised = fmt.sniff(prefix)
+        except Exception:  # noqa: BLE001, S112 - a sniffer's bug must not fail the scan
+            continue
+        if recognised:
             return fmt
     return None
 

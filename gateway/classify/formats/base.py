@@ -187,7 +187,15 @@ class BinaryOut(Protocol):
 
 class Extract(Protocol):
     """Where a reader puts what it found (implemented by the decoder; tests use
-    :class:`gateway.classify.formats.testing.RecordingExtract`)."""
+    :class:`gateway.classify.formats.testing.RecordingExtract`).
+
+    The decoder's matcher reads one member at a time: opening a member (text
+    or nested) ends the one open before. Writing again to an earlier *text*
+    member continues it as a new member (fine for whole lines, but a table's
+    header row no longer precedes what follows); writing to an earlier
+    *nested* member is a reader bug. Write a nested member whole (open, write,
+    close) before going on.
+    """
 
     def member(self, name: str, content_type: str) -> TextOut:
         """Open a text member.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from gateway.classify import formats as _registry
+from gateway.classify.formats import Format, register, unregister
 from gateway.classify.formats.base import BytesAccess, Extract, RandomReader, StreamReader
 
 
@@ -36,16 +39,24 @@ class RecordedMember:
 
 @dataclass
 class RecordedNested:
-    """One nested member a reader handed back: its name and bytes."""
+    """One nested member a reader handed back: its name and bytes.
+
+    Like the decoder, it ends when the reader opens another member (text or
+    nested): the decoder decodes one nested member at a time, so writing to
+    it after that is a reader bug here as there.
+    """
 
     name: str
     data: bytearray = field(default_factory=bytearray)
     closed: bool = False
+    superseded: bool = False
 
     def write(self, data: bytes) -> None:
-        """Append bytes (refused after close: a reader bug)."""
+        """Append bytes (refused after close or after another member opened: a reader bug)."""
         if self.closed:
             raise AssertionError(f"nested member {self.name!r} written after close")
+        if self.superseded:
+            raise AssertionError(f"nested member {self.name!r} written after another member opened")
         self.data += data
 
     def close(self) -> None:
@@ -65,15 +76,21 @@ class RecordingExtract:
 
     def member(self, name: str, content_type: str) -> RecordedMember:
         """Open and record a text member."""
+        self._supersede()
         opened = RecordedMember(name, content_type)
         self.members.append(opened)
         return opened
 
     def nested(self, name: str) -> RecordedNested:
         """Open and record a nested member."""
+        self._supersede()
         opened = RecordedNested(name)
         self.nested_members.append(opened)
         return opened
+
+    def _supersede(self) -> None:
+        if self.nested_members and not self.nested_members[-1].closed:
+            self.nested_members[-1].superseded = True
 
     def finding(self, label: str, value: bytes) -> None:
         """Record a direct finding."""
@@ -118,3 +135,39 @@ def read_stream(
             reader.feed(data[i : i + chunk])
     reader.finish()
     return out
+
+
+@contextmanager
+def registered(*stand_ins: Format) -> Iterator[tuple[Format, ...]]:
+    """Register ``stand_ins`` (test-only formats) for the block, and remove them after."""
+    done: list[Format] = []
+    try:
+        for fmt in stand_ins:
+            done.append(register(fmt))
+        yield stand_ins
+    finally:
+        for fmt in done:
+            unregister(fmt.name)
+
+
+@contextmanager
+def only_formats(*names: str) -> Iterator[None]:
+    """Within the block the registry holds only the formats ``names`` (and what the block
+    registers); the family modules are not loaded. Restored exactly afterwards.
+
+    For tests of the decoder itself, whose expectations must not change when a
+    family module registers a reader (a PDF reader replaces the raw fallback).
+    A family module first imported inside the block registers into the
+    isolated registry and is lost afterwards: import families before.
+    """
+    registry = _registry._REGISTRY
+    saved, loaded = dict(registry), _registry._loaded
+    registry.clear()
+    registry.update({name: saved[name] for name in names if name in saved})
+    _registry._loaded = True
+    try:
+        yield
+    finally:
+        registry.clear()
+        registry.update(saved)
+        _registry._loaded = loaded

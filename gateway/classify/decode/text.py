@@ -1,0 +1,169 @@
+"""Text members: the media type of text from its first bytes, and the member itself.
+
+Text is sniffed after charset normalisation (UTF-8), on the same bounded
+prefix whatever the chunking. The genomic types let the matcher count one
+finding per record (SPEC §3.1 ``sensitive.genetic``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Final
+
+from gateway.classify import charset as cs
+from gateway.classify.decode.core import Context
+from gateway.classify.summary import ContentInfo
+
+TEXT_PLAIN: Final = "text/plain"
+TEXT_CSV: Final = "text/csv"
+TEXT_TSV: Final = "text/tab-separated-values"
+APPLICATION_JSON: Final = "application/json"
+TEXT_FASTA: Final = "text/x-fasta"
+TEXT_FASTQ: Final = "text/x-fastq"
+TEXT_VCF: Final = "text/x-vcf"
+TEXT_SAM: Final = "text/x-sam"
+
+#: A nucleotide sequence line of FASTA/FASTQ: IUPAC nucleotide codes
+#: (NC-IUB 1984: ACGTU, N and the ambiguity codes RYKMSWBDHV) and gaps.
+_NUCLEOTIDE_LINE: Final = re.compile(rb"[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.\-]+")
+#: An amino-acid sequence line: by convention upper case (FASTA format,
+#: NCBI BLAST help), with stop ``*`` and gaps.
+_PROTEIN_LINE: Final = re.compile(rb"[A-Z*\-]+")
+_ACGTUN: Final = b"ACGTUNacgtun"
+_GAPS: Final = b".-"
+#: Share of the sniffed sequence letters that must be plain bases (ACGTUN):
+#: ambiguity codes are a few per cent of real reads and assemblies, while
+#: English words made only of IUPAC letters ("Thanks", "hands") are not.
+_NUCLEOTIDE_SHARE: Final = 0.9
+TEXT_FASTA_PROTEIN: Final = "text/x-fasta-protein"
+_SAM_HEADER: Final = re.compile(rb"@(?:HD|SQ|RG|PG|CO)\t")
+#: SAM alignment lines have 11 mandatory tab-separated fields (SAMv1 §1.4).
+_SAM_FIELDS: Final = 11
+#: Lines looked at to call a member CSV/TSV; two agreeing lines are required.
+_CSV_SNIFF_LINES: Final = 10
+_CSV_MIN_LINES: Final = 2
+
+
+def _nucleotides(lines: list[bytes]) -> bool:
+    """Whether ``lines`` are nucleotide sequence lines, mostly plain bases."""
+    if not lines or not all(_NUCLEOTIDE_LINE.fullmatch(line) for line in lines):
+        return False
+    letters = b"".join(lines).translate(None, _GAPS)
+    others = len(letters.translate(None, _ACGTUN))
+    return others <= (1 - _NUCLEOTIDE_SHARE) * len(letters)
+
+
+def _fasta_kind(lines: list[bytes]) -> str | None:
+    """FASTA (nucleotide), protein FASTA or neither, from the sniffed lines.
+
+    ``lines[0]`` is the first header; every other non-empty line that is not a
+    header (``>``) or comment (``;``) must be a sequence line, the first one
+    right after the header.
+    """
+    if not lines[1] or lines[1].startswith((b">", b";")):
+        return None
+    sequence = [line for line in lines[1:] if line and not line.startswith((b">", b";"))]
+    if _nucleotides(sequence):
+        return TEXT_FASTA
+    if all(_PROTEIN_LINE.fullmatch(line) for line in sequence):
+        return TEXT_FASTA_PROTEIN
+    return None
+
+
+def _delimited(lines: list[bytes], delimiter: str) -> bool:
+    text = "\n".join(line.decode("utf-8", "replace") for line in lines)
+    widths = {len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row}
+    return len(widths) == 1 and widths.pop() > 1
+
+
+def sniff_text_type(text: bytes, complete: bool) -> str:
+    """The media type of a text member, from its normalised first bytes.
+
+    Args:
+        text: the member's first bytes as normalised UTF-8.
+        complete: True when ``text`` is the whole member (its last line is
+            then complete too).
+
+    Returns:
+        ``text/x-vcf``, ``text/x-sam``, ``text/x-fasta``, ``text/x-fastq``,
+        ``text/x-fasta-protein``, ``application/json``, ``text/csv``,
+        ``text/tab-separated-values`` or ``text/plain``. The genetic types let
+        the detection core count one finding per record (SPEC §3.1
+        ``sensitive.genetic``), so they require nucleotide sequence lines; a
+        protein FASTA gets its own type, which the matcher scans as plain text.
+    """
+    if text.startswith(b"##fileformat=VCF"):
+        return TEXT_VCF
+    if _SAM_HEADER.match(text):
+        return TEXT_SAM
+    lines = text.split(b"\n", _CSV_SNIFF_LINES + 1)
+    if not complete or len(lines) > _CSV_SNIFF_LINES:
+        lines = lines[:-1]  # the last piece may be a cut line
+    lines = [line.removesuffix(b"\r") for line in lines]
+    if text.startswith(b">") and len(lines) >= 2:
+        kind = _fasta_kind(lines)
+        if kind is not None:
+            return kind
+    if (
+        text.startswith(b"@")
+        and len(lines) >= 3
+        and _nucleotides([lines[1]])
+        and lines[2].startswith(b"+")
+    ):
+        return TEXT_FASTQ
+    if text.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
+        return APPLICATION_JSON
+    if lines:
+        fields = lines[0].split(b"\t")
+        if len(fields) >= _SAM_FIELDS and fields[1].isdigit() and fields[3].isdigit():
+            return TEXT_SAM
+    rows = [line for line in lines if line]
+    if len(rows) >= _CSV_MIN_LINES:
+        for delimiter, media_type in ((",", TEXT_CSV), ("\t", TEXT_TSV), (";", TEXT_CSV)):
+            if delimiter.encode() in rows[0] and _delimited(rows, delimiter):
+                return media_type
+    return TEXT_PLAIN
+
+
+class TextMember:
+    """A text member: normalised to UTF-8 and passed to the sink."""
+
+    __slots__ = ("_charset", "_ctx", "_layers", "_normaliser", "_size", "_text", "_type")
+
+    def __init__(
+        self,
+        ctx: Context,
+        layers: tuple[str, ...],
+        charset: str,
+        normaliser: cs.Normaliser,
+        head: bytes,
+        complete: bool,
+    ) -> None:
+        self._ctx = ctx
+        self._layers = layers
+        self._charset = charset
+        self._normaliser = normaliser
+        self._type = sniff_text_type(head, complete)
+        self._text = ctx.sink.text
+        self._size = len(head)
+        ctx.sink.begin_member(self._type)
+        if head:
+            self._text(head)
+
+    def feed(self, data: bytes) -> None:
+        """Normalise the member's next bytes and pass them to the sink."""
+        out = self._normaliser.feed(data)
+        if out:
+            self._size += len(out)
+            self._text(out)
+
+    def close(self) -> None:
+        """End the member: what the normaliser held back, then the sink's end."""
+        out = self._normaliser.flush()
+        if out:
+            self._size += len(out)
+            self._text(out)
+        self._ctx.sink.end_member()
+        self._ctx.member_done(ContentInfo(self._type, self._charset, self._layers), self._size)

@@ -1,0 +1,76 @@
+"""Documents and e-mail (issue 12): PDF, Office Open XML, OpenDocument, legacy Office, ``.eml``.
+
+One module per kind of document, each with its own library and bounds:
+
+========================  ==============================  =====================
+module                    formats                         reader
+========================  ==============================  =====================
+:mod:`.pdf`               PDF                             random (PDFium)
+:mod:`.office_xml`        the text parts of ``.docx``     streaming (expat),
+                          ``.xlsx`` ``.pptx`` ``.odt``    one part at a time as
+                          ``.ods`` ``.odp`` (and flat     the decoder's zip
+                          ODF)                            layer opens them
+:mod:`.ole`               ``.xls`` ``.doc`` ``.ppt``      random (olefile,
+                                                          calamine)
+:mod:`.mail`              ``.eml`` (message/rfc822)       streaming (email)
+========================  ==============================  =====================
+
+Importing this package registers every format below with
+:mod:`gateway.classify.formats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.classify.formats import Format, register
+from gateway.classify.formats.documents import mail, office_xml, ole, pdf
+
+#: Media types reported for Office Open XML parts: the package's type, so a
+#: policy asking "is this a spreadsheet?" sees the workbook it was sent.
+DOCX: str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX: str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PPTX: str = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+OOXML_PROPERTIES: str = "application/vnd.openxmlformats-package.core-properties+xml"
+ODT: str = "application/vnd.oasis.opendocument.text"
+ODS: str = "application/vnd.oasis.opendocument.spreadsheet"
+ODP: str = "application/vnd.oasis.opendocument.presentation"
+
+
+def _odf(kind: str) -> Callable[[bytes], bool]:
+    """An OpenDocument part whose body is of ``kind`` (``""``: any other part)."""
+
+    def sniff(prefix: bytes) -> bool:
+        return office_xml.odf_kind(prefix) == kind
+
+    return sniff
+
+
+register(Format("pdf", "application/pdf", pdf.sniff_pdf, random=pdf.read_pdf))
+# Legacy Office: the specific type when the directory is in the sniffed
+# prefix, else the generic compound file (the reader dispatches by stream).
+register(Format("xls", "application/vnd.ms-excel", ole.sniff_xls, random=ole.read_ole, priority=1))
+register(Format("doc", "application/msword", ole.sniff_doc, random=ole.read_ole, priority=1))
+register(
+    Format("ppt", "application/vnd.ms-powerpoint", ole.sniff_ppt, random=ole.read_ole, priority=1)
+)
+register(Format("ole", "application/x-ole-storage", ole.sniff_ole, random=ole.read_ole))
+register(Format("docx-part", DOCX, office_xml.sniff_word, stream=office_xml.make_xml_reader))
+register(Format("xlsx-part", XLSX, office_xml.sniff_sheet, stream=office_xml.make_xml_reader))
+register(Format("pptx-part", PPTX, office_xml.sniff_slide, stream=office_xml.make_xml_reader))
+register(
+    Format(
+        "ooxml-properties",
+        OOXML_PROPERTIES,
+        office_xml.sniff_properties,
+        stream=office_xml.make_xml_reader,
+    )
+)
+for _name, _kind, _type in (
+    ("odt-part", "text", ODT),
+    ("ods-part", "spreadsheet", ODS),
+    ("odp-part", "presentation", ODP),
+    ("odf-part", "", "application/xml"),
+):
+    register(Format(_name, _type, _odf(_kind), stream=office_xml.make_xml_reader))
+register(Format("email", "message/rfc822", mail.sniff_email, stream=mail.make_email_reader))

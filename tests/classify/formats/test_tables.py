@@ -1,0 +1,687 @@
+"""Table readers (gateway/classify/formats/tables.py): files made by each format's own writer.
+
+Every format gets: planted identifiers in string and integer columns found as
+cells of their own (and counted by the real matcher), the same file without
+them holding nothing identifier-shaped, corrupt variants unscannable, and a
+hypothesis test that mutates valid files and accepts only success or
+``Unscannable``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import random
+import re
+import sqlite3
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import fastavro
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.ipc as ipc
+import pyarrow.orc as orc
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.classify import validators as V
+from gateway.classify.detectors import DetectorSet
+from gateway.classify.formats import identify
+from gateway.classify.formats import tables as T
+from gateway.classify.formats.base import Unscannable
+from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
+from gateway.classify.matcher import TextMatcher
+
+TODAY = dt.date(2026, 11, 25)
+DETECTORS = DetectorSet.build()
+ROWS = 40
+
+
+def resident_id(rng: random.Random) -> str:
+    """A valid Mainland Resident ID (GB 11643 check character)."""
+    province = rng.choice(sorted(V.PROVINCE_CODES)).decode()
+    body = (
+        f"{province}{rng.randint(0, 9999):04d}{rng.randint(1950, 2005)}"
+        f"{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
+    )
+    return body + chr(V.mod11_2_check_char(body.encode()))
+
+
+def mobile(rng: random.Random) -> int:
+    """A Mainland mobile number as an integer (13812345678)."""
+    return int(f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}")
+
+
+RNG = random.Random(12)
+IDS = [resident_id(RNG) for _ in range(ROWS)]
+PHONES = [mobile(RNG) for _ in range(ROWS)]
+CLEAN_IDS = [f"S{i:05d}" for i in range(ROWS)]
+CLEAN_COUNTS = list(range(ROWS))
+DIAGNOSES = ["J45.0", "E11.9", "I10", "K21.0"] * (ROWS // 4)
+
+
+def patients(planted: bool = True) -> pa.Table:
+    """A small cohort table: IDs and phones (or clean stand-ins), a diagnosis, floats, dates."""
+    return pa.table(
+        {
+            "resident_id": IDS if planted else CLEAN_IDS,
+            "mobile": pa.array(PHONES if planted else CLEAN_COUNTS, pa.int64()),
+            "diagnosis": DIAGNOSES,
+            "weight_kg": [60.0 + i / 10 for i in range(ROWS)],
+            "visit": [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(ROWS)],
+            "fee": [decimal.Decimal("12.50")] * ROWS,
+        }
+    )
+
+
+# -- writers -------------------------------------------------------------------
+
+
+def parquet_bytes(table: pa.Table, **kw: object) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **kw)
+    return sink.getvalue()
+
+
+def arrow_file_bytes(table: pa.Table, **kw: object) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_file(sink, table.schema, **kw) as writer:
+        writer.write_table(table, max_chunksize=15)
+    return sink.getvalue()
+
+
+def arrow_stream_bytes(table: pa.Table, **kw: object) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema, **kw) as writer:
+        writer.write_table(table, max_chunksize=15)
+    return sink.getvalue()
+
+
+def feather_bytes(table: pa.Table, version: int = 2) -> bytes:
+    sink = io.BytesIO()
+    if version == 1:
+        table = table.drop_columns(["visit", "fee"])  # v1 predates these types in pyarrow's writer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Feather v1 is deprecated: still sent
+        feather.write_feather(table, sink, version=version)
+    return sink.getvalue()
+
+
+def orc_bytes(table: pa.Table, compression: str = "uncompressed") -> bytes:
+    sink = io.BytesIO()
+    orc.write_table(table, sink, compression=compression)
+    return sink.getvalue()
+
+
+AVRO_SCHEMA = {
+    "type": "record",
+    "name": "Patient",
+    "fields": [
+        {"name": "resident_id", "type": "string"},
+        {"name": "mobile", "type": "long"},
+        {"name": "diagnosis", "type": ["null", "string"]},
+        {"name": "weight_kg", "type": "double"},
+        {"name": "visit", "type": {"type": "int", "logicalType": "date"}},
+        {
+            "name": "fee",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2},
+        },
+        {
+            "name": "address",
+            "type": {
+                "type": "record",
+                "name": "Address",
+                "fields": [{"name": "city", "type": "string"}],
+            },
+        },
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+    ],
+}
+
+
+def avro_bytes(table: pa.Table, codec: str = "null") -> bytes:
+    records = [
+        {**row, "address": {"city": "Shenzhen"}, "tags": ["cohort", "a"]}
+        for row in table.to_pylist()
+    ]
+    sink = io.BytesIO()
+    fastavro.writer(sink, AVRO_SCHEMA, records, codec=codec, sync_interval=200)
+    return sink.getvalue()
+
+
+def sqlite_bytes(tmp_path: Path, table: pa.Table, *, encoding: str = "UTF-8") -> bytes:
+    path = tmp_path / f"cohort-{encoding}.db"
+    path.unlink(missing_ok=True)
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA encoding = '{encoding}'")
+    con.execute(
+        "CREATE TABLE patients (id INTEGER PRIMARY KEY, resident_id TEXT, mobile INTEGER,"
+        " diagnosis TEXT, weight_kg REAL, visit TEXT, fee TEXT)"
+    )
+    con.executemany(
+        "INSERT INTO patients (resident_id, mobile, diagnosis, weight_kg, visit, fee)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r["resident_id"],
+                r["mobile"],
+                r["diagnosis"],
+                r["weight_kg"],
+                str(r["visit"]),
+                str(r["fee"]),
+            )
+            for r in table.to_pylist()
+        ],
+    )
+    con.commit()
+    con.close()
+    return path.read_bytes()
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def rows_of(out: RecordingExtract, name: str = "table") -> list[list[str]]:
+    """The CSV rows of the member called ``name``."""
+    (member,) = [m for m in out.members if m.name == name]
+    assert member.content_type == "text/csv"
+    assert member.closed
+    return list(csv.reader(io.StringIO(member.text)))
+
+
+def labels(out: RecordingExtract) -> dict[str, int]:
+    """Findings per label when the reader's members are scanned by the real matcher."""
+    matcher = TextMatcher(DETECTORS, b"k" * 32, today=TODAY)
+    for member in out.members:
+        matcher.begin_member(member.content_type)
+        matcher.text(member.text.encode())
+        matcher.end_member()
+    return {label: stats.count for label, stats in matcher.result().labels.items()}
+
+
+def assert_planted(out: RecordingExtract, name: str = "table") -> None:
+    rows = rows_of(out, name)
+    header = rows[0]
+    assert "resident_id" in header
+    assert "mobile" in header
+    assert "diagnosis" in header
+    ids = {row[header.index("resident_id")] for row in rows[1:]}
+    phones = {row[header.index("mobile")] for row in rows[1:]}
+    assert ids == set(IDS)
+    assert phones == {str(p) for p in PHONES}
+    found = labels(out)
+    assert found.get("pii.cn_resident_id") == ROWS
+    assert found.get("pii.cn_phone") == ROWS
+    assert found.get("sensitive.health") == ROWS
+
+
+def assert_clean(out: RecordingExtract) -> None:
+    text = out.text
+    assert not re.search(r"\d{11}", text), "no identifier-shaped digit runs"
+    found = labels(out)
+    assert not {k for k in found if k.startswith("pii.")}
+
+
+# -- Parquet ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy", "zstd", "gzip"])
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_parquet_planted_and_clean(compression: str, dictionary: bool) -> None:
+    kw = {"compression": compression, "use_dictionary": dictionary}
+    out = read_random(T.read_parquet, parquet_bytes(patients(), **kw))
+    assert_planted(out)
+    assert out.numeric_values == ROWS  # weight_kg counted, not rendered
+    rows = rows_of(out)
+    assert "weight_kg" not in rows[0]
+    assert rows[1][rows[0].index("visit")] == "2025-01-01"
+    assert rows[1][rows[0].index("fee")] == "12.50"
+    assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False), **kw)))
+
+
+def test_parquet_nested_values_and_quoting() -> None:
+    table = pa.table(
+        {
+            "visit": [{"clinic": "Futian", "phone": PHONES[0]}, None],
+            "contacts": [[IDS[0], IDS[1]], []],
+            "notes": ['said "hello", left', "line\nbreak"],
+            "tags": pa.array([[("k", IDS[2])], None], pa.map_(pa.string(), pa.string())),
+            "when": [dt.datetime(2025, 3, 4, 5, 6, 7), None],
+            "ok": [True, False],
+        }
+    )
+    rows = rows_of(read_random(T.read_parquet, parquet_bytes(table)))
+    assert rows[0] == ["visit.clinic", "visit.phone", "contacts", "notes", "tags", "when", "ok"]
+    assert rows[1] == [
+        "Futian",
+        str(PHONES[0]),
+        f"{IDS[0]} {IDS[1]}",
+        'said "hello", left',
+        f"k {IDS[2]}",
+        "2025-03-04 05:06:07.000000",
+        "true",
+    ]
+    assert rows[2] == ["", "", "", "line\nbreak", "", "", "false"]
+
+
+def test_parquet_binary_cells_text_zip_and_opaque() -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ids.txt", "\n".join(IDS))
+    table = pa.table({"blob": [IDS[0].encode(), archive.getvalue(), None]})
+    out = read_random(T.read_parquet, parquet_bytes(table))
+    assert rows_of(out)[1] == [IDS[0]]
+    (nested,) = out.nested_members
+    assert bytes(nested.data) == archive.getvalue()
+    assert nested.closed
+    opaque = pa.table({"blob": [b"\x00\x00\x00\x03\x37\x48\xf0\xce"]})  # a packed int64
+    with pytest.raises(Unscannable, match="parquet: binary cells that are neither text nor a file"):
+        read_random(T.read_parquet, parquet_bytes(opaque))
+
+
+def test_nested_file_splits_the_table_member_and_repeats_its_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decoder reads one member at a time: after a nested file, rows go on under the header."""
+    monkeypatch.setattr(T, "_WRITE_CHUNK_CHARS", 1)
+    monkeypatch.setattr(T, "BATCH_ROWS", 2)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", "x")
+    blobs = [b"text"] * 6
+    blobs[3] = archive.getvalue()
+    table = pa.table({"diagnosis": DIAGNOSES[:6], "blob": blobs})
+    out = read_random(T.read_parquet, parquet_bytes(table))
+    members = [m for m in out.members if m.name == "table"]
+    assert len(members) == 2
+    rows = []
+    for member in members:
+        assert member.closed
+        lines = list(csv.reader(io.StringIO(member.text)))
+        assert lines[0] == ["diagnosis", "blob"]
+        rows += lines[1:]
+    assert [r[0] for r in rows] == DIAGNOSES[:6]
+    assert len(out.nested_members) == 1
+
+
+def test_parquet_encrypted_footer() -> None:
+    data = bytearray(parquet_bytes(patients()))
+    data[:4] = data[-4:] = b"PARE"
+    with pytest.raises(Unscannable, match="parquet: encrypted"):
+        read_random(T.read_parquet, bytes(data))
+
+
+def test_parquet_dictionary_bomb_is_unscannable() -> None:
+    """One 1 MiB value referenced by 5,000 rows: 5 GB of text from a file of a few KB."""
+    column = pa.DictionaryArray.from_arrays(
+        pa.array([0] * 5000, pa.int32()), pa.array(["x" * (1 << 20)])
+    )
+    data = parquet_bytes(pa.table({"s": column}), compression="zstd")
+    assert len(data) < 100_000
+    with pytest.raises(Unscannable, match="parquet: a row group over"):
+        read_random(T.read_parquet, data)
+
+
+def test_parquet_too_many_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T, "MAX_COLUMNS", 5)
+    with pytest.raises(Unscannable, match="parquet: more than 5 columns"):
+        read_random(T.read_parquet, parquet_bytes(patients()))
+
+
+def test_parquet_large_row_groups_read_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T, "MAX_BATCH_TEXT_BYTES", 4096)
+    table = pa.table({"id": [IDS[i % ROWS] for i in range(5000)], "n": list(range(5000))})
+    rows = rows_of(read_random(T.read_parquet, parquet_bytes(table, row_group_size=2500)))
+    assert len(rows) == 5001
+    assert rows[4999][0] == IDS[4998 % ROWS]
+
+
+# -- Arrow IPC, Feather, ORC -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", [None, "lz4", "zstd"])
+def test_arrow_file_planted_and_clean(compression: str | None) -> None:
+    options = ipc.IpcWriteOptions(compression=compression)
+    out = read_random(T.read_arrow_file, arrow_file_bytes(patients(), options=options))
+    assert_planted(out)
+    clean = arrow_file_bytes(patients(False), options=options)
+    assert_clean(read_random(T.read_arrow_file, clean))
+
+
+def test_arrow_ids_back_to_back_are_cells() -> None:
+    """Issue 12's leak: IDs stored with no separator in the values buffer read as one digit run."""
+    table = pa.table({"id_number": pa.array(IDS, pa.large_string())})
+    raw = arrow_file_bytes(table)
+    assert "".join(IDS[:3]).encode() in raw
+    out = read_random(T.read_arrow_file, raw)
+    assert [row[0] for row in rows_of(out)[1:]] == IDS
+    assert labels(out)["pii.cn_resident_id"] == ROWS
+
+
+def test_arrow_dictionary_columns() -> None:
+    table = pa.table({"diagnosis": pa.array(DIAGNOSES).dictionary_encode(), "id": IDS})
+    for data in (arrow_file_bytes(table), arrow_stream_bytes(table)):
+        fmt = identify(data)
+        assert fmt is not None
+        out = (
+            read_stream(T.ArrowStreamReader, data)
+            if fmt.stream
+            else read_random(T.read_arrow_file, data)
+        )
+        rows = rows_of(out)
+        assert [r[0] for r in rows[1:]] == DIAGNOSES
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7, 4096])
+def test_arrow_stream_planted_any_chunking(chunk: int) -> None:
+    data = arrow_stream_bytes(patients())
+    out = read_stream(T.ArrowStreamReader, data, chunk=chunk)
+    assert_planted(out)
+    assert out.members[0].text == read_stream(T.ArrowStreamReader, data).members[0].text
+
+
+def test_arrow_stream_clean_and_compressed() -> None:
+    options = ipc.IpcWriteOptions(compression="zstd")
+    assert_planted(
+        read_stream(T.ArrowStreamReader, arrow_stream_bytes(patients(), options=options))
+    )
+    assert_clean(read_stream(T.ArrowStreamReader, arrow_stream_bytes(patients(False))))
+
+
+def test_arrow_stream_truncated() -> None:
+    data = arrow_stream_bytes(patients())
+    with pytest.raises(Unscannable, match="arrow stream: truncated"):
+        read_stream(T.ArrowStreamReader, data[: len(data) // 2])
+    with pytest.raises(Unscannable, match="arrow stream: ended before its schema"):
+        read_stream(T.ArrowStreamReader, data[:6])
+
+
+def test_feather_v2_read_and_v1_refused() -> None:
+    assert_planted(read_random(T.read_arrow_file, feather_bytes(patients())))
+    v1 = feather_bytes(patients(), version=1)
+    fmt = identify(v1)
+    assert fmt is not None
+    assert fmt.name == "feather"
+    with pytest.raises(Unscannable, match="feather: legacy v1 file not read"):
+        read_random(T.read_feather_v1, v1)
+
+
+def test_orc_planted_and_clean() -> None:
+    assert_planted(read_random(T.read_orc, orc_bytes(patients())))
+    assert_clean(read_random(T.read_orc, orc_bytes(patients(False))))
+
+
+# -- Avro --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate", "bzip2", "xz"])
+def test_avro_planted_and_clean(codec: str) -> None:
+    out = read_stream(T.AvroReader, avro_bytes(patients(), codec))
+    assert_planted(out)
+    rows = rows_of(out)
+    assert rows[0] == ["resident_id", "mobile", "diagnosis", "visit", "fee", "address.city", "tags"]
+    assert rows[1][3:] == ["2025-01-01", "12.50", "Shenzhen", "cohort a"]
+    assert out.numeric_values == ROWS
+    assert_clean(read_stream(T.AvroReader, avro_bytes(patients(False), codec)))
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 1000])
+def test_avro_any_chunking(chunk: int) -> None:
+    data = avro_bytes(patients(), "deflate")
+    whole = read_stream(T.AvroReader, data)
+    assert read_stream(T.AvroReader, data, chunk=chunk).text == whole.text
+
+
+def test_avro_snappy_and_zstandard_blocks() -> None:
+    """Codecs fastavro writes only with optional libraries: the blocks are made here."""
+    block = b"some rendered bytes" * 10
+    assert T._avro_inflate("zstandard", zstandard.ZstdCompressor().compress(block)) == block
+    compressed = pa.Codec("snappy").compress(block, asbytes=True)
+    framed = compressed + zlib.crc32(block).to_bytes(4, "big")
+    assert T._avro_inflate("snappy", framed) == block
+    with pytest.raises(Unscannable):
+        T._avro_inflate("snappy", compressed + b"\0\0\0\0")
+
+
+def test_avro_deflate_bomb_and_truncation() -> None:
+    bomb = zlib.compressobj(9, 8, -15)
+    raw = bomb.compress(bytes(T.MAX_AVRO_BLOCK_BYTES + 10)) + bomb.flush()
+    with pytest.raises(Unscannable, match="avro: a block over"):
+        T._avro_inflate("deflate", raw)
+    data = avro_bytes(patients())
+    with pytest.raises(Unscannable, match="avro: truncated block"):
+        read_stream(T.AvroReader, data[:-5])
+    with pytest.raises(Unscannable, match="avro: truncated header"):
+        read_stream(T.AvroReader, data[:20])
+
+
+def test_avro_zero_size_array_items_refused() -> None:
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}],
+    }
+    sink = io.BytesIO()
+    fastavro.writer(sink, schema, [{"a": [None]}])
+    with pytest.raises(Unscannable, match="avro: arrays of zero-size items"):
+        read_stream(T.AvroReader, sink.getvalue())
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+def test_sqlite_planted_and_clean(tmp_path: Path) -> None:
+    out = read_random(T.read_sqlite, sqlite_bytes(tmp_path, patients()))
+    assert [m.name for m in out.members] == ["table sqlite_schema", "table patients"]
+    assert_planted(out, "table patients")
+    rows = rows_of(out, "table patients")
+    assert rows[0] == ["id", "resident_id", "mobile", "diagnosis", "weight_kg", "visit", "fee"]
+    assert rows[1][0] == "1"  # the INTEGER PRIMARY KEY is the rowid
+    # SQLite stores integral REAL values (60.0) as integers on disk: those render as digits
+    assert out.numeric_values == ROWS - ROWS // 10
+    assert_clean(read_random(T.read_sqlite, sqlite_bytes(tmp_path, patients(False))))
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
+def test_sqlite_utf16(tmp_path: Path, encoding: str) -> None:
+    out = read_random(T.read_sqlite, sqlite_bytes(tmp_path, patients(), encoding=encoding))
+    assert_planted(out, "table patients")
+
+
+def test_sqlite_overflow_without_rowid_blobs_and_rowids(tmp_path: Path) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", IDS[0])
+    path = tmp_path / "x.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (body TEXT, scan BLOB)")
+    long_text = ("filler " * 3000) + IDS[1]
+    con.execute("INSERT INTO notes VALUES (?, ?)", (long_text, archive.getvalue()))
+    con.execute("INSERT INTO notes (rowid, body) VALUES (?, 'x')", (PHONES[0],))
+    con.execute(
+        'CREATE TABLE "contact list" ("the id" TEXT, n INTEGER, v TEXT AS (n * 2) VIRTUAL,'
+        ' PRIMARY KEY (n, "the id")) WITHOUT ROWID'
+    )
+    con.executemany(
+        'INSERT INTO "contact list" ("the id", n) VALUES (?, ?)',
+        [(i, k) for k, i in enumerate(IDS)],
+    )
+    con.commit()
+    con.close()
+    out = read_random(T.read_sqlite, path.read_bytes())
+    notes = rows_of(out, "table notes")
+    assert notes[0] == ["rowid", "body", "scan"]
+    assert notes[1][1].endswith(IDS[1])
+    assert len(notes[1][1]) > 20_000  # stored across overflow pages
+    assert notes[2][:2] == [str(PHONES[0]), "x"]
+    assert bytes(out.nested_members[0].data) == archive.getvalue()
+    contacts = rows_of(out, "table contact list")
+    assert contacts[0] == ["n", "the id"]
+    assert sorted(r[1] for r in contacts[1:]) == sorted(IDS)
+
+
+def test_sqlite_page_cycle_is_unscannable(tmp_path: Path) -> None:
+    path = tmp_path / "cycle.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE a (x)")
+    con.execute("CREATE TABLE b (y)")
+    con.execute("INSERT INTO a VALUES (1)")
+    con.commit()
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute(
+        "UPDATE sqlite_schema SET rootpage ="
+        " (SELECT rootpage FROM sqlite_schema WHERE name = 'a') WHERE name = 'b'"
+    )
+    con.commit()
+    con.close()
+    with pytest.raises(Unscannable, match="sqlite: page referenced twice"):
+        read_random(T.read_sqlite, path.read_bytes())
+
+
+def test_sqlite_table_sql_parsing() -> None:
+    parsed = T._sqlite_table(
+        "CREATE TABLE t ( [a b] INTEGER PRIMARY KEY, `c` VARCHAR(10) DEFAULT 'x,y',"
+        " d CHECK (d > 0), e AS (d + 1) STORED, f AS (d * 2), CONSTRAINT k UNIQUE (c) )"
+    )
+    assert parsed is not None
+    assert parsed.names == ["a b", "c", "d", "e"]
+    assert parsed.alias == 0
+    desc = T._sqlite_table("CREATE TABLE t (a INTEGER PRIMARY KEY DESC, b)")
+    assert desc is not None
+    assert desc.names == ["rowid", "a", "b"]
+    assert desc.alias is None
+    assert T._sqlite_table("CREATE TABLE t AS SELECT 1") is None
+
+
+# -- registry, bounds, hostile input -------------------------------------------------------------
+
+
+def test_registry_sniffs_each_format(tmp_path: Path) -> None:
+    cases = {
+        "parquet": parquet_bytes(patients()),
+        "arrow": arrow_file_bytes(patients()),
+        "arrow-stream": arrow_stream_bytes(patients()),
+        "feather": feather_bytes(patients(), version=1),
+        "orc": orc_bytes(patients()),
+        "avro": avro_bytes(patients()),
+        "sqlite": sqlite_bytes(tmp_path, patients()),
+    }
+    types = {
+        "parquet": "application/vnd.apache.parquet",
+        "arrow": "application/vnd.apache.arrow.file",
+        "arrow-stream": "application/vnd.apache.arrow.stream",
+        "feather": "application/x-feather",
+        "orc": "application/vnd.apache.orc",
+        "avro": "application/avro",
+        "sqlite": "application/vnd.sqlite3",
+    }
+    for name, data in cases.items():
+        fmt = identify(data[:65536])
+        assert fmt is not None
+        assert fmt.name == name
+        assert fmt.media_type == types[name]
+    assert not T._sniff_arrow_stream(b"\xff\xff\xff\xff" + bytes(60))
+
+
+def test_render_ratio_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T, "RENDER_GRACE_CHARS", 100)
+    monkeypatch.setattr(T, "RENDER_RATIO", 1)
+    column = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array(["y" * 100]))
+    with pytest.raises(Unscannable, match="rendered text over 1:1"):
+        read_random(T.read_parquet, parquet_bytes(pa.table({"s": column})))
+
+
+def _reader(name: str) -> Callable[[bytes], RecordingExtract]:
+    if name == "arrow-stream":
+        return lambda data: read_stream(T.ArrowStreamReader, data, chunk=97)
+    if name == "avro":
+        return lambda data: read_stream(T.AvroReader, data, chunk=97)
+    fmt = {
+        "parquet": T.read_parquet,
+        "arrow": T.read_arrow_file,
+        "orc": T.read_orc,
+        "sqlite": T.read_sqlite,
+    }[name]
+    return lambda data: read_random(fmt, data)
+
+
+_SMALL = patients().slice(0, 6)
+
+
+def _sqlite_valid() -> bytes:
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE p (id INTEGER PRIMARY KEY, rid TEXT, note TEXT)")
+    con.executemany("INSERT INTO p (rid, note) VALUES (?, ?)", [(i, "n" * 700) for i in IDS[:8]])
+    con.commit()
+    data = con.serialize()
+    con.close()
+    return bytes(data)
+
+
+#: Valid files to mutate: name -> (format, bytes).
+_VALID: dict[str, tuple[str, bytes]] = {
+    "parquet": ("parquet", parquet_bytes(_SMALL, compression="snappy")),
+    "parquet-zstd": ("parquet", parquet_bytes(_SMALL, compression="zstd", use_dictionary=False)),
+    "arrow": ("arrow", arrow_file_bytes(_SMALL)),
+    "arrow-lz4": (
+        "arrow",
+        arrow_file_bytes(_SMALL, options=ipc.IpcWriteOptions(compression="lz4")),
+    ),
+    "arrow-stream": ("arrow-stream", arrow_stream_bytes(_SMALL)),
+    "orc": ("orc", orc_bytes(_SMALL)),
+    "orc-zlib": ("orc", orc_bytes(_SMALL, compression="zlib")),
+    "avro": ("avro", avro_bytes(_SMALL, "deflate")),
+    "sqlite": ("sqlite", _sqlite_valid()),
+}
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid file, then truncated, bit-flipped, or with 4 bytes overwritten (lying lengths)."""
+    name, valid = _VALID[draw(st.sampled_from(sorted(_VALID)))]
+    data = bytearray(valid)
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["truncate", "flip", "int"]))
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        if kind == "truncate":
+            del data[at:]
+        elif kind == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        else:
+            value = draw(st.sampled_from([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, len(data)]))
+            data[at : at + 4] = value.to_bytes(4, draw(st.sampled_from(["little", "big"])))
+    return name, bytes(data)
+
+
+@settings(
+    max_examples=max(150, settings().max_examples),  # the `deep` profile runs more
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(mutated())
+def test_mutated_files_are_read_or_unscannable(case: tuple[str, bytes]) -> None:
+    name, data = case
+    reason = ""
+    try:
+        _reader(name)(data)
+    except Unscannable as exc:
+        reason = exc.reason
+    assert reason == "" or reason.split(":")[0] in {
+        "parquet",
+        "arrow",
+        "arrow stream",
+        "orc",
+        "avro",
+        "sqlite",
+    }
