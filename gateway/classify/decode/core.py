@@ -161,6 +161,7 @@ class Context:
     __slots__ = (
         "attributes",
         "best",
+        "best_named",
         "best_size",
         "expanded",
         "layers",
@@ -189,6 +190,7 @@ class Context:
         self.reported: set[tuple[tuple[str, ...], str]] = set()
         self.best: ContentInfo | None = None
         self.best_size = -1
+        self.best_named = False
         self.attributes: dict[str, list[str]] = {}
         self.numeric = 0
         self.source: RandomAccess | None = None
@@ -222,10 +224,17 @@ class Context:
         self.sink.text(cs.fold_fullwidth(text.encode()))
         self.sink.end_member()
 
-    def member_done(self, info: ContentInfo, size: int) -> None:
-        """A member ended with ``size`` decoded bytes: the largest describes the input."""
-        if size > self.best_size:
-            self.best, self.best_size = info, size
+    def member_done(self, info: ContentInfo, size: int, *, names_container: bool = False) -> None:
+        """A member ended with ``size`` decoded bytes: the largest describes the input.
+
+        A member whose format names its container (``Format.names_container``:
+        the main part of an Office or OpenDocument package) describes the
+        input whatever its size; the first such member wins.
+        """
+        if self.best_named:
+            return
+        if names_container or size > self.best_size:
+            self.best, self.best_size, self.best_named = info, size, names_container
 
 
 class Refused:

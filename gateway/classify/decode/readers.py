@@ -431,7 +431,11 @@ class FormatLayer(Layer):
             self._close_child()
             if self._busy is not None:
                 raise self._busy
-        self._ctx.member_done(ContentInfo(self._fmt.media_type, None, self._layers), self._size)
+        self._ctx.member_done(
+            ContentInfo(self._fmt.media_type, None, self._layers),
+            self._size,
+            names_container=self._fmt.names_container,
+        )
         self._free()
 
 

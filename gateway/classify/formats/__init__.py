@@ -34,6 +34,10 @@ class Format:
         random: a random-access reader, or None (exactly one of the two is set).
         priority: larger wins when several sniffers match (a DICOM file whose
             preamble looks like a TIFF).
+        names_container: a member of this format names the archive it is in
+            (a ``.docx``'s ``word/document.xml``, an ``.odt``'s
+            ``content.xml``): ``ContentInfo.type`` is then its media type, not
+            that of the archive's largest member (a theme or a style sheet).
     """
 
     name: str
@@ -42,6 +46,7 @@ class Format:
     stream: Callable[[Extract], StreamReader] | None = None
     random: RandomReader | None = None
     priority: int = 0
+    names_container: bool = False
 
     def __post_init__(self) -> None:
         if (self.stream is None) == (self.random is None):

@@ -355,6 +355,10 @@ def parse_npy_header(text: str) -> tuple[np.dtype[Any], tuple[int, ...], bool]:
     Raises:
         Unscannable: not a valid header, or an object (pickled) array.
     """
+    if "\\" in text:
+        # NumPy writes no escapes; refusing them keeps the parser's escape
+        # warnings (a global, thread-unsafe setting to silence) out of the way.
+        raise Unscannable("npy: header with escape sequences")
     try:
         header = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
@@ -918,6 +922,13 @@ _READ_REQUEST: Final = struct.Struct("<QQ")
 _MAX_FRAME: Final = 64 << 20
 
 
+#: Highest descriptor number closed in a reader process (closerange stops
+#: there): the open-files hard limit, or a generous bound when unlimited.
+_MAX_FD = (
+    min(hard, 1 << 20) if (hard := resource.getrlimit(resource.RLIMIT_NOFILE)[1]) > 0 else 1 << 20
+)
+
+
 def isolated(
     reader: Callable[[RandomAccess, Extract], None], source: RandomAccess, out: Extract, fmt: str
 ) -> None:
@@ -946,6 +957,13 @@ def isolated(
         try:
             os.close(events_r)
             os.close(data_w)
+            # Every other inherited descriptor (client sockets, the listening
+            # socket, spool files) is closed at once: a socket the parent
+            # closes must not stay open here while the reader runs.
+            keep = sorted((events_w, data_r))
+            os.closerange(3, keep[0])
+            os.closerange(keep[0] + 1, keep[1])
+            os.closerange(keep[1] + 1, _MAX_FD)
             _child(reader, source.size, events_w, data_r, fmt)
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
             code = 1

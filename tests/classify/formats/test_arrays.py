@@ -481,3 +481,37 @@ def test_isolated_reader_failures_are_unscannable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(arrays, "ISOLATED_TIMEOUT_SECONDS", 0.5)
     with pytest.raises(Unscannable, match="took longer"):
         arrays.isolated(_spin, source, RecordingExtract(), "x")
+
+
+def _linger(source: object, out: object) -> None:
+    import time
+
+    time.sleep(3)
+
+
+def test_the_reader_process_holds_no_inherited_socket() -> None:
+    """A connection the gateway closes must close while a reader process runs."""
+    import socket
+    import threading
+    import time
+
+    ours, peer = socket.socketpair()
+    peer.settimeout(5)
+    done = threading.Event()
+
+    def run() -> None:
+        arrays.isolated(_linger, BytesAccess(b"data"), RecordingExtract(), "x")  # type: ignore[arg-type]
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        time.sleep(0.5)  # the reader process has forked with `ours` open
+        ours.close()
+        started = time.monotonic()
+        assert peer.recv(1) == b""  # end of stream: no other process holds `ours`
+        assert time.monotonic() - started < 2
+        assert not done.is_set()
+    finally:
+        worker.join()
+        peer.close()

@@ -41,7 +41,7 @@ from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
 from gateway.classify.formats.base import BytesAccess, Unscannable
-from gateway.classify.formats.documents import mail, office_xml, ole, pdf
+from gateway.classify.formats.documents import DOCX, mail, office_xml, ole, pdf
 from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
 from gateway.classify.matcher import TextMatcher
 
@@ -1002,8 +1002,21 @@ class TestScanner:
         assert unscannable == ()
 
     def test_docx_split_runs(self) -> None:
-        _, counts, _ = scan(split_runs_docx(RID, table_phone=PHONE), chunk=1000)
+        kind, counts, _ = scan(split_runs_docx(RID, table_phone=PHONE), chunk=1000)
         assert counts == {"pii.cn_resident_id": 1, "pii.cn_phone": 1}
+        # The package's main part names it, whatever part is largest (its theme).
+        assert kind == DOCX
+
+    def test_a_package_is_named_by_its_main_part(self) -> None:
+        """python-docx's default package holds 780 KB of styles and 1.6 KB of text:
+        the type is still the Word document's, not the largest part's (text/plain)."""
+        document = docx.Document()
+        document.add_paragraph(f"Patient {RID}")
+        buffer = io.BytesIO()
+        document.save(buffer)
+        kind, counts, _ = scan(buffer.getvalue())
+        assert kind == DOCX
+        assert counts == {"pii.cn_resident_id": 1}
 
     def test_legacy_files(self) -> None:
         assert scan(XLS)[:2] == ("application/vnd.ms-excel", {"pii.cn_phone": 1})

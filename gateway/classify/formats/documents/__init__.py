@@ -55,9 +55,33 @@ register(
     Format("ppt", "application/vnd.ms-powerpoint", ole.sniff_ppt, random=ole.read_ole, priority=1)
 )
 register(Format("ole", "application/x-ole-storage", ole.sniff_ole, random=ole.read_ole))
-register(Format("docx-part", DOCX, office_xml.sniff_word, stream=office_xml.make_xml_reader))
-register(Format("xlsx-part", XLSX, office_xml.sniff_sheet, stream=office_xml.make_xml_reader))
-register(Format("pptx-part", PPTX, office_xml.sniff_slide, stream=office_xml.make_xml_reader))
+register(
+    Format(
+        "docx-part",
+        DOCX,
+        office_xml.sniff_word,
+        stream=office_xml.make_xml_reader,
+        names_container=True,
+    )
+)
+register(
+    Format(
+        "xlsx-part",
+        XLSX,
+        office_xml.sniff_sheet,
+        stream=office_xml.make_xml_reader,
+        names_container=True,
+    )
+)
+register(
+    Format(
+        "pptx-part",
+        PPTX,
+        office_xml.sniff_slide,
+        stream=office_xml.make_xml_reader,
+        names_container=True,
+    )
+)
 register(
     Format(
         "ooxml-properties",
@@ -72,5 +96,13 @@ for _name, _kind, _type in (
     ("odp-part", "presentation", ODP),
     ("odf-part", "", "application/xml"),
 ):
-    register(Format(_name, _type, _odf(_kind), stream=office_xml.make_xml_reader))
+    register(
+        Format(
+            _name,
+            _type,
+            _odf(_kind),
+            stream=office_xml.make_xml_reader,
+            names_container=_kind != "",  # content.xml of a text, sheet or slides package
+        )
+    )
 register(Format("email", "message/rfc822", mail.sniff_email, stream=mail.make_email_reader))
