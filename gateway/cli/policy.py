@@ -194,6 +194,10 @@ def _print_explain(
     layers = " > ".join(content["layers"]) or "none"
     print(f"file:    {path} ({summary_json['bytes']} bytes, sha256 {summary_json['sha256']})")
     print(f"content: {content['type']} charset {content['charset']} layers {layers}")
+    attributes = content.get("attributes")
+    if attributes:
+        facts = "  ".join(f"{key}={value}" for key, value in sorted(attributes.items()))
+        print(f"attrs:   {facts}")
     labels = summary_json["labels"]
     assert isinstance(labels, dict)
     if labels:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from gateway.classify.attributes import UNKNOWN, attribute_values
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.labels import UNSCANNABLE
 from gateway.classify.summary import ScanSummary
@@ -34,6 +35,7 @@ from gateway.policy.model import (
     DEFAULT_LEDGER_DIRECTIONS,
     NO_LEGAL_BASIS,
     Action,
+    AttributeCondition,
     Direction,
     EncryptMode,
     Mode,
@@ -494,6 +496,10 @@ def compile_rule(
         content_globs = _Globs(when.content_type)
         preds.append(_content_type(content_globs))
         everything &= content_globs.matches_everything()
+    for key, condition in (when.attributes or {}).items():
+        attribute_preds, all_values = _attribute_predicates(key, condition)
+        preds.extend(attribute_preds)
+        everything &= all_values
     if when.size is not None:
         preds.append(_size(when.size))
         everything = False
@@ -522,6 +528,52 @@ def _content_type(globs: _Globs) -> Predicate:
         ok = globs(value)
         verb = "matches" if ok else "does not match"
         return ConditionResult("content_type", ok, f"content type {value!r} {verb} [{globs}]")
+
+    return check
+
+
+def _attribute_predicates(key: str, spec: AttributeCondition) -> tuple[list[Predicate], bool]:
+    """Predicates for one attribute's ``any``/``all``/``none``, and whether they hold always.
+
+    The values are ``ContentInfo.attributes[key]`` split at the separator, or
+    ``unknown`` alone when the content does not state the attribute. Only an
+    ``any`` with a ``*`` glob holds for every transfer.
+    """
+    out: list[Predicate] = []
+    always = True
+    for group, globs_spec in (("any", spec.any), ("all", spec.all), ("none", spec.none)):
+        if globs_spec is not None:
+            globs = [(glob, _Globs([glob])) for glob in globs_spec]
+            out.append(_attribute_group(key, group, globs))
+            always &= group == "any" and "*" in globs_spec
+    return out, always
+
+
+def _attribute_group(key: str, group: str, globs: list[tuple[str, _Globs]]) -> Predicate:
+    name = f"attributes.{key}.{group}"
+    listed = ", ".join(glob for glob, _ in globs)
+
+    def check(facts: _Facts) -> ConditionResult:
+        values = attribute_values(facts.summary.content.attributes, key)
+        hits = [glob for glob, match in globs if any(match(v) for v in values)]
+        if group == "any":
+            ok = bool(hits)
+        elif group == "all":
+            ok = len(hits) == len(globs)
+        else:
+            ok = not hits
+        if values == (UNKNOWN,) and key not in facts.summary.content.attributes:
+            shown = f"{key} not stated ({UNKNOWN})"
+        else:
+            shown = f"{key} " + ", ".join(repr(v) for v in values)
+        if not hits:
+            found = f"matches none of [{listed}]"
+        elif group == "all" and not ok:
+            missed = ", ".join(glob for glob, _ in globs if glob not in hits)
+            found = f"matches {', '.join(hits)}; nothing matches {missed}"
+        else:
+            found = f"matches {', '.join(hits)}"
+        return ConditionResult(name, ok, f"{shown}: {found}")
 
     return check
 

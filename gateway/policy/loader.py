@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.classify.attributes import VOCABULARY as ATTRIBUTE_VOCABULARY
 from gateway.classify.detectors import CustomDetector, DetectorError, DetectorSet
 from gateway.classify.labels import BUILTIN_LABELS, CUSTOM_PREFIX, is_known_label
 from gateway.classify.validators import REGISTRY as VALIDATORS
@@ -449,6 +450,21 @@ class _Checker:
                 for key in getattr(spec, measure) or {}:
                     at = origin.at("when", "categories", measure, key, key=True)
                     self.category(key, at, f"when.categories.{measure}")
+        for key, condition in (when.attributes or {}).items():
+            vocabulary = ATTRIBUTE_VOCABULARY.get(key)
+            if vocabulary is None:
+                self.error(
+                    origin.at("when", "attributes", key, key=True),
+                    f"when.attributes: unknown attribute {key!r} "
+                    f"(known: {', '.join(sorted(ATTRIBUTE_VOCABULARY))})",
+                )
+                continue
+            for group in ("any", "all", "none"):
+                for i, glob in enumerate(getattr(condition, group) or ()):
+                    at = self._item(origin, ("when", "attributes", key, group), i)
+                    self.attribute_value(
+                        key, glob, vocabulary, at, f"when.attributes.{key}.{group}"
+                    )
         for category in when.ledger or {}:
             at = origin.at("when", "ledger", category, key=True)
             if category not in LEDGER_CATEGORIES:
@@ -467,6 +483,27 @@ class _Checker:
         if doc_path in origin.doc.values:
             return origin.doc.values[doc_path]
         return origin.at(*path)
+
+    def attribute_value(
+        self, key: str, glob: str, vocabulary: frozenset[str], position: Position, where: str
+    ) -> None:
+        """A value (or glob) of an attribute condition must name a value readers report.
+
+        A misspelt value would silently never match, and in a ``none`` list
+        that lets through what the officer meant to stop.
+        """
+        regex = glob_to_regex(glob)
+        if any(regex.fullmatch(value) for value in vocabulary):
+            return
+        kind = "glob" if is_glob(glob) else "value"
+        folded = [v for v in vocabulary if v.casefold() == glob.casefold()]
+        hint = f" (did you mean {folded[0]!r}?)" if folded else ""
+        known = ", ".join(sorted(vocabulary))
+        self.error(
+            position,
+            f"{where}: {kind} {glob!r} matches no {key} the classifier reports{hint} "
+            f"(known: {known})",
+        )
 
     def category(self, name: str, position: Position, where: str) -> None:
         if name not in self.m.categories:

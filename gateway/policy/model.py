@@ -407,6 +407,32 @@ class PresenceCondition(_Model):
     distinct: dict[Glob, CountThreshold] | None = None
 
 
+class AttributeCondition(_Model):
+    """The values of one content attribute (``organism``), as globs.
+
+    ``any``: at least one value matches; ``all``: every glob matches a value;
+    ``none``: no value matches. An attribute the content does not state has
+    the one value ``unknown`` (:data:`gateway.classify.attributes.UNKNOWN`),
+    so "not stated" can be named: ``organism: {any: [Homo sapiens, unknown]}``.
+    """
+
+    any: Globs | None = None
+    all: Globs | None = None
+    none: Globs | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AttributeCondition:
+        if self.any is None and self.all is None and self.none is None:
+            raise ValueError("give 'any', 'all' and/or 'none', e.g. any: [Homo sapiens, unknown]")
+        return self
+
+
+def _attributes(value: object) -> object:
+    if isinstance(value, dict) and not value:
+        raise ValueError("an empty mapping matches everything; remove the key instead")
+    return value
+
+
 class LedgerCondition(_Model):
     """An organisation's distinct subjects this calendar year in one category.
 
@@ -466,6 +492,7 @@ class When(_Model):
     subjects: CountThreshold | None = None
     ledger: dict[str, LedgerCondition] | None = None
     content_type: Globs | None = None
+    attributes: Annotated[dict[str, AttributeCondition] | None, BeforeValidator(_attributes)] = None
     size: SizeThreshold | None = None
     unscannable: bool | None = None
 

@@ -109,6 +109,51 @@ def test_explain_prints_the_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert "chen.wei" not in out
 
 
+def test_explain_shows_content_attributes_and_their_conditions(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A bacterial VCF: the attributes, and the HGR rules' organism condition not holding."""
+    vcf = tmp_path / "ecoli.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n"
+        "##contig=<ID=NC_000913.3,length=4641652,assembly=ASM584v2>\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "NC_000913.3\t336\t.\tC\tT\t50\tPASS\t.\n"
+    )
+    argv = ["explain", str(vcf), "--route", "sz-lab", "--sender", "demo-sz-genomics"]
+    code, out, _ = run(capsys, *argv, "--policy", str(SHIPPED))
+    assert code == 0
+    assert "content: text/x-vcf charset utf-8 layers none\n" in out
+    assert "attrs:   assembly=ASM584v2  organism=Escherichia coli\n" in out
+    assert (
+        "- attributes.organism.any: organism 'Escherichia coli': matches none of "
+        "[Homo sapiens, unknown, other]"
+    ) in out
+    code, out, _ = run(capsys, *argv, "--policy", str(SHIPPED), "--json")
+    result = json.loads(out)
+    assert result["summary"]["content"]["attributes"] == {
+        "assembly": "ASM584v2",
+        "organism": "Escherichia coli",
+    }
+    hgr = next(t for t in result["decision"]["trace"] if t["rule"] == "hgr-export-block")
+    assert hgr["conditions"][-1] == {
+        "condition": "attributes.organism.any",
+        "ok": False,
+        "detail": "organism 'Escherichia coli': matches none of [Homo sapiens, unknown, other]",
+    }
+
+
+def test_explain_without_attributes_prints_no_attrs_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["explain", str(SAMPLES / "clean.csv"), "--route", "sz-lab"]
+    code, out, _ = run(capsys, *argv, "--sender", "demo-hk-research", "--policy", str(SHIPPED))
+    assert code == 0
+    assert "attrs:" not in out
+    # A CSV states no organism: to the HGR rules it is 'unknown' (their labels condition fails).
+    assert "+ attributes.organism.any: organism not stated (unknown): matches unknown" in out
+
+
 def test_explain_json_and_ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     policy = tmp_path / "p"
     policy.mkdir()

@@ -35,6 +35,7 @@ def make_summary(
     content_type: str = "text/plain",
     unscannable: tuple[str, ...] = (),
     digests: Mapping[str, frozenset[bytes]] | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> ScanSummary:
     """A scan summary with ``{label: (count, distinct)}``; digests default to distinct fakes."""
     stats = {label: LabelStats(c, d) for label, (c, d) in (labels or {}).items()}
@@ -47,7 +48,7 @@ def make_summary(
     return ScanSummary(
         size=size,
         sha256="0" * 64,
-        content=ContentInfo(content_type, "utf-8"),
+        content=ContentInfo(content_type, "utf-8", attributes=dict(attributes or {})),
         labels=stats,
         subjects=subjects,
         unscannable=unscannable,

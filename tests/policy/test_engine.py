@@ -310,6 +310,88 @@ def test_evaluation_is_pure_and_repeatable(write_policy: WritePolicy) -> None:
     assert policy.evaluate(ctx, summary) == policy.evaluate(ctx, summary)
 
 
+def test_attribute_conditions_any_all_none_and_unknown(write_policy: WritePolicy) -> None:
+    policy = policy_with(
+        write_policy,
+        """
+  - id: human
+    action: block
+    reason: h
+    when: {attributes: {organism: {any: [Homo sapiens, unknown]}}}
+  - id: mixed
+    action: review
+    reason: m
+    when: {attributes: {organism: {all: ["Escherichia *", Staphylococcus aureus]}}}
+  - id: bacterial
+    action: allow
+    reason: a
+    when: {attributes: {organism: {none: [Mus musculus]}, assembly: {any: ["ASM*"]}}}
+""",
+    )
+
+    def rule(**attributes: str) -> str:
+        return str(decide(policy, attributes=attributes).rule)
+
+    assert rule() == "human"  # not stated: the one value 'unknown'
+    assert rule(organism="unknown") == "human"  # stated as unknown by the classifier
+    assert rule(organism="Homo sapiens", assembly="GRCh38") == "human"
+    assert rule(organism="Escherichia coli; unknown", assembly="ASM584v2") == "human"
+    assert rule(organism="Escherichia coli; Staphylococcus aureus") == "mixed"
+    assert rule(organism="Escherichia coli") == "default"  # 'all' needs both globs
+    assert rule(organism="Escherichia coli", assembly="ASM584v2") == "bacterial"
+    assert rule(organism="Escherichia coli; Mus musculus", assembly="ASM584v2") == "default"
+    assert rule(organism="Homo Sapiens") == "default"  # exact, case included
+
+
+def test_attribute_condition_trace(write_policy: WritePolicy) -> None:
+    policy = policy_with(
+        write_policy,
+        """
+  - id: r
+    action: block
+    reason: r
+    when:
+      attributes:
+        organism: {any: [Homo sapiens, unknown], none: [other], all: ["*", unknown]}
+""",
+    )
+    stated = decide(policy, attributes={"organism": "Escherichia coli; unknown"})
+    assert [(c.condition, c.ok, c.detail) for c in stated.trace[0].conditions] == [
+        (
+            "attributes.organism.any",
+            True,
+            "organism 'Escherichia coli', 'unknown': matches unknown",
+        ),
+        (
+            "attributes.organism.all",
+            True,
+            "organism 'Escherichia coli', 'unknown': matches *, unknown",
+        ),
+        (
+            "attributes.organism.none",
+            True,
+            "organism 'Escherichia coli', 'unknown': matches none of [other]",
+        ),
+    ]
+    assert stated.rule == "r"
+    absent = decide(policy)
+    assert absent.trace[0].conditions[0].detail == (
+        "organism not stated (unknown): matches unknown"
+    )
+    other = decide(policy, attributes={"organism": "other"})
+    assert [(c.ok, c.detail) for c in other.trace[0].conditions] == [
+        (False, "organism 'other': matches none of [Homo sapiens, unknown]"),
+        (False, "organism 'other': matches *; nothing matches unknown"),
+        (False, "organism 'other': matches other"),
+    ]
+    assert other.rule == "default"
+    assert json.loads(json.dumps(other.to_json()))["trace"][0]["conditions"][0] == {
+        "condition": "attributes.organism.any",
+        "ok": False,
+        "detail": "organism 'other': matches none of [Homo sapiens, unknown]",
+    }
+
+
 # --- properties over the shipped policy: first match wins, shadow never decides
 
 
@@ -347,14 +429,19 @@ _SENDERS = st.builds(
     route=_ROUTES,
     sender=_SENDERS,
     current=st.tuples(st.integers(0, 2 * 10**6), st.integers(0, 2 * 10**6)),
+    organism=st.sampled_from(
+        [None, "Homo sapiens", "Escherichia coli", "Escherichia coli; unknown"]
+    ),
 )
 def test_decision_is_the_first_matching_enforced_rule(
     labels: dict[str, tuple[int, int]],
     route: Route,
     sender: Sender,
     current: tuple[int, int],
+    organism: str | None,
 ) -> None:
-    summary = make_summary(labels, size=1000)
+    attributes = {} if organism is None else {"organism": organism}
+    summary = make_summary(labels, size=1000, attributes=attributes)
     digests = _shipped().ledger_digests(summary)
     counts = {
         c: LedgerCount(n, n + len(digests[c]))

@@ -395,3 +395,156 @@ def test_ledger_directions_section(write_policy: WritePolicy) -> None:
     assert str(error).endswith(
         "a.yaml:2:24: ledger.directions[1]: expected 'hk->sz' or 'sz->hk', got 'up'"
     )
+
+
+# --- content attribute conditions (`attributes: {organism: {any/all/none: [...]}}`)
+
+ATTRIBUTE_RULE = (
+    ROUTES
+    + """\
+rules:
+  - id: hgr
+    action: block
+    reason: r
+    when:
+      labels: {any: [sensitive.genetic]}
+      attributes:
+        organism: {any: [Homo sapiens, unknown, other]}
+        assembly: {none: ["GRCm*"]}
+"""
+)
+
+
+def test_attribute_condition_loads_and_is_part_of_the_version(write_policy: WritePolicy) -> None:
+    policy = load_policy(write_policy({"p.yaml": ATTRIBUTE_RULE}))
+    (rule,) = policy.rules
+    assert not rule.catch_all
+    (trace,) = policy.evaluate(policy.context("out", "alice"), make_summary()).trace
+    assert [c.condition for c in trace.conditions] == [
+        "labels.any",
+        "attributes.organism.any",
+        "attributes.assembly.none",
+    ]
+    # Flow style and a scalar for a one-element list mean the same: same version.
+    same = ATTRIBUTE_RULE.replace(
+        "        organism: {any: [Homo sapiens, unknown, other]}\n"
+        '        assembly: {none: ["GRCm*"]}\n',
+        "        assembly:\n          none: GRCm*\n"
+        "        organism: {any: [Homo sapiens, unknown, other]}\n",
+    )
+    assert load_policy(write_policy({"p.yaml": same})).version == policy.version
+    fewer = ATTRIBUTE_RULE.replace(", other]", "]")
+    assert load_policy(write_policy({"p.yaml": fewer})).version != policy.version
+    without = ATTRIBUTE_RULE.split("      attributes:")[0]
+    assert load_policy(write_policy({"p.yaml": without})).version != policy.version
+
+
+def test_attribute_condition_errors_are_located(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "p.yaml": ROUTES
+            + """\
+rules:
+  - id: r1
+    action: block
+    reason: r
+    when:
+      attributes:
+        organsim: {any: [Homo sapiens]}
+        organism: {none: [Homo Sapiens, E. coli, "Mycobacterium*"], all: ["*virus*"]}
+        assembly: {any: [hg38]}
+  - id: r2
+    action: block
+    reason: r
+    when:
+      attributes: {organism: {}}
+  - id: r3
+    action: block
+    reason: r
+    when:
+      attributes: {organism: {some: [x]}, assembly: {any: ["GRCh[38]"]}}
+  - id: r4
+    action: block
+    reason: r
+    when:
+      attributes: {}
+"""
+        }
+    )
+    p = directory / "p.yaml"
+    quoted_glob = '"GRCh[38]'  # the errors point at the opening quote
+    quoted_virus = '"*virus*'
+    messages = errors_of(directory)
+    # Schema errors come first (the whole-set checks need a valid file).
+    assert messages == [
+        f"{at(p, '{}}')}: rules[1].when.attributes.organism: give 'any', 'all' and/or 'none', "
+        "e.g. any: [Homo sapiens, unknown]",
+        f"{at(p, 'some')}: rules[2].when.attributes.organism.some: unknown key 'some' "
+        "(expected one of: any, all, none)",
+        f"{at(p, quoted_glob)}: rules[2].when.attributes.assembly.any[0]: bad glob 'GRCh[38]': "
+        "only '*' and '?' are wildcards ('[]' not allowed)",
+        f"{at(p, '{}', 1)}: rules[3].when.attributes: an empty mapping matches everything; "
+        "remove the key instead",
+    ]
+    text = p.read_text().split("  - id: r2")[0]
+    p.write_text(text)
+    messages = errors_of(directory)
+    known_assemblies = (
+        "ASM584v2, ASM985889v3, BDGP6, GRCh37, GRCh38, GRCm38, GRCm39, GRCz11, NCBI36, R64, "
+        "T2T-CHM13, TAIR10, WBcel235, mRatBN7.2, unknown"
+    )
+    assert messages[0] == (
+        f"{at(p, 'organsim')}: when.attributes: unknown attribute 'organsim' "
+        "(known: assembly, organism)"
+    )
+    assert messages[1].startswith(
+        f"{at(p, 'Homo Sapiens')}: when.attributes.organism.none: value 'Homo Sapiens' matches "
+        "no organism the classifier reports (did you mean 'Homo sapiens'?) (known: "
+    )
+    assert "Escherichia coli, Gallus gallus, Homo sapiens" in messages[1]
+    assert messages[2].startswith(
+        f"{at(p, 'E. coli')}: when.attributes.organism.none: value 'E. coli' matches no organism"
+    )
+    assert messages[3].startswith(
+        f"{at(p, quoted_virus)}: when.attributes.organism.all: glob '*virus*' matches no organism"
+    )
+    assert messages[4] == (
+        f"{at(p, 'hg38')}: when.attributes.assembly.any: value 'hg38' matches no assembly the "
+        f"classifier reports (known: {known_assemblies})"
+    )
+    assert len(messages) == 5  # "Mycobacterium*" names a reported organism: fine
+
+
+def test_attribute_any_star_matches_every_transfer(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {
+            "p.yaml": ROUTES
+            + "rules:\n"
+            + "  - id: all\n    action: allow\n    reason: a\n"
+            + "    when: {attributes: {organism: {any: '*'}}}\n"
+            + "  - {id: late, action: block, reason: l}\n"
+        }
+    )
+    (message,) = errors_of(directory)
+    assert "rule 'late' is unreachable: rule 'all'" in message
+    narrower = write_policy(
+        {
+            "p.yaml": ROUTES
+            + "rules:\n"
+            + "  - id: some\n    action: allow\n    reason: a\n"
+            + "    when: {attributes: {organism: {any: '*', none: [unknown]}}}\n"
+            + "  - {id: late, action: block, reason: l}\n"
+        }
+    )
+    assert [r.id for r in load_policy(narrower).rules] == ["some", "late"]
+
+
+def test_docs_list_exactly_the_attribute_values_policies_accept() -> None:
+    """docs/policies.md 3.4 is what officers read: its table must be the vocabulary."""
+    from gateway.classify.attributes import VOCABULARY
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
+    for key, values in VOCABULARY.items():
+        (row,) = [line for line in docs.splitlines() if line.startswith(f"| `{key}` |")]
+        listed = set(re.findall(r"`([^`]+)`", row.split("|")[2]))
+        assert listed == set(values), key

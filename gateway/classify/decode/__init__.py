@@ -15,6 +15,8 @@ The package, one purpose per module:
   shares;
 * :mod:`.sniffer`: what each stream is, decided on its first bytes;
 * :mod:`.text`: text members and their media type (CSV, FASTA, VCF …);
+* :mod:`.genomic`: the organism and assembly a text SAM/VCF/FASTA member's
+  headers name (``ContentInfo.attributes``);
 * :mod:`.layers`, :mod:`.compress`, :mod:`.archives`: the container layers
   (gzip, zstd, bz2, xz; zip, tar);
 * :mod:`.readers`: format readers inside the decoder (streaming, buffered

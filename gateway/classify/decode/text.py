@@ -13,6 +13,7 @@ import re
 from typing import Final
 
 from gateway.classify import charset as cs
+from gateway.classify.decode import genomic
 from gateway.classify.decode.core import Context
 from gateway.classify.summary import ContentInfo
 
@@ -127,10 +128,36 @@ def sniff_text_type(text: bytes, complete: bool) -> str:
     return TEXT_PLAIN
 
 
-class TextMember:
-    """A text member: normalised to UTF-8 and passed to the sink."""
+def _organism_evidence(media_type: str) -> genomic.Evidence | None:
+    """What reads a genomic member's organism from its headers (:mod:`.genomic`)."""
+    if media_type == TEXT_SAM:
+        return genomic.HeaderEvidence(b"@", b"@")
+    if media_type == TEXT_VCF:
+        return genomic.HeaderEvidence(b"#", b"##")
+    if media_type == TEXT_FASTA:
+        return genomic.FastaEvidence()
+    if media_type == TEXT_FASTQ:
+        return genomic.NoEvidence()
+    return None
 
-    __slots__ = ("_charset", "_ctx", "_layers", "_normaliser", "_size", "_text", "_type")
+
+class TextMember:
+    """A text member: normalised to UTF-8 and passed to the sink.
+
+    A SAM, VCF, FASTA or FASTQ member also reports its ``organism`` and
+    ``assembly`` attributes from its header lines (:mod:`.genomic`).
+    """
+
+    __slots__ = (
+        "_charset",
+        "_ctx",
+        "_evidence",
+        "_layers",
+        "_normaliser",
+        "_size",
+        "_text",
+        "_type",
+    )
 
     def __init__(
         self,
@@ -148,9 +175,12 @@ class TextMember:
         self._type = sniff_text_type(head, complete)
         self._text = ctx.sink.text
         self._size = len(head)
+        self._evidence = _organism_evidence(self._type)
         ctx.sink.begin_member(self._type)
         if head:
             self._text(head)
+            if self._evidence is not None:
+                self._evidence.feed(head)
 
     def feed(self, data: bytes) -> None:
         """Normalise the member's next bytes and pass them to the sink."""
@@ -158,12 +188,21 @@ class TextMember:
         if out:
             self._size += len(out)
             self._text(out)
+            evidence = self._evidence
+            if evidence is not None and not evidence.done:
+                evidence.feed(out)
 
     def close(self) -> None:
         """End the member: what the normaliser held back, then the sink's end."""
         out = self._normaliser.flush()
+        evidence = self._evidence
         if out:
             self._size += len(out)
             self._text(out)
+            if evidence is not None and not evidence.done:
+                evidence.feed(out)
         self._ctx.sink.end_member()
+        if evidence is not None:
+            evidence.close()
+            genomic.report(self._ctx, evidence.result())
         self._ctx.member_done(ContentInfo(self._type, self._charset, self._layers), self._size)

@@ -914,6 +914,29 @@ ISOLATED_TIMEOUT_SECONDS: Final = 300.0
 #: cache, one rendering step and the library's own allocations fit in a few
 #: hundred MiB; a lying length asks for gigabytes and fails here instead.
 ISOLATED_MAX_MEMORY: Final = 1 << 30
+#: CPU seconds a reader process may use: a base for opening the file, plus one
+#: second per this many bytes of it (gzip-compressed HDF5 decodes at ~10 MB/s
+#: here, measured; half that allows for slower hosts). libhdf5 was seen
+#: spinning forever on a mutated 8 KB netCDF file.
+ISOLATED_CPU_SECONDS: Final = 20.0
+ISOLATED_CPU_BYTES_PER_SECOND: Final = 5_000_000
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this reader process when the gateway dies (Linux).
+
+    Without it a reader spinning on a hostile file outlives a crashed or
+    killed gateway, reparented to init.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 #: Bytes the reader process asks for per read (it keeps one window of them).
 _ISOLATED_WINDOW: Final = 64 << 10
 _FRAME: Final = struct.Struct("<cI")
@@ -949,6 +972,7 @@ def isolated(
     if not hasattr(os, "fork"):
         reader(source, out)
         return
+    size = source.size  # before the fork: the child closes the source's descriptors
     events_r, events_w = os.pipe()
     data_r, data_w = os.pipe()
     pid = os.fork()
@@ -964,7 +988,7 @@ def isolated(
             os.closerange(3, keep[0])
             os.closerange(keep[0] + 1, keep[1])
             os.closerange(keep[1] + 1, _MAX_FD)
-            _child(reader, source.size, events_w, data_r, fmt)
+            _child(reader, size, events_w, data_r, fmt)
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
             code = 1
         finally:
@@ -991,6 +1015,12 @@ def _child(
 ) -> None:
     """The reader process: limit itself, read through the pipes, report, exit."""
     faulthandler.disable()  # a crash here is reported by the parent, not dumped to stderr
+    _die_with_parent()
+    with contextlib.suppress(OSError, ValueError):
+        # A library spinning on a hostile file is stopped by its CPU time, not
+        # only the parent's wall clock (which a loaded host stretches).
+        cpu = int(ISOLATED_CPU_SECONDS + size / ISOLATED_CPU_BYTES_PER_SECOND)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         pages = int(open("/proc/self/statm").read().split()[0])  # noqa: SIM115

@@ -1105,3 +1105,92 @@ class TestMutations:
         ):
             sniff(ole.OLE_MAGIC + data)
             sniff(data)
+
+
+def _flate_bomb_pdf(decoy: bytes) -> bytes:
+    """One page whose content stream inflates to 80 MiB, its dictionary carrying ``decoy``."""
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(b"BT /F1 12 Tf 72 700 Td (hello) Tj ET\n")]
+    block = b" " * (1 << 20)
+    parts += [compressor.compress(block) for _ in range(80)]
+    data = b"".join(parts) + compressor.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode %s >>\nstream\n" % (len(data), decoy)
+        + data
+        + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "decoy",
+    [
+        b"",
+        b"/Note (/Subtype /Image)",
+        b"/Extra << /Subtype /Image >>",
+        b"/List [/Subtype /Image]",
+        b"/Note (a \\) /Subtype /Image)",
+    ],
+)
+def test_a_content_stream_disguised_as_an_image_is_still_measured(decoy: bytes) -> None:
+    """``/Subtype /Image`` counts only as the stream dictionary's own key: a Flate
+    bomb whose dictionary mentions it elsewhere is measured and refused."""
+    with pytest.raises(Unscannable, match="decodes past"):
+        read_random(pdf.read_pdf, _flate_bomb_pdf(decoy))
+
+
+def _padded_docx(padding: bytes) -> bytes:
+    """A python-docx document whose ``word/document.xml`` prolog is padded after its declaration."""
+    document = docx.Document()
+    paragraph = document.add_paragraph()
+    paragraph.add_run(RID[:9])
+    paragraph.add_run(RID[9:]).bold = True  # the ID split across two runs, as Word does
+    original = io.BytesIO()
+    document.save(original)
+    rebuilt = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(original.getvalue())) as source,
+        zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "word/document.xml":
+                declaration, _, rest = data.partition(b"?>")
+                data = declaration + b"?>" + padding + rest
+            target.writestr(item, data)
+    return rebuilt.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("padding", "found"),
+    [
+        (b" " * 40_000, True),
+        (b"<!--" + b"x" * 40_000 + b"-->", True),
+        (b" " * 100_000, False),
+        (b"<!--" + b"x" * 100_000 + b"-->", False),
+    ],
+    ids=["40k-spaces", "40k-comment", "100k-spaces", "100k-comment"],
+)
+def test_a_padded_prolog_does_not_hide_a_word_part(padding: bytes, found: bool) -> None:
+    """The part is read when its root is within the sniffed prefix, unscannable past it."""
+    _, counts, unscannable = scan(_padded_docx(padding))
+    if found:
+        assert counts == {"pii.cn_resident_id": 1}
+    else:
+        assert "xml: root element beyond the first 64 KiB" in " ".join(unscannable)
+        assert counts.get("content.unscannable") == 1

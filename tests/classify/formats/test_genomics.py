@@ -581,3 +581,30 @@ def test_mutations_never_crash(files: dict[str, bytes], name: str, data: st.Data
     if name in ("bam", "bcf") and data.draw(st.booleans()):
         original = gzip.decompress(original)  # mutate the records, not only the BGZF framing
     ok_or_unscannable(_READERS[name], mutate(original, data), data.draw(st.sampled_from([0, 61])))
+
+
+def test_header_naming_no_organism_reports_unknown() -> None:
+    """``organism: unknown`` rather than nothing, so it shows beside a named organism."""
+    bam = read(BamReader, _bam_header("@HD\tVN:1.6\n"))
+    assert bam.attributes == {"organism": "unknown"}
+    bcf = read(BcfReader, _bcf(_VCF_HEADER))
+    assert bcf.attributes == {"organism": "unknown"}
+    named = read(BamReader, _bam_header("", (("chr1", 248956422),)))
+    assert named.attributes == {"organism": "Homo sapiens", "assembly": "GRCh38"}
+
+
+def test_attribute_vocabulary_covers_what_readers_report() -> None:
+    """Every value the rules can produce is in the vocabulary policies are checked against."""
+    from gateway.classify.attributes import VOCABULARY
+
+    samples = [
+        "@SQ\tSN:chr1\tLN:248956422",
+        "@SQ\tSN:c\tLN:5\tSP:Some unknown beetle",
+        "@CO\ttaxid:2697049 rn7 TAIR10 dm6",
+        '##contig=<ID=x,assembly=mm10,species="zebrafish">',
+    ]
+    for line in samples:
+        evidence = OrganismEvidence()
+        evidence.add_line(line)
+        for key, value in evidence.result().items():
+            assert value in VOCABULARY[key], (key, value)

@@ -106,3 +106,12 @@ for _name, _kind, _type in (
         )
     )
 register(Format("email", "message/rfc822", mail.sniff_email, stream=mail.make_email_reader))
+register(
+    Format(
+        "xml-late-root",
+        "application/xml",
+        office_xml.sniff_late_root,
+        stream=office_xml.LateRootReader,
+        priority=-1,  # after every reader that recognises its root
+    )
+)

@@ -56,9 +56,10 @@ MAX_COLUMNS: Final = 16_384
 MAX_REPEATED_CELLS: Final = 1 << 20
 #: Characters buffered before they are written to the member.
 _FLUSH_CHARS: Final = 64 << 10
-#: Bytes of a part's start searched for its root element. Word's root tag
-#: declares ~30 namespaces (~3 KB); the rest is slack.
-_ROOT_SCAN_BYTES: Final = 32 << 10
+#: Bytes of a part's start searched for its root element: the whole sniff
+#: prefix. Word's root tag declares ~30 namespaces (~3 KB); a part whose root
+#: lies further (a padded prolog) is unscannable (:func:`sniff_late_root`).
+_ROOT_SCAN_BYTES: Final = 64 << 10
 #: Runs of spaces rendered for one ``<text:s text:c="n"/>``.
 _MAX_SPACES: Final = 16
 
@@ -131,6 +132,41 @@ def root_element(prefix: bytes) -> tuple[str, str, str] | None:
     found = _root_element(prefix)
     _LAST_ROOT.entry = (prefix, found)
     return found
+
+
+#: What an XML document may start with before its root element.
+_XML_START: Final = (b"<?xml", b"<!--", b"<!DOCTYPE", b"<?")
+
+
+def sniff_late_root(prefix: bytes) -> bool:
+    """True for XML whose root element is not within the sniffed prefix.
+
+    A prolog padded past the prefix (40 KB of whitespace or a comment before
+    ``<w:document>``) would otherwise keep a Word part from its reader, and
+    raw markup splits identifiers across runs: such a part is unscannable.
+    A complete short document without a root is not XML and is left alone.
+    """
+    if len(prefix) < _ROOT_SCAN_BYTES:
+        return False
+    head = prefix.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if not head.startswith(_XML_START) and not prefix.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    return root_element(prefix) is None
+
+
+class LateRootReader:
+    """The reader of :func:`sniff_late_root` parts: unscannable at once."""
+
+    def __init__(self, out: Extract) -> None:
+        self._out = out
+
+    def feed(self, data: bytes) -> None:
+        """Refuse the part."""
+        raise Unscannable("xml: root element beyond the first 64 KiB")
+
+    def finish(self) -> None:
+        """Refuse the part."""
+        raise Unscannable("xml: root element beyond the first 64 KiB")
 
 
 class _LastRoot:

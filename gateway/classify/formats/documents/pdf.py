@@ -251,6 +251,47 @@ def _measure_ascii(source: RandomAccess, start: int, name: bytes, budget: _Budge
     return start + 1
 
 
+def _top_level(dictionary: bytes) -> bytes:
+    """The bytes of a stream dictionary at its own level: no string, no nested dictionary.
+
+    ``/Subtype /Image`` counts only as the dictionary's own key: written inside
+    a string (``/Note (/Subtype /Image)``) or a nested dictionary it would let
+    a content stream pass as an image, and PDFium would inflate it unmeasured.
+    """
+    kept = bytearray()
+    depth = 0  # dictionary nesting: 1 is the stream dictionary itself
+    parens = 0  # literal string nesting (PDF 32000-1 §7.3.4.2: balanced parentheses)
+    brackets = 0  # array nesting
+    i, n = 0, len(dictionary)
+    while i < n:
+        c = dictionary[i]
+        if parens:
+            if c == 0x5C:  # backslash escapes the next byte
+                i += 2
+                continue
+            parens += {0x28: 1, 0x29: -1}.get(c, 0)
+        elif c == 0x28:
+            parens = 1
+        elif dictionary.startswith(b"<<", i):
+            depth += 1
+            i += 2
+            continue
+        elif dictionary.startswith(b">>", i):
+            depth -= 1
+            i += 2
+            continue
+        elif c == 0x3C:  # a hex string <...>
+            end = dictionary.find(b">", i)
+            i = n if end < 0 else end + 1
+            continue
+        elif c in (0x5B, 0x5D):  # an array: its names are values, not keys
+            brackets = max(0, brackets + (1 if c == 0x5B else -1))
+        elif depth <= 1 and not brackets:
+            kept.append(c)
+        i += 1
+    return bytes(kept)
+
+
 def check_streams(source: RandomAccess) -> None:
     """Refuse a PDF whose streams would make PDFium decode without bound.
 
@@ -274,7 +315,7 @@ def check_streams(source: RandomAccess) -> None:
             continue
         start = base + found.end()
         dictionary = _dictionary(block[max(0, found.start() - _DICT_LOOKBACK) : found.start()])
-        if _IMAGE.search(dictionary):
+        if _IMAGE.search(_top_level(dictionary)):
             offset = start  # text extraction never decodes image data
             continue
         filters = _filters(dictionary)

@@ -4,7 +4,10 @@ Human genetic resources (REGULATIONS.md, HGR) are regulated; bacterial or
 plant sequence is not. Where a SAM/BAM/CRAM or VCF/BCF header says which
 organism the data comes from, the readers report it as the ``organism`` and
 ``assembly`` attributes, from a fixed vocabulary (never free text from the
-file), so that a compliance officer can write a policy on them.
+file), so that a compliance officer can write a policy on them. A header
+that names no organism reports ``organism: unknown``: in an archive holding
+a bacterial VCF and an unlabelled human one, the transfer's ``organism`` is
+``Escherichia coli; unknown``, never just ``Escherichia coli``.
 """
 
 from __future__ import annotations
@@ -126,7 +129,22 @@ _TAXA: Final[dict[int, str]] = {
 }
 #: What a policy sees for a species the vocabulary does not name.
 OTHER_ORGANISM: Final = "other"
+#: What a policy sees for genomic data whose header names no organism.
+UNKNOWN_ORGANISM: Final = "unknown"
 HUMAN: Final = "Homo sapiens"
+#: Every ``organism`` value the readers report (the fixed vocabulary).
+ORGANISMS: Final[frozenset[str]] = frozenset(
+    {
+        HUMAN,
+        OTHER_ORGANISM,
+        UNKNOWN_ORGANISM,
+        *_SPECIES.values(),
+        *_TAXA.values(),
+        *(organism for _, organism in _ASSEMBLIES.values()),
+    }
+)
+#: Every ``assembly`` value the readers report.
+ASSEMBLIES: Final[frozenset[str]] = frozenset(name for name, _ in _ASSEMBLIES.values())
 _HUMAN_NAME_RE: Final = re.compile(r"(?<![A-Za-z])homo[ _]sapiens(?![A-Za-z])", re.IGNORECASE)
 _TAXON_RE: Final = re.compile(
     r"(?<![A-Za-z])(?:taxon(?:omy)?(?:[ _]?id)?|taxid|tax_id|ncbitaxon)"
@@ -234,8 +252,15 @@ class OrganismEvidence:
         return found
 
     def report(self, out: Extract) -> None:
-        """Report the result as attributes."""
-        for key, value in sorted(self.result().items()):
+        """Report the result as attributes; no organism named is ``organism: unknown``.
+
+        ``unknown`` is reported (rather than nothing) so that genomic data
+        naming no organism still shows beside data that names one in the
+        same transfer: a policy treating unknown as human then fails closed.
+        """
+        found = self.result()
+        found.setdefault("organism", UNKNOWN_ORGANISM)
+        for key, value in sorted(found.items()):
             out.attribute(key, value)
 
     def _reference(self, name: str | None, length: str | None) -> None:
