@@ -25,6 +25,10 @@ Hyperscan alone: both streaming databases over the same text with a callback
 that only records each hit, as the matcher's does. It is the ceiling for the
 classifier in Python; the gap between it and the classifier is the per-hit
 Python work (handlers, validation, counting).
+
+Research files (``parquet``, ``pdf``, ``dicom``; issue 12) are measured by
+:mod:`gateway.bench.formats` in MB/s of file bytes, in a table of their own
+after the text kinds (``--kinds`` picks which run).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Final
 
 import hyperscan
 
+from gateway.bench import formats
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.classify.matcher import NATIVE_AVAILABLE, SCAN_SLICE_BYTES, TextMatcher
@@ -67,6 +72,10 @@ TARGETS: Final[dict[str, tuple[float, float]]] = {
 
 #: Default data size per kind (MB): large enough to dwarf per-scan set-up.
 DEFAULT_SIZE_MB: Final = 64
+
+#: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
+TEXT_KINDS: Final = ("prose", "numeric", "pii")
+KINDS: Final = (*TEXT_KINDS, *formats.FILE_KINDS)
 
 _MB: Final = 1_000_000
 
@@ -352,24 +361,36 @@ def run(
     return results
 
 
-def render(results: list[KindResult], as_json: bool) -> str:
-    """The report: one JSON object, or a table with targets and the spread of runs."""
+def render(
+    results: list[KindResult], as_json: bool, files: list[formats.FileResult] | None = None
+) -> str:
+    """The report: one JSON object, or a table with targets and the spread of runs.
+
+    ``files`` (the research-file kinds) follow in a table of their own, and
+    under ``"files"`` in the JSON object.
+    """
+    files = files or []
+    passed = all(r.passed for r in results) and all(f.passed for f in files)
     if as_json:
-        return json.dumps(
-            {
-                "benchmark": "classify",
-                "mb": "10^6 bytes",
-                "cores": "one scanning thread (+ the SHA-256 helper thread in the scan path)",
-                "matcher_core": _core_name(),
-                "results": [r.to_json() for r in results],
-                "passed": all(r.passed for r in results),
-            }
+        report: dict[str, object] = {
+            "benchmark": "classify",
+            "mb": "10^6 bytes",
+            "cores": "one scanning thread (+ the SHA-256 helper thread in the scan path)",
+            "matcher_core": _core_name(),
+            "results": [r.to_json() for r in results],
+            "passed": passed,
+        }
+        if files:
+            report["files"] = [f.to_json() for f in files]
+            report["files_mb"] = "10^6 bytes of the file (not of rendered text)"
+        return json.dumps(report)
+    lines: list[str] = []
+    if results:
+        lines.append(
+            f"{'data':<8} {'classifier MB/s':>16} {'target':>7} {'scan MB/s':>10} {'target':>7} "
+            f"{'sha256':>8} {'scan/sha':>8} {'engine':>7} {'hits':>8} {'findings':>9}"
+            "  runs (classifier | scan)"
         )
-    lines = [
-        f"{'data':<8} {'classifier MB/s':>16} {'target':>7} {'scan MB/s':>10} {'target':>7} "
-        f"{'sha256':>8} {'scan/sha':>8} {'engine':>7} {'hits':>8} {'findings':>9}"
-        "  runs (classifier | scan)"
-    ]
     for r in results:
         runs = " ".join(f"{x:.0f}" for x in r.classifier_runs)
         scans = " ".join(f"{x:.0f}" for x in r.scan_runs)
@@ -378,8 +399,12 @@ def render(results: list[KindResult], as_json: bool) -> str:
             f"{r.targets[1]:>7.0f} {r.sha256_mbps:>8.0f} {r.scan_mbps / r.sha256_mbps:>8.3f} "
             f"{r.engine_mbps:>7.0f} {r.engine_hits:>8} {r.findings:>9}  {runs} | {scans}"
         )
+    if files:
+        if lines:
+            lines.append("")
+        lines.extend(formats.render_lines(files))
     lines.append(f"matcher core: {_core_name()}")
-    lines.append("all targets met" if all(r.passed for r in results) else "targets NOT met")
+    lines.append("all targets met" if passed else "targets NOT met")
     return "\n".join(lines)
 
 
@@ -393,9 +418,11 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     """Add ``gateway bench classify`` to the bench group."""
     parser = bench_subparsers.add_parser(
         "classify",
-        help="classifier and whole scan path MB/s on generated prose, numeric and PII CSV",
+        help="classifier and whole scan path MB/s on generated text and research files",
         description="Generates clean prose, numeric-heavy scientific CSV and PII-dense CSV "
-        "and prints MB/s for the classifier alone and the whole scan path (SPEC §9).",
+        "and prints MB/s for the classifier alone and the whole scan path; then a Parquet "
+        "table, a PDF report and a DICOM series, read as the egress reads them, in MB/s of "
+        "file bytes (SPEC §9, issue 12).",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(
@@ -409,6 +436,12 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="N",
         help=f"bytes per feed (default {CHUNK_BYTES}; the proxy feeds 65536)",
     )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        metavar="LIST",
+        help=f"comma-separated kinds to measure (default: all of {','.join(KINDS)})",
+    )
     parser.set_defaults(handler=_main)
 
 
@@ -421,5 +454,23 @@ def _main(args: argparse.Namespace) -> int:
             f"gateway bench classify: --chunk-size must be 1 to {MAX_CHUNK_BYTES}", file=sys.stderr
         )
         return 2
-    print(render(run(args.size, args.repeat, chunk=args.chunk_size), args.json))
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        print(
+            f"gateway bench classify: --kinds takes some of {','.join(KINDS)}"
+            + (f" (not {','.join(unknown)})" if unknown else ""),
+            file=sys.stderr,
+        )
+        return 2
+    detectors = DetectorSet.build()
+    text = tuple(k for k in kinds if k in TEXT_KINDS)
+    files = tuple(k for k in kinds if k in formats.FILE_KINDS)
+    results = run(args.size, args.repeat, text, detectors, args.chunk_size) if text else []
+    measured = (
+        formats.run(args.size, args.repeat, files, detectors, args.chunk_size, _sha256_once)
+        if files
+        else []
+    )
+    print(render(results, args.json, measured))
     return 0

@@ -13,8 +13,11 @@ prose from :mod:`gateway.bench.classify`, so every transfer is allowed):
 Measured (SPEC §9 targets in brackets): throughput of one large transfer and
 the ratio gateway/baseline [>= 0.5]; 1 KB transfer latency p50/p99 and the
 p99 excess over the baseline [< 5 ms]; 256 concurrent transfers [no error, no
-lost audit record]; peak RSS during one large transfer [< 150 MB, flat];
-with ``--hostile-decoders N`` (default 64; 0 skips it), peak RSS while N
+lost audit record]; peak RSS during one large transfer [< 150 MB, flat] and
+during one large Parquet transfer (issue 12: read after the upload from the
+encrypted spool, a table of strings, integers, timestamps and floats from
+:mod:`gateway.bench.formats`; ``--parquet-mb``, 2000 for the issue's 2 GB
+case) [< 150 MB, flat]; with ``--hostile-decoders N`` (default 64; 0 skips it), peak RSS while N
 worst-case ``zstd --long=27`` / ``xz -9`` uploads run at once, under the decoder
 memory budget and without one (:mod:`gateway.bench.hostile`, issue 11).
 The twin (the other park's gateway) runs as its own ``gateway serve`` process,
@@ -31,10 +34,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -58,6 +61,12 @@ TARGET_RSS_MB: Final = 150.0
 #: Default sizes: big enough to dwarf connection set-up, small enough for a quick run.
 DEFAULT_SIZE_MB: Final = 256
 DEFAULT_LARGE_MB: Final = 1024
+#: Default Parquet transfer (MB): a few row groups, read in well under a
+#: minute; ``--parquet-mb 2000`` is the issue's 2 GB case (a few minutes).
+DEFAULT_PARQUET_MB: Final = 256
+#: Seconds a subprocess may take to write the benchmark's Parquet file
+#: (2 GB takes about a minute on the development machine).
+PARQUET_WRITE_SECONDS: Final = 900.0
 #: Small-transfer latency samples (p99 needs a few hundred).
 LATENCY_SAMPLES: Final = 300
 #: Bytes per body chunk the benchmark client sends (a generated block, repeated).
@@ -66,6 +75,8 @@ BLOCK: Final = 4 * 1024 * 1024
 TWIN_START_SECONDS: Final = 60.0
 #: How often RSS is sampled during the large transfer.
 RSS_INTERVAL: Final = 0.05
+T = TypeVar("T")
+
 _TOKEN: Final = "bench-token"  # noqa: S105 - a throwaway token for a loopback benchmark
 _MB: Final = 1_000_000
 
@@ -113,6 +124,11 @@ class ProxyBench:
     large_mb_s: float
     rss_start_mb: float
     rss_peak_mb: float
+    parquet_mb: float = 0.0
+    parquet_file_bytes: int = 0
+    parquet_mb_s: float = 0.0
+    parquet_rss_start_mb: float = 0.0
+    parquet_rss_peak_mb: float = 0.0
     hostile: tuple[HostileRun, ...] = ()
 
     def ok(self) -> bool:
@@ -123,6 +139,7 @@ class ProxyBench:
             and self.concurrent_errors == 0
             and self.audit_records_missing == 0
             and self.rss_peak_mb < TARGET_RSS_MB
+            and (not self.parquet_mb or self.parquet_rss_peak_mb < TARGET_RSS_MB)
             and all(run.ok() for run in self.hostile)
         )
 
@@ -133,6 +150,75 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+async def _file_body(path: Path) -> AsyncIterator[bytes]:
+    """A file's bytes, read a block at a time off the event loop (never held whole)."""
+    file = await asyncio.to_thread(path.open, "rb")
+    try:
+        while block := await asyncio.to_thread(file.read, BLOCK):
+            yield block
+    finally:
+        await asyncio.to_thread(file.close)
+
+
+async def write_parquet_file(path: Path, size_mb: int) -> None:
+    """The benchmark's Parquet table, written by a subprocess.
+
+    pyarrow's allocator keeps memory it freed: writing gigabytes here would
+    raise this process's RSS, which is what the benchmark measures.
+    """
+    code = "import sys; from gateway.bench.formats import write_parquet; " + (
+        "write_parquet(sys.argv[1], int(sys.argv[2]))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, str(path), str(size_mb * _MB)
+    )
+    try:
+        async with asyncio.timeout(PARQUET_WRITE_SECONDS):
+            if await process.wait() != 0:
+                raise RuntimeError("writing the benchmark's Parquet file failed")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _sampled(work: Awaitable[T]) -> tuple[T, float, float]:
+    """``work``'s result, with this process's RSS before it and its peak while it ran (MB)."""
+    start = peak = _rss_mb()
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_mb())
+            await asyncio.sleep(RSS_INTERVAL)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        result = await work
+    finally:
+        done.set()
+        await sampler
+    return result, start, max(peak, _rss_mb())
+
+
+async def _parquet_transfer(
+    session: aiohttp.ClientSession, url: str, path: Path, headers: dict[str, str]
+) -> float:
+    """MB/s of one Parquet upload; it must be allowed and read (not unscannable)."""
+    size = (await asyncio.to_thread(path.stat)).st_size
+    started = time.perf_counter()
+    async with session.put(url, data=_file_body(path), headers=headers) as response:
+        verdict = await response.json(content_type=None)
+        status = response.status
+    elapsed = time.perf_counter() - started
+    if status != 201:
+        raise RuntimeError(f"benchmark Parquet transfer failed with HTTP {status}")
+    if verdict.get("labels"):
+        raise RuntimeError(f"benchmark Parquet transfer was not read clean: {verdict['labels']}")
+    return size / _MB / elapsed
 
 
 async def _body(block: bytes, total: int) -> AsyncIterator[bytes]:
@@ -369,12 +455,15 @@ async def run_async(
     concurrent: int = TARGET_CONCURRENT,
     hostile: int = 0,
     decoder_memory_mb: int = DECODER_MEMORY_BYTES >> 20,
+    parquet_mb: int = 0,
 ) -> ProxyBench:
     """Run every measurement once and return the numbers.
 
     Args:
         size_mb: size of the throughput transfer.
         large_mb: size of the transfer during which RSS is sampled.
+        parquet_mb: size of the Parquet transfer during which RSS is
+            sampled (0: no Parquet phase).
         samples: sequential 1 KB transfers for the latency percentiles.
         concurrent: transfers started at once.
         hostile: worst-case decoder uploads at once (0: no hostile phase).
@@ -391,6 +480,11 @@ async def run_async(
             baseline = await _throughput(session, f"{proxy}/big", block, total, {})
             base_lat = await _latencies(session, f"{proxy}/small", small, {}, samples)
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+            table = Path(tmp) / "bench.parquet"
+            table_bytes = 0
+            if parquet_mb:
+                await write_parquet_file(table, parquet_mb)
+                table_bytes = (await asyncio.to_thread(table.stat)).st_size
             async with gateway_pair(Path(tmp)) as (hk, inbox):
                 base = f"{hk.egress_url}/v1/transfers/bench/"
                 await _throughput(session, base + "warm.txt", block, BLOCK, headers)
@@ -399,22 +493,17 @@ async def run_async(
                 gw_lat = await _latencies(session, base + "small", small, headers, samples)
                 # One large transfer's memory (SPEC §9), before the concurrency phase
                 # leaves the allocator holding 256 transfers' worth of freed buffers.
-                rss_start = _rss_mb()
-                peak = rss_start
-                done = asyncio.Event()
-
-                async def sample() -> None:
-                    nonlocal peak
-                    while not done.is_set():
-                        peak = max(peak, _rss_mb())
-                        await asyncio.sleep(RSS_INTERVAL)
-
-                sampler = asyncio.create_task(sample())
-                large = await _throughput(
-                    session, base + "large.txt", block, large_mb * _MB, headers
+                large, rss_start, peak = await _sampled(
+                    _throughput(session, base + "large.txt", block, large_mb * _MB, headers)
                 )
-                done.set()
-                await sampler
+                (inbox / "large.txt").unlink()
+                # Then one large Parquet table, read after its upload from the spool.
+                parquet = (0.0, 0.0, 0.0)
+                if parquet_mb:
+                    parquet = await _sampled(
+                        _parquet_transfer(session, base + "large.parquet", table, headers)
+                    )
+                    (inbox / "large.parquet").unlink()
                 ids = await asyncio.gather(
                     *(
                         _put_id(session, f"{base}c{i}.txt", small, headers)
@@ -457,6 +546,11 @@ async def run_async(
         large_mb_s=round(large, 1),
         rss_start_mb=round(rss_start, 1),
         rss_peak_mb=round(peak, 1),
+        parquet_mb=parquet_mb,
+        parquet_file_bytes=table_bytes,
+        parquet_mb_s=round(parquet[0], 1),
+        parquet_rss_start_mb=round(parquet[1], 1),
+        parquet_rss_peak_mb=round(parquet[2], 1),
         hostile=runs,
     )
 
@@ -484,6 +578,17 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"large transfer {result.large_mb} MB at {result.large_mb_s:.1f} MB/s: RSS "
             f"{result.rss_start_mb:.0f} -> peak {result.rss_peak_mb:.0f} MB "
             f"(target < {TARGET_RSS_MB:.0f}) {mark[result.rss_peak_mb < TARGET_RSS_MB]}",
+            *(
+                [
+                    f"parquet transfer {result.parquet_mb} MB "
+                    f"({result.parquet_file_bytes / _MB:.0f} MB file, read from the spool) at "
+                    f"{result.parquet_mb_s:.1f} MB/s: RSS {result.parquet_rss_start_mb:.0f} -> "
+                    f"peak {result.parquet_rss_peak_mb:.0f} MB (target < {TARGET_RSS_MB:.0f}) "
+                    f"{mark[result.parquet_rss_peak_mb < TARGET_RSS_MB]}"
+                ]
+                if result.parquet_mb
+                else []
+            ),
             *render_runs(result.hostile),
         ]
     )
@@ -494,8 +599,9 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = bench_subparsers.add_parser(
         "proxy",
         help="the gateway against a plain aiohttp pass-through proxy, on loopback",
-        description="Throughput ratio, 1 KB latency, 256 concurrent transfers and RSS "
-        "during one large transfer (SPEC §9), measured in one run.",
+        description="Throughput ratio, 1 KB latency, 256 concurrent transfers, RSS "
+        "during one large transfer (SPEC §9) and during one large Parquet transfer "
+        "(issue 12), measured in one run.",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(
@@ -506,6 +612,14 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         type=int,
         default=DEFAULT_LARGE_MB,
         help="RSS transfer size (MB); the SPEC target is 5000 MB under 150 MB RSS",
+    )
+    parser.add_argument(
+        "--parquet-mb",
+        type=int,
+        default=DEFAULT_PARQUET_MB,
+        metavar="MB",
+        help=f"Parquet transfer during which RSS is sampled (default {DEFAULT_PARQUET_MB}; "
+        "the issue 12 target is 2000 MB under 150 MB RSS; 0 skips it)",
     )
     parser.add_argument(
         "--hostile-decoders",
@@ -529,6 +643,9 @@ def _main(args: argparse.Namespace) -> int:
         # A 0 MB baseline would divide the ratio by zero.
         print("gateway bench proxy: --size-mb and --large-mb must be at least 1", file=sys.stderr)
         return 2
+    if args.parquet_mb < 0:
+        print("gateway bench proxy: --parquet-mb must be at least 0", file=sys.stderr)
+        return 2
     if args.hostile_decoders < 0 or args.decoder_memory_mb < 1:
         print(
             "gateway bench proxy: --hostile-decoders must be at least 0 "
@@ -543,6 +660,7 @@ def _main(args: argparse.Namespace) -> int:
             args.large_mb,
             hostile=args.hostile_decoders,
             decoder_memory_mb=args.decoder_memory_mb,
+            parquet_mb=args.parquet_mb,
         )
     )
     print(render(result, args.json))

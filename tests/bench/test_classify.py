@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from gateway.bench import classify as bench
+from gateway.bench import formats
 from gateway.cli import main
 
 
@@ -26,6 +31,7 @@ def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*argv, "--chunk-size", "65536"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["kind"] for r in report["results"]] == ["prose", "numeric", "pii"]
+    assert [r["kind"] for r in report["files"]] == ["parquet", "pdf", "dicom"]
 
 
 @pytest.mark.parametrize("size", ["0", str(bench.MAX_CHUNK_BYTES + 1)])
@@ -56,3 +62,63 @@ def test_report_names_the_matcher_core_it_measured(monkeypatch: pytest.MonkeyPat
     assert "matcher core: native" in bench.render([pii], as_json=False)
     monkeypatch.setattr(bench, "NATIVE_AVAILABLE", False)
     assert "matcher core: python" in bench.render([pii], as_json=False)
+
+
+def test_research_files_are_read_as_the_egress_reads_them() -> None:
+    # Each file is read, not refused, and what it holds is found: the report's
+    # MB/s are of files the readers understood.
+    results = {r.kind: r for r in formats.run(0.6, 1)}
+    assert list(results) == ["parquet", "pdf", "dicom"]
+    for result in results.values():
+        assert not result.unscannable
+        assert result.passed or result.target is not None
+        assert result.scan_mbps > 0
+        assert result.decode_mbps > 0
+        assert result.text_bytes > 0
+    parquet, pdf, dicom = results["parquet"], results["pdf"], results["dicom"]
+    assert parquet.content_type == "application/vnd.apache.parquet"
+    assert parquet.findings == 0  # a clean lab table
+    rows = pq.ParquetFile(io.BytesIO(formats.generate("parquet", 600_000))).metadata.num_rows
+    assert parquet.numeric_values == 3 * rows  # three float columns, counted
+    assert pdf.content_type == "application/pdf"
+    assert pdf.findings > 0  # the reviewer's phone on every page
+    assert pdf.subjects <= 8
+    assert dicom.content_type == "application/dicom"
+    with tarfile.open(fileobj=io.BytesIO(formats.generate("dicom", 600_000))) as series:
+        instances = len(series.getnames())
+    assert dicom.findings == 3 * instances  # health, Resident ID and phone per instance
+    assert dicom.subjects == 1
+
+
+def test_file_report_lines_and_json() -> None:
+    (parquet,) = formats.run(0.2, 2, ("parquet",))
+    assert len(parquet.scan_runs) == 2
+    assert parquet.target == 150.0
+    text = bench.render([], as_json=False, files=[parquet])
+    assert text.splitlines()[0].startswith("file")
+    assert text.splitlines()[1].startswith("parquet")
+    report = json.loads(bench.render([], as_json=True, files=[parquet]))
+    assert report["files"][0]["kind"] == "parquet"
+    assert report["files"][0]["target_scan_mbps"] == 150.0
+    assert report["passed"] == parquet.passed
+
+
+def test_kinds_are_chosen_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "classify", "--json", "--size", "0.05", "--repeat", "1"]
+    assert main([*argv, "--kinds", "pii,dicom"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in report["results"]] == ["pii"]
+    assert [r["kind"] for r in report["files"]] == ["dicom"]
+    assert main([*argv, "--kinds", "parquet,excel"]) == 2
+    assert "excel" in capsys.readouterr().err
+
+
+def test_parquet_is_written_a_row_group_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    formats.write_parquet(path, 3 * formats.PARQUET_GROUP_ROWS * 48)
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups >= 2
+    assert meta.row_group(0).num_rows == formats.PARQUET_GROUP_ROWS
+    schema = pq.ParquetFile(path).schema_arrow
+    assert {str(t) for t in schema.types} >= {"string", "int64", "timestamp[us]", "double"}
+    assert formats.generate("parquet", 100_000) == formats.generate("parquet", 100_000)

@@ -11,7 +11,7 @@ from gateway.cli import main
 
 
 async def test_small_run_measures_everything() -> None:
-    result = await run_async(2, 3, samples=20, concurrent=16)
+    result = await run_async(2, 3, samples=20, concurrent=16, parquet_mb=3)
     assert isinstance(result, ProxyBench)
     assert result.baseline_mb_s > 0
     assert result.gateway_mb_s > 0
@@ -22,10 +22,20 @@ async def test_small_run_measures_everything() -> None:
     assert result.concurrent_errors == 0
     assert result.audit_records_missing == 0
     assert result.rss_peak_mb >= result.rss_start_mb > 0
+    # The Parquet table went through both gateways, read from the spool (not unscannable).
+    assert result.parquet_file_bytes > 2_000_000
+    assert result.parquet_mb_s > 0
+    assert result.parquet_rss_peak_mb >= result.parquet_rss_start_mb > 0
+    assert "parquet transfer 3 MB" in render(result, as_json=False)
     line = json.loads(render(result, as_json=True))
     assert line["concurrent"] == 16
     assert isinstance(line["ok"], bool)
     assert "ratio" in render(result, as_json=False)
+
+
+def test_a_negative_parquet_size_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "proxy", "--parquet-mb", "-1"]) == 2
+    assert "--parquet-mb" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--size-mb", "--large-mb"])

@@ -55,6 +55,7 @@ Readers and why each library:
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import itertools
 import json
@@ -63,7 +64,7 @@ import re
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -72,6 +73,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.dataset as pa_dataset
 import pyarrow.ipc as pa_ipc
 import pyarrow.orc as pa_orc
@@ -89,6 +91,15 @@ from gateway.classify.formats.base import (
     csv_cell,
     csv_line,
 )
+from gateway.classify.formats.prefetch import prefetched
+
+# Arrow's default allocator in the pyarrow wheels (mimalloc) keeps what it
+# frees in per-thread heaps: a 256 MB Parquet upload through the egress raised
+# the process's peak RSS by 140-155 MB while Arrow had ~22 MiB live; with the
+# C library's allocator, by 90-120 MB, at the same speed (``gateway bench
+# proxy --parquet-mb``, issue 12; SPEC §9 memory target). This module's
+# readers are the gateway's only users of Arrow.
+pa.set_memory_pool(pa.system_memory_pool())
 
 # -- bounds ------------------------------------------------------------------
 
@@ -124,6 +135,11 @@ MAX_NESTED_CELLS: Final = 1000
 MAX_NESTED_CELL_BYTES: Final = 64 << 20
 #: Key/value metadata rendered per file (pandas and Spark write a few KiB).
 MAX_METADATA_CHARS: Final = 1 << 20
+
+#: Parquet files at least this large are decoded a batch ahead on a worker
+#: thread (:func:`~gateway.classify.formats.prefetch.prefetched`) while the
+#: batch before is rendered; a smaller one is done before a thread has started.
+PREFETCH_MIN_BYTES: Final = 1 << 20
 
 #: Parquet: bytes read per call by the page reader (pyarrow's buffered stream);
 #: column chunks are streamed in pieces of this size, not read whole.
@@ -507,6 +523,8 @@ def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Arra
         return _list_text(arr, offsets, arr.flatten(), render, where, depth)
     if pa.types.is_list_view(typ) or pa.types.is_large_list_view(typ):
         return _text(arr.cast(pa.large_list(typ.value_field)), render, where, depth + 1)
+    if pa.types.is_timestamp(typ):
+        return _timestamp_text(arr)
     try:
         return pc.cast(arr, pa.string())
     except pa.ArrowNotImplementedError:
@@ -535,6 +553,63 @@ def _list_text(
     if arr.null_count:
         joined = pc.if_else(arr.is_null(), pa.scalar(None, pa.string()), joined)
     return joined
+
+
+#: Units of a timestamp per day, by Arrow's time unit.
+_UNITS_PER_DAY: Final = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400 * 10**9}
+#: Days from 1970-01-01 to 0001-01-02 and to 9999-12-30: timestamps in this
+#: range have a date of four-digit year whatever their time zone (a day of
+#: margin at each end for the offset).
+_FIRST_DAY: Final = -719_161
+_LAST_DAY: Final = 2_932_895
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+
+
+def _timestamp_text(arr: pa.Array) -> pa.Array:
+    """Timestamps as their ISO date (``2025-03-04``); the time of day is not rendered.
+
+    A timestamp holds no identifier in its time of day: rendered, that is
+    ``HH:MM:SS.ffffff`` (digit groups of at most six, between ``:`` and
+    ``.``), which no detector matches (SPEC §3.1: the identifiers are runs of
+    8 to 19 digits or letters and digits; a coordinate needs a three-digit
+    longitude). Leaving it out keeps every finding (distances to a hotword
+    only shrink) while the text of a timestamp column shrinks from 26-31
+    characters a value to 10, and a column with a time zone skips the
+    conversion of every value to local time (a cast 25x slower than the
+    date's). The date stays, in the column's time zone (a birth date stored
+    as a timestamp still reads as that date). A value whose date is not in
+    the years 1-9999 renders as its stored integer, so digits put there
+    (Arrow would print ``<value out of range: …>`` for the full timestamp)
+    are still seen as digits.
+    """
+    per_day = _UNITS_PER_DAY[arr.type.unit]
+    low, high = _FIRST_DAY * per_day, _LAST_DAY * per_day
+    if low <= _INT64_MIN and high >= _INT64_MAX:  # nanoseconds: every value is in range
+        return _date_text(pc.cast(arr, pa.date32()))
+    raw = pc.cast(arr, pa.int64())
+    inside = pc.and_(pc.greater_equal(raw, low), pc.less_equal(raw, high))
+    if pc.all(inside).as_py() is not False:  # all in range, or all null
+        return _date_text(pc.cast(arr, pa.date32()))
+    dates = _date_text(pc.cast(pc.if_else(inside, arr, pa.scalar(0, arr.type)), pa.date32()))
+    return pc.if_else(inside, dates, pc.cast(raw, pa.string()))
+
+
+def _date_text(dates: pa.Array) -> pa.Array:
+    """``date32`` values as ISO dates: each day of their range rendered once, then taken.
+
+    A batch of timestamps usually spans far fewer days than it has rows, and
+    a ``take`` of 10-byte strings costs a third of rendering each value.
+    """
+    days = dates.view(pa.int32())
+    bounds = pc.min_max(days)
+    first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    if first is None or last - first >= len(days) // 2:
+        return pc.cast(dates, pa.string())
+    names = pc.cast(
+        pa.array(np.arange(first, last + 1, dtype=np.int32)).view(pa.date32()), pa.string()
+    )
+    return pc.take(names, pc.subtract(days, pa.scalar(first, pa.int32())))
 
 
 def _uuid_text(storage: pa.Array) -> pa.Array:
@@ -603,12 +678,17 @@ _QUOTE: Final = pa.scalar('"', pa.string())
 _NEWLINE: Final = pa.scalar("\n", pa.string())
 
 
-def _cells(arr: pa.Array, quote: bool) -> pa.Array:
-    """String cells as RFC 4180 cells: quoted where needed, long ones cut (base.csv_cell)."""
+def _cells(arr: pa.Array, quote: bool) -> tuple[pa.Array, bool]:
+    """String cells as RFC 4180 cells: quoted where needed, long ones cut (base.csv_cell).
+
+    Also whether the cells are *plain*: hold no separator, quote or line break
+    (``quote`` False: the column's type never renders one), so that they are
+    written as they are.
+    """
     if arr.null_count:
         arr = pc.fill_null(arr, _EMPTY)
     if len(arr) and pc.max(pc.binary_length(arr)).as_py() > MAX_CELL_CHARS:
-        return pa.array([csv_cell(v) for v in arr.to_pylist()], pa.string())
+        return pa.array([csv_cell(v) for v in arr.to_pylist()], pa.string()), False
     if quote:
         data = arr.buffers()[2]
         raw = b"" if data is None else data.to_pybytes()
@@ -617,15 +697,45 @@ def _cells(arr: pa.Array, quote: bool) -> pa.Array:
             quoted = pc.binary_join_element_wise(
                 _EMPTY, pc.replace_substring(arr, '"', '""'), _EMPTY, _QUOTE
             )
-            arr = pc.if_else(needs, quoted, arr)
-    return arr
+            return pc.if_else(needs, quoted, arr), False
+    return arr, True
+
+
+#: Cells written by Arrow's CSV writer as they are (no quoting: they are
+#: plain, or already quoted by :func:`_cells`), one line per row.
+_CSV_AS_IS: Final = pa_csv.WriteOptions(
+    include_header=False, batch_size=BATCH_ROWS, quoting_style="none"
+)
 
 
 def _batch_text(columns: Sequence[tuple[pa.Array, bool]]) -> str:
-    """Rows of rendered columns as CSV lines (one element-wise join, no Python per cell)."""
+    """Rows of rendered columns as CSV lines (no Python per cell).
+
+    When every cell is plain, Arrow's CSV writer (C++, a third of the time of
+    two element-wise joins, the second one to end each line) writes the
+    lines; otherwise (quoted or cut cells, which its ``none`` quoting style
+    refuses) they are joined element-wise. Both give the same text.
+    """
     cells = [_cells(arr, quote) for arr, quote in columns]
-    cells[-1] = pc.binary_join_element_wise(cells[-1], _NEWLINE, _EMPTY)
-    lines = cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _COMMA)
+    if all(plain for _, plain in cells):
+        return _written_text([arr for arr, _ in cells])
+    return _joined_text([arr for arr, _ in cells])
+
+
+def _written_text(cells: Sequence[pa.Array]) -> str:
+    """Plain cells as CSV lines, by Arrow's CSV writer."""
+    if not len(cells[0]):
+        return ""
+    sink = pa.BufferOutputStream()
+    batch = pa.RecordBatch.from_arrays(list(cells), names=[str(i) for i in range(len(cells))])
+    pa_csv.write_csv(batch, sink, _CSV_AS_IS)
+    return str(memoryview(sink.getvalue()), "utf-8")
+
+
+def _joined_text(cells: Sequence[pa.Array]) -> str:
+    """Cells as CSV lines, by element-wise joins (cells already quoted where needed)."""
+    last = pc.binary_join_element_wise(cells[-1], _NEWLINE, _EMPTY)
+    lines = last if len(cells) == 1 else pc.binary_join_element_wise(*cells[:-1], last, _COMMA)
     if not len(lines):
         return ""
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
@@ -675,12 +785,28 @@ def _expanded(arr: pa.Array) -> pa.Array:
 class _ArrowTable:
     """One Arrow-schema table being rendered batch by batch into a ``text/csv`` member."""
 
-    def __init__(self, render: _Render, schema: pa.Schema, name: str = "table") -> None:
+    def __init__(
+        self,
+        render: _Render,
+        schema: pa.Schema,
+        name: str = "table",
+        read: Sequence[int] | None = None,
+    ) -> None:
+        """``read``: the top-level fields the batches hold, in order (None: all).
+
+        A float field left out is counted by the caller; only floats may be.
+        """
         if len(schema) > MAX_COLUMNS:
             raise render.fail(f"more than {MAX_COLUMNS} columns")
         self.render = render
         self.name = name
         self.leaves, self.floats = _leaves(schema, render)
+        if read is not None:
+            at = {index: position for position, index in enumerate(read)}
+            self.leaves = [_Leaf(f.name, (at[f.path[0]], *f.path[1:])) for f in self.leaves]
+            self.floats = [
+                _Leaf(f.name, (at[f.path[0]], *f.path[1:])) for f in self.floats if f.path[0] in at
+            ]
         self.table = _Table(render, name, csv_line(leaf.name for leaf in self.leaves))
         self.rows = 0
 
@@ -943,13 +1069,29 @@ class _ParquetPlan:
 
 
 def _longest_value(page: bytes, count: int) -> int:
-    """The longest value of a PLAIN-encoded BYTE_ARRAY dictionary page."""
+    """The longest value of a PLAIN-encoded BYTE_ARRAY dictionary page.
+
+    Each value is a 4-byte length and its bytes, so finding the lengths is a
+    walk from one to the next. Identifier columns usually hold values of one
+    length (sample ids, Resident IDs, phone numbers as text): when the first
+    value's length is found at every multiple of its stride, that *is* the
+    walk, checked in one vectorised comparison; otherwise the walk runs in
+    Python (~0.15 µs a value).
+    """
+    if count > 0 and len(page) >= 4:
+        first = int.from_bytes(page[:4], "little")
+        stride = 4 + first
+        if count * stride <= len(page):
+            lengths = np.ndarray((count,), dtype="<u4", buffer=page, strides=(stride,))
+            if bool((lengths == first).all()):
+                return first
     pos = longest = 0
     unpack = struct.Struct("<I").unpack_from
     for _ in range(count):
         (length,) = unpack(page, pos)
         pos += 4 + length
-        longest = max(longest, length)
+        if length > longest:
+            longest = length
     if pos > len(page):
         raise ValueError("dictionary values past the page")
     return longest
@@ -962,10 +1104,13 @@ class _ParquetChunk:
     path: str = ""
     physical_type: int = -1
     codec: int = -1
+    num_values: int = 0
     total_compressed_size: int = 0
     data_page_offset: int = 0
     dictionary_page_offset: int = 0
     encrypted: bool = False
+    #: ``statistics.null_count``; None when the writer left it out.
+    null_count: int | None = None
 
 
 @dataclass
@@ -1010,14 +1155,19 @@ def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
             reader.items(lambda _e: parts.append(reader.string().decode("utf-8", "replace")))
             chunk.path = ".".join(parts)
 
+        def statistics(_kind: int) -> None:
+            reader.fields({3: int_field(chunk, "null_count")})
+
         reader.fields(
             {
                 1: int_field(chunk, "physical_type"),
                 3: path,
                 4: int_field(chunk, "codec"),
+                5: int_field(chunk, "num_values"),
                 7: int_field(chunk, "total_compressed_size"),
                 9: int_field(chunk, "data_page_offset"),
                 11: int_field(chunk, "dictionary_page_offset"),
+                12: statistics,
             }
         )
 
@@ -1060,6 +1210,51 @@ def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
         }
     )
     return footer
+
+
+#: Parquet physical types FLOAT and DOUBLE (parquet.thrift Type).
+_PARQUET_FLOATS: Final = (4, 5)
+
+
+def _footer_counted_floats(schema: pa.Schema, footer: _ParquetFooter) -> tuple[list[int], int]:
+    """Top-level float columns counted from the footer instead of read: (indices, values).
+
+    A float column is counted, never rendered, so decoding it only yields a
+    count, which the footer has: each column chunk's ``num_values`` less its
+    ``statistics.null_count`` (or none when the column is required). Not
+    reading them saves about half the work on a scientific table (its floats
+    are most of its bytes). A column qualifies only when the footer is
+    unambiguous about it: a top-level float field of a unique name whose
+    chunk in every row group is the one of that path, stored as FLOAT or
+    DOUBLE (so that a lying Arrow schema cannot make an integer column of
+    identifiers pass for floats), with a null count unless required. Any
+    other column is read as before.
+    """
+    names = schema.names
+    chunks: list[dict[str, list[_ParquetChunk]]] = []
+    for group in footer.row_groups:
+        by_path: dict[str, list[_ParquetChunk]] = {}
+        for chunk in group:
+            by_path.setdefault(chunk.path, []).append(chunk)
+        chunks.append(by_path)
+    skipped: list[int] = []
+    values = 0
+    for index, field_ in enumerate(schema):
+        if not pa.types.is_floating(field_.type) or names.count(field_.name) != 1:
+            continue
+        count = 0
+        for by_path in chunks:
+            found = by_path.get(field_.name, [])
+            if len(found) != 1 or found[0].physical_type not in _PARQUET_FLOATS:
+                break
+            nulls = 0 if not field_.nullable else found[0].null_count
+            if nulls is None or not 0 <= nulls <= found[0].num_values:
+                break
+            count += found[0].num_values - nulls
+        else:
+            skipped.append(index)
+            values += count
+    return skipped, values
 
 
 def _dictionary_longest(
@@ -1182,11 +1377,23 @@ def read_parquet(source: RandomAccess, out: Extract) -> None:
         if len(plan.batch_rows) != reader.num_row_groups:
             raise render.fail("corrupt footer")
         _metadata_lines(render, parsed.metadata)
-        table = _ArrowTable(render, reader.schema_arrow)
-        for group, rows in enumerate(plan.batch_rows):
-            for batch in reader.iter_batches(
-                batch_size=rows, row_groups=[group], use_threads=False
-            ):
+        schema = reader.schema_arrow
+        counted, floats = _footer_counted_floats(schema, parsed)
+        read = sorted(set(range(len(schema))) - set(counted))
+        table = _ArrowTable(render, schema, read=read if counted else None)
+        render.numeric += floats
+        columns = [schema.names[i] for i in read] if counted else None
+
+        def batches() -> Generator[pa.RecordBatch, None, None]:
+            for group, rows in enumerate(plan.batch_rows):
+                yield from reader.iter_batches(
+                    batch_size=rows, row_groups=[group], columns=columns, use_threads=False
+                )
+
+        # The next batch is decoded (GIL released) while this one is rendered.
+        ahead = prefetched(batches()) if source.size >= PREFETCH_MIN_BYTES else batches()
+        with contextlib.closing(ahead):
+            for batch in ahead:
                 table.add(batch)
         table.close()
     render.finish()
@@ -2539,10 +2746,22 @@ def _sniff_sqlite(prefix: bytes) -> bool:
 # -- registry ----------------------------------------------------------------------
 
 PARQUET: Final = register(
-    Format("parquet", "application/vnd.apache.parquet", _sniff_parquet, random=read_parquet)
+    Format(
+        "parquet",
+        "application/vnd.apache.parquet",
+        _sniff_parquet,
+        random=read_parquet,
+        run_ahead=True,
+    )
 )
 ARROW_FILE: Final = register(
-    Format("arrow", "application/vnd.apache.arrow.file", _sniff_arrow_file, random=read_arrow_file)
+    Format(
+        "arrow",
+        "application/vnd.apache.arrow.file",
+        _sniff_arrow_file,
+        random=read_arrow_file,
+        run_ahead=True,
+    )
 )
 ARROW_STREAM: Final = register(
     Format(
@@ -2555,7 +2774,9 @@ ARROW_STREAM: Final = register(
 FEATHER_V1: Final = register(
     Format("feather", "application/x-feather", _sniff_feather_v1, random=read_feather_v1)
 )
-ORC: Final = register(Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc))
+ORC: Final = register(
+    Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc, run_ahead=True)
+)
 AVRO: Final = register(Format("avro", "application/avro", _sniff_avro, stream=AvroReader))
 SQLITE: Final = register(
     Format("sqlite", "application/vnd.sqlite3", _sniff_sqlite, random=read_sqlite)

@@ -16,6 +16,7 @@ import io
 import random
 import re
 import sqlite3
+import struct
 import warnings
 import zipfile
 import zlib
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import fastavro
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 import pyarrow.orc as orc
@@ -248,6 +250,56 @@ def test_parquet_planted_and_clean(compression: str, dictionary: bool) -> None:
     assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False), **kw)))
 
 
+def _footer(data: bytes) -> T._ParquetFooter:
+    size = int.from_bytes(data[-8:-4], "little")
+    return T._parquet_footer(data[-8 - size : -8], T._Render("parquet", RecordingExtract()))
+
+
+def test_parquet_float_columns_are_counted_from_the_footer() -> None:
+    """Top-level float columns are not read: the footer's counts give the same total."""
+    floats = {
+        "weight": pa.array([60.5, None, 71.0, None] * 10),  # nullable, with nulls
+        "ratio": pa.array([0.5] * 40, pa.float32()),
+        "dose": pa.array([1.0] * 40),
+    }
+    schema = pa.schema([pa.field("dose", pa.float64(), nullable=False)])
+    table = (
+        patients().append_column("weight", floats["weight"]).append_column("ratio", floats["ratio"])
+    )
+    table = table.append_column(schema.field("dose"), floats["dose"])
+    data = parquet_bytes(table, row_group_size=15)
+    counted, values = T._footer_counted_floats(
+        pq.ParquetFile(io.BytesIO(data)).schema_arrow, _footer(data)
+    )
+    assert [table.schema.names[i] for i in counted] == ["weight_kg", "weight", "ratio", "dose"]
+    assert values == 40 + 20 + 40 + 40
+    out = read_random(T.read_parquet, data)
+    assert out.numeric_values == values
+    assert_planted(out)
+    assert rows_of(out)[0] == ["resident_id", "mobile", "diagnosis", "visit", "fee"]
+    notes = next(m.text for m in out.members if m.name == "metadata")
+    assert notes.count("column not rendered (floating point)") == 4
+    # Without statistics a nullable column's nulls are unknown: it is read, the count unchanged.
+    bare = parquet_bytes(table, row_group_size=15, write_statistics=False)
+    counted, _ = T._footer_counted_floats(
+        pq.ParquetFile(io.BytesIO(bare)).schema_arrow, _footer(bare)
+    )
+    assert [table.schema.names[i] for i in counted] == ["dose"]  # required: no nulls to count
+    assert read_random(T.read_parquet, bare).numeric_values == values
+
+
+def test_parquet_columns_stored_as_integers_are_never_counted_as_floats() -> None:
+    """The footer must store a counted column as FLOAT or DOUBLE, whatever the schema says."""
+    data = parquet_bytes(pa.table({"mobile": pa.array(PHONES, pa.int64())}))
+    footer = _footer(data)
+    assert [c.physical_type for g in footer.row_groups for c in g] == [2]  # INT64
+    lying = pa.schema([pa.field("mobile", pa.float64())])  # an Arrow schema claiming floats
+    assert T._footer_counted_floats(lying, footer) == ([], 0)
+    for group in footer.row_groups:
+        group.append(T._ParquetChunk(path="mobile", physical_type=5, num_values=ROWS))
+    assert T._footer_counted_floats(lying, footer) == ([], 0)  # two chunks of one path
+
+
 def test_parquet_nested_values_and_quoting() -> None:
     table = pa.table(
         {
@@ -267,10 +319,170 @@ def test_parquet_nested_values_and_quoting() -> None:
         f"{IDS[0]} {IDS[1]}",
         'said "hello", left',
         f"k {IDS[2]}",
-        "2025-03-04 05:06:07.000000",
+        "2025-03-04",  # a timestamp renders as its date (test_timestamps_render_as_dates)
         "true",
     ]
     assert rows[2] == ["", "", "", "line\nbreak", "", "", "false"]
+
+
+UNITS = ["s", "ms", "us", "ns"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_timestamps_render_as_dates(unit: str) -> None:
+    """A timestamp renders as its ISO date, in the column's time zone; nulls stay empty."""
+    late = dt.datetime(2025, 3, 4, 23, 30, 59, 123456)
+    table = pa.table(
+        {
+            "naive": pa.array([late, None], pa.timestamp(unit)),
+            "utc": pa.array([late, None], pa.timestamp(unit, tz="UTC")),
+            # 23:30 UTC is 07:30 the next day in Shenzhen: the local date is rendered.
+            "local": pa.array([late, None], pa.timestamp(unit, tz="UTC")).cast(
+                pa.timestamp(unit, tz="Asia/Shanghai")
+            ),
+        }
+    )
+    rows = rows_of(read_random(T.read_parquet, parquet_bytes(table)))
+    assert rows == [["naive", "utc", "local"], ["2025-03-04"] * 2 + ["2025-03-05"], ["", "", ""]]
+
+
+def test_timestamps_out_of_range_render_their_digits() -> None:
+    """A stored value whose date has no four-digit year renders as the integer stored."""
+    digits = [int(i) for i in IDS if i.isdigit()][:3]  # Resident IDs stored as milliseconds
+    assert len(digits) == 3
+    values = [*digits, -(10**15), 0]
+    table = pa.table({"at": pa.array(values, pa.timestamp("ms"))})
+    out = read_random(T.read_parquet, parquet_bytes(table))
+    rows = rows_of(out)
+    assert [r[0] for r in rows[1:]] == [*(str(d) for d in digits), str(-(10**15)), "1970-01-01"]
+    assert labels(out) == {"pii.cn_resident_id": 3}
+
+
+def test_timestamp_columns_beside_identifiers_keep_exact_counts() -> None:
+    """The planted table with timestamps of every unit: each identifier still counts once."""
+    base = dt.datetime(2025, 1, 1, 8, 30, 15, 250000)
+    table = patients()
+    for unit in UNITS:
+        stamps = [base + dt.timedelta(hours=7 * i, microseconds=i) for i in range(ROWS)]
+        table = table.append_column(f"seen_{unit}", pa.array(stamps, pa.timestamp(unit, tz="UTC")))
+    out = read_random(T.read_parquet, parquet_bytes(table))
+    assert_planted(out)
+    assert rows_of(out)[2][-1] == "2025-01-01"  # 15:30 UTC
+    assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False))))
+
+
+@given(
+    st.lists(st.integers(-719_162, 2_932_896) | st.none(), max_size=80),
+    st.integers(0, 40),
+    st.integers(0, 5),
+)
+def test_dates_rendered_once_per_day_are_the_cast(
+    days: list[int | None], spread: int, skip: int
+) -> None:
+    """Rendering each day of a batch's range once and taking gives Arrow's own cast."""
+    narrow = [None if d is None else 20_000 + d % (spread + 1) for d in days]
+    for values in (days, narrow):
+        dates = pa.array(values, pa.int32()).view(pa.date32()).slice(min(skip, len(values)))
+        assert T._date_text(dates).equals(pc.cast(dates, pa.string()))
+
+
+#: Hosts of timestamp text in the property test below: an identifier in the
+#: cell before or after, or a diagnosis column whose codes follow the time.
+_AROUND = st.sampled_from(IDS + [str(p) for p in PHONES] + ["J45.0", "tel", "", "22.5"])
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(
+        st.integers(-(1 << 63) + 1, (1 << 63) - 1)
+        | st.sampled_from([int(i) for i in IDS if i.isdigit()] + PHONES)  # digits stored
+        | st.none(),
+        min_size=1,
+        max_size=20,
+    ),
+    unit=st.sampled_from(UNITS),
+    tz=st.sampled_from([None, "UTC", "Asia/Shanghai", "America/St_Johns"]),
+    before=st.lists(_AROUND, min_size=20, max_size=20),
+    after=st.lists(_AROUND, min_size=20, max_size=20),
+)
+def test_timestamp_dates_find_what_full_timestamps_find(
+    values: list[int | None], unit: str, tz: str | None, before: list[str], after: list[str]
+) -> None:
+    """Soundness of the date rule: the findings are those of the full ISO date-time.
+
+    Any int64 value of any unit and time zone, between cells that hold
+    identifiers, hotwords and codes: what the matcher finds in the rendered
+    table equals what it finds when the time of day is written out as Arrow
+    prints it. (A value outside the years 1-9999 is its digits in both.)
+    """
+    n = len(values)
+    typ = pa.timestamp(unit, tz=tz)
+    stamps = pa.array(values, pa.int64()).cast(typ)
+    table = pa.table({"diagnosis_note": before[:n], "at": stamps, "contact": after[:n]})
+    out = read_random(T.read_arrow_file, arrow_file_bytes(table))  # Parquet has no seconds
+    full = pc.cast(stamps, pa.string()).to_pylist()
+    per_day = 86_400 * 1000 ** UNITS.index(unit)
+    lines = ["diagnosis_note,at,contact"]
+    for b, value, text, a in zip(before, values, full, after, strict=False):
+        if value is not None and not -719_161 <= value // per_day <= 2_932_895:
+            text = str(value)  # 0001-01-02 .. 9999-12-30
+        lines.append(f"{b},{text or ''},{a}")
+    reference = RecordingExtract()
+    member = reference.member("table", "text/csv")
+    member.write("\n".join(lines) + "\n")
+    member.close()
+    assert labels(out) == labels(reference)
+
+
+_CELL_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda width: st.lists(
+            st.lists(_CELL_TEXT | st.none(), min_size=width, max_size=width), max_size=12
+        )
+    ),
+    st.booleans(),
+)
+def test_batch_text_writer_and_joins_agree(rows: list[list[str | None]], ints: bool) -> None:
+    """Arrow's CSV writer (plain cells) and the element-wise joins give the same lines."""
+    width = len(rows[0]) if rows else 1
+    columns = [pa.array([r[i] for r in rows], pa.string()) for i in range(width)]
+    if ints:
+        columns.append(pa.array(range(len(rows)), pa.int64()).cast(pa.string()))
+    cells = [T._cells(c, quote=True) for c in columns]
+    joined = T._joined_text([c for c, _ in cells])
+    assert T._batch_text([(c, True) for c in columns]) == joined
+    if all(plain for _, plain in cells):
+        assert T._written_text([c for c, _ in cells]) == joined
+    expected = [[v or "" for v in r] + ([str(n)] if ints else []) for n, r in enumerate(rows)]
+    parsed = [row or [""] for row in csv.reader(io.StringIO(joined, newline=""))]  # "" is []
+    assert parsed == expected
+
+
+def _plain_page(values: list[bytes]) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=60), st.integers(0, 3), st.booleans())
+def test_longest_dictionary_value(values: list[bytes], extra: int, same: bool) -> None:
+    """The longest value of a PLAIN page, by the vectorised path (one length) or the walk."""
+    if same and values:
+        values = [v.ljust(len(values[0]), b"x")[: len(values[0])] for v in values]
+    page = _plain_page(values) + bytes(extra)  # a page may end in padding
+    assert T._longest_value(page, len(values)) == max(map(len, values), default=0)
+
+
+def test_longest_dictionary_value_past_the_page() -> None:
+    page = _plain_page([b"abc", b"def"])
+    with pytest.raises((ValueError, struct.error)):
+        T._longest_value(page, 3)  # a lying count
+    with pytest.raises((ValueError, struct.error)):
+        T._longest_value(page[:-1], 2)  # the last value cut short
+    # One length at every stride: the vectorised path reads exactly the walk.
+    assert T._longest_value(_plain_page([b"ab", b"cd", b"ef"]), 3) == 2
+    assert T._longest_value(_plain_page([b"ab", b"cd", b"efg"]), 3) == 3
 
 
 def test_parquet_binary_cells_text_zip_and_opaque() -> None:
