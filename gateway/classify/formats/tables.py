@@ -414,11 +414,9 @@ def _leaves(schema: pa.Schema, render: _Render) -> tuple[list[_Leaf], list[_Leaf
                 for child, j in reversed(children)
             )
             continue
-        if _all_float(typ):
-            render.note(f"column not rendered (floating point): {name}\n")
-            floats.append(_Leaf(name, path))
-        else:
-            leaves.append(_Leaf(name, path))
+        # Float columns are rendered too, but only their whole numbers of
+        # identifier size (_integral_floats); the rest of them is counted.
+        leaves.append(_Leaf(name, path))
         if len(leaves) + len(floats) > MAX_COLUMNS:
             raise render.fail(f"more than {MAX_COLUMNS} columns")
     return leaves, floats
@@ -473,6 +471,39 @@ def _count(arr: pa.Array) -> int:
             return int(len(arr) - arr.null_count)
 
 
+#: Smallest magnitude of a whole-number float that is rendered, as its digits:
+#: the shortest digit identifier (a Hong Kong phone number, 8 digits) is above
+#: it. pandas stores an integer column with a missing value as float64, so a
+#: column of mobile numbers with one gap arrives as 13812345678.0: counted as a
+#: float, it would pass unseen. Other floats (measurements) stay unrendered.
+INTEGRAL_FLOAT_MIN: Final = 1e7
+#: Largest magnitude cast to a 64-bit integer (below 2**63, where the cast stops).
+_INTEGRAL_FLOAT_MAX: Final = 9.0e18
+
+
+def _integral_float(value: float) -> str:
+    """One float as :func:`_integral_floats` renders it ("" unless a whole number of that size)."""
+    if value.is_integer() and INTEGRAL_FLOAT_MIN <= abs(value) < _INTEGRAL_FLOAT_MAX:
+        return str(int(value))
+    return ""
+
+
+def _integral_floats(arr: pa.Array) -> pa.Array:
+    """A float array as strings: whole numbers of identifier size as digits, others null."""
+    values = pc.cast(arr, pa.float64())
+    bounds = pc.min_max(values)  # one pass; measurements rarely reach 10**7
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None or (low > -INTEGRAL_FLOAT_MIN and high < INTEGRAL_FLOAT_MIN):
+        return pa.nulls(len(arr), pa.string())
+    size = pc.abs(values)
+    keep = pc.and_(
+        pc.equal(pc.floor(values), values),
+        pc.and_(pc.greater_equal(size, INTEGRAL_FLOAT_MIN), pc.less(size, _INTEGRAL_FLOAT_MAX)),
+    )
+    whole = pc.if_else(keep, values, pa.scalar(None, pa.float64()))
+    return pc.cast(pc.cast(whole, pa.int64()), pa.string())
+
+
 def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Array | None:
     """``arr`` as a string array of the same length (nulls allowed), or None for floats."""
     if depth > MAX_NESTING:
@@ -492,7 +523,7 @@ def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Arra
         return pc.take(values, arr.indices)
     if pa.types.is_floating(typ):
         render.numeric += _count(arr)
-        return None
+        return _integral_floats(arr)
     if pa.types.is_null(typ):
         return pa.nulls(len(arr), pa.string())
     if pa.types.is_string(typ):
@@ -657,7 +688,7 @@ def _scalar_text(value: object, render: _Render, where: str) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         render.numeric += 1
-        return ""
+        return _integral_float(value)
     if isinstance(value, bytes):
         return render.binary(value, where)
     if isinstance(value, Decimal):
@@ -1212,51 +1243,6 @@ def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
     return footer
 
 
-#: Parquet physical types FLOAT and DOUBLE (parquet.thrift Type).
-_PARQUET_FLOATS: Final = (4, 5)
-
-
-def _footer_counted_floats(schema: pa.Schema, footer: _ParquetFooter) -> tuple[list[int], int]:
-    """Top-level float columns counted from the footer instead of read: (indices, values).
-
-    A float column is counted, never rendered, so decoding it only yields a
-    count, which the footer has: each column chunk's ``num_values`` less its
-    ``statistics.null_count`` (or none when the column is required). Not
-    reading them saves about half the work on a scientific table (its floats
-    are most of its bytes). A column qualifies only when the footer is
-    unambiguous about it: a top-level float field of a unique name whose
-    chunk in every row group is the one of that path, stored as FLOAT or
-    DOUBLE (so that a lying Arrow schema cannot make an integer column of
-    identifiers pass for floats), with a null count unless required. Any
-    other column is read as before.
-    """
-    names = schema.names
-    chunks: list[dict[str, list[_ParquetChunk]]] = []
-    for group in footer.row_groups:
-        by_path: dict[str, list[_ParquetChunk]] = {}
-        for chunk in group:
-            by_path.setdefault(chunk.path, []).append(chunk)
-        chunks.append(by_path)
-    skipped: list[int] = []
-    values = 0
-    for index, field_ in enumerate(schema):
-        if not pa.types.is_floating(field_.type) or names.count(field_.name) != 1:
-            continue
-        count = 0
-        for by_path in chunks:
-            found = by_path.get(field_.name, [])
-            if len(found) != 1 or found[0].physical_type not in _PARQUET_FLOATS:
-                break
-            nulls = 0 if not field_.nullable else found[0].null_count
-            if nulls is None or not 0 <= nulls <= found[0].num_values:
-                break
-            count += found[0].num_values - nulls
-        else:
-            skipped.append(index)
-            values += count
-    return skipped, values
-
-
 def _dictionary_longest(
     source: RandomAccess, column: _ParquetChunk, at: int, sizes: tuple[int, int, int, int]
 ) -> int | None:
@@ -1378,7 +1364,10 @@ def read_parquet(source: RandomAccess, out: Extract) -> None:
             raise render.fail("corrupt footer")
         _metadata_lines(render, parsed.metadata)
         schema = reader.schema_arrow
-        counted, floats = _footer_counted_floats(schema, parsed)
+        # Float columns are read like any other: a whole-number float may be an
+        # identifier (_integral_floats), which the footer's counts cannot tell.
+        counted: list[int] = []
+        floats = 0
         read = sorted(set(range(len(schema))) - set(counted))
         table = _ArrowTable(render, schema, read=read if counted else None)
         render.numeric += floats
@@ -2312,6 +2301,7 @@ class AvroReader:
 
     def _row(self, record: Any) -> list[str]:
         cells = []
+        wholes: list[str] = []
         for column in self.columns:
             value = record
             for key in column.path:
@@ -2319,9 +2309,13 @@ class AvroReader:
             if column.numeric:
                 if value is not None:
                     self.render.numeric += 1
+                    if isinstance(value, float) and (whole := _integral_float(value)):
+                        wholes.append(whole)
                 continue
             cells.append(_py_text(value, self.render, f"table column {column.name}"))
-        return cells
+        # Whole-number floats of identifier size go after the rendered columns
+        # (a float column has no header cell), so no other cell moves.
+        return cells + wholes
 
     def finish(self) -> None:
         """The file ended: it must end on a block boundary."""

@@ -242,9 +242,9 @@ def test_parquet_planted_and_clean(compression: str, dictionary: bool) -> None:
     kw = {"compression": compression, "use_dictionary": dictionary}
     out = read_random(T.read_parquet, parquet_bytes(patients(), **kw))
     assert_planted(out)
-    assert out.numeric_values == ROWS  # weight_kg counted, not rendered
+    assert out.numeric_values == ROWS  # weight_kg counted; its cells are empty
     rows = rows_of(out)
-    assert "weight_kg" not in rows[0]
+    assert {row[rows[0].index("weight_kg")] for row in rows[1:]} == {""}
     assert rows[1][rows[0].index("visit")] == "2025-01-01"
     assert rows[1][rows[0].index("fee")] == "12.50"
     assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False), **kw)))
@@ -255,49 +255,31 @@ def _footer(data: bytes) -> T._ParquetFooter:
     return T._parquet_footer(data[-8 - size : -8], T._Render("parquet", RecordingExtract()))
 
 
-def test_parquet_float_columns_are_counted_from_the_footer() -> None:
-    """Top-level float columns are not read: the footer's counts give the same total."""
-    floats = {
-        "weight": pa.array([60.5, None, 71.0, None] * 10),  # nullable, with nulls
-        "ratio": pa.array([0.5] * 40, pa.float32()),
-        "dose": pa.array([1.0] * 40),
-    }
-    schema = pa.schema([pa.field("dose", pa.float64(), nullable=False)])
-    table = (
-        patients().append_column("weight", floats["weight"]).append_column("ratio", floats["ratio"])
-    )
-    table = table.append_column(schema.field("dose"), floats["dose"])
-    data = parquet_bytes(table, row_group_size=15)
-    counted, values = T._footer_counted_floats(
-        pq.ParquetFile(io.BytesIO(data)).schema_arrow, _footer(data)
-    )
-    assert [table.schema.names[i] for i in counted] == ["weight_kg", "weight", "ratio", "dose"]
-    assert values == 40 + 20 + 40 + 40
-    out = read_random(T.read_parquet, data)
-    assert out.numeric_values == values
-    assert_planted(out)
-    assert rows_of(out)[0] == ["resident_id", "mobile", "diagnosis", "visit", "fee"]
-    notes = next(m.text for m in out.members if m.name == "metadata")
-    assert notes.count("column not rendered (floating point)") == 4
-    # Without statistics a nullable column's nulls are unknown: it is read, the count unchanged.
-    bare = parquet_bytes(table, row_group_size=15, write_statistics=False)
-    counted, _ = T._footer_counted_floats(
-        pq.ParquetFile(io.BytesIO(bare)).schema_arrow, _footer(bare)
-    )
-    assert [table.schema.names[i] for i in counted] == ["dose"]  # required: no nulls to count
-    assert read_random(T.read_parquet, bare).numeric_values == values
+def test_whole_number_floats_of_identifier_size_are_rendered() -> None:
+    """pandas stores an integer column with a gap as float64: 13812345678.0 is a phone number.
 
-
-def test_parquet_columns_stored_as_integers_are_never_counted_as_floats() -> None:
-    """The footer must store a counted column as FLOAT or DOUBLE, whatever the schema says."""
-    data = parquet_bytes(pa.table({"mobile": pa.array(PHONES, pa.int64())}))
-    footer = _footer(data)
-    assert [c.physical_type for g in footer.row_groups for c in g] == [2]  # INT64
-    lying = pa.schema([pa.field("mobile", pa.float64())])  # an Arrow schema claiming floats
-    assert T._footer_counted_floats(lying, footer) == ([], 0)
-    for group in footer.row_groups:
-        group.append(T._ParquetChunk(path="mobile", physical_type=5, num_values=ROWS))
-    assert T._footer_counted_floats(lying, footer) == ([], 0)  # two chunks of one path
+    Whole numbers of 8 digits or more are rendered as their digits; other
+    floats (measurements, small whole numbers) stay unrendered and counted.
+    """
+    phones = [float(p) for p in PHONES]
+    phones[3] = float("nan")
+    table = pa.table(
+        {
+            "mobile": pa.array(phones, pa.float64()),
+            "weight": pa.array([60.5, None, 71.0, 1e30] * (ROWS // 4), pa.float64()),
+        }
+    )
+    for data, reader in (
+        (parquet_bytes(table, row_group_size=15), T.read_parquet),
+        (parquet_bytes(table, use_dictionary=False), T.read_parquet),
+    ):
+        out = read_random(reader, data)
+        rows = rows_of(out)
+        assert rows[0] == ["mobile", "weight"]
+        rendered = [r[0] for r in rows[1:]]
+        assert rendered == [str(p) if i != 3 else "" for i, p in enumerate(PHONES)]
+        assert {r[1] for r in rows[1:]} == {""}  # 60.5, 71.0, 1e30 and nulls: nothing
+        assert out.numeric_values == 2 * ROWS - ROWS // 4  # NaN is a value, null is not
 
 
 def test_parquet_nested_values_and_quoting() -> None:
@@ -897,3 +879,29 @@ def test_mutated_files_are_read_or_unscannable(case: tuple[str, bytes]) -> None:
         "avro",
         "sqlite",
     }
+
+
+def test_whole_number_floats_in_avro_and_sqlite_are_rendered(tmp_path: Path) -> None:
+    """The row-by-row readers apply the same rule as the Arrow ones."""
+    schema = {
+        "type": "record",
+        "name": "r",
+        "fields": [{"name": "id", "type": "string"}, {"name": "mobile", "type": "double"}],
+    }
+    sink = io.BytesIO()
+    fastavro.writer(
+        sink, schema, [{"id": f"r{i}", "mobile": float(p)} for i, p in enumerate(PHONES)]
+    )
+    avro = read_stream(T.AvroReader, sink.getvalue())
+    path = tmp_path / "floats.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id TEXT, mobile REAL, weight REAL)")
+    con.executemany(
+        "INSERT INTO t VALUES (?, ?, ?)", [(f"r{i}", float(p), 60.5) for i, p in enumerate(PHONES)]
+    )
+    con.commit()
+    con.close()
+    for out in (avro, read_random(T.read_sqlite, path.read_bytes())):
+        for phone in PHONES:
+            assert f"{phone}" in out.text
+        assert "60.5" not in out.text
