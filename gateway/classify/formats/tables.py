@@ -1287,7 +1287,7 @@ def _check_parquet_pages(
             if start < 4 or column.total_compressed_size < 0 or end > source.size:
                 raise render.fail("column chunk outside the file")
             strings = column.physical_type == _PARQUET_BYTE_ARRAY
-            longest_value = chunk_values = largest = 0
+            longest_value = chunk_values = largest = value_bytes = 0
             pos = start
             while pos < end:
                 pages += 1
@@ -1306,12 +1306,18 @@ def _check_parquet_pages(
                         longest_value = max(longest_value, longest)
                 else:
                     chunk_values += values
+                    value_bytes += unc
                 largest = max(largest, unc)
                 decoded += unc + _PARQUET_BYTES_PER_VALUE * values
                 pos += header + comp
             in_flight += largest
             decoded += chunk_values * longest_value  # the dictionary expanded to every value
             row_bytes += longest_value
+            # Plain-encoded values take their pages' bytes: a batch of 32 Ki rows
+            # of 2,000-byte strings in 8 columns would decode to 512 MiB (a 50 KB
+            # zstd file reached 1.1 GB RSS), so the rows per batch follow them too.
+            if chunk_values:
+                row_bytes += value_bytes // chunk_values
             if decoded > MAX_PARQUET_ROW_GROUP_BYTES:
                 raise render.fail(
                     f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded"

@@ -39,7 +39,7 @@ from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
 from gateway.classify.formats import tables as T
-from gateway.classify.formats.base import Unscannable
+from gateway.classify.formats.base import BytesAccess, Unscannable
 from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
 from gateway.classify.matcher import TextMatcher
 
@@ -905,3 +905,16 @@ def test_whole_number_floats_in_avro_and_sqlite_are_rendered(tmp_path: Path) -> 
         for phone in PHONES:
             assert f"{phone}" in out.text
         assert "60.5" not in out.text
+
+
+def test_plain_encoded_wide_values_shrink_the_batches() -> None:
+    """Rows per batch follow the bytes of plain-encoded pages, not only dictionaries."""
+    wide = pa.array(["a" * 2000] * 4096)
+    data = parquet_bytes(
+        pa.table({f"c{i}": wide for i in range(4)}), use_dictionary=False, compression="zstd"
+    )
+    size = int.from_bytes(data[-8:-4], "little")
+    render = T._Render("parquet", RecordingExtract())
+    footer = T._parquet_footer(data[-8 - size : -8], render)
+    plan = T._check_parquet_pages(BytesAccess(data), footer, render)
+    assert plan.batch_rows == [T.MAX_BATCH_TEXT_BYTES // (4 * 2004 + 1)]
