@@ -30,9 +30,12 @@ but that is a bug of the reader.
 
 from __future__ import annotations
 
+import importlib
 import io
-from collections.abc import Iterable, Sequence
-from typing import Final, Protocol, runtime_checkable
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import Any, Final, Protocol, runtime_checkable
 
 #: Separator between cells of a rendered table: a comma, as in RFC 4180 CSV,
 #: which the matcher's column rules (a ``diagnosis`` header) recognise.
@@ -298,3 +301,44 @@ def write_table(out: TextOut, header: Sequence[str], rows: Iterable[Sequence[str
     out.write(csv_line(header))
     for row in rows:
         out.write(csv_line(row))
+
+
+class LazyModule:
+    """A module imported on its first attribute access.
+
+    A family's library (pyarrow, pydicom …) costs tens of MB of RSS once
+    imported; the registry imports every family at the first scan, so a
+    gateway that never sees a Parquet file would carry pyarrow all the same
+    (SPEC §9: < 150 MB for a 5 GB transfer). Readers name their libraries
+    through this, and the import happens when a file of that format arrives.
+
+    Args:
+        name: the module's import name (``pyarrow.compute``).
+        on_load: called once with the module after its import (process-wide
+            settings such as Arrow's memory pool).
+    """
+
+    def __init__(self, name: str, on_load: Callable[[ModuleType], None] | None = None) -> None:
+        self.__dict__["_name"] = name
+        self.__dict__["_on_load"] = on_load
+        self.__dict__["_module"] = None
+
+    def _load(self) -> ModuleType:
+        module: ModuleType | None = self.__dict__["_module"]
+        if module is None:
+            with _LAZY_LOCK:
+                module = self.__dict__["_module"]
+                if module is None:
+                    module = importlib.import_module(self.__dict__["_name"])
+                    hook = self.__dict__["_on_load"]
+                    if hook is not None:
+                        hook(module)
+                    self.__dict__["_module"] = module
+        return module
+
+    def __getattr__(self, attr: str) -> Any:
+        """The module's attribute (importing the module the first time)."""
+        return getattr(self._load(), attr)
+
+
+_LAZY_LOCK: Final = threading.RLock()

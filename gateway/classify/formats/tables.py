@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -67,17 +68,8 @@ import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import fastavro
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.dataset as pa_dataset
-import pyarrow.ipc as pa_ipc
-import pyarrow.orc as pa_orc
-import pyarrow.parquet as pq
 import zstandard
 
 from gateway.classify.formats import SNIFF_PREFIX_BYTES, Format, identify, register
@@ -85,6 +77,7 @@ from gateway.classify.formats.base import (
     MAX_CELL_CHARS,
     AccessFile,
     Extract,
+    LazyModule,
     RandomAccess,
     TextOut,
     Unscannable,
@@ -93,13 +86,44 @@ from gateway.classify.formats.base import (
 )
 from gateway.classify.formats.prefetch import prefetched
 
-# Arrow's default allocator in the pyarrow wheels (mimalloc) keeps what it
-# frees in per-thread heaps: a 256 MB Parquet upload through the egress raised
-# the process's peak RSS by 140-155 MB while Arrow had ~22 MiB live; with the
-# C library's allocator, by 90-120 MB, at the same speed (``gateway bench
-# proxy --parquet-mb``, issue 12; SPEC §9 memory target). This module's
-# readers are the gateway's only users of Arrow.
-pa.set_memory_pool(pa.system_memory_pool())
+
+def _system_pool(_: object) -> None:
+    """Give Arrow the C library's allocator, once, before it allocates anything here.
+
+    Arrow's default allocator in the pyarrow wheels (mimalloc) keeps what it
+    frees in per-thread heaps: a 256 MB Parquet upload through the egress
+    raised the process's peak RSS by 140-155 MB while Arrow had ~22 MiB live;
+    with the C library's allocator, by 90-120 MB, at the same speed (``gateway
+    bench proxy --parquet-mb``, issue 12; SPEC §9 memory target). This
+    module's readers are the gateway's only users of Arrow.
+    """
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+
+
+# The libraries load when a file of a table format arrives (LazyModule: ~60 MB
+# of RSS that a gateway without such files does not carry).
+if TYPE_CHECKING:
+    import fastavro
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+    import pyarrow.dataset as pa_dataset
+    import pyarrow.ipc as pa_ipc
+    import pyarrow.orc as pa_orc
+    import pyarrow.parquet as pq
+else:
+    fastavro = LazyModule("fastavro")
+    np = LazyModule("numpy")
+    pa = LazyModule("pyarrow", _system_pool)
+    pc = LazyModule("pyarrow.compute", _system_pool)
+    pa_csv = LazyModule("pyarrow.csv", _system_pool)
+    pa_dataset = LazyModule("pyarrow.dataset", _system_pool)
+    pa_ipc = LazyModule("pyarrow.ipc", _system_pool)
+    pa_orc = LazyModule("pyarrow.orc", _system_pool)
+    pq = LazyModule("pyarrow.parquet", _system_pool)
 
 # -- bounds ------------------------------------------------------------------
 
@@ -545,7 +569,7 @@ def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Arra
         kept = [p for p in parts if p is not None]
         if not kept:
             return None
-        return pc.binary_join_element_wise(*kept, _SPACE, null_handling="skip")
+        return pc.binary_join_element_wise(*kept, _lit(" "), null_handling="skip")
     if pa.types.is_map(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ):
         return _list_text(arr, arr.offsets, arr.values, render, where, depth)
     if pa.types.is_fixed_size_list(typ):
@@ -575,12 +599,12 @@ def _list_text(
     if rendered is None:
         render.numeric += max(0, len(values) - values.null_count)
         return None
-    rendered = pc.fill_null(rendered, _EMPTY)
+    rendered = pc.fill_null(rendered, _lit(""))
     if pa.types.is_int64(offsets.type):
         lists = pa.LargeListArray.from_arrays(offsets, rendered)
     else:
         lists = pa.ListArray.from_arrays(offsets, rendered)
-    joined = pc.binary_join(lists, _SPACE)
+    joined = pc.binary_join(lists, _lit(" "))
     if arr.null_count:
         joined = pc.if_else(arr.is_null(), pa.scalar(None, pa.string()), joined)
     return joined
@@ -702,11 +726,10 @@ def _scalar_text(value: object, render: _Render, where: str) -> str:
 
 
 # Scalars made once: a Python str argument is converted on every kernel call.
-_EMPTY: Final = pa.scalar("", pa.string())
-_SPACE: Final = pa.scalar(" ", pa.string())
-_COMMA: Final = pa.scalar(",", pa.string())
-_QUOTE: Final = pa.scalar('"', pa.string())
-_NEWLINE: Final = pa.scalar("\n", pa.string())
+@functools.cache
+def _lit(text: str) -> pa.Scalar:
+    """An Arrow string scalar, built once (Arrow itself loads with the first table)."""
+    return pa.scalar(text, pa.string())
 
 
 def _cells(arr: pa.Array, quote: bool) -> tuple[pa.Array, bool]:
@@ -717,7 +740,7 @@ def _cells(arr: pa.Array, quote: bool) -> tuple[pa.Array, bool]:
     written as they are.
     """
     if arr.null_count:
-        arr = pc.fill_null(arr, _EMPTY)
+        arr = pc.fill_null(arr, _lit(""))
     if len(arr) and pc.max(pc.binary_length(arr)).as_py() > MAX_CELL_CHARS:
         return pa.array([csv_cell(v) for v in arr.to_pylist()], pa.string()), False
     if quote:
@@ -726,7 +749,7 @@ def _cells(arr: pa.Array, quote: bool) -> tuple[pa.Array, bool]:
         if any(c in raw for c in (b",", b'"', b"\n", b"\r")):
             needs = pc.match_substring_regex(arr, _QUOTE_RE2)
             quoted = pc.binary_join_element_wise(
-                _EMPTY, pc.replace_substring(arr, '"', '""'), _EMPTY, _QUOTE
+                _lit(""), pc.replace_substring(arr, '"', '""'), _lit(""), _lit('"')
             )
             return pc.if_else(needs, quoted, arr), False
     return arr, True
@@ -734,9 +757,10 @@ def _cells(arr: pa.Array, quote: bool) -> tuple[pa.Array, bool]:
 
 #: Cells written by Arrow's CSV writer as they are (no quoting: they are
 #: plain, or already quoted by :func:`_cells`), one line per row.
-_CSV_AS_IS: Final = pa_csv.WriteOptions(
-    include_header=False, batch_size=BATCH_ROWS, quoting_style="none"
-)
+@functools.cache
+def _csv_as_is() -> pa_csv.WriteOptions:
+    """Arrow's CSV writer options for cells written as they are (built once)."""
+    return pa_csv.WriteOptions(include_header=False, batch_size=BATCH_ROWS, quoting_style="none")
 
 
 def _batch_text(columns: Sequence[tuple[pa.Array, bool]]) -> str:
@@ -759,14 +783,14 @@ def _written_text(cells: Sequence[pa.Array]) -> str:
         return ""
     sink = pa.BufferOutputStream()
     batch = pa.RecordBatch.from_arrays(list(cells), names=[str(i) for i in range(len(cells))])
-    pa_csv.write_csv(batch, sink, _CSV_AS_IS)
+    pa_csv.write_csv(batch, sink, _csv_as_is())
     return str(memoryview(sink.getvalue()), "utf-8")
 
 
 def _joined_text(cells: Sequence[pa.Array]) -> str:
     """Cells as CSV lines, by element-wise joins (cells already quoted where needed)."""
-    last = pc.binary_join_element_wise(cells[-1], _NEWLINE, _EMPTY)
-    lines = last if len(cells) == 1 else pc.binary_join_element_wise(*cells[:-1], last, _COMMA)
+    last = pc.binary_join_element_wise(cells[-1], _lit("\n"), _lit(""))
+    lines = last if len(cells) == 1 else pc.binary_join_element_wise(*cells[:-1], last, _lit(","))
     if not len(lines):
         return ""
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
