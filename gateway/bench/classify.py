@@ -43,15 +43,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import hyperscan
 
-from gateway.bench import formats
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.classify.matcher import NATIVE_AVAILABLE, SCAN_SLICE_BYTES, TextMatcher
 from gateway.classify.testing import bank_card, cn_mobile, hkid, resident_id, uscc
+
+if TYPE_CHECKING:
+    from gateway.bench import formats
 
 #: Default chunk size fed to the scanner: what ``gateway scan`` reads per call.
 #: ``--chunk-size 65536`` measures what the proxy feeds instead.
@@ -73,9 +75,13 @@ TARGETS: Final[dict[str, tuple[float, float]]] = {
 #: Default data size per kind (MB): large enough to dwarf per-scan set-up.
 DEFAULT_SIZE_MB: Final = 64
 
+#: The file kinds, measured by :mod:`gateway.bench.formats` (imported only when
+#: one runs: it loads pyarrow, pydicom and PDFium, ~100 MB that ``gateway
+#: bench proxy``'s memory measurement must not carry).
+FILE_KINDS: Final = ("parquet", "pdf", "dicom")
 #: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
 TEXT_KINDS: Final = ("prose", "numeric", "pii")
-KINDS: Final = (*TEXT_KINDS, *formats.FILE_KINDS)
+KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
 
@@ -402,6 +408,8 @@ def render(
     if files:
         if lines:
             lines.append("")
+        from gateway.bench import formats
+
         lines.extend(formats.render_lines(files))
     lines.append(f"matcher core: {_core_name()}")
     lines.append("all targets met" if passed else "targets NOT met")
@@ -465,12 +473,14 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     detectors = DetectorSet.build()
     text = tuple(k for k in kinds if k in TEXT_KINDS)
-    files = tuple(k for k in kinds if k in formats.FILE_KINDS)
+    files = tuple(k for k in kinds if k in FILE_KINDS)
     results = run(args.size, args.repeat, text, detectors, args.chunk_size) if text else []
-    measured = (
-        formats.run(args.size, args.repeat, files, detectors, args.chunk_size, _sha256_once)
-        if files
-        else []
-    )
+    measured: list[formats.FileResult] = []
+    if files:
+        from gateway.bench import formats  # pyarrow, pydicom, PDFium: only for file kinds
+
+        measured = formats.run(
+            args.size, args.repeat, files, detectors, args.chunk_size, _sha256_once
+        )
     print(render(results, args.json, measured))
     return 0

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
+from gateway.bench.classify import FILE_KINDS
 from gateway.classify.decode import Decoder
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
@@ -53,7 +54,6 @@ from gateway.server.spool import SpoolInfo, SpoolWriter
 from gateway.server.spool_view import SpoolView
 
 #: The file kinds, in report order.
-FILE_KINDS: Final = ("parquet", "pdf", "dicom")
 
 #: MB/s of file bytes through the whole scan path (SPEC §9; None: no target).
 TARGETS: Final[dict[str, float | None]] = {"parquet": 150.0, "pdf": None, "dicom": None}
