@@ -1181,6 +1181,8 @@ class _ParquetFooter:
     row_groups: list[list[_ParquetChunk]] = field(default_factory=list)
     metadata: dict[bytes, bytes] = field(default_factory=dict)
     encrypted: bool = False
+    num_rows: int | None = None
+    group_rows: list[int] = field(default_factory=list)
 
 
 _PARQUET_BYTE_ARRAY: Final = 6
@@ -1240,9 +1242,17 @@ def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
 
     def row_group(_kind: int) -> None:
         footer.row_groups.append([])
+        footer.group_rows.append(0)
         if len(footer.row_groups) > MAX_PARQUET_ROW_GROUPS:
             raise render.fail(f"more than {MAX_PARQUET_ROW_GROUPS} row groups")
-        reader.fields({1: lambda _k: reader.items(column_chunk)})
+
+        def rows(_kind: int) -> None:
+            footer.group_rows[-1] = reader.zigzag()
+
+        reader.fields({1: lambda _k: reader.items(column_chunk), 3: rows})
+
+    def file_rows(_kind: int) -> None:
+        footer.num_rows = reader.zigzag()
 
     def key_value(_kind: int) -> None:
         pair = [b"", b""]
@@ -1259,11 +1269,16 @@ def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
 
     reader.fields(
         {
+            3: file_rows,
             4: lambda _k: reader.items(row_group),
             5: lambda _k: reader.items(key_value),
             8: encryption,
         }
     )
+    # Rows the file declares that no row group holds are rows no reader would
+    # show: an emptied row-group list hid every page (a hostile-file review).
+    if footer.num_rows is not None and footer.num_rows != sum(footer.group_rows):
+        raise render.fail("the footer's row count disagrees with its row groups")
     return footer
 
 

@@ -918,3 +918,19 @@ def test_plain_encoded_wide_values_shrink_the_batches() -> None:
     footer = T._parquet_footer(data[-8 - size : -8], render)
     plan = T._check_parquet_pages(BytesAccess(data), footer, render)
     assert plan.batch_rows == [T.MAX_BATCH_TEXT_BYTES // (4 * 2004 + 1)]
+
+
+def test_a_footer_whose_row_count_disagrees_with_its_row_groups_is_unscannable() -> None:
+    """Rows declared that no row group holds are rows no reader would show."""
+    data = parquet_bytes(pa.table({"resident_id": IDS}))
+    size = int.from_bytes(data[-8:-4], "little")
+    start = len(data) - 8 - size
+    footer = data[start:-8]
+    # FileMetaData field 3 (num_rows, i64) follows the schema list: header 0x16,
+    # the zigzag varint of ROWS (one byte for 40 rows), then field 4's list (0x19).
+    declared = bytes([0x16, ROWS * 2, 0x19])
+    assert footer.count(declared) == 1
+    lying = data[:start] + footer.replace(declared, bytes([0x16, ROWS * 2 + 2, 0x19])) + data[-8:]
+    with pytest.raises(Unscannable, match="row count disagrees"):
+        read_random(T.read_parquet, lying)
+    assert IDS[0] in read_random(T.read_parquet, data).text  # the control reads
