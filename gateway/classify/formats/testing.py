@@ -8,8 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from gateway.classify import formats as _registry
+from gateway.classify.detectors import DetectorSet
+from gateway.classify.engine import Scanner
 from gateway.classify.formats import Format, register, unregister
 from gateway.classify.formats.base import BytesAccess, Extract, RandomReader, StreamReader
+from gateway.classify.summary import ScanSummary
 
 
 @dataclass
@@ -171,3 +174,18 @@ def only_formats(*names: str) -> Iterator[None]:
         registry.clear()
         registry.update(saved)
         _registry._loaded = loaded
+
+
+def scan_bytes(detectors: DetectorSet, data: bytes, chunk: int = 0) -> ScanSummary:
+    """Scan ``data`` as the egress does: fed in ``chunk``-byte pieces (whole when 0),
+    then finished with random access to it (a footer-indexed format is read)."""
+    with Scanner(detectors, secret=b"k" * 32) as scanner:
+        step = chunk or len(data) or 1
+        for i in range(0, len(data), step):
+            scanner.feed(data[i : i + step])
+        return scanner.finish(BytesAccess(data))
+
+
+def label_counts(summary: ScanSummary) -> dict[str, int]:
+    """Findings per label of a summary."""
+    return {label: stats.count for label, stats in summary.labels.items()}

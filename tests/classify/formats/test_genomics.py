@@ -26,9 +26,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.bench.classify import _person
-from gateway.classify import DetectorSet, Scanner
+from gateway.classify import DetectorSet
 from gateway.classify.formats import identify
-from gateway.classify.formats.base import BytesAccess, Extract, StreamReader, Unscannable
+from gateway.classify.formats.base import Extract, StreamReader, Unscannable
 from gateway.classify.formats.genomics import (
     BamReader,
     BcfReader,
@@ -37,7 +37,7 @@ from gateway.classify.formats.genomics import (
     organism_from_header,
 )
 from gateway.classify.formats.genomics.common import BGZF_MAX_RATIO, Bgzf
-from gateway.classify.formats.testing import RecordingExtract, read_stream
+from gateway.classify.formats.testing import RecordingExtract, label_counts, read_stream, scan_bytes
 from gateway.classify.summary import ScanSummary
 
 DETECTORS = DetectorSet.build()
@@ -65,15 +65,10 @@ BACTERIAL_HEADER: dict[str, Any] = {
 
 def scan(data: bytes, chunk: int = 0) -> ScanSummary:
     """Through the whole decoder, in ``chunk``-byte pieces (whole when 0)."""
-    with Scanner(DETECTORS, secret=b"k" * 32) as scanner:
-        step = chunk or len(data) or 1
-        for i in range(0, len(data), step):
-            scanner.feed(data[i : i + step])
-        return scanner.finish(BytesAccess(data))
+    return scan_bytes(DETECTORS, data, chunk)
 
 
-def counts(summary: ScanSummary) -> dict[str, int]:
-    return {label: stats.count for label, stats in summary.labels.items()}
+counts = label_counts
 
 
 def write_alignments(

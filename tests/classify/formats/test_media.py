@@ -29,12 +29,18 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from gateway.bench.classify import _person
-from gateway.classify import DetectorSet, Scanner
+from gateway.classify import DetectorSet
 from gateway.classify.formats import identify
-from gateway.classify.formats.base import BytesAccess, Extract, StreamReader, Unscannable
+from gateway.classify.formats.base import Extract, StreamReader, Unscannable
 from gateway.classify.formats.media import JpegReader, PngReader, WebpReader, read_tiff
 from gateway.classify.formats.media.text import gps_decimals
-from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
+from gateway.classify.formats.testing import (
+    RecordingExtract,
+    label_counts,
+    read_random,
+    read_stream,
+    scan_bytes,
+)
 from gateway.classify.summary import ScanSummary
 
 DETECTORS = DetectorSet.build()
@@ -95,15 +101,11 @@ def webp(**save: Any) -> bytes:
 
 
 def scan(data: bytes, chunk: int = 0) -> ScanSummary:
-    with Scanner(DETECTORS, secret=b"k" * 32) as scanner:
-        step = chunk or len(data) or 1
-        for i in range(0, len(data), step):
-            scanner.feed(data[i : i + step])
-        return scanner.finish(BytesAccess(data))
+    """Through the whole decoder, in ``chunk``-byte pieces (whole when 0)."""
+    return scan_bytes(DETECTORS, data, chunk)
 
 
-def counts(summary: ScanSummary) -> dict[str, int]:
-    return {label: stats.count for label, stats in summary.labels.items()}
+counts = label_counts
 
 
 def segment(marker: int, payload: bytes) -> bytes:

@@ -35,9 +35,9 @@ from pydicom.uid import (
 )
 
 from gateway.bench.classify import _person
-from gateway.classify import DetectorSet, Scanner
+from gateway.classify import DetectorSet
 from gateway.classify.formats import identify
-from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.base import Unscannable
 from gateway.classify.formats.medical import (
     MAX_KEPT_BYTES,
     MAX_NESTING,
@@ -46,7 +46,7 @@ from gateway.classify.formats.medical import (
     is_dummy,
     person_name,
 )
-from gateway.classify.formats.testing import RecordingExtract, read_stream
+from gateway.classify.formats.testing import RecordingExtract, label_counts, read_stream, scan_bytes
 from gateway.classify.summary import ScanSummary
 
 # pytest re-applies its own warning filters per test; in the gateway, medical.py
@@ -112,15 +112,11 @@ def patient(n: int, **extra: Any) -> dict[str, Any]:
 
 
 def scan(data: bytes, chunk: int = 0) -> ScanSummary:
-    with Scanner(DETECTORS, secret=b"k" * 32) as scanner:
-        step = chunk or len(data) or 1
-        for i in range(0, len(data), step):
-            scanner.feed(data[i : i + step])
-        return scanner.finish(BytesAccess(data))
+    """Through the whole decoder, in ``chunk``-byte pieces (whole when 0)."""
+    return scan_bytes(DETECTORS, data, chunk)
 
 
-def counts(summary: ScanSummary) -> dict[str, int]:
-    return {label: stats.count for label, stats in summary.labels.items()}
+counts = label_counts
 
 
 SYNTAXES = [

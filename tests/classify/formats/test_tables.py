@@ -35,32 +35,22 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
 from gateway.classify.formats import tables as T
 from gateway.classify.formats.base import BytesAccess, Unscannable
 from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
 from gateway.classify.matcher import TextMatcher
+from gateway.classify.testing import cn_mobile, resident_id
 
 TODAY = dt.date(2026, 11, 25)
 DETECTORS = DetectorSet.build()
 ROWS = 40
 
 
-def resident_id(rng: random.Random) -> str:
-    """A valid Mainland Resident ID (GB 11643 check character)."""
-    province = rng.choice(sorted(V.PROVINCE_CODES)).decode()
-    body = (
-        f"{province}{rng.randint(0, 9999):04d}{rng.randint(1950, 2005)}"
-        f"{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-    )
-    return body + chr(V.mod11_2_check_char(body.encode()))
-
-
 def mobile(rng: random.Random) -> int:
     """A Mainland mobile number as an integer (13812345678)."""
-    return int(f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}")
+    return int(cn_mobile(rng))
 
 
 RNG = random.Random(12)
