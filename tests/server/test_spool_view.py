@@ -473,7 +473,8 @@ def toy_formats() -> Iterator[None]:
         yield
     finally:
         for fmt in added:
-            format_registry._REGISTRY.pop(fmt.name, None)
+            with contextlib.suppress(KeyError):
+                format_registry.unregister(fmt.name)
 
 
 def _chunks_read(parks: Parks) -> float:

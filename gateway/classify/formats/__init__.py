@@ -59,6 +59,9 @@ class Format:
 
 
 _REGISTRY: dict[str, Format] = {}
+#: The registry in sniffing order, rebuilt when it changes (identify runs at
+#: every stream start: no sort on that path).
+_ORDERED: list[tuple[Format, ...] | None] = [None]
 
 
 def register(fmt: Format) -> Format:
@@ -66,6 +69,7 @@ def register(fmt: Format) -> Format:
     if fmt.name in _REGISTRY:
         raise ValueError(f"format {fmt.name!r} is registered twice")
     _REGISTRY[fmt.name] = fmt
+    _ORDERED[0] = None
     return fmt
 
 
@@ -75,13 +79,18 @@ def unregister(name: str) -> Format:
     Raises:
         KeyError: no format of that name is registered.
     """
-    return _REGISTRY.pop(name)
+    fmt = _REGISTRY.pop(name)
+    _ORDERED[0] = None
+    return fmt
 
 
 def formats() -> tuple[Format, ...]:
     """Every registered format, highest priority first (then in order of registration)."""
     _load_families()
-    return tuple(sorted(_REGISTRY.values(), key=lambda f: -f.priority))
+    ordered = _ORDERED[0]
+    if ordered is None:
+        ordered = _ORDERED[0] = tuple(sorted(_REGISTRY.values(), key=lambda f: -f.priority))
+    return ordered
 
 
 def identify(prefix: bytes) -> Format | None:
