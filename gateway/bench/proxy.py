@@ -46,6 +46,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.bench.classify import generate
 from gateway.bench.hostile import HOSTILE_UPLOADS, HostileRun, hostile_phase, render_runs
+from gateway.classify.formats.isolation import ISOLATED_MAX_MEMORY
 from gateway.crypto.certs import ParkPaths, init_dev_pki, spki_pin
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from gateway.obs.logging import configure_logging
@@ -129,6 +130,8 @@ class ProxyBench:
     parquet_mb_s: float = 0.0
     parquet_rss_start_mb: float = 0.0
     parquet_rss_peak_mb: float = 0.0
+    #: Peak PSS of the reader processes (zygote and reader) during the Parquet phase.
+    parquet_readers_mb: float = 0.0
     hostile: tuple[HostileRun, ...] = ()
 
     def ok(self) -> bool:
@@ -144,12 +147,74 @@ class ProxyBench:
         )
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _status_mb(pid: int | str, field: str) -> float:
+    """A ``/proc/<pid>/status``-style size field in MB (0 once the process is gone)."""
+    path, key = (
+        (f"/proc/{pid}/smaps_rollup", "Pss:")
+        if field == "Pss"
+        else (f"/proc/{pid}/status", "VmRSS:")
+    )
+    try:
+        with open(path, encoding="ascii") as status:
+            for line in status:
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the reader zygote and its reader processes)."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                    found.extend(children)
+                    queue.extend(children)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Memory of a gateway process over one measured phase (MB)."""
+
+    start_mb: float
+    peak_mb: float
+    #: Peak proportional set size of its reader processes together (the zygote
+    #: and the readers it forked share their libraries: PSS counts a shared
+    #: page once across them, RSS once in each).
+    readers_peak_mb: float
+
+
+async def _sampled(work: Awaitable[T], pid: int) -> tuple[T, Memory]:
+    """``work``'s result and process ``pid``'s memory before and while it ran."""
+    start = peak = _status_mb(pid, "VmRSS")
+    readers = 0.0
+    done = asyncio.Event()
+
+    def sample() -> None:
+        nonlocal peak, readers
+        peak = max(peak, _status_mb(pid, "VmRSS"))
+        readers = max(readers, sum(_status_mb(child, "Pss") for child in _descendants(pid)))
+
+    async def sampler() -> None:
+        while not done.is_set():
+            sample()
+            await asyncio.sleep(RSS_INTERVAL)
+
+    task = asyncio.create_task(sampler())
+    try:
+        result = await work
+    finally:
+        done.set()
+        await task
+    sample()
+    return result, Memory(start, peak, readers)
 
 
 async def _file_body(path: Path) -> AsyncIterator[bytes]:
@@ -182,26 +247,6 @@ async def write_parquet_file(path: Path, size_mb: int) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def _sampled(work: Awaitable[T]) -> tuple[T, float, float]:
-    """``work``'s result, with this process's RSS before it and its peak while it ran (MB)."""
-    start = peak = _rss_mb()
-    done = asyncio.Event()
-
-    async def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss_mb())
-            await asyncio.sleep(RSS_INTERVAL)
-
-    sampler = asyncio.create_task(sample())
-    try:
-        result = await work
-    finally:
-        done.set()
-        await sampler
-    return result, start, max(peak, _rss_mb())
 
 
 async def _parquet_transfer(
@@ -269,11 +314,15 @@ async def passthrough() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator[str]:
-    """Run the SZ twin as its own ``gateway serve`` process; yield its ingress URL.
+async def gateway_process(
+    settings: GatewaySettings, config: Path, listener: str
+) -> AsyncIterator[tuple[str, int]]:
+    """Run a gateway as its own ``gateway serve`` process; yield a listener's URL and its pid.
 
-    The twin is the other park's gateway: its decryption and delivery are not
-    part of the egress path being measured, so it runs in its own process.
+    Args:
+        settings: the gateway's configuration (written to ``config``).
+        config: where the configuration file goes.
+        listener: ``"egress"`` or ``"ingress"``: whose URL to yield.
     """
     text = json.dumps(settings.model_dump(mode="json", exclude_none=True))
     await asyncio.to_thread(config.write_text, text)
@@ -296,20 +345,31 @@ async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator
             while not url:
                 line = await process.stdout.readline()
                 if not line:
-                    raise RuntimeError("the benchmark twin exited before listening")
+                    raise RuntimeError("a benchmark gateway process exited before listening")
                 with contextlib.suppress(ValueError):
                     event = json.loads(line)
-                    url = event.get("ingress") or "" if event.get("event") == "listening" else ""
-        # Keep reading its log, or a full pipe would stall the twin.
+                    url = event.get(listener) or "" if event.get("event") == "listening" else ""
+        # Keep reading its log, or a full pipe would stall the process.
         drain = asyncio.create_task(_discard(process.stdout))
         try:
-            yield url
+            yield url, process.pid
         finally:
             drain.cancel()
     finally:
         if process.returncode is None:
             process.terminate()
             await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator[str]:
+    """Run the SZ twin as its own ``gateway serve`` process; yield its ingress URL.
+
+    The twin is the other park's gateway: its decryption and delivery are not
+    part of the egress path being measured, so it runs in its own process.
+    """
+    async with gateway_process(settings, config, "ingress") as (url, _):
+        yield url
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
@@ -328,12 +388,20 @@ def _pin(cert: Path) -> str:
     return spki_pin(x509.load_pem_x509_certificate(cert.read_bytes()))
 
 
-@contextlib.asynccontextmanager
-async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[RunningGateway, Path]]:
-    """The HK egress and SZ ingress with real keys, audit logs and a SQLite ledger.
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    """What both kinds of benchmark pair are built from."""
 
-    Keyword arguments override settings of the egress section.
-    """
+    root: Path
+    hk: ParkPaths
+    sz: ParkPaths
+    recipient: str
+    inbox: Path
+    sz_settings: GatewaySettings
+
+
+def _pair(root: Path) -> _Pair:
+    """Keys, certificates and the SZ ingress's settings under ``root``."""
     init_dev_pki(root / "pki")
     hk, sz = ParkPaths(root / "pki" / "hk"), ParkPaths(root / "pki" / "sz")
     identity = X25519Identity.generate()
@@ -365,40 +433,75 @@ async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[Running
             "secret_file": root / "sz-secret",
         }
     )
-    async with twin_process(sz_settings, root / "sz.yaml") as ingress_url:
-        (root / "policies").mkdir()
-        (root / "policies" / "bench.yaml").write_text(
-            _POLICY.format(ingress=ingress_url, recipient=identity.recipient.encode())
-        )
-        hk_settings = GatewaySettings.model_validate(
-            {
-                "name": "hk",
-                "egress": {
-                    "port": 0,
-                    "policy_dir": root / "policies",
-                    "spool_dir": root / "hk-spool",
-                    "spool_identity": root / "hk-spool.agekey",
-                    "tokens": [{"sha256": token_digest(_TOKEN), "identity": "bench"}],
-                    "upstream_tls": {
-                        "cert": hk.cert("client"),
-                        "key": hk.key("client"),
-                        "ca": sz.ca_cert,
-                        "pin_spki": [_pin(sz.cert("server"))],
-                    },
-                    "min_free_spool_bytes": 0,
-                    **egress,
+    return _Pair(root, hk, sz, identity.recipient.encode(), inbox, sz_settings)
+
+
+def _egress_settings(pair: _Pair, ingress_url: str, **egress: Any) -> GatewaySettings:
+    """The HK egress's settings, routing to the SZ ingress at ``ingress_url``."""
+    root, hk, sz = pair.root, pair.hk, pair.sz
+    (root / "policies").mkdir()
+    (root / "policies" / "bench.yaml").write_text(
+        _POLICY.format(ingress=ingress_url, recipient=pair.recipient)
+    )
+    return GatewaySettings.model_validate(
+        {
+            "name": "hk",
+            "egress": {
+                "port": 0,
+                "policy_dir": root / "policies",
+                "spool_dir": root / "hk-spool",
+                "spool_identity": root / "hk-spool.agekey",
+                "tokens": [{"sha256": token_digest(_TOKEN), "identity": "bench"}],
+                "upstream_tls": {
+                    "cert": hk.cert("client"),
+                    "key": hk.key("client"),
+                    "ca": sz.ca_cert,
+                    "pin_spki": [_pin(sz.cert("server"))],
                 },
-                "audit": {
-                    "dir": root / "hk-audit",
-                    "signing_key": root / "hk-audit.key",
-                    "origin": "bench.local/hk",
-                },
-                "ledger_url": str(root / "hk-ledger.sqlite3"),
-                "secret_file": root / "hk-secret",
-            }
-        )
-        async with running(hk_settings) as hk_gw:
-            yield hk_gw, inbox
+                "min_free_spool_bytes": 0,
+                **egress,
+            },
+            "audit": {
+                "dir": root / "hk-audit",
+                "signing_key": root / "hk-audit.key",
+                "origin": "bench.local/hk",
+            },
+            "ledger_url": str(root / "hk-ledger.sqlite3"),
+            "secret_file": root / "hk-secret",
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[RunningGateway, Path]]:
+    """The HK egress (in this process), the SZ ingress, real keys, audit logs and SQLite ledgers.
+
+    Keyword arguments override settings of the egress section.
+    """
+    pair = _pair(root)
+    async with (
+        twin_process(pair.sz_settings, root / "sz.yaml") as ingress_url,
+        running(_egress_settings(pair, ingress_url, **egress)) as hk_gw,
+    ):
+        yield hk_gw, pair.inbox
+
+
+@contextlib.asynccontextmanager
+async def egress_process_pair(root: Path) -> AsyncIterator[tuple[str, int, Path]]:
+    """As :func:`gateway_pair`, the HK egress in its own process: its URL, pid and the inbox.
+
+    Memory is measured on this pair: the egress's RSS is then its own, not
+    that of the benchmark's client and baseline proxy too.
+    """
+    pair = _pair(root)
+    async with (
+        twin_process(pair.sz_settings, root / "sz.yaml") as ingress_url,
+        gateway_process(_egress_settings(pair, ingress_url), root / "hk.yaml", "egress") as (
+            url,
+            pid,
+        ),
+    ):
+        yield url, pid, pair.inbox
 
 
 async def _put(session: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]) -> int:
@@ -491,19 +594,6 @@ async def run_async(
                 gateway = await _throughput(session, base + "big.txt", block, total, headers)
                 (inbox / "big.txt").unlink()
                 gw_lat = await _latencies(session, base + "small", small, headers, samples)
-                # One large transfer's memory (SPEC §9), before the concurrency phase
-                # leaves the allocator holding 256 transfers' worth of freed buffers.
-                large, rss_start, peak = await _sampled(
-                    _throughput(session, base + "large.txt", block, large_mb * _MB, headers)
-                )
-                (inbox / "large.txt").unlink()
-                # Then one large Parquet table, read after its upload from the spool.
-                parquet = (0.0, 0.0, 0.0)
-                if parquet_mb:
-                    parquet = await _sampled(
-                        _parquet_transfer(session, base + "large.parquet", table, headers)
-                    )
-                    (inbox / "large.parquet").unlink()
                 ids = await asyncio.gather(
                     *(
                         _put_id(session, f"{base}c{i}.txt", small, headers)
@@ -520,6 +610,21 @@ async def run_async(
                         events = await hk.services.audit.find(tid)
                         missing += 2 - len(events)  # "allowed" and "delivered"
                 missing += concurrent - len(list(inbox.glob("c*.txt")))
+            # Memory: the egress in its own process, so its RSS is its own.
+            async with egress_process_pair(Path(tmp) / "memory") as (url, pid, inbox):
+                base = f"{url}/v1/transfers/bench/"
+                await _throughput(session, base + "warm.txt", block, BLOCK, headers)
+                large, memory = await _sampled(
+                    _throughput(session, base + "large.txt", block, large_mb * _MB, headers), pid
+                )
+                (inbox / "large.txt").unlink()
+                # Then one large Parquet table, read after its upload from the spool.
+                parquet, parquet_memory = 0.0, Memory(0.0, 0.0, 0.0)
+                if parquet_mb:
+                    parquet, parquet_memory = await _sampled(
+                        _parquet_transfer(session, base + "large.parquet", table, headers), pid
+                    )
+                    (inbox / "large.parquet").unlink()
             # Last: its windows would inflate the RSS of any phase after it.
             runs = (
                 await hostile_phase(
@@ -544,13 +649,14 @@ async def run_async(
         audit_records_missing=missing,
         large_mb=large_mb,
         large_mb_s=round(large, 1),
-        rss_start_mb=round(rss_start, 1),
-        rss_peak_mb=round(peak, 1),
+        rss_start_mb=round(memory.start_mb, 1),
+        rss_peak_mb=round(memory.peak_mb, 1),
         parquet_mb=parquet_mb,
         parquet_file_bytes=table_bytes,
-        parquet_mb_s=round(parquet[0], 1),
-        parquet_rss_start_mb=round(parquet[1], 1),
-        parquet_rss_peak_mb=round(parquet[2], 1),
+        parquet_mb_s=round(parquet, 1),
+        parquet_rss_start_mb=round(parquet_memory.start_mb, 1),
+        parquet_rss_peak_mb=round(parquet_memory.peak_mb, 1),
+        parquet_readers_mb=round(parquet_memory.readers_peak_mb, 1),
         hostile=runs,
     )
 
@@ -584,7 +690,10 @@ def render(result: ProxyBench, as_json: bool) -> str:
                     f"({result.parquet_file_bytes / _MB:.0f} MB file, read from the spool) at "
                     f"{result.parquet_mb_s:.1f} MB/s: RSS {result.parquet_rss_start_mb:.0f} -> "
                     f"peak {result.parquet_rss_peak_mb:.0f} MB (target < {TARGET_RSS_MB:.0f}) "
-                    f"{mark[result.parquet_rss_peak_mb < TARGET_RSS_MB]}"
+                    f"{mark[result.parquet_rss_peak_mb < TARGET_RSS_MB]}",
+                    f"  its reader processes (pyarrow, outside the gateway's process): "
+                    f"peak {result.parquet_readers_mb:.0f} MB PSS, each bounded to its zygote's "
+                    f"size + {ISOLATED_MAX_MEMORY >> 20} MiB",
                 ]
                 if result.parquet_mb
                 else []

@@ -48,31 +48,31 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import faulthandler
-import json
+import functools
 import operator
-import os
-import resource
-import select
-import signal
-import struct
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
-
-import numpy as np
-import numpy.typing as npt
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import SNIFF_PREFIX_BYTES, Format, register
 from gateway.classify.formats.base import (
     AccessFile,
     Extract,
+    LazyModule,
     RandomAccess,
     TextOut,
     Unscannable,
     csv_cell,
     csv_line,
 )
+from gateway.classify.formats.isolation import isolated
+
+# numpy loads when an array arrives (LazyModule: the registry imports this
+# module at the first scan, and a gateway without arrays need not carry it).
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = LazyModule("numpy")
 
 # -- bounds --------------------------------------------------------------------
 
@@ -130,10 +130,15 @@ _COMMA: Final = ord(",")
 _NEWLINE: Final = ord("\n")
 _MINUS: Final = ord("-")
 _ZERO: Final = ord("0")
-_POW10: Final = np.array([10**k for k in range(20)], dtype=np.uint64)
 _GROUP: Final = 10**8  # digits are extracted 8 at a time in uint32 arithmetic
 _RENDERED_KINDS: Final = frozenset("iubSUOM")
 _NUMERIC_KINDS: Final = frozenset("fcm")
+
+
+@functools.cache
+def _pow10() -> npt.NDArray[np.uint64]:
+    """10**0 .. 10**19 as uint64 (built once, when the first integers are rendered)."""
+    return np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 class Budget:
@@ -216,8 +221,9 @@ def int_text(values: npt.NDArray[Any], seps: npt.NDArray[np.uint8]) -> str:
         # no mask, the rows minus the sign column are the text.
         return matrix[:, 1:].tobytes().decode("ascii")
     digit_count = np.ones(count, dtype=np.int8)
+    pow10 = _pow10()
     for power in range(1, width):
-        digit_count += magnitude >= _POW10[power]
+        digit_count += magnitude >= pow10[power]
     keep = np.arange(width + 2, dtype=np.int8)[None, :] > (width - digit_count)[:, None]
     keep[:, 0] = False if negative is None else negative
     return matrix[keep].tobytes().decode("ascii")
@@ -885,333 +891,27 @@ def read_hdf5_inline(source: RandomAccess, out: Extract) -> None:
             handle.close()
 
 
+def _load_h5py() -> None:
+    """Import h5py (in the reader zygote, once, before it forks a reader process)."""
+    import h5py  # noqa: F401
+
+
 def read_hdf5(source: RandomAccess, out: Extract) -> None:
     """Read an HDF5 / NetCDF-4 file: object names, attributes, string and integer datasets.
 
     The HDF5 C library is not safe on hostile input: a mutated file can make
     it allocate gigabytes from one lying length, spin for seconds, or crash the
     process (found by this module's mutation tests; libhdf5 has a long CVE
-    history). So the file is read in a forked reader process
-    (:func:`gateway.classify.formats.arrays.isolated`) bounded in memory and
-    time; a crash there is this member's ``Unscannable``, never the gateway's.
+    history). So the file is read in a reader process
+    (:func:`gateway.classify.formats.isolation.isolated`) bounded in memory and
+    time; a crash there is this member's ``Unscannable``, never the gateway's,
+    and the gateway's process never loads libhdf5.
 
     Raises:
         Unscannable: the file is corrupt, refers to other files, a bound was
             reached, or the reader process failed.
     """
-    import h5py  # noqa: F401  loaded here, not in the child (another thread may hold the import lock)
-
-    isolated(read_hdf5_inline, source, out, "hdf5")
-
-
-# -- a reader process for C libraries on hostile input ------------------------------------
-
-#: Wall-clock time a reader process may take (a 2 GB HDF5 file of integers
-#: renders in well under a minute at the measured rate; a spinning library
-#: is cut off here).
-ISOLATED_TIMEOUT_SECONDS: Final = 300.0
-#: Address space a reader process may add to what it inherited: h5py's chunk
-#: cache, one rendering step and the library's own allocations fit in a few
-#: hundred MiB; a lying length asks for gigabytes and fails here instead.
-ISOLATED_MAX_MEMORY: Final = 1 << 30
-#: CPU seconds a reader process may use: a base for opening the file, plus one
-#: second per this many bytes of it (gzip-compressed HDF5 decodes at ~10 MB/s
-#: here, measured; half that allows for slower hosts). libhdf5 was seen
-#: spinning forever on a mutated 8 KB netCDF file.
-ISOLATED_CPU_SECONDS: Final = 20.0
-ISOLATED_CPU_BYTES_PER_SECOND: Final = 5_000_000
-#: prctl(2) option: the signal a process gets when its parent dies.
-_PR_SET_PDEATHSIG: Final = 1
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to kill this reader process when the gateway dies (Linux).
-
-    Without it a reader spinning on a hostile file outlives a crashed or
-    killed gateway, reparented to init.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-#: Bytes the reader process asks for per read (it keeps one window of them).
-_ISOLATED_WINDOW: Final = 64 << 10
-_FRAME: Final = struct.Struct("<cI")
-_READ_REQUEST: Final = struct.Struct("<QQ")
-#: Largest message from a reader process (one rendering step's text is a few MiB).
-_MAX_FRAME: Final = 64 << 20
-
-
-#: Highest descriptor number closed in a reader process (closerange stops
-#: there): the open-files hard limit, or a generous bound when unlimited.
-_MAX_FD = (
-    min(hard, 1 << 20) if (hard := resource.getrlimit(resource.RLIMIT_NOFILE)[1]) > 0 else 1 << 20
-)
-
-
-def isolated(
-    reader: Callable[[RandomAccess, Extract], None], source: RandomAccess, out: Extract, fmt: str
-) -> None:
-    """Run ``reader(source, out)`` in a forked process, replaying what it reports into ``out``.
-
-    The child reads ``source`` only through requests to this process (it
-    never touches the parent's objects: the spool view's lock may be held by
-    another thread at fork time), reports members, numbers and findings as
-    framed messages, and is killed past :data:`ISOLATED_TIMEOUT_SECONDS`; its
-    address space is limited to what it inherited plus
-    :data:`ISOLATED_MAX_MEMORY`. Falls back to running inline where ``fork``
-    does not exist.
-
-    Raises:
-        Unscannable: what the reader raised, or ``<fmt>: reader process
-            failed`` when it crashed, ran out of memory or time.
-    """
-    if not hasattr(os, "fork"):
-        reader(source, out)
-        return
-    size = source.size  # before the fork: the child closes the source's descriptors
-    events_r, events_w = os.pipe()
-    data_r, data_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the reader process: never returns
-        code = 0
-        try:
-            os.close(events_r)
-            os.close(data_w)
-            # Every other inherited descriptor (client sockets, the listening
-            # socket, spool files) is closed at once: a socket the parent
-            # closes must not stay open here while the reader runs.
-            keep = sorted((events_w, data_r))
-            os.closerange(3, keep[0])
-            os.closerange(keep[0] + 1, keep[1])
-            os.closerange(keep[1] + 1, _MAX_FD)
-            _child(reader, size, events_w, data_r, fmt)
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(events_w)
-    os.close(data_r)
-    try:
-        _parent(pid, source, out, events_r, data_w, fmt)
-    finally:
-        os.close(events_r)
-        os.close(data_w)
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
-def _child(
-    reader: Callable[[RandomAccess, Extract], None],
-    size: int,
-    events: int,
-    data: int,
-    fmt: str,
-) -> None:
-    """The reader process: limit itself, read through the pipes, report, exit."""
-    faulthandler.disable()  # a crash here is reported by the parent, not dumped to stderr
-    _die_with_parent()
-    with contextlib.suppress(OSError, ValueError):
-        # A library spinning on a hostile file is stopped by its CPU time, not
-        # only the parent's wall clock (which a loaded host stretches).
-        cpu = int(ISOLATED_CPU_SECONDS + size / ISOLATED_CPU_BYTES_PER_SECOND)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        pages = int(open("/proc/self/statm").read().split()[0])  # noqa: SIM115
-        limit = pages * resource.getpagesize() + ISOLATED_MAX_MEMORY
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    channel = _ChildChannel(events, data, size)
-    try:
-        reader(channel, channel)
-    except Unscannable as exc:
-        channel.send(b"U", exc.reason.encode())
-    except MemoryError:
-        channel.send(b"U", f"{fmt}: reader process out of memory".encode())
-    except Exception:  # noqa: BLE001 - reported as this member's failure
-        channel.send(b"U", f"{fmt}: unreadable".encode())
-    channel.send(b"D", b"")
-    channel.flush()
-
-
-class _ChildChannel:
-    """The reader process's view: a :class:`RandomAccess` and an :class:`Extract` over pipes."""
-
-    def __init__(self, events: int, data: int, size: int) -> None:
-        self._events = os.fdopen(events, "wb", buffering=1 << 16)
-        self._data = data
-        self._size = size
-        self._start = 0
-        self._window = b""
-        self._next_id = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def send(self, kind: bytes, payload: bytes) -> None:
-        self._events.write(_FRAME.pack(kind, len(payload)))
-        self._events.write(payload)
-
-    def flush(self) -> None:
-        self._events.flush()
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise Unscannable("negative offset or length")
-        end = min(offset + length, self._size)
-        if offset >= end:
-            return b""
-        if self._start <= offset and end <= self._start + len(self._window):
-            return self._window[offset - self._start : end - self._start]
-        want = max(end - offset, _ISOLATED_WINDOW)
-        self.send(b"R", _READ_REQUEST.pack(offset, want))
-        self.flush()
-        head = _read_exactly(self._data, 4)
-        got = _read_exactly(self._data, int.from_bytes(head, "little"))
-        self._start, self._window = offset, got
-        return got[: end - offset]
-
-    # -- Extract -----------------------------------------------------------------------
-
-    def _open(self, kind: bytes, name: str, content_type: str) -> int:
-        self._next_id += 1
-        header = json.dumps([self._next_id, name, content_type]).encode()
-        self.send(kind, header)
-        return self._next_id
-
-    def member(self, name: str, content_type: str) -> _ChildOut:
-        return _ChildOut(self, self._open(b"M", name, content_type), text=True)
-
-    def nested(self, name: str) -> _ChildOut:
-        return _ChildOut(self, self._open(b"N", name, ""), text=False)
-
-    def finding(self, label: str, value: bytes) -> None:
-        self.send(b"F", json.dumps([label, value.hex()]).encode())
-
-    def attribute(self, key: str, value: str) -> None:
-        self.send(b"A", json.dumps([key, value]).encode())
-
-    def numeric(self, values: int) -> None:
-        self.send(b"#", str(values).encode())
-
-
-class _ChildOut:
-    """A member (text or nested) opened in the reader process."""
-
-    def __init__(self, channel: _ChildChannel, ident: int, text: bool) -> None:
-        self._channel = channel
-        self._id = ident.to_bytes(4, "little")
-        self._text = text
-
-    def write(self, data: str | bytes) -> None:
-        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        self._channel.send(b"W", self._id + raw)
-
-    def close(self) -> None:
-        self._channel.send(b"C", self._id)
-
-
-def _read_exactly(fd: int, length: int) -> bytes:
-    parts = []
-    while length:
-        part = os.read(fd, min(length, 1 << 20))
-        if not part:
-            raise EOFError("pipe closed")
-        parts.append(part)
-        length -= len(part)
-    return b"".join(parts)
-
-
-def _parent(pid: int, source: RandomAccess, out: Extract, events: int, data: int, fmt: str) -> None:
-    """Serve the reader process's reads and replay its reports until it is done."""
-    deadline = time.monotonic() + ISOLATED_TIMEOUT_SECONDS
-    buffer = bytearray()
-    opened: dict[int, Any] = {}
-    failed = f"{fmt}: reader process failed"
-    while True:
-        while len(buffer) >= _FRAME.size:
-            kind, length = _FRAME.unpack_from(buffer)
-            if length > _MAX_FRAME:
-                raise Unscannable(failed)
-            if len(buffer) < _FRAME.size + length:
-                break
-            payload = bytes(buffer[_FRAME.size : _FRAME.size + length])
-            del buffer[: _FRAME.size + length]
-            if kind == b"D":
-                if opened:
-                    raise Unscannable(failed)
-                return
-            if kind == b"U":
-                raise Unscannable(payload.decode("utf-8", "replace"))
-            try:
-                _replay(kind, payload, source, out, data, opened, failed)
-            except (OSError, ValueError, TypeError) as exc:  # a dead or garbled process
-                raise Unscannable(failed) from exc
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Unscannable(
-                f"{fmt}: reader process took longer than {ISOLATED_TIMEOUT_SECONDS:.0f} s"
-            )
-        ready, _, _ = select.select([events], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(events, 1 << 20)
-        if not chunk:  # the process died without saying it was done
-            raise Unscannable(failed)
-        buffer += chunk
-
-
-def _replay(
-    kind: bytes,
-    payload: bytes,
-    source: RandomAccess,
-    out: Extract,
-    data: int,
-    opened: dict[int, Any],
-    failed: str,
-) -> None:
-    """Act on one message of the reader process."""
-    if kind == b"R":
-        offset, length = _READ_REQUEST.unpack(payload)
-        got = source.read_at(offset, min(length, max(0, source.size - offset)))
-        os.write(data, len(got).to_bytes(4, "little"))
-        view = memoryview(got)
-        while view:
-            view = view[os.write(data, view) :]
-    elif kind in (b"M", b"N"):
-        ident, name, content_type = json.loads(payload)
-        if kind == b"M":
-            opened[ident] = (out.member(name, content_type), True)
-        else:
-            opened[ident] = (out.nested(name), False)
-    elif kind in (b"W", b"C"):
-        ident = int.from_bytes(payload[:4], "little")
-        if ident not in opened:
-            raise Unscannable(failed)
-        target, text = opened[ident]
-        if kind == b"C":
-            target.close()
-            del opened[ident]
-        elif text:
-            target.write(payload[4:].decode("utf-8", "surrogatepass"))
-        else:
-            target.write(payload[4:])
-    elif kind == b"#":
-        out.numeric(int(payload))
-    elif kind == b"F":
-        label, value = json.loads(payload)
-        out.finding(label, bytes.fromhex(value))
-    elif kind == b"A":
-        key, value = json.loads(payload)
-        out.attribute(key, value)
-    else:
-        raise Unscannable(failed)
+    isolated(read_hdf5_inline, source, out, "hdf5", prepare=_load_h5py)
 
 
 register(Format("netcdf4", NETCDF_MEDIA_TYPE, sniff_netcdf4, random=read_hdf5, priority=1))

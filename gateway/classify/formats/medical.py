@@ -39,25 +39,43 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
-from typing import Final
-
-import pydicom.config
-from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from types import ModuleType
+from typing import TYPE_CHECKING, Final
 
 from gateway.classify.formats import Format, register
-from gateway.classify.formats.base import BinaryOut, Extract, TextOut, Unscannable
+from gateway.classify.formats.base import BinaryOut, Extract, LazyModule, TextOut, Unscannable
 
 # Hostile files make pydicom warn and log about invalid values, quoting them
 # (an unknown character set's name, a value that is not a UID); the reader
 # reports its own reasons, and logs never carry payload (STYLE §8). pydicom is
 # used by this reader alone in the gateway's process.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 logging.getLogger("pydicom").disabled = True
 warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+def _configure(_: ModuleType) -> None:
+    """pydicom's process-wide settings, made when its first module loads (before
+    any reading): invalid values are ignored, not warned about or raised."""
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+# pydicom loads when a DICOM file arrives (LazyModule: with the numpy and Pillow
+# it imports, ~30 MB of RSS that a gateway without DICOM files does not carry).
+if TYPE_CHECKING:
+    import pydicom.datadict as dicom_datadict
+    import pydicom.dataset as dicom_dataset
+    import pydicom.filereader as dicom_filereader
+    import pydicom.multival as dicom_multival
+    import pydicom.valuerep as dicom_valuerep
+    from pydicom.dataset import Dataset
+else:
+    dicom_datadict = LazyModule("pydicom.datadict", _configure)
+    dicom_dataset = LazyModule("pydicom.dataset", _configure)
+    dicom_filereader = LazyModule("pydicom.filereader", _configure)
+    dicom_multival = LazyModule("pydicom.multival", _configure)
+    dicom_valuerep = LazyModule("pydicom.valuerep", _configure)
 
 # --------------------------------------------------------------------------- limits
 
@@ -196,7 +214,7 @@ def _items(ds: Dataset, keyword: str) -> list[Dataset]:
         value = elem.value if elem is not None else None
     except _VALUE_ERRORS:
         return []
-    return [item for item in value or () if isinstance(item, Dataset)]
+    return [item for item in value or () if isinstance(item, dicom_dataset.Dataset)]
 
 
 def patient_key(ds: Dataset) -> bytes:
@@ -229,7 +247,7 @@ def _text(ds: Dataset, keyword: str) -> str:
         return ""
     if isinstance(value, bytes):
         return value.decode("latin-1")
-    if isinstance(value, (list, MultiValue)):
+    if isinstance(value, (list, dicom_multival.MultiValue)):
         return "\\".join(str(v) for v in value)
     return str(value)
 
@@ -392,7 +410,7 @@ class _Walker:
         if implicit:
             length = self._u32.unpack_from(pending, at + 4)[0]
             try:
-                vr = dictionary_VR(tag)
+                vr = dicom_datadict.dictionary_VR(tag)
             except KeyError:
                 vr = "UN"
         else:
@@ -603,7 +621,7 @@ class DicomReader:
         """pydicom's reading of the kept elements (whole and well-formed: walked)."""
         fp = io.BytesIO(bytes(walker.kept))
         try:
-            return read_dataset(fp, walker.implicit, walker.little)
+            return dicom_filereader.read_dataset(fp, walker.implicit, walker.little)
         except _VALUE_ERRORS:
             raise Unscannable("dicom: corrupt data set") from None
 
@@ -670,7 +688,7 @@ class _Renderer:
                 self._line(lines, depth, name, elem.value, elem.VR)
             elif elem.VR in _NUMBER_VRS:
                 value = elem.value
-                count = len(value) if isinstance(value, (list, MultiValue)) else 1
+                count = len(value) if isinstance(value, (list, dicom_multival.MultiValue)) else 1
                 if count <= MAX_NUMBER_VALUES:
                     self._line(lines, depth, name, value, elem.VR)
         self._flush(lines)
@@ -695,11 +713,11 @@ def _value_text(value: object, vr: str) -> str:
     """One attribute value as text the detectors read (empty: nothing to show)."""
     if value is None:
         return ""
-    if isinstance(value, (list, MultiValue)):
+    if isinstance(value, (list, dicom_multival.MultiValue)):
         return "; ".join(t for t in (_value_text(v, vr) for v in value) if t)
     if isinstance(value, bytes):
         return _binary_text(value)
-    if isinstance(value, PersonName) or vr == "PN":
+    if isinstance(value, dicom_valuerep.PersonName) or vr == "PN":
         return person_name(str(value))
     text = str(value)[:MAX_VALUE_CHARS].strip("\x00 ")
     if vr == "DA" and (date := _DATE_RE.fullmatch(text)):

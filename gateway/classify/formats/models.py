@@ -54,9 +54,7 @@ import struct
 import zipfile
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.arrays import (
@@ -69,11 +67,19 @@ from gateway.classify.formats.arrays import (
 from gateway.classify.formats.base import (
     AccessFile,
     Extract,
+    LazyModule,
     RandomAccess,
     TextOut,
     Unscannable,
     csv_cell,
 )
+
+# numpy loads when a checkpoint with integer tensors arrives (LazyModule: the
+# registry imports this module at the first scan).
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = LazyModule("numpy")
 
 # -- bounds ----------------------------------------------------------------------
 
@@ -314,7 +320,9 @@ _SAFETENSORS_BITS: Final = {
     "I32": 32, "U32": 32, "F32": 32, "C64": 64,
     "I64": 64, "U64": 64, "F64": 64,
 }  # fmt: skip
-_SAFETENSORS_RENDER: Final = {"I64": np.dtype("<i8"), "U64": np.dtype("<u8")}
+#: The safetensors dtypes rendered, as numpy type strings (numpy loads when one
+#: arrives: a checkpoint of floats is counted without it).
+_SAFETENSORS_RENDER: Final = {"I64": "<i8", "U64": "<u8"}
 
 
 def sniff_safetensors(prefix: bytes) -> bool:
@@ -385,7 +393,8 @@ def _safetensors_segment(name: str, info: Any) -> Segment:
     begin, end = offsets
     if end < begin or (end - begin) * 8 != values * bits:
         raise Unscannable("safetensors: tensor size does not match its shape")
-    return Segment(begin, end, name, values, _SAFETENSORS_RENDER.get(dtype))
+    render = _SAFETENSORS_RENDER.get(dtype)
+    return Segment(begin, end, name, values, None if render is None else np.dtype(render))
 
 
 def _count(n: object) -> bool:

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from gateway.classify import DetectorSet, Scanner
 from gateway.classify.decode import readers
 from gateway.classify.decode.runahead import RUN_AHEAD_BYTES, run_ahead
-from gateway.classify.formats import tables
 from gateway.classify.formats.base import (
     BinaryOut,
     BytesAccess,
@@ -32,6 +31,7 @@ from gateway.classify.formats.base import (
     TextOut,
     Unscannable,
 )
+from gateway.classify.formats.tables import parquet
 from gateway.classify.summary import ScanSummary
 from gateway.classify.testing import cn_mobile, resident_id
 
@@ -243,7 +243,7 @@ def test_a_large_table_reads_the_same_run_ahead_or_in_line(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _patients(60_000, kind)
-    assert len(data) > max(readers.RUN_AHEAD_MIN_BYTES, tables.PREFETCH_MIN_BYTES)
+    assert len(data) > max(readers.RUN_AHEAD_MIN_BYTES, parquet.PREFETCH_MIN_BYTES)
     calls: list[str] = []
     real = run_ahead
 
@@ -255,7 +255,7 @@ def test_a_large_table_reads_the_same_run_ahead_or_in_line(
     ahead = _scan(data)
     assert calls == ["run_ahead"]
     monkeypatch.setattr(readers, "RUN_AHEAD_MIN_BYTES", 1 << 62)
-    monkeypatch.setattr(tables, "PREFETCH_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(parquet, "PREFETCH_MIN_BYTES", 1 << 62)
     inline = _scan(data)
     assert calls == ["run_ahead"]
     assert ahead.labels["pii.cn_resident_id"].count == 60_000
@@ -281,11 +281,11 @@ def test_mutated_files_give_the_same_summary_run_ahead_or_in_line(data: st.DataO
     file = bytes(mutated)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(readers, "RUN_AHEAD_MIN_BYTES", 0)
-        patch.setattr(tables, "PREFETCH_MIN_BYTES", 0)
+        patch.setattr(parquet, "PREFETCH_MIN_BYTES", 0)
         ahead = _scan(file)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(readers, "RUN_AHEAD_MIN_BYTES", 1 << 62)
-        patch.setattr(tables, "PREFETCH_MIN_BYTES", 1 << 62)
+        patch.setattr(parquet, "PREFETCH_MIN_BYTES", 1 << 62)
         inline = _scan(file)
     assert ahead.to_json() | {"seconds": 0} == inline.to_json() | {"seconds": 0}
     assert not _reader_threads()

@@ -1,4 +1,4 @@
-"""Table readers (gateway/classify/formats/tables.py): files made by each format's own writer.
+"""Table readers (gateway/classify/formats/tables/): files made by each format's own writer.
 
 Every format gets: planted identifiers in string and integer columns found as
 cells of their own (and counted by the real matcher), the same file without
@@ -39,6 +39,11 @@ from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
 from gateway.classify.formats import tables as T
 from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.tables import arrow as T_arrow
+from gateway.classify.formats.tables import avro as T_avro
+from gateway.classify.formats.tables import common as T_common
+from gateway.classify.formats.tables import parquet as T_parquet
+from gateway.classify.formats.tables import sqlite as T_sqlite
 from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
 from gateway.classify.matcher import TextMatcher
 from gateway.classify.testing import cn_mobile, resident_id
@@ -240,9 +245,11 @@ def test_parquet_planted_and_clean(compression: str, dictionary: bool) -> None:
     assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False), **kw)))
 
 
-def _footer(data: bytes) -> T._ParquetFooter:
+def _footer(data: bytes) -> T_parquet._ParquetFooter:
     size = int.from_bytes(data[-8:-4], "little")
-    return T._parquet_footer(data[-8 - size : -8], T._Render("parquet", RecordingExtract()))
+    return T_parquet._parquet_footer(
+        data[-8 - size : -8], T_common._Render("parquet", RecordingExtract())
+    )
 
 
 def test_whole_number_floats_of_identifier_size_are_rendered() -> None:
@@ -355,7 +362,7 @@ def test_dates_rendered_once_per_day_are_the_cast(
     narrow = [None if d is None else 20_000 + d % (spread + 1) for d in days]
     for values in (days, narrow):
         dates = pa.array(values, pa.int32()).view(pa.date32()).slice(min(skip, len(values)))
-        assert T._date_text(dates).equals(pc.cast(dates, pa.string()))
+        assert T_common._date_text(dates).equals(pc.cast(dates, pa.string()))
 
 
 #: Hosts of timestamp text in the property test below: an identifier in the
@@ -423,11 +430,11 @@ def test_batch_text_writer_and_joins_agree(rows: list[list[str | None]], ints: b
     columns = [pa.array([r[i] for r in rows], pa.string()) for i in range(width)]
     if ints:
         columns.append(pa.array(range(len(rows)), pa.int64()).cast(pa.string()))
-    cells = [T._cells(c, quote=True) for c in columns]
-    joined = T._joined_text([c for c, _ in cells])
-    assert T._batch_text([(c, True) for c in columns]) == joined
+    cells = [T_common._cells(c, quote=True) for c in columns]
+    joined = T_common._joined_text([c for c, _ in cells])
+    assert T_common._batch_text([(c, True) for c in columns]) == joined
     if all(plain for _, plain in cells):
-        assert T._written_text([c for c, _ in cells]) == joined
+        assert T_common._written_text([c for c, _ in cells]) == joined
     expected = [[v or "" for v in r] + ([str(n)] if ints else []) for n, r in enumerate(rows)]
     parsed = [row or [""] for row in csv.reader(io.StringIO(joined, newline=""))]  # "" is []
     assert parsed == expected
@@ -443,18 +450,18 @@ def test_longest_dictionary_value(values: list[bytes], extra: int, same: bool) -
     if same and values:
         values = [v.ljust(len(values[0]), b"x")[: len(values[0])] for v in values]
     page = _plain_page(values) + bytes(extra)  # a page may end in padding
-    assert T._longest_value(page, len(values)) == max(map(len, values), default=0)
+    assert T_parquet._longest_value(page, len(values)) == max(map(len, values), default=0)
 
 
 def test_longest_dictionary_value_past_the_page() -> None:
     page = _plain_page([b"abc", b"def"])
     with pytest.raises((ValueError, struct.error)):
-        T._longest_value(page, 3)  # a lying count
+        T_parquet._longest_value(page, 3)  # a lying count
     with pytest.raises((ValueError, struct.error)):
-        T._longest_value(page[:-1], 2)  # the last value cut short
+        T_parquet._longest_value(page[:-1], 2)  # the last value cut short
     # One length at every stride: the vectorised path reads exactly the walk.
-    assert T._longest_value(_plain_page([b"ab", b"cd", b"ef"]), 3) == 2
-    assert T._longest_value(_plain_page([b"ab", b"cd", b"efg"]), 3) == 3
+    assert T_parquet._longest_value(_plain_page([b"ab", b"cd", b"ef"]), 3) == 2
+    assert T_parquet._longest_value(_plain_page([b"ab", b"cd", b"efg"]), 3) == 3
 
 
 def test_parquet_binary_cells_text_zip_and_opaque() -> None:
@@ -476,8 +483,9 @@ def test_nested_file_splits_the_table_member_and_repeats_its_header(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The decoder reads one member at a time: after a nested file, rows go on under the header."""
-    monkeypatch.setattr(T, "_WRITE_CHUNK_CHARS", 1)
-    monkeypatch.setattr(T, "BATCH_ROWS", 2)
+    monkeypatch.setattr(T_common, "_WRITE_CHUNK_CHARS", 1)
+    monkeypatch.setattr(T_common, "BATCH_ROWS", 2)
+    monkeypatch.setattr(T_parquet, "BATCH_ROWS", 2)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.txt", "x")
@@ -516,13 +524,15 @@ def test_parquet_dictionary_bomb_is_unscannable() -> None:
 
 
 def test_parquet_too_many_columns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(T, "MAX_COLUMNS", 5)
+    monkeypatch.setattr(T_common, "MAX_COLUMNS", 5)
+    monkeypatch.setattr(T_parquet, "MAX_COLUMNS", 5)
     with pytest.raises(Unscannable, match="parquet: more than 5 columns"):
         read_random(T.read_parquet, parquet_bytes(patients()))
 
 
 def test_parquet_large_row_groups_read_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(T, "MAX_BATCH_TEXT_BYTES", 4096)
+    monkeypatch.setattr(T_common, "MAX_BATCH_TEXT_BYTES", 4096)
+    monkeypatch.setattr(T_parquet, "MAX_BATCH_TEXT_BYTES", 4096)
     table = pa.table({"id": [IDS[i % ROWS] for i in range(5000)], "n": list(range(5000))})
     rows = rows_of(read_random(T.read_parquet, parquet_bytes(table, row_group_size=2500)))
     assert len(rows) == 5001
@@ -628,19 +638,19 @@ def test_avro_any_chunking(chunk: int) -> None:
 def test_avro_snappy_and_zstandard_blocks() -> None:
     """Codecs fastavro writes only with optional libraries: the blocks are made here."""
     block = b"some rendered bytes" * 10
-    assert T._avro_inflate("zstandard", zstandard.ZstdCompressor().compress(block)) == block
+    assert T_avro._avro_inflate("zstandard", zstandard.ZstdCompressor().compress(block)) == block
     compressed = pa.Codec("snappy").compress(block, asbytes=True)
     framed = compressed + zlib.crc32(block).to_bytes(4, "big")
-    assert T._avro_inflate("snappy", framed) == block
+    assert T_avro._avro_inflate("snappy", framed) == block
     with pytest.raises(Unscannable):
-        T._avro_inflate("snappy", compressed + b"\0\0\0\0")
+        T_avro._avro_inflate("snappy", compressed + b"\0\0\0\0")
 
 
 def test_avro_deflate_bomb_and_truncation() -> None:
     bomb = zlib.compressobj(9, 8, -15)
-    raw = bomb.compress(bytes(T.MAX_AVRO_BLOCK_BYTES + 10)) + bomb.flush()
+    raw = bomb.compress(bytes(T_avro.MAX_AVRO_BLOCK_BYTES + 10)) + bomb.flush()
     with pytest.raises(Unscannable, match="avro: a block over"):
-        T._avro_inflate("deflate", raw)
+        T_avro._avro_inflate("deflate", raw)
     data = avro_bytes(patients())
     with pytest.raises(Unscannable, match="avro: truncated block"):
         read_stream(T.AvroReader, data[:-5])
@@ -732,18 +742,18 @@ def test_sqlite_page_cycle_is_unscannable(tmp_path: Path) -> None:
 
 
 def test_sqlite_table_sql_parsing() -> None:
-    parsed = T._sqlite_table(
+    parsed = T_sqlite._sqlite_table(
         "CREATE TABLE t ( [a b] INTEGER PRIMARY KEY, `c` VARCHAR(10) DEFAULT 'x,y',"
         " d CHECK (d > 0), e AS (d + 1) STORED, f AS (d * 2), CONSTRAINT k UNIQUE (c) )"
     )
     assert parsed is not None
     assert parsed.names == ["a b", "c", "d", "e"]
     assert parsed.alias == 0
-    desc = T._sqlite_table("CREATE TABLE t (a INTEGER PRIMARY KEY DESC, b)")
+    desc = T_sqlite._sqlite_table("CREATE TABLE t (a INTEGER PRIMARY KEY DESC, b)")
     assert desc is not None
     assert desc.names == ["rowid", "a", "b"]
     assert desc.alias is None
-    assert T._sqlite_table("CREATE TABLE t AS SELECT 1") is None
+    assert T_sqlite._sqlite_table("CREATE TABLE t AS SELECT 1") is None
 
 
 # -- registry, bounds, hostile input -------------------------------------------------------------
@@ -773,12 +783,12 @@ def test_registry_sniffs_each_format(tmp_path: Path) -> None:
         assert fmt is not None
         assert fmt.name == name
         assert fmt.media_type == types[name]
-    assert not T._sniff_arrow_stream(b"\xff\xff\xff\xff" + bytes(60))
+    assert not T_arrow._sniff_arrow_stream(b"\xff\xff\xff\xff" + bytes(60))
 
 
 def test_render_ratio_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(T, "RENDER_GRACE_CHARS", 100)
-    monkeypatch.setattr(T, "RENDER_RATIO", 1)
+    monkeypatch.setattr(T_common, "RENDER_GRACE_CHARS", 100)
+    monkeypatch.setattr(T_common, "RENDER_RATIO", 1)
     column = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array(["y" * 100]))
     with pytest.raises(Unscannable, match="rendered text over 1:1"):
         read_random(T.read_parquet, parquet_bytes(pa.table({"s": column})))
@@ -904,10 +914,10 @@ def test_plain_encoded_wide_values_shrink_the_batches() -> None:
         pa.table({f"c{i}": wide for i in range(4)}), use_dictionary=False, compression="zstd"
     )
     size = int.from_bytes(data[-8:-4], "little")
-    render = T._Render("parquet", RecordingExtract())
-    footer = T._parquet_footer(data[-8 - size : -8], render)
-    plan = T._check_parquet_pages(BytesAccess(data), footer, render)
-    assert plan.batch_rows == [T.MAX_BATCH_TEXT_BYTES // (4 * 2004 + 1)]
+    render = T_common._Render("parquet", RecordingExtract())
+    footer = T_parquet._parquet_footer(data[-8 - size : -8], render)
+    plan = T_parquet._check_parquet_pages(BytesAccess(data), footer, render)
+    assert plan.batch_rows == [T_common.MAX_BATCH_TEXT_BYTES // (4 * 2004 + 1)]
 
 
 def test_a_footer_whose_row_count_disagrees_with_its_row_groups_is_unscannable() -> None:

@@ -37,18 +37,25 @@ import datetime as _dt
 import io
 import struct
 from collections.abc import Iterator
-from typing import Final
-
-import olefile
-import python_calamine
+from typing import TYPE_CHECKING, Final
 
 from gateway.classify.formats.base import (
     AccessFile,
     Extract,
+    LazyModule,
     RandomAccess,
     Unscannable,
     csv_line,
 )
+
+# The libraries load when a compound file arrives (LazyModule: the registry
+# imports this module at the first scan; sniffing reads the header itself).
+if TYPE_CHECKING:
+    import olefile
+    import python_calamine
+else:
+    olefile = LazyModule("olefile")
+    python_calamine = LazyModule("python_calamine")
 
 #: Largest compound file opened. olefile keeps the FAT (4 bytes per sector)
 #: and every directory entry it reaches in memory, and calamine reads an

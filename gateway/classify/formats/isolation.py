@@ -1,0 +1,574 @@
+"""Reader processes: C libraries read hostile files outside the gateway's process.
+
+Some readers hand a member to a large C or C++ library (libhdf5 through
+h5py, Arrow's Parquet, IPC and ORC readers through pyarrow). Those libraries
+are not safe on hostile input: a mutated file can make them allocate
+gigabytes from one lying length, spin, or crash the process (libhdf5 and
+Arrow both have long fuzzing histories; this project's mutation tests found
+such files). They are also large: importing pyarrow alone adds ~90 MB to a
+process's RSS, which the gateway's own memory target (SPEC §9: < 150 MB
+whatever the transfer) cannot carry.
+
+So such a reader runs in a **reader process**, and the gateway's process
+never loads the library:
+
+* a **zygote** process is started on first need (``python -c`` this
+  module's :func:`zygote_main`, a fresh interpreter with no threads and none
+  of the gateway's sockets or spool files). It imports each reader's module
+  and library once, the first time that reader is asked for, then waits on a
+  ``SOCK_SEQPACKET`` socket;
+* for each member, the gateway sends the reader's name and two pipe ends
+  (``SCM_RIGHTS``); the zygote forks a reader process, which costs a
+  millisecond and shares the imported libraries copy-on-write;
+* the reader process limits itself (address space: what it inherited plus
+  :data:`ISOLATED_MAX_MEMORY`; CPU seconds by the member's size; no core
+  file), reads the member only by asking the gateway for byte ranges, and
+  reports members, text, numbers, findings and attributes as framed
+  messages, which the gateway replays into the real :class:`Extract`;
+* a crash, an exhausted limit or :data:`ISOLATED_TIMEOUT_SECONDS` of wall
+  clock makes the member ``Unscannable`` (``<fmt>: reader process failed``),
+  never the gateway's failure. The zygote and its reader processes die with
+  the gateway: the zygote exits when its socket closes, and a reader process
+  gets ``SIGKILL`` when the zygote dies (``PR_SET_PDEATHSIG``).
+
+Where ``fork`` or descriptor passing does not exist the reader runs inline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import importlib
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from gateway.classify.formats.base import Extract, RandomAccess, Unscannable
+
+# -- bounds --------------------------------------------------------------------
+
+#: Wall-clock time a reader process may take, plus one second per
+#: :data:`ISOLATED_CPU_BYTES_PER_SECOND` of the member (a 2 GB Parquet file
+#: renders in well under a minute at the measured rate; a spinning library is
+#: cut off here).
+ISOLATED_TIMEOUT_SECONDS: Final = 300.0
+#: Address space a reader process may add to what it inherited from the
+#: zygote: a library's caches, one rendering step and its own allocations fit
+#: in a few hundred MiB; a lying length asks for gigabytes and fails here.
+ISOLATED_MAX_MEMORY: Final = 1 << 30
+#: CPU seconds a reader process may use: a base for opening the file, plus one
+#: second per this many bytes of it (gzip-compressed HDF5 decodes at ~10 MB/s
+#: here, measured; half that allows for slower hosts). libhdf5 was seen
+#: spinning forever on a mutated 8 KB netCDF file.
+ISOLATED_CPU_SECONDS: Final = 20.0
+ISOLATED_CPU_BYTES_PER_SECOND: Final = 5_000_000
+#: How long the zygote may take to start (a fresh interpreter importing the
+#: gateway's classifier: about a second here).
+ZYGOTE_START_SECONDS: Final = 60.0
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG: Final = 1
+#: Bytes a reader process asks for per read (it keeps one window of them).
+_WINDOW: Final = 64 << 10
+_FRAME: Final = struct.Struct("<cI")
+_READ_REQUEST: Final = struct.Struct("<QQ")
+#: Largest message from a reader process; text is sent in pieces of at most
+#: :data:`_TEXT_PIECE` characters (4 bytes each at most in UTF-8).
+_MAX_FRAME: Final = 16 << 20
+_TEXT_PIECE: Final = 1 << 20
+#: Largest request to the zygote (a reader's module and name, a size).
+_MAX_REQUEST: Final = 4096
+
+Reader = Callable[[RandomAccess, Extract], None]
+
+
+def isolated(
+    reader: Reader,
+    source: RandomAccess,
+    out: Extract,
+    fmt: str,
+    prepare: Callable[[], None] | None = None,
+) -> None:
+    """Run ``reader(source, out)`` in a reader process, replaying what it reports into ``out``.
+
+    Args:
+        reader: a module-level function (the zygote imports it by name).
+        source: the member; the reader process reads it through requests here.
+        out: where the member's text, findings and counts go.
+        fmt: the format's name, for failure reasons.
+        prepare: a module-level function the zygote runs once before the
+            first fork for this reader: it imports the library (through its
+            :class:`~gateway.classify.formats.base.LazyModule` handles, so
+            their load hooks run), so each reader process starts with it.
+
+    Raises:
+        Unscannable: what the reader raised, or ``<fmt>: reader process
+            failed`` when it crashed, ran out of memory or time.
+    """
+    if not _ZYGOTE.supported:
+        if prepare is not None:
+            prepare()
+        reader(source, out)
+        return
+    events_r, events_w = os.pipe()
+    data_r, data_w = os.pipe()
+    try:
+        pid = _ZYGOTE.fork(reader, prepare, source.size, fmt, (events_w, data_r))
+    except BaseException:
+        for fd in (events_r, data_w):
+            os.close(fd)
+        raise
+    finally:
+        os.close(events_w)
+        os.close(data_r)
+    handle = _ProcessHandle(pid)
+    done = False
+    try:
+        deadline = ISOLATED_TIMEOUT_SECONDS + source.size / ISOLATED_CPU_BYTES_PER_SECOND
+        _parent(source, out, events_r, data_w, fmt, time.monotonic() + deadline)
+        done = True
+    finally:
+        os.close(events_r)
+        os.close(data_w)
+        if not done:
+            handle.kill()
+        handle.close()
+
+
+def _name(function: Callable[..., Any]) -> str:
+    """``module:qualname`` of a module-level function (what the zygote imports)."""
+    qualname = function.__qualname__
+    if "<locals>" in qualname or "." in qualname:
+        raise TypeError(f"{qualname}: a reader process runs module-level functions only")
+    return f"{function.__module__}:{qualname}"
+
+
+def _resolve(name: str) -> Callable[..., Any]:
+    module, _, qualname = name.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), qualname)
+    return function
+
+
+class _ProcessHandle:
+    """A reader process, killed by a pidfd where Linux has them (no pid-reuse race)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._pidfd = -1
+        with contextlib.suppress(OSError, AttributeError):
+            self._pidfd = os.pidfd_open(pid)
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            else:
+                os.kill(self._pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+class _Zygote:
+    """The gateway's side of the zygote: started on first need, restarted if it died."""
+
+    def __init__(self) -> None:
+        self.supported = (
+            hasattr(os, "fork")
+            and hasattr(socket, "send_fds")
+            and hasattr(socket, "SOCK_SEQPACKET")
+        )
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+        self._owner = 0
+
+    def fork(
+        self,
+        reader: Reader,
+        prepare: Callable[[], None] | None,
+        size: int,
+        fmt: str,
+        fds: tuple[int, int],
+    ) -> int:
+        """Ask the zygote for a reader process holding ``fds``; its pid."""
+        request = json.dumps(
+            {
+                "reader": _name(reader),
+                "prepare": _name(prepare) if prepare is not None else None,
+                "size": size,
+                "fmt": fmt,
+            }
+        ).encode()
+        with self._lock:
+            for attempt in range(2):  # a zygote that died since the last member is restarted once
+                try:
+                    channel = self._started()
+                    socket.send_fds(channel, [request], list(fds))
+                    reply = channel.recv(16)
+                except OSError:
+                    reply = b""
+                if len(reply) == 8:
+                    return int.from_bytes(reply, "little")
+                self._stop()
+                if attempt:
+                    break
+        raise Unscannable(f"{fmt}: reader process failed")
+
+    def _started(self) -> socket.socket:
+        if self._socket is not None and self._owner == os.getpid():
+            return self._socket
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # The zygote imports modules by name as this process does; with
+            # stdio on /dev/null, a C library's message never reaches the
+            # gateway's log stream (reasons travel as Unscannable).
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed entry point
+                [
+                    sys.executable,
+                    "-c",
+                    "from gateway.classify.formats.isolation import zygote_main; zygote_main()",
+                    str(theirs.fileno()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.settimeout(ZYGOTE_START_SECONDS)
+        try:
+            ready = ours.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            ours.close()
+            process.kill()
+            process.wait()
+            raise OSError("the reader zygote did not start")
+        ours.settimeout(ZYGOTE_START_SECONDS)
+        self._process, self._socket, self._owner = process, ours, os.getpid()
+        return ours
+
+    def _stop(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                self._process.kill()
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+            self._process = None
+
+    def stop(self) -> None:
+        """Stop the zygote (tests; a gateway's ends when its socket closes)."""
+        with self._lock:
+            self._stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The zygote's pid while it runs."""
+        return self._process.pid if self._process is not None else None
+
+
+_ZYGOTE: Final = _Zygote()
+
+
+def zygote_pid() -> int | None:
+    """The running zygote's pid (None before the first reader process)."""
+    return _ZYGOTE.pid
+
+
+def stop_zygote() -> None:
+    """Stop the zygote; the next isolated read starts a new one."""
+    _ZYGOTE.stop()
+
+
+# -- the zygote ----------------------------------------------------------------------------
+
+
+def zygote_main() -> None:
+    """The zygote: fork a reader process per request until the gateway closes the socket."""
+    channel = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reader processes are reaped by the kernel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the gateway's to handle
+    prepared: set[str] = set()
+    channel.sendall(b"ready")
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(channel, _MAX_REQUEST, 2)
+        except OSError:
+            return
+        if not message:  # the gateway closed its end
+            return
+        pid = 0
+        try:
+            request = json.loads(message)
+            if len(fds) != 2:
+                raise ValueError("two descriptors expected")
+            if request["prepare"] and request["prepare"] not in prepared:
+                _resolve(request["prepare"])()
+                prepared.add(request["prepare"])
+            reader = _resolve(request["reader"])
+            pid = os.fork()
+            if pid == 0:
+                channel.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = 0
+                try:
+                    _child(reader, int(request["size"]), fds[0], fds[1], str(request["fmt"]))
+                except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+                    code = 1
+                finally:
+                    os._exit(code)
+        except Exception:  # noqa: BLE001 - a bad request, a failed import or fork
+            pid = 0
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            channel.sendall(pid.to_bytes(8, "little") if pid else b"failed")
+        except OSError:
+            return
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this reader process when the zygote dies (Linux).
+
+    Without it a reader spinning on a hostile file outlives a killed
+    zygote (and so a killed gateway), reparented to init.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child(reader: Reader, size: int, events: int, data: int, fmt: str) -> None:
+    """The reader process: limit itself, read through the pipes, report, exit."""
+    faulthandler.disable()  # a crash here is reported by the gateway, not dumped
+    _die_with_parent()
+    with contextlib.suppress(OSError, ValueError):
+        # A library spinning on a hostile file is stopped by its CPU time, not
+        # only the gateway's wall clock (which a loaded host stretches).
+        cpu = int(ISOLATED_CPU_SECONDS + size / ISOLATED_CPU_BYTES_PER_SECOND)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[0])
+        limit = pages * resource.getpagesize() + ISOLATED_MAX_MEMORY
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    channel = _ChildChannel(events, data, size)
+    try:
+        reader(channel, channel)
+    except Unscannable as exc:
+        channel.send(b"U", exc.reason.encode())
+    except MemoryError:
+        channel.send(b"U", f"{fmt}: reader process out of memory".encode())
+    except Exception:  # noqa: BLE001 - reported as this member's failure
+        channel.send(b"U", f"{fmt}: unreadable".encode())
+    channel.send(b"D", b"")
+    channel.flush()
+
+
+class _ChildChannel:
+    """The reader process's view: a :class:`RandomAccess` and an :class:`Extract` over pipes."""
+
+    def __init__(self, events: int, data: int, size: int) -> None:
+        self._events = os.fdopen(events, "wb", buffering=1 << 16)
+        self._data = data
+        self._size = size
+        self._start = 0
+        self._window = b""
+        self._next_id = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        self._events.write(_FRAME.pack(kind, len(payload)))
+        self._events.write(payload)
+
+    def flush(self) -> None:
+        self._events.flush()
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise Unscannable("negative offset or length")
+        end = min(offset + length, self._size)
+        if offset >= end:
+            return b""
+        if self._start <= offset and end <= self._start + len(self._window):
+            return self._window[offset - self._start : end - self._start]
+        want = max(end - offset, _WINDOW)
+        self.send(b"R", _READ_REQUEST.pack(offset, want))
+        self.flush()
+        head = _read_exactly(self._data, 4)
+        got = _read_exactly(self._data, int.from_bytes(head, "little"))
+        self._start, self._window = offset, got
+        return got[: end - offset]
+
+    # -- Extract -----------------------------------------------------------------------
+
+    def _open(self, kind: bytes, name: str, content_type: str) -> int:
+        self._next_id += 1
+        header = json.dumps([self._next_id, name, content_type]).encode()
+        self.send(kind, header)
+        return self._next_id
+
+    def member(self, name: str, content_type: str) -> _ChildOut:
+        return _ChildOut(self, self._open(b"M", name, content_type))
+
+    def nested(self, name: str) -> _ChildOut:
+        return _ChildOut(self, self._open(b"N", name, ""))
+
+    def finding(self, label: str, value: bytes) -> None:
+        self.send(b"F", json.dumps([label, value.hex()]).encode())
+
+    def attribute(self, key: str, value: str) -> None:
+        self.send(b"A", json.dumps([key, value]).encode())
+
+    def numeric(self, values: int) -> None:
+        self.send(b"#", str(values).encode())
+
+
+class _ChildOut:
+    """A member (text or nested) opened in the reader process."""
+
+    def __init__(self, channel: _ChildChannel, ident: int) -> None:
+        self._channel = channel
+        self._id = ident.to_bytes(4, "little")
+
+    def write(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            for start in range(0, len(data), _TEXT_PIECE):
+                piece = data[start : start + _TEXT_PIECE].encode("utf-8", "surrogatepass")
+                self._channel.send(b"W", self._id + piece)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), _MAX_FRAME - 4):
+            self._channel.send(b"W", self._id + bytes(view[start : start + _MAX_FRAME - 4]))
+
+    def close(self) -> None:
+        self._channel.send(b"C", self._id)
+
+
+def _read_exactly(fd: int, length: int) -> bytes:
+    parts = []
+    while length:
+        part = os.read(fd, min(length, 1 << 20))
+        if not part:
+            raise EOFError("pipe closed")
+        parts.append(part)
+        length -= len(part)
+    return b"".join(parts)
+
+
+# -- the gateway's side of one reader process ------------------------------------------------
+
+
+def _parent(
+    source: RandomAccess, out: Extract, events: int, data: int, fmt: str, deadline: float
+) -> None:
+    """Serve the reader process's reads and replay its reports until it is done."""
+    buffer = bytearray()
+    opened: dict[int, Any] = {}
+    failed = f"{fmt}: reader process failed"
+    while True:
+        while len(buffer) >= _FRAME.size:
+            kind, length = _FRAME.unpack_from(buffer)
+            if length > _MAX_FRAME:
+                raise Unscannable(failed)
+            if len(buffer) < _FRAME.size + length:
+                break
+            payload = bytes(buffer[_FRAME.size : _FRAME.size + length])
+            del buffer[: _FRAME.size + length]
+            if kind == b"D":
+                if opened:
+                    raise Unscannable(failed)
+                return
+            if kind == b"U":
+                raise Unscannable(payload.decode("utf-8", "replace"))
+            try:
+                _replay(kind, payload, source, out, data, opened, failed)
+            except (OSError, ValueError, TypeError) as exc:  # a dead or garbled process
+                raise Unscannable(failed) from exc
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Unscannable(f"{fmt}: reader process took too long")
+        ready, _, _ = select.select([events], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(events, 1 << 20)
+        if not chunk:  # the process died without saying it was done
+            raise Unscannable(failed)
+        buffer += chunk
+
+
+def _replay(
+    kind: bytes,
+    payload: bytes,
+    source: RandomAccess,
+    out: Extract,
+    data: int,
+    opened: dict[int, Any],
+    failed: str,
+) -> None:
+    """Act on one message of the reader process."""
+    if kind == b"R":
+        offset, length = _READ_REQUEST.unpack(payload)
+        got = source.read_at(offset, min(length, max(0, source.size - offset)))
+        os.write(data, len(got).to_bytes(4, "little"))
+        view = memoryview(got)
+        while view:
+            view = view[os.write(data, view) :]
+    elif kind in (b"M", b"N"):
+        ident, name, content_type = json.loads(payload)
+        if kind == b"M":
+            opened[ident] = (out.member(name, content_type), True)
+        else:
+            opened[ident] = (out.nested(name), False)
+    elif kind in (b"W", b"C"):
+        ident = int.from_bytes(payload[:4], "little")
+        if ident not in opened:
+            raise Unscannable(failed)
+        target, text = opened[ident]
+        if kind == b"C":
+            target.close()
+            del opened[ident]
+        elif text:
+            target.write(payload[4:].decode("utf-8", "surrogatepass"))
+        else:
+            target.write(payload[4:])
+    elif kind == b"#":
+        out.numeric(int(payload))
+    elif kind == b"F":
+        label, value = json.loads(payload)
+        out.finding(label, bytes.fromhex(value))
+    elif kind == b"A":
+        key, value = json.loads(payload)
+        out.attribute(key, value)
+    else:
+        raise Unscannable(failed)

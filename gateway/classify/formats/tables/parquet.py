@@ -1,0 +1,556 @@
+"""Parquet: the footer and page headers read and bounded here, then pyarrow's batches.
+
+pyarrow is not hardened against hostile files everywhere, so the metadata it
+would trust is read here first: the footer (Thrift compact) and every page
+header, which bound page sizes, each row group's decoded bytes and the rows
+per batch. The file is then read a bounded batch at a time (from
+:data:`PREFETCH_MIN_BYTES` on, the next batch decoded on a worker thread
+while one is rendered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.classify.formats import Format, register
+from gateway.classify.formats.base import Extract, RandomAccess
+from gateway.classify.formats.prefetch import prefetched
+from gateway.classify.formats.tables.common import (
+    BATCH_ROWS,
+    MAX_BATCH_TEXT_BYTES,
+    MAX_COLUMNS,
+    MAX_NESTING,
+    _arrow_file,
+    _ArrowTable,
+    _Guard,
+    _metadata_lines,
+    _Render,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    from gateway.classify.formats.tables.common import np, pa, pq
+
+#: Parquet files at least this large are decoded a batch ahead on a worker
+#: thread (:func:`~gateway.classify.formats.prefetch.prefetched`) while the
+#: batch before is rendered; a smaller one is done before a thread has started.
+PREFETCH_MIN_BYTES: Final = 1 << 20
+
+#: Parquet: bytes read per call by the page reader (pyarrow's buffered stream);
+#: column chunks are streamed in pieces of this size, not read whole.
+PARQUET_BUFFER_BYTES: Final = 1 << 20
+#: Parquet: most row groups (pyarrow writes 1 Mi rows per group; 100 000
+#: groups is far past any honest file and bounds metadata work).
+MAX_PARQUET_ROW_GROUPS: Final = 100_000
+#: Parquet: largest Thrift string / container in the footer (pyarrow's defaults
+#: are 100 MB and 1 M; a footer's strings are names and statistics).
+PARQUET_THRIFT_STRING_BYTES: Final = 16 << 20
+PARQUET_THRIFT_CONTAINER_ITEMS: Final = 1 << 20
+#: Parquet: largest uncompressed page (pyarrow and parquet-mr write 1 MiB data
+#: pages; dictionary pages are bounded by 1 MiB by default too). A page header
+#: claiming more is a decompression bomb: the page is decompressed whole.
+MAX_PARQUET_PAGE_BYTES: Final = 64 << 20
+#: Parquet: most bytes of decompressed pages held at once (one current page per
+#: column being read).
+MAX_PARQUET_PAGES_IN_FLIGHT_BYTES: Final = 512 << 20
+#: Parquet: most pages whose headers are checked (a 1 MiB page per column per
+#: row group: a 2 GB file has a few thousand).
+MAX_PARQUET_PAGES: Final = 1 << 20
+
+#: Parquet: largest footer (Thrift metadata); the footer is parsed whole.
+MAX_PARQUET_FOOTER_BYTES: Final = 64 << 20
+#: Parquet: a page header is read in windows that double up to this size
+#: (statistics in a header hold a page's min and max values).
+_PARQUET_HEADER_MAX_BYTES: Final = 16 << 20
+#: Bytes each decoded value may take besides the page's own bytes (an int64
+#: or a dictionary index, plus validity and offsets), for the row-group bound.
+_PARQUET_BYTES_PER_VALUE: Final = 16
+#: Parquet: most decoded bytes a row group may hold (uncompressed page bytes
+#: plus :data:`_PARQUET_BYTES_PER_VALUE` per value, from the page headers).
+#: A batch never holds more than its row group; honest row groups (1 Mi rows
+#: in pyarrow, 128 MB compressed in Spark) stay well below.
+MAX_PARQUET_ROW_GROUP_BYTES: Final = 2 << 30
+
+
+class _Thrift:
+    """Just enough of the Thrift compact protocol to read a Parquet page header."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise EOFError
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def varint(self) -> int:
+        shift = result = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def skip(self, kind: int, depth: int = 0) -> None:
+        if depth > MAX_NESTING:
+            raise ValueError("thrift nesting")
+        if kind in (1, 2):
+            return
+        if kind == 3:
+            self.byte()
+        elif kind in (4, 5, 6):
+            self.varint()
+        elif kind == 7:
+            self.pos += 8
+        elif kind == 8:
+            length = self.varint()
+            self.pos += length
+        elif kind in (9, 10):
+            size, elem = self.list_header()
+            if elem in (1, 2):  # booleans in a list take a byte each
+                self.pos += size
+            for _ in range(0 if elem in (1, 2) else size):
+                if self.pos > len(self.data):
+                    raise EOFError
+                self.skip(elem, depth + 1)
+        elif kind == 11:
+            size = self.varint()
+            if size:
+                types = self.byte()
+                for _ in range(size):
+                    if self.pos > len(self.data):
+                        raise EOFError
+                    self.skip(types >> 4, depth + 1)
+                    self.skip(types & 0x0F, depth + 1)
+        elif kind == 12:
+            self.struct(lambda _fid, ftype: self.skip(ftype, depth + 1))
+        else:
+            raise ValueError("thrift type")
+        if self.pos > len(self.data):
+            raise EOFError
+
+    def list_header(self) -> tuple[int, int]:
+        """(element count, element type) of a list or set."""
+        head = self.byte()
+        size = head >> 4
+        if size == 15:
+            size = self.varint()
+        if size > len(self.data) - self.pos:  # every element takes at least a byte
+            raise EOFError
+        return size, head & 0x0F
+
+    def string(self) -> bytes:
+        length = self.varint()
+        if self.pos + length > len(self.data):
+            raise EOFError
+        self.pos += length
+        return self.data[self.pos - length : self.pos]
+
+    def fields(self, handlers: dict[int, Callable[[int], None]]) -> None:
+        """Read a struct, giving the fields in ``handlers`` their type; skip the others."""
+        self.struct(lambda fid, kind: handlers[fid](kind) if fid in handlers else self.skip(kind))
+
+    def items(self, each: Callable[[int], None]) -> None:
+        """Read a list, calling ``each`` with the element type once per element."""
+        size, elem = self.list_header()
+        for _ in range(size):
+            each(elem)
+
+    def struct(self, on_field: Callable[[int, int], None]) -> None:
+        fid = 0
+        while True:
+            head = self.byte()
+            if head == 0:
+                return
+            delta, kind = head >> 4, head & 0x0F
+            fid = fid + delta if delta else self.zigzag()
+            on_field(fid, kind)
+
+
+def _page_header(data: bytes) -> tuple[int, int, int, int, int]:
+    """(header bytes, page type, uncompressed size, compressed size, values) of a page header."""
+    reader = _Thrift(data)
+    fields = {1: 0, 2: 0, 3: 0}
+    values = [0]
+
+    def sub_header(fid: int, kind: int) -> None:
+        if fid == 1 and kind == 5:  # num_values, first field of every page kind's header
+            values[0] = reader.zigzag()
+        else:
+            reader.skip(kind)
+
+    def on_field(fid: int, kind: int) -> None:
+        if fid in fields and kind == 5:
+            fields[fid] = reader.zigzag()
+        elif fid in (5, 7, 8) and kind == 12:
+            reader.struct(sub_header)
+        else:
+            reader.skip(kind)
+
+    reader.struct(on_field)
+    return reader.pos, fields[1], fields[2], fields[3], values[0]
+
+
+def _read_page_header(
+    source: RandomAccess, pos: int, render: _Render
+) -> tuple[int, int, int, int, int]:
+    window = 1024
+    while True:
+        data = source.read_at(pos, window)
+        try:
+            return _page_header(data)
+        except EOFError:
+            if len(data) < window or window >= _PARQUET_HEADER_MAX_BYTES:
+                raise render.fail("corrupt page header") from None
+            window *= 4
+        except (ValueError, IndexError):
+            raise render.fail("corrupt page header") from None
+
+
+_PARQUET_DICTIONARY_PAGE: Final = 2
+
+
+@dataclass
+class _ParquetPlan:
+    """What the page walk found: rows per batch for each row group, and the
+    string columns to read as dictionaries (those whose longest value is unknown)."""
+
+    batch_rows: list[int] = field(default_factory=list)
+    dictionary_columns: set[str] = field(default_factory=set)
+
+
+def _longest_value(page: bytes, count: int) -> int:
+    """The longest value of a PLAIN-encoded BYTE_ARRAY dictionary page.
+
+    Each value is a 4-byte length and its bytes, so finding the lengths is a
+    walk from one to the next. Identifier columns usually hold values of one
+    length (sample ids, Resident IDs, phone numbers as text): when the first
+    value's length is found at every multiple of its stride, that *is* the
+    walk, checked in one vectorised comparison; otherwise the walk runs in
+    Python (~0.15 µs a value).
+    """
+    if count > 0 and len(page) >= 4:
+        first = int.from_bytes(page[:4], "little")
+        stride = 4 + first
+        if count * stride <= len(page):
+            lengths = np.ndarray((count,), dtype="<u4", buffer=page, strides=(stride,))
+            if bool((lengths == first).all()):
+                return first
+    pos = longest = 0
+    unpack = struct.Struct("<I").unpack_from
+    for _ in range(count):
+        (length,) = unpack(page, pos)
+        pos += 4 + length
+        if length > longest:
+            longest = length
+    if pos > len(page):
+        raise ValueError("dictionary values past the page")
+    return longest
+
+
+@dataclass
+class _ParquetChunk:
+    """What the footer says of one column chunk (ColumnMetaData, parquet.thrift)."""
+
+    path: str = ""
+    physical_type: int = -1
+    codec: int = -1
+    num_values: int = 0
+    total_compressed_size: int = 0
+    data_page_offset: int = 0
+    dictionary_page_offset: int = 0
+    encrypted: bool = False
+    #: ``statistics.null_count``; None when the writer left it out.
+    null_count: int | None = None
+
+
+@dataclass
+class _ParquetFooter:
+    """The parts of a Parquet footer the bounds need, parsed here.
+
+    pyarrow's metadata accessors (``row_group(i).column(j)``) terminate the
+    process on some inconsistent footers (a C++ exception not turned into a
+    Python one, found by this module's hypothesis test), so the footer is
+    read here and pyarrow only reads pages.
+    """
+
+    row_groups: list[list[_ParquetChunk]] = field(default_factory=list)
+    metadata: dict[bytes, bytes] = field(default_factory=dict)
+    encrypted: bool = False
+    num_rows: int | None = None
+    group_rows: list[int] = field(default_factory=list)
+
+
+_PARQUET_BYTE_ARRAY: Final = 6
+#: Parquet codec numbers (parquet.thrift CompressionCodec) read by pyarrow's
+#: Codec as the file stores them; LZO and the deprecated Hadoop LZ4 are not.
+_PARQUET_CODEC_NAMES: Final[dict[int, str | None]] = {
+    0: None,
+    1: "snappy",
+    2: "gzip",
+    4: "brotli",
+    6: "zstd",
+    7: "lz4_raw",
+}
+
+
+def _parquet_footer(data: bytes, render: _Render) -> _ParquetFooter:
+    """Row groups, column chunks and key/value metadata of a FileMetaData (Thrift compact)."""
+    reader = _Thrift(data)
+    footer = _ParquetFooter()
+
+    def int_field(target: _ParquetChunk, name: str) -> Callable[[int], None]:
+        return lambda _kind: setattr(target, name, reader.zigzag())
+
+    def column_meta(chunk: _ParquetChunk) -> None:
+        def path(_kind: int) -> None:
+            parts: list[str] = []
+            reader.items(lambda _e: parts.append(reader.string().decode("utf-8", "replace")))
+            chunk.path = ".".join(parts)
+
+        def statistics(_kind: int) -> None:
+            reader.fields({3: int_field(chunk, "null_count")})
+
+        reader.fields(
+            {
+                1: int_field(chunk, "physical_type"),
+                3: path,
+                4: int_field(chunk, "codec"),
+                5: int_field(chunk, "num_values"),
+                7: int_field(chunk, "total_compressed_size"),
+                9: int_field(chunk, "data_page_offset"),
+                11: int_field(chunk, "dictionary_page_offset"),
+                12: statistics,
+            }
+        )
+
+    def column_chunk(_kind: int) -> None:
+        chunk = _ParquetChunk()
+
+        def encrypted(kind: int) -> None:
+            chunk.encrypted = True
+            reader.skip(kind)
+
+        reader.fields({3: lambda _k: column_meta(chunk), 8: encrypted, 9: encrypted})
+        footer.row_groups[-1].append(chunk)
+        if len(footer.row_groups[-1]) > MAX_COLUMNS:
+            raise render.fail(f"more than {MAX_COLUMNS} columns")
+
+    def row_group(_kind: int) -> None:
+        footer.row_groups.append([])
+        footer.group_rows.append(0)
+        if len(footer.row_groups) > MAX_PARQUET_ROW_GROUPS:
+            raise render.fail(f"more than {MAX_PARQUET_ROW_GROUPS} row groups")
+
+        def rows(_kind: int) -> None:
+            footer.group_rows[-1] = reader.zigzag()
+
+        reader.fields({1: lambda _k: reader.items(column_chunk), 3: rows})
+
+    def file_rows(_kind: int) -> None:
+        footer.num_rows = reader.zigzag()
+
+    def key_value(_kind: int) -> None:
+        pair = [b"", b""]
+
+        def value(index: int) -> Callable[[int], None]:
+            return lambda _k: pair.__setitem__(index, reader.string())
+
+        reader.fields({1: value(0), 2: value(1)})
+        footer.metadata[pair[0]] = pair[1]
+
+    def encryption(kind: int) -> None:
+        footer.encrypted = True
+        reader.skip(kind)
+
+    reader.fields(
+        {
+            3: file_rows,
+            4: lambda _k: reader.items(row_group),
+            5: lambda _k: reader.items(key_value),
+            8: encryption,
+        }
+    )
+    # Rows the file declares that no row group holds are rows no reader would
+    # show: an emptied row-group list hid every page (a hostile-file review).
+    if footer.num_rows is not None and footer.num_rows != sum(footer.group_rows):
+        raise render.fail("the footer's row count disagrees with its row groups")
+    return footer
+
+
+def _dictionary_longest(
+    source: RandomAccess, column: _ParquetChunk, at: int, sizes: tuple[int, int, int, int]
+) -> int | None:
+    """Longest value in a string column chunk's dictionary page (None: codec not read here)."""
+    header, unc, comp, values = sizes
+    if column.codec not in _PARQUET_CODEC_NAMES:
+        return None
+    codec = _PARQUET_CODEC_NAMES[column.codec]
+    raw = source.read_at(at + header, comp)
+    if codec is None:
+        page = raw
+    else:
+        page = pa.Codec(codec).decompress(raw, decompressed_size=unc).to_pybytes()
+    return _longest_value(page, values)
+
+
+def _check_parquet_pages(
+    source: RandomAccess, footer: _ParquetFooter, render: _Render
+) -> _ParquetPlan:
+    """Walk every page header: bound page sizes and each row group's decoded bytes.
+
+    pyarrow decompresses a page whole into a buffer of the size its header
+    claims, and expands a dictionary-encoded string column to one value per
+    row; the footer's own sizes are not checked against the page headers.
+    Reading the headers first costs one small read per page, plus the
+    dictionary page of each string column chunk, whose longest value sets how
+    many rows a batch may hold (reading such a column as an Arrow dictionary
+    instead costs a hash per value: twice the decoding time on ID columns).
+    """
+    plan = _ParquetPlan()
+    pages = 0
+    for group in footer.row_groups:
+        decoded = in_flight = 0
+        row_bytes = 1
+        for column in group:
+            if column.encrypted:
+                raise render.fail("encrypted")
+            start = column.data_page_offset
+            if 0 < column.dictionary_page_offset < start:
+                start = column.dictionary_page_offset
+            end = start + column.total_compressed_size
+            if start < 4 or column.total_compressed_size < 0 or end > source.size:
+                raise render.fail("column chunk outside the file")
+            strings = column.physical_type == _PARQUET_BYTE_ARRAY
+            longest_value = chunk_values = largest = value_bytes = 0
+            pos = start
+            while pos < end:
+                pages += 1
+                if pages > MAX_PARQUET_PAGES:
+                    raise render.fail(f"more than {MAX_PARQUET_PAGES} pages")
+                header, kind, unc, comp, values = _read_page_header(source, pos, render)
+                if unc < 0 or comp < 0 or values < 0:
+                    raise render.fail("corrupt page header")
+                if unc > MAX_PARQUET_PAGE_BYTES:
+                    raise render.fail(f"a page over {MAX_PARQUET_PAGE_BYTES >> 20} MiB")
+                if kind == _PARQUET_DICTIONARY_PAGE and strings:
+                    longest = _dictionary_longest(source, column, pos, (header, unc, comp, values))
+                    if longest is None:
+                        plan.dictionary_columns.add(column.path)
+                    else:
+                        longest_value = max(longest_value, longest)
+                else:
+                    chunk_values += values
+                    value_bytes += unc
+                largest = max(largest, unc)
+                decoded += unc + _PARQUET_BYTES_PER_VALUE * values
+                pos += header + comp
+            in_flight += largest
+            decoded += chunk_values * longest_value  # the dictionary expanded to every value
+            row_bytes += longest_value
+            # Plain-encoded values take their pages' bytes: a batch of 32 Ki rows
+            # of 2,000-byte strings in 8 columns would decode to 512 MiB (a 50 KB
+            # zstd file reached 1.1 GB RSS), so the rows per batch follow them too.
+            if chunk_values:
+                row_bytes += value_bytes // chunk_values
+            if decoded > MAX_PARQUET_ROW_GROUP_BYTES:
+                raise render.fail(
+                    f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded"
+                )
+        if in_flight > MAX_PARQUET_PAGES_IN_FLIGHT_BYTES:
+            raise render.fail("pages of a row group too large to read together")
+        plan.batch_rows.append(max(1, min(BATCH_ROWS, MAX_BATCH_TEXT_BYTES // row_bytes)))
+    return plan
+
+
+def read_parquet(source: RandomAccess, out: Extract) -> None:
+    """Render a Parquet file: one ``table`` member, read a bounded batch at a time."""
+    render = _Render("parquet", out, source.size)
+    head = source.read_at(0, 4)
+    tail = source.read_at(max(0, source.size - 8), 8)
+    if head == b"PARE" or tail[4:] == b"PARE":
+        raise render.fail("encrypted")
+    if head != b"PAR1" or len(tail) < 8 or tail[4:] != b"PAR1":
+        raise render.fail("truncated file")
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > MAX_PARQUET_FOOTER_BYTES or footer + 12 > source.size:
+        raise render.fail("corrupt footer length")
+    options: dict[str, Any] = {
+        "buffer_size": PARQUET_BUFFER_BYTES,
+        "pre_buffer": False,
+        "thrift_string_size_limit": PARQUET_THRIFT_STRING_BYTES,
+        "thrift_container_size_limit": PARQUET_THRIFT_CONTAINER_ITEMS,
+        "schema_depth_limit": MAX_NESTING * 3,
+    }
+    try:
+        parsed = _parquet_footer(source.read_at(source.size - 8 - footer, footer), render)
+        if parsed.encrypted:
+            raise render.fail("encrypted")
+        plan = _check_parquet_pages(source, parsed, render)
+    except (
+        EOFError,
+        ValueError,
+        IndexError,
+        OSError,
+        OverflowError,
+        struct.error,
+        pa.ArrowException,
+    ):
+        raise render.fail("corrupt footer or page") from None
+    with _Guard(render):
+        reader = pq.ParquetFile(
+            _arrow_file(source), read_dictionary=sorted(plan.dictionary_columns) or None, **options
+        )
+        if len(plan.batch_rows) != reader.num_row_groups:
+            raise render.fail("corrupt footer")
+        _metadata_lines(render, parsed.metadata)
+        schema = reader.schema_arrow
+        # Float columns are read like any other: a whole-number float may be an
+        # identifier (_integral_floats), which the footer's counts cannot tell.
+        table = _ArrowTable(render, schema)
+
+        def batches() -> Generator[pa.RecordBatch, None, None]:
+            for group, rows in enumerate(plan.batch_rows):
+                yield from reader.iter_batches(
+                    batch_size=rows, row_groups=[group], use_threads=False
+                )
+
+        # The next batch is decoded (GIL released) while this one is rendered.
+        ahead = prefetched(batches()) if source.size >= PREFETCH_MIN_BYTES else batches()
+        with contextlib.closing(ahead):
+            for batch in ahead:
+                table.add(batch)
+        table.close()
+    render.finish()
+
+
+def _sniff_parquet(prefix: bytes) -> bool:
+    return prefix[:4] in (b"PAR1", b"PARE")
+
+
+PARQUET: Final = register(
+    Format(
+        "parquet",
+        "application/vnd.apache.parquet",
+        _sniff_parquet,
+        random=read_parquet,
+        run_ahead=True,
+    )
+)

@@ -1,0 +1,231 @@
+"""Reader processes (gateway/classify/formats/isolation.py): a C library reads hostile
+files in a process forked from a zygote, never in the gateway's own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from gateway.classify.formats import isolation
+from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.testing import RecordingExtract
+
+
+def _reports(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("dataset /x", "text/csv")
+    member.write("/x\n")
+    member.write(source.read_at(2, 1).decode() and "张三,234\n")
+    member.close()
+    nested = out.nested("dataset /blob")
+    nested.write(b"\x00\xff")
+    nested.close()
+    out.numeric(7)
+    out.attribute("organism", "Homo sapiens")
+    out.finding("sensitive.health", b"patient")
+
+
+def test_reader_reports_are_replayed() -> None:
+    out = RecordingExtract()
+    isolation.isolated(_reports, BytesAccess(b"0123456789"), out, "x")  # type: ignore[arg-type]
+    assert [(m.name, m.content_type, m.text, m.closed) for m in out.members] == [
+        ("dataset /x", "text/csv", "/x\n张三,234\n", True)
+    ]
+    assert [(n.name, bytes(n.data), n.closed) for n in out.nested_members] == [
+        ("dataset /blob", b"\x00\xff", True)
+    ]
+    assert out.numeric_values == 7
+    assert out.attributes == {"organism": "Homo sapiens"}
+    assert out.findings == [("sensitive.health", b"patient")]
+
+
+def _echo_large(source: BytesAccess, out: RecordingExtract) -> None:
+    """Text far over one frame, and the whole source read back through the pipes."""
+    member = out.member("big", "text/plain")
+    member.write("测" * (3 << 20) + "\n")
+    member.write(source.read_at(0, source.size).decode())
+    member.close()
+    nested = out.nested("blob")
+    nested.write(bytes(range(256)) * (100 << 10))  # 25 MiB: over one frame
+    nested.close()
+
+
+def test_large_text_and_reads_cross_intact() -> None:
+    payload = "".join(f"{i:08d}," for i in range(400_000))  # 3.6 MB: many 64 KiB windows
+    out = RecordingExtract()
+    isolation.isolated(_echo_large, BytesAccess(payload.encode()), out, "x")  # type: ignore[arg-type]
+    assert out.members[0].text == "测" * (3 << 20) + "\n" + payload
+    assert bytes(out.nested_members[0].data) == bytes(range(256)) * (100 << 10)
+
+
+def _crash(source: object, out: object) -> None:
+    import ctypes
+
+    ctypes.string_at(0)  # a segmentation fault, as a hostile file can cause in a C library
+
+
+def _hog(source: object, out: object) -> None:
+    hoard = [bytearray(64 << 20) for _ in range(64)]  # 4 GiB
+    assert hoard
+
+
+def _spin(source: object, out: object) -> None:
+    time.sleep(30)
+
+
+def _refuse(source: object, out: object) -> None:
+    raise Unscannable("x: refused")
+
+
+def test_reader_failures_are_unscannable(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = BytesAccess(b"data")
+    with pytest.raises(Unscannable, match=r"^x: reader process failed$"):
+        isolation.isolated(_crash, source, RecordingExtract(), "x")
+    with pytest.raises(Unscannable, match=r"^x: reader process out of memory$"):
+        isolation.isolated(_hog, source, RecordingExtract(), "x")
+    with pytest.raises(Unscannable, match=r"^x: refused$"):
+        isolation.isolated(_refuse, source, RecordingExtract(), "x")
+    monkeypatch.setattr(isolation, "ISOLATED_TIMEOUT_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(Unscannable, match=r"^x: reader process took too long$"):
+        isolation.isolated(_spin, source, RecordingExtract(), "x")
+    assert time.monotonic() - started < 10
+    # The zygote survived all of it: the next member is read.
+    out = RecordingExtract()
+    isolation.isolated(_reports, BytesAccess(b"0123456789"), out, "x")  # type: ignore[arg-type]
+    assert out.numeric_values == 7
+
+
+def _child_pid(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("pid", "text/plain")
+    member.write(f"{os.getpid()} {os.getppid()}")
+    member.close()
+    time.sleep(float(source.read_at(0, source.size).decode()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_reader_process_is_gone_and_the_member_unscannable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its time the reader process is killed, not left behind."""
+    monkeypatch.setattr(isolation, "ISOLATED_TIMEOUT_SECONDS", 1.0)
+    out = RecordingExtract()
+    with pytest.raises(Unscannable, match="took too long"):
+        isolation.isolated(_child_pid, BytesAccess(b"30"), out, "x")  # type: ignore[arg-type]
+    pid, parent = map(int, out.members[0].text.split())
+    assert parent == isolation.zygote_pid() != os.getpid()
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _load_marker() -> None:
+    sys.modules.setdefault("gateway_isolation_marker", type(sys)("gateway_isolation_marker"))
+
+
+def _has_marker(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("marker", "text/plain")
+    member.write(str("gateway_isolation_marker" in sys.modules))
+    member.close()
+
+
+def test_prepare_runs_in_the_zygote_not_here() -> None:
+    out = RecordingExtract()
+    isolation.isolated(_has_marker, BytesAccess(b"x"), out, "x", prepare=_load_marker)  # type: ignore[arg-type]
+    assert out.members[0].text == "True"
+    assert "gateway_isolation_marker" not in sys.modules
+
+
+def test_only_module_level_readers() -> None:
+    def local(source: object, out: object) -> None:
+        """Not importable by name."""
+
+    with pytest.raises(TypeError, match="module-level"):
+        isolation.isolated(local, BytesAccess(b"x"), RecordingExtract(), "x")
+
+
+def test_a_dead_zygote_is_restarted() -> None:
+    isolation.isolated(_reports, BytesAccess(b"0123456789"), RecordingExtract(), "x")  # type: ignore[arg-type]
+    first = isolation.zygote_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    out = RecordingExtract()
+    isolation.isolated(_reports, BytesAccess(b"0123456789"), out, "x")  # type: ignore[arg-type]
+    assert out.numeric_values == 7
+    assert isolation.zygote_pid() not in (None, first)
+
+
+def _linger(source: object, out: object) -> None:
+    time.sleep(3)
+
+
+def test_the_reader_process_holds_no_inherited_socket() -> None:
+    """A connection the gateway closes must close while a reader process runs."""
+    ours, peer = socket.socketpair()
+    peer.settimeout(5)
+    done = threading.Event()
+
+    def run() -> None:
+        isolation.isolated(_linger, BytesAccess(b"data"), RecordingExtract(), "x")  # type: ignore[arg-type]
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        time.sleep(0.5)  # the reader process runs while `ours` is open here
+        ours.close()
+        started = time.monotonic()
+        assert peer.recv(1) == b""  # end of stream: no other process holds `ours`
+        assert time.monotonic() - started < 2
+        assert not done.is_set()
+    finally:
+        worker.join()
+        peer.close()
+
+
+def test_the_zygote_and_its_readers_die_with_the_gateway(tmp_path: object) -> None:
+    """A gateway killed mid-read leaves no zygote and no reader process behind."""
+    code = (
+        "import sys, time\n"
+        "from gateway.classify.formats import isolation\n"
+        "from gateway.classify.formats.base import BytesAccess\n"
+        "from gateway.classify.formats.testing import RecordingExtract\n"
+        "from tests.classify.formats.test_isolation import _child_pid\n"
+        "import threading\n"
+        "out = RecordingExtract()\n"
+        "threading.Thread(target=isolation.isolated, daemon=True,\n"
+        "    args=(_child_pid, BytesAccess(b'60'), out, 'x')).start()\n"
+        "while not out.members or not out.members[0].text: time.sleep(0.05)\n"
+        "print(out.members[0].text, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        assert gateway.stdout is not None
+        reader, zygote = map(int, gateway.stdout.readline().split())
+        assert _alive(reader)
+        assert _alive(zygote)
+    finally:
+        gateway.kill()
+        gateway.wait()
+    deadline = time.monotonic() + 10
+    while (_alive(reader) or _alive(zygote)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(zygote)
+    assert not _alive(reader)
