@@ -51,7 +51,6 @@ from gateway.classify.decode.core import (
     human,
 )
 from gateway.classify.decode.layers import Layer
-from gateway.classify.decode.runahead import run_ahead
 from gateway.classify.formats import Format
 from gateway.classify.formats.base import (
     BinaryOut,
@@ -75,10 +74,6 @@ RANDOM_BUFFER_STEP_BYTES: Final = 1 << 20
 #: matcher's distinct-value bound assumes values of about 100 bytes; a
 #: patient's identity is shorter than this.
 FINDING_VALUE_MAX_BYTES: Final = 64
-#: Smallest member a run-ahead format is read on a worker thread
-#: (``Format.run_ahead``): below this, starting the thread costs more than
-#: the overlap gains (a table of a few thousand rows renders in milliseconds).
-RUN_AHEAD_MIN_BYTES: Final = 1 << 20
 #: Attribute keys one scan keeps, values per key and characters per key or
 #: value. Values come from a reader's fixed vocabulary (``organism``:
 #: ``Homo sapiens``), so these only bound a reader bug; past them further
@@ -516,10 +511,7 @@ class RandomFormat(FormatLayer):
             reader = self._fmt.random
             assert reader is not None  # the sniffer builds this layer for random formats only
             self._in = self._size
-            if self._fmt.run_ahead and source.size >= RUN_AHEAD_MIN_BYTES:
-                self._run(run_ahead, reader, source, self._extract)
-            else:
-                self._run(reader, source, self._extract)
+            self._run(reader, source, self._extract)
         self._finish_member()
 
 

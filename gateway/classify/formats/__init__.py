@@ -38,10 +38,6 @@ class Format:
             (a ``.docx``'s ``word/document.xml``, an ``.odt``'s
             ``content.xml``): ``ContentInfo.type`` is then its media type, not
             that of the archive's largest member (a theme or a style sheet).
-        run_ahead: the random-access reader runs on a worker thread while the
-            scanning thread replays what it reports (same calls, same order;
-            :mod:`gateway.classify.decode.runahead`). For readers whose work
-            releases the GIL (Arrow's kernels), so that it overlaps the matcher.
     """
 
     name: str
@@ -51,7 +47,6 @@ class Format:
     random: RandomReader | None = None
     priority: int = 0
     names_container: bool = False
-    run_ahead: bool = False
 
     def __post_init__(self) -> None:
         if (self.stream is None) == (self.random is None):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import fcntl
 import importlib
 import json
 import os
@@ -50,7 +51,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from gateway.classify.formats.base import Extract, RandomAccess, Unscannable
@@ -86,6 +87,12 @@ _READ_REQUEST: Final = struct.Struct("<QQ")
 #: :data:`_TEXT_PIECE` characters (4 bytes each at most in UTF-8).
 _MAX_FRAME: Final = 16 << 20
 _TEXT_PIECE: Final = 1 << 20
+#: Pipe buffer asked for (Linux's default is 64 KiB; 1 MiB is the default
+#: most an unprivileged process may set, /proc/sys/fs/pipe-max-size): one
+#: Arrow read or one batch's text crosses in a few system calls.
+_PIPE_BYTES: Final = 1 << 20
+#: How long the read server may take to see a finished process's pipe close.
+_SERVER_JOIN_SECONDS: Final = 10.0
 #: Largest request to the zygote (a reader's module and name, a size).
 _MAX_REQUEST: Final = 4096
 
@@ -120,29 +127,67 @@ def isolated(
             prepare()
         reader(source, out)
         return
-    events_r, events_w = os.pipe()
-    data_r, data_w = os.pipe()
+    events_r, events_w = os.pipe()  # reports: reader process -> here
+    requests_r, requests_w = os.pipe()  # byte ranges asked for: reader process -> here
+    data_r, data_w = os.pipe()  # the bytes: here -> reader process
+    for fd in (events_w, data_w):
+        _widen(fd)
+    theirs = (events_w, requests_w, data_r)
     try:
-        pid = _ZYGOTE.fork(reader, prepare, source.size, fmt, (events_w, data_r))
+        pid = _ZYGOTE.fork(reader, prepare, source.size, fmt, theirs)
     except BaseException:
-        for fd in (events_r, data_w):
+        for fd in (events_r, requests_r, data_w):
             os.close(fd)
         raise
     finally:
-        os.close(events_w)
-        os.close(data_r)
+        for fd in theirs:
+            os.close(fd)
     handle = _ProcessHandle(pid)
+    # Reads are served on their own thread: the reader process decodes the
+    # next pages while this thread replays (and the matcher scans) its text.
+    server = threading.Thread(
+        target=_serve_reads, args=(source, requests_r, data_w, handle), daemon=True
+    )
+    server.start()
     done = False
     try:
         deadline = ISOLATED_TIMEOUT_SECONDS + source.size / ISOLATED_CPU_BYTES_PER_SECOND
-        _parent(source, out, events_r, data_w, fmt, time.monotonic() + deadline)
+        _parent(out, events_r, fmt, time.monotonic() + deadline)
         done = True
     finally:
-        os.close(events_r)
-        os.close(data_w)
         if not done:
             handle.kill()
+        # The server sees the end of the requests pipe once the process is gone.
+        server.join(_SERVER_JOIN_SECONDS)
+        if server.is_alive():
+            handle.kill()
+            server.join()
+        for fd in (events_r, requests_r, data_w):
+            os.close(fd)
         handle.close()
+
+
+def _serve_reads(source: RandomAccess, requests: int, data: int, handle: _ProcessHandle) -> None:
+    """Answer the reader process's reads until it closes its end (it exited or was killed)."""
+    try:
+        while True:
+            request = _read_exactly(requests, _READ_REQUEST.size)
+            offset, length = _READ_REQUEST.unpack(request)
+            got = source.read_at(offset, min(length, max(0, source.size - offset)))
+            os.write(data, len(got).to_bytes(4, "little"))
+            view = memoryview(got)
+            while view:
+                view = view[os.write(data, view) :]
+    except EOFError:
+        return  # the process is done
+    except Exception:  # noqa: BLE001 - the source failed, or the process died mid-answer
+        handle.kill()  # its report stream ends: the member is "reader process failed"
+
+
+def _widen(fd: int) -> None:
+    """Give a pipe :data:`_PIPE_BYTES` of buffer where Linux allows it (fewer wake-ups)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 def _name(function: Callable[..., Any]) -> str:
@@ -201,7 +246,7 @@ class _Zygote:
         prepare: Callable[[], None] | None,
         size: int,
         fmt: str,
-        fds: tuple[int, int],
+        fds: tuple[int, int, int],
     ) -> int:
         """Ask the zygote for a reader process holding ``fds``; its pid."""
         request = json.dumps(
@@ -315,7 +360,7 @@ def zygote_main() -> None:
     channel.sendall(b"ready")
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(channel, _MAX_REQUEST, 2)
+            message, fds, _, _ = socket.recv_fds(channel, _MAX_REQUEST, 3)
         except OSError:
             return
         if not message:  # the gateway closed its end
@@ -323,8 +368,8 @@ def zygote_main() -> None:
         pid = 0
         try:
             request = json.loads(message)
-            if len(fds) != 2:
-                raise ValueError("two descriptors expected")
+            if len(fds) != 3:
+                raise ValueError("three descriptors expected")
             if request["prepare"] and request["prepare"] not in prepared:
                 _resolve(request["prepare"])()
                 prepared.add(request["prepare"])
@@ -335,7 +380,7 @@ def zygote_main() -> None:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 code = 0
                 try:
-                    _child(reader, int(request["size"]), fds[0], fds[1], str(request["fmt"]))
+                    _child(reader, int(request["size"]), fds, str(request["fmt"]))
                 except BaseException:  # noqa: BLE001 - nothing may escape a forked child
                     code = 1
                 finally:
@@ -364,7 +409,7 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(reader: Reader, size: int, events: int, data: int, fmt: str) -> None:
+def _child(reader: Reader, size: int, fds: Sequence[int], fmt: str) -> None:
     """The reader process: limit itself, read through the pipes, report, exit."""
     faulthandler.disable()  # a crash here is reported by the gateway, not dumped
     _die_with_parent()
@@ -379,7 +424,8 @@ def _child(reader: Reader, size: int, events: int, data: int, fmt: str) -> None:
             pages = int(statm.read().split()[0])
         limit = pages * resource.getpagesize() + ISOLATED_MAX_MEMORY
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    channel = _ChildChannel(events, data, size)
+    events, requests, data = fds
+    channel = _ChildChannel(events, requests, data, size)
     try:
         reader(channel, channel)
     except Unscannable as exc:
@@ -395,24 +441,32 @@ def _child(reader: Reader, size: int, events: int, data: int, fmt: str) -> None:
 class _ChildChannel:
     """The reader process's view: a :class:`RandomAccess` and an :class:`Extract` over pipes."""
 
-    def __init__(self, events: int, data: int, size: int) -> None:
+    def __init__(self, events: int, requests: int, data: int, size: int) -> None:
         self._events = os.fdopen(events, "wb", buffering=1 << 16)
+        self._requests = requests
         self._data = data
         self._size = size
         self._start = 0
         self._window = b""
         self._next_id = 0
+        # A reader may read on one thread while it reports on another (the
+        # Parquet reader decodes the next batch ahead): a report is written
+        # whole, and a read's request and answer are one exchange.
+        self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     @property
     def size(self) -> int:
         return self._size
 
     def send(self, kind: bytes, payload: bytes) -> None:
-        self._events.write(_FRAME.pack(kind, len(payload)))
-        self._events.write(payload)
+        with self._send_lock:
+            self._events.write(_FRAME.pack(kind, len(payload)))
+            self._events.write(payload)
 
     def flush(self) -> None:
-        self._events.flush()
+        with self._send_lock:
+            self._events.flush()
 
     def read_at(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
@@ -420,15 +474,16 @@ class _ChildChannel:
         end = min(offset + length, self._size)
         if offset >= end:
             return b""
-        if self._start <= offset and end <= self._start + len(self._window):
-            return self._window[offset - self._start : end - self._start]
-        want = max(end - offset, _WINDOW)
-        self.send(b"R", _READ_REQUEST.pack(offset, want))
-        self.flush()
-        head = _read_exactly(self._data, 4)
-        got = _read_exactly(self._data, int.from_bytes(head, "little"))
-        self._start, self._window = offset, got
-        return got[: end - offset]
+        with self._read_lock:
+            if self._start <= offset and end <= self._start + len(self._window):
+                return self._window[offset - self._start : end - self._start]
+            want = max(end - offset, _WINDOW)
+            self.flush()  # what was reported so far is scanned while this read is served
+            os.write(self._requests, _READ_REQUEST.pack(offset, want))  # atomic: < PIPE_BUF
+            head = _read_exactly(self._data, 4)
+            got = _read_exactly(self._data, int.from_bytes(head, "little"))
+            self._start, self._window = offset, got
+            return got[: end - offset]
 
     # -- Extract -----------------------------------------------------------------------
 
@@ -489,10 +544,8 @@ def _read_exactly(fd: int, length: int) -> bytes:
 # -- the gateway's side of one reader process ------------------------------------------------
 
 
-def _parent(
-    source: RandomAccess, out: Extract, events: int, data: int, fmt: str, deadline: float
-) -> None:
-    """Serve the reader process's reads and replay its reports until it is done."""
+def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
+    """Replay the reader process's reports until it is done."""
     buffer = bytearray()
     opened: dict[int, Any] = {}
     failed = f"{fmt}: reader process failed"
@@ -512,8 +565,8 @@ def _parent(
             if kind == b"U":
                 raise Unscannable(payload.decode("utf-8", "replace"))
             try:
-                _replay(kind, payload, source, out, data, opened, failed)
-            except (OSError, ValueError, TypeError) as exc:  # a dead or garbled process
+                _replay(kind, payload, out, opened, failed)
+            except (ValueError, TypeError) as exc:  # a garbled process
                 raise Unscannable(failed) from exc
         left = deadline - time.monotonic()
         if left <= 0:
@@ -527,24 +580,9 @@ def _parent(
         buffer += chunk
 
 
-def _replay(
-    kind: bytes,
-    payload: bytes,
-    source: RandomAccess,
-    out: Extract,
-    data: int,
-    opened: dict[int, Any],
-    failed: str,
-) -> None:
-    """Act on one message of the reader process."""
-    if kind == b"R":
-        offset, length = _READ_REQUEST.unpack(payload)
-        got = source.read_at(offset, min(length, max(0, source.size - offset)))
-        os.write(data, len(got).to_bytes(4, "little"))
-        view = memoryview(got)
-        while view:
-            view = view[os.write(data, view) :]
-    elif kind in (b"M", b"N"):
+def _replay(kind: bytes, payload: bytes, out: Extract, opened: dict[int, Any], failed: str) -> None:
+    """Act on one report of the reader process."""
+    if kind in (b"M", b"N"):
         ident, name, content_type = json.loads(payload)
         if kind == b"M":
             opened[ident] = (out.member(name, content_type), True)

@@ -492,7 +492,7 @@ def test_nested_file_splits_the_table_member_and_repeats_its_header(
     blobs = [b"text"] * 6
     blobs[3] = archive.getvalue()
     table = pa.table({"diagnosis": DIAGNOSES[:6], "blob": blobs})
-    out = read_random(T.read_parquet, parquet_bytes(table))
+    out = read_random(T_parquet.read_parquet_inline, parquet_bytes(table))
     members = [m for m in out.members if m.name == "table"]
     assert len(members) == 2
     rows = []
@@ -527,14 +527,16 @@ def test_parquet_too_many_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(T_common, "MAX_COLUMNS", 5)
     monkeypatch.setattr(T_parquet, "MAX_COLUMNS", 5)
     with pytest.raises(Unscannable, match="parquet: more than 5 columns"):
-        read_random(T.read_parquet, parquet_bytes(patients()))
+        read_random(T_parquet.read_parquet_inline, parquet_bytes(patients()))
 
 
 def test_parquet_large_row_groups_read_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(T_common, "MAX_BATCH_TEXT_BYTES", 4096)
     monkeypatch.setattr(T_parquet, "MAX_BATCH_TEXT_BYTES", 4096)
     table = pa.table({"id": [IDS[i % ROWS] for i in range(5000)], "n": list(range(5000))})
-    rows = rows_of(read_random(T.read_parquet, parquet_bytes(table, row_group_size=2500)))
+    rows = rows_of(
+        read_random(T_parquet.read_parquet_inline, parquet_bytes(table, row_group_size=2500))
+    )
     assert len(rows) == 5001
     assert rows[4999][0] == IDS[4998 % ROWS]
 
@@ -566,11 +568,8 @@ def test_arrow_dictionary_columns() -> None:
     for data in (arrow_file_bytes(table), arrow_stream_bytes(table)):
         fmt = identify(data)
         assert fmt is not None
-        out = (
-            read_stream(T.ArrowStreamReader, data)
-            if fmt.stream
-            else read_random(T.read_arrow_file, data)
-        )
+        assert fmt.random is not None
+        out = read_random(fmt.random, data)
         rows = rows_of(out)
         assert [r[0] for r in rows[1:]] == DIAGNOSES
 
@@ -791,7 +790,7 @@ def test_render_ratio_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(T_common, "RENDER_RATIO", 1)
     column = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array(["y" * 100]))
     with pytest.raises(Unscannable, match="rendered text over 1:1"):
-        read_random(T.read_parquet, parquet_bytes(pa.table({"s": column})))
+        read_random(T_parquet.read_parquet_inline, parquet_bytes(pa.table({"s": column})))
 
 
 def _reader(name: str) -> Callable[[bytes], RecordingExtract]:

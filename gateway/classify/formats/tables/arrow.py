@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import Extract, RandomAccess, TextOut, Unscannable
+from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.tables.common import (
     MAX_COLUMNS,
     _arrow_file,
@@ -26,6 +27,7 @@ from gateway.classify.formats.tables.common import (
     _metadata_lines,
     _Render,
     _validated,
+    load_arrow,
 )
 
 if TYPE_CHECKING:
@@ -248,6 +250,11 @@ def _check_ipc_block(source: RandomAccess, block: tuple[int, int, int], render: 
 
 
 def read_arrow_file(source: RandomAccess, out: Extract) -> None:
+    """Render an Arrow IPC file in a reader process (:func:`read_arrow_file_inline` there)."""
+    isolated(read_arrow_file_inline, source, out, "arrow", prepare=load_arrow)
+
+
+def read_arrow_file_inline(source: RandomAccess, out: Extract) -> None:
     """Render an Arrow IPC file (Feather v2): the batches its footer lists, one at a time."""
     render = _Render("arrow", out, source.size)
     size = source.size
@@ -437,6 +444,29 @@ class ArrowStreamReader:
         self.render.finish()
 
 
+#: Bytes of an Arrow IPC stream handed to :class:`ArrowStreamReader` per step
+#: when it is read from a random-access view.
+STREAM_STEP_BYTES: Final = 1 << 20
+
+
+def read_arrow_stream(source: RandomAccess, out: Extract) -> None:
+    """Render an Arrow IPC stream in a reader process (:func:`read_arrow_stream_inline` there).
+
+    The stream's layout would allow reading it as it arrives, but pyarrow then
+    runs in the gateway's own process; it is read after the upload instead,
+    from the spool, like the other Arrow formats.
+    """
+    isolated(read_arrow_stream_inline, source, out, "arrow stream", prepare=load_arrow)
+
+
+def read_arrow_stream_inline(source: RandomAccess, out: Extract) -> None:
+    """Render an Arrow IPC stream front to back from a random-access view."""
+    reader = ArrowStreamReader(out)
+    for offset in range(0, source.size, STREAM_STEP_BYTES):
+        reader.feed(source.read_at(offset, STREAM_STEP_BYTES))
+    reader.finish()
+
+
 def _sniff_arrow_stream(prefix: bytes) -> bool:
     return _sniff_ipc_message(prefix)
 
@@ -447,7 +477,6 @@ ARROW_FILE: Final = register(
         "application/vnd.apache.arrow.file",
         _sniff_arrow_file,
         random=read_arrow_file,
-        run_ahead=True,
     )
 )
 ARROW_STREAM: Final = register(
@@ -455,7 +484,7 @@ ARROW_STREAM: Final = register(
         "arrow-stream",
         "application/vnd.apache.arrow.stream",
         _sniff_arrow_stream,
-        stream=ArrowStreamReader,
+        random=read_arrow_stream,
     )
 )
 FEATHER_V1: Final = register(

@@ -10,6 +10,7 @@ leading underscore: they are shared by the package's format modules, not an API.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -65,6 +66,25 @@ else:
     pa_ipc = LazyModule("pyarrow.ipc", _system_pool)
     pa_orc = LazyModule("pyarrow.orc", _system_pool)
     pq = LazyModule("pyarrow.parquet", _system_pool)
+
+
+def load_arrow() -> None:
+    """Import Arrow's modules (in the reader zygote, once, before it forks a reader process).
+
+    The table readers that use Arrow run in reader processes
+    (:mod:`gateway.classify.formats.isolation`): the gateway's own process
+    never loads pyarrow (~90 MB of RSS, and a C++ library whose readers have
+    crashed on mutated files).
+    """
+    # Arrow's default allocator (mimalloc in the wheels) reserves ~1 GiB of
+    # address space at its first allocation, which a reader process's address
+    # space limit (isolation.ISOLATED_MAX_MEMORY) would refuse; chosen before
+    # the import, it is never set up (_system_pool alone comes too late).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    if not TYPE_CHECKING:
+        for handle in (pa, pc, pa_csv, pa_dataset, pa_ipc, pa_orc, pq):
+            handle._load()
+
 
 # -- bounds ------------------------------------------------------------------
 

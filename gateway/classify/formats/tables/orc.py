@@ -17,6 +17,7 @@ import zstandard
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import Extract, RandomAccess
+from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.tables.common import (
     BATCH_ROWS,
     MAX_COLUMNS,
@@ -27,6 +28,7 @@ from gateway.classify.formats.tables.common import (
     _Render,
     _snappy_length,
     _validated,
+    load_arrow,
 )
 
 if TYPE_CHECKING:
@@ -206,6 +208,11 @@ def _orc_type(data: bytes) -> tuple[int, list[int], int, int]:
 
 
 def read_orc(source: RandomAccess, out: Extract) -> None:
+    """Render an ORC file in a reader process (:func:`read_orc_inline` there)."""
+    isolated(read_orc_inline, source, out, "orc", prepare=load_arrow)
+
+
+def read_orc_inline(source: RandomAccess, out: Extract) -> None:
     """Render an ORC file through pyarrow's batch reader (bounded rows per batch).
 
     ORC compresses each stream in blocks of at most the file's compression
@@ -239,6 +246,4 @@ def _sniff_orc(prefix: bytes) -> bool:
     return prefix[:3] == b"ORC"
 
 
-ORC: Final = register(
-    Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc, run_ahead=True)
-)
+ORC: Final = register(Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import Extract, RandomAccess
+from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.prefetch import prefetched
 from gateway.classify.formats.tables.common import (
     BATCH_ROWS,
@@ -29,6 +30,7 @@ from gateway.classify.formats.tables.common import (
     _Guard,
     _metadata_lines,
     _Render,
+    load_arrow,
 )
 
 if TYPE_CHECKING:
@@ -481,6 +483,11 @@ def _check_parquet_pages(
 
 
 def read_parquet(source: RandomAccess, out: Extract) -> None:
+    """Render a Parquet file in a reader process (:func:`read_parquet_inline` there)."""
+    isolated(read_parquet_inline, source, out, "parquet", prepare=load_arrow)
+
+
+def read_parquet_inline(source: RandomAccess, out: Extract) -> None:
     """Render a Parquet file: one ``table`` member, read a bounded batch at a time."""
     render = _Render("parquet", out, source.size)
     head = source.read_at(0, 4)
@@ -551,6 +558,5 @@ PARQUET: Final = register(
         "application/vnd.apache.parquet",
         _sniff_parquet,
         random=read_parquet,
-        run_ahead=True,
     )
 )
