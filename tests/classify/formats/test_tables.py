@@ -44,7 +44,13 @@ from gateway.classify.formats.tables import avro as T_avro
 from gateway.classify.formats.tables import common as T_common
 from gateway.classify.formats.tables import parquet as T_parquet
 from gateway.classify.formats.tables import sqlite as T_sqlite
-from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
+from gateway.classify.formats.testing import (
+    RecordingExtract,
+    label_counts,
+    read_random,
+    read_stream,
+    scan_bytes,
+)
 from gateway.classify.matcher import TextMatcher
 from gateway.classify.testing import cn_mobile, resident_id
 
@@ -933,3 +939,59 @@ def test_a_footer_whose_row_count_disagrees_with_its_row_groups_is_unscannable()
     with pytest.raises(Unscannable, match="row count disagrees"):
         read_random(T.read_parquet, lying)
     assert IDS[0] in read_random(T.read_parquet, data).text  # the control reads
+
+
+# -- metadata ----------------------------------------------------------------------
+
+
+def _described(described: bool) -> tuple[pa.Table, list[str]]:
+    """A clean table whose field metadata (descriptions a writer attaches) names people."""
+    rng = random.Random(11)
+    ids = [resident_id(rng) for _ in range(3)]
+
+    def meta(key: str, text: str) -> dict[str, str] | None:
+        return {key: text} if described else None
+
+    schema = pa.schema(
+        [
+            pa.field("visit", pa.int32(), metadata=meta("description", f"first seen: {ids[0]}")),
+            pa.field(
+                "lab",
+                pa.struct(
+                    [pa.field("assay", pa.string(), metadata=meta("contact", f"owner {ids[1]}"))]
+                ),
+            ),
+            pa.field(
+                "tags",
+                pa.list_(pa.field("item", pa.string(), metadata=meta("note", f"by {ids[2]}"))),
+            ),
+        ]
+    )
+    table = pa.table(
+        {"visit": [1, 2], "lab": [{"assay": "ELISA"}, {"assay": "PCR"}], "tags": [["a"], ["b"]]},
+        schema=schema,
+    )
+    return table, ids
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow", "arrow-stream"])
+def test_field_metadata_is_read(kind: str) -> None:
+    write = {
+        "parquet": parquet_bytes,
+        "arrow": arrow_file_bytes,
+        "arrow-stream": arrow_stream_bytes,
+    }
+    table, ids = _described(True)
+    summary = scan_bytes(DETECTORS, write[kind](table))
+    assert len(set(ids)) == 3
+    assert label_counts(summary).get("pii.cn_resident_id") == 3
+    bare, _ = _described(False)
+    assert "pii.cn_resident_id" not in label_counts(scan_bytes(DETECTORS, write[kind](bare)))
+
+
+def test_metadata_past_its_bound_is_unscannable_not_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T_common, "MAX_METADATA_CHARS", 100)
+    pad = "p" * 200 + resident_id(random.Random(3))
+    table = pa.table({"x": [1]}).replace_schema_metadata({"pad": pad})
+    with pytest.raises(Unscannable, match="metadata over"):
+        read_random(T_parquet.read_parquet_inline, parquet_bytes(table))

@@ -281,7 +281,7 @@ def read_arrow_file_inline(source: RandomAccess, out: Extract) -> None:
         reader = pa_ipc.open_file(_arrow_file(source))
         if reader.num_record_batches != len(batches):
             raise render.fail("corrupt footer")
-        _metadata_lines(render, reader.schema.metadata)
+        _metadata_lines(render, reader.schema.metadata, reader.schema)
         table = _ArrowTable(render, reader.schema)
         for i in range(reader.num_record_batches):
             table.add(_validated(reader.get_batch(i)))
@@ -423,7 +423,7 @@ class ArrowStreamReader:
                 if message.kind != _HEADER_SCHEMA:
                     raise self.render.fail("stream does not start with a schema")
                 self.reader = pa_ipc.open_stream(pa.PythonFile(self.feed_buffer, mode="r"))
-                _metadata_lines(self.render, self.reader.schema.metadata)
+                _metadata_lines(self.render, self.reader.schema.metadata, self.reader.schema)
                 self.table = _ArrowTable(self.render, self.reader.schema)
             elif message.kind == _HEADER_RECORD_BATCH:
                 assert self.table is not None

@@ -118,8 +118,10 @@ MAX_NESTED_CELLS: Final = 1000
 #: Largest binary cell handed back as a nested member; the decoder's own limits
 #: apply beyond, but the cell is held in memory once here.
 MAX_NESTED_CELL_BYTES: Final = 64 << 20
-#: Key/value metadata rendered per file (pandas and Spark write a few KiB).
-MAX_METADATA_CHARS: Final = 1 << 20
+#: Key/value metadata rendered per file. pandas and Spark write a few KiB,
+#: pandas about 150 bytes per column (2 MB at the widest tables read here);
+#: past this the file is unscannable, never partly read.
+MAX_METADATA_CHARS: Final = 16 << 20
 #: Rendered text gathered before it is written to the member.
 _WRITE_CHUNK_CHARS: Final = 1 << 20
 
@@ -198,10 +200,10 @@ class _Render:
 
     def note(self, line: str) -> None:
         """Add a line to the ``metadata`` member (bounded by :data:`MAX_METADATA_CHARS`)."""
-        if self._metadata_chars < MAX_METADATA_CHARS:
-            line = line[: MAX_METADATA_CHARS - self._metadata_chars]
-            self._metadata_chars += len(line)
-            self.metadata.append(line)
+        self._metadata_chars += len(line)
+        if self._metadata_chars > MAX_METADATA_CHARS:
+            raise self.fail(f"key/value metadata over {MAX_METADATA_CHARS >> 20} Mi characters")
+        self.metadata.append(line)
 
     def binary(self, value: bytes | None, where: str) -> str:
         """One binary cell as text: itself when UTF-8 text, else handed over or counted."""
@@ -297,12 +299,38 @@ class _Table:
             self.render.active = None
 
 
-def _metadata_lines(render: _Render, pairs: dict[bytes, bytes] | None) -> None:
-    """File key/value metadata as ``key: value`` lines (binary schemas left out)."""
+def _metadata_lines(
+    render: _Render, pairs: dict[bytes, bytes] | None, schema: pa.Schema | None = None
+) -> None:
+    """File key/value metadata as ``key: value`` lines, then each field's as ``field key: value``.
+
+    ``ARROW:schema`` (base64 of the flatbuffer schema) is left out: what it
+    holds is read from ``schema``: field names are the table's header, and
+    field metadata (a column's description, a data dictionary entry: free
+    text a writer attaches to any field, nested ones too) is rendered here.
+    """
     for key, value in (pairs or {}).items():
-        if key == b"ARROW:schema":  # base64 of the flatbuffer schema already rendered
+        if key == b"ARROW:schema":
             continue
         render.note(key.decode("utf-8", "replace") + ": " + value.decode("utf-8", "replace") + "\n")
+    if schema is None:
+        return
+    stack: list[tuple[str, pa.Field, int]] = [(f.name, f, 1) for f in reversed(list(schema))]
+    while stack:
+        name, field, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise render.fail(f"types nested deeper than {MAX_NESTING}")
+        for key, value in (field.metadata or {}).items():
+            render.note(
+                f"{name} {key.decode('utf-8', 'replace')}: {value.decode('utf-8', 'replace')}\n"
+            )
+        typ = field.type
+        if isinstance(typ, pa.BaseExtensionType):
+            typ = typ.storage_type
+        stack.extend(
+            (f"{name}.{typ.field(j).name}", typ.field(j), depth + 1)
+            for j in reversed(range(typ.num_fields))
+        )
 
 
 # -- Arrow: vectorised rendering ---------------------------------------------

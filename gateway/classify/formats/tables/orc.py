@@ -233,7 +233,7 @@ def read_orc_inline(source: RandomAccess, out: Extract) -> None:
         if meta.nstripes > MAX_ORC_STRIPES:
             raise render.fail(f"more than {MAX_ORC_STRIPES} stripes")
         schema = meta.schema
-        _metadata_lines(render, meta.metadata)
+        _metadata_lines(render, meta.metadata, meta.schema)
         table = _ArrowTable(render, schema)
         fragment = pa_dataset.OrcFileFormat().make_fragment(_arrow_file(source))
         for batch in fragment.to_batches(batch_size=BATCH_ROWS, use_threads=False):

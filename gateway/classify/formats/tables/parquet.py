@@ -527,8 +527,8 @@ def read_parquet_inline(source: RandomAccess, out: Extract) -> None:
         )
         if len(plan.batch_rows) != reader.num_row_groups:
             raise render.fail("corrupt footer")
-        _metadata_lines(render, parsed.metadata)
         schema = reader.schema_arrow
+        _metadata_lines(render, parsed.metadata, schema)
         # Float columns are read like any other: a whole-number float may be an
         # identifier (_integral_floats), which the footer's counts cannot tell.
         table = _ArrowTable(render, schema)
