@@ -24,10 +24,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
 
 #: Libraries no family may import before a file of its format arrives.
-#: pypdfium2 is not listed: documents/pdf.py imports it at module level
-#: (about 4 MB of RSS). It does not bring Pillow (pydicom did).
 HEAVY = (
     "numpy",
+    "pypdfium2",
     "pydicom",
     "olefile",
     "python_calamine",

@@ -80,17 +80,18 @@ import zlib
 from array import array
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-import pypdfium2 as pdfium
-import pypdfium2.raw as pdfium_c
-
 from gateway.classify.formats.base import AccessFile, Extract, LazyModule, RandomAccess, Unscannable
 
-# numpy (a dependency) loads with the first PDF: it sorts and matches the
-# file's cross-reference entries against its objects.
+# PDFium (pypdfium2) and numpy (which sorts and matches the file's
+# cross-reference entries against its objects) load with the first PDF.
 if TYPE_CHECKING:
     import numpy as np
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 else:
     np = LazyModule("numpy")
+    pdfium = LazyModule("pypdfium2")
+    pdfium_c = LazyModule("pypdfium2.raw")
 
 #: Pages read. 10,000 pages is a long scanned archive box; PDFium extracts
 #: about 1,400 text pages per second here, so the bound is ~7 s of work.
