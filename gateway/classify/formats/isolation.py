@@ -81,6 +81,8 @@ ZYGOTE_START_SECONDS: Final = 60.0
 _PR_SET_PDEATHSIG: Final = 1
 #: Bytes a reader process asks for per read (it keeps one window of them).
 _WINDOW: Final = 64 << 10
+#: The most a forward walk's window grows to (the pipe's buffer).
+_MAX_WINDOW: Final = 1 << 20
 _FRAME: Final = struct.Struct("<cI")
 _READ_REQUEST: Final = struct.Struct("<QQ")
 #: Largest message from a reader process; text is sent in pieces of at most
@@ -448,6 +450,7 @@ class _ChildChannel:
         self._size = size
         self._start = 0
         self._window = b""
+        self._readahead = _WINDOW
         self._next_id = 0
         # A reader may read on one thread while it reports on another (the
         # Parquet reader decodes the next batch ahead): a report is written
@@ -477,7 +480,14 @@ class _ChildChannel:
         with self._read_lock:
             if self._start <= offset and end <= self._start + len(self._window):
                 return self._window[offset - self._start : end - self._start]
-            want = max(end - offset, _WINDOW)
+            # Reads that walk forward (a footer's page headers, one after
+            # another) get a growing window: fewer round trips to the gateway.
+            window_end = self._start + len(self._window)
+            if window_end <= offset < window_end + 4 * self._readahead:
+                self._readahead = min(self._readahead * 2, _MAX_WINDOW)
+            else:
+                self._readahead = _WINDOW
+            want = max(end - offset, self._readahead)
             self.flush()  # what was reported so far is scanned while this read is served
             os.write(self._requests, _READ_REQUEST.pack(offset, want))  # atomic: < PIPE_BUF
             head = _read_exactly(self._data, 4)
