@@ -1,4 +1,4 @@
-"""Documents and e-mail (issue 12): PDF, Office Open XML, OpenDocument, legacy Office, ``.eml``.
+"""Documents and e-mail (issues 12, 13): PDF, Office, OpenDocument, ``.eml``, form uploads.
 
 One module per kind of document, each with its own library and bounds:
 
@@ -13,6 +13,10 @@ module                    formats                         reader
 :mod:`.ole`               ``.xls`` ``.doc`` ``.ppt``      random (olefile,
                                                           calamine)
 :mod:`.mail`              ``.eml`` (message/rfc822)       streaming (email)
+:mod:`.mail`              bare ``multipart/*`` bodies:    streaming (email),
+                          form uploads (``multipart/      the boundary taken
+                          form-data``), other MIME        from the first line
+                          bodies (``multipart/mixed``)
 ========================  ==============================  =====================
 
 Importing this package registers every format below with
@@ -106,6 +110,19 @@ for _name, _kind, _type in (
         )
     )
 register(Format("email", "message/rfc822", mail.sniff_email, stream=mail.make_email_reader))
+# A body that starts with its boundary line and a part's headers: a form
+# upload (a browser, curl -F, requests' files=) or another bare MIME body.
+register(
+    Format(
+        "form-data",
+        "multipart/form-data",
+        mail.sniff_form_data,
+        stream=mail.make_form_data_reader,
+    )
+)
+register(
+    Format("multipart", "multipart/mixed", mail.sniff_multipart, stream=mail.make_multipart_reader)
+)
 register(
     Format(
         "xml-late-root",
