@@ -6,6 +6,10 @@ identifying instance keyed by its patient (distinct patients counted once),
 de-identified instances counting nothing, pixel data never kept, every
 transfer syntax, corrupt and hostile variants unscannable, and a hypothesis
 test that mutates valid files and accepts only success or ``Unscannable``.
+
+Private values (vendor blocks: a Siemens CSA header, a fixed-width UN record,
+UTF-16LE text, at any depth) are examined for text: planted identifiers found,
+clean vendor headers clean and scannable, oversized ones unscannable.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import contextlib
 import io
 import pathlib
 import random
+import re
 import struct
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,7 +42,7 @@ from pydicom.uid import (
 
 from gateway.bench.classify import _person
 from gateway.classify import DetectorSet
-from gateway.classify.formats import identify
+from gateway.classify.formats import identify, medical
 from gateway.classify.formats.base import Unscannable
 from gateway.classify.formats.medical import (
     MAX_KEPT_BYTES,
@@ -48,6 +54,7 @@ from gateway.classify.formats.medical import (
 )
 from gateway.classify.formats.testing import RecordingExtract, label_counts, read_stream, scan_bytes
 from gateway.classify.summary import ScanSummary
+from gateway.classify.testing import cn_mobile, resident_id
 
 # pytest re-applies its own warning filters per test; in the gateway, medical.py
 # silences pydicom's warnings about hostile values (they quote the values).
@@ -63,9 +70,11 @@ def instance(
     syntax: str = ExplicitVRLittleEndian,
     pixels: bytes = b"\0" * 16,
     sop_class: str = CT,
+    setup: Callable[[Dataset], None] | None = None,
     **attributes: Any,
 ) -> bytes:
-    """One DICOM instance (Part 10 file) written by pydicom."""
+    """One DICOM instance (Part 10 file) written by pydicom (``setup`` adds what
+    keywords cannot: private blocks)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -79,6 +88,8 @@ def instance(
     ds.StudyDescription = "CT chest"
     for key, value in attributes.items():
         setattr(ds, key, value)
+    if setup is not None:
+        setup(ds)
     if pixels:
         ds.Rows, ds.Columns = len(pixels) // 1024 or 1, min(1024, len(pixels))
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
@@ -337,6 +348,20 @@ def test_bad_dicom_is_unscannable(data: bytes, reason: str) -> None:
     assert caught.value.reason == reason
 
 
+def test_hostile_values_do_not_escape_as_pydicom_errors() -> None:
+    """Found by mutating files: a number whose length is not a multiple of its
+    size (pydicom's own BytesLengthException) and an empty value of a VR
+    pydicom does not know (NotImplementedError, raised again when the renderer
+    fetched the raw element) are read around, not crashes."""
+    body = _element((8, 5), b"CS", b"ISO_IR 192")
+    body += _element((0x10, 0x10), b"PN", b"Chan^Tai Man")
+    body += _element((0x10, 0x20), b"LH", b"")
+    body += _element((0x28, 0x10), b"US", b"abc")
+    out = read_stream(DicomReader, _file(body))
+    assert "Patient's Name: Chan Tai Man\n" in out.text
+    assert out.finding_counts() == {"sensitive.health": 1}
+
+
 @pytest.mark.parametrize(
     ("name", "findings"),
     [
@@ -379,8 +404,334 @@ def test_sniffer() -> None:
     assert fmt.name == "dicom"  # a dual-personality file is read as DICOM
 
 
-#: Words a hostile copy plants: lengths of 0 and 2^32-1, a VR, an item tag.
-_WORDS = [b"\xff" * 4, b"\0" * 4, b"SQ\0\0", b"\xfe\xff\x00\xe0"]
+# --------------------------------------------------------------------------- private values
+
+PRIVATE_RNG = random.Random(29)
+#: Identifiers planted in private values: a Resident ID and a Mainland mobile.
+PLANTED_ID, PLANTED_MOBILE = resident_id(PRIVATE_RNG), cn_mobile(PRIVATE_RNG)
+#: What a de-identified instance keeps of its patient: nothing.
+DE_IDENTIFIED = {"PatientName": "", "PatientID": "", "PatientIdentityRemoved": "YES"}
+
+
+def csa_header(fields: dict[str, tuple[str, list[str]]]) -> bytes:
+    """A Siemens CSA2 header (``SV10``), as syngo writes into (0029,xx10) and
+    (0029,xx20): per field its name (64 bytes), VM, VR, syngo data type, item
+    count and 77, then six items or more, each four int32 (the length second)
+    and the NUL-terminated value padded to four bytes."""
+    out = bytearray(b"SV10\x04\x03\x02\x01" + struct.pack("<2I", len(fields), 77))
+    for name, (vr, values) in fields.items():
+        count = max(6, len(values))
+        out += name.encode().ljust(64, b"\0")
+        out += struct.pack("<i4s3i", len(values), vr.encode().ljust(4, b"\0"), 3, count, 77)
+        for n in range(count):
+            value = values[n].encode() + b"\0" if n < len(values) else b""
+            out += struct.pack("<4i", len(value), len(value), 77, len(value))
+            out += value.ljust(-(-len(value) // 4) * 4, b"\0")
+    return bytes(out)
+
+
+#: An MR image's CSA Image Header Info fields (names and values as syngo MR
+#: VE11 writes them): numbers, dimensions, coil names, times.
+CSA_IMAGE: dict[str, tuple[str, list[str]]] = {
+    "EchoLinePosition": ("IS", ["160"]),
+    "EchoColumnPosition": ("IS", ["160"]),
+    "EchoPartitionPosition": ("IS", ["32"]),
+    "UsedChannelMask": ("UL", ["4294967295"]),
+    "ICE_Dims": ("LO", ["X_1_1_1_1_1_1_1_1_1_1_1_41"]),
+    "SliceMeasurementDuration": ("DS", ["286000.00000000"]),
+    "GradientMode": ("SH", ["Fast"]),
+    "ImaCoilString": ("LO", ["HEA;HEP"]),
+    "ImaAbsTablePosition": ("SL", ["0", "0", "-1305"]),
+    "SliceNormalVector": ("FD", ["0.00000000", "0.00000000", "1.00000000"]),
+    "ImaPATModeText": ("LO", ["p2"]),
+    "B_value": ("IS", ["0"]),
+    "RealDwellTime": ("IS", ["2600"]),
+    "TimeAfterStart": ("DS", ["12.34500000"]),
+    "MosaicRefAcqTimes": ("FD", [f"{t * 62.5:.8f}" for t in range(32)]),
+    "SequenceMask": ("UL", ["134217728"]),
+    "AcquisitionMatrixText": ("SH", ["320p*320"]),
+    "ImageHistory": ("LO", ["ChannelMixing:ND=true_CMM=1_CDM=1", "ACC1"]),
+    "ProtocolSliceNumber": ("IS", ["17"]),
+    "RFSWDDataType": ("SH", ["predicted"]),
+}
+#: The CSA Series Header Info's MrPhoenixProtocol: the protocol as ASCCONV text.
+PHOENIX = "\n".join(
+    [
+        "### ASCCONV BEGIN object=MrProtDataImpl@MrProtocolData version=51130001 ###",
+        "ulVersion\t = \t51130001",
+        'tSequenceFileName\t = \t"%SiemensSeq%\\tse"',
+        'tProtocolName\t = \t"t2_tse_tra_p2"',
+        'sProtConsistencyInfo.tBaselineString\t = \t"N4_VE11C_LATEST_20160120"',
+        "sRXSPEC.lGain\t = \t1",
+        "sTXSPEC.asNucleusInfo[0].lFrequency\t = \t123251815",
+        "sKSpace.lBaseResolution\t = \t320",
+        "alTR[0]\t = \t4000000",
+        "lTotalScanTimeSec\t = \t222",
+        *(
+            f"sSliceArray.asSlice[{i}].sPosition.dTra\t = \t{-56.3 + 5 * i:.9f}\n"
+            f"sSliceArray.asSlice[{i}].dThickness\t = \t5"
+            for i in range(40)
+        ),
+        "### ASCCONV END ###",
+    ]
+)
+CSA_SERIES: dict[str, tuple[str, list[str]]] = {
+    "UsedPatientWeight": ("IS", ["70"]),
+    "NumberOfPrescans": ("IS", ["0"]),
+    "MrPhoenixProtocol": ("UN", [PHOENIX]),
+    "CoilForGradient": ("SH", ["AS092"]),
+}
+#: The same image header, with a comment field holding the patient's Resident
+#: ID and mobile (what an operator types, what a vendor copies).
+CSA_IMAGE_WITH_IDS = {
+    **CSA_IMAGE,
+    "ImaComments": ("LT", [f"pt id {PLANTED_ID} call {PLANTED_MOBILE}"]),
+}
+
+
+def private_blocks(
+    image: dict[str, tuple[str, list[str]]] = CSA_IMAGE,
+) -> Callable[[Dataset], None]:
+    """``setup`` adding a Siemens CSA Image and Series Header (OB) and a GE-like
+    fixed-width record (UN) of numbers."""
+
+    def setup(ds: Dataset) -> None:
+        csa = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+        csa.add_new(0x08, "CS", "IMAGE NUM 4")
+        csa.add_new(0x10, "OB", csa_header(image))
+        csa.add_new(0x20, "OB", csa_header(CSA_SERIES))
+        ge = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+        ge.add_new(0x28, "UN", struct.pack("<4I", 1, 512, 512, 0) + b"CT01\0HiSpeed\0" * 3)
+        ge.add_new(0x2A, "OB", bytes(range(256)) * 4)
+
+    return setup
+
+
+def _with_private(syntax: str, tag: int, vr: str, value: bytes, **attributes: Any) -> bytes:
+    """A de-identified instance with one private value ``tag`` (its creator first)."""
+
+    def setup(ds: Dataset) -> None:
+        block = ds.private_block(tag >> 16, "ACME 1.0", create=True)
+        block.add_new(tag & 0xFF, vr, value)
+
+    return instance(syntax, setup=setup, **{**DE_IDENTIFIED, **attributes})
+
+
+def _private_text(data: bytes, chunk: int = 0) -> str:
+    out = read_stream(DicomReader, data, chunk)
+    return "".join(m.text for m in out.members if m.name == "dicom private attributes")
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_identifiers_in_a_csa_header_are_found(syntax: str) -> None:
+    """A de-identified instance (public attributes empty) whose CSA header holds
+    a Resident ID and a mobile: found, as in a public attribute."""
+    data = instance(syntax, setup=private_blocks(CSA_IMAGE_WITH_IDS), **DE_IDENTIFIED)
+    summary = scan(data, chunk=1000)
+    found = counts(summary)
+    assert found.get("pii.cn_resident_id") == 1
+    assert found.get("pii.cn_phone") == 1
+    # The patient rule reads the standard's attributes: the private text
+    # counts as the detectors' findings, not as an identified patient.
+    assert "sensitive.health" not in found
+    assert summary.unscannable == ()
+    text = _private_text(data)
+    assert "\n(0029,1010): SV10 EchoLinePosition " in "\n" + text
+    assert f"ImaComments pt id {PLANTED_ID} call {PLANTED_MOBILE}" in text
+    for chunk in (7, 1000):
+        assert _private_text(data, chunk) == text
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_clean_vendor_headers_scan_clean(syntax: str) -> None:
+    """CSA image and series headers and GE blocks without identifiers: read (the
+    protocol is in the text), nothing found, not unscannable."""
+    data = instance(syntax, setup=private_blocks(), **DE_IDENTIFIED)
+    summary = scan(data, chunk=4096)
+    assert summary.labels == {}
+    assert summary.unscannable == ()
+    text = _private_text(data)
+    assert "MrPhoenixProtocol" in text
+    assert 'sProtConsistencyInfo.tBaselineString  =  "N4_VE11C_LATEST_20160120"' in text
+    assert "(0043,1028): CT01 HiSpeed CT01 HiSpeed CT01 HiSpeed" in text
+
+
+def test_a_siemens_sample_with_private_binary_scans_clean() -> None:
+    """pydicom's examples_overlay.dcm: a Siemens MR with a MedCom OOG block (OB)."""
+    data = pathlib.Path(get_testdata_file("examples_overlay.dcm")).read_bytes()  # type: ignore[arg-type]
+    assert "(0029,1110): STEP; HEADER;" in _private_text(data)
+    summary = scan(data)
+    assert counts(summary) == {"sensitive.health": 1}  # its patient's name and ID
+    assert summary.unscannable == ()
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_an_un_record_of_padded_text_is_found(syntax: str) -> None:
+    """A vendor record of NUL-padded fixed-width text fields (UN; in implicit VR
+    what any private value without a dictionary reads as): not text as a
+    whole, its fields are."""
+    record = b"".join(
+        field.encode().ljust(width, b"\0")
+        for field, width in (("Chan^Tai Man", 64), (PLANTED_ID, 32), (PLANTED_MOBILE, 16))
+    )
+    data = _with_private(syntax, 0x00091010, "UN", struct.pack("<2I", 3, 112) + record)
+    found = counts(scan(data))
+    assert found.get("pii.cn_resident_id") == 1
+    assert found.get("pii.cn_phone") == 1
+    assert f"(0009,1010): Chan^Tai Man {PLANTED_ID} {PLANTED_MOBILE}" in _private_text(data)
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+@pytest.mark.parametrize("at", [0, 1])
+def test_utf16le_text_is_found(syntax: str, at: int) -> None:
+    """UTF-16LE text (Windows modality software) at either alignment, with the
+    Chinese hotword an 8-digit Hong Kong phone needs."""
+    text = f"病人 Chan Tai Man ID {PLANTED_ID} 电话：9123 4567"
+    value = b"\x07" * at + text.encode("utf-16-le") + b"\0\0"
+    value += b"\0" * (len(value) % 2)
+    data = _with_private(syntax, 0x00191010, "OB", value)
+    found = counts(scan(data))
+    assert found.get("pii.cn_resident_id") == 1
+    assert found.get("pii.hk_phone") == 1
+    line = _private_text(data)
+    assert line.startswith("(0019,1010): ")
+    assert f" {text}\n" in line
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_private_values_in_sequences_are_found(syntax: str) -> None:
+    """A CSA header in a Referenced Image Sequence item, and a private OB two
+    private sequences deep."""
+
+    def setup(ds: Dataset) -> None:
+        item = Dataset()
+        item.ReferencedSOPClassUID = CT
+        item.ReferencedSOPInstanceUID = generate_uid()
+        block = item.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+        block.add_new(0x10, "OB", csa_header(CSA_IMAGE_WITH_IDS))
+        ds.ReferencedImageSequence = Sequence([item])
+        inner = Dataset()
+        inner.private_block(0x0011, "ACME 1.0", create=True).add_new(
+            0x20, "OB", b"\x01\x02" + f"tel {cn_mobile(random.Random(3))}".encode() + b"\0"
+        )
+        outer = Dataset()
+        outer.private_block(0x0011, "ACME 1.0", create=True).add_new(0x10, "SQ", Sequence([inner]))
+        ds.private_block(0x0011, "ACME 1.0", create=True).add_new(0x10, "SQ", Sequence([outer]))
+
+    data = instance(syntax, setup=setup, **DE_IDENTIFIED)
+    found = counts(scan(data))
+    assert found.get("pii.cn_resident_id") == 1
+    assert found.get("pii.cn_phone") == 2
+    text = _private_text(data)
+    assert "(0008,1140) > (0029,1010): SV10 " in text
+    if syntax != ImplicitVRLittleEndian:  # without a dictionary, a private SQ is one UN value
+        assert "(0011,1010) > (0011,1010) > (0011,1020): tel 1" in text
+
+
+def test_private_text_runs() -> None:
+    """Runs of four bytes of UTF-8 (two CJK characters) or of four ASCII characters
+    of UTF-16LE with the CJK ones next to them; anything else separates runs."""
+    assert (
+        medical.private_text(b"\0\x01abc\0abcd\x7fefgh ij\x1fklmn\x0bab\tc")
+        == "abcd efgh ij klmn ab c"
+    )
+    assert medical.private_text("\0电话\0陈\0é".encode()) == "电话"
+    assert medical.private_text(b"Tel\xff\xfe1381\xc2\x852345678") == "1381 2345678"
+    assert medical.private_text(b"\xef\xbf\xbdabcd\xe4\xb8") == "abcd"  # U+FFFD, a cut sequence
+    wide = "Tel 电话：91234567".encode("utf-16-le")
+    # (电 and 话 read as UTF-8 are "5u" and U+074B: noise, but valid UTF-8)
+    assert medical.private_text(b"\x01" + wide + b"\0\0ab\0\0") == "5u\u074b Tel 电话：91234567"
+    assert medical.private_text("陈大文".encode("utf-16-le") + b"\0\0") == ""  # no ASCII core
+    assert medical.private_text(b"a\0b\0c\0") == ""
+
+
+@given(
+    before=st.binary(max_size=64),
+    after=st.binary(max_size=64),
+    wide=st.booleans(),
+)
+def test_private_text_finds_a_delimited_run_anywhere(
+    before: bytes, after: bytes, wide: bool
+) -> None:
+    token = f"tel {PLANTED_MOBILE}"
+    planted = token.encode("utf-16-le") + b"\0\0" if wide else token.encode() + b"\0"
+    text = medical.private_text(before + b"\0\0" + planted + after)
+    assert token in text
+    assert "\n" not in text  # one line per element
+
+
+def _utf8_runs(value: bytes) -> str:
+    """private_text's reading of UTF-8, written plainly: decode, cut at control
+    characters (C0 but the tab, DEL, C1) and U+FFFD, keep runs of 4 bytes."""
+    text = value.decode("utf-8", "replace").replace("\t", " ")
+    runs = re.split("[\x00-\x1f\x7f-\x9f\ufffd]+", text)
+    return " ".join(run for run in runs if len(run.encode()) >= medical.MIN_RUN)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=8),
+            st.text(max_size=8).map(str.encode),
+            st.integers(0, 600).map(lambda n: b"A1 -" * n),  # mostly ASCII: decoded in parts
+        ),
+        max_size=40,
+    )
+    .map(b"".join)
+    .filter(lambda value: b"\0" not in value)  # no UTF-16LE reading
+)
+def test_private_text_reads_utf8_as_decoding_does(value: bytes) -> None:
+    assert medical.private_text(value) == _utf8_runs(value)
+
+
+def test_public_binary_values_are_not_examined() -> None:
+    """Overlay Data (a known public tag, bulk samples) is not read: the limit of
+    the exclusion, as for pixel data."""
+
+    def setup(ds: Dataset) -> None:
+        for element, vr, value in (
+            (0x0010, "US", 8),
+            (0x0011, "US", 8),
+            (0x0040, "CS", "G"),
+            (0x0050, "SS", [1, 1]),
+            (0x0100, "US", 1),
+            (0x0102, "US", 0),
+            (0x3000, "OW", f"tel {PLANTED_MOBILE}".encode().ljust(16, b"\0")),
+        ):
+            ds.add_new(0x60000000 | element, vr, value)
+
+    data = instance(setup=setup, **DE_IDENTIFIED)
+    assert _private_text(data) == ""
+    assert "pii.cn_phone" not in counts(scan(data))
+
+
+def test_oversized_private_values_are_unscannable() -> None:
+    limit = medical.MAX_PRIVATE_VALUE
+    reason = f"dicom: private attribute over {limit >> 20} MiB"
+    whole = _with_private(ExplicitVRLittleEndian, 0x00291010, "OB", b"\0" * (limit + 2))
+    with pytest.raises(Unscannable) as caught:
+        read_stream(DicomReader, whole, 1 << 16)
+    assert caught.value.reason == reason
+    # Undefined length: fragments past the bound.
+    fragment = struct.pack("<HHI", 0xFFFE, 0xE000, limit // 2) + b"\0" * (limit // 2)
+    fragments = struct.pack("<HH2sHI", 0x0029, 0x1010, b"OB", 0, 0xFFFFFFFF) + fragment * 3
+    fragments += struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    with pytest.raises(Unscannable) as caught:
+        read_stream(DicomReader, _file(fragments))
+    assert caught.value.reason == reason
+    # At the bound: examined.
+    at_limit = _with_private(ExplicitVRLittleEndian, 0x00291010, "OB", b"\0" * limit)
+    assert read_stream(DicomReader, at_limit).findings == []
+
+
+def test_private_values_are_bounded_per_instance() -> None:
+    limit, each = medical.MAX_PRIVATE_BYTES, medical.MAX_PRIVATE_VALUE
+    body = b"".join(
+        _element((0x0029, 0x1010 + n), b"OB", b"\0" * each) for n in range(limit // each + 1)
+    )
+    with pytest.raises(Unscannable) as caught:
+        read_stream(DicomReader, _file(body), 1 << 20)
+    assert caught.value.reason == f"dicom: private attributes over {limit >> 20} MiB"
 
 
 #: Words a hostile copy plants: lengths of 0 and 2^32-1, a VR, an item tag.
@@ -404,7 +755,10 @@ def mutate(original: bytes, data: st.DataObject) -> bytes:
     return bytes(mutated)
 
 
-_ORIGINALS = [instance(syntax, **patient(0)) for syntax in SYNTAXES]
+_ORIGINALS = [instance(syntax, **patient(0)) for syntax in SYNTAXES] + [
+    instance(syntax, setup=private_blocks(CSA_IMAGE_WITH_IDS), **DE_IDENTIFIED)
+    for syntax in SYNTAXES
+]
 
 
 @given(data=st.data())
