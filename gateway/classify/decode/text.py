@@ -75,7 +75,10 @@ def _fasta_kind(lines: list[bytes]) -> str | None:
 
 def _delimited(lines: list[bytes], delimiter: str) -> bool:
     text = "\n".join(line.decode("utf-8", "replace") for line in lines)
-    widths = {len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row}
+    try:
+        widths = {len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row}
+    except csv.Error:  # a lone CR inside a line ("a,b\rc"): not a table we can tell
+        return False
     return len(widths) == 1 and widths.pop() > 1
 
 
