@@ -238,7 +238,8 @@ def test_utf8_without_fullwidth_passes_through_as_the_same_object() -> None:
         + CHINESE_SIMPLIFIED.replace("，", ",").replace("：", ":").replace("。", ".").encode()
     )
     assert normaliser.feed(chunk) is chunk
-    # CJK without an EF or E3 byte (no full-width form, no ideographic space).
+    # CJK with nothing to fold (no full-width form, no ideographic space, no
+    # character of cs.folding_table(): test_unicode_folding.py).
     cjk = "姓名张三身份证号码电话地址深圳市南山区".encode() * 100
     assert normaliser.feed(cjk) is cjk
 
