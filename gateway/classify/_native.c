@@ -16,8 +16,10 @@
  * Safety: every byte read goes through win_at(), which answers a boundary
  * byte ("\n") outside the window, and every copy is bounded by a checked
  * length; a hit outside its window raises instead of reading out of bounds
- * (the scan then fails closed). The core holds no Python objects, so it
- * needs no cyclic GC support.
+ * (the scan then fails closed). genetic_runs() reads through g_at(), each
+ * index checked against the tail's and the chunk's bounds first, and refuses
+ * a carried state that would point outside them. The core holds no Python
+ * objects, so it needs no cyclic GC support.
  *
  * The distinct values are HMAC-SHA-256'd (RFC 2104) only in digests(), once
  * per distinct value, with OpenSSL's SHA-256: the key's inner and outer pad
@@ -1244,66 +1246,384 @@ static PyObject *mod_validate(PyObject *Py_UNUSED(module), PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
-/* ---- runs of bases (matcher._scan_genetic_runs) ----------------------------- */
+/* ---- runs of bases: the token rule (matcher.genetic_runs_py is the reference) -- */
 
-/* SPEC 3.1 sensitive.genetic: a run of at least this many nucleotide bytes. */
-#define GENETIC_MIN 60
-static uint8_t base_tab[256];
+/* SPEC 3.1 sensitive.genetic counts a run of >= 60 bases outside the genomic
+ * formats; issue 13: only as a token of its own, so base64 and PEM blocks are
+ * no genetic data. matcher.py's "runs of bases: the token rule" states the
+ * rule; this is the same function step by step, with the same state and hits
+ * (tests/classify/test_native.py). Its tables are built in Python from
+ * detectors.GENETIC_* and handed over by genetic_setup() at import, which
+ * matcher.py checks with genetic_tables(). */
+
+enum { G_BASE, G_TOKEN, G_SPACE, G_BREAK, G_OTHER, G_ESCAPE, G_CLASSES };
+enum { ST_NONE, ST_GLUE, ST_FRESH, ST_PENDING };
+enum { PD_NONE, PD_AFTER, PD_NEXT };
+enum { DEC_NEED, DEC_CLEAN, DEC_GLUE, DEC_NEXT };
+#define F_BACKSLASH 1
+#define ARMOR_DASHES 5
+#define GENETIC_KINDS 4
+
+static uint8_t g_class[256];   /* G_* of every byte */
+static uint8_t g_escaped[256]; /* G_* of a byte after a backslash (G_OTHER: no escape) */
+static uint8_t g_base[256];    /* 1: a base; 2: a base that is an escape's letter ("\n") */
+static uint8_t g_letter[256];
+static Py_ssize_t g_min = 0, g_space_max = 0;
+static long long g_kind[GENETIC_KINDS]; /* count, pending, commit, drop: offsets from pid */
+enum { K_COUNT, K_PENDING, K_COMMIT, K_DROP };
+
+/* The tail before a chunk and the chunk: the bytes a chunk's decisions read. */
+typedef struct {
+    const uint8_t *data, *tail;
+    long long offset, low, end;
+} GText;
+
+static inline uint8_t g_at(const GText *v, long long a) {
+    return a >= v->offset ? v->data[a - v->offset] : v->tail[a - v->low];
+}
+
+typedef struct {
+    int cls, w;
+    uint8_t c;
+    long long last;
+} GUnit;
+
+/* The unit at a (an escape is one unit of two bytes); 0: not here yet. */
+static int g_unit(const GText *v, long long a, GUnit *u) {
+    if (a >= v->end) return 0;
+    uint8_t c = g_at(v, a);
+    int cls = g_class[c];
+    if (cls != G_ESCAPE) {
+        *u = (GUnit){cls, 1, c, a};
+        return 1;
+    }
+    if (a + 1 >= v->end) return 0;
+    uint8_t d = g_at(v, a + 1);
+    int escaped = g_escaped[d];
+    if (escaped == G_OTHER)
+        *u = (GUnit){G_OTHER, 1, c, a + 1};
+    else
+        *u = (GUnit){escaped, 2, d, a + 1};
+    return 1;
+}
+
+/* The unit that ends at b (b >= low). */
+static void g_unit_before(const GText *v, long long b, GUnit *u) {
+    uint8_t c = g_at(v, b);
+    if (b > v->low && g_at(v, b - 1) == '\\' && g_escaped[c] != G_OTHER) {
+        *u = (GUnit){g_escaped[c], 2, c, b};
+        return;
+    }
+    int cls = g_class[c];
+    *u = (GUnit){cls == G_ESCAPE ? G_OTHER : cls, 1, c, b};
+}
+
+/* A neighbouring line's token, read up to g_min units: base64's? */
+typedef struct {
+    Py_ssize_t units;
+    int other, dashes, run, letter, data, padded;
+} GToken;
+
+static void g_token_add(GToken *t, const GUnit *u) {
+    t->units++;
+    t->other |= u->cls == G_TOKEN;
+    t->run = u->c == '-' ? t->run + 1 : 0;
+    t->dashes |= t->run >= ARMOR_DASHES;
+    t->letter |= g_letter[u->c];
+    t->padded = u->c == '=' && t->data;
+    t->data |= u->c != '=';
+}
+
+static int g_shows_base64(const GToken *t, int padding) {
+    if (!t->other) return 0;
+    return t->units >= g_min || (t->dashes && t->letter) || (padding && t->padded);
+}
+
+/* _genetic_top: ST_GLUE or ST_FRESH for the run whose first base is at s. */
+static int g_top(const GText *v, long long s) {
+    long long b = s - 1;
+    GUnit u;
+    if (b < v->low) return ST_FRESH;
+    g_unit_before(v, b, &u);
+    if (u.cls <= G_TOKEN) return u.c == '=' ? ST_FRESH : ST_GLUE;
+    Py_ssize_t blanks = 0;
+    while (u.cls == G_SPACE) {
+        blanks++;
+        b -= u.w;
+        if (blanks > g_space_max || b < v->low) return ST_FRESH;
+        g_unit_before(v, b, &u);
+    }
+    if (u.cls != G_BREAK) return ST_FRESH;
+    b -= u.w; /* the line above: its last token */
+    blanks = 0;
+    for (;;) {
+        if (b < v->low) return ST_FRESH;
+        g_unit_before(v, b, &u);
+        if (u.cls != G_SPACE) break;
+        if (++blanks > g_space_max) return ST_FRESH;
+        b -= u.w;
+    }
+    GToken t = {0};
+    while (u.cls <= G_TOKEN) {
+        g_token_add(&t, &u);
+        if (t.units == g_min) break;
+        b -= u.w;
+        if (b < v->low) break;
+        g_unit_before(v, b, &u);
+    }
+    return g_shows_base64(&t, 0) ? ST_GLUE : ST_FRESH;
+}
+
+/* _genetic_after: the decision for the run that ends before p, the last byte
+ * read for it and, for DEC_NEXT, where the next line's run starts. */
+static int g_after(const GText *v, long long p, long long *last, long long *start) {
+    GUnit u;
+    if (!g_unit(v, p, &u)) return DEC_NEED;
+    *last = u.last;
+    if (u.cls <= G_TOKEN) return DEC_GLUE;
+    long long a = p;
+    Py_ssize_t blanks = 0;
+    while (u.cls == G_SPACE) {
+        if (++blanks > g_space_max) return DEC_CLEAN;
+        a += u.w;
+        if (!g_unit(v, a, &u)) return DEC_NEED;
+        *last = u.last;
+    }
+    if (u.cls != G_BREAK) return DEC_CLEAN;
+    a += u.w; /* the line below: its first token */
+    blanks = 0;
+    for (;;) {
+        if (!g_unit(v, a, &u)) return DEC_NEED;
+        *last = u.last;
+        if (u.cls != G_SPACE) break;
+        if (++blanks > g_space_max) return DEC_CLEAN;
+        a += u.w;
+    }
+    *start = a;
+    GToken t = {0};
+    while (u.cls <= G_TOKEN) {
+        g_token_add(&t, &u);
+        if (t.units == g_min) return t.other ? DEC_GLUE : DEC_NEXT;
+        a += u.w;
+        if (!g_unit(v, a, &u)) return DEC_NEED;
+        *last = u.last;
+    }
+    return g_shows_base64(&t, 1) ? DEC_GLUE : DEC_CLEAN;
+}
+
+/* _GeneticScan */
+typedef struct {
+    GText text;
+    int open, pending, status;
+    long long pos, pid;
+    PyObject *hits;
+} GScan;
+
+static int g_hit(GScan *g, int kind, long long last) {
+    PyObject *h = PyLong_FromLongLong(((last + 1) << ID_BITS) | (g->pid + g_kind[kind]));
+    if (h == NULL) return -1;
+    int r = PyList_Append(g->hits, h);
+    Py_DECREF(h);
+    return r;
+}
+
+static int g_resolve(GScan *g) {
+    long long last = 0, start = 0;
+    int decision = g_after(&g->text, g->pos, &last, &start);
+    if (decision == DEC_NEED) return 0;
+    g->pending = PD_NONE;
+    if (decision == DEC_NEXT) {
+        g->pending = PD_NEXT;
+        g->pos = start;
+    } else if (g->status == ST_PENDING) {
+        return g_hit(g, decision == DEC_CLEAN ? K_COMMIT : K_DROP, last);
+    }
+    return 0;
+}
+
+/* The status of the run that starts at s (carried: from an earlier chunk); -1 on error. */
+static int g_begin(GScan *g, long long s, int carried) {
+    if (carried && g->open != ST_NONE) return g->open;
+    if (g->pending == PD_NEXT) {
+        g->pending = PD_NONE;
+        if (g->pos == s) return g->status;
+        if (g->status == ST_PENDING && g_hit(g, K_COMMIT, s - 1) < 0) return -1;
+    }
+    return g_top(&g->text, s);
+}
+
+/* A run of bases from s up to the non-base at j (absolute offsets). */
+static int g_run(GScan *g, long long s, long long j, int carried) {
+    int status = g_begin(g, s, carried);
+    if (status < 0) return -1;
+    g->open = ST_NONE;
+    long long last = 0, start = 0;
+    int decision = g_after(&g->text, j, &last, &start);
+    if (decision == DEC_NEED || decision == DEC_NEXT) {
+        if (status != ST_GLUE) {
+            if (g_hit(g, K_PENDING, j) < 0) return -1;
+            status = ST_PENDING;
+        }
+        g->pending = decision == DEC_NEED ? PD_AFTER : PD_NEXT;
+        g->status = status;
+        g->pos = decision == DEC_NEED ? j : start;
+        return 0;
+    }
+    if (decision == DEC_GLUE) return status == ST_PENDING ? g_hit(g, K_DROP, last) : 0;
+    if (status == ST_FRESH) return g_hit(g, K_COUNT, j);
+    if (status == ST_PENDING) return g_hit(g, K_PENDING, j) < 0 ? -1 : g_hit(g, K_COMMIT, last);
+    return 0;
+}
+
+static PyObject *g_state(const GScan *g, long long run, int backslash) {
+    int open = run >= g_min ? g->open : ST_NONE;
+    long long flags = (backslash ? F_BACKSLASH : 0) | open << 1 | g->pending << 3 |
+                      (g->pending ? g->status << 5 : 0);
+    return Py_BuildValue("(LLL)", run, flags, g->pending ? g->pos : 0LL);
+}
 
 static PyObject *mod_genetic_runs(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    /* genetic_runs(data, offset, run, pid, hits) -> run: append a hit at the byte
-     * after every run of >= 60 bases that ends in `data` (`run` bases came just
-     * before it) and return the bases at its end. Probes every 60th byte: a run
-     * of 60 holds each probe position it spans, so prose costs ~n/40 reads. */
-    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyList_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "genetic_runs(data: bytes, offset: int, run: int, pid: int, hits: list)");
+    /* genetic_runs(data, offset, tail, state, pid, hits) -> state: matcher.genetic_runs_py.
+     * Finds the runs by probing every 60th byte: a run of 60 holds each probe
+     * position it spans, so prose costs ~n/40 reads. */
+    long long run, flags, pos;
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2]) || !PyTuple_Check(args[3]) ||
+        !PyList_Check(args[5]) || !PyArg_ParseTuple(args[3], "LLL;state: (run, flags, position)", &run, &flags, &pos)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError,
+                            "genetic_runs(data: bytes, offset: int, tail: bytes, state: tuple, pid: int, hits: list)");
+        return NULL;
+    }
+    if (g_min < 1) {
+        PyErr_SetString(PyExc_RuntimeError, "genetic_setup() was not called");
         return NULL;
     }
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
     long long offset = PyLong_AsLongLong(args[1]);
-    long long run = PyLong_AsLongLong(args[2]);
-    long long pid = PyLong_AsLongLong(args[3]);
+    long long pid = PyLong_AsLongLong(args[4]);
     if (PyErr_Occurred()) return NULL;
-    if (run < 0 || pid < 0 || pid > ID_MASK || offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative run or offset, or pid out of range");
+    Py_ssize_t tail_n = PyBytes_GET_SIZE(args[2]);
+    /* A decision left open reads on from pos: it must lie in the tail (every read stays in bounds). */
+    long long pending = flags >> 3 & 3;
+    if (run < 0 || pos < 0 || flags < 0 || flags >= 128 || pending > PD_NEXT ||
+        (pending == PD_AFTER && (pos < offset - tail_n || pos > offset)) || pid < 0 ||
+        pid + GENETIC_KINDS - 1 > ID_MASK || offset < tail_n) {
+        PyErr_SetString(PyExc_ValueError, "bad state, offset, tail or pid");
         return NULL;
     }
-    PyObject *hits = args[4];
-    Py_ssize_t first = 0;
-    while (first < n && base_tab[data[first]]) first++;
-    if (first == n) return PyLong_FromLongLong(run + n);
-#define HIT(at)                                                                  \
-    do {                                                                         \
-        PyObject *h_ = PyLong_FromLongLong(((offset + (at) + 1) << ID_BITS) | pid); \
-        if (h_ == NULL || PyList_Append(hits, h_) < 0) {                         \
-            Py_XDECREF(h_);                                                      \
-            return NULL;                                                         \
-        }                                                                        \
-        Py_DECREF(h_);                                                           \
+    if (n == 0) return Py_NewRef(args[3]);
+    GScan g = {{data, (const uint8_t *)PyBytes_AS_STRING(args[2]), offset, offset - tail_n, offset + n},
+               (int)(flags >> 1 & 3),
+               (int)(flags >> 3 & 3),
+               (int)(flags >> 5 & 3),
+               pos,
+               pid,
+               args[5]};
+    if (g.pending == PD_AFTER && g_resolve(&g) < 0) return NULL;
+    int prev_bs = (flags & F_BACKSLASH) != 0, backslash = data[n - 1] == '\\';
+/* The escape letters ("\n", "\t") are no bases. The probes test bases alone:
+ * an escape letter can only start a run of them, since the backslash before
+ * it is no base, so only a run's first byte is checked for one. */
+#define IS_BASE(i) (g_base[data[i]] != 0)
+#define ESCAPE_AT(i) (g_base[data[i]] == 2 && ((i) > 0 ? data[(i) - 1] == '\\' : prev_bs))
+#define RUN(s, j, carried)                                   \
+    do {                                                     \
+        if (g_run(&g, (s), (j), (carried)) < 0) return NULL; \
     } while (0)
-    if (run + first >= GENETIC_MIN) HIT(first);
-    /* data[pos - 1] is a non-base; [pos, known] are known bases (empty when known < pos). */
-    Py_ssize_t pos = first + 1, known = first;
-    while (pos + GENETIC_MIN <= n) {
-        Py_ssize_t top = pos + GENETIC_MIN - 1, k = top;
-        while (k > known && base_tab[data[k]]) k--;
+    Py_ssize_t first = 0;
+    if (!ESCAPE_AT(0))
+        while (first < n && IS_BASE(first)) first++;
+    if (first == n) {
+        if (run + n >= g_min) {
+            int status = g_begin(&g, offset - run, run > 0);
+            if (status < 0) return NULL;
+            g.open = status;
+        }
+        return g_state(&g, run + n, backslash);
+    }
+    if (run + first >= g_min) RUN(offset - run, offset + first, 1);
+    g.open = ST_NONE;
+    /* data[p - 1] is a non-base; [p, known] are known bases (empty when known < p). */
+    Py_ssize_t p = first + 1, known = first;
+    while (p + g_min <= n) {
+        Py_ssize_t top = p + g_min - 1, k = top;
+        while (k > known && IS_BASE(k)) k--;
         if (k > known) { /* a non-base at k: no run of 60 starts at or before it */
             known = top;
-            pos = k + 1;
+            p = k + 1;
             continue;
         }
-        Py_ssize_t j = top + 1; /* [pos, top] are bases: find the run's end */
-        while (j < n && base_tab[data[j]]) j++;
-        if (j == n) return PyLong_FromSsize_t(n - pos);
-        HIT(j);
-        pos = j + 1;
+        if (ESCAPE_AT(p)) { /* [p + 1, top] are bases, p is none */
+            known = top;
+            p++;
+            continue;
+        }
+        Py_ssize_t j = top + 1; /* [p, top] are bases: find the run's end */
+        while (j < n && IS_BASE(j)) j++;
+        if (j == n) {
+            int status = g_begin(&g, offset + p, 0);
+            if (status < 0) return NULL;
+            g.open = status;
+            return g_state(&g, n - p, backslash);
+        }
+        RUN(offset + p, offset + j, 0);
+        p = j + 1;
         known = j;
     }
-#undef HIT
+#undef RUN
     Py_ssize_t k = n - 1;
-    while (base_tab[data[k]]) k--; /* stops at `first` at the latest */
-    return PyLong_FromSsize_t(n - 1 - k);
+    while (k > first && IS_BASE(k)) k--; /* data[first] is none, or an escape letter */
+    Py_ssize_t last_run = n - 1 - k;
+    if (last_run > 0 && ESCAPE_AT(k + 1)) last_run--;
+#undef ESCAPE_AT
+#undef IS_BASE
+    return g_state(&g, last_run, backslash);
+}
+
+static PyObject *mod_genetic_setup(PyObject *Py_UNUSED(module), PyObject *args) {
+    /* genetic_setup(classes, escaped, min_run, space_max, kinds): the rule's tables, from Python. */
+    const char *classes, *escaped;
+    Py_ssize_t nc, ne, min_run, space_max;
+    long long kinds[GENETIC_KINDS];
+    if (!PyArg_ParseTuple(args, "y#y#nn(LLLL)", &classes, &nc, &escaped, &ne, &min_run, &space_max, &kinds[0],
+                          &kinds[1], &kinds[2], &kinds[3]))
+        return NULL;
+    if (nc != 256 || ne != 256 || min_run < 1 || min_run > (1 << 20) || space_max < 0 || space_max > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "genetic_setup: bad tables");
+        return NULL;
+    }
+    for (int c = 0; c < 256; c++) {
+        uint8_t cls = (uint8_t)classes[c], esc = (uint8_t)escaped[c];
+        /* The probe loop and the escapes rely on: "\\" is the only escape
+         * byte, a line break is one byte, an escape never stands for a base. */
+        if (cls >= G_CLASSES || (cls == G_ESCAPE) != (c == '\\') || (cls == G_BREAK) != (c == '\n') ||
+            (esc != G_BREAK && esc != G_SPACE && esc != G_TOKEN && esc != G_OTHER)) {
+            PyErr_SetString(PyExc_ValueError, "genetic_setup: bad byte class");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < GENETIC_KINDS; i++)
+        if (kinds[i] < 0 || kinds[i] >= GENETIC_KINDS) {
+            PyErr_SetString(PyExc_ValueError, "genetic_setup: bad hit kind");
+            return NULL;
+        }
+    for (int c = 0; c < 256; c++) {
+        g_class[c] = (uint8_t)classes[c];
+        g_escaped[c] = (uint8_t)escaped[c];
+        g_base[c] = g_class[c] != G_BASE ? 0 : g_escaped[c] != G_OTHER ? 2 : 1;
+        g_letter[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    }
+    for (int i = 0; i < GENETIC_KINDS; i++) g_kind[i] = kinds[i];
+    g_min = min_run;
+    g_space_max = space_max;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_genetic_tables(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)) {
+    /* What genetic_runs uses: (classes, escaped, min_run, space_max, kinds). */
+    return Py_BuildValue("(y#y#nn(LLLL))", (const char *)g_class, (Py_ssize_t)256, (const char *)g_escaped,
+                         (Py_ssize_t)256, g_min, g_space_max, g_kind[0], g_kind[1], g_kind[2], g_kind[3]);
 }
 
 /* ---- full-width folding (charset.fold_fullwidth) ------------------------------ */
@@ -1383,7 +1703,11 @@ static PyMethodDef module_methods[] = {
     {"fold_fullwidth", (PyCFunction)mod_fold_fullwidth, METH_O,
      "fold_fullwidth(data) -> bytes: full-width ASCII and U+3000 folded (NFKC), as charset.fold_fullwidth."},
     {"genetic_runs", (PyCFunction)(void (*)(void))mod_genetic_runs, METH_FASTCALL,
-     "genetic_runs(data, offset, run, pid, hits) -> run: hits for runs of >= 60 bases."},
+     "genetic_runs(data, offset, tail, state, pid, hits) -> state: the token rule's hits for runs of bases."},
+    {"genetic_setup", mod_genetic_setup, METH_VARARGS,
+     "genetic_setup(classes, escaped, min_run, space_max, kinds): the token rule's tables (from matcher.py)."},
+    {"genetic_tables", mod_genetic_tables, METH_NOARGS,
+     "genetic_tables() -> (classes, escaped, min_run, space_max, kinds): the tables genetic_runs uses."},
     {"validate", mod_validate, METH_VARARGS,
      "validate(name, value[, (year, month, day)]): one native validator (cn_resident_id, uscc, "
      "bank_card, hkid)."},
@@ -1402,7 +1726,6 @@ PyMODINIT_FUNC PyInit__native(void) {
     init_tables();
     memset(province_ok, 0, sizeof(province_ok));
     for (size_t i = 0; i < sizeof(PROVINCES) / sizeof(PROVINCES[0]); i++) province_ok[PROVINCES[i]] = 1;
-    for (const char *b = "ACGTNacgtn"; *b; b++) base_tab[(uint8_t)*b] = 1;
     memset(uscc_value, -1, sizeof(uscc_value));
     for (int i = 0; USCC_ALPHABET[i]; i++) uscc_value[(uint8_t)USCC_ALPHABET[i]] = (int8_t)i;
     if (PyType_Ready(&CoreType) < 0) return NULL;
@@ -1416,7 +1739,11 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddIntConstant(m, "OP_GROUPED", OP_GROUPED) < 0 ||
         PyModule_AddIntConstant(m, "OP_LETTERS", OP_LETTERS) < 0 ||
         PyModule_AddIntConstant(m, "OP_HKID_BRACKETS", OP_HKID_BRACKETS) < 0 ||
-        PyModule_AddIntConstant(m, "OP_EMAIL", OP_EMAIL) < 0) {
+        PyModule_AddIntConstant(m, "OP_EMAIL", OP_EMAIL) < 0 ||
+        PyModule_AddIntConstant(m, "G_BASE", G_BASE) < 0 || PyModule_AddIntConstant(m, "G_TOKEN", G_TOKEN) < 0 ||
+        PyModule_AddIntConstant(m, "G_SPACE", G_SPACE) < 0 || PyModule_AddIntConstant(m, "G_BREAK", G_BREAK) < 0 ||
+        PyModule_AddIntConstant(m, "G_OTHER", G_OTHER) < 0 ||
+        PyModule_AddIntConstant(m, "G_ESCAPE", G_ESCAPE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -9,6 +9,12 @@ OP_GROUPED: int
 OP_LETTERS: int
 OP_HKID_BRACKETS: int
 OP_EMAIL: int
+G_BASE: int
+G_TOKEN: int
+G_SPACE: int
+G_BREAK: int
+G_OTHER: int
+G_ESCAPE: int
 
 class Core:
     def __init__(
@@ -49,5 +55,22 @@ class Core:
     def values(self, label: int, /) -> frozenset[bytes]: ...
 
 def validate(name: str, value: bytes, today: tuple[int, int, int] = ..., /) -> bool: ...
-def genetic_runs(data: bytes, offset: int, run: int, pid: int, hits: list[int], /) -> int: ...
+def genetic_runs(
+    data: bytes,
+    offset: int,
+    tail: bytes,
+    state: tuple[int, int, int],
+    pid: int,
+    hits: list[int],
+    /,
+) -> tuple[int, int, int]: ...
+def genetic_setup(
+    classes: bytes,
+    escaped: bytes,
+    min_run: int,
+    space_max: int,
+    kinds: tuple[int, int, int, int],
+    /,
+) -> None: ...
+def genetic_tables() -> tuple[bytes, bytes, int, int, tuple[int, int, int, int]]: ...
 def fold_fullwidth(data: bytes, /) -> bytes: ...

@@ -52,7 +52,7 @@ from gateway.classify import validators
 
 #: Bumped whenever a built-in pattern or validator changes meaning, so a
 #: DetectorSet fingerprint (and hence a policy version's scan semantics) changes with it.
-ENGINE_VERSION: Final = "hksz-classify/3"
+ENGINE_VERSION: Final = "hksz-classify/4"
 
 #: Bytes of context the matcher keeps before each chunk. Every look-back (the
 #: widest fixed pattern, e-mail local part + domain, a JWT, the start of a CSV
@@ -498,11 +498,48 @@ _GENOMIC_RECORDS: Final[dict[str, bytes]] = {
 }
 #: A run of at least 60 bases (SPEC §3.1), reported once, at the byte after it.
 #: Kept as a spec (it documents the rule and gives the matcher an expression id)
-#: but never compiled: the matcher finds these runs with ``bytes.translate``.
+#: but never compiled: the matcher finds these runs itself (``genetic_runs``),
+#: and only those that are a token of their own count (the token rule below).
 _GENETIC_RUN: Final = rb"[ACGTNacgtn]{60,}[^ACGTNacgtn]"
 #: SPEC §3.1: the bytes of a nucleotide run, and its minimum length.
 GENETIC_BASES: Final = b"ACGTNacgtn"
 GENETIC_MIN_RUN: Final = 60
+
+# The token rule (issue 13): outside the genomic formats a run of bases counts
+# only as a token of its own, as identifiers do (SPEC §3.1 boundaries), so that
+# base64 (zero bytes encode as "AAAA…") and PEM blocks are no genetic data. One
+# source for both implementations of the rule: ``matcher.genetic_runs_py`` and
+# ``_native.genetic_runs``, whose tables are built from these at import and
+# compared (``matcher._setup_native_genetic``).
+
+#: Bytes a token is made of: letters, digits and the rest of base64's alphabets
+#: (RFC 4648 §4 "+/", §5 URL-safe "-_", the "=" padding). A run that touches
+#: one of them is part of a longer token, except that "=" before a run does not
+#: join it ("seq=ACGT…"): in base64, "=" only ever ends a token.
+GENETIC_TOKEN: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_="
+#: Blank bytes: around a line break they keep two lines linked ("\r" of CRLF too).
+GENETIC_SPACE: Final = b" \t\r"
+#: Escapes of text inside JSON and other string literals: backslash + one of
+#: these bytes is a line break, a blank, a token byte ("\/", which JSON allows
+#: for "/"); a backslash before anything else is neither.
+GENETIC_ESCAPE_BREAK: Final = b"n"
+GENETIC_ESCAPE_SPACE: Final = b"tr"
+GENETIC_ESCAPE_TOKEN: Final = b"/"
+#: Most blanks (or blank escapes) on one side of a line break that still link two lines.
+GENETIC_SPACE_MAX: Final = 64
+#: Bytes the rule reads before a run's first base or after its last: up to
+#: GENETIC_SPACE_MAX + 1 blanks on each side of a line break, the break, and one
+#: token of up to GENETIC_MIN_RUN units, each unit at most an escape's two
+#: bytes. The matcher keeps this much (and a run's first bases) of earlier text.
+GENETIC_REACH: Final = 4 * GENETIC_SPACE_MAX + 2 * GENETIC_MIN_RUN + 8
+#: The hits of the rule, as offsets from ``DetectorSet.genetic_run_id`` (one
+#: expression id each): a run that counts now; a run that counts if its block
+#: of lines turns out to be a sequence; and the two outcomes of that block.
+GENETIC_COUNT: Final = 0
+GENETIC_PENDING: Final = 1
+GENETIC_COMMIT: Final = 2
+GENETIC_DROP: Final = 3
+GENETIC_HIT_KINDS: Final = 4
 
 
 def _custom(b: _Builder, detectors: Sequence[CustomDetector]) -> None:
@@ -596,7 +633,8 @@ class DetectorSet:
         _custom(builder, detectors)
         genetic = builder.labels.index(L.GENETIC)
         run_id = len(builder.specs)
-        builder.add(_GENETIC_RUN, K_GENETIC_RUN, 0, genetic)
+        for hit_kind in range(GENETIC_HIT_KINDS):
+            builder.add(_GENETIC_RUN, K_GENETIC_RUN, 0, genetic, arg=hit_kind)
         for content_type in GENOMIC_TYPES:
             builder.add(_GENOMIC_RECORDS[content_type], K_GENETIC_RECORD, 0, genetic)
         classes = builder.custom_classes
@@ -646,7 +684,11 @@ class DetectorSet:
 
     @property
     def genetic_run_id(self) -> int:
-        """Expression id of the "run of 60 bases" rule (found by the matcher, not Hyperscan)."""
+        """Expression id of the "run of 60 bases" rule (found by the matcher, not Hyperscan).
+
+        The rule reports :data:`GENETIC_HIT_KINDS` kinds of hit, with this id
+        plus :data:`GENETIC_COUNT`, :data:`GENETIC_PENDING` … as theirs.
+        """
         return self._run_id
 
     def databases(self, content_type: str) -> tuple[hyperscan.Database, hyperscan.Database]:
@@ -688,7 +730,7 @@ class DetectorSet:
             else:
                 ids = [i for i in range(run_id) if self.specs[i].database == DB_LITERAL]
                 if key in GENOMIC_TYPES:
-                    ids.append(run_id + 1 + GENOMIC_TYPES.index(key))
+                    ids.append(run_id + GENETIC_HIT_KINDS + GENOMIC_TYPES.index(key))
                 if self.som:
                     mode |= hyperscan.HS_MODE_SOM_HORIZON_LARGE
             exprs = [self.specs[i].expr for i in ids]

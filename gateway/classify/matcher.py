@@ -8,7 +8,8 @@ Per chunk it:
 
 1. scans the chunk with both streams; the callback only records one packed
    int per hit (``end << 20 | id``); runs of 60 bases are found with
-   ``bytes.translate`` and recorded the same way;
+   ``bytes.translate`` (or in the compiled core), and those that are a token
+   of their own (the token rule, :func:`genetic_runs_py`) recorded the same way;
 2. sorts the hits by end offset, then id (Hyperscan's order among equal end
    offsets is not part of its contract, ours must be);
 3. runs one small handler per hit on a ``window`` that holds at least the
@@ -106,6 +107,11 @@ GEO_TEXT_MAX: Final = 128
 
 #: Bytes of a genetic record's header/line kept as its identity for distinct counting.
 RECORD_ID_BYTES: Final = 64
+
+#: Distinct values of the lines of one block of runs of bases kept while the
+#: token rule has not decided the block (about 0.5 MB); a larger block counts
+#: as a sequence from there on (see ``TextMatcher._h_genetic_run``).
+GENETIC_PENDING_MAX: Final = 4096
 
 #: Base-64 bytes of a private key block used as its identity: the first ones
 #: after its BEGIN line, or for a block whose BEGIN was cut off, the last ones
@@ -287,6 +293,457 @@ def _nucleotides(line: bytes) -> bool:
     letters = line.translate(None, b".-")
     others = len(letters.translate(None, b"ACGTUNacgtun"))
     return others * _NUCLEOTIDE_PARTS <= len(letters)
+
+
+# -- runs of bases: the token rule ---------------------------------------------
+#
+# SPEC §3.1 counts a run of >= 60 bases outside the genomic formats; issue 13
+# adds that it counts only as a token of its own, as identifiers do, so that
+# base64 (zero bytes encode as "AAAA…") and PEM blocks are no genetic data:
+#
+# * a run that touches a token byte (detectors.GENETIC_TOKEN: letters, digits,
+#   base64's "+/-_=") is part of a longer token; "=" only joins on the right
+#   (padding ends base64, "seq=ACGT…" is a sequence);
+# * a run alone on its line (blanks aside) is a line of a block. Consecutive
+#   such lines are one block, and the block is base64 when the line above or
+#   below it shows base64: a token of 60+ bytes that is not all bases (a full
+#   line of base64 or a run glued inside one), a PEM armor line ("-----" and a
+#   letter), or below, a last line that ends in padding ("AAA="). A blank
+#   line, prose, a short word or a short line of bases shows nothing.
+#
+# Lines are counted one by one as before, once their block is known to be no
+# base64; until then they are pending (the matcher's handler keeps their
+# values). JSON escapes count as what they stand for ("\n" a line break, "\t"
+# a blank, "\/" a token byte), so JSON strings wrapped with escaped line breaks
+# read as their text does. Every decision reads at most detectors.GENETIC_REACH
+# bytes on either side of a run; the state carried between chunks is
+# (bases at the end, flags, position), and ``_native.genetic_runs`` is the same
+# function in C (tests/classify/test_native.py holds them to each other).
+#
+# What the rule cannot tell apart: base64 made of bases only (of zero bytes
+# alone, unpadded, no armor around it) from a poly-A sequence; a block whose
+# only base64 line is a short unpadded last line; and "5'-ACGT…-3'" is glued
+# by base64url's "-".
+
+#: Byte classes of the rule: a base, another token byte, a blank, a line break,
+#: any other byte, and the backslash that may start an escape.
+_G_BASE: Final = 0
+_G_TOKEN: Final = 1
+_G_SPACE: Final = 2
+_G_BREAK: Final = 3
+_G_OTHER: Final = 4
+_G_ESCAPE: Final = 5
+
+
+def _genetic_tables() -> tuple[bytes, bytes]:
+    """The class of every byte, and of every byte after a backslash (detectors.GENETIC_*)."""
+    classes = bytearray([_G_OTHER]) * 256
+    for c in D.GENETIC_TOKEN:
+        classes[c] = _G_TOKEN
+    for c in D.GENETIC_BASES:
+        classes[c] = _G_BASE
+    for c in D.GENETIC_SPACE:
+        classes[c] = _G_SPACE
+    classes[0x0A] = _G_BREAK
+    classes[0x5C] = _G_ESCAPE
+    escaped = bytearray([_G_OTHER]) * 256
+    for chars, cls in (
+        (D.GENETIC_ESCAPE_BREAK, _G_BREAK),
+        (D.GENETIC_ESCAPE_SPACE, _G_SPACE),
+        (D.GENETIC_ESCAPE_TOKEN, _G_TOKEN),
+    ):
+        for c in chars:
+            escaped[c] = cls
+    return bytes(classes), bytes(escaped)
+
+
+_G_CLASS, _G_ESCAPED = _genetic_tables()
+
+
+#: Bases that are the second byte of an escape ("\n", "\t"): no base there.
+_G_ESCAPE_LETTERS: Final = bytes(c for c in D.GENETIC_BASES if _G_ESCAPED[c] != _G_OTHER)
+_G_ESCAPE_PAIRS: Final = tuple(b"\\" + bytes([c]) for c in _G_ESCAPE_LETTERS)
+_G_DASH: Final = 0x2D
+_G_PAD: Final = 0x3D
+_G_SPACE_MAX: Final = D.GENETIC_SPACE_MAX
+#: Consecutive dashes of a PEM/PGP armor line (RFC 7468 §2).
+_G_ARMOR_DASHES: Final = 5
+
+# The run's status: its block glued (no hits), clean so far with nothing
+# pending, or clean with pending lines. Kept in the state's flags.
+_ST_NONE: Final = 0
+_ST_GLUE: Final = 1
+_ST_FRESH: Final = 2
+_ST_PENDING: Final = 3
+# What the state's position is: nothing; the byte after the last run, whose
+# decision needs bytes still to come; the start of the block's next line.
+_PD_NONE: Final = 0
+_PD_AFTER: Final = 1
+_PD_NEXT: Final = 2
+# Decisions after a run.
+_DEC_NEED: Final = 0
+_DEC_CLEAN: Final = 1
+_DEC_GLUE: Final = 2
+_DEC_NEXT: Final = 3
+# Flags: bit 0 the last byte was a backslash; bits 1-2 the status of the open
+# run (once it holds GENETIC_MIN_RUN bases); bits 3-4 the position's kind;
+# bits 5-6 the status that goes with it.
+_F_BACKSLASH: Final = 1
+
+
+def _setup_native_genetic() -> None:
+    """Hand the rule's tables to the compiled core and check it runs on them.
+
+    One source (detectors.GENETIC_*, through :func:`_genetic_tables`) for both
+    implementations; a core built from other tables or other byte classes
+    would count differently from the reference, so the import fails instead.
+    """
+    kinds = (D.GENETIC_COUNT, D.GENETIC_PENDING, D.GENETIC_COMMIT, D.GENETIC_DROP)
+    tables = (_G_CLASS, _G_ESCAPED, D.GENETIC_MIN_RUN, D.GENETIC_SPACE_MAX, kinds)
+    classes = (_G_BASE, _G_TOKEN, _G_SPACE, _G_BREAK, _G_OTHER, _G_ESCAPE)
+    native = _native
+    try:
+        native_classes = (
+            native.G_BASE,
+            native.G_TOKEN,
+            native.G_SPACE,
+            native.G_BREAK,
+            native.G_OTHER,
+            native.G_ESCAPE,
+        )
+        if native_classes == classes:
+            native.genetic_setup(*tables)
+            if native.genetic_tables() == tables:
+                return
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImportError(f"gateway.classify._native is out of date ({exc}): rebuild it") from exc
+    raise ImportError("gateway.classify._native runs other genetic tables: rebuild it")
+
+
+if _native is not None:
+    _setup_native_genetic()
+if TAIL_BYTES < D.GENETIC_MIN_RUN + D.GENETIC_REACH:  # pragma: no cover - constants
+    raise ImportError("the token rule reads further back than the matcher keeps")
+
+
+class _GeneticText:
+    """The bytes a chunk's decisions may read: the tail before it and the chunk."""
+
+    __slots__ = ("data", "end", "low", "offset", "tail")
+
+    def __init__(self, data: bytes, offset: int, tail: bytes) -> None:
+        self.data = data
+        self.tail = tail
+        self.offset = offset
+        self.low = offset - len(tail)  # 0, or the rule reads no further back
+        self.end = offset + len(data)
+
+    def at(self, a: int) -> int:
+        return self.data[a - self.offset] if a >= self.offset else self.tail[a - self.low]
+
+    def unit(self, a: int) -> tuple[int, int, int, int] | None:
+        """(class, byte, width, last byte read) of the unit at ``a``; None: not here yet."""
+        if a >= self.end:
+            return None
+        c = self.at(a)
+        cls = _G_CLASS[c]
+        if cls != _G_ESCAPE:
+            return cls, c, 1, a
+        if a + 1 >= self.end:
+            return None
+        d = self.at(a + 1)
+        escaped = _G_ESCAPED[d]
+        if escaped == _G_OTHER:
+            return _G_OTHER, c, 1, a + 1
+        return escaped, d, 2, a + 1
+
+    def unit_before(self, b: int) -> tuple[int, int, int]:
+        """(class, byte, width) of the unit that ends at ``b`` (``b >= low``)."""
+        c = self.at(b)
+        if b > self.low and self.at(b - 1) == 0x5C:
+            escaped = _G_ESCAPED[c]
+            if escaped != _G_OTHER:
+                return escaped, c, 2
+        cls = _G_CLASS[c]
+        return (_G_OTHER if cls == _G_ESCAPE else cls), c, 1
+
+
+def _shows_base64(units: int, other: bool, dashes: bool, letter: bool, padded: bool) -> bool:
+    """Whether a neighbouring line's token (read up to GENETIC_MIN_RUN units) is base64's."""
+    if not other:
+        return False
+    return units >= _GENETIC_MIN or (dashes and letter) or padded
+
+
+def _genetic_top(text: _GeneticText, s: int) -> int:
+    """_ST_GLUE or _ST_FRESH: how the run whose first base is at ``s`` begins."""
+    b = s - 1
+    if b < text.low:
+        return _ST_FRESH
+    cls, c, w = text.unit_before(b)
+    if cls <= _G_TOKEN:  # glued, unless by "="
+        return _ST_FRESH if c == _G_PAD else _ST_GLUE
+    blanks = 0
+    while cls == _G_SPACE:
+        blanks += 1
+        b -= w
+        if blanks > _G_SPACE_MAX or b < text.low:
+            return _ST_FRESH
+        cls, c, w = text.unit_before(b)
+    if cls != _G_BREAK:
+        return _ST_FRESH
+    b -= w  # the line above: its last token
+    blanks = 0
+    while True:
+        if b < text.low:
+            return _ST_FRESH
+        cls, c, w = text.unit_before(b)
+        if cls != _G_SPACE:
+            break
+        blanks += 1
+        if blanks > _G_SPACE_MAX:
+            return _ST_FRESH
+        b -= w
+    units, other, dashes, run, letter = 0, False, False, 0, False
+    while cls <= _G_TOKEN:
+        units += 1
+        other = other or cls == _G_TOKEN
+        run = run + 1 if c == _G_DASH else 0
+        dashes = dashes or run >= _G_ARMOR_DASHES
+        letter = letter or _LETTER[c] == 1
+        if units == _GENETIC_MIN:
+            break
+        b -= w
+        if b < text.low:
+            break
+        cls, c, w = text.unit_before(b)
+    return _ST_GLUE if _shows_base64(units, other, dashes, letter, False) else _ST_FRESH
+
+
+def _genetic_after(text: _GeneticText, p: int) -> tuple[int, int, int]:
+    """(decision, last byte read, next line's start) for the run that ends before ``p``."""
+    unit = text.unit(p)
+    if unit is None:
+        return _DEC_NEED, 0, 0
+    cls, c, w, last = unit
+    if cls <= _G_TOKEN:
+        return _DEC_GLUE, last, 0
+    a = p
+    blanks = 0
+    while cls == _G_SPACE:
+        blanks += 1
+        if blanks > _G_SPACE_MAX:
+            return _DEC_CLEAN, last, 0
+        a += w
+        unit = text.unit(a)
+        if unit is None:
+            return _DEC_NEED, 0, 0
+        cls, c, w, last = unit
+    if cls != _G_BREAK:
+        return _DEC_CLEAN, last, 0
+    a += w  # the line below: its first token
+    blanks = 0
+    while True:
+        unit = text.unit(a)
+        if unit is None:
+            return _DEC_NEED, 0, 0
+        cls, c, w, last = unit
+        if cls != _G_SPACE:
+            break
+        blanks += 1
+        if blanks > _G_SPACE_MAX:
+            return _DEC_CLEAN, last, 0
+        a += w
+    start = a
+    units, other, dashes, run, letter, data, padded = 0, False, False, 0, False, False, False
+    while cls <= _G_TOKEN:
+        units += 1
+        other = other or cls == _G_TOKEN
+        run = run + 1 if c == _G_DASH else 0
+        dashes = dashes or run >= _G_ARMOR_DASHES
+        letter = letter or _LETTER[c] == 1
+        padded = c == _G_PAD and data  # "…A==": padding after data
+        data = data or c != _G_PAD
+        if units == _GENETIC_MIN:
+            return (_DEC_GLUE if other else _DEC_NEXT), last, start
+        a += w
+        unit = text.unit(a)
+        if unit is None:
+            return _DEC_NEED, 0, 0
+        cls, c, w, last = unit
+    if _shows_base64(units, other, dashes, letter, padded):
+        return _DEC_GLUE, last, 0
+    return _DEC_CLEAN, last, 0
+
+
+class _GeneticScan:
+    """One chunk of :func:`genetic_runs_py`: the decisions and the hits they give."""
+
+    __slots__ = ("hits", "open", "pending", "pid", "pos", "status", "text")
+
+    def __init__(self, text: _GeneticText, flags: int, pos: int, pid: int, hits: list[int]) -> None:
+        self.text = text
+        self.open = flags >> 1 & 3
+        self.pending = flags >> 3 & 3
+        self.status = flags >> 5 & 3
+        self.pos = pos
+        self.pid = pid
+        self.hits = hits
+
+    def hit(self, kind: int, last: int) -> None:
+        self.hits.append((last + 1) << _ID_BITS | (self.pid + kind))
+
+    def resolve(self) -> None:
+        """Decide a run whose decision the last chunk left open (its line is pending)."""
+        decision, last, start = _genetic_after(self.text, self.pos)
+        if decision == _DEC_NEED:
+            return
+        self.pending = _PD_NONE
+        if decision == _DEC_NEXT:
+            self.pending, self.pos = _PD_NEXT, start
+        elif self.status == _ST_PENDING:
+            self.hit(D.GENETIC_COMMIT if decision == _DEC_CLEAN else D.GENETIC_DROP, last)
+
+    def begin(self, s: int, carried: bool) -> int:
+        """The status of the run that starts at ``s`` (``carried``: from an earlier chunk)."""
+        if carried and self.open != _ST_NONE:
+            return self.open
+        if self.pending == _PD_NEXT:
+            self.pending = _PD_NONE
+            if self.pos == s:  # the block's next line
+                return self.status
+            if self.status == _ST_PENDING:  # not reached: the next line is this run
+                self.hit(D.GENETIC_COMMIT, s - 1)
+        return _genetic_top(self.text, s)
+
+    def run(self, s: int, j: int, carried: bool) -> None:
+        """A run of bases from ``s`` up to the non-base at ``j`` (absolute offsets)."""
+        status = self.begin(s, carried)
+        self.open = _ST_NONE
+        decision, last, start = _genetic_after(self.text, j)
+        if decision in (_DEC_NEED, _DEC_NEXT):
+            if status != _ST_GLUE:
+                self.hit(D.GENETIC_PENDING, j)
+                status = _ST_PENDING
+            self.pending = _PD_AFTER if decision == _DEC_NEED else _PD_NEXT
+            self.status = status
+            self.pos = j if decision == _DEC_NEED else start
+        elif decision == _DEC_GLUE:
+            if status == _ST_PENDING:
+                self.hit(D.GENETIC_DROP, last)
+        elif status == _ST_FRESH:
+            self.hit(D.GENETIC_COUNT, j)
+        elif status == _ST_PENDING:
+            self.hit(D.GENETIC_PENDING, j)
+            self.hit(D.GENETIC_COMMIT, last)
+
+    def state(self, run: int, backslash: bool) -> tuple[int, int, int]:
+        open_status = self.open if run >= _GENETIC_MIN else _ST_NONE
+        pending = self.pending
+        flags = (
+            (_F_BACKSLASH if backslash else 0)
+            | open_status << 1
+            | pending << 3
+            | (self.status << 5 if pending else 0)
+        )
+        return run, flags, self.pos if pending else 0
+
+
+def genetic_runs_py(
+    data: bytes, offset: int, tail: bytes, state: tuple[int, int, int], pid: int, hits: list[int]
+) -> tuple[int, int, int]:
+    """Hits of the token rule for the runs of bases that end in ``data`` (the reference).
+
+    Args:
+        data: the chunk, at absolute ``offset`` of the member.
+        tail: the text right before it (at least GENETIC_MIN_RUN +
+            GENETIC_REACH bytes, or all of it).
+        state: what the last chunk returned; ``(0, 0, 0)`` for a member's start.
+        pid: ``DetectorSet.genetic_run_id``; hits are ``(end << 20) | (pid + kind)``
+            with a ``detectors.GENETIC_*`` kind, a run's hits at the byte after it.
+        hits: appended to.
+
+    Returns:
+        the state for the next chunk.
+
+    Raises:
+        ValueError: a state no chunk returned, or a tail longer than the text.
+    """
+    run, flags, pos = state
+    pending = flags >> 3 & 3
+    if (
+        min(run, pos, flags, pid) < 0
+        or flags >= 1 << 7
+        or pending > _PD_NEXT
+        or (pending == _PD_AFTER and not offset - len(tail) <= pos <= offset)
+        or pid + D.GENETIC_HIT_KINDS - 1 > _ID_MASK
+        or offset < len(tail)
+    ):
+        raise ValueError("bad state, offset, tail or pid")
+    n = len(data)
+    if not n:
+        return state
+    text = _GeneticText(data, offset, tail)
+    scan = _GeneticScan(text, flags, pos, pid, hits)
+    if scan.pending == _PD_AFTER:
+        scan.resolve()
+    probe = data
+    if 0x5C in data or flags & _F_BACKSLASH:  # no base right after a backslash ("\n")
+        for pair in _G_ESCAPE_PAIRS:
+            probe = probe.replace(pair, b"\\\x00")
+        if flags & _F_BACKSLASH and data[0] in _G_ESCAPE_LETTERS:
+            probe = b"\x00" + probe[1:]
+    backslash = data[-1] == 0x5C
+    if n >= _GENETIC_SAMPLE_MIN_BYTES and _no_run_inside(probe):
+        # No run of 60 lies inside ``data`` (it would show as 60 // stride
+        # base samples in a row): only the run carried in can end here, and
+        # the first and last 60 bytes each hold a non-base.
+        first = probe[:_GENETIC_MIN].translate(_BASE_TABLE).find(0)
+        if run + first >= _GENETIC_MIN:
+            scan.run(offset - run, offset + first, True)
+        scan.open = _ST_NONE
+        last = probe[-_GENETIC_MIN:].translate(_BASE_TABLE).rfind(0)
+        return scan.state(_GENETIC_MIN - 1 - last, backslash)
+    marks = probe.translate(_BASE_TABLE)
+    first = marks.find(0)
+    if first < 0:
+        if run + n >= _GENETIC_MIN:
+            scan.open = scan.begin(offset - run, run > 0)
+        return scan.state(run + n, backslash)
+    if run + first >= _GENETIC_MIN:
+        scan.run(offset - run, offset + first, True)
+    scan.open = _ST_NONE
+    i = marks.find(_GENETIC_RUN_MARKS, first)
+    while i >= 0:
+        j = marks.find(0, i + _GENETIC_MIN)
+        if j < 0:
+            scan.open = scan.begin(offset + i, False)
+            return scan.state(n - i, backslash)
+        scan.run(offset + i, offset + j, False)
+        i = marks.find(_GENETIC_RUN_MARKS, j)
+    return scan.state(n - 1 - marks.rfind(0), backslash)
+
+
+def _no_run_inside(data: bytes) -> bool:
+    """Whether a stride sample proves ``data`` holds no run of 60 bases.
+
+    A run of 60 lies between two sampled non-bases (or an end of ``data``)
+    and holds at least 5 sampled bases in a row, so checking the bytes between
+    the two non-bases around every such sample run finds every run there is.
+    """
+    stride = _GENETIC_STRIDE
+    sample = data[::stride].translate(_BASE_TABLE)
+    j = sample.find(_GENETIC_SAMPLE_RUN)
+    while j >= 0:
+        k = sample.find(0, j)  # the sampled non-base that ends this sample run
+        low = (j - 1) * stride + 1 if j else 0
+        high = k * stride if k >= 0 else len(data)
+        if data[low:high].translate(_BASE_TABLE).find(_GENETIC_RUN_MARKS) >= 0:
+            return False
+        if k < 0:
+            break
+        j = sample.find(_GENETIC_SAMPLE_RUN, k)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,9 +1103,13 @@ class TextMatcher:
         self._diag_columns: frozenset[int] = frozenset()
         self._column_sep = b","
         self._column_from = -1
-        # Bases (ACGTNacgtn) right before the next byte to scan, for runs that
-        # cross a chunk boundary.
-        self._genetic_run = 0
+        # The token rule's state between chunks (genetic_runs_py), and the
+        # values of the lines of a block of runs of bases that is not decided
+        # yet (value -> lines), or whether a block too large to hold counts
+        # its lines as they come.
+        self._genetic_state = (0, 0, 0)
+        self._genetic_pending: dict[bytes, int] = {}
+        self._genetic_through = False
         # Private key blocks: whether a BEGIN line was seen and no END yet, and
         # the offset after a BEGIN line whose identity is still to be read.
         self._pem_open = False
@@ -685,72 +1146,16 @@ class TextMatcher:
             self._tail = window[-TAIL_BYTES:] if len(window) > TAIL_BYTES else window
 
     def _scan_genetic_runs(self, data: bytes) -> None:
-        """Record a hit at the byte after every run of >= 60 bases that ends in ``data``.
+        """Record the token rule's hits for the runs of >= 60 bases that end in ``data``.
 
-        The same hits ``[ACGTNacgtn]{60,}[^ACGTNacgtn]`` gave in Hyperscan, at
-        C speed: ``translate`` maps bases to 0x01, ``find`` looks for 60 of
-        them. A stride sample first proves most chunks hold no run at all, so
-        that only their first and last 60 bytes need translating.
+        The runs ``[ACGTNacgtn]{60,}[^ACGTNacgtn]`` gave in Hyperscan, found at
+        C speed (``translate`` and ``find``, after a stride sample proves most
+        chunks hold none), then the token rule: see :func:`genetic_runs_py`.
         """
-        if self._core is not None:
-            self._genetic_run = _native.genetic_runs(
-                data, self._offset, self._genetic_run, self._genetic_id, self._hits
-            )
-            return
-        n = len(data)
-        offset = self._offset
-        run = self._genetic_run
-        if n >= _GENETIC_SAMPLE_MIN_BYTES and self._no_run_inside(data):
-            # No run of 60 lies inside ``data`` (it would show as
-            # 60 // stride base samples in a row): only the run carried in can
-            # end here, and the first and last 60 bytes each hold a non-base.
-            first = data[:_GENETIC_MIN].translate(_BASE_TABLE).find(0)
-            if run + first >= _GENETIC_MIN:
-                self._hits.append((offset + first + 1) << _ID_BITS | self._genetic_id)
-            last = data[-_GENETIC_MIN:].translate(_BASE_TABLE).rfind(0)
-            self._genetic_run = _GENETIC_MIN - 1 - last
-            return
-        marks = data.translate(_BASE_TABLE)
-        first = marks.find(0)
-        if first < 0:
-            self._genetic_run = run + n
-            return
-        hits = self._hits
-        pid = self._genetic_id
-        if run + first >= _GENETIC_MIN:
-            hits.append((offset + first + 1) << _ID_BITS | pid)
-        i = marks.find(_GENETIC_RUN_MARKS, first)
-        while i >= 0:
-            j = marks.find(0, i + _GENETIC_MIN)
-            if j < 0:
-                self._genetic_run = n - i
-                return
-            hits.append((offset + j + 1) << _ID_BITS | pid)
-            i = marks.find(_GENETIC_RUN_MARKS, j)
-        self._genetic_run = n - 1 - marks.rfind(0)
-
-    @staticmethod
-    def _no_run_inside(data: bytes) -> bool:
-        """Whether a stride sample proves ``data`` holds no run of 60 bases.
-
-        A run of 60 lies between two sampled non-bases (or an end of
-        ``data``) and holds at least 5 sampled bases in a row, so checking
-        the bytes between the two non-bases around every such sample run
-        finds every run there is.
-        """
-        stride = _GENETIC_STRIDE
-        sample = data[::stride].translate(_BASE_TABLE)
-        j = sample.find(_GENETIC_SAMPLE_RUN)
-        while j >= 0:
-            k = sample.find(0, j)  # the sampled non-base that ends this sample run
-            low = (j - 1) * stride + 1 if j else 0
-            high = k * stride if k >= 0 else len(data)
-            if data[low:high].translate(_BASE_TABLE).find(_GENETIC_RUN_MARKS) >= 0:
-                return False
-            if k < 0:
-                break
-            j = sample.find(_GENETIC_SAMPLE_RUN, k)
-        return True
+        runs = _native.genetic_runs if self._core is not None else genetic_runs_py
+        self._genetic_state = runs(
+            data, self._offset, self._tail, self._genetic_state, self._genetic_id, self._hits
+        )
 
     def _process(self) -> None:
         """Run the handlers of the last chunk's hits, in (end, id) order.
@@ -1266,7 +1671,32 @@ class TextMatcher:
         self._accept(spec.label, spec.value)
 
     def _h_genetic_run(self, e: int, t: int, pid: int, _f: int) -> None:
-        self._accept(self._specs[pid].label, self._window[e - 61 : e - 1].upper())
+        spec = self._specs[pid]
+        kind = spec.arg
+        if kind == D.GENETIC_COMMIT or kind == D.GENETIC_DROP:  # a block of lines is decided
+            pending = self._genetic_pending
+            if kind == D.GENETIC_COMMIT:
+                for value, lines in pending.items():
+                    for _ in range(lines):
+                        self._accept(spec.label, value)
+            pending.clear()
+            self._genetic_through = False
+            return
+        value = self._window[e - 1 - _GENETIC_MIN : e - 1].upper()  # the run's last bases
+        if kind == D.GENETIC_COUNT or self._genetic_through:
+            self._accept(spec.label, value)
+            return
+        pending = self._genetic_pending
+        pending[value] = pending.get(value, 0) + 1
+        if len(pending) > GENETIC_PENDING_MAX:
+            # Bounded memory: a block of this many distinct lines of bases is
+            # a sequence (a base64 block's all-base lines repeat one value, or
+            # a neighbouring line shows it long before).
+            for value, lines in pending.items():
+                for _ in range(lines):
+                    self._accept(spec.label, value)
+            pending.clear()
+            self._genetic_through = True
 
     def _h_genetic_record(self, e: int, t: int, pid: int, _f: int) -> None:
         window = self._window

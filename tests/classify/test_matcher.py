@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import hmac
 import random
-import re
 
 import pytest
 
@@ -17,6 +16,7 @@ from gateway.classify import labels as L
 from gateway.classify import validators as V
 from gateway.classify.detectors import CustomDetector, DetectorSet
 from gateway.classify.matcher import KeyedHasher, MatchResult, TextMatcher
+from tests.classify.test_genetic_precision import token_rule
 
 # Every expectation holds for the compiled core and the Python reference.
 pytestmark = pytest.mark.usefixtures("matcher_core")
@@ -371,10 +371,8 @@ def test_genetic_runs_outside_genomic_formats() -> None:
 
 
 def _genetic_reference(data: bytes) -> tuple[int, int]:
-    """Findings and distinct values of the SPEC rule, by Python ``re`` on the framed member."""
-    framed = b"\n" + data + b"\n\n"
-    runs = [m.group()[-60:].upper() for m in re.finditer(rb"[ACGTNacgtn]{60,}", framed)]
-    return len(runs), len(set(runs))
+    """Findings and distinct values of the SPEC rule and the token rule, on the whole member."""
+    return token_rule(data)
 
 
 @pytest.mark.parametrize("seed", range(6))

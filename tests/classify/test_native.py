@@ -18,11 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.bench.classify import generate
-from gateway.classify import _native, charset
+from gateway.classify import _native, charset, matcher
+from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify import validators as V
 from gateway.classify.detectors import CustomDetector, DetectorSet
-from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher
+from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher, genetic_runs_py
 
 SECRET = b"n" * 32
 TODAY = dt.date(2026, 11, 25)
@@ -411,11 +412,36 @@ def test_python_handlers_raising_propagate_out_of_the_core() -> None:
     m.close()
 
 
-def _py_genetic_runs(data: bytes, offset: int, run: int) -> tuple[list[int], int]:
-    m = TextMatcher(BUILTIN, SECRET, today=TODAY, native=False)
-    m._offset, m._genetic_run = offset, run
-    m._scan_genetic_runs(data)
-    return m._hits, m._genetic_run
+GENETIC_PID = BUILTIN.genetic_run_id
+
+
+def _genetic_runs_agree(pieces: list[bytes], base: int = 0) -> list[int]:
+    """Feed the pieces in order to the compiled and the reference token rule.
+
+    Both get what the matcher gives them (the offset, the tail before the
+    piece, the state the last piece returned); after every piece their hits
+    and states must be equal. Returns the hits.
+    """
+    native_state = python_state = (0, 0, 0)
+    text = b""
+    found: list[int] = []
+    for piece in pieces:
+        offset, tail = base + len(text), text[-TAIL_BYTES:]
+        native_hits: list[int] = []
+        python_hits: list[int] = []
+        native_state = _native.genetic_runs(
+            piece, offset, tail, native_state, GENETIC_PID, native_hits
+        )
+        python_state = genetic_runs_py(piece, offset, tail, python_state, GENETIC_PID, python_hits)
+        assert (native_hits, native_state) == (python_hits, python_state), (offset, piece[:80])
+        found += native_hits
+        text += piece
+    return found
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    return [data[i:j] for i, j in itertools.pairwise(bounds)]
 
 
 def _bases(parts: list[tuple[int, bytes]]) -> bytes:
@@ -424,18 +450,46 @@ def _bases(parts: list[tuple[int, bytes]]) -> bytes:
     )
 
 
+#: What stands between runs of bases: letters, blanks, line breaks (escaped
+#: too), base64's bytes and padding, PEM armor, quotes.
+BREAKS = [
+    b"x",
+    b"\n",
+    b" ",
+    b"ACGT",
+    b"u",
+    b"\\n",
+    b"\\",
+    b"\\t",
+    b"\\/",
+    b"=",
+    b"AA==",
+    b"-",
+    b"-----BEGIN X-----",
+    b"\r\n",
+    b"\t",
+    b'"',
+    b"/",
+    b"Thanks",
+    b"iVBORw0KGgoAAAANSUhEUgAAADAAAAAoCAYAAAC" * 2,
+]
+
 bases_and_breaks = st.lists(
-    st.tuples(st.integers(0, 150), st.sampled_from([b"x", b"\n", b" ", b"ACGT", b"u"])),
+    st.tuples(st.integers(0, 150), st.sampled_from(BREAKS)),
     max_size=12,
 ).map(_bases)
 
 
-@given(data=bases_and_breaks, run=st.integers(0, 70), offset=st.integers(0, 1 << 30))
-def test_native_runs_of_bases_match_the_reference(data: bytes, run: int, offset: int) -> None:
-    for piece in (data, data * 20):  # * 20: over the reference's sampling threshold
-        hits: list[int] = []
-        carried = _native.genetic_runs(piece, offset, run, BUILTIN.genetic_run_id, hits)
-        assert (hits, carried) == _py_genetic_runs(piece, offset, run)
+@given(
+    data=bases_and_breaks,
+    cuts=st.lists(st.integers(0, 2500), max_size=8),
+    base=st.integers(0, 1 << 30),
+)
+def test_native_runs_of_bases_match_the_reference(data: bytes, cuts: list[int], base: int) -> None:
+    _genetic_runs_agree([b"\n", *_pieces(data, cuts)], base)
+    big = data * 20  # one piece over the reference's sampling threshold
+    _genetic_runs_agree([b"\n", big, b"\n\n"], base)
+    _genetic_runs_agree([b"\n", *_pieces(big, [c * 7 for c in cuts])], base)
 
 
 @given(data=bases_and_breaks, cuts=st.lists(st.integers(0, 3000), max_size=8))
@@ -445,15 +499,74 @@ def test_runs_of_bases_across_cuts_give_the_reference_result(data: bytes, cuts: 
 
 
 def test_runs_of_bases_at_every_edge_length() -> None:
-    # Runs of 59/60/61 and twice that, carried in or not, with breaks of one or two bytes.
+    # Runs of 59/60/61 and twice that, carried in or not, with breaks of one or
+    # two bytes: inside a token, alone on their lines, after an escape.
     lengths = (0, 1, 58, 59, 60, 61, 119, 120, 121)
     for run in (0, 1, 59, 60, 61):
         for a, b, c in itertools.product(lengths, repeat=3):
-            for brk in (b"x", b"xy"):
+            for brk in (b"x", b"xy", b"\n", b" \r\n", b"\\n"):
                 data = b"A" * a + brk + b"c" * b + brk + b"G" * c
-                hits: list[int] = []
-                carried = _native.genetic_runs(data, 7, run, BUILTIN.genetic_run_id, hits)
-                assert (hits, carried) == _py_genetic_runs(data, 7, run), (run, a, b, c, brk)
+                _genetic_runs_agree([b"\nT", b"A" * run, data, b"\n\n"])
+
+
+def test_escapes_and_breaks_cut_anywhere() -> None:
+    # Every cut, including between a backslash and its letter and right after a run.
+    line = b"ACGT" * 15
+    data = b'{"d": "\\t' + line + b"\\n" + line + b"\\r\\n" + line + b'=="}\n' + line + b"x\n"
+    whole = _genetic_runs_agree([b"\n", data, b"\n\n"])
+    for cut in range(1, len(data)):
+        assert _genetic_runs_agree([b"\n", data[:cut], data[cut:], b"\n\n"]) == whole, cut
+
+
+def test_genetic_runs_rejects_bad_arguments() -> None:
+    hits: list[int] = []
+    runs = _native.genetic_runs
+    with pytest.raises(TypeError):
+        runs(b"ACGT", 0, b"", [0, 0, 0], GENETIC_PID, hits)  # type: ignore[arg-type]
+    after = 1 << 3  # a decision left open: it reads on from the position
+    for offset, tail, state, pid in [
+        (3, b"tail", (0, 0, 0), GENETIC_PID),  # offset < len(tail)
+        (0, b"", (-1, 0, 0), GENETIC_PID),
+        (0, b"", (0, 3 << 3, 0), GENETIC_PID),  # no such pending kind
+        (100, b"x" * 10, (0, after, 89), GENETIC_PID),  # before the tail
+        (100, b"x" * 10, (0, after, 101), GENETIC_PID),  # in this chunk
+        (0, b"", (0, 0, 0), (1 << 20) - 2),  # pid + the other kinds
+    ]:
+        for genetic_runs in (runs, genetic_runs_py):
+            with pytest.raises(ValueError, match="bad state, offset, tail or pid"):
+                genetic_runs(b"ACGT", offset, tail, state, pid, hits)
+    with pytest.raises(ValueError, match="bad tables"):
+        _native.genetic_setup(b"\x00" * 255, b"\x04" * 256, 60, 64, (0, 1, 2, 3))
+    with pytest.raises(ValueError, match="bad byte class"):
+        _native.genetic_setup(b"\x00" * 256, b"\x04" * 256, 60, 64, (0, 1, 2, 3))
+    assert hits == []
+    assert _native.genetic_tables()[0] == matcher._G_CLASS  # left as it was
+
+
+def test_the_core_runs_on_the_reference_tables() -> None:
+    # One source: detectors.GENETIC_* -> matcher's tables -> the core at import.
+    classes, escaped, least, blanks, kinds = _native.genetic_tables()
+    assert (classes, escaped) == (matcher._G_CLASS, matcher._G_ESCAPED)
+    assert (least, blanks) == (D.GENETIC_MIN_RUN, D.GENETIC_SPACE_MAX)
+    assert kinds == (D.GENETIC_COUNT, D.GENETIC_PENDING, D.GENETIC_COMMIT, D.GENETIC_DROP)
+
+
+def test_a_core_on_other_tables_fails_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stale:
+        G_BASE, G_TOKEN, G_SPACE, G_BREAK, G_OTHER, G_ESCAPE = range(6)
+
+        def genetic_setup(self, *tables: object) -> None:
+            self.tables = tables
+
+        def genetic_tables(self) -> tuple[object, ...]:
+            return (*self.tables[:2], 59, *self.tables[3:])  # another minimum run
+
+    monkeypatch.setattr(matcher, "_native", Stale())
+    with pytest.raises(ImportError, match="other genetic tables"):
+        matcher._setup_native_genetic()
+    monkeypatch.setattr(matcher, "_native", object())  # no genetic_setup at all
+    with pytest.raises(ImportError, match="out of date"):
+        matcher._setup_native_genetic()
 
 
 #: Pieces around the foldable characters: their neighbours in the full-width
