@@ -14,6 +14,13 @@ Three kinds of data (SPEC §9, issue 2), generated deterministically from a seed
     ID, phone, e-mail, HKID, card, USCC, HK phone), drawn from a population of
     :data:`PII_POPULATION` people, as in an event log where people recur
     (≥ 150 / 120 MB/s).
+``json``
+    JSON API output (issue 13): an array of records as ``json.dumps`` writes
+    them, Chinese names and departments escaped as ``\\uXXXX``, ASCII fields
+    (a request UUID, a timestamp, a score, a short note), an identifier in
+    one record of :data:`JSON_ID_EVERY`. It measures the text transforms on
+    the path they exist for: every string escape decoded, every run of 16
+    base64 characters (the UUIDs) looked at. No SPEC target; reported.
 
 "Classifier" is the :class:`~gateway.classify.matcher.TextMatcher` fed the
 text (Hyperscan, validation, counting, keyed hashing); "whole path" is
@@ -40,6 +47,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,11 +73,16 @@ MAX_CHUNK_BYTES: Final = 64 << 20
 #: People in the PII-dense data set; recurring, as in a visit or transaction log.
 PII_POPULATION: Final = 20_000
 
-#: SPEC §9 and issue 2 targets, MB/s: (classifier alone, whole scan path).
+#: One record in this many of the ``json`` kind holds an identifier.
+JSON_ID_EVERY: Final = 20
+
+#: SPEC §9 and issue 2 targets, MB/s: (classifier alone, whole scan path). The
+#: ``json`` kind has none (issue 13 asks for its figure): 0 is always met.
 TARGETS: Final[dict[str, tuple[float, float]]] = {
     "prose": (1000.0, 600.0),
     "numeric": (300.0, 250.0),
     "pii": (150.0, 120.0),
+    "json": (0.0, 0.0),
 }
 
 #: Default data size per kind (MB): large enough to dwarf per-scan set-up.
@@ -80,7 +93,7 @@ DEFAULT_SIZE_MB: Final = 64
 #: bench proxy``'s memory measurement must not carry).
 FILE_KINDS: Final = ("parquet", "pdf", "dicom")
 #: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
-TEXT_KINDS: Final = ("prose", "numeric", "pii")
+TEXT_KINDS: Final = ("prose", "numeric", "pii", "json")
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
@@ -194,16 +207,55 @@ def _pii(rng: random.Random, size: int) -> bytes:
     return "".join(rows).encode()[:size]
 
 
+_SURNAMES: Final = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高梁郑谢宋唐许韩冯邓曹彭曾"
+_GIVEN: Final = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉萍红娥玲芬燕"
+_DEPARTMENTS: Final = (
+    "生物医药研究所",
+    "人工智能实验室",
+    "新材料中心",
+    "数据科学部",
+    "深港合作办公室",
+)
+
+
+def _json_api(rng: random.Random, size: int) -> bytes:
+    """A JSON array of records as an API returns them (``json.dumps``: non-ASCII escaped)."""
+    people = _population(rng.getrandbits(32))
+    parts: list[str] = []
+    total = 1
+    n = 0
+    while total < size:
+        n += 1
+        record: dict[str, object] = {
+            "id": n,
+            "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "name": rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(2)),
+            "department": rng.choice(_DEPARTMENTS),
+            "city": rng.choice(("Shenzhen", "Hong Kong", "Guangzhou")),
+            "updated": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+            "score": round(rng.random(), 4),
+            "note": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))),
+        }
+        if n % JSON_ID_EVERY == 0:
+            record["contact"] = rng.choice(people)[n % 2]  # a Resident ID or a mobile
+        text = json.dumps(record)
+        parts.append(text)
+        total += len(text) + 1
+    return ("[" + ",".join(parts) + "]").encode()[:size]
+
+
 #: Data generators by kind.
 GENERATORS: Final[dict[str, Callable[[random.Random, int], bytes]]] = {
     "prose": _prose,
     "numeric": _numeric,
     "pii": _pii,
+    "json": _json_api,
 }
 
 
 def generate(kind: str, size: int, seed: int = 2) -> bytes:
-    """``size`` bytes of generated data of ``kind`` (``prose``, ``numeric`` or ``pii``)."""
+    """``size`` bytes of generated data of ``kind`` (``prose``, ``numeric``, ``pii``, ``json``)."""
     return GENERATORS[kind](random.Random(f"{seed}:{kind}"), size)
 
 
@@ -212,7 +264,7 @@ class KindResult:
     """Best-of-N throughput for one kind of data.
 
     Attributes:
-        kind: ``prose``, ``numeric`` or ``pii``.
+        kind: ``prose``, ``numeric``, ``pii`` or ``json``.
         size: bytes per run.
         classifier_mbps: best classifier-alone MB/s (1 MB = 10^6 bytes).
         classifier_runs: every classifier run's MB/s (spread on a shared machine).
@@ -326,7 +378,7 @@ def _sha256_once(data: bytes) -> float:
 def run(
     size_mb: float = DEFAULT_SIZE_MB,
     repeat: int = 3,
-    kinds: tuple[str, ...] = ("prose", "numeric", "pii"),
+    kinds: tuple[str, ...] = TEXT_KINDS,
     detectors: DetectorSet | None = None,
     chunk: int = CHUNK_BYTES,
 ) -> list[KindResult]:
@@ -427,8 +479,9 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = bench_subparsers.add_parser(
         "classify",
         help="classifier and whole scan path MB/s on generated text and research files",
-        description="Generates clean prose, numeric-heavy scientific CSV and PII-dense CSV "
-        "and prints MB/s for the classifier alone and the whole scan path; then a Parquet "
+        description="Generates clean prose, numeric-heavy scientific CSV, PII-dense CSV and "
+        "JSON API output with escaped strings, and prints MB/s for the classifier alone and "
+        "the whole scan path; then a Parquet "
         "table, a PDF report and a DICOM series, read as the egress reads them, in MB/s of "
         "file bytes (SPEC §9, issue 12).",
     )

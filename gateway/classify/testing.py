@@ -1,16 +1,51 @@
-"""Valid identifiers for tests and benchmarks (STYLE.md: ship the helpers users test with).
+"""Helpers for tests and benchmarks (STYLE.md: ship the helpers users test with).
 
-Every generator returns a value that passes the classifier's validators
-(check characters, province codes, Luhn), drawn from ``rng`` so that a seeded
-test or benchmark is reproducible. None is a real person's identifier except
-by chance, as with any random valid number.
+**Identifiers.** Every generator returns a value that passes the
+classifier's validators (check characters, province codes, Luhn), drawn from
+``rng`` so that a seeded test or benchmark is reproducible. None is a real
+person's identifier except by chance, as with any random valid number.
+
+**Encoders.** The encodings text travels in, as a sender's tools write them,
+for checking that a detector still finds its values through them (the
+classifier decodes them: ``gateway.classify.decode.transforms``). Each takes
+text (or bytes) and returns the encoded form; they stack, innermost first::
+
+    body = json_document(base64_lines(form_urlencode(text).encode()))
+
+**Chunking.** The classifier's result must not depend on how its input is
+cut into chunks (SPEC §3). :func:`chunked` cuts bytes at random points,
+:func:`every_split` at every point, and :func:`assert_chunk_invariant`
+checks a scan function gives one result for all of them. Anyone writing a
+custom detector can use them with their own values::
+
+    from gateway.classify import DetectorSet
+    from gateway.classify.formats.testing import label_counts
+
+    detectors = DetectorSet.build(custom=[my_detector])
+    body = html_decimal_refs("project code PRJ-123456").encode()
+
+    def scan(chunks: list[bytes]) -> dict[str, int]:
+        return label_counts(scan_chunks(detectors, chunks))
+
+    assert scan([body]) == {"custom.project": 1}
+    assert_chunk_invariant(scan, body)
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import html.entities
+import json
 import random
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from gateway.classify import validators as V
+from gateway.classify.detectors import DetectorSet
+from gateway.classify.engine import Scanner
+from gateway.classify.formats.base import BytesAccess
+from gateway.classify.summary import ScanSummary
 
 
 def resident_id(rng: random.Random) -> str:
@@ -52,3 +87,151 @@ def uscc(rng: random.Random) -> str:
     alphabet = V.USCC_ALPHABET.decode()
     body = "91" + f"{rng.randint(110000, 659999)}" + "".join(rng.choice(alphabet) for _ in range(9))
     return body + chr(V.uscc_check_char(body.encode()))
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def json_escape_all(text: str) -> str:
+    """Every character of ``text`` as a JSON ``\\uXXXX`` escape (astral ones as a
+    surrogate pair), without quotes: what a JSON writer that escapes everything emits."""
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out)
+
+
+def json_document(text: str) -> str:
+    """``text`` as the one string of a JSON document (``{"text": "…"}``), escaped as
+    ``json.dumps`` does (quotes, backslashes, controls; non-ASCII as ``\\uXXXX``)."""
+    return json.dumps({"text": text})
+
+
+def json_escaped_document(text: str) -> str:
+    """``text`` as the one string of a JSON document, every character escaped."""
+    return '{"text": "' + json_escape_all(text) + '"}'
+
+
+def html_decimal_refs(text: str) -> str:
+    """Every character of ``text`` as a decimal character reference (``&#49;``)."""
+    return "".join(f"&#{ord(char)};" for char in text)
+
+
+def html_hex_refs(text: str) -> str:
+    """Every character of ``text`` as a hex character reference (``&#x31;``)."""
+    return "".join(f"&#x{ord(char):x};" for char in text)
+
+
+#: The HTML5 name of each character that has one (the shortest, e.g. ``&lpar;``).
+_ENTITY_OF: dict[str, str] = {}
+for _name, _char in sorted(html.entities.html5.items(), key=lambda item: len(item[0])):
+    if _name.endswith(";") and len(_char) == 1:
+        _ENTITY_OF.setdefault(_char, _name)
+
+
+def html_named_refs(text: str) -> str:
+    """``text`` with every character that has an HTML5 name written as it
+    (``&lpar;``, ``&period;``, ``&colon;`` …), the others as decimal references."""
+    return "".join(
+        f"&{_ENTITY_OF[char]}" if char in _ENTITY_OF else f"&#{ord(char)};" for char in text
+    )
+
+
+def percent_encode_all(text: str) -> str:
+    """Every byte of ``text``'s UTF-8 as a percent escape (``%31``), RFC 3986 §2.1."""
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+def form_urlencode(text: str, name: str = "data") -> str:
+    """``text`` as the value of one field of an ``application/x-www-form-urlencoded``
+    body, every byte percent-encoded: ``data=%31%31…``."""
+    return f"{name}={percent_encode_all(text)}"
+
+
+def base64_lines(data: bytes, width: int = 76) -> str:
+    """Standard base64 of ``data`` in lines of ``width`` characters (MIME: 76, PEM: 64),
+    each ended by a newline."""
+    encoded = base64.b64encode(data).decode()
+    return "".join(encoded[i : i + width] + "\n" for i in range(0, len(encoded), width))
+
+
+def base64_url(data: bytes) -> str:
+    """URL-safe base64 of ``data`` without padding (RFC 4648 §5, as JWTs use it)."""
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def hex_encode(data: bytes) -> str:
+    """Lower-case hex of ``data``, one run."""
+    return binascii.hexlify(data).decode()
+
+
+# --------------------------------------------------------------------------- chunking
+
+T = TypeVar("T")
+
+
+def chunked(data: bytes, rng: random.Random, max_chunks: int = 16) -> list[bytes]:
+    """``data`` cut at up to ``max_chunks - 1`` random points (1-byte pieces included)."""
+    if len(data) < 2:
+        return [data]
+    cuts = sorted(
+        rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, max_chunks - 1)))
+    )
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def scan_chunks(detectors: DetectorSet, chunks: list[bytes]) -> ScanSummary:
+    """Scan ``chunks`` as one input, fed one by one as the egress feeds them, then
+    finished with random access to the whole (a footer-indexed format is read)."""
+    with Scanner(detectors, secret=b"k" * 32) as scanner:
+        for chunk in chunks:
+            scanner.feed(chunk)
+        return scanner.finish(BytesAccess(b"".join(chunks)))
+
+
+def every_split(data: bytes) -> Iterator[list[bytes]]:
+    """``data`` cut in two at every point: ``[data[:i], data[i:]]`` for each ``i``."""
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+
+
+def assert_chunk_invariant(
+    scan: Callable[[list[bytes]], T],
+    data: bytes,
+    *,
+    rng: random.Random | None = None,
+    random_cuts: int = 8,
+    max_every_split: int = 4096,
+) -> T:
+    """Check that ``scan`` gives one result for ``data`` however it is chunked.
+
+    ``scan`` takes the chunks and returns something comparable (label counts, a
+    summary without its timing). It is run on the whole input, on one-byte
+    chunks, on ``random_cuts`` random cuttings and, for inputs of at most
+    ``max_every_split`` bytes, on every cut in two.
+
+    Returns:
+        the result on the whole input.
+
+    Raises:
+        AssertionError: naming the cutting that gave another result.
+    """
+    rng = rng or random.Random(len(data))
+    whole = scan([data])
+    cuttings: list[list[bytes]] = [[data[i : i + 1] for i in range(len(data))]]
+    cuttings += [chunked(data, rng) for _ in range(random_cuts)]
+    if len(data) <= max_every_split:
+        cuttings += list(every_split(data))
+    for chunks in cuttings:
+        result = scan(chunks)
+        if result != whole:
+            sizes = [len(chunk) for chunk in chunks][:20]
+            raise AssertionError(
+                f"chunked as {sizes}{'…' if len(chunks) > 20 else ''}: {result!r} != {whole!r}"
+            )
+    return whole

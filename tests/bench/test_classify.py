@@ -30,7 +30,7 @@ def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "classify", "--json", "--size", "0.05", "--repeat", "1"]
     assert main([*argv, "--chunk-size", "65536"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["kind"] for r in report["results"]] == ["prose", "numeric", "pii"]
+    assert [r["kind"] for r in report["results"]] == ["prose", "numeric", "pii", "json"]
     assert [r["kind"] for r in report["files"]] == ["parquet", "pdf", "dicom"]
 
 

@@ -11,6 +11,7 @@ from gateway.classify.budget import DecoderBudget
 from gateway.classify.decode.core import Context, ScanLimits, TextSink
 from gateway.classify.decode.sniffer import Sniffer
 from gateway.classify.decode.text import TextMember
+from gateway.classify.decode.transforms import Transforms
 from gateway.classify.formats.base import RandomAccess
 from gateway.classify.summary import ContentInfo
 
@@ -39,7 +40,7 @@ class Decoder:
             happens.
     """
 
-    __slots__ = ("_ctx", "_direct", "_finished", "_root", "_started")
+    __slots__ = ("_ctx", "_direct", "_finished", "_root", "_started", "_transforms")
 
     def __init__(
         self,
@@ -52,7 +53,11 @@ class Decoder:
         if budget is None:
             budget = DecoderBudget(limits.max_decoder_bytes)
         account = budget.account(limits.max_decoder_bytes)
-        self._ctx = Context(sink, limits, account, Sniffer)
+        # Every text member passes the text transforms (JSON escapes, character
+        # references, percent-encoding, base64 and hex runs) on its way to the sink.
+        self._transforms = Transforms(sink)
+        self._ctx = Context(self._transforms, limits, account, Sniffer)
+        self._transforms.bind(self._ctx)
         self._root = Sniffer(self._ctx, 0, ())
         self._direct: Callable[[bytes], None] | None = None
         self._finished = False
@@ -155,6 +160,7 @@ class Decoder:
         self._finished = True
         self._direct = None
         ctx = self._ctx
+        self._transforms.close()
         for layer in list(ctx.layers):
             layer._free()
         ctx.memory.close()

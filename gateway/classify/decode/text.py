@@ -25,6 +25,10 @@ TEXT_FASTA: Final = "text/x-fasta"
 TEXT_FASTQ: Final = "text/x-fastq"
 TEXT_VCF: Final = "text/x-vcf"
 TEXT_SAM: Final = "text/x-sam"
+TEXT_HTML: Final = "text/html"
+APPLICATION_XML: Final = "application/xml"
+IMAGE_SVG: Final = "image/svg+xml"
+APPLICATION_FORM: Final = "application/x-www-form-urlencoded"
 
 #: A nucleotide sequence line of FASTA/FASTQ: IUPAC nucleotide codes
 #: (NC-IUB 1984: ACGTU, N and the ambiguity codes RYKMSWBDHV) and gaps.
@@ -42,6 +46,23 @@ TEXT_FASTA_PROTEIN: Final = "text/x-fasta-protein"
 _SAM_HEADER: Final = re.compile(rb"@(?:HD|SQ|RG|PG|CO)\t")
 #: SAM alignment lines have 11 mandatory tab-separated fields (SAMv1 §1.4).
 _SAM_FIELDS: Final = 11
+#: Markup, from its first bytes (after a BOM and white space): an HTML document
+#: (WHATWG HTML §13.1: the DOCTYPE, or the html element itself), an XML
+#: document (its declaration, ``<?xml``), or an SVG image (its root element,
+#: with or without a declaration before it).
+_HTML_START: Final = re.compile(rb"<!doctype\s+html|<html[\s>]", re.IGNORECASE)
+_XML_START: Final = re.compile(rb"<\?xml[\s?]")
+_SVG_ROOT: Final = re.compile(rb"<svg[\s>]")
+#: An ``application/x-www-form-urlencoded`` body (WHATWG URL §5): one line of
+#: ``name=value`` pairs joined by ``&``, nothing in them that the encoding
+#: would have escaped (white space, quotes, angle brackets), names of at most
+#: 128 characters, a first value that is not only ``=`` and some value that is
+#: not empty (a line of base64 ending in ``=`` or ``==`` is no form).
+_FORM: Final = re.compile(
+    rb"[^\s&=\"'<>]{1,128}=(?:[^\s&=\"'<>][^\s&\"'<>]*)?(?:&[^\s&=\"'<>]+=?[^\s&\"'<>]*)*"
+)
+#: A form holds a value (``QUJDRA=`` is base64, not a form with an empty field).
+_FORM_VALUE: Final = re.compile(rb"=[^&=]")
 #: Lines looked at to call a member CSV/TSV; two agreeing lines are required.
 _CSV_SNIFF_LINES: Final = 10
 _CSV_MIN_LINES: Final = 2
@@ -82,6 +103,23 @@ def _delimited(lines: list[bytes], delimiter: str) -> bool:
     return len(widths) == 1 and widths.pop() > 1
 
 
+def _markup_or_form(text: bytes, complete: bool) -> str | None:
+    """HTML, XML, SVG or a form body, from the first bytes; None for anything else."""
+    head = text.lstrip(b" \t\r\n")
+    if head[:1] == b"<":
+        if _HTML_START.match(head):
+            return TEXT_HTML
+        if _XML_START.match(head):
+            return IMAGE_SVG if _SVG_ROOT.search(head, 0, 4096) else APPLICATION_XML
+        if _SVG_ROOT.match(head):
+            return IMAGE_SVG
+        return None
+    body = text.rstrip(b"\r\n") if complete else text
+    if b"=" in body[:256] and _FORM.fullmatch(body) and _FORM_VALUE.search(body):
+        return APPLICATION_FORM
+    return None
+
+
 def sniff_text_type(text: bytes, complete: bool) -> str:
     """The media type of a text member, from its normalised first bytes.
 
@@ -92,7 +130,9 @@ def sniff_text_type(text: bytes, complete: bool) -> str:
 
     Returns:
         ``text/x-vcf``, ``text/x-sam``, ``text/x-fasta``, ``text/x-fastq``,
-        ``text/x-fasta-protein``, ``application/json``, ``text/csv``,
+        ``text/x-fasta-protein``, ``application/json``, ``text/html``,
+        ``application/xml``, ``image/svg+xml``,
+        ``application/x-www-form-urlencoded``, ``text/csv``,
         ``text/tab-separated-values`` or ``text/plain``. The genetic types let
         the detection core count one finding per record (SPEC §3.1
         ``sensitive.genetic``), so they require nucleotide sequence lines; a
@@ -119,6 +159,9 @@ def sniff_text_type(text: bytes, complete: bool) -> str:
         return TEXT_FASTQ
     if text.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
         return APPLICATION_JSON
+    markup = _markup_or_form(text, complete)
+    if markup is not None:
+        return markup
     if lines:
         fields = lines[0].split(b"\t")
         if len(fields) >= _SAM_FIELDS and fields[1].isdigit() and fields[3].isdigit():
@@ -204,8 +247,12 @@ class TextMember:
             self._text(out)
             if evidence is not None and not evidence.done:
                 evidence.feed(out)
-        self._ctx.sink.end_member()
+        sink = self._ctx.sink
+        sink.end_member()
         if evidence is not None:
             evidence.close()
             genomic.report(self._ctx, evidence.result())
-        self._ctx.member_done(ContentInfo(self._type, self._charset, self._layers), self._size)
+        # The in-place transforms its text went through are layers too (decode.transforms).
+        stages: tuple[str, ...] = getattr(sink, "last_stages", ())
+        layers = (*self._layers, *stages) if stages else self._layers
+        self._ctx.member_done(ContentInfo(self._type, self._charset, layers), self._size)

@@ -1,0 +1,530 @@
+"""Text transforms (issue 13): JSON escapes, character references, percent-encoding,
+base64 and hex runs, each decoded where its marker is, nested under the decoder's limits.
+
+Two levels: the decoder with a recording sink (what text reaches the matcher, in
+which members, with which layers and unscannable reasons) and the whole scan
+(labels and counts). Every input small enough is checked at every split point.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import os
+import random
+import zipfile
+from dataclasses import dataclass, field
+
+import pytest
+
+from gateway.classify import DetectorSet, ScanLimits
+from gateway.classify.decode import NAME_TYPE, Decoder
+from gateway.classify.decode.text import sniff_text_type
+from gateway.classify.decode.transforms import (
+    BASE64,
+    CHAR_REF_DIGITS,
+    CHAR_REFS,
+    DEFER_FLUSH_BYTES,
+    HEAD_BYTES,
+    HEX,
+    JSON_ESCAPES,
+    PERCENT,
+)
+from gateway.classify.formats.testing import label_counts
+from gateway.classify.summary import ContentInfo, ScanSummary
+from gateway.classify.testing import (
+    assert_chunk_invariant,
+    bank_card,
+    base64_lines,
+    base64_url,
+    cn_mobile,
+    form_urlencode,
+    hex_encode,
+    hkid,
+    html_decimal_refs,
+    html_hex_refs,
+    html_named_refs,
+    json_escape_all,
+    json_escaped_document,
+    percent_encode_all,
+    resident_id,
+    scan_chunks,
+)
+
+DETECTORS = DetectorSet.build()
+RNG = random.Random(13)
+IDS = [resident_id(RNG) for _ in range(3)]
+PHONE = cn_mobile(RNG)
+CARD = bank_card(RNG)
+HKID = hkid(RNG)
+PLAIN = "".join(f"patient {i} id {x}\n" for i, x in enumerate(IDS))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Recorder:
+    """A TextSink keeping members (type, text), names apart, and unscannable reasons."""
+
+    members: list[tuple[str, bytes]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    _type: str | None = None
+    _text: bytearray = field(default_factory=bytearray)
+
+    def begin_member(self, content_type: str) -> None:
+        assert self._type is None, "begin_member inside a member"
+        self._type, self._text = content_type, bytearray()
+
+    def text(self, data: bytes) -> None:
+        assert self._type is not None, "text outside a member"
+        self._text += data
+
+    def end_member(self) -> None:
+        assert self._type is not None, "end_member without begin_member"
+        if self._type != NAME_TYPE:
+            self.members.append((self._type, bytes(self._text)))
+        self._type = None
+
+    def unscannable(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def finding(self, label: str, value: bytes) -> None:
+        raise AssertionError("no reader findings expected")
+
+
+def decode(chunks: list[bytes], limits: ScanLimits | None = None) -> tuple[ContentInfo, Recorder]:
+    sink = Recorder()
+    decoder = Decoder(sink, limits or ScanLimits())
+    for chunk in chunks:
+        decoder.feed(chunk)
+    info = decoder.finish()
+    assert sink._type is None, "member left open"
+    return info, sink
+
+
+def events(chunks: list[bytes]) -> tuple[ContentInfo, list[tuple[str, bytes]], list[str]]:
+    info, sink = decode(chunks)
+    return info, sink.members, sink.reasons
+
+
+def scan(data: bytes, limits: ScanLimits | None = None) -> ScanSummary:
+    if limits is None:
+        return scan_chunks(DETECTORS, [data])
+    from gateway.classify.engine import Scanner
+    from gateway.classify.formats.base import BytesAccess
+
+    with Scanner(DETECTORS, b"k" * 32, limits) as scanner:
+        scanner.feed(data)
+        return scanner.finish(BytesAccess(data))
+
+
+def counts(data: bytes) -> dict[str, int]:
+    """Label counts, the same at every chunking (checked)."""
+    return assert_chunk_invariant(
+        lambda chunks: label_counts(scan_chunks(DETECTORS, chunks)),
+        data,
+        random_cuts=4,
+        max_every_split=600,
+    )
+
+
+def invariant(data: bytes) -> tuple[ContentInfo, list[tuple[str, bytes]], list[str]]:
+    """The decoder's sink calls, the same at every chunking (checked)."""
+    return assert_chunk_invariant(events, data, random_cuts=6, max_every_split=2000)
+
+
+def escaped(text: str) -> str:
+    return json_escape_all(text)
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- sniffing
+
+
+@pytest.mark.parametrize(
+    ("text", "media_type"),
+    [
+        (b"<!DOCTYPE html>\n<html><body>x</body></html>", "text/html"),
+        (b"  <HTML lang=en><p>x</p></HTML>", "text/html"),
+        (b'<?xml version="1.0"?>\n<records><r>1</r></records>', "application/xml"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml"),
+        (b'<svg width="1" height="1"></svg>', "image/svg+xml"),
+        (b"name=%E5%BC%A0&id=110101", "application/x-www-form-urlencoded"),
+        (b"q=a+b\r\n", "application/x-www-form-urlencoded"),
+        (b"QUJDRA==", "text/plain"),  # a line of base64, not a form with an empty field
+        (b"x=", "text/plain"),
+        (b"a = b and c", "text/plain"),
+        (b"<p>a paragraph</p>", "text/plain"),
+    ],
+)
+def test_markup_and_form_bodies_are_sniffed(text: bytes, media_type: str) -> None:
+    assert sniff_text_type(text, complete=True) == media_type
+
+
+# --------------------------------------------------------------------------- JSON escapes
+
+
+def test_json_unicode_escapes_are_decoded_in_a_json_member() -> None:
+    data = json.dumps({"rows": [escaped(x) for x in IDS]}).replace("\\\\", "\\").encode()
+    info, members, reasons = invariant(data)
+    assert members == [("application/json", json.dumps({"rows": IDS}).encode())]
+    assert info.layers == (JSON_ESCAPES,)
+    assert reasons == []
+    assert counts(data) == {"pii.cn_resident_id": 3}
+
+
+def test_json_escapes_with_cjk_surrogate_pairs_and_simple_escapes() -> None:
+    record = {"name": "张三😀", "note": 'line one\nSECRET\n"quoted"', "url": "a/b"}
+    data = json.dumps(record).replace("/", "\\/").encode()  # PHP writes \/ too
+    _, members, _ = invariant(data)
+    text = members[0][1].decode()
+    assert text == '{"name": "张三😀", "note": "line one\nSECRET\n"quoted"", "url": "a/b"}'
+    assert counts(data) == {"marking.hk_classified": 1}
+
+
+def test_backslashes_pair_as_a_json_parser_pairs_them() -> None:
+    # An escaped backslash, then \u0031: a backslash and "1".
+    _, members, _ = invariant(b'{"a": "x\\\\\\u0031y"}')
+    assert members == [("application/json", b'{"a": "x\\1y"}')]
+    # A string holding a JSON document (its escapes escaped) is decoded again.
+    inner = json.dumps({"id": escaped(IDS[0])}).replace("\\\\", "\\")
+    info, members, _ = invariant(json.dumps({"payload": inner}).encode())
+    assert members == [("application/json", f'{{"payload": "{{"id": "{IDS[0]}"}}"}}'.encode())]
+    assert info.layers == (JSON_ESCAPES, JSON_ESCAPES)
+
+
+def test_json_lines_are_json() -> None:
+    lines = "".join(json.dumps({"id": escaped(x)}).replace("\\\\", "\\") + "\n" for x in IDS)
+    assert counts(lines.encode()) == {"pii.cn_resident_id": 3}
+
+
+def test_json_escapes_in_any_text() -> None:
+    # A log line holding a JSON document: its \n and \u escapes are decoded too.
+    body = json.dumps({"note": f"seen\n{IDS[0]}", "name": "张三"})
+    data = f"INFO request body: {body}\n".encode()
+    info, members, _ = invariant(data)
+    assert members == [
+        (
+            "text/plain",
+            f'INFO request body: {{"note": "seen\n{IDS[0]}", "name": "张三"}}\n'.encode(),
+        )
+    ]
+    assert info.layers == (JSON_ESCAPES,)
+    assert counts(data) == {"pii.cn_resident_id": 1}
+
+
+def test_a_backslash_too_deep_to_decode_is_no_unscannable_unless_it_is_unicode() -> None:
+    path = b"copied C:\\new\\table to D:\\backup\n"
+    limits = ScanLimits(max_depth=1)
+    _, sink = decode([zipped("log.txt", path)], limits)
+    assert sink.reasons == []  # a Windows path, as likely as an escape: passed over
+    escaped_id = f"id {escaped(IDS[0])}\n".encode()
+    _, sink = decode([zipped("log.txt", path + escaped_id)], limits)
+    assert sink.reasons == [f"{JSON_ESCAPES}: nested deeper than 1 layers"]
+
+
+def test_json_without_escapes_passes_untouched() -> None:
+    data = json.dumps({"id": IDS[0], "note": "plain"}).encode()
+    info, members, _ = invariant(data)
+    assert members == [("application/json", data)]
+    assert info.layers == ()
+    assert counts(data) == {"pii.cn_resident_id": 1}
+
+
+# --------------------------------------------------------------------------- character references
+
+
+@pytest.mark.parametrize("encode", [html_decimal_refs, html_hex_refs, html_named_refs])
+def test_character_references_in_html(encode: object) -> None:
+    body = "<br>".join(encode(x) for x in IDS)  # type: ignore[operator]
+    data = f"<html><body>{body}</body></html>".encode()
+    info, members, _ = invariant(data)
+    assert members == [("text/html", f"<html><body>{'<br>'.join(IDS)}</body></html>".encode())]
+    assert info.layers == (CHAR_REFS,)
+    assert counts(data) == {"pii.cn_resident_id": 3}
+
+
+def test_character_references_in_a_spreadsheet_export_sniffed_as_text() -> None:
+    # Excel's "save as web page" cells, cut from their document: no <html> to sniff.
+    rows = "".join(f"<td>{html_decimal_refs(x)}</td>\n" for x in IDS)
+    assert counts(rows.encode()) == {"pii.cn_resident_id": 3}
+
+
+def test_named_references_that_stand_in_identifiers() -> None:
+    grouped = PHONE[:3] + "&hyphen;" + PHONE[3:7] + "&hyphen;" + PHONE[7:]
+    spaced = PHONE[:3] + "&nbsp;" + PHONE[3:7] + "&nbsp" + PHONE[7:]  # legacy: no ";"
+    hk = HKID[0] + HKID[1:7] + "&lpar;" + HKID[8] + "&rpar;"
+    fullwidth = "".join(f"&#{0xFF10 + int(d)};" for d in IDS[0][:-1]) + IDS[0][-1]
+    data = f"<p>tel {grouped}</p><p>{spaced}</p><p>{hk}</p><p>{fullwidth}</p>".encode()
+    assert counts(data) == {"pii.cn_phone": 2, "pii.hk_id": 1, "pii.cn_resident_id": 1}
+
+
+def test_ampersands_that_are_no_reference_leave_the_text_as_it_is() -> None:
+    data = b"R&D budget, AT&T and P&G; a && b; &unknown; 5 &lt 6\n"
+    info, members, _ = invariant(data)
+    assert members == [("text/plain", data)]
+    assert info.layers == ()
+
+
+def test_an_overlong_numeric_reference_is_unscannable() -> None:
+    ref = "&#" + "0" * (CHAR_REF_DIGITS + 1) + "49;"
+    _, members, reasons = invariant(f"<p>{ref}</p>".encode())
+    assert reasons == [f"{CHAR_REFS}: character reference over {CHAR_REF_DIGITS} digits"]
+    assert members[0][1] == f"<p>{ref}</p>".encode()  # left as it was: never a silent pass
+
+
+# --------------------------------------------------------------------------- percent-encoding
+
+
+def test_a_form_body_is_decoded_with_plus_as_space() -> None:
+    phone = f"{PHONE[:3]}+{PHONE[3:7]}+{PHONE[7:]}"
+    data = f"name=%E5%BC%A0%E4%B8%89&id={percent_encode_all(IDS[0])}&tel={phone}".encode()
+    info, members, _ = invariant(data)
+    assert members == [
+        (
+            "application/x-www-form-urlencoded",
+            f"name=张三&id={IDS[0]}&tel={PHONE[:3]} {PHONE[3:7]} {PHONE[7:]}".encode(),
+        )
+    ]
+    assert info.layers == (PERCENT,)
+    assert counts(data) == {"pii.cn_resident_id": 1, "pii.cn_phone": 1}
+
+
+def test_query_strings_in_a_log_are_decoded() -> None:
+    lines = "".join(
+        f'10.0.0.{i} - - "GET /api/patients?id={percent_encode_all(x)}&v=2 HTTP/1.1" 200\n'
+        for i, x in enumerate(IDS)
+    )
+    assert counts(lines.encode()) == {"pii.cn_resident_id": 3}
+
+
+def test_percent_signs_in_prose_are_left_alone() -> None:
+    data = b"Growth was 12.5% in 2024 and 15%20 in error; 100% sure.\n"
+    info, members, _ = invariant(data)
+    assert members == [("text/plain", data)]
+    assert info.layers == ()
+
+
+def test_an_escaped_control_byte_never_eats_a_raw_identifier() -> None:
+    rng = random.Random(4)
+    ident = next(x for x in iter(lambda: resident_id(rng), "") if x.startswith("1"))
+    data = f"ratio=15%{ident} done\n".encode()  # "%11"…"%15": a control byte
+    assert counts(data) == {"pii.cn_resident_id": 1}
+
+
+def test_partly_encoded_values_are_decoded() -> None:
+    # Some encoders escape more than they must: digits among raw digits.
+    fields = "&".join(f"id={x.replace('1', '%31')}" for x in IDS)
+    assert counts(fields.encode()) == {"pii.cn_resident_id": 3}
+
+
+# --------------------------------------------------------------------------- base64 and hex
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda b: base64.b64encode(b).decode(),
+        lambda b: base64_lines(b, 76),
+        lambda b: base64_lines(b, 64),
+        base64_url,
+        hex_encode,
+    ],
+    ids=["base64", "mime-lines", "pem-lines", "url-safe", "hex"],
+)
+def test_encoded_runs_are_decoded_as_nested_members(encode: object) -> None:
+    blob = encode(PLAIN.encode())  # type: ignore[operator]
+    data = json.dumps({"attachment": blob, "id": 7}).encode()
+    _, members, reasons = invariant(data)
+    assert (("text/plain", PLAIN.encode())) in members
+    assert reasons == []
+    assert counts(data) == {"pii.cn_resident_id": 3}
+    assert counts(blob.encode()) == {"pii.cn_resident_id": 3}  # a bare encoded file too
+
+
+def test_a_run_names_its_layer_and_a_zip_inside_is_opened() -> None:
+    data = json.dumps({"file": base64.b64encode(zipped("ids.txt", PLAIN.encode())).decode()})
+    summary = scan(data.encode())
+    assert label_counts(summary) == {"pii.cn_resident_id": 3}
+    _, sink = decode([data.encode()])
+    assert ("text/plain", PLAIN.encode()) in sink.members
+    assert summary.content.type == "application/json"
+
+
+def test_base64_in_json_in_a_zip_member_is_three_layers() -> None:
+    inner = json.dumps({"blob": base64.b64encode(PLAIN.encode()).decode()}).replace("/", "\\/")
+    summary = scan(zipped("export.json", inner.encode()))
+    assert label_counts(summary) == {"pii.cn_resident_id": 3}
+    # The largest member describes the input: the decoded text, three layers deep.
+    packed = base64.b64encode(gzip.compress((PLAIN * 50).encode(), mtime=0))
+    info, _ = decode([zipped("plain.txt", packed)])
+    assert info.layers == ("zip", BASE64, "gzip")
+
+
+def test_a_png_thumbnail_in_json_stays_clean() -> None:
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+    data = json.dumps({"thumb": base64.b64encode(png * 1).decode(), "name": "x"}).encode()
+    summary = scan(data)
+    assert label_counts(summary) == {}
+    assert summary.unscannable == ()
+
+
+def test_binary_noise_in_runs_is_dropped() -> None:
+    rng = random.Random(5)
+    tokens = {
+        "key": base64.b64encode(rng.randbytes(32)).decode(),
+        "signature": base64.b64encode(rng.randbytes(256)).decode(),
+        "sha256": hex_encode(rng.randbytes(32)),
+        "uuid": "123e4567-e89b-42d3-a456-426614174000",
+        "words": "internationalization-and-localization",
+        "number": "12345678901234567890123",
+    }
+    data = json.dumps(tokens).encode()
+    _, members, reasons = invariant(data)
+    assert members == [("application/json", data)]
+    assert reasons == []
+
+
+def test_binary_no_reader_understands_is_noise_at_any_size() -> None:
+    # Raw, such bytes are unscannable (issue 12); encoded in text they are a value
+    # of that text (a hex dump of random bytes, a ciphertext field, an executable).
+    blob = random.Random(6).randbytes(200_000)
+    elf = b"\x7fELF" + bytes(range(256)) * 8
+    for data in (
+        json.dumps({"payload": base64.b64encode(blob).decode()}).encode(),
+        json.dumps({"tool": base64.b64encode(elf).decode()}).encode(),
+        hex_encode(blob).encode(),
+    ):
+        summary = scan(data)
+        assert summary.unscannable == ()
+        assert label_counts(summary) == {}
+
+
+def test_encrypted_content_in_a_run_is_unscannable() -> None:
+    age = b"age-encryption.org/v1\n-> X25519 abc\n--- def\n" + random.Random(7).randbytes(200)
+    summary = scan(json.dumps({"secret": base64.b64encode(age).decode()}).encode())
+    assert summary.unscannable == ("age: encrypted content",)
+
+
+def test_an_identifier_is_counted_once_raw_or_encoded() -> None:
+    data = f"raw {IDS[0]} and encoded {base64.b64encode(IDS[0].encode()).decode()}\n".encode()
+    summary = scan(data)
+    assert summary.labels["pii.cn_resident_id"].count == 2  # two occurrences
+    assert summary.labels["pii.cn_resident_id"].distinct == 1
+    # An identifier's own digits are no run to decode (it would be found twice).
+    assert counts(f"id {IDS[0]} card {CARD.replace(' ', '')}\n".encode()) == {
+        "pii.cn_resident_id": 1,
+        "pii.bank_card": 1,
+    }
+
+
+def test_a_base64_column_past_the_head_of_a_csv_is_decoded() -> None:
+    rows = [f"{i},{base64.b64encode(f'id {IDS[i % 3]}'.encode()).decode()}\n" for i in range(4000)]
+    data = ("n,payload\n" + "".join(rows)).encode()
+    assert len(data) > 2 * HEAD_BYTES
+    assert label_counts(scan(data)) == {"pii.cn_resident_id": 4000}
+
+
+def test_prose_is_searched_for_runs_in_its_head_only() -> None:
+    # The documented limit: a lone run deep in clean prose is not decoded.
+    filler = b"the quick brown fox jumps over the lazy dog " * (HEAD_BYTES // 40)
+    late = filler + base64.b64encode(PLAIN.encode()) + b"\n"
+    assert label_counts(scan(late)) == {}
+    early = base64.b64encode(PLAIN.encode()) + b"\n" + filler
+    assert label_counts(scan(early)) == {"pii.cn_resident_id": 3}
+
+
+def test_hex_of_numbers_is_decoded_but_random_digits_are_not() -> None:
+    assert counts(f"h={hex_encode(IDS[0].encode())}\n".encode()) == {"pii.cn_resident_id": 1}
+    rng = random.Random(8)
+    digits = "".join(str(rng.randint(0, 9)) for _ in range(40))
+    _, members, _ = invariant(f'{{"n": "{digits}"}}'.encode())
+    assert len(members) == 1
+
+
+def test_many_runs_flush_at_a_run_end_without_losing_any() -> None:
+    record = base64.b64encode((PLAIN * 30).encode()).decode()
+    lines = [json.dumps({"i": i, "blob": record}) + "\n" for i in range(400)]
+    data = "".join(lines).encode()
+    assert 400 * len(PLAIN) * 30 > DEFER_FLUSH_BYTES
+    summary = scan(data)
+    assert summary.labels["pii.cn_resident_id"].count == 400 * 30 * 3
+    assert summary.unscannable == ()
+    # The same whatever the chunking.
+    chunks = [data[i : i + 7777] for i in range(0, len(data), 7777)]
+    assert label_counts(scan_chunks(DETECTORS, chunks)) == label_counts(summary)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_nesting_past_the_depth_limit_is_unscannable() -> None:
+    data = PLAIN.encode()
+    for _ in range(5):
+        data = base64.b64encode(data)
+    summary = scan(data)
+    assert summary.unscannable == ("base64: nested deeper than 4 layers",)
+    # In-place stages are layers too: a form field in a zip member, depth 1.
+    body = form_urlencode(html_decimal_refs(IDS[0])).encode()
+    summary = scan(zipped("form.txt", body), ScanLimits(max_depth=2))
+    assert summary.unscannable == ("char-refs: nested deeper than 2 layers",)
+
+
+def test_a_run_past_the_nested_member_bound_is_unscannable() -> None:
+    data = base64.b64encode((PLAIN * 200).encode())
+    summary = scan(data, ScanLimits(max_nested_random_bytes=4096))
+    assert summary.unscannable == ("base64: run over 4 KiB",)
+
+
+def test_decoded_runs_count_against_the_expansion_cap() -> None:
+    data = base64.b64encode((PLAIN * 200).encode())
+    summary = scan(data, ScanLimits(max_expanded_bytes=4096))
+    assert summary.unscannable == ("base64: expanded size over 4 KiB",)
+
+
+# --------------------------------------------------------------------------- chunk invariance
+
+
+def test_every_transform_at_every_split_point() -> None:
+    blob = base64_lines(f"id {IDS[1]}\n".encode(), 32)
+    data = (
+        f'{{"a": "{escaped(IDS[0])}", "b": "{html_hex_refs(PHONE)}", '
+        f'"c": "q={percent_encode_all(HKID)}", "d": "{blob}"}}'
+    ).encode()
+    assert len(data) < 2000
+    assert counts(data) == {"pii.cn_resident_id": 2, "pii.cn_phone": 1, "pii.hk_id": 1}
+    invariant(data)
+
+
+def test_decoded_layers_are_recorded_in_order() -> None:
+    data = json_escaped_document(form_urlencode(html_decimal_refs(IDS[0]))).encode()
+    info, members, _ = invariant(data)
+    assert info.layers == (JSON_ESCAPES, PERCENT, CHAR_REFS)
+    assert members == [("application/json", f'{{"text": "data={IDS[0]}"}}'.encode())]
+    hexed = binascii.hexlify(base64.b64encode(PLAIN.encode()))
+    info, _ = decode([hexed])
+    assert info.type == "text/plain"
+    assert label_counts(scan(hexed)) == {"pii.cn_resident_id": 3}
+    assert HEX != BASE64
+
+
+def test_random_bytes_of_every_kind_never_crash_and_stay_chunk_invariant() -> None:
+    rng = random.Random(9)
+    alphabet = b'&#x;%=\\u0123456789abcdefABCDEF+/=-_\n\r "{}[]<>'
+    for _ in range(30):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 300)))
+        assert_chunk_invariant(events, data, rng=rng, random_cuts=3, max_every_split=300)
+    data = os.urandom(0) + b"{" + bytes(rng.choice(alphabet) for _ in range(500))
+    assert_chunk_invariant(events, data, rng=rng, random_cuts=3, max_every_split=600)
