@@ -311,7 +311,6 @@ class _Zygote:
             process.kill()
             process.wait()
             raise OSError("the reader zygote did not start")
-        ours.settimeout(ZYGOTE_START_SECONDS)
         self._process, self._socket, self._owner = process, ours, os.getpid()
         return ours
 
@@ -326,11 +325,6 @@ class _Zygote:
                 self._process.wait(timeout=5)
             self._process = None
 
-    def stop(self) -> None:
-        """Stop the zygote (tests; a gateway's ends when its socket closes)."""
-        with self._lock:
-            self._stop()
-
     @property
     def pid(self) -> int | None:
         """The zygote's pid while it runs."""
@@ -343,11 +337,6 @@ _ZYGOTE: Final = _Zygote()
 def zygote_pid() -> int | None:
     """The running zygote's pid (None before the first reader process)."""
     return _ZYGOTE.pid
-
-
-def stop_zygote() -> None:
-    """Stop the zygote; the next isolated read starts a new one."""
-    _ZYGOTE.stop()
 
 
 # -- the zygote ----------------------------------------------------------------------------

@@ -20,10 +20,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.bench.classify import _person
-from gateway.classify import DetectorSet, Scanner
+from gateway.classify import DetectorSet
 from gateway.classify.formats import arrays, identify
 from gateway.classify.formats.base import BytesAccess, Unscannable
-from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
+from gateway.classify.formats.testing import (
+    RecordingExtract,
+    label_counts,
+    read_random,
+    read_stream,
+    scan_bytes,
+)
 
 DETECTORS = DetectorSet.build()
 RNG = random.Random(12)
@@ -40,13 +46,8 @@ def npy(array: np.ndarray, **kw: object) -> bytes:
 
 def scan(data: bytes, chunk: int = 0) -> tuple[str, dict[str, int], tuple[str, ...], int]:
     """Through the whole decoder: (content type, label counts, unscannable reasons, numbers)."""
-    with Scanner(DETECTORS, secret=b"k" * 32) as scanner:
-        step = chunk or len(data) or 1
-        for i in range(0, len(data), step):
-            scanner.feed(data[i : i + step])
-        summary = scanner.finish(BytesAccess(data))
-    counts = {label: stats.count for label, stats in summary.labels.items()}
-    return summary.content.type, counts, summary.unscannable, summary.numeric_values
+    summary = scan_bytes(DETECTORS, data, chunk)
+    return summary.content.type, label_counts(summary), summary.unscannable, summary.numeric_values
 
 
 def stream_ok_or_unscannable(data: bytes, chunk: int = 0) -> None:

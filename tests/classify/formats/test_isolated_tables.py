@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.classify import DetectorSet, Scanner
+from gateway.classify import DetectorSet
 from gateway.classify.formats import isolation
-from gateway.classify.formats.base import BytesAccess
+from gateway.classify.formats.testing import scan_bytes
 from gateway.classify.summary import ScanSummary
 from gateway.classify.testing import cn_mobile, resident_id
 
@@ -54,22 +54,16 @@ def _patients(rows: int, kind: str) -> bytes:
     return sink.getvalue()
 
 
-def _scan(data: bytes) -> ScanSummary:
-    with Scanner(DETECTORS, b"k" * 32) as scanner:
-        scanner.feed(data)
-        return scanner.finish(BytesAccess(data))
-
-
 def _in_line(data: bytes) -> ScanSummary:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(isolation._ZYGOTE, "supported", False)
-        return _scan(data)
+        return scan_bytes(DETECTORS, data)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_large_table_reads_the_same_in_a_reader_process_or_in_line(kind: str) -> None:
     data = _patients(60_000, kind)
-    isolated = _scan(data)
+    isolated = scan_bytes(DETECTORS, data)
     assert isolated.labels["pii.cn_resident_id"].count == 60_000
     assert isolated.labels["pii.cn_phone"].count == 60_000
     assert isolated.labels["sensitive.health"].count == 60_000
@@ -93,12 +87,12 @@ def test_mutated_files_give_the_same_summary_in_a_reader_process_or_in_line(
         at = data.draw(st.integers(0, len(mutated) - 1))
         mutated[at] ^= 1 << data.draw(st.integers(0, 7))
     file = bytes(mutated)
-    isolated, inline = _scan(file), _in_line(file)
+    isolated, inline = scan_bytes(DETECTORS, file), _in_line(file)
     assert isolated.to_json() | {"seconds": 0} == inline.to_json() | {"seconds": 0}
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_gateway_process_never_loads_pyarrow(kind: str, tmp_path: object) -> None:
+def test_the_gateway_process_never_loads_pyarrow(kind: str) -> None:
     """A table is read, and read right, while pyarrow stays out of the scanning process."""
     code = (
         "import sys\n"

@@ -21,7 +21,7 @@ from gateway.classify.formats.testing import RecordingExtract
 def _reports(source: BytesAccess, out: RecordingExtract) -> None:
     member = out.member("dataset /x", "text/csv")
     member.write("/x\n")
-    member.write(source.read_at(2, 1).decode() and "张三,234\n")
+    member.write("张三," + source.read_at(2, 3).decode() + "\n")  # read back through the pipes
     member.close()
     nested = out.nested("dataset /blob")
     nested.write(b"\x00\xff")
@@ -197,7 +197,7 @@ def test_the_reader_process_holds_no_inherited_socket() -> None:
         peer.close()
 
 
-def test_the_zygote_and_its_readers_die_with_the_gateway(tmp_path: object) -> None:
+def test_the_zygote_and_its_readers_die_with_the_gateway() -> None:
     """A gateway killed mid-read leaves no zygote and no reader process behind."""
     code = (
         "import sys, time\n"

@@ -143,20 +143,3 @@ def test_the_recording_extract_refuses_a_nested_member_written_after_another_ope
     text = out.member("c", "text/plain")
     out.nested("d").close()
     text.write("text members may go on: the decoder continues them")
-
-
-def test_arrow_loads_with_the_first_table_not_with_the_registry() -> None:
-    """pyarrow (~60 MB of RSS) is imported when a table arrives, not when families register."""
-    import subprocess
-    import sys
-
-    program = (
-        "import sys\n"
-        "from gateway.classify import formats\n"
-        "formats.formats()\n"
-        "print('pyarrow' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.stdout.splitlines()[0] == "False", done.stderr

@@ -251,13 +251,6 @@ def test_parquet_planted_and_clean(compression: str, dictionary: bool) -> None:
     assert_clean(read_random(T.read_parquet, parquet_bytes(patients(False), **kw)))
 
 
-def _footer(data: bytes) -> T_parquet._ParquetFooter:
-    size = int.from_bytes(data[-8:-4], "little")
-    return T_parquet._parquet_footer(
-        data[-8 - size : -8], T_common._Render("parquet", RecordingExtract())
-    )
-
-
 def test_whole_number_floats_of_identifier_size_are_rendered() -> None:
     """pandas stores an integer column with a gap as float64: 13812345678.0 is a phone number.
 
@@ -912,16 +905,21 @@ def test_whole_number_floats_in_avro_and_sqlite_are_rendered(tmp_path: Path) -> 
         assert "60.5" not in out.text
 
 
+def _footer(data: bytes) -> T_parquet._ParquetFooter:
+    size = int.from_bytes(data[-8:-4], "little")
+    return T_parquet._parquet_footer(
+        data[-8 - size : -8], T_common._Render("parquet", RecordingExtract())
+    )
+
+
 def test_plain_encoded_wide_values_shrink_the_batches() -> None:
     """Rows per batch follow the bytes of plain-encoded pages, not only dictionaries."""
     wide = pa.array(["a" * 2000] * 4096)
     data = parquet_bytes(
         pa.table({f"c{i}": wide for i in range(4)}), use_dictionary=False, compression="zstd"
     )
-    size = int.from_bytes(data[-8:-4], "little")
     render = T_common._Render("parquet", RecordingExtract())
-    footer = T_parquet._parquet_footer(data[-8 - size : -8], render)
-    plan = T_parquet._check_parquet_pages(BytesAccess(data), footer, render)
+    plan = T_parquet._check_parquet_pages(BytesAccess(data), _footer(data), render)
     assert plan.batch_rows == [T_common.MAX_BATCH_TEXT_BYTES // (4 * 2004 + 1)]
 
 

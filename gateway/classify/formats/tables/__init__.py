@@ -5,12 +5,13 @@ names, then one line per row, one cell per value (see
 :func:`gateway.classify.formats.base.csv_line`). What each value becomes:
 
 * integers as decimal digits, decimals as their exact decimal text, booleans
-  as ``true``/``false``, dates as ISO dates, times and timestamps as ISO
-  date-times (a space between date and time, as Arrow prints them), strings as
-  they are;
-* floating-point columns are *counted* (:meth:`Extract.numeric`) and not
-  rendered: a float cannot hold an identifier, and skipping them is the
-  largest single saving on scientific tables;
+  as ``true``/``false``, dates and timestamps as ISO dates (a timestamp's
+  time of day holds no identifier; ``common._timestamp_text``), times as
+  Arrow prints them, strings as they are;
+* floating-point values are *counted* (:meth:`Extract.numeric`); only whole
+  numbers of identifier size are rendered, as their digits (pandas stores an
+  integer column with a gap as floats), the others are not: skipping them is
+  the largest single saving on scientific tables;
 * struct columns become one column per leaf (``visit.clinic``); list and map
   cells hold their leaf values separated by spaces;
 * binary cells that are UTF-8 text (no control characters) are rendered as
@@ -39,9 +40,10 @@ Readers and why each library:
   from Arrow IPC are fully validated before a kernel touches them.
 * Feather v1 (legacy) — recognised and refused: pyarrow's v1 reader crashes
   on mutated files, and v1 has been deprecated since 2020.
-* Arrow IPC stream — a :class:`StreamReader`: messages are framed here and
-  pyarrow decodes a record batch once all its bytes have arrived, so nothing
-  is buffered beyond one batch and its dictionaries.
+* Arrow IPC stream — read from the spool after the upload, like the other
+  Arrow formats: messages are framed here and pyarrow decodes a record batch
+  once all its bytes have been framed, so nothing is buffered beyond one
+  batch and its dictionaries.
 * Avro object container files — a :class:`StreamReader`: the container
   (header, blocks, sync markers, codecs) is parsed here with bounded
   decompression, records are decoded by ``fastavro``'s schemaless reader.

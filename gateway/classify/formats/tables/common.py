@@ -344,10 +344,9 @@ class _Leaf:
     path: tuple[int, ...]
 
 
-def _leaves(schema: pa.Schema, render: _Render) -> tuple[list[_Leaf], list[_Leaf]]:
-    """The columns of a table, structs flattened to their leaves: (rendered, floating point)."""
+def _leaves(schema: pa.Schema, render: _Render) -> list[_Leaf]:
+    """The columns of a table, structs flattened to their leaves."""
     leaves: list[_Leaf] = []
-    floats: list[_Leaf] = []
     stack: list[tuple[str, pa.DataType, tuple[int, ...], int]] = [
         (f.name, f.type, (i,), 1) for i, f in reversed(list(enumerate(schema)))
     ]
@@ -367,9 +366,9 @@ def _leaves(schema: pa.Schema, render: _Render) -> tuple[list[_Leaf], list[_Leaf
         # Float columns are rendered too, but only their whole numbers of
         # identifier size (_integral_floats); the rest of them is counted.
         leaves.append(_Leaf(name, path))
-        if len(leaves) + len(floats) > MAX_COLUMNS:
+        if len(leaves) > MAX_COLUMNS:
             raise render.fail(f"more than {MAX_COLUMNS} columns")
-    return leaves, floats
+    return leaves
 
 
 def _is_uuid(typ: pa.DataType) -> bool:
@@ -384,17 +383,6 @@ def _is_list(typ: pa.DataType) -> bool:
         or pa.types.is_list_view(typ)
         or pa.types.is_large_list_view(typ)
     )
-
-
-def _all_float(typ: pa.DataType) -> bool:
-    """True when every leaf value of ``typ`` is floating point (nothing to render)."""
-    if pa.types.is_floating(typ):
-        return True
-    if pa.types.is_dictionary(typ):
-        return _all_float(typ.value_type)
-    if _is_list(typ):
-        return _all_float(typ.value_type)
-    return False
 
 
 def _column(batch: pa.RecordBatch, leaf: _Leaf) -> pa.Array:
@@ -455,7 +443,11 @@ def _integral_floats(arr: pa.Array) -> pa.Array:
 
 
 def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Array | None:
-    """``arr`` as a string array of the same length (nulls allowed), or None for floats."""
+    """``arr`` as a string array of the same length (nulls allowed).
+
+    None when nothing in it renders (a struct without fields); floats render
+    as :func:`_integral_floats` and are counted.
+    """
     if depth > MAX_NESTING:
         raise render.fail(f"types nested deeper than {MAX_NESTING}")
     typ = arr.type
@@ -520,7 +512,7 @@ def _list_text(
     where: str,
     depth: int,
 ) -> pa.Array | None:
-    """List cells as their leaf values joined by spaces (floats counted, not rendered)."""
+    """List cells as their leaf values joined by spaces."""
     rendered = _text(values, render, where, depth + 1)
     if rendered is None:
         render.numeric += max(0, len(values) - values.null_count)
@@ -766,42 +758,18 @@ def _expanded(arr: pa.Array) -> pa.Array:
 class _ArrowTable:
     """One Arrow-schema table being rendered batch by batch into a ``text/csv`` member."""
 
-    def __init__(
-        self,
-        render: _Render,
-        schema: pa.Schema,
-        name: str = "table",
-        read: Sequence[int] | None = None,
-    ) -> None:
-        """``read``: the top-level fields the batches hold, in order (None: all).
-
-        A float field left out is counted by the caller; only floats may be.
-        """
+    def __init__(self, render: _Render, schema: pa.Schema, name: str = "table") -> None:
         if len(schema) > MAX_COLUMNS:
             raise render.fail(f"more than {MAX_COLUMNS} columns")
         self.render = render
         self.name = name
-        self.leaves, self.floats = _leaves(schema, render)
-        if read is not None:
-            at = {index: position for position, index in enumerate(read)}
-            self.leaves = [_Leaf(f.name, (at[f.path[0]], *f.path[1:])) for f in self.leaves]
-            self.floats = [
-                _Leaf(f.name, (at[f.path[0]], *f.path[1:])) for f in self.floats if f.path[0] in at
-            ]
+        self.leaves = _leaves(schema, render)
         self.table = _Table(render, name, csv_line(leaf.name for leaf in self.leaves))
-        self.rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Render ``batch`` (sliced to :data:`BATCH_ROWS` rows at a time)."""
-        for start in range(0, max(batch.num_rows, 1), BATCH_ROWS):
-            part = batch.slice(start, BATCH_ROWS)
-            if part.num_rows:
-                self._add(part)
-
-    def _add(self, batch: pa.RecordBatch) -> None:
-        for leaf in self.floats:
-            self.render.numeric += _count(_column(batch, leaf))
-        self._render_rows(batch)
+        for start in range(0, batch.num_rows, BATCH_ROWS):
+            self._render_rows(batch.slice(start, BATCH_ROWS))
 
     def _render_rows(self, batch: pa.RecordBatch) -> None:
         columns: list[tuple[pa.Array, bool]] = []
@@ -813,12 +781,10 @@ class _ArrowTable:
             quote = not _never_quoted(arr.type)
             columns.append((text, quote))
         if not columns:
-            self.rows += batch.num_rows
             return
         for start, end in _slices([c for c, _ in columns], batch.num_rows, self.render):
             part = [(_expanded(c.slice(start, end - start)), q) for c, q in columns]
             self.table.add(_batch_text(part))
-        self.rows += batch.num_rows
 
     def close(self) -> None:
         """Flush and end the member."""
