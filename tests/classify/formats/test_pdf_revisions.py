@@ -505,6 +505,16 @@ class TestUnreferencedObjects:
         assert [bytes(n.data) for n in out.nested_members] == [csv]
         assert found(data) == {PHONE_LABEL: 1}
 
+    def test_orphan_embedded_files_count_against_the_attachment_bound(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(pdf, "MAX_PDF_ATTACHMENTS", 1)
+        csv = stream(b"/Type /EmbeddedFile", b"id\n1\n")
+        one = body_pdf(one_page("Nothing to see."), hidden={6: csv})
+        assert reason(lambda: read_random(pdf.read_pdf, one)) is None
+        two = body_pdf(one_page("Nothing to see."), hidden={6: csv, 7: csv})
+        assert reason(lambda: read_random(pdf.read_pdf, two)) == "pdf: more than 1 embedded files"
+
     def test_an_orphan_with_a_filter_not_read_is_unscannable(self) -> None:
         data = body_pdf(
             one_page("Nothing to see."),

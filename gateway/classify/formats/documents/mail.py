@@ -257,6 +257,16 @@ def _payload(part: Message) -> tuple[bytes, bytes | None]:
     return (data if isinstance(data, bytes) else b""), None
 
 
+def _inline_text(part: Message) -> bool:
+    """Whether a leaf part is text to read as such: a text type, no file name, not
+    sent as an attachment (anything else is handed back to the decoder)."""
+    return (
+        part.get_content_maintype() == "text"
+        and not part.get_filename()
+        and (part.get_content_disposition() or "").lower() != "attachment"
+    )
+
+
 def _subparts(part: Message) -> Iterator[Message]:
     """Every part below ``part``'s multipart containers (not inside attached messages)."""
     if part.is_multipart() and part.get_content_maintype() != "message":
@@ -343,10 +353,15 @@ class EmailReader:
         """A raw header value (or preamble) as text."""
         return _raw_text(value, None)
 
-    def _headers(self, part: Message, name: str, render: bool) -> None:
+    def _header_items(self, part: Message) -> list[tuple[str, str]]:
+        """A part's headers as the parser holds them (raw), bounded."""
         items = [(str(key), str(value)) for key, value in part.raw_items()]
         if sum(len(k) + len(v) for k, v in items) > MAX_HEADER_BYTES:
             raise self._fail("headers over 1 MiB")
+        return items
+
+    def _headers(self, part: Message, name: str, render: bool) -> None:
+        items = self._header_items(part)
         if render and items:
             member = self._out.member(name, "text/plain")
             member.write(
@@ -396,16 +411,23 @@ class EmailReader:
         """A leaf part's bytes: a text member, or a nested member (named ``name`` if given)."""
         if not data:
             return
-        filename = part.get_filename()
-        disposition = (part.get_content_disposition() or "").lower()
-        if part.get_content_maintype() == "text" and not filename and disposition != "attachment":
-            subtype = part.get_content_subtype()
-            member = self._out.member("body", "text/html" if subtype == "html" else "text/plain")
-            member.write(_decode(data, part.get_content_charset()))
-            member.close()
+        if _inline_text(part):
+            self._text_member("body", part, _decode(data, part.get_content_charset()))
             return
         if name is None:
+            filename = part.get_filename()
             name = header_text(filename) if filename else f"part {self._parts}"
+        self._hand_back(name, data)
+
+    def _text_member(self, name: str, part: Message, text: str) -> None:
+        """A text part's text as a member (``text/html`` keeps its type)."""
+        subtype = part.get_content_subtype()
+        member = self._out.member(name, "text/html" if subtype == "html" else "text/plain")
+        member.write(text)
+        member.close()
+
+    def _hand_back(self, name: str, data: bytes) -> None:
+        """A part's bytes handed back to the decoder, read by their own reader."""
         nested = self._out.nested(name)
         nested.write(data)
         nested.close()
@@ -513,11 +535,8 @@ class MultipartReader(EmailReader):
 
     def _header_lines(self, part: Message) -> str:
         """A part's headers as text, their parameters decoded."""
-        items = [(str(key), str(value)) for key, value in part.raw_items()]
-        if sum(len(k) + len(v) for k, v in items) > MAX_HEADER_BYTES:
-            raise self._fail("headers over 1 MiB")
         lines = []
-        for key, value in items:
+        for key, value in self._header_items(part):
             text = _FOLD.sub("", self._text(value))
             text = self._params(key, text) if key.lower() in _PARAM_HEADERS else header_text(text)
             lines.append(f"{self._text(key)}: {text}\n")
@@ -553,20 +572,13 @@ class MultipartReader(EmailReader):
         name = name or f"part {self._parts}"
         text = self._field_text(part, data)
         if text is not None:
-            subtype = part.get_content_subtype()
-            member = self._out.member(name, "text/html" if subtype == "html" else "text/plain")
-            member.write(text)
-            member.close()
-            return
-        nested = self._out.nested(name)
-        nested.write(data)
-        nested.close()
+            self._text_member(name, part, text)
+        else:
+            self._hand_back(name, data)
 
     def _field_text(self, part: Message, data: bytes) -> str | None:
         """The text of a text field; None for a file, a non-text part or binary bytes."""
-        if part.get_content_maintype() != "text" or part.get_filename():
-            return None
-        if (part.get_content_disposition() or "").lower() == "attachment":
+        if not _inline_text(part):
             return None
         charset = part.get_content_charset() or self._charset
         if charset is None:

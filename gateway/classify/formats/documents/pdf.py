@@ -115,7 +115,8 @@ PDF_PRECHECK_SLACK_BYTES: Final = 64 << 20
 #: Chained Flate filters followed (``[/FlateDecode /FlateDecode]``); real
 #: producers use one.
 MAX_PDF_FILTER_DEPTH: Final = 4
-#: Embedded files (document attachments and file-attachment annotations).
+#: Embedded files (document attachments, file-attachment annotations, and
+#: embedded file streams no revision reads), over all revisions.
 MAX_PDF_ATTACHMENTS: Final = 256
 #: Annotations read per page (comments, form widgets, attachments).
 MAX_PDF_ANNOTATIONS: Final = 4096
@@ -148,13 +149,14 @@ _NAME: Final = re.compile(rb"/([^\s/\[\]<>()]+)")
 _ASCII_FILTERS: Final = frozenset((b"ASCIIHexDecode", b"AHx", b"ASCII85Decode", b"A85"))
 _UNMEASURED_FILTERS: Final = frozenset((b"LZWDecode", b"LZW", b"RunLengthDecode", b"RL"))
 _ENDSTREAM: Final = b"endstream"
+_NOT_HEX: Final = re.compile(rb"[^0-9A-Fa-f]")
 
 
 # --------------------------------------------------------------------------- pre-check
 
 
 class _Budget:
-    """What the pre-check has decoded and read so far."""
+    """What a pass over the file (the pre-check, the file map) has decoded and read so far."""
 
     __slots__ = ("decoded", "work", "work_limit")
 
@@ -162,6 +164,12 @@ class _Budget:
         self.decoded = 0
         self.work = 0
         self.work_limit = 4 * size + PDF_PRECHECK_SLACK_BYTES
+
+    def charge(self, length: int, reason: str) -> None:
+        """Count ``length`` bytes read; past the bound the file is unscannable for ``reason``."""
+        self.work += length
+        if self.work > self.work_limit:
+            raise Unscannable(reason)
 
 
 class _InflateChain:
@@ -244,13 +252,19 @@ def _filters(dictionary: bytes) -> list[bytes]:
     return _NAME.findall(found.group(1)) if found else []
 
 
+def _unhex(raw: bytes) -> bytes:
+    """Hex digits decoded, anything else left out, an odd last digit read as if
+    followed by 0 (a hex string, ISO 32000-1 §7.3.4.3, and ASCIIHexDecode data)."""
+    digits = _NOT_HEX.sub(b"", raw)
+    return binascii.unhexlify(digits + b"0" * (len(digits) % 2))
+
+
 def _ascii_decode(name: bytes, raw: bytes) -> bytes:
     """ASCIIHex or ASCII85 data decoded (ISO 32000-1 §7.4.2-7.4.3); b"" when corrupt."""
     raw = raw.split(b">" if name in (b"ASCIIHexDecode", b"AHx") else b"~>", 1)[0]
     try:
         if name in (b"ASCIIHexDecode", b"AHx"):
-            digits = re.sub(rb"[^0-9A-Fa-f]", b"", raw)
-            return binascii.unhexlify(digits + b"0" * (len(digits) % 2))
+            return _unhex(raw)
         return base64.a85decode(re.sub(rb"\s", b"", raw).removeprefix(b"<~"))
     except ValueError:
         return b""
@@ -264,9 +278,7 @@ def _measure(source: RandomAccess, start: int, budget: _Budget) -> int:
         block = source.read_at(pos, _INFLATE_STEP)
         if not block:
             break
-        budget.work += len(block)
-        if budget.work > budget.work_limit:
-            raise Unscannable("pdf: too many overlapping streams")
+        budget.charge(len(block), "pdf: too many overlapping streams")
         if not chain.feed(block):
             return pos  # search again from the block where the data stopped being zlib
         pos += len(block)
@@ -281,9 +293,7 @@ def _measure_ascii(source: RandomAccess, start: int, name: bytes, budget: _Budge
         block = source.read_at(pos, _INFLATE_STEP)
         if not block:
             break
-        budget.work += len(block)
-        if budget.work > budget.work_limit:
-            raise Unscannable("pdf: too many overlapping streams")
+        budget.charge(len(block), "pdf: too many overlapping streams")
         end = (bytes(raw[-len(_ENDSTREAM) :]) + block).find(_ENDSTREAM)
         raw += block
         pos += len(block)
@@ -468,7 +478,7 @@ def _walk_block(size: int) -> int:
 class _Window:
     """Buffered reads of the file for the walk; what they cost is bounded like the pre-check."""
 
-    __slots__ = ("_source", "base", "block", "buf", "size", "work", "work_limit")
+    __slots__ = ("_budget", "_source", "base", "block", "buf", "size")
 
     def __init__(self, source: RandomAccess) -> None:
         self._source = source
@@ -476,8 +486,7 @@ class _Window:
         self.base = 0
         self.buf = b""
         self.block = _walk_block(self.size)
-        self.work = 0
-        self.work_limit = 4 * self.size + PDF_PRECHECK_SLACK_BYTES
+        self._budget = _Budget(self.size)
 
     def at(self, pos: int, need: int = 0) -> tuple[bytes, int]:
         """A buffer and its offset in the file, holding ``[pos, pos + need)``
@@ -493,7 +502,10 @@ class _Window:
         return self.buf, self.base
 
     def read(self, start: int, end: int) -> bytes:
-        """The bytes ``[start, end)``."""
+        """The bytes ``[start, end)``: from the window when it holds them (a value
+        just parsed), else read for this call alone (the window stays)."""
+        if self.base <= start and end <= self.base + len(self.buf):
+            return self.buf[start - self.base : end - self.base]
         self._charge(end - start)
         return self._source.read_at(start, end - start)
 
@@ -511,9 +523,7 @@ class _Window:
         return -1
 
     def _charge(self, length: int) -> None:
-        self.work += length
-        if self.work > self.work_limit:
-            raise Unscannable("pdf: file structure too costly to map")
+        self._budget.charge(length, "pdf: file structure too costly to map")
 
 
 def _literal_end(buf: bytes, i: int) -> int:
@@ -650,6 +660,16 @@ def _parse_object(win: _Window, value: int) -> _Object | None:
     return _Object(
         value, value_end, data, data_end, base + closing.end() if closing else after, objstm
     )
+
+
+def _object_at(win: _Window, offset: int) -> tuple[int, _Object] | None:
+    """The indirect object whose ``N G obj`` header is at ``offset`` (white space and
+    comments first): where the header starts, and the object; None when there is none."""
+    buf, base = win.at(offset, _AFTER_VALUE)
+    start = _SKIP.match(buf, offset - base).end()  # type: ignore[union-attr]
+    header = _HEADER.match(buf, start)
+    obj = _parse_object(win, base + header.end()) if header else None
+    return None if obj is None else (base + start, obj)
 
 
 def _read_value(win: _Window, pos: int) -> tuple[bytes, int] | None:
@@ -796,7 +816,6 @@ class _Layout:
 
     def __init__(self, source: RandomAccess, totals: _Totals) -> None:
         self.win = _Window(source)
-        self.size = source.size
         self.totals = totals
         self.offsets = array("q")
         self.numbers = array("q")
@@ -845,13 +864,9 @@ class _Layout:
                 continue
             if len(self.offsets) >= MAX_PDF_OBJECTS:
                 raise Unscannable(f"pdf: more than {MAX_PDF_OBJECTS} objects")
-            if not self.offsets:
-                head, head_base = win.at(obj.value, 1024)
-                self.linearized = bool(
-                    _LINEARIZED.search(
-                        head, obj.value - head_base, min(obj.value_end - head_base, len(head))
-                    )
-                )
+            if not self.offsets:  # a linearization dictionary is the first object (F.2)
+                head = win.read(obj.value, min(obj.value_end, obj.value + 1024))
+                self.linearized = _LINEARIZED.search(head) is not None
             if obj.object_stream:
                 self.object_streams.append(len(self.offsets))
             self.offsets.append(start)
@@ -962,7 +977,7 @@ class _Layout:
         if len(self.sections) >= MAX_PDF_XREF_SECTIONS:
             raise Unscannable(f"pdf: more than {MAX_PDF_XREF_SECTIONS} cross-reference sections")
         section = None
-        if 0 <= offset < self.size:
+        if 0 <= offset < self.win.size:
             section = self._table(offset) or self._stream(offset)
         self.sections[offset] = section
         return section
@@ -991,7 +1006,7 @@ class _Layout:
             if subsection is None:
                 return None
             first, count = int(subsection.group(1)), int(subsection.group(2))
-            if count > (self.size - pos) // 18:
+            if count > (win.size - pos) // 18:
                 return None
             self._count(count)
             pos = base + subsection.end()
@@ -1022,13 +1037,11 @@ class _Layout:
 
     def _stream(self, offset: int) -> _Section | None:
         win = self.win
-        buf, base = win.at(offset, _AFTER_VALUE)
-        i = _SKIP.match(buf, offset - base).end()  # type: ignore[union-attr]
-        header = _HEADER.match(buf, i)
-        if header is None:
+        found = _object_at(win, offset)
+        if found is None:
             return None
-        obj = _parse_object(win, base + header.end())
-        if obj is None or obj.data < 0 or obj.data_end - obj.data > MAX_PDF_STREAM_BYTES:
+        header, obj = found
+        if obj.data < 0 or obj.data_end - obj.data > MAX_PDF_STREAM_BYTES:
             return None
         dictionary = win.read(obj.value, obj.value_end)
         widths = _WIDTHS.search(dictionary)
@@ -1040,7 +1053,7 @@ class _Layout:
             return None
         section = _Section(offset)
         section.trailer(dictionary)
-        section.header = base + i
+        section.header = header
         index = _INDEX.search(dictionary)
         bounds = [int(n) for n in index.group(1).split()] if index else [0, section.size]
         try:
@@ -1168,6 +1181,12 @@ class _Totals:
         self.chars += count
         if self.chars > MAX_PDF_TEXT_CHARS:
             raise Unscannable(f"pdf: more than {MAX_PDF_TEXT_CHARS} characters")
+
+    def add_attachment(self) -> None:
+        """One more embedded file handed back (an attachment, or an unreferenced one)."""
+        self.attachments += 1
+        if self.attachments > MAX_PDF_ATTACHMENTS:
+            raise Unscannable(f"pdf: more than {MAX_PDF_ATTACHMENTS} embedded files")
 
     def add_decoded(self, count: int) -> None:
         self.decoded += count
@@ -1368,8 +1387,7 @@ def _render_raw(data: bytes) -> tuple[str, bytes]:
                 raw = _unescape(data[pos + 1 : end - 1] if end > 0 else data[pos + 1 :])
                 pos = end if end > 0 else size
             else:
-                digits = re.sub(rb"[^0-9A-Fa-f]", b"", token.group(2))
-                raw = binascii.unhexlify(digits + b"0" * (len(digits) % 2))
+                raw = _unhex(token.group(2))
                 pos = token.end()
             text.append(_text_string(raw) if joined else "\n" + _text_string(raw))
             joined = False  # a string right after a string is another value
@@ -1625,9 +1643,7 @@ class _Document:
         """Hand an embedded file back to the decoder (its size was pre-checked)."""
         if not raw:
             return
-        self._totals.attachments += 1
-        if self._totals.attachments > MAX_PDF_ATTACHMENTS:
-            raise Unscannable(f"pdf: more than {MAX_PDF_ATTACHMENTS} embedded files")
+        self._totals.add_attachment()
         attachment = pdfium.PdfAttachment(raw, self._doc)
         try:
             name = attachment.get_name()[:MAX_PDF_STRING_CHARS]
@@ -1707,9 +1723,7 @@ def _render(
         doc.close()
 
 
-def _render_unreferenced(
-    source: RandomAccess, layout: _Layout, out: Extract, totals: _Totals
-) -> None:
+def _render_unreferenced(layout: _Layout, out: Extract, totals: _Totals) -> None:
     """Report what no rendered revision reads: unreferenced objects (and those in
     object streams no section names), and bytes between objects.
 
@@ -1723,19 +1737,33 @@ def _render_unreferenced(
     objects, streams = layout.unreferenced()
     if len(objects) > MAX_PDF_UNREFERENCED:
         raise Unscannable(f"pdf: more than {MAX_PDF_UNREFERENCED} unreferenced objects")
-    win = layout.win
     for index in objects:
-        number = layout.numbers[index]
-        buf, base = win.at(layout.offsets[index], _AFTER_VALUE)
-        header = _HEADER.match(buf, layout.offsets[index] - base)
-        obj = _parse_object(win, base + header.end()) if header else None
-        if obj is None:
-            continue
-        _unreferenced_object(win, obj, f"unreferenced object {number}", out, totals)
+        found = _object_at(layout.win, layout.offsets[index])
+        if found is not None:
+            name = f"unreferenced object {layout.numbers[index]}"
+            _unreferenced_object(layout.win, found[1], name, out, totals)
     unnamed = len(objects)
     for index, named in streams:
-        unnamed = _unreferenced_in_stream(win, layout, index, named, out, totals, unnamed)
+        unnamed = _unreferenced_in_stream(layout, index, named, out, totals, unnamed)
     _outside_objects(layout, out, totals)
+
+
+def _refuse_undecodable(data: bytes, dictionary: bytes, totals: _Totals, what: str) -> bytes | None:
+    """:func:`_decode` for a stream no page reads: one with a filter not decoded
+    makes the file unscannable (``what`` names the stream in the reason)."""
+    try:
+        return _decode(data, dictionary, totals)
+    except _Undecodable:
+        raise Unscannable(f"pdf: {what} has a filter not read") from None
+
+
+def _stream_data(
+    win: _Window, obj: _Object, dictionary: bytes, totals: _Totals, what: str
+) -> bytes | None:
+    """The data of stream ``obj`` through its filters, bounded; None for image data."""
+    if obj.data_end - obj.data > MAX_PDF_STREAM_BYTES:
+        raise Unscannable(f"pdf: a stream decodes past {MAX_PDF_STREAM_BYTES >> 20} MiB")
+    return _refuse_undecodable(win.read(obj.data, obj.data_end), dictionary, totals, what)
 
 
 def _unreferenced_object(
@@ -1746,25 +1774,23 @@ def _unreferenced_object(
     dictionary = win.read(obj.value, obj.value_end)
     data = b""
     if obj.data >= 0:
-        if obj.data_end - obj.data > MAX_PDF_STREAM_BYTES:
-            raise Unscannable(f"pdf: a stream decodes past {MAX_PDF_STREAM_BYTES >> 20} MiB")
         top = _top_level(dictionary)
-        if not _IMAGE.search(top):
-            try:
-                decoded = _decode(win.read(obj.data, obj.data_end), dictionary, totals)
-            except _Undecodable:
-                raise Unscannable("pdf: an unreferenced stream has a filter not read") from None
-            if decoded is not None and _EMBEDDED_FILE.search(top):
-                nested = out.nested(name)
-                nested.write(decoded)
-                nested.close()
-            elif decoded is not None:
-                data = decoded
+        decoded = (
+            None
+            if _IMAGE.search(top)  # as for referenced images, their data is not read
+            else _stream_data(win, obj, dictionary, totals, "an unreferenced stream")
+        )
+        if decoded is not None and _EMBEDDED_FILE.search(top):
+            totals.add_attachment()
+            nested = out.nested(name)
+            nested.write(decoded)
+            nested.close()
+        elif decoded is not None:
+            data = decoded
     _write_raw(out, name, [dictionary, data], totals)
 
 
 def _unreferenced_in_stream(
-    win: _Window,
     layout: _Layout,
     index: int,
     named: frozenset[int],
@@ -1774,20 +1800,15 @@ def _unreferenced_in_stream(
 ) -> int:
     """Report the objects of an object stream that no cross-reference entry names;
     ``unnamed`` counts unreferenced objects so far (returned updated)."""
-    buf, base = win.at(layout.offsets[index], _AFTER_VALUE)
-    header = _HEADER.match(buf, layout.offsets[index] - base)
-    obj = _parse_object(win, base + header.end()) if header else None
-    if obj is None or obj.data < 0:
+    found = _object_at(layout.win, layout.offsets[index])
+    if found is None or found[1].data < 0:
         return unnamed
-    dictionary = win.read(obj.value, obj.value_end)
-    top = _top_level(dictionary)
-    first = _FIRST.search(top)
+    obj = found[1]
+    dictionary = layout.win.read(obj.value, obj.value_end)
+    first = _FIRST.search(_top_level(dictionary))
     if first is None:
         return unnamed
-    try:
-        data = _decode(win.read(obj.data, obj.data_end), dictionary, totals)
-    except _Undecodable:
-        raise Unscannable("pdf: an object stream has a filter not read") from None
+    data = _stream_data(layout.win, obj, dictionary, totals, "an object stream")
     if not data:
         return unnamed
     start = int(first.group(1))
@@ -1852,10 +1873,12 @@ def _loose_streams(raw: bytes, totals: _Totals) -> list[bytes]:
         dictionary = _dictionary(raw[max(0, keyword.start() - _DICT_LOOKBACK) : keyword.start()])
         if _IMAGE.search(_top_level(dictionary)):
             continue
-        try:
-            data = _decode(raw[keyword.end() : end if end >= 0 else len(raw)], dictionary, totals)
-        except _Undecodable:
-            raise Unscannable("pdf: an unreferenced stream has a filter not read") from None
+        data = _refuse_undecodable(
+            raw[keyword.end() : end if end >= 0 else len(raw)],
+            dictionary,
+            totals,
+            "an unreferenced stream",
+        )
         if data:
             decoded.append(data)
     return decoded
@@ -1912,7 +1935,7 @@ def read_pdf(source: RandomAccess, out: Extract) -> None:
             if valid is not None:
                 layout.rendered(revision.chain, valid, revision.end)
             newer_read = bool(valid) and revision.chain is not None
-    _render_unreferenced(source, layout, out, totals)
+    _render_unreferenced(layout, out, totals)
 
 
 #: A PDF header (ISO 32000-1 §7.5.2) and an indirect object after it.
