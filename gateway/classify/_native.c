@@ -1267,7 +1267,6 @@ enum { DEC_NEED, DEC_CLEAN, DEC_GLUE, DEC_NEXT };
 static uint8_t g_class[256];   /* G_* of every byte */
 static uint8_t g_escaped[256]; /* G_* of a byte after a backslash (G_OTHER: no escape) */
 static uint8_t g_base[256];    /* 1: a base; 2: a base that is an escape's letter ("\n") */
-static uint8_t g_letter[256];
 static Py_ssize_t g_min = 0, g_space_max = 0;
 static long long g_kind[GENETIC_KINDS]; /* count, pending, commit, drop: offsets from pid */
 enum { K_COUNT, K_PENDING, K_COMMIT, K_DROP };
@@ -1329,7 +1328,7 @@ static void g_token_add(GToken *t, const GUnit *u) {
     t->other |= u->cls == G_TOKEN;
     t->run = u->c == '-' ? t->run + 1 : 0;
     t->dashes |= t->run >= ARMOR_DASHES;
-    t->letter |= g_letter[u->c];
+    t->letter |= IS(u->c, C_LETTER) != 0;
     t->padded = u->c == '=' && t->data;
     t->data |= u->c != '=';
 }
@@ -1612,7 +1611,6 @@ static PyObject *mod_genetic_setup(PyObject *Py_UNUSED(module), PyObject *args) 
         g_class[c] = (uint8_t)classes[c];
         g_escaped[c] = (uint8_t)escaped[c];
         g_base[c] = g_class[c] != G_BASE ? 0 : g_escaped[c] != G_OTHER ? 2 : 1;
-        g_letter[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
     }
     for (int i = 0; i < GENETIC_KINDS; i++) g_kind[i] = kinds[i];
     g_min = min_run;

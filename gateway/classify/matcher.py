@@ -468,11 +468,33 @@ class _GeneticText:
         return (_G_OTHER if cls == _G_ESCAPE else cls), c, 1
 
 
-def _shows_base64(units: int, other: bool, dashes: bool, letter: bool, padded: bool) -> bool:
-    """Whether a neighbouring line's token (read up to GENETIC_MIN_RUN units) is base64's."""
-    if not other:
-        return False
-    return units >= _GENETIC_MIN or (dashes and letter) or padded
+class _GeneticToken:
+    """A neighbouring line's token, read unit by unit up to GENETIC_MIN_RUN units (C: GToken)."""
+
+    __slots__ = ("dashes", "data", "letter", "other", "padded", "run", "units")
+
+    def __init__(self) -> None:
+        self.units = self.run = 0
+        self.other = self.dashes = self.letter = self.data = self.padded = False
+
+    def add(self, cls: int, c: int) -> bool:
+        """Read one more unit; whether that makes GENETIC_MIN_RUN units (read no further)."""
+        self.units += 1
+        self.other = self.other or cls == _G_TOKEN
+        self.run = self.run + 1 if c == _G_DASH else 0
+        self.dashes = self.dashes or self.run >= _G_ARMOR_DASHES
+        self.letter = self.letter or _LETTER[c] == 1
+        self.padded = c == _G_PAD and self.data  # "…A==": padding after data
+        self.data = self.data or c != _G_PAD
+        return self.units == _GENETIC_MIN
+
+    def shows_base64(self, padding: bool) -> bool:
+        """Whether the token is base64's (``padding``: a padded end shows it, read forwards)."""
+        if not self.other:
+            return False
+        return (
+            self.units >= _GENETIC_MIN or (self.dashes and self.letter) or (padding and self.padded)
+        )
 
 
 def _genetic_top(text: _GeneticText, s: int) -> int:
@@ -504,20 +526,13 @@ def _genetic_top(text: _GeneticText, s: int) -> int:
         if blanks > _G_SPACE_MAX:
             return _ST_FRESH
         b -= w
-    units, other, dashes, run, letter = 0, False, False, 0, False
-    while cls <= _G_TOKEN:
-        units += 1
-        other = other or cls == _G_TOKEN
-        run = run + 1 if c == _G_DASH else 0
-        dashes = dashes or run >= _G_ARMOR_DASHES
-        letter = letter or _LETTER[c] == 1
-        if units == _GENETIC_MIN:
-            break
+    token = _GeneticToken()
+    while cls <= _G_TOKEN and not token.add(cls, c):
         b -= w
         if b < text.low:
             break
         cls, c, w = text.unit_before(b)
-    return _ST_GLUE if _shows_base64(units, other, dashes, letter, False) else _ST_FRESH
+    return _ST_GLUE if token.shows_base64(padding=False) else _ST_FRESH
 
 
 def _genetic_after(text: _GeneticText, p: int) -> tuple[int, int, int]:
@@ -555,25 +570,16 @@ def _genetic_after(text: _GeneticText, p: int) -> tuple[int, int, int]:
             return _DEC_CLEAN, last, 0
         a += w
     start = a
-    units, other, dashes, run, letter, data, padded = 0, False, False, 0, False, False, False
+    token = _GeneticToken()
     while cls <= _G_TOKEN:
-        units += 1
-        other = other or cls == _G_TOKEN
-        run = run + 1 if c == _G_DASH else 0
-        dashes = dashes or run >= _G_ARMOR_DASHES
-        letter = letter or _LETTER[c] == 1
-        padded = c == _G_PAD and data  # "…A==": padding after data
-        data = data or c != _G_PAD
-        if units == _GENETIC_MIN:
-            return (_DEC_GLUE if other else _DEC_NEXT), last, start
+        if token.add(cls, c):
+            return (_DEC_GLUE if token.other else _DEC_NEXT), last, start
         a += w
         unit = text.unit(a)
         if unit is None:
             return _DEC_NEED, 0, 0
         cls, c, w, last = unit
-    if _shows_base64(units, other, dashes, letter, padded):
-        return _DEC_GLUE, last, 0
-    return _DEC_CLEAN, last, 0
+    return (_DEC_GLUE if token.shows_base64(padding=True) else _DEC_CLEAN), last, 0
 
 
 class _GeneticScan:
@@ -1674,12 +1680,9 @@ class TextMatcher:
         spec = self._specs[pid]
         kind = spec.arg
         if kind == D.GENETIC_COMMIT or kind == D.GENETIC_DROP:  # a block of lines is decided
-            pending = self._genetic_pending
             if kind == D.GENETIC_COMMIT:
-                for value, lines in pending.items():
-                    for _ in range(lines):
-                        self._accept(spec.label, value)
-            pending.clear()
+                self._genetic_count_pending(spec.label)
+            self._genetic_pending.clear()
             self._genetic_through = False
             return
         value = self._window[e - 1 - _GENETIC_MIN : e - 1].upper()  # the run's last bases
@@ -1692,11 +1695,15 @@ class TextMatcher:
             # Bounded memory: a block of this many distinct lines of bases is
             # a sequence (a base64 block's all-base lines repeat one value, or
             # a neighbouring line shows it long before).
-            for value, lines in pending.items():
-                for _ in range(lines):
-                    self._accept(spec.label, value)
+            self._genetic_count_pending(spec.label)
             pending.clear()
             self._genetic_through = True
+
+    def _genetic_count_pending(self, label: int) -> None:
+        """Count the lines of the block of runs of bases held so far."""
+        for value, lines in self._genetic_pending.items():
+            for _ in range(lines):
+                self._accept(label, value)
 
     def _h_genetic_record(self, e: int, t: int, pid: int, _f: int) -> None:
         window = self._window

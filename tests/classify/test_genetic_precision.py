@@ -16,7 +16,6 @@ rule that both cores are compared with, at any chunking.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import gzip
 import io
 import json
@@ -35,37 +34,22 @@ from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats.testing import label_counts, scan_bytes
-from gateway.classify.matcher import (
-    GENETIC_PENDING_MAX,
-    NATIVE_AVAILABLE,
-    MatchResult,
-    TextMatcher,
-)
+from gateway.classify.matcher import GENETIC_PENDING_MAX
+from tests.classify.test_native import scan_cut
 
-SECRET = b"g" * 32
-TODAY = dt.date(2026, 11, 25)
 BUILTIN = DetectorSet.build()
-CORES = (True, False) if NATIVE_AVAILABLE else (False,)
-
-
-def _scan(data: bytes, cuts: Iterable[int], *, native: bool) -> MatchResult:
-    m = TextMatcher(BUILTIN, SECRET, today=TODAY, native=native)
-    m.begin_member("text/plain")
-    at = 0
-    for cut in sorted(set(cuts)):
-        if 0 < cut < len(data):
-            m.text(data[at:cut])
-            at = cut
-    m.text(data[at:])
-    m.end_member()
-    return m.result()
+CORES = (True, False)  # the compiled core and the Python reference
 
 
 def genetic(data: bytes | str, cuts: Iterable[int] = ()) -> tuple[int, int]:
     """(count, distinct) of sensitive.genetic: both cores, whole and cut, must agree."""
     raw = data.encode() if isinstance(data, str) else data
     cuts = list(cuts)
-    results = [_scan(raw, c, native=n) for n in CORES for c in ([], cuts)]
+    results = [
+        scan_cut(BUILTIN, raw, c, native=n, content_type="text/plain")
+        for n in CORES
+        for c in ([], cuts)
+    ]
     assert all(r == results[0] for r in results), results
     stats = results[0].labels.get(L.GENETIC)
     return (stats.count, stats.distinct) if stats else (0, 0)
@@ -562,7 +546,8 @@ def test_every_split_gives_the_same_result(text: str) -> None:
     expected = token_rule(raw)
     for native in CORES:
         for cuts in ([], *([cut] for cut in range(1, len(raw)))):
-            stats = _scan(raw, cuts, native=native).labels.get(L.GENETIC)
+            result = scan_cut(BUILTIN, raw, cuts, native=native, content_type="text/plain")
+            stats = result.labels.get(L.GENETIC)
             assert ((stats.count, stats.distinct) if stats else (0, 0)) == expected, cuts
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -189,17 +190,26 @@ SEPARATORS = [
 ]
 
 
-def _scan(
-    detectors: DetectorSet, data: bytes, cuts: list[int], *, native: bool, **kw: int
+def _pieces(data: bytes, cuts: Iterable[int]) -> list[bytes]:
+    """``data`` cut at ``cuts`` (those inside it; repeats and order do not matter)."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    return [data[i:j] for i, j in itertools.pairwise(bounds)]
+
+
+def scan_cut(
+    detectors: DetectorSet,
+    data: bytes,
+    cuts: Iterable[int],
+    *,
+    native: bool,
+    content_type: str = "text/csv",
+    **kw: int,
 ) -> MatchResult:
+    """``data`` as one member, fed to a new matcher in the pieces between ``cuts``."""
     m = TextMatcher(detectors, SECRET, today=TODAY, native=native, **kw)
-    m.begin_member("text/csv")
-    at = 0
-    for cut in sorted(set(cuts)):
-        if 0 < cut < len(data):
-            m.text(data[at:cut])
-            at = cut
-    m.text(data[at:])
+    m.begin_member(content_type)
+    for piece in _pieces(data, cuts):
+        m.text(piece)
     m.end_member()
     return m.result()
 
@@ -211,30 +221,30 @@ documents = st.lists(
 
 @given(data=documents, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12))
 def test_any_text_and_cuts_give_the_reference_result(data: bytes, cuts: list[int]) -> None:
-    reference = _scan(BUILTIN, data, [], native=False)
-    assert _scan(BUILTIN, data, cuts, native=True) == reference
-    assert _scan(BUILTIN, data, [], native=True) == reference
+    reference = scan_cut(BUILTIN, data, [], native=False)
+    assert scan_cut(BUILTIN, data, cuts, native=True) == reference
+    assert scan_cut(BUILTIN, data, [], native=True) == reference
 
 
 @given(data=documents, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
 def test_custom_detectors_interleave_with_the_native_kinds(data: bytes, cuts: list[int]) -> None:
-    reference = _scan(CUSTOM, data, cuts, native=False)
-    assert _scan(CUSTOM, data, cuts, native=True) == reference
+    reference = scan_cut(CUSTOM, data, cuts, native=False)
+    assert scan_cut(CUSTOM, data, cuts, native=True) == reference
 
 
 @given(data=documents, per_label=st.integers(0, 4), total=st.integers(0, 8))
 def test_distinct_bounds_cap_the_same_values(data: bytes, per_label: int, total: int) -> None:
     kw = {"max_distinct": per_label, "max_distinct_total": total}
-    reference = _scan(BUILTIN, data, [], native=False, **kw)
-    assert _scan(BUILTIN, data, [], native=True, **kw) == reference
+    reference = scan_cut(BUILTIN, data, [], native=False, **kw)
+    assert scan_cut(BUILTIN, data, [], native=True, **kw) == reference
 
 
 def test_bench_pii_data_in_odd_chunks() -> None:
     data = generate("pii", 2 * 1024 * 1024, seed=5)
-    reference = _scan(BUILTIN, data, list(range(0, len(data), 1 << 20)), native=False)
+    reference = scan_cut(BUILTIN, data, list(range(0, len(data), 1 << 20)), native=False)
     assert reference.subjects > 1000
     odd = list(range(0, len(data), 77_777)) + list(range(5, len(data), TAIL_BYTES + 3))
-    assert _scan(BUILTIN, data, odd, native=True) == reference
+    assert scan_cut(BUILTIN, data, odd, native=True) == reference
 
 
 def test_hits_beyond_the_tail_use_the_chunk_as_their_window() -> None:
@@ -243,7 +253,8 @@ def test_hits_beyond_the_tail_use_the_chunk_as_their_window() -> None:
     data = filler + b" 13812345678 " + b"y" * 10 + b" 13912345678 \n" + filler + b"a@b.co\n"
     for cut in (0, 1, len(filler) - 3, len(filler) + 5, len(filler) + 30):
         cuts = [cut, cut + TAIL_BYTES - 5]
-        assert _scan(BUILTIN, data, cuts, native=True) == _scan(BUILTIN, data, cuts, native=False)
+        reference = scan_cut(BUILTIN, data, cuts, native=False)
+        assert scan_cut(BUILTIN, data, cuts, native=True) == reference
 
 
 @given(
@@ -439,11 +450,6 @@ def _genetic_runs_agree(pieces: list[bytes], base: int = 0) -> list[int]:
     return found
 
 
-def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
-    return [data[i:j] for i, j in itertools.pairwise(bounds)]
-
-
 def _bases(parts: list[tuple[int, bytes]]) -> bytes:
     return b"".join(
         b"ACGTNacgtn"[i % 10 : i % 10 + 1] * n + brk for i, (n, brk) in enumerate(parts)
@@ -495,7 +501,7 @@ def test_native_runs_of_bases_match_the_reference(data: bytes, cuts: list[int], 
 @given(data=bases_and_breaks, cuts=st.lists(st.integers(0, 3000), max_size=8))
 def test_runs_of_bases_across_cuts_give_the_reference_result(data: bytes, cuts: list[int]) -> None:
     text = b"seq: " + data * 3 + b"\n"
-    assert _scan(BUILTIN, text, cuts, native=True) == _scan(BUILTIN, text, [], native=False)
+    assert scan_cut(BUILTIN, text, cuts, native=True) == scan_cut(BUILTIN, text, [], native=False)
 
 
 def test_runs_of_bases_at_every_edge_length() -> None:
@@ -605,7 +611,7 @@ def test_native_folding_matches_the_reference(pieces: list[str], cut: int, raw: 
 
 def test_text_may_arrive_as_any_bytes_like_object() -> None:
     data = b"tel 13812345678, a@b.co\n"
-    expected = _scan(BUILTIN, data, [], native=False)
+    expected = scan_cut(BUILTIN, data, [], native=False)
     for piece in (bytearray(data), memoryview(data)):
         m = TextMatcher(BUILTIN, SECRET, today=TODAY, native=True)
         m.begin_member("text/csv")

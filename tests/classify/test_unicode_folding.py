@@ -11,12 +11,15 @@ are seen exactly as before.
 
 from __future__ import annotations
 
+import io
 import random
 import sys
 import threading
 import unicodedata
+import zipfile
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -24,10 +27,9 @@ from hypothesis import strategies as st
 
 from gateway.classify import charset as cs
 from gateway.classify.detectors import CustomDetector, DetectorSet
-from gateway.classify.engine import Scanner
-from gateway.classify.formats.base import BytesAccess
 from gateway.classify.formats.testing import label_counts, scan_bytes
-from gateway.classify.testing import bank_card, cn_mobile, hkid, resident_id
+from gateway.classify.testing import bank_card, cn_mobile, hkid, resident_id, scan_chunks
+from tests.classify.test_charset import normalise
 
 DETECTORS = DetectorSet.build()
 
@@ -102,14 +104,9 @@ def scan(text: str, chunk: int = 0, detectors: DetectorSet = DETECTORS) -> dict[
 
 
 def scan_pieces(data: bytes, cuts: list[int]) -> dict[str, int]:
-    """Scan ``data`` fed in the pieces between ``cuts`` (any byte offsets)."""
-    with Scanner(DETECTORS, secret=b"k" * 32) as scanner:
-        start = 0
-        for cut in sorted(cuts):
-            scanner.feed(data[start:cut])
-            start = cut
-        scanner.feed(data[start:])
-        return label_counts(scanner.finish(BytesAccess(data)))
+    """Scan ``data`` fed in the pieces between ``cuts`` (any byte offsets, empty pieces too)."""
+    bounds = [0, *sorted(cuts), len(data)]
+    return label_counts(scan_chunks(DETECTORS, [data[a:b] for a, b in pairwise(bounds)]))
 
 
 def planted(kind: str, seed: int = 13) -> tuple[str, str]:
@@ -378,33 +375,21 @@ def test_fold_matches_the_character_by_character_reference(parts: list[bytes]) -
 def test_normaliser_is_chunk_invariant_inside_any_character(text: str, cuts: list[int]) -> None:
     data = text.encode()
     expected = reference(data)
-    assert normalise(data, [c for c in cuts if c <= len(data)]) == expected
-
-
-def normalise(data: bytes, cuts: list[int], charset: str = cs.UTF8) -> bytes:
-    normaliser = cs.Normaliser(charset)
-    out = []
-    start = 0
-    for cut in sorted(cuts):
-        out.append(normaliser.feed(data[start:cut]))
-        start = cut
-    out.append(normaliser.feed(data[start:]))
-    out.append(normaliser.flush())
-    return b"".join(out)
+    assert normalise(data, cs.UTF8, [c for c in cuts if c <= len(data)]) == expected
 
 
 def test_every_cut_of_two_three_and_four_byte_characters() -> None:
     data = "x\u00ad1\u200b2\U0001d7d1\U000e0020\u0664ё中\u3000\uff15".encode()
     expected = "x1234ё中 5".encode()
     for cut in range(len(data) + 1):
-        assert normalise(data, [cut]) == expected, cut
-    assert normalise(data, list(range(len(data)))) == expected
+        assert normalise(data, cs.UTF8, [cut]) == expected, cut
+    assert normalise(data, cs.UTF8, list(range(len(data)))) == expected
 
 
 def test_a_cut_character_at_member_end_passes_through() -> None:
     for tail in (b"\xc2", b"\xe2\x80", b"\xf0\x9d\x9f"):
-        assert normalise(b"ab" + tail, [2]) == b"ab" + tail
-        assert normalise(b"ab" + tail, []) == b"ab" + tail
+        assert normalise(b"ab" + tail, cs.UTF8, [2]) == b"ab" + tail
+        assert normalise(b"ab" + tail, cs.UTF8) == b"ab" + tail
 
 
 @pytest.mark.parametrize(
@@ -416,7 +401,7 @@ def test_transcoded_text_is_folded_too(codec: str, charset: str) -> None:
     data = text.encode(codec)
     expected = "电话:138" + "12345678,身份证 12"
     for cut in range(0, len(data) + 1, 3):
-        assert normalise(data, [cut], charset) == expected.encode(), cut
+        assert normalise(data, charset, [cut]) == expected.encode(), cut
 
 
 def test_large_and_dense_input_across_windows() -> None:
@@ -431,7 +416,7 @@ def test_large_and_dense_input_across_windows() -> None:
         assert len(data) > window
         assert cs.fold(data) == cs.fold_py(data)
         for cut in (window - 1, window + 1, len(data) // 2):
-            assert normalise(data, [cut]) == cs.fold_py(data)
+            assert normalise(data, cs.UTF8, [cut]) == cs.fold_py(data)
 
 
 def test_text_with_nothing_to_fold_passes_as_the_same_object() -> None:
@@ -457,3 +442,18 @@ def test_threads_fold_at_once() -> None:
     for index, folded in results.items():
         assert folded == [expected[index]] * 5
     assert len(results) == len(texts)
+
+
+_ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+@pytest.mark.parametrize(
+    "spell", [lambda x: "\u200b".join(x), lambda x: x.translate(_ARABIC_INDIC)]
+)
+def test_archive_member_names_are_folded_like_text(spell: Callable[[str], str]) -> None:
+    """A zip member named after a person's ID is read as a name, folded like any text."""
+    ident = resident_id(random.Random(21))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"scan {spell(ident)}.txt", b"clean")
+    assert label_counts(scan_bytes(DETECTORS, archive.getvalue())).get("pii.cn_resident_id") == 1

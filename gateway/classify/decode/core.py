@@ -221,7 +221,7 @@ class Context:
         except UnicodeDecodeError:
             text = raw.decode("gb18030", "replace")
         self.sink.begin_member(NAME_TYPE)
-        self.sink.text(cs.fold_fullwidth(text.encode()))
+        self.sink.text(cs.fold(text.encode()))
         self.sink.end_member()
 
     def member_done(self, info: ContentInfo, size: int, *, names_container: bool = False) -> None:
