@@ -8,7 +8,8 @@ person's identifier except by chance, as with any random valid number.
 **Encoders.** The encodings text travels in, as a sender's tools write them,
 for checking that a detector still finds its values through them (the
 classifier decodes them: ``gateway.classify.decode.transforms``). Each takes
-text (or bytes) and returns the encoded form; they stack, innermost first::
+text (or bytes) and returns the encoded form; they stack, innermost first
+(:data:`ENCODINGS` names each, as text to text)::
 
     body = json_document(base64_lines(form_urlencode(text).encode()))
 
@@ -39,9 +40,10 @@ import html.entities
 import json
 import random
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from gateway.classify import validators as V
+from gateway.classify.decode.core import ScanLimits
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.classify.formats.base import BytesAccess
@@ -170,6 +172,25 @@ def hex_encode(data: bytes) -> str:
     return binascii.hexlify(data).decode()
 
 
+#: Every encoder above by name, as text in and encoded text out (the bytes
+#: encoders take the text's UTF-8), for stacking them: the encodings a sender's
+#: tools write, innermost applied first.
+ENCODINGS: Final[dict[str, Callable[[str], str]]] = {
+    "json-escape-all": json_escape_all,
+    "json-document": json_document,
+    "json-escaped-document": json_escaped_document,
+    "html-decimal": html_decimal_refs,
+    "html-hex": html_hex_refs,
+    "html-named": html_named_refs,
+    "form-urlencoded": form_urlencode,
+    "base64": lambda text: base64.b64encode(text.encode()).decode(),
+    "base64-mime": lambda text: base64_lines(text.encode(), 76),
+    "base64-pem": lambda text: base64_lines(text.encode(), 64),
+    "base64-url": lambda text: base64_url(text.encode()),
+    "hex": lambda text: hex_encode(text.encode()),
+}
+
+
 # --------------------------------------------------------------------------- chunking
 
 T = TypeVar("T")
@@ -185,10 +206,13 @@ def chunked(data: bytes, rng: random.Random, max_chunks: int = 16) -> list[bytes
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
-def scan_chunks(detectors: DetectorSet, chunks: list[bytes]) -> ScanSummary:
-    """Scan ``chunks`` as one input, fed one by one as the egress feeds them, then
-    finished with random access to the whole (a footer-indexed format is read)."""
-    with Scanner(detectors, secret=b"k" * 32) as scanner:
+def scan_chunks(
+    detectors: DetectorSet, chunks: list[bytes], limits: ScanLimits | None = None
+) -> ScanSummary:
+    """Scan ``chunks`` as one input (under ``limits``, the defaults when None), fed one by
+    one as the egress feeds them, then finished with random access to the whole (a
+    footer-indexed format is read)."""
+    with Scanner(detectors, b"k" * 32, limits or ScanLimits()) as scanner:
         for chunk in chunks:
             scanner.feed(chunk)
         return scanner.finish(BytesAccess(b"".join(chunks)))

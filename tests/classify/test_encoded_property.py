@@ -11,48 +11,15 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.classify import DetectorSet
 from gateway.classify.formats.testing import label_counts
-from gateway.classify.testing import (
-    bank_card,
-    base64_lines,
-    base64_url,
-    cn_mobile,
-    form_urlencode,
-    hex_encode,
-    hkid,
-    html_decimal_refs,
-    html_hex_refs,
-    html_named_refs,
-    json_document,
-    json_escape_all,
-    json_escaped_document,
-    resident_id,
-    scan_chunks,
-)
+from gateway.classify.testing import ENCODINGS, bank_card, cn_mobile, hkid, resident_id, scan_chunks
 
 DETECTORS = DetectorSet.build()
-
-#: The encodings, as a sender's tools write them (innermost applied first).
-ENCODINGS: dict[str, Callable[[str], str]] = {
-    "json-escape-all": json_escape_all,
-    "json-document": json_document,
-    "json-escaped-document": json_escaped_document,
-    "html-decimal": html_decimal_refs,
-    "html-hex": html_hex_refs,
-    "html-named": html_named_refs,
-    "form-urlencoded": form_urlencode,
-    "base64": lambda text: base64_lines(text.encode(), 1 << 30).strip(),
-    "base64-mime": lambda text: base64_lines(text.encode(), 76),
-    "base64-pem": lambda text: base64_lines(text.encode(), 64),
-    "base64-url": lambda text: base64_url(text.encode()),
-    "hex": lambda text: hex_encode(text.encode()),
-}
 
 WORDS = ("patient", "visit", "record", "note", "the", "clinic", "seen", "on", "Monday", "病人")
 
@@ -85,6 +52,13 @@ def planted_text(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
+def encode(text: str, stack: list[str]) -> bytes:
+    """``text`` through the encodings of ``stack``, innermost first."""
+    for name in stack:
+        text = ENCODINGS[name](text)
+    return text.encode()
+
+
 def scan(chunks: list[bytes]) -> dict[str, int]:
     return label_counts(scan_chunks(DETECTORS, chunks))
 
@@ -108,10 +82,7 @@ def test_identifiers_are_found_through_any_stack_of_encodings(
     text: str, stack: list[str], points: list[int]
 ) -> None:
     expected = scan([text.encode()])
-    encoded = text
-    for name in stack:
-        encoded = ENCODINGS[name](encoded)
-    data = encoded.encode()
+    data = encode(text, stack)
     assert scan(cut(data, points)) == expected, stack
 
 
@@ -121,8 +92,5 @@ def test_identifiers_are_found_through_any_stack_of_encodings(
     stack=st.lists(st.sampled_from(sorted(ENCODINGS)), min_size=1, max_size=2),
 )
 def test_one_byte_chunks_find_the_same(text: str, stack: list[str]) -> None:
-    encoded = text
-    for name in stack:
-        encoded = ENCODINGS[name](encoded)
-    data = encoded.encode()
+    data = encode(text, stack)
     assert scan([data[i : i + 1] for i in range(len(data))]) == scan([data])

@@ -15,6 +15,9 @@ The package, one purpose per module:
   shares;
 * :mod:`.sniffer`: what each stream is, decided on its first bytes;
 * :mod:`.text`: text members and their media type (CSV, FASTA, VCF …);
+* :mod:`.transforms`: the encodings text travels in (JSON escapes, character
+  references, percent-encoding decoded in place; base64 and hex runs as
+  nested members), between the text members and the sink;
 * :mod:`.genomic`: the organism and assembly a text SAM/VCF/FASTA member's
   headers name (``ContentInfo.attributes``);
 * :mod:`.layers`, :mod:`.compress`, :mod:`.archives`: the container layers

@@ -103,9 +103,9 @@ def _delimited(lines: list[bytes], delimiter: str) -> bool:
     return len(widths) == 1 and widths.pop() > 1
 
 
-def _markup_or_form(text: bytes, complete: bool) -> str | None:
-    """HTML, XML, SVG or a form body, from the first bytes; None for anything else."""
-    head = text.lstrip(b" \t\r\n")
+def _markup_or_form(text: bytes, head: bytes, complete: bool) -> str | None:
+    """HTML, XML, SVG or a form body, from the first bytes (``head``: without the white
+    space before them); None for anything else."""
     if head[:1] == b"<":
         if _HTML_START.match(head):
             return TEXT_HTML
@@ -157,9 +157,10 @@ def sniff_text_type(text: bytes, complete: bool) -> str:
         and lines[2].startswith(b"+")
     ):
         return TEXT_FASTQ
-    if text.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
+    head = text.lstrip(b" \t\r\n")
+    if head[:1] in (b"{", b"["):
         return APPLICATION_JSON
-    markup = _markup_or_form(text, complete)
+    markup = _markup_or_form(text, head, complete)
     if markup is not None:
         return markup
     if lines:

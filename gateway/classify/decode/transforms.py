@@ -101,6 +101,7 @@ import html
 import html.entities
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any, Final
 
 import hyperscan
@@ -110,6 +111,7 @@ from gateway.classify.decode.archives import archive, is_tar
 from gateway.classify.decode.compress import compression
 from gateway.classify.decode.core import NAME_TYPE, SNIFF_BYTES, Context, TextSink, human
 from gateway.classify.decode.encrypted import ENCRYPTED_FORMATS
+from gateway.classify.decode.readers import RANDOM_BUFFER_STEP_BYTES
 from gateway.classify.decode.text import (
     APPLICATION_FORM,
     APPLICATION_JSON,
@@ -175,10 +177,11 @@ HEAD_BYTES: Final = SNIFF_BYTES
 #: run and the runs are decoded: bounds deferral memory per member for a
 #: JSON Lines file with a base64 field in every record.
 DEFER_FLUSH_BYTES: Final = 1 << 20
-#: Deferred bytes are reserved from the decoder budget in steps of this size,
-#: once a member holds more than :data:`DEFER_FREE_BYTES` of them (up to one
-#: sniff prefix a member holds unreserved, as a sniffer holds its prefix).
-DEFER_STEP_BYTES: Final = 1 << 20
+#: Deferred bytes are reserved from the decoder budget in the steps a buffered
+#: random-access member reserves in, once a member holds more than
+#: :data:`DEFER_FREE_BYTES` of them (up to one sniff prefix a member holds
+#: unreserved, as a sniffer holds its prefix).
+DEFER_STEP_BYTES: Final = RANDOM_BUFFER_STEP_BYTES
 DEFER_FREE_BYTES: Final = SNIFF_BYTES
 #: Decoded bytes below which a run that is not UTF-8 text is only looked at
 #: for a compression or archive magic, not asked of the format registry:
@@ -223,14 +226,7 @@ _JSON_SIMPLE_CHARS: Final[dict[str, str]] = {
     "t": "\t",
 }
 _JSON_SIMPLE: Final[dict[bytes, bytes]] = {
-    b'\\"': b'"',
-    b"\\\\": b"\\",
-    b"\\/": b"/",
-    b"\\b": b"\b",
-    b"\\f": b"\f",
-    b"\\n": b"\n",
-    b"\\r": b"\r",
-    b"\\t": b"\t",
+    b"\\" + key.encode(): char.encode() for key, char in _JSON_SIMPLE_CHARS.items()
 }
 _JSON_MARK_ALL: Final = re.compile(rb'\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4})')
 _JSON_MARK_U: Final = re.compile(rb"\\u[0-9A-Fa-f]{4}")
@@ -240,9 +236,14 @@ _JSON_MARK_U: Final = re.compile(rb"\\u[0-9A-Fa-f]{4}")
 _WEAK_JSON: Final = "json-escapes (weak)"
 _WEAK_REFS: Final = "char-refs (weak)"
 
-_REF: Final = re.compile(
-    rb"&(?:#(?:[xX][0-9A-Fa-f]{1,%d}|[0-9]{1,%d})|[A-Za-z][A-Za-z0-9]{0,%d});?"
-    % (CHAR_REF_DIGITS, CHAR_REF_DIGITS, CHAR_REF_NAME - 1)
+#: A character reference, split out of the text: group 1 holds the digits of a
+#: decimal one with its semicolon (``&#24352;``: how exporters write non-ASCII
+#: text; decoded through a cache keyed by them), group 2 any other reference
+#: after its ``&``. (The pattern starts with its literal ``&``, which the regex
+#: engine searches for three times as fast as a group.)
+_REF_SPLIT: Final = re.compile(
+    rb"&(?:#([0-9]{1,%d});|((?:#(?:[xX][0-9A-Fa-f]{1,%d}|[0-9]{1,%d})|[A-Za-z][A-Za-z0-9]{0,%d});?))"
+    % (CHAR_REF_DIGITS, CHAR_REF_DIGITS, CHAR_REF_DIGITS, CHAR_REF_NAME - 1)
 )
 _REF_MARK: Final = re.compile(
     rb"&(?:#(?:[0-9]|[xX][0-9A-Fa-f])|([A-Za-z][A-Za-z0-9]{0,%d});)" % (CHAR_REF_NAME - 1)
@@ -269,7 +270,8 @@ _REF_FOLD: Final = str.maketrans(
     }
 )
 
-_PCT_RUN: Final = re.compile(rb"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
+#: A run of percent escapes, split out of the text without its first ``%``.
+_PCT_SPLIT: Final = re.compile(rb"%([0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*)")
 #: A percent escape of a byte that may be decoded: not a C0 control other
 #: than tab, LF and CR, not DEL. ``15%110101…`` keeps its ``%11``, so a raw
 #: identifier after a literal percent sign is never eaten.
@@ -354,6 +356,49 @@ def _json_cut(buf: bytes) -> int:
 _BACKSLASH_WALK: Final = 64
 #: ``\\uD8`` … ``\\uDB``: the start of a high surrogate's escape (lower-cased).
 _HIGH_SURROGATES: Final = frozenset(f"\\ud{x}".encode() for x in "89ab")
+#: The lead byte of each in-place transform's markers and the most bytes a
+#: marker spans (``\\uXXXX``; ``&#x`` + digits + ``;``; ``%XX``): where the
+#: watch and the stages hold back at a chunk boundary.
+_REF_HOLD: Final = (b"&", CHAR_REF_BYTES + 1)
+_PCT_HOLD: Final = (b"%", 3)
+_HOLDS: Final = (_REF_HOLD, (b"\\", 6), _PCT_HOLD)
+#: A marker search finds each lead with ``bytes.find`` and tries the pattern
+#: there (about 0.5 us a lead), up to one lead per this many bytes of the text
+#: searched (and 16 more); past that it lets the pattern search the rest (a
+#: regex scan, about 0.4 ms/MB). Stray ``&``, ``%`` or ``\\`` (``R&D``,
+#: ``12.5%``, ``C:\\Users``) in clean text thus cost a memchr pass, not a regex
+#: scan of every chunk; text dense with them costs one regex scan.
+_BYTES_PER_LEAD_TRIED: Final = 4096
+
+
+def _hold_back(buf: bytes, lead: bytes, span: int) -> int:
+    """Where ``buf`` may be cut without splitting a marker of up to ``span`` bytes that
+    starts with ``lead``: before the first ``lead`` in its last ``span - 1`` bytes."""
+    at = buf.find(lead, max(0, len(buf) - span + 1))
+    return len(buf) if at < 0 else at
+
+
+def _marks(
+    pattern: re.Pattern[bytes], lead: bytes, buf: bytes, lo: int, hi: int
+) -> Iterator[re.Match[bytes]]:
+    """The matches of ``pattern`` (whose matches start with ``lead``) that start in
+    ``buf[lo:hi]``, in order and not overlapping, as ``pattern.finditer`` gives them."""
+    at = buf.find(lead, lo, hi)
+    tries = 16 + (hi - lo) // _BYTES_PER_LEAD_TRIED
+    while at >= 0:
+        if not tries:
+            for mark in pattern.finditer(buf, at):
+                if mark.start() >= hi:
+                    return
+                yield mark
+            return
+        tries -= 1
+        found = pattern.match(buf, at)
+        if found is None:
+            at = buf.find(lead, at + 1, hi)
+        else:
+            yield found
+            at = buf.find(lead, found.end(), hi)
 
 
 class _Stage:
@@ -365,6 +410,9 @@ class _Stage:
     """
 
     name = ""
+    #: The lead byte of the stage's markers and the most bytes one spans (the
+    #: hold-back of :meth:`_cut`, which the JSON stage replaces).
+    hold: tuple[bytes, int]
     __slots__ = ("_carry", "_normaliser", "_pipe")
 
     def __init__(self, pipe: _Pipeline) -> None:
@@ -387,7 +435,7 @@ class _Stage:
         return out
 
     def _cut(self, buf: bytes) -> int:
-        raise NotImplementedError
+        return _hold_back(buf, *self.hold)
 
     def _decode(self, region: bytes) -> bytes:
         raise NotImplementedError
@@ -421,6 +469,7 @@ class _RefStage(_Stage):
     """HTML/XML character references, decimal, hex and named (HTML5), as a browser decodes them."""
 
     name = CHAR_REFS
+    hold = _REF_HOLD
     __slots__ = ("_cache", "_overlong")
 
     def __init__(self, pipe: _Pipeline) -> None:
@@ -428,27 +477,48 @@ class _RefStage(_Stage):
         self._cache: dict[bytes, bytes] = {}
         self._overlong = False
 
-    def _cut(self, buf: bytes) -> int:
-        at = buf.find(b"&", max(0, len(buf) - CHAR_REF_BYTES))
-        return len(buf) if at < 0 else at
-
     def _decode(self, region: bytes) -> bytes:
         if b"&" not in region:
             return region
-        out = _REF.sub(self._ref, region)
+        # Text, decimal digits, other reference, text, …: a loop over the references
+        # (a regex callback per reference costs four times as much).
+        pieces: list[bytes | None] = _REF_SPLIT.split(region)
+        if len(pieces) == 1:
+            return region
+        cache = self._cache
+        for i in range(1, len(pieces), 3):
+            digits = pieces[i]
+            if digits is not None:
+                cached = cache.get(digits)
+                pieces[i] = cached if cached is not None else self._decimal(digits)
+            else:
+                pieces[i] = self._other(pieces, i)
+            pieces[i + 1] = b""
         if self._overlong:
             self._overlong = False
             self._pipe.refuse(f"{CHAR_REFS}: character reference over {CHAR_REF_DIGITS} digits")
+        return b"".join(pieces)  # type: ignore[arg-type]  # every None replaced above
+
+    def _decimal(self, digits: bytes) -> bytes:
+        """A decimal reference with its semicolon, by its digits (cached under them)."""
+        out = self._one(b"&#" + digits + b";")
+        self._cache[digits] = out
         return out
 
-    def _ref(self, match: re.Match[bytes]) -> bytes:
-        found = match.group()
-        end = match.end()
+    def _other(self, pieces: list[bytes | None], i: int) -> bytes:
+        """The reference ``pieces[i + 1]`` (any but a decimal one with its semicolon,
+        without its ``&``); ``pieces[i + 2]``, the text after it, tells whether a
+        numeric one without its semicolon was cut short."""
+        found = b"&" + (pieces[i + 1] or b"")
         if found[1:2] == b"#" and not found.endswith(b";"):
-            following = match.string[end : end + 1]
+            following = (pieces[i + 2] or b"")[:1]
             if following and following in (_HEX_DIGITS if found[2:3] in b"xX" else _DIGITS):
                 self._overlong = True  # more digits than we decode: a browser would
                 return found
+        return self._one(found)
+
+    def _one(self, found: bytes) -> bytes:
+        """One reference (as the text wrote it) decoded as HTML5 does, folded."""
         cached = self._cache.get(found)
         if cached is None:
             text = html.unescape(found.decode("ascii")).translate(_REF_FOLD)
@@ -469,29 +539,32 @@ class _PercentStage(_Stage):
     """
 
     name = PERCENT
+    hold = _PCT_HOLD
     __slots__ = ("_form",)
 
     def __init__(self, pipe: _Pipeline, form: bool) -> None:
         super().__init__(pipe)
         self._form = form
 
-    def _cut(self, buf: bytes) -> int:
-        at = buf.find(b"%", max(0, len(buf) - 2))
-        return len(buf) if at < 0 else at
-
     def _decode(self, region: bytes) -> bytes:
         if self._form and b"+" in region:
             region = region.replace(b"+", b" ")
-        return _PCT_RUN.sub(_pct_run, region) if b"%" in region else region
+        if b"%" not in region:
+            return region
+        pieces = _PCT_SPLIT.split(region)  # text, a run of escapes, text, …
+        for i in range(1, len(pieces), 2):
+            pieces[i] = _pct_run(pieces[i])
+        return b"".join(pieces)
 
 
-def _pct_run(match: re.Match[bytes]) -> bytes:
-    """A run of percent escapes as its bytes; escapes of control bytes stay as they are."""
-    found = match.group()
-    raw = binascii.unhexlify(found.replace(b"%", b""))
+def _pct_run(run: bytes) -> bytes:
+    """A run of percent escapes (without its first ``%``) as its bytes; escapes of
+    control bytes stay as they are."""
+    raw = binascii.unhexlify(run.replace(b"%", b""))
     if not raw.translate(None, _NOT_CONTROLS):
         return raw
     get = _PCT_BYTES.get
+    found = b"%" + run
     return b"".join([get(found[i + 1 : i + 3], found[i : i + 3]) for i in range(0, len(found), 3)])
 
 
@@ -761,8 +834,7 @@ class _Runs:
         # The stream borrows the callback and the database (hyperscan 0.9.1):
         # this object and the module keep both alive while it is open.
         self._on_match = on_match
-        database = _run_database()
-        self._scratch = pipe.owner.scratch(database)
+        self._scratch = pipe.owner.scratch()
         self._stream: Any = None
         self._open_stream(0)
 
@@ -1080,8 +1152,9 @@ class _Runs:
         if run.verdict == _PENDING and len(run.out) >= SNIFF_BYTES:
             self._decide(run, complete=False)
 
-    def _release(self, run: _Run) -> None:
-        """Drop a run's bytes and give back the memory no longer needed."""
+    def release(self, run: _Run) -> None:
+        """Drop a run's bytes (a deferred one once decoded) and give back the memory no
+        longer needed."""
         self._buffered -= len(run.out)
         run.out = bytearray()
         keep = _reservation(self._buffered)
@@ -1092,7 +1165,7 @@ class _Runs:
     def _refuse(self, run: _Run, reason: str) -> None:
         run.verdict = _REFUSED
         self._pipe.refuse(reason)
-        self._release(run)
+        self.release(run)
         self._on = True  # encoded content: every run of the member is searched
 
     def _decide(self, run: _Run, complete: bool) -> None:
@@ -1106,7 +1179,7 @@ class _Runs:
             verdict = _DROP if armored else _ACCEPT
         if verdict == _DROP:
             run.verdict = _DROP
-            self._release(run)
+            self.release(run)
         else:
             run.verdict = _ACCEPT
             self._accepted += 1
@@ -1130,8 +1203,8 @@ class _Runs:
         if not run.kind:
             self._short_run(run)
         elif run.verdict not in (_DROP, _REFUSED):
-            if run.kind == BASE64 and len(run.carry) >= 2:
-                self._bytes(binascii.a2b_base64(run.carry.translate(_URLSAFE) + b"=="))
+            if run.kind == BASE64:
+                self._bytes(_decode_chars(run.carry, BASE64))  # its last partial quantum
             run.carry = b""
             if run.verdict == _PENDING:
                 self._decide(run, complete=True)
@@ -1156,13 +1229,7 @@ class _Runs:
             return
         kinds = (HEX, BASE64) if not chars.translate(None, _HEX_DIGITS) else (BASE64,)
         for kind in kinds:
-            if kind == HEX:
-                out = binascii.unhexlify(chars[: len(chars) - len(chars) % 2])
-            else:
-                whole = len(chars) - len(chars) % 4
-                out = binascii.a2b_base64(chars[:whole].translate(_URLSAFE))
-                if len(chars) - whole >= 2:
-                    out += binascii.a2b_base64(chars[whole:].translate(_URLSAFE) + b"==")
+            out = _decode_chars(chars, kind)
             if kind == HEX and len(kinds) == 2:
                 dropped = _verdict(out, True) == _DROP
                 if dropped or (run.digits and not _numeric_text(out)):
@@ -1179,10 +1246,6 @@ class _Runs:
         """The accepted runs to decode now (release each with :meth:`release`)."""
         runs, self._deferred, self._deferred_bytes = self._deferred, [], 0
         return runs
-
-    def release(self, run: _Run) -> None:
-        """Give back a deferred run's memory once it was decoded."""
-        self._release(run)
 
     def drop(self) -> None:
         """Give back everything (an abandoned decode)."""
@@ -1211,11 +1274,23 @@ def _noise(chars: bytes) -> bool:
     if not chars.translate(None, _HEX_DASH):
         if b"-" in chars:
             return True  # a UUID or a dashed hex id: base64 would hold other letters
-        if _maybe_something(binascii.unhexlify(chars[: len(chars) - len(chars) % 2])):
+        if _maybe_something(_decode_chars(chars, HEX)):
             return False
+    return not _maybe_something(_decode_chars(chars, BASE64))
+
+
+def _decode_chars(chars: bytes, kind: str) -> bytes:
+    """What a whole short run (or a run's last characters) decodes to as ``kind``: hex in
+    whole pairs; base64 (or base64url) with its last partial quantum, as unpadded base64
+    ends. :func:`_noise` decodes exactly what :meth:`_Runs._short_run` will, so that it
+    never drops a run the full verdict accepts."""
+    if kind == HEX:
+        return binascii.unhexlify(chars[: len(chars) - len(chars) % 2])
     whole = len(chars) - len(chars) % 4
-    out = binascii.a2b_base64(chars[:whole].translate(_URLSAFE))
-    return not _maybe_something(out)
+    out = binascii.a2b_base64(chars[:whole].translate(_URLSAFE)) if whole else b""
+    if len(chars) - whole >= 2:
+        out += binascii.a2b_base64(chars[whole:].translate(_URLSAFE) + b"==")
+    return out
 
 
 def _maybe_something(out: bytes) -> bool:
@@ -1267,7 +1342,6 @@ class _Pipeline:
         "_held",
         "_json",
         "_runs",
-        "_stage_kinds",
         "_url",
         "content_type",
         "ctx",
@@ -1287,10 +1361,9 @@ class _Pipeline:
         self.suspended = False
         self._held = b""
         self._json = content_type == APPLICATION_JSON
-        form = content_type == APPLICATION_FORM
-        self._url = form  # percent escapes count (a form: from its start; else after a "=")
+        # Percent escapes count (a form: from its start; else after a "=").
+        self._url = content_type == APPLICATION_FORM
         self._blocked: set[str] = set()  # transforms refused here (too deep)
-        self._stage_kinds: set[str] = set()  # transforms with a stage in the chain
         self._runs: _Runs | None = None
 
     # -- text in -------------------------------------------------------------
@@ -1364,13 +1437,7 @@ class _Pipeline:
 
     def _cut(self, buf: bytes) -> int:
         """Hold back from the first byte that may start a marker the boundary cut."""
-        n = len(buf)
-        cut = n
-        for lead, longest in ((b"&", CHAR_REF_BYTES + 1), (b"\\", 6), (b"%", 3)):
-            at = buf.find(lead, max(0, n - longest + 1))
-            if 0 <= at < cut:
-                cut = at
-        return cut
+        return min(_hold_back(buf, lead, span) for lead, span in _HOLDS)
 
     def _find(self, buf: bytes, lo: int, hi: int, pct_from: int) -> tuple[int, str, bool] | None:
         """The first real marker starting in ``buf[lo:hi]``, its transform, and whether it
@@ -1380,11 +1447,11 @@ class _Pipeline:
         """
         best: tuple[int, str, bool] | None = None
         blocked = self._blocked
-        names = self._stage_kinds
-        if JSON_ESCAPES not in blocked and buf.find(b"\\", lo, hi) >= 0:
-            marks = _JSON_MARK_U if _WEAK_JSON in blocked else _JSON_MARK_ALL
-            mark = marks.search(buf, lo)
-            if mark is not None and mark.start() < hi:
+        names = self.stage_names()
+        if JSON_ESCAPES not in blocked:
+            pattern = _JSON_MARK_U if _WEAK_JSON in blocked else _JSON_MARK_ALL
+            mark = next(_marks(pattern, b"\\", buf, lo, hi), None)
+            if mark is not None:
                 # The stage starts at the first of the backslashes before the escape,
                 # so that it pairs them as a JSON parser does.
                 at = mark.start()
@@ -1394,13 +1461,11 @@ class _Pipeline:
                     at -= 1
                 best = (at, JSON_ESCAPES, strong)
         end = hi if best is None else best[0]
-        if CHAR_REFS not in blocked and buf.find(b"&", lo, end) >= 0:
+        if CHAR_REFS not in blocked:
             nested = CHAR_REFS in names
             numeric_only = _WEAK_REFS in blocked
-            for mark in _REF_MARK.finditer(buf, lo):
+            for mark in _marks(_REF_MARK, b"&", buf, lo, end):
                 at = mark.start()
-                if at >= end:
-                    break
                 name = mark.group(1)
                 if name is None:
                     # Numeric. Decoded text may hold one the stage before left as it
@@ -1415,11 +1480,9 @@ class _Pipeline:
                     best, end = (at, CHAR_REFS, not nested), at
                     break
         if PERCENT not in blocked:
-            start = max(lo, pct_from)
-            if start < end and buf.find(b"%", start, end) >= 0:
-                mark = _PCT_MARK.search(buf, start, end + 3)
-                if mark is not None and mark.start() < end:
-                    best = (mark.start(), PERCENT, True)
+            mark = next(_marks(_PCT_MARK, b"%", buf, max(lo, pct_from), end), None)
+            if mark is not None:
+                best = (mark.start(), PERCENT, True)
         return best
 
     def _add(self, kind: str, strong: bool) -> _Stage | None:
@@ -1446,7 +1509,6 @@ class _Pipeline:
         else:
             stage = _PercentStage(self, self.content_type == APPLICATION_FORM)
         self.stages.append(stage)
-        self._stage_kinds.add(kind)
         return stage
 
     # -- text out ------------------------------------------------------------
@@ -1510,7 +1572,7 @@ class Transforms:
             ``ContentInfo.layers``.
     """
 
-    __slots__ = ("_origins", "_scratches", "_stack", "ctx", "inner", "last_stages")
+    __slots__ = ("_origins", "_scratch", "_stack", "ctx", "inner", "last_stages")
 
     def __init__(self, inner: TextSink) -> None:
         self.inner = inner
@@ -1518,18 +1580,18 @@ class Transforms:
         self.last_stages: tuple[str, ...] = ()
         self._stack: list[_Pipeline] = []
         self._origins: list[tuple[str, ...]] = []
-        self._scratches: dict[int, Any] = {}
+        self._scratch: Any = None
 
     def bind(self, ctx: Context) -> None:
         """The decoder's context (which holds this sink)."""
         self.ctx = ctx
 
-    def scratch(self, database: Any) -> Any:
-        """This decode's Hyperscan scratch for ``database`` (one decode runs on one thread)."""
-        scratch = self._scratches.get(id(database))
-        if scratch is None:
-            scratch = self._scratches[id(database)] = hyperscan.Scratch(database)
-        return scratch
+    def scratch(self) -> Any:
+        """This decode's Hyperscan scratch for the run database (one decode runs on one
+        thread)."""
+        if self._scratch is None:
+            self._scratch = hyperscan.Scratch(_run_database())
+        return self._scratch
 
     # -- TextSink ------------------------------------------------------------
 
