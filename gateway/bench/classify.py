@@ -21,6 +21,23 @@ Three kinds of data (SPEC §9, issue 2), generated deterministically from a seed
     one record of :data:`JSON_ID_EVERY`. It measures the text transforms on
     the path they exist for: every string escape decoded, every run of 16
     base64 characters (the UUIDs) looked at. No SPEC target; reported.
+``html``
+    an HTML export of a visits table, as a CMS or an office suite's "save as
+    HTML" writes it for an ASCII page: every Chinese character a decimal
+    character reference (``&#24352;``), ``&nbsp;`` and ``&amp;`` in the
+    cells, an identifier in one row of :data:`JSON_ID_EVERY`. It measures the
+    character-reference transform on every cell. No target; reported.
+``form``
+    a request log of form posts: a line per request, its body
+    ``application/x-www-form-urlencoded`` as browsers encode it (UTF-8 as
+    ``%XX`` triples, spaces as ``+``), an identifier in one request of
+    :data:`JSON_ID_EVERY`. It measures the percent-encoding transform. No
+    target; reported.
+``base64``
+    JSON records carrying a base64 attachment each, as APIs embed files:
+    alternately a small CSV of readings (an identifier in one of
+    :data:`JSON_ID_EVERY`) and a PNG thumbnail (binary: decoded and dropped).
+    It measures base64 runs decoded as nested members. No target; reported.
 
 "Classifier" is the :class:`~gateway.classify.matcher.TextMatcher` fed the
 text (Hyperscan, validation, counting, keyed hashing); "whole path" is
@@ -33,7 +50,8 @@ that only records each hit, as the matcher's does. It is the ceiling for the
 classifier in Python; the gap between it and the classifier is the per-hit
 Python work (handlers, validation, counting).
 
-Research files (``parquet``, ``pdf``, ``dicom``; issue 12) are measured by
+Research files (``parquet``, ``pdf``, ``dicom``; issue 12) and form uploads
+(``multipart``; issue 13) are measured by
 :mod:`gateway.bench.formats` in MB/s of file bytes, in a table of their own
 after the text kinds (``--kinds`` picks which run).
 """
@@ -41,13 +59,17 @@ after the text kinds (``--kinds`` picks which run).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
 import random
+import struct
 import sys
 import time
+import urllib.parse
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -73,16 +95,20 @@ MAX_CHUNK_BYTES: Final = 64 << 20
 #: People in the PII-dense data set; recurring, as in a visit or transaction log.
 PII_POPULATION: Final = 20_000
 
-#: One record in this many of the ``json`` kind holds an identifier.
+#: One record in this many of the ``json``, ``html``, ``form`` and ``base64``
+#: kinds holds an identifier.
 JSON_ID_EVERY: Final = 20
 
 #: SPEC §9 and issue 2 targets, MB/s: (classifier alone, whole scan path). The
-#: ``json`` kind has none (issue 13 asks for its figure): 0 is always met.
+#: encoded-text kinds have none (issue 13 asks for their figures): 0 is always met.
 TARGETS: Final[dict[str, tuple[float, float]]] = {
     "prose": (1000.0, 600.0),
     "numeric": (300.0, 250.0),
     "pii": (150.0, 120.0),
     "json": (0.0, 0.0),
+    "html": (0.0, 0.0),
+    "form": (0.0, 0.0),
+    "base64": (0.0, 0.0),
 }
 
 #: Default data size per kind (MB): large enough to dwarf per-scan set-up.
@@ -91,9 +117,9 @@ DEFAULT_SIZE_MB: Final = 64
 #: The file kinds, measured by :mod:`gateway.bench.formats` (imported only when
 #: one runs: it loads pyarrow, pydicom and PDFium, ~100 MB that ``gateway
 #: bench proxy``'s memory measurement must not carry).
-FILE_KINDS: Final = ("parquet", "pdf", "dicom")
+FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart")
 #: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
-TEXT_KINDS: Final = ("prose", "numeric", "pii", "json")
+TEXT_KINDS: Final = ("prose", "numeric", "pii", "json", "html", "form", "base64")
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
@@ -245,17 +271,137 @@ def _json_api(rng: random.Random, size: int) -> bytes:
     return ("[" + ",".join(parts) + "]").encode()[:size]
 
 
+def _name(rng: random.Random) -> str:
+    return rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(2))
+
+
+def _stamp(rng: random.Random) -> str:
+    return (
+        f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+    )
+
+
+def _char_refs(text: str) -> str:
+    """``text`` for an ASCII HTML page: every non-ASCII character a decimal reference."""
+    return "".join(c if c < "\x80" else f"&#{ord(c)};" for c in text)
+
+
+def _html_export(rng: random.Random, size: int) -> bytes:
+    """An HTML table of visits as an exporter writes an ASCII page (non-ASCII as ``&#N;``)."""
+    people = _population(rng.getrandbits(32))
+    parts = [
+        '<!DOCTYPE html>\n<html><head><meta charset="us-ascii"><title>Visits</title></head>\n'
+        "<body><table>\n<tr><th>No.</th><th>Name</th><th>Department</th><th>Updated</th>"
+        "<th>Note</th><th>Contact</th></tr>\n"
+    ]
+    total = len(parts[0])
+    n = 0
+    while total < size:
+        n += 1
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 10))]
+        note = " ".join(words).replace(" and ", " &amp; ", 1)
+        contact = rng.choice(people)[n % 2] if n % JSON_ID_EVERY == 0 else "&nbsp;"
+        row = (
+            f"<tr><td>{n}</td><td>{_char_refs(_name(rng))}</td>"
+            f"<td>{_char_refs(rng.choice(_DEPARTMENTS))}</td><td>{_stamp(rng)}</td>"
+            f"<td>{note}&nbsp;{_char_refs(rng.choice(_CJK))}</td><td>{contact}</td></tr>\n"
+        )
+        parts.append(row)
+        total += len(row)
+    parts.append("</table></body></html>\n")
+    return "".join(parts).encode()[:size]
+
+
+def _form_log(rng: random.Random, size: int) -> bytes:
+    """A request log of form posts, each body URL-encoded as a browser encodes it."""
+    people = _population(rng.getrandbits(32))
+    parts: list[str] = []
+    total = 0
+    n = 0
+    while total < size:
+        n += 1
+        fields = {
+            "name": _name(rng),
+            "department": rng.choice(_DEPARTMENTS),
+            "site": rng.choice(("Futian", "Lok Ma Chau", "Sha Tin")),
+            "note": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12))),
+            "visit": _stamp(rng),
+        }
+        if n % JSON_ID_EVERY == 0:
+            fields["contact"] = rng.choice(people)[n % 2]
+        body = urllib.parse.urlencode(fields)  # UTF-8 as %XX, spaces as +
+        line = (
+            f"{_stamp(rng)} 10.8.{rng.randint(0, 255)}.{rng.randint(1, 254)} POST /visits {body}\n"
+        )
+        parts.append(line)
+        total += len(line)
+    return "".join(parts).encode()[:size]
+
+
+def _png(rng: random.Random, width: int = 32, height: int = 24) -> bytes:
+    """A small RGB PNG thumbnail (a gradient with noise), as an image library writes one."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00" + bytes(min(255, 4 * x + rng.randrange(48)) for x in range(width * 3))
+        for _ in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _base64_attachments(rng: random.Random, size: int) -> bytes:
+    """JSON records each carrying a base64 attachment: a small CSV or a PNG thumbnail."""
+    people = _population(rng.getrandbits(32))
+    thumbnails = [base64.b64encode(_png(rng)).decode() for _ in range(16)]
+    parts: list[str] = []
+    total = 1
+    n = 0
+    while total < size:
+        n += 1
+        if n % 2:
+            rows = [
+                f"{n}-{i},{_stamp(rng)},{rng.uniform(-20, 40):.3f},{rng.random():.5f}\n"
+                for i in range(rng.randint(10, 30))
+            ]
+            if n % JSON_ID_EVERY == 1:
+                rows.append(f"contact,{rng.choice(people)[n % 2]}\n")
+            name, media = f"readings-{n}.csv", "text/csv"
+            data = base64.b64encode(("sample,time,temp_c,absorbance\n" + "".join(rows)).encode())
+            attachment = data.decode()
+        else:
+            name, media, attachment = f"thumb-{n}.png", "image/png", rng.choice(thumbnails)
+        text = json.dumps(
+            {"id": n, "updated": _stamp(rng), "file": name, "type": media, "data": attachment}
+        )
+        parts.append(text)
+        total += len(text) + 1
+    return ("[" + ",".join(parts) + "]").encode()[:size]
+
+
 #: Data generators by kind.
 GENERATORS: Final[dict[str, Callable[[random.Random, int], bytes]]] = {
     "prose": _prose,
     "numeric": _numeric,
     "pii": _pii,
     "json": _json_api,
+    "html": _html_export,
+    "form": _form_log,
+    "base64": _base64_attachments,
 }
 
 
 def generate(kind: str, size: int, seed: int = 2) -> bytes:
-    """``size`` bytes of generated data of ``kind`` (``prose``, ``numeric``, ``pii``, ``json``)."""
+    """``size`` bytes of generated data of ``kind`` (one of :data:`TEXT_KINDS`)."""
     return GENERATORS[kind](random.Random(f"{seed}:{kind}"), size)
 
 
@@ -264,7 +410,7 @@ class KindResult:
     """Best-of-N throughput for one kind of data.
 
     Attributes:
-        kind: ``prose``, ``numeric``, ``pii`` or ``json``.
+        kind: one of :data:`TEXT_KINDS`.
         size: bytes per run.
         classifier_mbps: best classifier-alone MB/s (1 MB = 10^6 bytes).
         classifier_runs: every classifier run's MB/s (spread on a shared machine).
@@ -479,11 +625,12 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = bench_subparsers.add_parser(
         "classify",
         help="classifier and whole scan path MB/s on generated text and research files",
-        description="Generates clean prose, numeric-heavy scientific CSV, PII-dense CSV and "
-        "JSON API output with escaped strings, and prints MB/s for the classifier alone and "
-        "the whole scan path; then a Parquet "
-        "table, a PDF report and a DICOM series, read as the egress reads them, in MB/s of "
-        "file bytes (SPEC §9, issue 12).",
+        description="Generates clean prose, numeric-heavy scientific CSV, PII-dense CSV, "
+        "JSON API output with escaped strings, an HTML export with character references, a "
+        "log of URL-encoded form posts and JSON with base64 attachments, and prints MB/s for "
+        "the classifier alone and the whole scan path; then a Parquet table, a PDF report, a "
+        "DICOM series and a multipart form upload, read as the egress reads them, in MB/s of "
+        "file bytes (SPEC §9, issues 12 and 13).",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(

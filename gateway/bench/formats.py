@@ -1,6 +1,6 @@
-"""Research files for ``gateway bench classify``: Parquet, PDF and DICOM (issue 12).
+"""Files for ``gateway bench classify``: Parquet, PDF, DICOM (issue 12), form uploads (issue 13).
 
-Three kinds of file, generated deterministically from a seed by the field's
+Four kinds of file, generated deterministically from a seed by the field's
 own writers (pyarrow, pydicom) or, for PDF, by a small writer of the file
 format here (fpdf2 is a development dependency only):
 
@@ -15,6 +15,11 @@ format here (fpdf2 is a development dependency only):
 ``dicom``
     one CT series as a tar of instances (512 x 512 16-bit pixels each), every
     instance naming its patient (name, Resident ID, birth date, phone).
+``multipart``
+    a ``multipart/form-data`` upload body as ``curl -F`` writes it: a few form
+    fields, then CSV files of lab readings (one reading in
+    :data:`MULTIPART_PHONE_EVERY` names its reviewer's mobile number) and a
+    JSON manifest, each a part with its own headers, read part by part.
 
 Each file goes the way the egress reads it: fed to the
 :class:`~gateway.classify.engine.Scanner` in chunks (SHA-256, sniffing), then
@@ -27,6 +32,7 @@ only counts the text (no matcher): what reading and rendering cost alone.
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tarfile
@@ -53,10 +59,13 @@ from gateway.classify.testing import cn_mobile, resident_id
 from gateway.server.spool import SpoolInfo, SpoolWriter
 from gateway.server.spool_view import SpoolView
 
-#: The file kinds, in report order.
-
 #: MB/s of file bytes through the whole scan path (SPEC §9; None: no target).
-TARGETS: Final[dict[str, float | None]] = {"parquet": 150.0, "pdf": None, "dicom": None}
+TARGETS: Final[dict[str, float | None]] = {
+    "parquet": 150.0,
+    "pdf": None,
+    "dicom": None,
+    "multipart": None,
+}
 
 #: Rows per Parquet row group and per generation step: pyarrow's default
 #: row group (1 Mi rows), which is what data tools write.
@@ -72,6 +81,11 @@ PDF_FIGURE: Final = (96, 72)
 
 #: DICOM: pixels per instance (a CT slice, 16 bits).
 DICOM_PIXELS: Final = (512, 512)
+
+#: Multipart: bytes per CSV file part, and one reading in this many names a
+#: reviewer's mobile number.
+MULTIPART_FILE_BYTES: Final = 256 * 1024
+MULTIPART_PHONE_EVERY: Final = 500
 
 _MB: Final = 1_000_000
 
@@ -286,16 +300,73 @@ def dicom_file(size: int, seed: int = 2) -> bytes:
     return out.getvalue()
 
 
+# -- multipart -----------------------------------------------------------------
+
+
+def _form_part(boundary: bytes, headers: list[str], body: bytes) -> bytes:
+    head = "".join(f"{header}\r\n" for header in headers).encode()
+    return b"--" + boundary + b"\r\n" + head + b"\r\n" + body + b"\r\n"
+
+
+def _readings(rng: random.Random, size: int, reviewers: list[str]) -> bytes:
+    lines = ["sample_id,collected,plate,well,absorbance,concentration,reads,reviewer\n"]
+    total = len(lines[0])
+    n = 0
+    while total < size:
+        n += 1
+        reviewer = rng.choice(reviewers) if n % MULTIPART_PHONE_EVERY == 0 else ""
+        line = (
+            f"SMP-{rng.randint(0, 9_999_999):07d},2025-{rng.randint(1, 12):02d}-"
+            f"{rng.randint(1, 28):02d},{rng.randint(1, 400):03d},"
+            f"{'ABCDEFGH'[n % 8]}{n % 12 + 1:02d},{rng.random():.4f},"
+            f"{rng.uniform(0, 1e-3):.3e},{rng.randint(1, 999_999)},{reviewer}\n"
+        )
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()
+
+
+def multipart_file(size: int, seed: int = 2) -> bytes:
+    """About ``size`` bytes of a ``multipart/form-data`` upload (RFC 7578) as ``curl -F``
+    writes it: form fields, CSV file parts and a JSON manifest."""
+    rng = random.Random(f"{seed}:multipart")
+    boundary = b"------------------------%016x" % rng.getrandbits(64)
+    reviewers = [f"Dr Li {n} {cn_mobile(rng)}" for n in range(8)]
+    out = bytearray()
+    for name, value in (("project", "HT-2025-017"), ("site", "Lok Ma Chau"), ("batch", "B07")):
+        out += _form_part(
+            boundary, [f'Content-Disposition: form-data; name="{name}"'], value.encode()
+        )
+    files: list[str] = []
+    while len(out) < size:
+        name = f"plate-{len(files) + 1:03d}.csv"
+        files.append(name)
+        body = _readings(rng, min(MULTIPART_FILE_BYTES, max(1, size - len(out))), reviewers)
+        headers = [
+            f'Content-Disposition: form-data; name="files"; filename="{name}"',
+            "Content-Type: text/csv",
+        ]
+        out += _form_part(boundary, headers, body)
+    manifest = json.dumps({"files": files, "instrument": "plate reader 450/620 nm"}).encode()
+    headers = [
+        'Content-Disposition: form-data; name="manifest"; filename="manifest.json"',
+        "Content-Type: application/json",
+    ]
+    out += _form_part(boundary, headers, manifest)
+    return bytes(out + b"--" + boundary + b"--\r\n")
+
+
 #: File generators by kind: ``(size in bytes, seed) -> file bytes``.
 GENERATORS: Final[dict[str, Callable[[int, int], bytes]]] = {
     "parquet": parquet_file,
     "pdf": pdf_file,
     "dicom": dicom_file,
+    "multipart": multipart_file,
 }
 
 
 def generate(kind: str, size: int, seed: int = 2) -> bytes:
-    """About ``size`` bytes of a generated file of ``kind`` (``parquet``, ``pdf``, ``dicom``)."""
+    """About ``size`` bytes of a generated file of ``kind`` (one of ``FILE_KINDS``)."""
     return GENERATORS[kind](size, seed)
 
 
@@ -307,7 +378,7 @@ class FileResult:
     """Best-of-N throughput for one kind of file (MB = 10^6 bytes of the file).
 
     Attributes:
-        kind: ``parquet``, ``pdf`` or ``dicom``.
+        kind: one of ``FILE_KINDS``.
         size: bytes of the file.
         content_type: what the scan reported the file to be.
         scan_mbps: best whole-path MB/s (Scanner fed the file, then finished
