@@ -1697,9 +1697,204 @@ static PyObject *mod_fold_fullwidth(PyObject *Py_UNUSED(module), PyObject *arg) 
     return out;
 }
 
+/* ---- the whole fold (charset.fold): a table of code points ------------------------ */
+
+/* The table charset.py derives from unicodedata (charset.folding_table), handed
+ * over once by fold_setup: for each code point that changes, sorted, the UTF-8
+ * it becomes ("" to drop it). fold() is one pass: ASCII skipped eight bytes at
+ * a time; a character whose lead byte starts no entry (most CJK ideographs)
+ * skipped once its continuation bytes are checked; every other character
+ * decoded strictly as Python's UTF-8 decoder does (bytes that are not UTF-8
+ * pass through unchanged, as surrogateescape round-trips them) and looked up
+ * by its code point in an index (2 bytes per code point, calloc'ed: only the
+ * pages holding entries are ever touched). */
+static uint16_t *fold_index = NULL; /* code point -> entry + 1 (0: unchanged) */
+static uint32_t *fold_offs = NULL;  /* entries + 1 offsets into fold_blob */
+static char *fold_blob = NULL;
+static uint8_t fold_lead[256];      /* 1: some entry's UTF-8 starts with this byte */
+static Py_ssize_t fold_growth = 0;  /* the most bytes an entry adds to its character */
+
+/* The code point of the UTF-8 character at p and its length, or 0 when the bytes
+ * there are not one (RFC 3629: no overlong forms, no surrogates, none past U+10FFFF). */
+static int utf8_char(const uint8_t *p, const uint8_t *end, uint32_t *cp) {
+    uint8_t b0 = p[0];
+    Py_ssize_t left = end - p;
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+        if (left < 2 || (p[1] & 0xC0) != 0x80) return 0;
+        *cp = ((uint32_t)(b0 & 0x1F) << 6) | (p[1] & 0x3F);
+        return 2;
+    }
+    if (b0 >= 0xE0 && b0 <= 0xEF) {
+        if (left < 3 || (p[2] & 0xC0) != 0x80) return 0;
+        uint8_t lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
+        if (p[1] < lo || p[1] > hi) return 0;
+        *cp = ((uint32_t)(b0 & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3F);
+        return 3;
+    }
+    if (b0 >= 0xF0 && b0 <= 0xF4) {
+        if (left < 4 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        uint8_t lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
+        if (p[1] < lo || p[1] > hi) return 0;
+        *cp = ((uint32_t)(b0 & 0x07) << 18) | ((uint32_t)(p[1] & 0x3F) << 12) |
+              ((uint32_t)(p[2] & 0x3F) << 6) | (p[3] & 0x3F);
+        return 4;
+    }
+    return 0;
+}
+
+/* The next character at or after p that the table changes (its length in *n, its
+ * entry in *at), or end. */
+static const uint8_t *next_folded(const uint8_t *p, const uint8_t *end, int *n, uint32_t *at) {
+    uint32_t cp;
+    while (p < end) {
+        while (end - p >= 8) { /* ASCII, eight bytes at a time */
+            uint64_t w;
+            memcpy(&w, p, 8);
+            uint64_t high = w & 0x8080808080808080ULL;
+            if (high) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                p += __builtin_ctzll(high) >> 3; /* to the first byte that is not ASCII */
+#endif
+                break;
+            }
+            p += 8;
+        }
+        uint8_t b0 = *p;
+        if (b0 < 0x80) {
+            p++;
+            continue;
+        }
+        /* E1-EC and EE-EF leads have no constraint on their second byte: a character
+         * under a lead that starts no entry only needs its continuation bytes checked. */
+        if (!fold_lead[b0] && ((b0 >= 0xE1 && b0 <= 0xEC) || b0 >= 0xEE) && b0 <= 0xEF) {
+            if (end - p >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+                p += 3;
+                continue;
+            }
+        }
+        int len = utf8_char(p, end, &cp);
+        if (len == 0) {
+            p++; /* not UTF-8: this byte passes through, the next may start a character */
+            continue;
+        }
+        uint16_t entry = fold_index[cp];
+        if (entry) {
+            *n = len;
+            *at = (uint32_t)entry - 1;
+            return p;
+        }
+        p += len;
+    }
+    return end;
+}
+
+static PyObject *mod_fold(PyObject *Py_UNUSED(module), PyObject *arg) {
+    /* fold(data) -> bytes: the same object when nothing changes. */
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "fold(data: bytes)");
+        return NULL;
+    }
+    if (fold_index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fold: fold_setup was not called");
+        return NULL;
+    }
+    const uint8_t *start = (const uint8_t *)PyBytes_AS_STRING(arg);
+    const uint8_t *end = start + PyBytes_GET_SIZE(arg);
+    int n;
+    uint32_t at;
+    const uint8_t *p = next_folded(start, end, &n, &at);
+    if (p == end) return Py_NewRef(arg);
+    /* Every changed character is two bytes or more: the output fits in this much
+     * (a replacement may be longer than its character, U+2177 -> "viii"). */
+    Py_ssize_t size = end - start, cap = size + (size / 2) * fold_growth;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, cap);
+    if (out == NULL) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    memcpy(o, start, (size_t)(p - start));
+    o += p - start;
+    while (p < end) {
+        uint32_t len = fold_offs[at + 1] - fold_offs[at];
+        memcpy(o, fold_blob + fold_offs[at], len);
+        o += len;
+        p += n;
+        const uint8_t *next = next_folded(p, end, &n, &at);
+        memcpy(o, p, (size_t)(next - p));
+        o += next - p;
+        p = next;
+    }
+    if (_PyBytes_Resize(&out, (Py_ssize_t)(o - (uint8_t *)PyBytes_AS_STRING(out))) < 0) return NULL;
+    return out;
+}
+
+static PyObject *mod_fold_setup(PyObject *Py_UNUSED(module), PyObject *args) {
+    /* fold_setup(code_points, offsets, blob): the table, as native-endian uint32 arrays
+     * (code points sorted; offsets one more than them, into blob). */
+    Py_buffer cps, offs, blob;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &cps, &offs, &blob)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = cps.len / 4;
+    uint16_t *new_index = NULL;
+    uint32_t *new_offs = NULL;
+    char *new_blob = NULL;
+    uint8_t new_lead[256] = {0};
+    Py_ssize_t growth = 0;
+    if (cps.len % 4 || offs.len != (n + 1) * 4 || n >= 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "fold_setup: offsets must be one more than code points");
+        goto done;
+    }
+    new_index = PyMem_RawCalloc(0x110000, sizeof(uint16_t));
+    new_offs = PyMem_RawMalloc((size_t)(n + 1) * 4);
+    new_blob = PyMem_RawMalloc((size_t)(blob.len ? blob.len : 1));
+    if (new_index == NULL || new_offs == NULL || new_blob == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(new_offs, offs.buf, (size_t)(n + 1) * 4);
+    memcpy(new_blob, blob.buf, (size_t)blob.len);
+    const uint32_t *points = cps.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t cp;
+        memcpy(&cp, points + i, 4);
+        if (cp < 0x80 || cp >= 0x110000 || (cp >= 0xD800 && cp < 0xE000) || new_index[cp] ||
+            new_offs[i] > new_offs[i + 1] || new_offs[i + 1] > (uint32_t)blob.len) {
+            PyErr_SetString(PyExc_ValueError, "fold_setup: a code point repeated or out of range");
+            goto done;
+        }
+        new_index[cp] = (uint16_t)(i + 1);
+        int width = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+        new_lead[cp < 0x800 ? 0xC0 | (cp >> 6) : cp < 0x10000 ? 0xE0 | (cp >> 12) : 0xF0 | (cp >> 18)] = 1;
+        Py_ssize_t grows = (Py_ssize_t)(new_offs[i + 1] - new_offs[i]) - width;
+        if (grows > growth) growth = grows;
+    }
+    PyMem_RawFree(fold_index);
+    PyMem_RawFree(fold_offs);
+    PyMem_RawFree(fold_blob);
+    fold_index = new_index;
+    fold_offs = new_offs;
+    fold_blob = new_blob;
+    memcpy(fold_lead, new_lead, sizeof(fold_lead));
+    fold_growth = growth;
+    new_index = NULL;
+    new_offs = NULL;
+    new_blob = NULL;
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_RawFree(new_index);
+    PyMem_RawFree(new_offs);
+    PyMem_RawFree(new_blob);
+    PyBuffer_Release(&cps);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&blob);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"fold_fullwidth", (PyCFunction)mod_fold_fullwidth, METH_O,
      "fold_fullwidth(data) -> bytes: full-width ASCII and U+3000 folded (NFKC), as charset.fold_fullwidth."},
+    {"fold", (PyCFunction)mod_fold, METH_O,
+     "fold(data) -> bytes: complete UTF-8 normalised by the table fold_setup gave, as charset.fold."},
+    {"fold_setup", mod_fold_setup, METH_VARARGS,
+     "fold_setup(code_points, offsets, blob): the fold table (from charset.folding_table)."},
     {"genetic_runs", (PyCFunction)(void (*)(void))mod_genetic_runs, METH_FASTCALL,
      "genetic_runs(data, offset, tail, state, pid, hits) -> state: the token rule's hits for runs of bases."},
     {"genetic_setup", mod_genetic_setup, METH_VARARGS,

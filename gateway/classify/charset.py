@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import codecs
 import functools
+import itertools
 import re
+import struct
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
@@ -43,10 +45,13 @@ from typing import Final
 import hyperscan
 
 _fold_native: Callable[[bytes], bytes] | None
+_fold_all_native: Callable[[bytes], bytes] | None
 try:
+    from gateway.classify._native import fold as _fold_all_native
     from gateway.classify._native import fold_fullwidth as _fold_native
+    from gateway.classify._native import fold_setup as _fold_setup_native
 except ImportError:  # pragma: no cover - a source tree whose extension was not built
-    _fold_native = None
+    _fold_native = _fold_all_native = None
 
 UTF8: Final = "utf-8"
 UTF16LE: Final = "utf-16le"
@@ -261,13 +266,15 @@ _ALTERNATED_LEADS: Final = (0xE2, 0xE3)
 #: matches, so a hit's start is its end minus its id.
 _HIT_LENGTH_BITS: Final = 3
 _HIT_LENGTH_MASK: Final = (1 << _HIT_LENGTH_BITS) - 1
-#: Bytes scanned per Hyperscan call. Bounds the hit list (at most one hit per
-#: two bytes: 128 Ki ints) and the pieces joined per window whatever the chunk
-#: size (``gateway scan --chunk-size`` goes to 64 MiB). Each hit costs ~0.5 µs
-#: of Python (callback, slice): text with a folded character every 250 bytes
-#: folds at ~150-250 MB/s, every 10 bytes (Arabic-Indic numerals, Persian
-#: ZWNJ, hostile input) at ~6-10 MB/s. Decoding and ``str.translate`` was no
-#: faster at any density (4-25 MB/s), so there is one way.
+#: Bytes scanned per Hyperscan call where the compiled core is not built (it
+#: folds in one pass of its own: :func:`fold`). Bounds the hit list (at most
+#: one hit per two bytes: 128 Ki ints) and the pieces joined per window
+#: whatever the chunk size (``gateway scan --chunk-size`` goes to 64 MiB). Each
+#: hit costs ~0.5 µs of Python (callback, slice): text with a folded character
+#: every 250 bytes folds at ~150-250 MB/s, every 10 bytes (Arabic-Indic
+#: numerals, Persian ZWNJ, hostile input) at ~3-10 MB/s; the core folds such
+#: text at ~250 MB/s. Decoding and ``str.translate`` was no faster at any
+#: density (4-25 MB/s).
 _FOLD_WINDOW_BYTES: Final = 256 << 10
 
 
@@ -452,24 +459,46 @@ class _Scratches(threading.local):
 _SCRATCHES: Final = _Scratches()
 
 
+@functools.cache
+def _native_fold_ready() -> None:
+    """Hand :func:`folding_table` to the compiled core (once, before its first fold)."""
+    assert _fold_all_native is not None
+    table = _folding().table
+    points = sorted(table)
+    replacements = [table[cp].encode() for cp in points]
+    offsets = list(itertools.accumulate(map(len, replacements), initial=0))
+    _fold_setup_native(
+        struct.pack(f"={len(points)}I", *points),
+        struct.pack(f"={len(offsets)}I", *offsets),
+        b"".join(replacements),
+    )
+
+
 def fold(data: bytes) -> bytes:
     """Complete UTF-8 ``data`` normalised for matching (the same object when nothing changes).
 
-    Full-width ASCII and U+3000 are folded (:func:`fold_fullwidth`); format
+    Full-width ASCII and U+3000 are folded (as :func:`fold_fullwidth`); format
     characters are dropped; every decimal digit and every compatibility form
     NFKC spells in ASCII is folded (:func:`folding_table`). Positions in the
     normalised text only serve the matcher (precedence, hotword windows,
     counting) and are never reported, so dropping a character or widening one
     (``⑴`` -> ``(1)``) is safe; a hotword window is measured in the text as it
     reads. Bytes that are not valid UTF-8 pass through unchanged.
-    :func:`fold_py` is the reference.
+
+    The compiled core folds in one pass over the table (ASCII skipped eight
+    bytes at a time, every other character decoded and looked up in a bitmap:
+    ~0.1 ms/MB on mixed prose, and dense folded text such as Arabic-Indic
+    numerals no slower than any other CJK-dense text). Without it a Hyperscan
+    scan finds the characters to replace (~0.5 ms/MB, and ~0.5 µs of Python
+    per character replaced). :func:`fold_py` is the reference for both.
     """
     # All-ASCII text has nothing to fold: one pass that stops at the first
-    # non-ASCII byte, ~15 GB/s on 4 MB chunks (two memchr for the EF and E3
-    # leads ran at ~25 GB/s but no longer cover what is folded, which starts
-    # with any of 21 lead bytes).
+    # non-ASCII byte, ~15 GB/s on 4 MB chunks.
     if data.isascii():
         return data
+    if _fold_all_native is not None:
+        _native_fold_ready()
+        return _fold_all_native(data)
     native = _FW_LEAD in data
     if native:
         data = fold_fullwidth(data)

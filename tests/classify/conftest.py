@@ -20,4 +20,5 @@ def matcher_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     else:
         monkeypatch.setattr(matcher, "_native", None)
         monkeypatch.setattr(charset, "_fold_native", None)
+        monkeypatch.setattr(charset, "_fold_all_native", None)
     return request.param

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+import struct
 from collections.abc import Iterable
 
 import pytest
@@ -618,3 +619,22 @@ def test_text_may_arrive_as_any_bytes_like_object() -> None:
         m.text(piece)  # type: ignore[arg-type]
         m.end_member()
         assert m.result() == expected
+
+
+def test_fold_setup_rejects_a_bad_table_and_keeps_the_one_it_had() -> None:
+    # The table crosses from charset.py once; a malformed one is refused whole.
+    charset.fold("\u200b".encode())  # the real table is in place
+    point = struct.pack("=I", 0x200B)
+    for points, offsets, blob in [
+        (point, struct.pack("=I", 0), b""),  # offsets not one more than points
+        (struct.pack("=I", 0x41), struct.pack("=2I", 0, 1), b"A"),  # ASCII
+        (struct.pack("=I", 0xD800), struct.pack("=2I", 0, 0), b""),  # a surrogate
+        (struct.pack("=I", 0x110000), struct.pack("=2I", 0, 0), b""),  # past Unicode
+        (point * 2, struct.pack("=3I", 0, 0, 0), b""),  # repeated
+        (point, struct.pack("=2I", 0, 5), b"ab"),  # past the blob
+    ]:
+        with pytest.raises(ValueError, match="fold_setup"):
+            _native.fold_setup(points, offsets, blob)
+    assert charset.fold("1\u200b2\u0663".encode()) == b"123"
+    with pytest.raises(TypeError):
+        _native.fold("text")  # type: ignore[arg-type]

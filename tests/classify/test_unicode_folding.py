@@ -419,6 +419,79 @@ def test_large_and_dense_input_across_windows() -> None:
             assert normalise(data, cs.UTF8, [cut]) == cs.fold_py(data)
 
 
+def fold_without_core(data: bytes) -> bytes:
+    """:func:`cs.fold` as it runs where the compiled core is not built (Hyperscan)."""
+    saved = cs._fold_all_native
+    cs._fold_all_native = None
+    try:
+        return cs.fold(data)
+    finally:
+        cs._fold_all_native = saved
+
+
+def test_every_entry_of_the_table_folds_between_neighbours() -> None:
+    # Each entry once, between ASCII, CJK and a lone continuation byte, so that
+    # every code point's lookup (the compiled core's index) is exercised.
+    table = cs.folding_table()
+    for cp, replacement in table.items():
+        data = f"a{chr(cp)}中{chr(cp)}".encode() + b"\x80"
+        expected = f"a{replacement}中{replacement}".encode() + b"\x80"
+        assert cs.fold(data) == expected == fold_without_core(data), hex(cp)
+
+
+#: Byte strings that are not UTF-8 next to folded characters: overlong forms,
+#: encoded surrogates, past U+10FFFF, lone continuation and lead bytes, and
+#: folded characters cut short.
+NOT_UTF8 = [
+    b"\xc0\x80",
+    b"\xc1\xbf",
+    b"\xe0\x80\x80",
+    b"\xe0\x9f\xbf",
+    b"\xe0\x82\xad",  # U+00AD (dropped when it is UTF-8) in an overlong form
+    b"\xf0\x82\x80\x8b",  # U+200B likewise
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xf0\x80\x80\x80",
+    b"\xf0\x8f\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80",
+    b"\xff",
+    b"\xbf",
+    b"\xe2\x80",
+    b"\xef\xbc",
+    b"\xf0\x9d\x9f",
+]
+
+
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.sampled_from(PIECES).map(str.encode),
+            st.sampled_from(NOT_UTF8),
+            st.binary(max_size=6),
+            st.sampled_from(sorted(cs.folding_table())).map(lambda cp: chr(cp).encode()),
+        ),
+        max_size=40,
+    )
+)
+def test_fold_of_any_bytes_matches_the_reference(parts: list[bytes]) -> None:
+    # Any bytes: characters decode strictly as Python's UTF-8 decoder does, and
+    # what is not UTF-8 passes through unchanged (never swallowing a folded
+    # character after it).
+    data = b"".join(parts)
+    assert cs.fold(data) == cs.fold_py(data) == fold_without_core(data)
+
+
+def test_expanding_replacements_fit() -> None:
+    # A replacement may be longer than its character (U+2177 SMALL ROMAN NUMERAL
+    # EIGHT is "viii"): dense text of the longest ones, at every length.
+    table = cs.folding_table()
+    longest = sorted(table, key=lambda cp: len(chr(cp).encode()) - len(table[cp].encode()))[:8]
+    for count in range(1, 40):
+        text = "".join(chr(longest[i % len(longest)]) for i in range(count))
+        assert cs.fold(text.encode()) == "".join(table[ord(c)] for c in text).encode()
+
+
 def test_text_with_nothing_to_fold_passes_as_the_same_object() -> None:
     for data in (b"plain ascii " * 1000, "姓名张三身份证号码。".encode() * 100):
         assert cs.fold(data) is data
