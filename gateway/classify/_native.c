@@ -1759,6 +1759,7 @@ static const uint8_t *next_folded(const uint8_t *p, const uint8_t *end, int *n, 
             }
             p += 8;
         }
+        if (p == end) break;
         uint8_t b0 = *p;
         if (b0 < 0x80) {
             p++;
