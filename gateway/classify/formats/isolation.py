@@ -36,6 +36,7 @@ Where ``fork`` or descriptor passing does not exist the reader runs inline.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import faulthandler
 import fcntl
@@ -89,6 +90,10 @@ _READ_REQUEST: Final = struct.Struct("<QQ")
 #: :data:`_TEXT_PIECE` characters (4 bytes each at most in UTF-8).
 _MAX_FRAME: Final = 16 << 20
 _TEXT_PIECE: Final = 1 << 20
+#: Reports a reader process may have queued for its sender thread: the reader
+#: renders the next batch while the gateway scans the last one (one batch's
+#: text and then some; past it the reader waits for the gateway).
+_SEND_QUEUE_BYTES: Final = 32 << 20
 #: Pipe buffer asked for (Linux's default is 64 KiB; 1 MiB is the default
 #: most an unprivileged process may set, /proc/sys/fs/pipe-max-size): one
 #: Arrow read or one batch's text crosses in a few system calls.
@@ -433,7 +438,7 @@ class _ChildChannel:
     """The reader process's view: a :class:`RandomAccess` and an :class:`Extract` over pipes."""
 
     def __init__(self, events: int, requests: int, data: int, size: int) -> None:
-        self._events = os.fdopen(events, "wb", buffering=1 << 16)
+        self._sender = _Sender(events)
         self._requests = requests
         self._data = data
         self._size = size
@@ -442,9 +447,8 @@ class _ChildChannel:
         self._readahead = _WINDOW
         self._next_id = 0
         # A reader may read on one thread while it reports on another (the
-        # Parquet reader decodes the next batch ahead): a report is written
-        # whole, and a read's request and answer are one exchange.
-        self._send_lock = threading.Lock()
+        # Parquet reader decodes the next batch ahead): a read's request and
+        # answer are one exchange.
         self._read_lock = threading.Lock()
 
     @property
@@ -452,13 +456,11 @@ class _ChildChannel:
         return self._size
 
     def send(self, kind: bytes, payload: bytes) -> None:
-        with self._send_lock:
-            self._events.write(_FRAME.pack(kind, len(payload)))
-            self._events.write(payload)
+        self._sender.send(kind, payload)
 
     def flush(self) -> None:
-        with self._send_lock:
-            self._events.flush()
+        """Wait until every report is written to the gateway."""
+        self._sender.flush()
 
     def read_at(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
@@ -477,7 +479,6 @@ class _ChildChannel:
             else:
                 self._readahead = _WINDOW
             want = max(end - offset, self._readahead)
-            self.flush()  # what was reported so far is scanned while this read is served
             os.write(self._requests, _READ_REQUEST.pack(offset, want))  # atomic: < PIPE_BUF
             head = _read_exactly(self._data, 4)
             got = _read_exactly(self._data, int.from_bytes(head, "little"))
@@ -506,6 +507,71 @@ class _ChildChannel:
 
     def numeric(self, values: int) -> None:
         self.send(b"#", str(values).encode())
+
+
+class _Sender:
+    """The reader process's reports, written to the gateway by a thread of their own.
+
+    Rendering and the gateway's scan then overlap: the reader goes on with
+    the next batch while the pipe drains at the speed the gateway scans,
+    until :data:`_SEND_QUEUE_BYTES` are waiting. Reports keep their order;
+    a write that fails (the gateway went away) fails every later ``send``.
+    """
+
+    def __init__(self, events: int) -> None:
+        self._out = os.fdopen(events, "wb", buffering=1 << 16)
+        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._queued = 0
+        self._busy = False  # the thread holds reports it has not written yet
+        self._failed: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        with self._changed:
+            while self._queued >= _SEND_QUEUE_BYTES and self._failed is None:
+                self._changed.wait()
+            if self._failed is not None:
+                raise OSError("the gateway stopped reading") from self._failed
+            self._queue.append((kind, payload))
+            self._queued += len(payload)
+            self._changed.notify_all()
+
+    def flush(self) -> None:
+        with self._changed:
+            while (self._queue or self._busy) and self._failed is None:
+                self._changed.wait()
+            if self._failed is not None:
+                raise OSError("the gateway stopped reading") from self._failed
+
+    def _run(self) -> None:
+        out = self._out
+        while True:
+            with self._changed:
+                while not self._queue:
+                    self._changed.wait()
+                batch = list(self._queue)
+                self._queue.clear()
+                self._busy = True
+            try:
+                for kind, payload in batch:
+                    out.write(_FRAME.pack(kind, len(payload)))
+                    out.write(payload)
+                with self._changed:
+                    more = bool(self._queue)
+                if not more:
+                    out.flush()  # small reports go together; nothing is held back idle
+            except BaseException as exc:  # noqa: BLE001 - reported to the sending thread
+                with self._changed:
+                    self._failed = exc
+                    self._busy = False
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._queued -= sum(len(payload) for _, payload in batch)
+                self._busy = bool(self._queue)
+                self._changed.notify_all()
 
 
 class _ChildOut:
