@@ -1889,9 +1889,185 @@ done:
     return result;
 }
 
+/* ---- base64 and hex runs (decode.transforms): where the next one is reported ---- */
+
+/* Bit 1: a character of the standard base64 alphabet (A-Z a-z 0-9 + /); bit 2:
+ * a decimal digit. */
+static uint8_t run_class[256];
+
+static void init_run_class(void) {
+    for (int c = 0; c < 256; c++) {
+        int alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '+' || c == '/';
+        int digit = c >= '0' && c <= '9';
+        run_class[c] = (uint8_t)((alpha || digit ? 1 : 0) | (digit ? 2 : 0));
+    }
+}
+
+/* The exact scan of data[i:stop] (see mod_alphabet_run): the report's end or -1;
+ * *run and *digits are the counts where it stopped. */
+static Py_ssize_t run_scalar(const uint8_t *data, Py_ssize_t i, Py_ssize_t stop, Py_ssize_t *run_io,
+                             Py_ssize_t *digits_io, Py_ssize_t min_run, Py_ssize_t min_digits) {
+    Py_ssize_t run = *run_io, digits = *digits_io;
+    Py_ssize_t m = min_run < min_digits ? min_run : min_digits;
+    while (i < stop) {
+        if (run == 0 && m > 1) {
+            /* No run open at i. Let data[k..known] be the alphabet characters known
+             * to be in a row from k (none while known < k): a report needs them to
+             * reach p = k + m - 1, so p is probed and the bytes back to known are
+             * checked from p down; a byte outside the alphabet there starts the
+             * next candidate after it. */
+            Py_ssize_t k = i, known = i - 1;
+            for (;;) {
+                Py_ssize_t p = k + m - 1;
+                if (p >= stop) { /* no report can end here: the counts at stop */
+                    Py_ssize_t lower = known > k - 1 ? known : k - 1, b = stop - 1;
+                    while (b > lower && (run_class[data[b]] & 1)) b--;
+                    run = b == lower ? stop - k : stop - (b + 1);
+                    Py_ssize_t d = stop;
+                    while (d > stop - run && (run_class[data[d - 1]] & 2)) d--;
+                    digits = stop - d;
+                    *run_io = run;
+                    *digits_io = digits;
+                    return -1;
+                }
+                Py_ssize_t b = p;
+                while (b > known && (run_class[data[b]] & 1)) b--;
+                if (b == known) {
+                    /* data[k..p] are all in the alphabet: reports may end from p on */
+                    run = p - k;
+                    Py_ssize_t d = p;
+                    while (d > k && (run_class[data[d - 1]] & 2)) d--;
+                    digits = p - d;
+                    i = p;
+                    break;
+                }
+                k = b + 1;
+                known = p;
+            }
+            continue;
+        }
+        uint8_t c = run_class[data[i++]];
+        if (c & 1) {
+            run++;
+            digits = (c & 2) ? digits + 1 : 0;
+            if ((digits == 0 && run >= min_run) || digits >= min_digits) {
+                *run_io = run;
+                *digits_io = digits;
+                return i;
+            }
+        } else {
+            run = digits = 0;
+        }
+    }
+    *run_io = run;
+    *digits_io = digits;
+    return -1;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* Bit t set: data[t] is in the standard base64 alphabet (64 bytes, 4 x 16). */
+static inline uint64_t alphabet_mask64(const uint8_t *data) {
+    const __m128i case_bit = _mm_set1_epi8(0x20), below_a = _mm_set1_epi8('a' - 1),
+                  above_z = _mm_set1_epi8('z' + 1), below_0 = _mm_set1_epi8('0' - 1),
+                  above_9 = _mm_set1_epi8('9' + 1), plus = _mm_set1_epi8('+'), slash = _mm_set1_epi8('/');
+    uint64_t mask = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(data + 16 * k));
+        /* Bytes from 0x80 are negative to these signed compares: never in a range. */
+        __m128i folded = _mm_or_si128(v, case_bit); /* A-Z onto a-z; nothing else lands there */
+        __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(folded, below_a), _mm_cmplt_epi8(folded, above_z));
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, below_0), _mm_cmplt_epi8(v, above_9));
+        __m128i other = _mm_or_si128(_mm_cmpeq_epi8(v, plus), _mm_cmpeq_epi8(v, slash));
+        __m128i any = _mm_or_si128(_mm_or_si128(letter, digit), other);
+        mask |= (uint64_t)(uint16_t)_mm_movemask_epi8(any) << (16 * k);
+    }
+    return mask;
+}
+#endif
+
+static PyObject *mod_alphabet_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
+     *
+     * What transforms.alphabet_run_py does, without looking at every byte: the
+     * first i in data[start:stop] ending `min_run` alphabet characters in a row
+     * with a character that is not a digit, or `min_digits` digits in a row,
+     * counting the `run` alphabet characters and `digits` digits in a row just
+     * before start; end is i + 1 (-1 when there is none) and run and digits are
+     * the counts where the scan stopped. A report needs m = min(min_run,
+     * min_digits) alphabet characters in a row: with none open, the byte m - 1
+     * after a candidate start is probed and the bytes back from it checked, and
+     * a byte outside the alphabet rules out every start up to it. Prose moves
+     * in steps of about m with a word's length of work each; only a run that
+     * reaches m characters is walked byte by byte. */
+    if (nargs != 7 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "alphabet_run(data, start, stop, run, digits, min_run, min_digits)");
+        return NULL;
+    }
+    Py_ssize_t v[6];
+    for (int k = 0; k < 6; k++) {
+        v[k] = PyLong_AsSsize_t(args[k + 1]);
+        if (v[k] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t i = v[0], stop = v[1], run = v[2], digits = v[3], min_run = v[4], min_digits = v[5];
+    if (i < 0 || stop > size || i > stop || run < 0 || digits < 0 || digits > run || min_run < 1 ||
+        min_digits < 1) {
+        PyErr_SetString(PyExc_ValueError, "alphabet_run: bounds or counts out of range");
+        return NULL;
+    }
+    Py_ssize_t m = min_run < min_digits ? min_run : min_digits;
+#if defined(__SSE2__)
+    /* 64 bytes at a time where no report can end: a block is scanned exactly only
+     * when the run carried into it plus its leading alphabet bytes reach m, or a
+     * run inside it is at least the largest power of two not over m long. */
+    if (m <= 64 && min_digits >= min_run) {
+        /* A run of 64 inside a block is the whole block: the inner test is for m < 64. */
+        Py_ssize_t power = 1;
+        while (power * 2 <= m) power *= 2;
+        int stale = 0; /* digits not counted since the last block passed over */
+        while (stop - i >= 64) {
+            uint64_t w = alphabet_mask64(data + i);
+            if (w != ~0ULL && run + __builtin_ctzll(~w) < m) {
+                uint64_t x = w;
+                if (power < 64)
+                    for (Py_ssize_t shift = 1; shift < power; shift *= 2) x &= x >> shift;
+                if (power == 64 || x == 0) {
+                    run = __builtin_clzll(~w); /* the alphabet bytes that end the block */
+                    stale = 1;
+                    i += 64;
+                    continue;
+                }
+            }
+            if (stale) {
+                Py_ssize_t d = i;
+                while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
+                digits = i - d;
+                stale = 0;
+            }
+            Py_ssize_t end = run_scalar(data, i, i + 64, &run, &digits, min_run, min_digits);
+            if (end >= 0) return Py_BuildValue("nnn", end, run, digits);
+            i += 64;
+        }
+        if (stale) {
+            Py_ssize_t d = i;
+            while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
+            digits = i - d;
+        }
+    }
+#endif
+    Py_ssize_t end = run_scalar(data, i, stop, &run, &digits, min_run, min_digits);
+    return Py_BuildValue("nnn", end, run, digits);
+}
+
 static PyMethodDef module_methods[] = {
     {"fold_fullwidth", (PyCFunction)mod_fold_fullwidth, METH_O,
      "fold_fullwidth(data) -> bytes: full-width ASCII and U+3000 folded (NFKC), as charset.fold_fullwidth."},
+    {"alphabet_run", (PyCFunction)(void (*)(void))mod_alphabet_run, METH_FASTCALL,
+     "alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): "
+     "where the next base64 or hex run is reported, as transforms.alphabet_run_py."},
     {"fold", (PyCFunction)mod_fold, METH_O,
      "fold(data) -> bytes: complete UTF-8 normalised by the table fold_setup gave, as charset.fold."},
     {"fold_setup", mod_fold_setup, METH_VARARGS,
@@ -1918,6 +2094,7 @@ static struct PyModuleDef native_module = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     init_tables();
+    init_run_class();
     memset(province_ok, 0, sizeof(province_ok));
     for (size_t i = 0; i < sizeof(PROVINCES) / sizeof(PROVINCES[0]); i++) province_ok[PROVINCES[i]] = 1;
     memset(uscc_value, -1, sizeof(uscc_value));

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.classify import charset, matcher
+from gateway.classify.decode import transforms
 
 
 @pytest.fixture(params=["native", "python"])
@@ -21,4 +22,5 @@ def matcher_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(matcher, "_native", None)
         monkeypatch.setattr(charset, "_fold_native", None)
         monkeypatch.setattr(charset, "_fold_all_native", None)
+        monkeypatch.setattr(transforms, "_alphabet_run", None)
     return request.param

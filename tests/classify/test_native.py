@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.bench.classify import generate
@@ -24,6 +24,7 @@ from gateway.classify import _native, charset, matcher
 from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify import validators as V
+from gateway.classify.decode.transforms import alphabet_run_py
 from gateway.classify.detectors import CustomDetector, DetectorSet
 from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher, genetic_runs_py
 
@@ -638,3 +639,59 @@ def test_fold_setup_rejects_a_bad_table_and_keeps_the_one_it_had() -> None:
     assert charset.fold("1\u200b2\u0663".encode()) == b"123"
     with pytest.raises(TypeError):
         _native.fold("text")  # type: ignore[arg-type]
+
+
+_RUN_PIECES = st.one_of(
+    st.sampled_from(
+        [b"a", b"Z", b"7", b"+", b"/", b" ", b"-", b"_", b"=", b"\n", b"@", b"[", b"`"]
+    ),
+    st.sampled_from([b"{", b"\x80", b"\xff", b"\xe4\xb8\xad"]),
+    st.builds(lambda c, n: c * n, st.sampled_from([b"A", b"9", b"q8", b"ab "]), st.integers(1, 90)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pieces=st.lists(_RUN_PIECES, max_size=60),
+    bounds=st.tuples(st.integers(0, 400), st.integers(0, 400)),
+    carry=st.tuples(st.integers(0, 80), st.integers(0, 80)),
+    lengths=st.sampled_from([(16, 20), (64, 64), (1, 1), (2, 3), (5, 2), (33, 40), (100, 120)]),
+)
+def test_alphabet_run_matches_the_reference(
+    pieces: list[bytes],
+    bounds: tuple[int, int],
+    carry: tuple[int, int],
+    lengths: tuple[int, int],
+) -> None:
+    # The core probes and looks 64 bytes at a time; the reference walks every
+    # byte: the same report and the same counts where each stops.
+    data = b"".join(pieces)
+    start, stop = sorted(min(b, len(data)) for b in bounds)
+    run, digits = max(carry), min(carry)
+    expected = alphabet_run_py(data, start, stop, run, digits, *lengths)
+    assert _native.alphabet_run(data, start, stop, run, digits, *lengths) == expected
+
+
+def test_alphabet_run_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="alphabet_run"):
+        _native.alphabet_run(b"abc", 2, 1, 0, 0, 16, 20)
+    with pytest.raises(ValueError, match="alphabet_run"):
+        _native.alphabet_run(b"abc", 0, 4, 0, 0, 16, 20)
+    with pytest.raises(ValueError, match="alphabet_run"):
+        _native.alphabet_run(b"abc", 0, 3, 1, 2, 16, 20)
+    with pytest.raises(TypeError):
+        _native.alphabet_run("abc", 0, 3, 0, 0, 16, 20)  # type: ignore[arg-type]
+
+
+def test_alphabet_run_across_block_boundaries() -> None:
+    # Every placement of a run (letters, digits, or digits then a letter) against
+    # the core's 64-byte blocks, with and without a run carried in.
+    for lengths in ((16, 20), (64, 64), (33, 40)):
+        for length in (15, 16, 17, 19, 20, 21, 33, 63, 64, 65, 100):
+            for body in (b"A" * length, b"7" * length, b"7" * (length - 1) + b"x"):
+                for lead in range(0, 140, 3):
+                    data = b" " * lead + body + b" " * 70
+                    for carry in (0, 5):
+                        expected = alphabet_run_py(data, 0, len(data), carry, 0, *lengths)
+                        got = _native.alphabet_run(data, 0, len(data), carry, 0, *lengths)
+                        assert got == expected, (lengths, length, body[-2:], lead, carry)

@@ -76,7 +76,9 @@ SVG, form bodies) and every member decoded from a run. Other text (prose,
 CSV, logs) is searched in its first :data:`HEAD_BYTES`, and for the rest
 only when a long run there, or :data:`HEAD_ACCEPTS` short ones, decoded to
 something (a CSV with a base64 column): Hyperscan over every byte of clean
-prose costs 1.2-1.8 ms/MB, most of the 2.2 ms/MB the whole scan path takes.
+prose costs 1.2-1.8 ms/MB, most of the 2.2 ms/MB the whole scan path takes
+(the compiled core's search, ~0.2 ms/MB, would allow more; what holds it back
+is the per-run cost of ruling out the digests and tokens that fill logs).
 
 **Limits.** Every stage and every run is a decode layer, named in
 ``ContentInfo.layers``: a member at depth ``d`` with ``k`` stages is text at
@@ -101,7 +103,7 @@ import html
 import html.entities
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import hyperscan
@@ -580,16 +582,16 @@ _ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _HEX_DASH: Final = b"0123456789ABCDEFabcdef-"
 #: What may follow a run's characters and make it go on (padding, a wrapped line).
 _RUN_GOES_ON: Final = frozenset(b"=\r\n")
-#: Hyperscan reports 16 characters in a row of the *standard* alphabet that
+#: The search reports 16 characters in a row of the *standard* alphabet that
 #: end with one that is not a digit (a UUID's hex and dashes, a line of
 #: dashes, a Resident ID or a card number never are), or 20 digits in a row
-#: (maybe the hex of numbers); the scan stops at the first report, the run
-#: is walked back over the whole alphabet (``-`` and ``_`` of base64url too)
-#: to its start and read to its end with a regex, and a new stream starts
-#: after it. Base64 of text or of any known format starts with a letter and
-#: holds letters throughout, so it is always reported. (A leading "not in
-#: the alphabet" class would report each run once without stopping, but
-#: costs Hyperscan 15 ms/MB on JSON against about 2 ms/MB for these.)
+#: (maybe the hex of numbers); it stops at the first report, the run is
+#: walked back over the whole alphabet (``-`` and ``_`` of base64url too) to
+#: its start and read to its end with a regex, and a new search starts after
+#: it. Base64 of text or of any known format starts with a letter and holds
+#: letters throughout, so it is always reported. The compiled core searches
+#: (``alphabet_run``: 64 bytes at a time, 0.2-1 ms/MB); Hyperscan where it is
+#: not built (~1.7 ms/MB: its character-class repeats are slow on letters).
 _RUN_PATTERN: Final = rb"[A-Za-z0-9+/]{%d}[A-Za-z+/]" % (RUN_MIN_CHARS - 1)
 _NUMBER_PATTERN: Final = rb"[0-9]{%d}" % NUMBER_MIN_DIGITS
 _RUN_ID: Final = 0
@@ -619,12 +621,50 @@ _BOMS: Final = (
 )
 _UTF16_NUL_SHARE: Final = 0.125
 
+_alphabet_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
+try:
+    from gateway.classify._native import alphabet_run as _alphabet_run
+except ImportError:  # pragma: no cover - a source tree whose extension was not built
+    _alphabet_run = None
+#: The search state of a run search done by the compiled core (no stream object).
+_CORE_SEARCH: Final = object()
+
+_STANDARD_ALPHABET: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+)
+
+
+def alphabet_run_py(
+    data: bytes, start: int, stop: int, run: int, digits: int, min_run: int, min_digits: int
+) -> tuple[int, int, int]:
+    """Where the run search reports next in ``data[start:stop]``: the reference of the
+    compiled core's ``alphabet_run`` (which looks at a fraction of the bytes) and of
+    the Hyperscan database below.
+
+    ``run`` standard-alphabet characters and ``digits`` digits are in a row just
+    before ``start``. The report is at the first byte that ends ``min_run`` of
+    them in a row and is not a digit, or ends ``min_digits`` digits in a row:
+    ``(its offset + 1, run, digits)``; ``(-1, run, digits)`` with the counts at
+    ``stop`` when there is none.
+    """
+    for i in range(start, stop):
+        if data[i] in _STANDARD_ALPHABET:
+            run += 1
+            digits = digits + 1 if 0x30 <= data[i] <= 0x39 else 0
+            if (digits == 0 and run >= min_run) or digits >= min_digits:
+                return i + 1, run, digits
+        else:
+            run = digits = 0
+    return -1, run, digits
+
+
 _db_lock = threading.Lock()
 _db: list[Any] = []
 
 
 def _run_database() -> Any:
-    """The streaming database reporting 16 base64 characters in a row (compiled once)."""
+    """The streaming database reporting 16 base64 characters in a row (compiled once),
+    where the compiled core is not built."""
     if not _db:
         with _db_lock:
             if not _db:
@@ -777,6 +817,7 @@ class _Runs:
         "_consumed",
         "_deferred",
         "_deferred_bytes",
+        "_digit_carry",
         "_end",
         "_floor",
         "_forwarded",
@@ -791,6 +832,7 @@ class _Runs:
         "_received",
         "_reserved",
         "_run",
+        "_run_carry",
         "_scanned",
         "_scratch",
         "_state",
@@ -823,9 +865,11 @@ class _Runs:
         self._accepted = 0  # runs accepted (in a prose/CSV head: how many)
         self._armor = -1  # where the first ASCII armor marker starts (-1: none yet)
         self._armor_tail = b""
-        self._scanned = 0  # where the Hyperscan stream has read up to (member offset)
+        self._scanned = 0  # where the search has read up to (member offset)
         self._stream_base = 0  # where it started
-        self._hit = -1  # the end of the stretch it reported (stream offset), -1: none
+        self._run_carry = 0  # alphabet characters and digits in a row before _scanned
+        self._digit_carry = 0
+        self._hit = -1  # the end of the stretch Hyperscan reported (stream offset), -1: none
 
         def on_match(_pid: int, _start: int, end: int, _flags: int, _ctx: object) -> bool:
             self._hit = end
@@ -839,11 +883,15 @@ class _Runs:
         self._open_stream(0)
 
     def _open_stream(self, at: int) -> None:
-        """A new Hyperscan stream over the text from member offset ``at`` on."""
+        """A new search over the text from member offset ``at`` on."""
         self.close()
-        stream = _run_database().stream(match_event_handler=self._on_match)
-        stream.__enter__()
-        self._stream = stream
+        if _alphabet_run is not None:
+            self._stream = _CORE_SEARCH
+            self._run_carry = self._digit_carry = 0
+        else:
+            stream = _run_database().stream(match_event_handler=self._on_match)
+            stream.__enter__()
+            self._stream = stream
         self._stream_base = self._scanned = at
 
     def _search(self, limit: int) -> int:
@@ -852,6 +900,22 @@ class _Runs:
         if stream is None or self._scanned >= limit:
             return -1
         buf, base = self._buf, self._base
+        if stream is _CORE_SEARCH:
+            assert _alphabet_run is not None
+            end, self._run_carry, self._digit_carry = _alphabet_run(
+                buf,
+                self._scanned - base,
+                limit - base,
+                self._run_carry,
+                self._digit_carry,
+                RUN_MIN_CHARS,
+                NUMBER_MIN_DIGITS,
+            )
+            if end >= 0:
+                self.close()  # stopped: a new search starts after the run
+                return base + end - RUN_MIN_CHARS
+            self._scanned = limit
+            return -1
         self._hit = -1
         # In blocks: the binding copies what it scans, and a search stops at the
         # next run, which is often a few hundred bytes on.
@@ -893,9 +957,9 @@ class _Runs:
         self.close()
 
     def close(self) -> None:
-        """Close the Hyperscan stream (idempotent)."""
+        """End the search (idempotent)."""
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and stream is not _CORE_SEARCH:
             stream.close()
 
     def _find_armor(self, piece: bytes) -> None:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from gateway.classify import DetectorSet, ScanLimits
 from gateway.classify import charset as cs
-from gateway.classify.decode import NAME_TYPE, Decoder
+from gateway.classify.decode import NAME_TYPE, Decoder, transforms
 from gateway.classify.decode.text import sniff_text_type
 from gateway.classify.decode.transforms import (
     BASE64,
@@ -478,6 +478,38 @@ def test_prose_is_searched_for_runs_in_its_head_only() -> None:
     assert label_counts(scan(late)) == {}
     early = base64.b64encode(PLAIN.encode()) + b"\n" + filler
     assert label_counts(scan(early)) == {"pii.cn_resident_id": 3}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_core_and_hyperscan_find_the_same_runs(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run search is the compiled core's where it is built, Hyperscan's where
+    # not: the same members, in the same order, at every chunking.
+    rng = random.Random(seed)
+    pieces = [
+        lambda: base64.b64encode(PLAIN.encode()).decode(),
+        lambda: base64_lines(PLAIN.encode(), 76),
+        lambda: hex_encode(IDS[0].encode()),
+        lambda: base64.b64encode(f"id {rng.choice(IDS)}".encode()).decode(),  # 28 characters
+        lambda: base64_url(f"{rng.choice(IDS)} 张三".encode()),
+        lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(15, 40))),
+        lambda: "".join(rng.choice("ABCdef012+/") for _ in range(rng.randint(10, 70))),
+        lambda: str(uuid_like(rng)),
+        lambda: "the quick brown fox " * rng.randint(1, 5),
+    ]
+    text = "".join(rng.choice(pieces)() + rng.choice([" ", "\n", ",", '"']) for _ in range(60))
+    data = json.dumps({"log": text}).encode() if seed % 2 else text.encode()
+    assert transforms._alphabet_run is not None, "the compiled core is not built"
+    core = invariant(data)
+    monkeypatch.setattr(transforms, "_alphabet_run", None)
+    assert invariant(data) == core
+
+
+def uuid_like(rng: random.Random) -> str:
+    return "-".join(
+        "".join(rng.choice("0123456789abcdef") for _ in range(n)) for n in (8, 4, 4, 4, 12)
+    )
 
 
 def test_hex_of_numbers_is_decoded_but_random_digits_are_not() -> None:
