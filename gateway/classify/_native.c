@@ -1987,6 +1987,60 @@ static inline uint64_t alphabet_mask64(const uint8_t *data) {
 }
 #endif
 
+/* The search of mod_alphabet_run over data[i:stop] with the counts in *run_io and
+ * *digits_io: the report's end or -1, the counts where it stopped. */
+static Py_ssize_t alphabet_search(const uint8_t *data, Py_ssize_t i, Py_ssize_t stop, Py_ssize_t *run_io,
+                                  Py_ssize_t *digits_io, Py_ssize_t min_run, Py_ssize_t min_digits) {
+    Py_ssize_t run = *run_io, digits = *digits_io;
+    Py_ssize_t m = min_run < min_digits ? min_run : min_digits;
+#if defined(__SSE2__)
+    /* 64 bytes at a time where no report can end: a block is scanned exactly only
+     * when the run carried into it plus its leading alphabet bytes reach m, or a
+     * run inside it is at least the largest power of two not over m long. */
+    if (m <= 64 && min_digits >= min_run) {
+        /* A run of 64 inside a block is the whole block: the inner test is for m < 64. */
+        Py_ssize_t power = 1;
+        while (power * 2 <= m) power *= 2;
+        int stale = 0; /* digits not counted since the last block passed over */
+        while (stop - i >= 64) {
+            uint64_t w = alphabet_mask64(data + i);
+            if (w != ~0ULL && run + __builtin_ctzll(~w) < m) {
+                uint64_t x = w;
+                if (power < 64)
+                    for (Py_ssize_t shift = 1; shift < power; shift *= 2) x &= x >> shift;
+                if (power == 64 || x == 0) {
+                    run = __builtin_clzll(~w); /* the alphabet bytes that end the block */
+                    stale = 1;
+                    i += 64;
+                    continue;
+                }
+            }
+            if (stale) {
+                Py_ssize_t d = i;
+                while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
+                digits = i - d;
+                stale = 0;
+            }
+            Py_ssize_t end = run_scalar(data, i, i + 64, &run, &digits, min_run, min_digits);
+            if (end >= 0) {
+                    *run_io = run;
+                    *digits_io = digits;
+                    return end;
+                }
+            i += 64;
+        }
+        if (stale) {
+            Py_ssize_t d = i;
+            while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
+            digits = i - d;
+        }
+    }
+#endif
+    *run_io = run;
+    *digits_io = digits;
+    return run_scalar(data, i, stop, run_io, digits_io, min_run, min_digits);
+}
+
 static PyObject *mod_alphabet_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     /* alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
      *
@@ -2018,48 +2072,178 @@ static PyObject *mod_alphabet_run(PyObject *Py_UNUSED(module), PyObject *const *
         PyErr_SetString(PyExc_ValueError, "alphabet_run: bounds or counts out of range");
         return NULL;
     }
-    Py_ssize_t m = min_run < min_digits ? min_run : min_digits;
-#if defined(__SSE2__)
-    /* 64 bytes at a time where no report can end: a block is scanned exactly only
-     * when the run carried into it plus its leading alphabet bytes reach m, or a
-     * run inside it is at least the largest power of two not over m long. */
-    if (m <= 64 && min_digits >= min_run) {
-        /* A run of 64 inside a block is the whole block: the inner test is for m < 64. */
-        Py_ssize_t power = 1;
-        while (power * 2 <= m) power *= 2;
-        int stale = 0; /* digits not counted since the last block passed over */
-        while (stop - i >= 64) {
-            uint64_t w = alphabet_mask64(data + i);
-            if (w != ~0ULL && run + __builtin_ctzll(~w) < m) {
-                uint64_t x = w;
-                if (power < 64)
-                    for (Py_ssize_t shift = 1; shift < power; shift *= 2) x &= x >> shift;
-                if (power == 64 || x == 0) {
-                    run = __builtin_clzll(~w); /* the alphabet bytes that end the block */
-                    stale = 1;
-                    i += 64;
-                    continue;
-                }
-            }
-            if (stale) {
-                Py_ssize_t d = i;
-                while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
-                digits = i - d;
-                stale = 0;
-            }
-            Py_ssize_t end = run_scalar(data, i, i + 64, &run, &digits, min_run, min_digits);
-            if (end >= 0) return Py_BuildValue("nnn", end, run, digits);
-            i += 64;
-        }
-        if (stale) {
-            Py_ssize_t d = i;
-            while (d > i - run && (run_class[data[d - 1]] & 2)) d--;
-            digits = i - d;
-        }
-    }
-#endif
-    Py_ssize_t end = run_scalar(data, i, stop, &run, &digits, min_run, min_digits);
+    Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, min_run, min_digits);
     return Py_BuildValue("nnn", end, run, digits);
+}
+
+/* ---- long runs past the head of prose (decode.transforms): noise passed over ---- */
+
+/* Characters a run may hold besides the standard alphabet: base64url's - and _. */
+static inline int run_ext(uint8_t c) { return (run_class[c] & 1) || c == '-' || c == '_'; }
+
+static inline int hex_value(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static inline int b64_value(uint8_t c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' || c == '-' ? 62 : 63; /* '/' or '_' (only run characters come here) */
+}
+
+/* Base64 (or base64url) of chars[0:n]: whole quanta, then a last partial one of
+ * two or three characters, as transforms._decode_chars decodes them. */
+static Py_ssize_t decode_b64(const uint8_t *c, Py_ssize_t n, uint8_t *out) {
+    Py_ssize_t o = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t v = (uint32_t)b64_value(c[i]) << 18 | (uint32_t)b64_value(c[i + 1]) << 12 |
+                     (uint32_t)b64_value(c[i + 2]) << 6 | (uint32_t)b64_value(c[i + 3]);
+        out[o++] = (uint8_t)(v >> 16);
+        out[o++] = (uint8_t)(v >> 8);
+        out[o++] = (uint8_t)v;
+    }
+    if (n - i >= 2) {
+        uint32_t v = (uint32_t)b64_value(c[i]) << 18 | (uint32_t)b64_value(c[i + 1]) << 12;
+        if (n - i == 3) v |= (uint32_t)b64_value(c[i + 2]) << 6;
+        out[o++] = (uint8_t)(v >> 16);
+        if (n - i == 3) out[o++] = (uint8_t)(v >> 8);
+    }
+    return o;
+}
+
+/* Leading bytes (at an offset) of what the decoder opens or refuses by name: the
+ * compressions and archives, and every registered format with a fixed magic number. */
+static const struct {
+    uint16_t offset;
+    uint8_t length;
+    const char *bytes;
+} LONG_RUN_MAGICS[] = {
+    {0, 2, "\x1f\x8b"}, {0, 4, "\x28\xb5\x2f\xfd"}, {0, 3, "BZh"}, {0, 6, "\xfd" "7zXZ\x00"},
+    {0, 2, "PK"}, {0, 4, "%PDF"}, {0, 4, "\x89PNG"}, {0, 3, "\xff\xd8\xff"}, {0, 2, "II"},
+    {0, 2, "MM"}, {0, 4, "GIF8"}, {0, 4, "RIFF"}, {0, 6, "SQLite"}, {0, 3, "PAR"},
+    {0, 4, "\x89HDF"}, {0, 3, "CDF"}, {0, 3, "BAM"}, {0, 3, "BCF"}, {0, 4, "CRAM"},
+    {0, 4, "\xd0\xcf\x11\xe0"}, {0, 5, "ARROW"}, {0, 4, "FEA1"}, {0, 3, "ORC"}, {0, 3, "Obj"},
+    {0, 6, "\x93NUMPY"}, {0, 4, "GGUF"}, {0, 2, "7z"}, {0, 4, "Rar!"}, {0, 4, "\x04\x22\x4d\x18"},
+    {0, 2, "\x1f\x9d"}, {0, 2, "\x1f\xa0"}, {0, 8, "Salted__"}, {0, 4, "\xff\xff\xff\xff"},
+    {0, 2, "\x80\x02"}, {0, 2, "\x80\x03"}, {0, 2, "\x80\x04"}, {0, 2, "\x80\x05"}, {0, 1, "\x08"},
+    {0, 1, "\x84"}, {0, 1, "\x85"}, {0, 1, "\x86"}, {0, 1, "\x8c"}, {0, 1, "\x8d"}, {0, 1, "\x8e"},
+    {0, 1, "\xc1"}, {0, 1, "\xc3"}, {0, 2, "\x02\x00"}, {0, 2, "\x08\x00"}, {128, 4, "DICM"},
+    {4, 4, "ftyp"}, {257, 5, "ustar"}, {8, 1, "{"}, {0, 2, "\xff\xfe"}, {0, 2, "\xfe\xff"},
+};
+
+/* Whether a long run's decoded bytes may be something the full verdict opens: text
+ * (valid UTF-8, or NULs enough for UTF-16) or a magic number above. */
+static int long_run_worth(const uint8_t *b, Py_ssize_t n) {
+    if (n == 0) return 0;
+    Py_ssize_t nuls = 0;
+    for (Py_ssize_t i = 0; i < n; i++) nuls += b[i] == 0;
+    if (nuls * 8 >= n) return 1;
+    for (size_t k = 0; k < sizeof(LONG_RUN_MAGICS) / sizeof(LONG_RUN_MAGICS[0]); k++) {
+        Py_ssize_t at = LONG_RUN_MAGICS[k].offset, len = LONG_RUN_MAGICS[k].length;
+        if (at + len <= n && memcmp(b + at, LONG_RUN_MAGICS[k].bytes, (size_t)len) == 0) return 1;
+    }
+    uint32_t cp;
+    for (const uint8_t *p = b, *end = b + n; p < end;) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int len = utf8_char(p, end, &cp);
+        if (len == 0) return 0;
+        p += len;
+    }
+    return 1;
+}
+
+/* Longest run the core decides on alone (longer ones go to the state machine). */
+#define LONG_RUN_DECIDE_MAX 512
+/* transforms.RUN_WALK_CHARS, WRAP_MIN_CHARS, WRAP_MAX_CHARS, RUN_DECIDE_CHARS. */
+#define LONG_RUN_WALK 64
+#define LONG_RUN_WRAP_MIN 32
+#define LONG_RUN_WRAP_MAX 1024
+#define LONG_RUN_KIND_CHARS 64
+
+static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* long_run(data, start, stop, run, digits, length) -> (end, run, digits).
+     *
+     * alphabet_run(data, start, stop, run, digits, length, length), passing over
+     * the runs that are certainly noise: complete (followed by what cannot
+     * continue them: not the end of the data, not a line break after a line as
+     * wide as a wrapped block), at most LONG_RUN_DECIDE_MAX characters, not all
+     * digits, starting inside the data, and decoding (as hex when all hex, and as
+     * base64) to bytes that are neither text nor a known magic number. Digests
+     * and signatures in logs cost no Python. The run the search reports is
+     * returned as alphabet_run would report it; the state machine reads it. */
+    if (nargs != 6 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "long_run(data, start, stop, run, digits, length)");
+        return NULL;
+    }
+    Py_ssize_t v[5];
+    for (int k = 0; k < 5; k++) {
+        v[k] = PyLong_AsSsize_t(args[k + 1]);
+        if (v[k] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t start = v[0], i = v[0], stop = v[1], run = v[2], digits = v[3], length = v[4];
+    if (i < 0 || stop > size || i > stop || run < 0 || digits < 0 || digits > run || length < 1 ||
+        length > LONG_RUN_WALK) {
+        PyErr_SetString(PyExc_ValueError, "long_run: bounds or counts out of range");
+        return NULL;
+    }
+    uint8_t decoded[LONG_RUN_DECIDE_MAX];
+    for (;;) {
+        Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, length, length);
+        if (end < 0) return Py_BuildValue("nnn", (Py_ssize_t)-1, run, digits);
+        Py_ssize_t stretch = end - length, lower = stretch - LONG_RUN_WALK;
+        if (lower < start) lower = start;
+        Py_ssize_t s = stretch;
+        while (s > lower && run_ext(data[s - 1])) s--;
+        Py_ssize_t e = end;
+        while (e < stop && run_ext(data[e])) e++;
+        int decide = stretch >= start && !(s == start && s > stretch - LONG_RUN_WALK) && e < stop &&
+                     e - s <= LONG_RUN_DECIDE_MAX;
+        Py_ssize_t after = e;
+        if (decide) {
+            int pads = 0;
+            while (after < stop && pads < 2 && data[after] == '=') {
+                after++;
+                pads++;
+            }
+            if (pads == 0 && (data[e] == '\r' || data[e] == '\n')) {
+                int hex_kind = 1; /* the kind is hex when its first characters are all hex */
+                for (Py_ssize_t k = s; k < e && k < s + LONG_RUN_KIND_CHARS; k++)
+                    hex_kind &= hex_value(data[k]) >= 0;
+                Py_ssize_t width = e - s;
+                if (!hex_kind && width >= LONG_RUN_WRAP_MIN && width <= LONG_RUN_WRAP_MAX && width % 4 == 0)
+                    decide = 0; /* may go on on the next line */
+            } else if (pads > 0 && after == stop && pads < 2) {
+                decide = 0; /* more padding may follow */
+            }
+        }
+        if (decide) {
+            int all_digits = 1, all_hex = 1;
+            for (Py_ssize_t k = s; k < e; k++) {
+                all_digits &= (run_class[data[k]] & 2) != 0;
+                all_hex &= hex_value(data[k]) >= 0;
+            }
+            if (all_digits) decide = 0; /* maybe the hex of numbers: the state machine's rules */
+            if (decide && all_hex) {
+                Py_ssize_t n = 0;
+                for (Py_ssize_t k = s; k + 1 < e; k += 2)
+                    decoded[n++] = (uint8_t)(hex_value(data[k]) << 4 | hex_value(data[k + 1]));
+                if (long_run_worth(decoded, n)) decide = 0;
+            }
+            if (decide && long_run_worth(decoded, decode_b64(data + s, e - s, decoded))) decide = 0;
+        }
+        if (!decide) return Py_BuildValue("nnn", end, run, digits);
+        i = after; /* noise: the search goes on after it */
+        run = digits = 0;
+    }
 }
 
 static PyMethodDef module_methods[] = {
@@ -2068,6 +2252,9 @@ static PyMethodDef module_methods[] = {
     {"alphabet_run", (PyCFunction)(void (*)(void))mod_alphabet_run, METH_FASTCALL,
      "alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): "
      "where the next base64 or hex run is reported, as transforms.alphabet_run_py."},
+    {"long_run", (PyCFunction)(void (*)(void))mod_long_run, METH_FASTCALL,
+     "long_run(data, start, stop, run, digits, length) -> (end, run, digits): alphabet_run past "
+     "runs that are certainly noise (digests, signatures)."},
     {"fold", (PyCFunction)mod_fold, METH_O,
      "fold(data) -> bytes: complete UTF-8 normalised by the table fold_setup gave, as charset.fold."},
     {"fold_setup", mod_fold_setup, METH_VARARGS,

@@ -9,7 +9,10 @@ joined by separators that make them touch, overlap and fuse.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import gzip
+import hashlib
 import itertools
 import random
 import struct
@@ -695,3 +698,44 @@ def test_alphabet_run_across_block_boundaries() -> None:
                         expected = alphabet_run_py(data, 0, len(data), carry, 0, *lengths)
                         got = _native.alphabet_run(data, 0, len(data), carry, 0, *lengths)
                         assert got == expected, (lengths, length, body[-2:], lead, carry)
+
+
+def _long_reports(data: bytes) -> list[int]:
+    """Where long_run reports in ``data``, searching on after each report's line."""
+    ends: list[int] = []
+    at = 0
+    while (end := _native.long_run(data, at, len(data), 0, 0, 64)[0]) >= 0:
+        ends.append(end)
+        line_end = data.find(b"\n", end)
+        at = len(data) if line_end < 0 else line_end
+    return ends
+
+
+def test_long_run_passes_over_digests_and_reports_encoded_text() -> None:
+    # Past the head of a log the core decides digests and signatures are noise
+    # alone; encoded text, a file's magic or a run it cannot decide is reported.
+    digests = b"".join(
+        b"layer sha256:%s integrity sha512-%s ok\n"
+        % (
+            hashlib.sha256(bytes([i])).hexdigest().encode(),
+            base64.b64encode(hashlib.sha512(bytes([i])).digest()),
+        )
+        for i in range(200)
+    )
+    # The few whose first bytes look like a PGP packet or a magic number go on.
+    assert len(_long_reports(digests)) <= 400 * 0.04
+    text = base64.b64encode(b"patient 3 id 110101199003074514 and more words " * 3)
+    for blob in (
+        text,
+        base64.b64encode(gzip.compress(bytes(range(256)), mtime=0)),
+        base64.b64encode(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(60))),
+    ):
+        data = digests + b"blob " + blob + b" done\n"
+        assert any(len(digests) < end <= len(data) for end in _long_reports(data))
+    # Undecidable here: cut by the end of the data, or a line as wide as a wrapped block.
+    cut = digests + b"x " + base64.b64encode(hashlib.sha512(b"z").digest())[:70]
+    assert any(end > len(digests) for end in _long_reports(cut))
+    wrapped = digests + base64.b64encode(hashlib.sha512(b"z").digest() * 2)[:76] + b"\n"
+    assert any(end > len(digests) for end in _long_reports(wrapped))
+    with pytest.raises(ValueError, match="long_run"):
+        _native.long_run(b"abc", 0, 3, 0, 0, 65)

@@ -71,14 +71,22 @@ when their member ends, so that member stays one member for the matcher
 (its CSV header, its hotwords); past :data:`DEFER_FLUSH_BYTES` the member is
 suspended at the end of a run, the runs decoded, and the member resumed.
 
-Runs are searched in every member of a structured type (JSON, HTML, XML,
-SVG, form bodies) and every member decoded from a run. Other text (prose,
-CSV, logs) is searched in its first :data:`HEAD_BYTES`, and for the rest
-only when a long run there, or :data:`HEAD_ACCEPTS` short ones, decoded to
-something (a CSV with a base64 column): Hyperscan over every byte of clean
-prose costs 1.2-1.8 ms/MB, most of the 2.2 ms/MB the whole scan path takes
-(the compiled core's search, ~0.2 ms/MB, would allow more; what holds it back
-is the per-run cost of ruling out the digests and tokens that fill logs).
+Runs of :data:`RUN_MIN_CHARS` are searched in every member of a structured
+type (JSON, HTML, XML, SVG, form bodies) and every member decoded from a
+run. Other text (prose, CSV, logs) is searched for them in its first
+:data:`HEAD_BYTES`, and for the rest when a long run there, or
+:data:`HEAD_ACCEPTS` short ones, decoded to something (a CSV with a base64
+column); otherwise past the head runs of :data:`LONG_RUN_CHARS` are the
+candidates: a blob of encoded identifiers deep in a long log is decoded,
+while the tokens and long words of ordinary text (a 16-character run in
+every few hundred bytes of a log, each a decode attempt) are not. The
+compiled core searches (``alphabet_run``, ~0.2 ms/MB on prose, against ~1.7
+for Hyperscan's class repeats where the core is not built) and, past the
+head, passes over the digests and signatures that fill logs without Python
+(``long_run``: a complete run of at most 512 characters whose hex and base64
+decodings are neither text nor a known magic number); a log with two
+digests a line decodes at ~15 ms/MB instead of ~300 with every candidate
+read by the state machine.
 
 **Limits.** Every stage and every run is a decode layer, named in
 ``ContentInfo.layers``: a member at depth ``d`` with ``k`` stages is text at
@@ -171,10 +179,20 @@ HEAD_ACCEPTS: Final = 3
 #: 64 characters are all hex digits is hex (base64 of anything is that
 #: unlikely to avoid the other 42 characters: (22/64)^64 ~ 10^-30).
 RUN_DECIDE_CHARS: Final = 64
-#: Bytes at the start of a prose/CSV/log member in which runs are searched;
-#: past it only when runs there decoded to something (see HEAD_ACCEPTS).
-#: One sniff prefix.
+#: Bytes at the start of a prose/CSV/log member in which runs of
+#: :data:`RUN_MIN_CHARS` are searched; past it runs of :data:`LONG_RUN_CHARS`,
+#: unless runs in the head decoded to something (see HEAD_ACCEPTS): then every
+#: run. One sniff prefix.
 HEAD_BYTES: Final = SNIFF_BYTES
+#: Shortest run searched for past the head of prose, a table or a log (and
+#: shortest all-digit run there): a blob of encoded identifiers deep in a long
+#: text is found. 64 characters are 48 bytes (the base64 of two Resident IDs
+#: and their separators), and a block wrapped at 64 (PEM, ``openssl base64``)
+#: or 76 characters (MIME, ``base64``) has whole lines of it. The core passes
+#: over the digests and signatures that fill logs without Python
+#: (``long_run``); shorter runs (tokens, long words: one in every few hundred
+#: bytes of a log) are not candidates there.
+LONG_RUN_CHARS: Final = 64
 #: Decoded run bytes a member defers before it is suspended at the end of a
 #: run and the runs are decoded: bounds deferral memory per member for a
 #: JSON Lines file with a base64 field in every record.
@@ -592,8 +610,7 @@ _RUN_GOES_ON: Final = frozenset(b"=\r\n")
 #: letters throughout, so it is always reported. The compiled core searches
 #: (``alphabet_run``: 64 bytes at a time, 0.2-1 ms/MB); Hyperscan where it is
 #: not built (~1.7 ms/MB: its character-class repeats are slow on letters).
-_RUN_PATTERN: Final = rb"[A-Za-z0-9+/]{%d}[A-Za-z+/]" % (RUN_MIN_CHARS - 1)
-_NUMBER_PATTERN: Final = rb"[0-9]{%d}" % NUMBER_MIN_DIGITS
+_SHORT: Final = (RUN_MIN_CHARS, NUMBER_MIN_DIGITS)
 _RUN_ID: Final = 0
 _NUMBER_ID: Final = 1
 #: Text scanned per Hyperscan call while searching for the next run.
@@ -622,16 +639,17 @@ _BOMS: Final = (
 _UTF16_NUL_SHARE: Final = 0.125
 
 _alphabet_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
+_long_run: Callable[[bytes, int, int, int, int, int], tuple[int, int, int]] | None
 try:
     from gateway.classify._native import alphabet_run as _alphabet_run
+    from gateway.classify._native import long_run as _long_run
 except ImportError:  # pragma: no cover - a source tree whose extension was not built
-    _alphabet_run = None
+    _alphabet_run = _long_run = None
 #: The search state of a run search done by the compiled core (no stream object).
 _CORE_SEARCH: Final = object()
 
-_STANDARD_ALPHABET: Final = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-)
+_STANDARD_BYTES: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_STANDARD_ALPHABET: Final = frozenset(_STANDARD_BYTES)
 
 
 def alphabet_run_py(
@@ -659,32 +677,39 @@ def alphabet_run_py(
 
 
 _db_lock = threading.Lock()
-_db: list[Any] = []
+_db: dict[bool, Any] = {}
 
 
-def _run_database() -> Any:
-    """The streaming database reporting 16 base64 characters in a row (compiled once),
-    where the compiled core is not built."""
-    if not _db:
+def _run_database(long: bool = False) -> Any:
+    """The streaming database reporting 16 base64 characters in a row, or 20 digits
+    (``long``: :data:`LONG_RUN_CHARS` of either), compiled once; where the compiled
+    core is not built (:func:`alphabet_run_py` says what it reports)."""
+    database = _db.get(long)
+    if database is None:
         with _db_lock:
-            if not _db:
+            database = _db.get(long)
+            if database is None:
+                run, digits = (LONG_RUN_CHARS, LONG_RUN_CHARS) if long else _SHORT
                 database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
                 database.compile(
-                    expressions=[_RUN_PATTERN, _NUMBER_PATTERN],
+                    expressions=[
+                        rb"[A-Za-z0-9+/]{%d}[A-Za-z+/]" % (run - 1),
+                        rb"[0-9]{%d}" % digits,
+                    ],
                     ids=[_RUN_ID, _NUMBER_ID],
                     elements=2,
                     flags=[0, 0],
                 )
-                _db.append(database)
-    return _db[0]
+                _db[long] = database
+    return database
 
 
 #: Text of a prose/CSV/log member searched for run starts: the head, and the
 #: 16 characters after it in which a run starting in it is reported.
 _PROBE_END: Final = HEAD_BYTES + RUN_MIN_CHARS + 1
-#: Text kept before each piece: a run is reported up to 16 characters after
+#: Text kept before each piece: a run is reported up to 64 characters after
 #: the piece starts and walked back at most RUN_WALK_CHARS from there.
-_TAIL_BYTES: Final = RUN_MIN_CHARS + RUN_WALK_CHARS
+_TAIL_BYTES: Final = LONG_RUN_CHARS + RUN_WALK_CHARS
 
 #: Verdicts on a run's decoded bytes: not yet, a member, noise, past a limit.
 _PENDING: Final = 0
@@ -810,6 +835,7 @@ class _Runs:
     __slots__ = (
         "_accepted",
         "_armor",
+        "_armor_everywhere",
         "_armor_tail",
         "_base",
         "_buf",
@@ -824,7 +850,7 @@ class _Runs:
         "_gap",
         "_held",
         "_hit",
-        "_off",
+        "_long",
         "_on",
         "_on_match",
         "_pads",
@@ -838,13 +864,14 @@ class _Runs:
         "_state",
         "_stream",
         "_stream_base",
+        "_stream_long",
         "_tail",
     )
 
     def __init__(self, pipe: _Pipeline, on: bool) -> None:
         self._pipe = pipe
         self._on = on  # every run is searched (else those starting in the head)
-        self._off = False  # no more runs are searched
+        self._long = False  # past the head: runs of LONG_RUN_CHARS are searched
         self._received = 0
         self._consumed = 0
         self._forwarded = 0
@@ -864,9 +891,14 @@ class _Runs:
         self._reserved = 0  # decoder memory reserved for them (DEFER_STEP_BYTES steps)
         self._accepted = 0  # runs accepted (in a prose/CSV head: how many)
         self._armor = -1  # where the first ASCII armor marker starts (-1: none yet)
+        # Markers are looked for in a structured member's text, else in the head
+        # only (a search of every byte costs 0.3 ms/MB): an encrypted run in armor
+        # past it is one more unscannable reason beside the matcher's own.
+        self._armor_everywhere = on
         self._armor_tail = b""
         self._scanned = 0  # where the search has read up to (member offset)
         self._stream_base = 0  # where it started
+        self._stream_long = False  # the lengths Hyperscan's database searches for
         self._run_carry = 0  # alphabet characters and digits in a row before _scanned
         self._digit_carry = 0
         self._hit = -1  # the end of the stretch Hyperscan reported (stream offset), -1: none
@@ -882,14 +914,18 @@ class _Runs:
         self._stream: Any = None
         self._open_stream(0)
 
-    def _open_stream(self, at: int) -> None:
-        """A new search over the text from member offset ``at`` on."""
+    def _open_stream(self, at: int, run: int = 0, digits: int = 0) -> None:
+        """A new search over the text from member offset ``at`` on (``run`` alphabet
+        characters and ``digits`` digits in a row before it)."""
         self.close()
         if _alphabet_run is not None:
             self._stream = _CORE_SEARCH
-            self._run_carry = self._digit_carry = 0
+            self._run_carry, self._digit_carry = run, digits
         else:
-            stream = _run_database().stream(match_event_handler=self._on_match)
+            # Hyperscan starts afresh: a run that began before ``at`` is reported
+            # once it has the whole length after it (the walk back finds its start).
+            self._stream_long = self._long and not self._on
+            stream = _run_database(self._stream_long).stream(match_event_handler=self._on_match)
             stream.__enter__()
             self._stream = stream
         self._stream_base = self._scanned = at
@@ -900,22 +936,30 @@ class _Runs:
         if stream is None or self._scanned >= limit:
             return -1
         buf, base = self._buf, self._base
+        long = self._long and not self._on
+        length = LONG_RUN_CHARS if long else RUN_MIN_CHARS
         if stream is _CORE_SEARCH:
             assert _alphabet_run is not None
-            end, self._run_carry, self._digit_carry = _alphabet_run(
-                buf,
+            assert _long_run is not None
+            lo, hi, run, digits = (
                 self._scanned - base,
                 limit - base,
                 self._run_carry,
                 self._digit_carry,
-                RUN_MIN_CHARS,
-                NUMBER_MIN_DIGITS,
             )
+            if long:
+                end, run, digits = _long_run(buf, lo, hi, run, digits, LONG_RUN_CHARS)
+            else:
+                end, run, digits = _alphabet_run(buf, lo, hi, run, digits, *_SHORT)
+            self._run_carry, self._digit_carry = run, digits
             if end >= 0:
                 self.close()  # stopped: a new search starts after the run
-                return base + end - RUN_MIN_CHARS
+                return base + end - length
             self._scanned = limit
             return -1
+        if self._stream_long != long:
+            self._open_stream(self._scanned)
+            stream = self._stream
         self._hit = -1
         # In blocks: the binding copies what it scans, and a search stops at the
         # next run, which is often a few hundred bytes on.
@@ -924,7 +968,7 @@ class _Runs:
             with contextlib.suppress(hyperscan.ScanTerminated):
                 stream.scan(buf[self._scanned - base : stop - base], scratch=self._scratch)
             if self._hit >= 0:
-                start = self._stream_base + self._hit - RUN_MIN_CHARS
+                start = self._stream_base + self._hit - length
                 self.close()  # stopped: a new stream starts after the run
                 return start
             self._scanned = stop
@@ -934,26 +978,21 @@ class _Runs:
 
     def feed(self, piece: bytes) -> None:
         """The member's next text (after the in-place stages)."""
-        if self._off:
-            self._pipe.forward(piece)
-            return
-        if self._armor < 0 and (self._on or self._received < _PROBE_END):
+        if self._armor < 0 and (self._armor_everywhere or self._received < _PROBE_END):
             self._find_armor(piece)
         self._received += len(piece)
         self._buf = self._held + piece if self._held else piece
         self._base = self._forwarded
         self._process(final=False)
-        if not self._off:
-            self._forward_to(self._hold_from())
+        self._forward_to(self._hold_from())
         self._buf = b""
 
     def finish(self) -> None:
         """The member's text ended: the last run ends, what was held is forwarded."""
-        if not self._off:
-            self._buf, self._base = self._held, self._forwarded
-            self._process(final=True)
-            self._forward_to(self._received)
-            self._buf = b""
+        self._buf, self._base = self._held, self._forwarded
+        self._process(final=True)
+        self._forward_to(self._received)
+        self._buf = b""
         self.close()
 
     def close(self) -> None:
@@ -969,7 +1008,9 @@ class _Runs:
         at = look.find(_ARMOR_LEAD)
         while at >= 0:
             if look.startswith(_ARMORS, at):
-                self._armor = self._received - len(tail) + at
+                offset = self._received - len(tail) + at
+                if self._armor_everywhere or offset < _PROBE_END:  # whatever the chunking
+                    self._armor = offset
                 return
             at = look.find(_ARMOR_LEAD, at + 1)
         self._armor_tail = look[-(_ARMOR_BYTES - 1) :]
@@ -1050,22 +1091,27 @@ class _Runs:
                 run.line = 0
                 self._state = self._RUN
                 continue
-            # No run open: the next one Hyperscan reports (a prose/CSV head is
-            # searched up to where its last run may be reported).
+            # No run open: the next one the search reports (a prose/CSV head is
+            # searched for short runs up to where its last one may be reported).
             if self._stream is None:
                 self._open_stream(max(self._floor, base + i))
-            limit = base + n if self._on else min(base + n, _PROBE_END)
+            head = not self._on and not self._long
+            limit = min(base + n, _PROBE_END) if head else base + n
             stretch = self._search(limit)
             if stretch < 0:
                 i = n
-                if not self._on and base + n >= _PROBE_END:
-                    self._switch_off()  # every run starting in the head was reported
-                    return
+                if head and base + n >= _PROBE_END:
+                    # Every run starting in the head was reported: long ones from here
+                    # (the search goes on where it stopped, its counts carried).
+                    self._long = True
+                    continue
                 break
             start = self._walk_back(max(stretch, self._floor))
-            if not self._on and start >= HEAD_BYTES:
-                self._switch_off()
-                return
+            if head and start >= HEAD_BYTES:
+                # A short run past the head: searched again, from its start, as long.
+                self._long = True
+                self._search_from(start)
+                continue
             if start >= base:
                 # The common short run (a UUID, a hash, a token) that is certainly
                 # noise is passed over without the state machine.
@@ -1106,11 +1152,16 @@ class _Runs:
             seg = tail[len(tail) - (base - lower) :] + buf[: stretch - base]
         return stretch - (len(seg) - len(seg.rstrip(_ALPHABET)))
 
-    def _switch_off(self) -> None:
-        """Prose, a table or a log without encoded runs in its head: no more run search."""
-        self._off = True
-        self._forward_to(self._received)
-        self.close()
+    def _search_from(self, start: int) -> None:
+        """Search again from member offset ``start``, the start of a run (walked back
+        over the alphabet: what lies before the buffer is in the kept tail)."""
+        base = self._base
+        if start >= base:
+            self._open_stream(start)
+            return
+        before = self._tail[len(self._tail) - (base - start) :]
+        standard = len(before) - len(before.rstrip(_STANDARD_BYTES))  # base64url's - and _ break it
+        self._open_stream(base, standard, len(before) - len(before.rstrip(_DIGITS)))
 
     def _wraps(self) -> bool:
         """Whether the run's line may go on on the next one (see :data:`WRAP_MIN_CHARS`)."""

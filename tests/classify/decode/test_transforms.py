@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import html
 import html.entities
 import io
@@ -35,7 +36,9 @@ from gateway.classify.decode.transforms import (
     HEAD_BYTES,
     HEX,
     JSON_ESCAPES,
+    LONG_RUN_CHARS,
     PERCENT,
+    RUN_MIN_CHARS,
 )
 from gateway.classify.formats.testing import label_counts
 from gateway.classify.summary import ContentInfo, ScanSummary
@@ -471,13 +474,103 @@ def test_a_base64_column_past_the_head_of_a_csv_is_decoded() -> None:
     assert label_counts(scan(data)) == {"pii.cn_resident_id": 4000}
 
 
-def test_prose_is_searched_for_runs_in_its_head_only() -> None:
-    # The documented limit: a lone run deep in clean prose is not decoded.
-    filler = b"the quick brown fox jumps over the lazy dog " * (HEAD_BYTES // 40)
-    late = filler + base64.b64encode(PLAIN.encode()) + b"\n"
-    assert label_counts(scan(late)) == {}
-    early = base64.b64encode(PLAIN.encode()) + b"\n" + filler
-    assert label_counts(scan(early)) == {"pii.cn_resident_id": 3}
+@pytest.fixture(params=["core", "hyperscan"])
+def run_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with the compiled core's run search and with Hyperscan's."""
+    if request.param == "hyperscan":
+        monkeypatch.setattr(transforms, "_alphabet_run", None)
+        monkeypatch.setattr(transforms, "_long_run", None)
+    else:
+        assert transforms._alphabet_run is not None, "the compiled core is not built"
+    return str(request.param)
+
+
+FILLER = b"the quick brown fox jumps over the lazy dog, 12.5% of 2024 & R&D " * (
+    2 * HEAD_BYTES // 64
+)
+
+
+@pytest.mark.usefixtures("run_search")
+@pytest.mark.parametrize("encoding", ["base64", "base64-mime", "base64-pem", "base64-url", "hex"])
+def test_a_long_run_deep_in_prose_is_decoded(encoding: str) -> None:
+    # Past the head of prose, a table or a log, runs of LONG_RUN_CHARS are still
+    # searched: a blob of identifiers after 128 KiB of text is found.
+    blob = ENCODINGS[encoding](PLAIN).encode()
+    assert len(FILLER) > 2 * HEAD_BYTES
+    late = FILLER + blob + b"\n" + FILLER[:1000]
+    assert label_counts(scan(late)) == {"pii.cn_resident_id": 3}
+    invariant(late)
+    # Hex of a list of numbers is all digits: a long digit run.
+    numbers = FILLER + hex_encode(" ".join(IDS).encode()).encode() + b" end\n"
+    assert label_counts(scan(numbers)) == {"pii.cn_resident_id": 3}
+
+
+@pytest.mark.usefixtures("run_search")
+def test_a_short_run_deep_in_prose_is_not_decoded() -> None:
+    # The documented limit: under LONG_RUN_CHARS past the head, a run is a token.
+    short = base64.b64encode(f"id {IDS[0]}".encode())
+    assert RUN_MIN_CHARS <= len(short) < LONG_RUN_CHARS
+    assert label_counts(scan(FILLER + short + b"\n")) == {}
+    assert label_counts(scan(short + b"\n" + FILLER)) == {"pii.cn_resident_id": 1}
+
+
+@pytest.mark.usefixtures("run_search")
+@pytest.mark.parametrize("offset", [-40, -5, 0, 3, 17, 60])
+def test_runs_at_the_end_of_the_head(offset: int) -> None:
+    # A run that starts in the head is searched as short; one that starts past it
+    # as long, whatever the chunking.
+    pad = b"x " * ((HEAD_BYTES + offset) // 2) + b"x" * ((HEAD_BYTES + offset) % 2)
+    assert len(pad) == HEAD_BYTES + offset
+    short = base64.b64encode(f"id {IDS[0]}".encode())
+    long = base64.b64encode(PLAIN.encode())
+    for run, found in ((short, {"pii.cn_resident_id": 1} if offset < 0 else {}), (long, None)):
+        data = pad + b" " + run + b" tail\n" + FILLER[:300]
+        expected = found if found is not None else {"pii.cn_resident_id": 3}
+        assert label_counts(scan(data)) == expected, (offset, run[:10])
+        for cut in range(HEAD_BYTES - 80, HEAD_BYTES + 200, 37):
+            assert label_counts(scan_chunks(DETECTORS, [data[:cut], data[cut:]])) == expected
+
+
+def _late_log(rng: random.Random) -> bytes:
+    """A log past its head: lines with digests, signatures and ids (noise) and, among
+    them, base64 of text, of gzip, of a zip and of a PNG, as lines and wrapped blocks."""
+    blobs = [
+        lambda: hashlib.sha256(rng.randbytes(8)).hexdigest(),
+        lambda: hashlib.sha512(rng.randbytes(8)).hexdigest(),
+        lambda: "sha512-" + base64.b64encode(hashlib.sha512(rng.randbytes(8)).digest()).decode(),
+        lambda: base64.b64encode(rng.randbytes(rng.randint(48, 300))).decode(),
+        lambda: base64_url(rng.randbytes(rng.randint(48, 200))),
+        lambda: base64.b64encode(
+            f"ticket {rng.random()} id {rng.choice(IDS)} ok".encode()
+        ).decode(),
+        lambda: base64.b64encode(gzip.compress(PLAIN.encode(), mtime=0)).decode(),
+        lambda: base64.b64encode(zipped("a.txt", PLAIN.encode())).decode(),
+        lambda: base64_lines(PLAIN.encode() * 2, 76),
+        lambda: base64.b64encode(b"\x89PNG\r\n\x1a\n" + rng.randbytes(60)).decode(),
+        lambda: hex_encode(f"note {rng.choice(IDS)}".encode()),
+    ]
+    ends = [" ok", "", "=", " ="]
+    lines = [
+        f"2025-03-0{rng.randint(1, 9)}T10:00:00Z pulled {rng.choice(blobs)()}{rng.choice(ends)}"
+        for _ in range(40)
+    ]
+    return FILLER[: HEAD_BYTES + 100] + "\n".join(lines).encode() + b"\n"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_core_passes_over_only_noise_past_the_head(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the head the core decides digests and signatures are noise without
+    # the state machine; it must never pass over what the state machine (all of
+    # it in Python where the core is not built) would decode.
+    data = _late_log(random.Random(seed))
+    assert transforms._long_run is not None, "the compiled core is not built"
+    core = invariant(data)
+    assert len(core[1]) > 1  # the text, gzip and zip blobs were decoded
+    monkeypatch.setattr(transforms, "_alphabet_run", None)
+    monkeypatch.setattr(transforms, "_long_run", None)
+    assert invariant(data) == core
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -503,6 +596,7 @@ def test_the_core_and_hyperscan_find_the_same_runs(
     assert transforms._alphabet_run is not None, "the compiled core is not built"
     core = invariant(data)
     monkeypatch.setattr(transforms, "_alphabet_run", None)
+    monkeypatch.setattr(transforms, "_long_run", None)
     assert invariant(data) == core
 
 
