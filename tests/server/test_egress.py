@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import io
@@ -112,8 +113,10 @@ def _zip(name: str, data: bytes) -> bytes:
         ("zip", _zip("inner/people.csv", personal_csv(3))),
         ("gbk", "姓名,身份证\n陈伟,".encode("gbk") + RESIDENT_ID + "\n".encode("gbk")),
         ("utf16", ("name,id\nChen," + RESIDENT_ID.decode() + "\n").encode("utf-16")),
+        # base64 of a table of people after 300 KB of a clean one (issue 13)
+        ("late-base64", CLEAN[:300_000] + b"blob," + base64.b64encode(personal_csv(3)) + b"\n"),
     ],
-    ids=["gzip", "zip", "gbk", "utf16"],  # gzip and zip bytes hold timestamps
+    ids=["gzip", "zip", "gbk", "utf16", "late-base64"],  # gzip and zip bytes hold timestamps
 )
 async def test_identifiers_in_layers_and_charsets_are_blocked(
     parks: Parks, label: str, payload: bytes
