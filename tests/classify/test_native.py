@@ -10,13 +10,14 @@ joined by separators that make them touch, overlap and fuse.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
 import itertools
 import random
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -644,6 +645,32 @@ def test_fold_setup_rejects_a_bad_table_and_keeps_the_one_it_had() -> None:
         _native.fold("text")  # type: ignore[arg-type]
 
 
+def _simd_available(name: str) -> bool:
+    previous = _native.alphabet_simd()
+    try:
+        _native.alphabet_simd(name)
+    except ValueError:
+        return False
+    _native.alphabet_simd(previous)
+    return True
+
+
+@contextlib.contextmanager
+def _simd(name: str) -> Iterator[None]:
+    previous = _native.alphabet_simd()
+    _native.alphabet_simd(name)
+    try:
+        yield
+    finally:
+        _native.alphabet_simd(previous)
+
+
+def test_the_run_search_uses_the_widest_vector_code() -> None:
+    assert _native.alphabet_simd() == SIMD[0]
+    with pytest.raises(ValueError, match="alphabet_simd"):
+        _native.alphabet_simd("avx512")
+
+
 _RUN_PIECES = st.one_of(
     st.sampled_from(
         [b"a", b"Z", b"7", b"+", b"/", b" ", b"-", b"_", b"=", b"\n", b"@", b"[", b"`"]
@@ -653,6 +680,13 @@ _RUN_PIECES = st.one_of(
 )
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" * 2
+
+#: The vector code the run search can use on this processor (each is checked).
+SIMD = [name for name in ("avx2", "sse2") if _simd_available(name)]
+
+
+@pytest.mark.parametrize("simd", SIMD)
 @settings(max_examples=500, deadline=None)
 @given(
     pieces=st.lists(_RUN_PIECES, max_size=60),
@@ -661,6 +695,7 @@ _RUN_PIECES = st.one_of(
     lengths=st.sampled_from([(16, 20), (64, 64), (1, 1), (2, 3), (5, 2), (33, 40), (100, 120)]),
 )
 def test_alphabet_run_matches_the_reference(
+    simd: str,
     pieces: list[bytes],
     bounds: tuple[int, int],
     carry: tuple[int, int],
@@ -672,7 +707,8 @@ def test_alphabet_run_matches_the_reference(
     start, stop = sorted(min(b, len(data)) for b in bounds)
     run, digits = max(carry), min(carry)
     expected = alphabet_run_py(data, start, stop, run, digits, *lengths)
-    assert _native.alphabet_run(data, start, stop, run, digits, *lengths) == expected
+    with _simd(simd):
+        assert _native.alphabet_run(data, start, stop, run, digits, *lengths) == expected
 
 
 def test_alphabet_run_checks_its_arguments() -> None:
@@ -686,17 +722,23 @@ def test_alphabet_run_checks_its_arguments() -> None:
         _native.alphabet_run("abc", 0, 3, 0, 0, 16, 20)  # type: ignore[arg-type]
 
 
-def test_alphabet_run_across_block_boundaries() -> None:
-    # Every placement of a run (letters, digits, or digits then a letter) against
-    # the core's 64-byte blocks, with and without a run carried in.
+@pytest.mark.parametrize("simd", SIMD)
+def test_alphabet_run_across_block_boundaries(simd: str) -> None:
+    # Every placement of a run (letters, digits, digits then a letter, the whole
+    # alphabet) against the core's 64-byte blocks, among characters just outside the
+    # alphabet's ranges, with and without a run carried in.
     for lengths in ((16, 20), (64, 64), (33, 40)):
         for length in (15, 16, 17, 19, 20, 21, 33, 63, 64, 65, 100):
-            for body in (b"A" * length, b"7" * length, b"7" * (length - 1) + b"x"):
-                for lead in range(0, 140, 3):
-                    data = b" " * lead + body + b" " * 70
+            bodies = (b"A" * length, b"7" * length, b"7" * (length - 1) + b"x", _ALPHABET[:length])
+            for body, gap in itertools.product(
+                bodies, (b" ", b"@", b"[", b"`", b"{", b"-", b"\x80")
+            ):
+                for lead in range(0, 140, 7):
+                    data = gap * lead + body + gap * 70
                     for carry in (0, 5):
                         expected = alphabet_run_py(data, 0, len(data), carry, 0, *lengths)
-                        got = _native.alphabet_run(data, 0, len(data), carry, 0, *lengths)
+                        with _simd(simd):
+                            got = _native.alphabet_run(data, 0, len(data), carry, 0, *lengths)
                         assert got == expected, (lengths, length, body[-2:], lead, carry)
 
 
