@@ -2157,7 +2157,8 @@ static const struct {
     {0, 4, "\x89HDF"}, {0, 3, "CDF"}, {0, 3, "BAM"}, {0, 3, "BCF"}, {0, 4, "CRAM"},
     {0, 4, "\xd0\xcf\x11\xe0"}, {0, 5, "ARROW"}, {0, 4, "FEA1"}, {0, 3, "ORC"}, {0, 3, "Obj"},
     {0, 6, "\x93NUMPY"}, {0, 4, "GGUF"}, {0, 2, "7z"}, {0, 4, "Rar!"}, {0, 4, "\x04\x22\x4d\x18"},
-    {0, 2, "\x1f\x9d"}, {0, 2, "\x1f\xa0"}, {0, 8, "Salted__"}, {0, 4, "\xff\xff\xff\xff"},
+    {0, 2, "\x1f\x9d"}, {0, 2, "\x1f\xa0"}, {0, 8, "Salted__"}, {0, 18, "age-encryption.org"},
+    {0, 4, "\xff\xff\xff\xff"},
     {0, 2, "\x80\x02"}, {0, 2, "\x80\x03"}, {0, 2, "\x80\x04"}, {0, 2, "\x80\x05"}, {0, 1, "\x08"},
     {0, 1, "\x84"}, {0, 1, "\x85"}, {0, 1, "\x86"}, {0, 1, "\x8c"}, {0, 1, "\x8d"}, {0, 1, "\x8e"},
     {0, 1, "\xc1"}, {0, 1, "\xc3"}, {0, 2, "\x02\x00"}, {0, 2, "\x08\x00"}, {128, 4, "DICM"},
@@ -2175,6 +2176,8 @@ static int long_run_worth(const uint8_t *b, Py_ssize_t n) {
         Py_ssize_t at = LONG_RUN_MAGICS[k].offset, len = LONG_RUN_MAGICS[k].length;
         if (at + len <= n && memcmp(b + at, LONG_RUN_MAGICS[k].bytes, (size_t)len) == 0) return 1;
     }
+    for (Py_ssize_t i = 0; i + 5 <= n; i++) /* a PDF behind junk: readers look for it */
+        if (b[i] == '%' && memcmp(b + i, "%PDF-", 5) == 0) return 1;
     uint32_t cp;
     for (const uint8_t *p = b, *end = b + n; p < end;) {
         if (*p < 0x80) {
@@ -2197,9 +2200,9 @@ static int long_run_worth(const uint8_t *b, Py_ssize_t n) {
 #define LONG_RUN_KIND_CHARS 64
 
 static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    /* long_run(data, start, stop, run, digits, length) -> (end, run, digits).
+    /* long_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
      *
-     * alphabet_run(data, start, stop, run, digits, length, length), passing over
+     * alphabet_run(data, start, stop, run, digits, min_run, min_digits), passing over
      * the runs that are certainly noise: complete (followed by what cannot
      * continue them: not the end of the data, not a line break after a line as
      * wide as a wrapped block), at most LONG_RUN_DECIDE_MAX characters, not all
@@ -2207,26 +2210,26 @@ static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args
      * base64) to bytes that are neither text nor a known magic number. Digests
      * and signatures in logs cost no Python. The run the search reports is
      * returned as alphabet_run would report it; the state machine reads it. */
-    if (nargs != 6 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "long_run(data, start, stop, run, digits, length)");
+    if (nargs != 7 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "long_run(data, start, stop, run, digits, min_run, min_digits)");
         return NULL;
     }
-    Py_ssize_t v[5];
-    for (int k = 0; k < 5; k++) {
+    Py_ssize_t v[6];
+    for (int k = 0; k < 6; k++) {
         v[k] = PyLong_AsSsize_t(args[k + 1]);
         if (v[k] == -1 && PyErr_Occurred()) return NULL;
     }
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    Py_ssize_t start = v[0], i = v[0], stop = v[1], run = v[2], digits = v[3], length = v[4];
+    Py_ssize_t start = v[0], i = v[0], stop = v[1], run = v[2], digits = v[3], length = v[4], min_digits = v[5];
     if (i < 0 || stop > size || i > stop || run < 0 || digits < 0 || digits > run || length < 1 ||
-        length > LONG_RUN_WALK) {
+        length > LONG_RUN_WALK || min_digits < length) {
         PyErr_SetString(PyExc_ValueError, "long_run: bounds or counts out of range");
         return NULL;
     }
     uint8_t decoded[LONG_RUN_DECIDE_MAX];
     for (;;) {
-        Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, length, length);
+        Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, length, min_digits);
         if (end < 0) return Py_BuildValue("nnn", (Py_ssize_t)-1, run, digits);
         Py_ssize_t stretch = end - length, lower = stretch - LONG_RUN_WALK;
         if (lower < start) lower = start;
@@ -2313,7 +2316,7 @@ static PyMethodDef module_methods[] = {
     {"alphabet_simd", mod_alphabet_simd, METH_VARARGS,
      "alphabet_simd([name]) -> name: the run search's vector code (avx2, sse2, none); switch it (tests)."},
     {"long_run", (PyCFunction)(void (*)(void))mod_long_run, METH_FASTCALL,
-     "long_run(data, start, stop, run, digits, length) -> (end, run, digits): alphabet_run past "
+     "long_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): alphabet_run past "
      "runs that are certainly noise (digests, signatures)."},
     {"fold", (PyCFunction)mod_fold, METH_O,
      "fold(data) -> bytes: complete UTF-8 normalised by the table fold_setup gave, as charset.fold."},

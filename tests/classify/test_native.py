@@ -746,7 +746,7 @@ def _long_reports(data: bytes) -> list[int]:
     """Where long_run reports in ``data``, searching on after each report's line."""
     ends: list[int] = []
     at = 0
-    while (end := _native.long_run(data, at, len(data), 0, 0, 64)[0]) >= 0:
+    while (end := _native.long_run(data, at, len(data), 0, 0, 64, 64)[0]) >= 0:
         ends.append(end)
         line_end = data.find(b"\n", end)
         at = len(data) if line_end < 0 else line_end
@@ -780,4 +780,4 @@ def test_long_run_passes_over_digests_and_reports_encoded_text() -> None:
     wrapped = digests + base64.b64encode(hashlib.sha512(b"z").digest() * 2)[:76] + b"\n"
     assert any(end > len(digests) for end in _long_reports(wrapped))
     with pytest.raises(ValueError, match="long_run"):
-        _native.long_run(b"abc", 0, 3, 0, 0, 65)
+        _native.long_run(b"abc", 0, 3, 0, 0, 65, 65)

@@ -573,6 +573,28 @@ def test_the_core_passes_over_only_noise_past_the_head(
     assert invariant(data) == core
 
 
+def test_a_lockfile_costs_no_decode_and_hides_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An npm lockfile: an integrity digest (sha512, base64) per package, passed over
+    # by the core; a field among them holding base64 of text is still decoded, and
+    # the members are the Python state machine's.
+    packages = {
+        f"node_modules/p{i}": {
+            "version": f"1.{i}.0",
+            "integrity": "sha512-"
+            + base64.b64encode(hashlib.sha512(str(i).encode()).digest()).decode(),
+        }
+        for i in range(300)
+    }
+    packages["node_modules/p150"]["note"] = base64.b64encode(PLAIN.encode()).decode()
+    data = json.dumps({"lockfileVersion": 3, "packages": packages}, indent=2).encode()
+    core = invariant(data)
+    assert core[1][1:] == [("text/plain", PLAIN.encode())]
+    assert label_counts(scan(data)) == {"pii.cn_resident_id": 3}
+    monkeypatch.setattr(transforms, "_alphabet_run", None)
+    monkeypatch.setattr(transforms, "_long_run", None)
+    assert invariant(data) == core
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_core_and_hyperscan_find_the_same_runs(
     seed: int, monkeypatch: pytest.MonkeyPatch
