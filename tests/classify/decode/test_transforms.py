@@ -14,10 +14,8 @@ import gzip
 import hashlib
 import html
 import html.entities
-import io
 import json
 import random
-import zipfile
 from dataclasses import dataclass, field
 
 import pytest
@@ -61,6 +59,7 @@ from gateway.classify.testing import (
     resident_id,
     scan_chunks,
 )
+from tests.classify.test_decode import make_zip
 
 DETECTORS = DetectorSet.build()
 RNG = random.Random(13)
@@ -148,13 +147,6 @@ def one_member(data: bytes, layers: tuple[str, ...]) -> tuple[str, bytes]:
     return members[0]
 
 
-def zipped(name: str, data: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return out.getvalue()
-
-
 # --------------------------------------------------------------------------- sniffing
 
 
@@ -231,10 +223,10 @@ def test_json_escapes_in_any_text() -> None:
 def test_a_backslash_too_deep_to_decode_is_no_unscannable_unless_it_is_unicode() -> None:
     path = b"copied C:\\new\\table to D:\\backup\n"
     limits = ScanLimits(max_depth=1)
-    _, sink = decode([zipped("log.txt", path)], limits)
+    _, sink = decode([make_zip([("log.txt", path)])], limits)
     assert sink.reasons == []  # a Windows path, as likely as an escape: passed over
     escaped_id = f"id {json_escape_all(IDS[0])}\n".encode()
-    _, sink = decode([zipped("log.txt", path + escaped_id)], limits)
+    _, sink = decode([make_zip([("log.txt", path + escaped_id)])], limits)
     assert sink.reasons == [f"{JSON_ESCAPES}: nested deeper than 1 layers"]
 
 
@@ -380,7 +372,7 @@ def test_encoded_runs_are_decoded_as_nested_members(encoding: str) -> None:
 
 
 def test_a_run_names_its_layer_and_a_zip_inside_is_opened() -> None:
-    data = json.dumps({"file": base64.b64encode(zipped("ids.txt", PLAIN.encode())).decode()})
+    data = json.dumps({"file": base64.b64encode(make_zip([("ids.txt", PLAIN.encode())])).decode()})
     summary = scan(data.encode())
     assert label_counts(summary) == {"pii.cn_resident_id": 3}
     _, sink = decode([data.encode()])
@@ -390,11 +382,11 @@ def test_a_run_names_its_layer_and_a_zip_inside_is_opened() -> None:
 
 def test_base64_in_json_in_a_zip_member_is_three_layers() -> None:
     inner = json.dumps({"blob": base64.b64encode(PLAIN.encode()).decode()}).replace("/", "\\/")
-    summary = scan(zipped("export.json", inner.encode()))
+    summary = scan(make_zip([("export.json", inner.encode())]))
     assert label_counts(summary) == {"pii.cn_resident_id": 3}
     # The largest member describes the input: the decoded text, three layers deep.
     packed = base64.b64encode(gzip.compress((PLAIN * 50).encode(), mtime=0))
-    info, _ = decode([zipped("plain.txt", packed)])
+    info, _ = decode([make_zip([("plain.txt", packed)])])
     assert info.layers == ("zip", BASE64, "gzip")
 
 
@@ -544,7 +536,7 @@ def _late_log(rng: random.Random) -> bytes:
             f"ticket {rng.random()} id {rng.choice(IDS)} ok".encode()
         ).decode(),
         lambda: base64.b64encode(gzip.compress(PLAIN.encode(), mtime=0)).decode(),
-        lambda: base64.b64encode(zipped("a.txt", PLAIN.encode())).decode(),
+        lambda: base64.b64encode(make_zip([("a.txt", PLAIN.encode())])).decode(),
         lambda: base64_lines(PLAIN.encode() * 2, 76),
         lambda: base64.b64encode(b"\x89PNG\r\n\x1a\n" + rng.randbytes(60)).decode(),
         lambda: hex_encode(f"note {rng.choice(IDS)}".encode()),
@@ -660,7 +652,7 @@ def test_nesting_past_the_depth_limit_is_unscannable() -> None:
     assert summary.unscannable == ("base64: nested deeper than 4 layers",)
     # In-place stages are layers too: a form field in a zip member, depth 1.
     body = form_urlencode(html_decimal_refs(IDS[0])).encode()
-    summary = scan(zipped("form.txt", body), ScanLimits(max_depth=2))
+    summary = scan(make_zip([("form.txt", body)]), ScanLimits(max_depth=2))
     assert summary.unscannable == ("char-refs: nested deeper than 2 layers",)
 
 
