@@ -244,31 +244,15 @@ _DEPARTMENTS: Final = (
 )
 
 
-def _json_api(rng: random.Random, size: int) -> bytes:
-    """A JSON array of records as an API returns them (``json.dumps``: non-ASCII escaped)."""
-    people = _population(rng.getrandbits(32))
-    parts: list[str] = []
-    total = 1
-    n = 0
+def _records(size: int, record: Callable[[int], str]) -> list[str]:
+    """``record(1)``, ``record(2)`` … until they hold ``size`` characters with a
+    separator after each."""
+    records: list[str] = []
+    total = 0
     while total < size:
-        n += 1
-        record: dict[str, object] = {
-            "id": n,
-            "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "name": rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(2)),
-            "department": rng.choice(_DEPARTMENTS),
-            "city": rng.choice(("Shenzhen", "Hong Kong", "Guangzhou")),
-            "updated": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
-            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
-            "score": round(rng.random(), 4),
-            "note": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))),
-        }
-        if n % JSON_ID_EVERY == 0:
-            record["contact"] = rng.choice(people)[n % 2]  # a Resident ID or a mobile
-        text = json.dumps(record)
-        parts.append(text)
-        total += len(text) + 1
-    return ("[" + ",".join(parts) + "]").encode()[:size]
+        records.append(record(len(records) + 1))
+        total += len(records[-1]) + 1
+    return records
 
 
 def _name(rng: random.Random) -> str:
@@ -282,6 +266,28 @@ def _stamp(rng: random.Random) -> str:
     )
 
 
+def _json_api(rng: random.Random, size: int) -> bytes:
+    """A JSON array of records as an API returns them (``json.dumps``: non-ASCII escaped)."""
+    people = _population(rng.getrandbits(32))
+
+    def record(n: int) -> str:
+        fields: dict[str, object] = {
+            "id": n,
+            "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "name": _name(rng),
+            "department": rng.choice(_DEPARTMENTS),
+            "city": rng.choice(("Shenzhen", "Hong Kong", "Guangzhou")),
+            "updated": _stamp(rng),
+            "score": round(rng.random(), 4),
+            "note": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))),
+        }
+        if n % JSON_ID_EVERY == 0:
+            fields["contact"] = rng.choice(people)[n % 2]  # a Resident ID or a mobile
+        return json.dumps(fields)
+
+    return ("[" + ",".join(_records(size, record)) + "]").encode()[:size]
+
+
 def _char_refs(text: str) -> str:
     """``text`` for an ASCII HTML page: every non-ASCII character a decimal reference."""
     return "".join(c if c < "\x80" else f"&#{ord(c)};" for c in text)
@@ -290,37 +296,31 @@ def _char_refs(text: str) -> str:
 def _html_export(rng: random.Random, size: int) -> bytes:
     """An HTML table of visits as an exporter writes an ASCII page (non-ASCII as ``&#N;``)."""
     people = _population(rng.getrandbits(32))
-    parts = [
+    head = (
         '<!DOCTYPE html>\n<html><head><meta charset="us-ascii"><title>Visits</title></head>\n'
         "<body><table>\n<tr><th>No.</th><th>Name</th><th>Department</th><th>Updated</th>"
         "<th>Note</th><th>Contact</th></tr>\n"
-    ]
-    total = len(parts[0])
-    n = 0
-    while total < size:
-        n += 1
+    )
+
+    def row(n: int) -> str:
         words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 10))]
         note = " ".join(words).replace(" and ", " &amp; ", 1)
         contact = rng.choice(people)[n % 2] if n % JSON_ID_EVERY == 0 else "&nbsp;"
-        row = (
+        return (
             f"<tr><td>{n}</td><td>{_char_refs(_name(rng))}</td>"
             f"<td>{_char_refs(rng.choice(_DEPARTMENTS))}</td><td>{_stamp(rng)}</td>"
-            f"<td>{note}&nbsp;{_char_refs(rng.choice(_CJK))}</td><td>{contact}</td></tr>\n"
+            f"<td>{note}&nbsp;{_char_refs(rng.choice(_CJK))}</td><td>{contact}</td></tr>"
         )
-        parts.append(row)
-        total += len(row)
-    parts.append("</table></body></html>\n")
-    return "".join(parts).encode()[:size]
+
+    rows = "\n".join(_records(size - len(head), row))
+    return (head + rows + "\n</table></body></html>\n").encode()[:size]
 
 
 def _form_log(rng: random.Random, size: int) -> bytes:
     """A request log of form posts, each body URL-encoded as a browser encodes it."""
     people = _population(rng.getrandbits(32))
-    parts: list[str] = []
-    total = 0
-    n = 0
-    while total < size:
-        n += 1
+
+    def line(n: int) -> str:
         fields = {
             "name": _name(rng),
             "department": rng.choice(_DEPARTMENTS),
@@ -331,12 +331,9 @@ def _form_log(rng: random.Random, size: int) -> bytes:
         if n % JSON_ID_EVERY == 0:
             fields["contact"] = rng.choice(people)[n % 2]
         body = urllib.parse.urlencode(fields)  # UTF-8 as %XX, spaces as +
-        line = (
-            f"{_stamp(rng)} 10.8.{rng.randint(0, 255)}.{rng.randint(1, 254)} POST /visits {body}\n"
-        )
-        parts.append(line)
-        total += len(line)
-    return "".join(parts).encode()[:size]
+        return f"{_stamp(rng)} 10.8.{rng.randint(0, 255)}.{rng.randint(1, 254)} POST /visits {body}"
+
+    return ("\n".join(_records(size, line)) + "\n").encode()[:size]
 
 
 def _png(rng: random.Random, width: int = 32, height: int = 24) -> bytes:
@@ -363,11 +360,8 @@ def _base64_attachments(rng: random.Random, size: int) -> bytes:
     """JSON records each carrying a base64 attachment: a small CSV or a PNG thumbnail."""
     people = _population(rng.getrandbits(32))
     thumbnails = [base64.b64encode(_png(rng)).decode() for _ in range(16)]
-    parts: list[str] = []
-    total = 1
-    n = 0
-    while total < size:
-        n += 1
+
+    def record(n: int) -> str:
         if n % 2:
             rows = [
                 f"{n}-{i},{_stamp(rng)},{rng.uniform(-20, 40):.3f},{rng.random():.5f}\n"
@@ -376,16 +370,14 @@ def _base64_attachments(rng: random.Random, size: int) -> bytes:
             if n % JSON_ID_EVERY == 1:
                 rows.append(f"contact,{rng.choice(people)[n % 2]}\n")
             name, media = f"readings-{n}.csv", "text/csv"
-            data = base64.b64encode(("sample,time,temp_c,absorbance\n" + "".join(rows)).encode())
-            attachment = data.decode()
+            csv = "sample,time,temp_c,absorbance\n" + "".join(rows)
+            attachment = base64.b64encode(csv.encode()).decode()
         else:
             name, media, attachment = f"thumb-{n}.png", "image/png", rng.choice(thumbnails)
-        text = json.dumps(
-            {"id": n, "updated": _stamp(rng), "file": name, "type": media, "data": attachment}
-        )
-        parts.append(text)
-        total += len(text) + 1
-    return ("[" + ",".join(parts) + "]").encode()[:size]
+        fields = {"id": n, "updated": _stamp(rng), "file": name, "type": media, "data": attachment}
+        return json.dumps(fields)
+
+    return ("[" + ",".join(_records(size, record)) + "]").encode()[:size]
 
 
 #: Data generators by kind.
