@@ -1624,79 +1624,6 @@ static PyObject *mod_genetic_tables(PyObject *Py_UNUSED(module), PyObject *Py_UN
                          (Py_ssize_t)256, g_min, g_space_max, g_kind[0], g_kind[1], g_kind[2], g_kind[3]);
 }
 
-/* ---- full-width folding (charset.fold_fullwidth) ------------------------------ */
-
-/* The UTF-8 length of a foldable character at p (3), or 0: U+FF01-FF3F is
- * EF BC 81-BF, U+FF40-FF5E is EF BD 80-9E (NFKC: ASCII 0x21-0x7E), U+3000 is
- * E3 80 80 (NFKC: a space). */
-static int foldable(const uint8_t *p, const uint8_t *end, uint8_t *out) {
-    if (end - p < 3) return 0;
-    if (p[0] == 0xEF && p[1] == 0xBC && p[2] >= 0x81 && p[2] <= 0xBF) {
-        *out = (uint8_t)(p[2] - 0x60);
-        return 3;
-    }
-    if (p[0] == 0xEF && p[1] == 0xBD && p[2] >= 0x80 && p[2] <= 0x9E) {
-        *out = (uint8_t)(p[2] - 0x20);
-        return 3;
-    }
-    if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) {
-        *out = ' ';
-        return 3;
-    }
-    return 0;
-}
-
-/* The next E3 or EF byte at or after p, eight bytes at a time (the bytes
- * every foldable character starts with; prose and most CJK text hold few). */
-static const uint8_t *next_lead(const uint8_t *p, const uint8_t *end) {
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    while (end - p >= 8) {
-        uint64_t w, a, b;
-        memcpy(&w, p, 8);
-        a = w ^ (0xE3 * ones);
-        b = w ^ (0xEF * ones);
-        if ((((a - ones) & ~a) | ((b - ones) & ~b)) & highs) break;
-        p += 8;
-    }
-    while (p < end && *p != 0xE3 && *p != 0xEF) p++;
-    return p;
-}
-
-static PyObject *mod_fold_fullwidth(PyObject *Py_UNUSED(module), PyObject *arg) {
-    /* fold_fullwidth(data) -> bytes: the same object when nothing folds. */
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "fold_fullwidth(data: bytes)");
-        return NULL;
-    }
-    const uint8_t *start = (const uint8_t *)PyBytes_AS_STRING(arg);
-    const uint8_t *end = start + PyBytes_GET_SIZE(arg), *p = start;
-    uint8_t ascii;
-    while ((p = next_lead(p, end)) < end && !foldable(p, end, &ascii)) p++;
-    if (p == end) return Py_NewRef(arg);
-    /* Folding only shrinks: the output fits in the input's size. */
-    PyObject *out = PyBytes_FromStringAndSize(NULL, end - start);
-    if (out == NULL) return NULL;
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
-    const uint8_t *copied = start;
-    while (p < end) {
-        int n = foldable(p, end, &ascii);
-        if (n == 0) {
-            p = next_lead(p + 1, end);
-            continue;
-        }
-        memcpy(o, copied, (size_t)(p - copied));
-        o += p - copied;
-        *o++ = ascii;
-        p += n;
-        copied = p;
-        p = next_lead(p, end);
-    }
-    memcpy(o, copied, (size_t)(end - copied));
-    o += end - copied;
-    if (_PyBytes_Resize(&out, (Py_ssize_t)(o - (uint8_t *)PyBytes_AS_STRING(out))) < 0) return NULL;
-    return out;
-}
-
 /* ---- the whole fold (charset.fold): a table of code points ------------------------ */
 
 /* The table charset.py derives from unicodedata (charset.folding_table), handed
@@ -2070,6 +1997,26 @@ static Py_ssize_t alphabet_search(const uint8_t *data, Py_ssize_t i, Py_ssize_t 
     return run_scalar(data, i, stop, run_io, digits_io, min_run, min_digits);
 }
 
+/* The arguments alphabet_run and next_run share: data, then six integers (start,
+ * stop, run, digits, min_run, min_digits), checked for range; 0 with an error set
+ * when they are not. */
+static int run_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_ssize_t v[6]) {
+    if (nargs != 7 || !PyBytes_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s(data, start, stop, run, digits, min_run, min_digits)", name);
+        return 0;
+    }
+    for (int k = 0; k < 6; k++) {
+        v[k] = PyLong_AsSsize_t(args[k + 1]);
+        if (v[k] == -1 && PyErr_Occurred()) return 0;
+    }
+    if (v[0] < 0 || v[1] > PyBytes_GET_SIZE(args[0]) || v[0] > v[1] || v[2] < 0 || v[3] < 0 || v[3] > v[2] ||
+        v[4] < 1 || v[5] < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: bounds or counts out of range", name);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *mod_alphabet_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     /* alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
      *
@@ -2084,28 +2031,15 @@ static PyObject *mod_alphabet_run(PyObject *Py_UNUSED(module), PyObject *const *
      * a byte outside the alphabet rules out every start up to it. Prose moves
      * in steps of about m with a word's length of work each; only a run that
      * reaches m characters is walked byte by byte. */
-    if (nargs != 7 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "alphabet_run(data, start, stop, run, digits, min_run, min_digits)");
-        return NULL;
-    }
     Py_ssize_t v[6];
-    for (int k = 0; k < 6; k++) {
-        v[k] = PyLong_AsSsize_t(args[k + 1]);
-        if (v[k] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (!run_args(args, nargs, "alphabet_run", v)) return NULL;
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     Py_ssize_t i = v[0], stop = v[1], run = v[2], digits = v[3], min_run = v[4], min_digits = v[5];
-    if (i < 0 || stop > size || i > stop || run < 0 || digits < 0 || digits > run || min_run < 1 ||
-        min_digits < 1) {
-        PyErr_SetString(PyExc_ValueError, "alphabet_run: bounds or counts out of range");
-        return NULL;
-    }
     Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, min_run, min_digits);
     return Py_BuildValue("nnn", end, run, digits);
 }
 
-/* ---- long runs past the head of prose (decode.transforms): noise passed over ---- */
+/* ---- the next run worth decoding (decode.transforms): digests passed over ---------- */
 
 /* Characters a run may hold besides the standard alphabet: base64url's - and _. */
 static inline int run_ext(uint8_t c) { return (run_class[c] & 1) || c == '-' || c == '_'; }
@@ -2150,7 +2084,7 @@ static const struct {
     uint16_t offset;
     uint8_t length;
     const char *bytes;
-} LONG_RUN_MAGICS[] = {
+} RUN_MAGICS[] = {
     {0, 2, "\x1f\x8b"}, {0, 4, "\x28\xb5\x2f\xfd"}, {0, 3, "BZh"}, {0, 6, "\xfd" "7zXZ\x00"},
     {0, 2, "PK"}, {0, 4, "%PDF"}, {0, 4, "\x89PNG"}, {0, 3, "\xff\xd8\xff"}, {0, 2, "II"},
     {0, 2, "MM"}, {0, 4, "GIF8"}, {0, 4, "RIFF"}, {0, 6, "SQLite"}, {0, 3, "PAR"},
@@ -2167,14 +2101,14 @@ static const struct {
 
 /* Whether a long run's decoded bytes may be something the full verdict opens: text
  * (valid UTF-8, or NULs enough for UTF-16) or a magic number above. */
-static int long_run_worth(const uint8_t *b, Py_ssize_t n) {
+static int run_worth_decoding(const uint8_t *b, Py_ssize_t n) {
     if (n == 0) return 0;
     Py_ssize_t nuls = 0;
     for (Py_ssize_t i = 0; i < n; i++) nuls += b[i] == 0;
     if (nuls * 8 >= n) return 1;
-    for (size_t k = 0; k < sizeof(LONG_RUN_MAGICS) / sizeof(LONG_RUN_MAGICS[0]); k++) {
-        Py_ssize_t at = LONG_RUN_MAGICS[k].offset, len = LONG_RUN_MAGICS[k].length;
-        if (at + len <= n && memcmp(b + at, LONG_RUN_MAGICS[k].bytes, (size_t)len) == 0) return 1;
+    for (size_t k = 0; k < sizeof(RUN_MAGICS) / sizeof(RUN_MAGICS[0]); k++) {
+        Py_ssize_t at = RUN_MAGICS[k].offset, len = RUN_MAGICS[k].length;
+        if (at + len <= n && memcmp(b + at, RUN_MAGICS[k].bytes, (size_t)len) == 0) return 1;
     }
     for (Py_ssize_t i = 0; i + 5 <= n; i++) /* a PDF behind junk: readers look for it */
         if (b[i] == '%' && memcmp(b + i, "%PDF-", 5) == 0) return 1;
@@ -2192,53 +2126,44 @@ static int long_run_worth(const uint8_t *b, Py_ssize_t n) {
 }
 
 /* Longest run the core decides on alone (longer ones go to the state machine). */
-#define LONG_RUN_DECIDE_MAX 512
+#define RUN_DECIDE_MAX 512
 /* transforms.RUN_WALK_CHARS, WRAP_MIN_CHARS, WRAP_MAX_CHARS, RUN_DECIDE_CHARS. */
-#define LONG_RUN_WALK 64
-#define LONG_RUN_WRAP_MIN 32
-#define LONG_RUN_WRAP_MAX 1024
-#define LONG_RUN_KIND_CHARS 64
+#define RUN_WALK 64
+#define RUN_WRAP_MIN 32
+#define RUN_WRAP_MAX 1024
+#define RUN_KIND_CHARS 64
 
-static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    /* long_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
+static PyObject *mod_next_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* next_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits).
      *
      * alphabet_run(data, start, stop, run, digits, min_run, min_digits), passing over
      * the runs that are certainly noise: complete (followed by what cannot
      * continue them: not the end of the data, not a line break after a line as
-     * wide as a wrapped block), at most LONG_RUN_DECIDE_MAX characters, not all
+     * wide as a wrapped block), at most RUN_DECIDE_MAX characters, not all
      * digits, starting inside the data, and decoding (as hex when all hex, and as
      * base64) to bytes that are neither text nor a known magic number. Digests
      * and signatures in logs cost no Python. The run the search reports is
      * returned as alphabet_run would report it; the state machine reads it. */
-    if (nargs != 7 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "long_run(data, start, stop, run, digits, min_run, min_digits)");
-        return NULL;
-    }
     Py_ssize_t v[6];
-    for (int k = 0; k < 6; k++) {
-        v[k] = PyLong_AsSsize_t(args[k + 1]);
-        if (v[k] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (!run_args(args, nargs, "next_run", v)) return NULL;
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     Py_ssize_t start = v[0], i = v[0], stop = v[1], run = v[2], digits = v[3], length = v[4], min_digits = v[5];
-    if (i < 0 || stop > size || i > stop || run < 0 || digits < 0 || digits > run || length < 1 ||
-        length > LONG_RUN_WALK || min_digits < length) {
-        PyErr_SetString(PyExc_ValueError, "long_run: bounds or counts out of range");
+    if (length > RUN_WALK || min_digits < length) {
+        PyErr_SetString(PyExc_ValueError, "next_run: min_run over 64 or min_digits under it");
         return NULL;
     }
-    uint8_t decoded[LONG_RUN_DECIDE_MAX];
+    uint8_t decoded[RUN_DECIDE_MAX];
     for (;;) {
         Py_ssize_t end = alphabet_search(data, i, stop, &run, &digits, length, min_digits);
         if (end < 0) return Py_BuildValue("nnn", (Py_ssize_t)-1, run, digits);
-        Py_ssize_t stretch = end - length, lower = stretch - LONG_RUN_WALK;
+        Py_ssize_t stretch = end - length, lower = stretch - RUN_WALK;
         if (lower < start) lower = start;
         Py_ssize_t s = stretch;
         while (s > lower && run_ext(data[s - 1])) s--;
         Py_ssize_t e = end;
         while (e < stop && run_ext(data[e])) e++;
-        int decide = stretch >= start && !(s == start && s > stretch - LONG_RUN_WALK) && e < stop &&
-                     e - s <= LONG_RUN_DECIDE_MAX;
+        int decide = stretch >= start && !(s == start && s > stretch - RUN_WALK) && e < stop &&
+                     e - s <= RUN_DECIDE_MAX;
         Py_ssize_t after = e;
         if (decide) {
             int pads = 0;
@@ -2248,10 +2173,10 @@ static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args
             }
             if (pads == 0 && (data[e] == '\r' || data[e] == '\n')) {
                 int hex_kind = 1; /* the kind is hex when its first characters are all hex */
-                for (Py_ssize_t k = s; k < e && k < s + LONG_RUN_KIND_CHARS; k++)
+                for (Py_ssize_t k = s; k < e && k < s + RUN_KIND_CHARS; k++)
                     hex_kind &= hex_value(data[k]) >= 0;
                 Py_ssize_t width = e - s;
-                if (!hex_kind && width >= LONG_RUN_WRAP_MIN && width <= LONG_RUN_WRAP_MAX && width % 4 == 0)
+                if (!hex_kind && width >= RUN_WRAP_MIN && width <= RUN_WRAP_MAX && width % 4 == 0)
                     decide = 0; /* may go on on the next line */
             } else if (pads > 0 && after == stop && pads < 2) {
                 decide = 0; /* more padding may follow */
@@ -2268,9 +2193,9 @@ static PyObject *mod_long_run(PyObject *Py_UNUSED(module), PyObject *const *args
                 Py_ssize_t n = 0;
                 for (Py_ssize_t k = s; k + 1 < e; k += 2)
                     decoded[n++] = (uint8_t)(hex_value(data[k]) << 4 | hex_value(data[k + 1]));
-                if (long_run_worth(decoded, n)) decide = 0;
+                if (run_worth_decoding(decoded, n)) decide = 0;
             }
-            if (decide && long_run_worth(decoded, decode_b64(data + s, e - s, decoded))) decide = 0;
+            if (decide && run_worth_decoding(decoded, decode_b64(data + s, e - s, decoded))) decide = 0;
         }
         if (!decide) return Py_BuildValue("nnn", end, run, digits);
         i = after; /* noise: the search goes on after it */
@@ -2308,15 +2233,13 @@ static PyObject *mod_alphabet_simd(PyObject *Py_UNUSED(module), PyObject *args) 
 }
 
 static PyMethodDef module_methods[] = {
-    {"fold_fullwidth", (PyCFunction)mod_fold_fullwidth, METH_O,
-     "fold_fullwidth(data) -> bytes: full-width ASCII and U+3000 folded (NFKC), as charset.fold_fullwidth."},
     {"alphabet_run", (PyCFunction)(void (*)(void))mod_alphabet_run, METH_FASTCALL,
      "alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): "
      "where the next base64 or hex run is reported, as transforms.alphabet_run_py."},
     {"alphabet_simd", mod_alphabet_simd, METH_VARARGS,
      "alphabet_simd([name]) -> name: the run search's vector code (avx2, sse2, none); switch it (tests)."},
-    {"long_run", (PyCFunction)(void (*)(void))mod_long_run, METH_FASTCALL,
-     "long_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): alphabet_run past "
+    {"next_run", (PyCFunction)(void (*)(void))mod_next_run, METH_FASTCALL,
+     "next_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): alphabet_run past "
      "runs that are certainly noise (digests, signatures)."},
     {"fold", (PyCFunction)mod_fold, METH_O,
      "fold(data) -> bytes: complete UTF-8 normalised by the table fold_setup gave, as charset.fold."},

@@ -19,13 +19,14 @@ compatibility form whose NFKC is ASCII; :func:`folding_table` says exactly
 which characters, derived from :mod:`unicodedata` (see :func:`_replacement`).
 
 UTF-8 is the fast path: an all-ASCII chunk goes through as it is (one
-``isascii``, >10 GB/s). Other chunks go through the native full-width fold
-when they hold an EF byte, then one Hyperscan block scan finds the remaining
-characters to fold (2-3 GB/s: ~0.3 ms/MB on mixed English and Chinese prose,
-~0.4 on Chinese text, ~0.5 on English with typographic quotes) and only those
-are replaced. Every other charset is transcoded with an incremental
-codec, ``errors="replace"``, so a stray invalid byte later in a member costs
-one U+FFFD, never an exception.
+``isascii``, >10 GB/s). Other chunks go through the compiled core's fold, one
+pass over the table (~5 GB/s on mixed English and Chinese prose, ~1.7 on
+English with typographic quotes, ~250 MB/s on text dense with other-script
+digits). Where the core is not built, :func:`fold_fullwidth` runs when a chunk
+holds an EF byte, then one Hyperscan block scan finds the remaining characters
+to fold (2-3 GB/s) and only those are replaced. Every other charset is
+transcoded with an incremental codec, ``errors="replace"``, so a stray invalid
+byte later in a member costs one U+FFFD, never an exception.
 """
 
 from __future__ import annotations
@@ -45,13 +46,11 @@ from typing import Final
 import hyperscan
 
 _fold_native: Callable[[bytes], bytes] | None
-_fold_all_native: Callable[[bytes], bytes] | None
 try:
-    from gateway.classify._native import fold as _fold_all_native
-    from gateway.classify._native import fold_fullwidth as _fold_native
+    from gateway.classify._native import fold as _fold_native
     from gateway.classify._native import fold_setup as _fold_setup_native
 except ImportError:  # pragma: no cover - a source tree whose extension was not built
-    _fold_native = _fold_all_native = None
+    _fold_native = None
 
 UTF8: Final = "utf-8"
 UTF16LE: Final = "utf-16le"
@@ -205,17 +204,10 @@ def fold_fullwidth(data: bytes) -> bytes:
     The whole full-width block U+FF01-FF5E becomes ASCII 0x21-0x7E and the
     ideographic space becomes a space, as NFKC does, so that identifiers,
     coordinates, addresses and markings typed with a CJK input method match the
-    same detectors as their ASCII spelling. The compiled core does it in one
-    pass (8 bytes at a time to the next E3/EF byte); :func:`fold_fullwidth_py`
-    is the reference it is tested against.
+    same detectors as their ASCII spelling. :func:`fold` does this and more (in
+    the compiled core); this is the first step of its Hyperscan path where the
+    core is not built.
     """
-    if _fold_native is not None:
-        return _fold_native(data)
-    return fold_fullwidth_py(data)
-
-
-def fold_fullwidth_py(data: bytes) -> bytes:
-    """:func:`fold_fullwidth` in Python (the reference, and the fallback without the core)."""
     # Full-width forms all start with EF: one memchr (GB/s) spares CJK text the
     # two 2-byte searches, which run at ~0.9 GB/s there (their last byte is a
     # common continuation byte) and made folding a third of the scan path.
@@ -257,8 +249,8 @@ _IGNORABLE_MARK_NAMES: Final = ("VARIATION SELECTOR", "COMBINING GRAPHEME JOINER
 #: match; circled and parenthesised ideographs (``㊙``, ``㈠``) stay.
 _CJK_FOLDED_NAMES: Final = ("CJK COMPATIBILITY IDEOGRAPH", "KANGXI RADICAL", "CJK RADICAL")
 #: Full-width ASCII forms (U+FF01-FF5E) and the ideographic space: what
-#: :func:`fold_fullwidth` folds natively before the scan for the rest.
-_NATIVE_FOLDED: Final = frozenset((*range(0xFF01, 0xFF5F), 0x3000))
+#: :func:`fold_fullwidth` folds before the scan for the rest (the Hyperscan path).
+_FULLWIDTH_FOLDED: Final = frozenset((*range(0xFF01, 0xFF5F), 0x3000))
 #: Lead bytes whose characters :func:`_database` matches with one expression
 #: per lead (all 3-byte: U+2000-U+2FFF and U+3000-U+3FFF).
 _ALTERNATED_LEADS: Final = (0xE2, 0xE3)
@@ -402,7 +394,7 @@ class _Folding:
     table: Mapping[int, str]
     #: UTF-8 of each character -> UTF-8 of its replacement.
     utf8: Mapping[bytes, bytes]
-    #: The characters to scan for once the native fold has run (all but the
+    #: The characters to scan for once :func:`fold_fullwidth` has run (all but the
     #: full-width block and U+3000).
     scanned: tuple[int, ...]
 
@@ -414,24 +406,24 @@ def _folding() -> _Folding:
         replacement = _replacement(chr(cp))
         if replacement is not None:
             table[cp] = replacement
-    table.update({cp: unicodedata.normalize("NFKC", chr(cp)) for cp in _NATIVE_FOLDED})
+    table.update({cp: unicodedata.normalize("NFKC", chr(cp)) for cp in _FULLWIDTH_FOLDED})
     return _Folding(
         table=MappingProxyType(table),
         utf8=MappingProxyType({chr(cp).encode(): rep.encode() for cp, rep in table.items()}),
-        scanned=tuple(sorted(cp for cp in table if cp not in _NATIVE_FOLDED)),
+        scanned=tuple(sorted(cp for cp in table if cp not in _FULLWIDTH_FOLDED)),
     )
 
 
 @functools.cache
-def _database_for(native_folded: bool) -> hyperscan.Database:
-    """The scan for text the native fold has been through, or for text without an EF byte.
+def _database_for(fullwidth_folded: bool) -> hyperscan.Database:
+    """The scan for text :func:`fold_fullwidth` has been through, or for text without an EF byte.
 
     The latter holds no full-width form but may hold U+3000: finding it in the
-    same scan spares such text (mixed English and Chinese prose) the native
-    pass, which costs as much as the scan (~0.2 ms/MB each).
+    same scan spares such text (mixed English and Chinese prose) the
+    full-width pass, which costs as much as the scan (~0.2 ms/MB each).
     """
     scanned = list(_folding().scanned)
-    return _database(scanned if native_folded else sorted([*scanned, 0x3000]))
+    return _database(scanned if fullwidth_folded else sorted([*scanned, 0x3000]))
 
 
 def folding_table() -> Mapping[int, str]:
@@ -462,7 +454,7 @@ _SCRATCHES: Final = _Scratches()
 @functools.cache
 def _native_fold_ready() -> None:
     """Hand :func:`folding_table` to the compiled core (once, before its first fold)."""
-    assert _fold_all_native is not None
+    assert _fold_native is not None
     table = _folding().table
     points = sorted(table)
     replacements = [table[cp].encode() for cp in points]
@@ -496,13 +488,13 @@ def fold(data: bytes) -> bytes:
     # non-ASCII byte, ~15 GB/s on 4 MB chunks.
     if data.isascii():
         return data
-    if _fold_all_native is not None:
+    if _fold_native is not None:
         _native_fold_ready()
-        return _fold_all_native(data)
-    native = _FW_LEAD in data
-    if native:
+        return _fold_native(data)
+    fullwidth = _FW_LEAD in data
+    if fullwidth:
         data = fold_fullwidth(data)
-    database = _database_for(native)
+    database = _database_for(fullwidth)
     scratch = _SCRATCHES.get(database)
     utf8 = _folding().utf8
     view = memoryview(data)

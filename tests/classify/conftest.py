@@ -21,7 +21,5 @@ def matcher_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     else:
         monkeypatch.setattr(matcher, "_native", None)
         monkeypatch.setattr(charset, "_fold_native", None)
-        monkeypatch.setattr(charset, "_fold_all_native", None)
-        monkeypatch.setattr(transforms, "_alphabet_run", None)
-        monkeypatch.setattr(transforms, "_long_run", None)
+        monkeypatch.setattr(transforms, "_next_run", None)
     return request.param

@@ -421,12 +421,12 @@ def test_large_and_dense_input_across_windows() -> None:
 
 def fold_without_core(data: bytes) -> bytes:
     """:func:`cs.fold` as it runs where the compiled core is not built (Hyperscan)."""
-    saved = cs._fold_all_native
-    cs._fold_all_native = None
+    saved = cs._fold_native
+    cs._fold_native = None
     try:
         return cs.fold(data)
     finally:
-        cs._fold_all_native = saved
+        cs._fold_native = saved
 
 
 def test_every_entry_of_the_table_folds_between_neighbours() -> None:

@@ -83,7 +83,7 @@ every few hundred bytes of a log, each a decode attempt) are not. The
 compiled core searches (``alphabet_run``, ~0.1 ms/MB on prose, against ~1.7
 for Hyperscan's class repeats where the core is not built) and passes over
 the digests and signatures that fill logs and lockfiles without Python
-(``long_run``: a complete run of at most 512 characters whose hex and base64
+(``next_run``: a complete run of at most 512 characters whose hex and base64
 decodings are neither text nor a known magic number); a log with two
 digests a line decodes at ~11 ms/MB and an npm lockfile at ~5 (~300 and
 ~190 with every candidate read by the state machine and the format
@@ -191,7 +191,7 @@ HEAD_BYTES: Final = SNIFF_BYTES
 #: and their separators), and a block wrapped at 64 (PEM, ``openssl base64``)
 #: or 76 characters (MIME, ``base64``) has whole lines of it. The core passes
 #: over the digests and signatures that fill logs without Python
-#: (``long_run``); shorter runs (tokens, long words: one in every few hundred
+#: (``next_run``); shorter runs (tokens, long words: one in every few hundred
 #: bytes of a log) are not candidates there.
 LONG_RUN_CHARS: Final = 64
 #: Decoded run bytes a member defers before it is suspended at the end of a
@@ -639,13 +639,11 @@ _BOMS: Final = (
 )
 _UTF16_NUL_SHARE: Final = 0.125
 
-_alphabet_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
-_long_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
+_next_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
 try:
-    from gateway.classify._native import alphabet_run as _alphabet_run
-    from gateway.classify._native import long_run as _long_run
+    from gateway.classify._native import next_run as _next_run
 except ImportError:  # pragma: no cover - a source tree whose extension was not built
-    _alphabet_run = _long_run = None
+    _next_run = None
 #: The search state of a run search done by the compiled core (no stream object).
 _CORE_SEARCH: Final = object()
 
@@ -919,7 +917,7 @@ class _Runs:
         """A new search over the text from member offset ``at`` on (``run`` alphabet
         characters and ``digits`` digits in a row before it)."""
         self.close()
-        if _alphabet_run is not None:
+        if _next_run is not None:
             self._stream = _CORE_SEARCH
             self._run_carry, self._digit_carry = run, digits
         else:
@@ -940,8 +938,7 @@ class _Runs:
         long = self._long and not self._on
         length = LONG_RUN_CHARS if long else RUN_MIN_CHARS
         if stream is _CORE_SEARCH:
-            assert _alphabet_run is not None
-            assert _long_run is not None
+            assert _next_run is not None
             lo, hi, run, digits = (
                 self._scanned - base,
                 limit - base,
@@ -949,7 +946,7 @@ class _Runs:
                 self._digit_carry,
             )
             lengths = (LONG_RUN_CHARS, LONG_RUN_CHARS) if long else _SHORT
-            end, run, digits = _long_run(buf, lo, hi, run, digits, *lengths)
+            end, run, digits = _next_run(buf, lo, hi, run, digits, *lengths)
             self._run_carry, self._digit_carry = run, digits
             if end >= 0:
                 self.close()  # stopped: a new search starts after the run

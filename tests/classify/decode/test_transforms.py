@@ -470,10 +470,9 @@ def test_a_base64_column_past_the_head_of_a_csv_is_decoded() -> None:
 def run_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with the compiled core's run search and with Hyperscan's."""
     if request.param == "hyperscan":
-        monkeypatch.setattr(transforms, "_alphabet_run", None)
-        monkeypatch.setattr(transforms, "_long_run", None)
+        monkeypatch.setattr(transforms, "_next_run", None)
     else:
-        assert transforms._alphabet_run is not None, "the compiled core is not built"
+        assert transforms._next_run is not None, "the compiled core is not built"
     return str(request.param)
 
 
@@ -557,11 +556,10 @@ def test_the_core_passes_over_only_noise_past_the_head(
     # the state machine; it must never pass over what the state machine (all of
     # it in Python where the core is not built) would decode.
     data = _late_log(random.Random(seed))
-    assert transforms._long_run is not None, "the compiled core is not built"
+    assert transforms._next_run is not None, "the compiled core is not built"
     core = invariant(data)
     assert len(core[1]) > 1  # the text, gzip and zip blobs were decoded
-    monkeypatch.setattr(transforms, "_alphabet_run", None)
-    monkeypatch.setattr(transforms, "_long_run", None)
+    monkeypatch.setattr(transforms, "_next_run", None)
     assert invariant(data) == core
 
 
@@ -582,8 +580,7 @@ def test_a_lockfile_costs_no_decode_and_hides_nothing(monkeypatch: pytest.Monkey
     core = invariant(data)
     assert core[1][1:] == [("text/plain", PLAIN.encode())]
     assert label_counts(scan(data)) == {"pii.cn_resident_id": 3}
-    monkeypatch.setattr(transforms, "_alphabet_run", None)
-    monkeypatch.setattr(transforms, "_long_run", None)
+    monkeypatch.setattr(transforms, "_next_run", None)
     assert invariant(data) == core
 
 
@@ -607,10 +604,9 @@ def test_the_core_and_hyperscan_find_the_same_runs(
     ]
     text = "".join(rng.choice(pieces)() + rng.choice([" ", "\n", ",", '"']) for _ in range(60))
     data = json.dumps({"log": text}).encode() if seed % 2 else text.encode()
-    assert transforms._alphabet_run is not None, "the compiled core is not built"
+    assert transforms._next_run is not None, "the compiled core is not built"
     core = invariant(data)
-    monkeypatch.setattr(transforms, "_alphabet_run", None)
-    monkeypatch.setattr(transforms, "_long_run", None)
+    monkeypatch.setattr(transforms, "_next_run", None)
     assert invariant(data) == core
 
 
