@@ -522,9 +522,7 @@ class _RefStage(_Stage):
 
     def _decimal(self, digits: bytes) -> bytes:
         """A decimal reference with its semicolon, by its digits (cached under them)."""
-        out = self._one(b"&#" + digits + b";")
-        self._cache[digits] = out
-        return out
+        return self._one(b"&#" + digits + b";", digits)
 
     def _other(self, pieces: list[bytes | None], i: int) -> bytes:
         """The reference ``pieces[i + 1]`` (any but a decimal one with its semicolon,
@@ -538,15 +536,17 @@ class _RefStage(_Stage):
                 return found
         return self._one(found)
 
-    def _one(self, found: bytes) -> bytes:
-        """One reference (as the text wrote it) decoded as HTML5 does, folded."""
-        cached = self._cache.get(found)
+    def _one(self, found: bytes, key: bytes | None = None) -> bytes:
+        """One reference (as the text wrote it) decoded as HTML5 does, folded; cached under
+        ``key`` (a decimal one's digits), else under the reference."""
+        key = found if key is None else key
+        cached = self._cache.get(key)
         if cached is None:
             text = html.unescape(found.decode("ascii")).translate(_REF_FOLD)
             cached = text.encode("utf-8", "replace")
             if len(self._cache) >= REF_CACHE_ENTRIES:
                 self._cache.clear()
-            self._cache[found] = cached
+            self._cache[key] = cached
         return cached
 
 
