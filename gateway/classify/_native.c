@@ -36,6 +36,16 @@
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <openssl/sha.h>
 
+/* Vector code: SSE2 on every x86-64; AVX2 where the processor has it, chosen at
+ * import (see mod_simd). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2 1
+#endif
+#endif
+
 /* Operations per Hyperscan expression id; 0 means "call the Python handler". */
 enum {
     OP_PYTHON = 0,
@@ -1639,6 +1649,9 @@ static uint16_t *fold_index = NULL; /* code point -> entry + 1 (0: unchanged) */
 static uint32_t *fold_offs = NULL;  /* entries + 1 offsets into fold_blob */
 static char *fold_blob = NULL;
 static uint8_t fold_lead[256];      /* 1: some entry's UTF-8 starts with this byte */
+/* fold_lead by nibbles for the vector skip: every lead is C2-F4, so byte b is one when
+ * fold_lead_low[b & 15] has bit (b >> 4) - 0xC. */
+static uint8_t fold_lead_low[16];
 static Py_ssize_t fold_growth = 0;  /* the most bytes an entry adds to its character */
 
 /* The code point of the UTF-8 character at p and its length, or 0 when the bytes
@@ -1669,12 +1682,14 @@ static int utf8_char(const uint8_t *p, const uint8_t *end, uint32_t *cp) {
     return 0;
 }
 
-/* The next character at or after p that the table changes (its length in *n, its
- * entry in *at), or end. */
-static const uint8_t *next_folded(const uint8_t *p, const uint8_t *end, int *n, uint32_t *at) {
-    uint32_t cp;
+/* The first byte at or after p that starts an entry's UTF-8 (a lead byte in
+ * fold_lead), or end: ASCII eight bytes at a time, the rest byte by byte. Only
+ * those bytes need decoding: a lead byte is never a continuation byte, so it
+ * starts a character (or an invalid byte) wherever it is, and every character
+ * the table changes starts with one. */
+static const uint8_t *fold_skip_scalar(const uint8_t *p, const uint8_t *end) {
     while (p < end) {
-        while (end - p >= 8) { /* ASCII, eight bytes at a time */
+        while (end - p >= 8) {
             uint64_t w;
             memcpy(&w, p, 8);
             uint64_t high = w & 0x8080808080808080ULL;
@@ -1687,19 +1702,42 @@ static const uint8_t *next_folded(const uint8_t *p, const uint8_t *end, int *n, 
             p += 8;
         }
         if (p == end) break;
-        uint8_t b0 = *p;
-        if (b0 < 0x80) {
-            p++;
-            continue;
+        if (fold_lead[*p]) return p;
+        p++;
+    }
+    return end;
+}
+
+#if defined(HAVE_AVX2)
+/* The same 32 bytes at a time: a block with a byte from 0x80 is looked up by
+ * nibbles (CJK text, whose leads E4-E9 start no entry, is passed over whole). */
+__attribute__((target("avx2"))) static const uint8_t *fold_skip_avx2(const uint8_t *p, const uint8_t *end) {
+    const __m256i low = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)fold_lead_low));
+    const __m256i high = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          0, 0, 0, 1, 2, 4, 8);
+    const __m256i nibble = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
+    while (end - p >= 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+        if (_mm256_movemask_epi8(v)) {
+            __m256i lo = _mm256_shuffle_epi8(low, _mm256_and_si256(v, nibble));
+            __m256i hi = _mm256_shuffle_epi8(high, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+            uint32_t leads = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(lo, hi), zero));
+            if (leads) return p + __builtin_ctz(leads);
         }
-        /* E1-EC and EE-EF leads have no constraint on their second byte: a character
-         * under a lead that starts no entry only needs its continuation bytes checked. */
-        if (!fold_lead[b0] && ((b0 >= 0xE1 && b0 <= 0xEC) || b0 >= 0xEE) && b0 <= 0xEF) {
-            if (end - p >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
-                p += 3;
-                continue;
-            }
-        }
+        p += 32;
+    }
+    return fold_skip_scalar(p, end);
+}
+#endif
+
+/* The skip in use: AVX2 where the processor has it (chosen at import). */
+static const uint8_t *(*fold_skip)(const uint8_t *, const uint8_t *) = fold_skip_scalar;
+
+/* The next character at or after p that the table changes (its length in *n, its
+ * entry in *at), or end. */
+static const uint8_t *next_folded(const uint8_t *p, const uint8_t *end, int *n, uint32_t *at) {
+    uint32_t cp;
+    while ((p = fold_skip(p, end)) < end) {
         int len = utf8_char(p, end, &cp);
         if (len == 0) {
             p++; /* not UTF-8: this byte passes through, the next may start a character */
@@ -1801,6 +1839,9 @@ static PyObject *mod_fold_setup(PyObject *Py_UNUSED(module), PyObject *args) {
     fold_offs = new_offs;
     fold_blob = new_blob;
     memcpy(fold_lead, new_lead, sizeof(fold_lead));
+    memset(fold_lead_low, 0, sizeof(fold_lead_low));
+    for (int b = 0xC0; b < 0x100; b++)
+        if (fold_lead[b]) fold_lead_low[b & 15] |= (uint8_t)(1u << ((b >> 4) - 0xC));
     fold_growth = growth;
     new_index = NULL;
     new_offs = NULL;
@@ -1892,8 +1933,6 @@ static Py_ssize_t run_scalar(const uint8_t *data, Py_ssize_t i, Py_ssize_t stop,
 }
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
-
 /* Bit t set: data[t] is in the standard base64 alphabet (64 bytes, 4 x 16). */
 static uint64_t alphabet_mask64_sse2(const uint8_t *data) {
     const __m128i case_bit = _mm_set1_epi8(0x20), below_a = _mm_set1_epi8('a' - 1),
@@ -1913,10 +1952,7 @@ static uint64_t alphabet_mask64_sse2(const uint8_t *data) {
     return mask;
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX2_MASK 1
-
+#if defined(HAVE_AVX2)
 /* The same with AVX2, by nibbles: a byte is in the alphabet when its low nibble's
  * entry and its high nibble's share a bit. High nibble 2 (bit 0: + /), 3 (bit 1:
  * digits), 4 and 6 (bit 2: letters from 1), 5 and 7 (bit 3: letters to A); 8-F
@@ -2203,31 +2239,119 @@ static PyObject *mod_next_run(PyObject *Py_UNUSED(module), PyObject *const *args
     }
 }
 
-static PyObject *mod_alphabet_simd(PyObject *Py_UNUSED(module), PyObject *args) {
-    /* alphabet_simd([name]) -> name: the vector code the run search uses ("avx2",
+/* find_any: the first byte of data[i:stop] that is one of up to four bytes (the
+ * set repeats its first byte to fill four), or -1. One pass where bytes.find
+ * would make one per byte: the transforms' watch looks for the bytes their
+ * markers start with in every chunk of text, and clean text has none. */
+static Py_ssize_t find_any_scalar(const uint8_t *data, Py_ssize_t i, Py_ssize_t stop, const uint8_t set[4]) {
+    for (; i < stop; i++) {
+        uint8_t b = data[i];
+        if (b == set[0] || b == set[1] || b == set[2] || b == set[3]) return i;
+    }
+    return -1;
+}
+
+#if defined(__SSE2__)
+static Py_ssize_t find_any_sse2(const uint8_t *data, Py_ssize_t i, Py_ssize_t stop, const uint8_t set[4]) {
+    const __m128i a = _mm_set1_epi8((char)set[0]), b = _mm_set1_epi8((char)set[1]),
+                  c = _mm_set1_epi8((char)set[2]), d = _mm_set1_epi8((char)set[3]);
+    for (; stop - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(data + i));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, a), _mm_cmpeq_epi8(v, b)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(v, c), _mm_cmpeq_epi8(v, d)));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return i + __builtin_ctz((unsigned)mask);
+    }
+    return find_any_scalar(data, i, stop, set);
+}
+#endif
+
+#if defined(HAVE_AVX2)
+__attribute__((target("avx2"))) static Py_ssize_t find_any_avx2(const uint8_t *data, Py_ssize_t i,
+                                                                 Py_ssize_t stop, const uint8_t set[4]) {
+    const __m256i a = _mm256_set1_epi8((char)set[0]), b = _mm256_set1_epi8((char)set[1]),
+                  c = _mm256_set1_epi8((char)set[2]), d = _mm256_set1_epi8((char)set[3]);
+    for (; stop - i >= 32; i += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(data + i));
+        __m256i hit = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, a), _mm256_cmpeq_epi8(v, b)),
+                                      _mm256_or_si256(_mm256_cmpeq_epi8(v, c), _mm256_cmpeq_epi8(v, d)));
+        uint32_t mask = (uint32_t)_mm256_movemask_epi8(hit);
+        if (mask) return i + __builtin_ctz(mask);
+    }
+    return find_any_scalar(data, i, stop, set);
+}
+#endif
+
+/* The search in use: the widest the processor has (chosen at import). */
+static Py_ssize_t (*find_any)(const uint8_t *, Py_ssize_t, Py_ssize_t, const uint8_t[4]) = find_any_scalar;
+
+static PyObject *mod_find_any(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* find_any(data, start, stop, chars) -> int: the index of the first byte of
+     * data[start:stop] that is in chars (1 to 4 bytes), or -1. */
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "find_any(data, start, stop, chars)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyBytes_GET_SIZE(args[3]);
+    if (start < 0 || start > stop || stop > PyBytes_GET_SIZE(args[0]) || n < 1 || n > 4) {
+        PyErr_SetString(PyExc_ValueError, "find_any: bounds out of range or not 1 to 4 chars");
+        return NULL;
+    }
+    const uint8_t *chars = (const uint8_t *)PyBytes_AS_STRING(args[3]);
+    uint8_t set[4];
+    for (int k = 0; k < 4; k++) set[k] = chars[k < n ? k : 0];
+    return PyLong_FromSsize_t(find_any((const uint8_t *)PyBytes_AS_STRING(args[0]), start, stop, set));
+}
+
+/* Point the vector code at "avx2" or "sse2" (or leave it with NULL); 0 when the
+ * processor or the build has no such code. */
+static int use_simd(const char *name) {
+#if defined(__SSE2__)
+    if (name == NULL) {
+#if defined(HAVE_AVX2)
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") ? use_simd("avx2") : use_simd("sse2");
+#else
+        return use_simd("sse2");
+#endif
+    }
+    if (strcmp(name, "sse2") == 0) {
+        alphabet_mask64 = alphabet_mask64_sse2;
+        fold_skip = fold_skip_scalar;
+        find_any = find_any_sse2;
+        return 1;
+    }
+#if defined(HAVE_AVX2)
+    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
+        alphabet_mask64 = alphabet_mask64_avx2;
+        fold_skip = fold_skip_avx2;
+        find_any = find_any_avx2;
+        return 1;
+    }
+#endif
+#else
+    (void)name;
+#endif
+    return 0;
+}
+
+static PyObject *mod_simd(PyObject *Py_UNUSED(module), PyObject *args) {
+    /* simd([name]) -> name: the vector code the run search, the fold and find_any use ("avx2",
      * "sse2" or "none"); with a name the processor has, switch to it (tests). */
     const char *want = NULL;
     if (!PyArg_ParseTuple(args, "|s", &want)) return NULL;
-#if defined(__SSE2__)
-    if (want != NULL) {
-        if (strcmp(want, "sse2") == 0) alphabet_mask64 = alphabet_mask64_sse2;
-#if defined(HAVE_AVX2_MASK)
-        else if (strcmp(want, "avx2") == 0 && __builtin_cpu_supports("avx2")) alphabet_mask64 = alphabet_mask64_avx2;
-#endif
-        else {
-            PyErr_Format(PyExc_ValueError, "alphabet_simd: %s is not available", want);
-            return NULL;
-        }
-    }
-#if defined(HAVE_AVX2_MASK)
-    if (alphabet_mask64 == alphabet_mask64_avx2) return PyUnicode_FromString("avx2");
-#endif
-    return PyUnicode_FromString("sse2");
-#else
-    if (want != NULL) {
-        PyErr_Format(PyExc_ValueError, "alphabet_simd: %s is not available", want);
+    if (want != NULL && !use_simd(want)) {
+        PyErr_Format(PyExc_ValueError, "simd: %s is not available", want);
         return NULL;
     }
+#if defined(HAVE_AVX2)
+    if (alphabet_mask64 == alphabet_mask64_avx2) return PyUnicode_FromString("avx2");
+#endif
+#if defined(__SSE2__)
+    return PyUnicode_FromString("sse2");
+#else
     return PyUnicode_FromString("none");
 #endif
 }
@@ -2236,8 +2360,11 @@ static PyMethodDef module_methods[] = {
     {"alphabet_run", (PyCFunction)(void (*)(void))mod_alphabet_run, METH_FASTCALL,
      "alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): "
      "where the next base64 or hex run is reported, as transforms.alphabet_run_py."},
-    {"alphabet_simd", mod_alphabet_simd, METH_VARARGS,
-     "alphabet_simd([name]) -> name: the run search's vector code (avx2, sse2, none); switch it (tests)."},
+    {"simd", mod_simd, METH_VARARGS,
+     "simd([name]) -> name: the vector code of the run search, the fold and find_any (avx2, sse2, none); "
+     "switch it (tests)."},
+    {"find_any", (PyCFunction)(void (*)(void))mod_find_any, METH_FASTCALL,
+     "find_any(data, start, stop, chars) -> int: the first byte of data[start:stop] in chars (1-4), or -1."},
     {"next_run", (PyCFunction)(void (*)(void))mod_next_run, METH_FASTCALL,
      "next_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): alphabet_run past "
      "runs that are certainly noise (digests, signatures)."},
@@ -2268,10 +2395,7 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void) {
     init_tables();
     init_run_class();
-#if defined(__SSE2__) && defined(HAVE_AVX2_MASK)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) alphabet_mask64 = alphabet_mask64_avx2;
-#endif
+    use_simd(NULL);
     memset(province_ok, 0, sizeof(province_ok));
     for (size_t i = 0; i < sizeof(PROVINCES) / sizeof(PROVINCES[0]); i++) province_ok[PROVINCES[i]] = 1;
     memset(uscc_value, -1, sizeof(uscc_value));

@@ -22,4 +22,5 @@ def matcher_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(matcher, "_native", None)
         monkeypatch.setattr(charset, "_fold_native", None)
         monkeypatch.setattr(transforms, "_next_run", None)
+        monkeypatch.setattr(transforms, "_find_any", None)
     return request.param

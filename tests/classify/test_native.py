@@ -28,7 +28,7 @@ from gateway.classify import _native, charset, matcher
 from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify import validators as V
-from gateway.classify.decode.transforms import alphabet_run_py
+from gateway.classify.decode.transforms import alphabet_run_py, find_any_py
 from gateway.classify.detectors import CustomDetector, DetectorSet
 from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher, genetic_runs_py
 
@@ -647,29 +647,29 @@ def test_fold_setup_rejects_a_bad_table_and_keeps_the_one_it_had() -> None:
 
 
 def _simd_available(name: str) -> bool:
-    previous = _native.alphabet_simd()
+    previous = _native.simd()
     try:
-        _native.alphabet_simd(name)
+        _native.simd(name)
     except ValueError:
         return False
-    _native.alphabet_simd(previous)
+    _native.simd(previous)
     return True
 
 
 @contextlib.contextmanager
 def _simd(name: str) -> Iterator[None]:
-    previous = _native.alphabet_simd()
-    _native.alphabet_simd(name)
+    previous = _native.simd()
+    _native.simd(name)
     try:
         yield
     finally:
-        _native.alphabet_simd(previous)
+        _native.simd(previous)
 
 
 def test_the_run_search_uses_the_widest_vector_code() -> None:
-    assert _native.alphabet_simd() == SIMD[0]
-    with pytest.raises(ValueError, match="alphabet_simd"):
-        _native.alphabet_simd("avx512")
+    assert _native.simd() == SIMD[0]
+    with pytest.raises(ValueError, match="simd"):
+        _native.simd("avx512")
 
 
 _RUN_PIECES = st.one_of(
@@ -710,6 +710,85 @@ def test_alphabet_run_matches_the_reference(
     expected = alphabet_run_py(data, start, stop, run, digits, *lengths)
     with _simd(simd):
         assert _native.alphabet_run(data, start, stop, run, digits, *lengths) == expected
+
+
+@pytest.mark.parametrize("simd", SIMD)
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from(FOLD_PIECES),
+            st.sampled_from(sorted(charset.folding_table())).map(chr),
+            st.integers(1, 70).map(lambda n: "x" * n),
+        ),
+        max_size=40,
+    ),
+    raw=st.binary(max_size=80),
+)
+def test_native_folding_matches_the_reference_with_each_vector_code(
+    simd: str, pieces: list[str], raw: bytes
+) -> None:
+    # The vector skip looks 32 bytes at a time for a byte that starts an entry;
+    # long ASCII stretches put the characters at every place in a block.
+    charset.fold("\u200b".encode())  # the core has its table
+    text = "".join(pieces).encode()
+    with _simd(simd):
+        for data in (text, raw + text, text + raw, raw * 3):
+            assert _native.fold(data) == charset.fold_py(data)
+
+
+@pytest.mark.parametrize("simd", SIMD)
+def test_fold_finds_each_lead_at_every_place_in_a_block(simd: str) -> None:
+    # Each lead byte some entry starts with, at every offset of two 32-byte blocks,
+    # among CJK text (leads that start no entry) and cut or invalid sequences.
+    charset.fold("\u200b".encode())
+    table = charset.folding_table()
+    firsts: dict[int, int] = {}
+    for cp in sorted(table):
+        firsts.setdefault(chr(cp).encode()[0], cp)
+    assert len(firsts) > 8  # two-, three- and four-byte leads
+    fillers = (b"a", "中".encode(), b"\x80", b"\xe2\x80")
+    with _simd(simd):
+        for lead, cp in firsts.items():
+            char = chr(cp).encode()
+            for filler in fillers:
+                for offset in range(0, 70):
+                    data = (filler * 70)[:offset] + char + b"z" * 40
+                    assert _native.fold(data) == charset.fold_py(data), (hex(lead), filler, offset)
+
+
+@pytest.mark.parametrize("simd", SIMD)
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(
+        st.sampled_from([b"a", b"\\", b"&", b"=", b"%", b"\x80", b"x" * 40]), max_size=30
+    ).map(b"".join),
+    bounds=st.tuples(st.integers(0, 1300), st.integers(0, 1300)),
+    chars=st.sampled_from([b"\\&=", b"&", b"%=", b"\x80a&=", b"z"]),
+)
+def test_find_any_matches_the_reference(
+    simd: str, data: bytes, bounds: tuple[int, int], chars: bytes
+) -> None:
+    start, stop = sorted(min(b, len(data)) for b in bounds)
+    with _simd(simd):
+        assert _native.find_any(data, start, stop, chars) == find_any_py(data, start, stop, chars)
+
+
+@pytest.mark.parametrize("simd", SIMD)
+def test_find_any_at_every_place_in_a_block(simd: str) -> None:
+    with _simd(simd):
+        for at in range(100):
+            for byte in b"\\&=":
+                data = b"x" * at + bytes((byte,)) + b"y" * 40
+                assert _native.find_any(data, 0, len(data), b"\\&=") == at
+                assert _native.find_any(data, 0, at, b"\\&=") == -1
+                assert _native.find_any(data, at + 1, len(data), b"\\&=") == -1
+    with pytest.raises(ValueError, match="find_any"):
+        _native.find_any(b"abc", 0, 4, b"&")
+    with pytest.raises(ValueError, match="find_any"):
+        _native.find_any(b"abc", 0, 3, b"abcde")
+    with pytest.raises(TypeError):
+        _native.find_any("abc", 0, 3, b"&")  # type: ignore[arg-type]
 
 
 def test_alphabet_run_checks_its_arguments() -> None:

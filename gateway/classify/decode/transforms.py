@@ -392,6 +392,18 @@ _HOLDS: Final = (_REF_HOLD, (b"\\", 6), _PCT_HOLD)
 _BYTES_PER_LEAD_TRIED: Final = 4096
 
 
+#: The bytes the watch's markers start with, and "=" (percent escapes count
+#: after one): text without any of them has no marker.
+_WATCH_LEADS: Final = b"\\&="
+
+
+def find_any_py(data: bytes, start: int, stop: int, chars: bytes) -> int:
+    """The index of the first byte of ``data[start:stop]`` in ``chars``, or -1: what the
+    compiled core's ``find_any`` does in one pass."""
+    found = [at for c in chars if (at := data.find(bytes((c,)), start, stop)) >= 0]
+    return min(found, default=-1)
+
+
 def _hold_back(buf: bytes, lead: bytes, span: int) -> int:
     """Where ``buf`` may be cut without splitting a marker of up to ``span`` bytes that
     starts with ``lead``: before the first ``lead`` in its last ``span - 1`` bytes."""
@@ -640,10 +652,12 @@ _BOMS: Final = (
 _UTF16_NUL_SHARE: Final = 0.125
 
 _next_run: Callable[[bytes, int, int, int, int, int, int], tuple[int, int, int]] | None
+_find_any: Callable[[bytes, int, int, bytes], int] | None
 try:
+    from gateway.classify._native import find_any as _find_any
     from gateway.classify._native import next_run as _next_run
 except ImportError:  # pragma: no cover - a source tree whose extension was not built
-    _next_run = None
+    _next_run = _find_any = None
 #: The search state of a run search done by the compiled core (no stream object).
 _CORE_SEARCH: Final = object()
 
@@ -1518,6 +1532,9 @@ class _Pipeline:
         self._held = b""
         n = len(buf)
         hi = n if final else self._cut(buf)
+        if not self._url and (_find_any or find_any_py)(buf, 0, hi, _WATCH_LEADS) < 0:
+            self._pass(buf, hi)  # no marker starts here (the usual case, in one pass)
+            return
         # Percent escapes count from the member's first "=" on (a form: from its start).
         equals = -1 if self._url else buf.find(b"=", 0, hi)
         pct_from = 0 if self._url else (equals + 1 if equals >= 0 else hi)
@@ -1541,9 +1558,13 @@ class _Pipeline:
             return
         if equals >= 0:
             self._url = True
+        self._pass(buf, hi)
+
+    def _pass(self, buf: bytes, hi: int) -> None:
+        """``buf[:hi]`` on unchanged, the rest held back for the next text."""
         if hi:
-            self._emit(buf if hi == n else buf[:hi])
-        if hi < n:
+            self._emit(buf if hi == len(buf) else buf[:hi])
+        if hi < len(buf):
             self._held = buf[hi:]
 
     def _cut(self, buf: bytes) -> int:
