@@ -71,6 +71,21 @@ enum {
     LB_COUNT
 };
 
+/* Column profiles (issue 14): the validators whose hits in a table column are
+ * tested against chance, in the order of matcher._CHANCE_LABELS (the first
+ * five native labels: CH_x is LB_x). */
+enum { CH_RESIDENT_ID, CH_USCC, CH_CARD, CH_CN_PHONE, CH_HK_PHONE, CH_COUNT };
+/* A table's columns past this many, and sources past this many in one scan, are
+ * not profiled: their hits count as outside a table. */
+#define MAX_COLUMNS 1024
+#define MAX_SOURCES 65536
+/* How far back a hit's line start is looked for (detectors.CONTEXT_BYTES). */
+#define COLUMN_REACH 4096
+/* Entry.source / Slot.source: outside a table column (or seen in more than one
+ * place), or set aside as chance-level. */
+#define SOURCE_NONE (-1)
+#define SOURCE_ASIDE (-2)
+
 /* Built-in hotword classes the native handlers look up (detectors.HW_*). */
 enum { HW_PHONE = 0, HW_PASSPORT = 1, HW_PERMIT = 2, HW_NATIVE = 3 };
 
@@ -159,10 +174,13 @@ static uint8_t mod11_2_check(const uint8_t *body) {
     return (uint8_t)"10X98765432"[sum % 11];
 }
 
+/* A Resident ID's shape: everything but its check character (validators.resident_id_shape). */
+static int resident_id_shape(const uint8_t *v, Py_ssize_t n, const Today *today) {
+    return n == 18 && all_digits(v, 17) && province_ok[num(v, 2)] && birth_date_ok(v + 6, today);
+}
+
 static int is_resident_id(const uint8_t *v, Py_ssize_t n, const Today *today) {
-    if (n != 18 || !all_digits(v, 17)) return 0;
-    if (!province_ok[num(v, 2)]) return 0;
-    if (!birth_date_ok(v + 6, today)) return 0;
+    if (!resident_id_shape(v, n, today)) return 0;
     uint8_t check = v[17] == 'x' ? 'X' : v[17];
     return mod11_2_check(v) == check;
 }
@@ -207,8 +225,8 @@ static int luhn_ok(const uint8_t *v, Py_ssize_t n) {
     return sum % 10 == 0;
 }
 
-/* 15-19 digits, a known IIN prefix (SPEC 3.1), Luhn. */
-static int is_bank_card(const uint8_t *v, Py_ssize_t n) {
+/* A card number's shape: 15-19 digits with a known IIN prefix (SPEC 3.1). */
+static int bank_card_shape(const uint8_t *v, Py_ssize_t n) {
     if (n < 15 || n > 19 || !all_digits(v, n)) return 0;
     int two = num(v, 2);
     int iin = v[0] == '4' || two == 62 || (two >= 51 && two <= 55) || two == 34 || two == 37 ||
@@ -217,18 +235,27 @@ static int is_bank_card(const uint8_t *v, Py_ssize_t n) {
         int four = num(v, 4);
         iin = four >= 2221 && four <= 2720;
     }
-    return iin && luhn_ok(v, n);
+    return iin;
 }
+
+/* The shape, then Luhn. */
+static int is_bank_card(const uint8_t *v, Py_ssize_t n) { return bank_card_shape(v, n) && luhn_ok(v, n); }
 
 /* GB 32100-2015: 31 characters, weights 3^i mod 31. */
 static const char USCC_ALPHABET[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 static int8_t uscc_value[256];
 
-static int is_uscc(const uint8_t *v, Py_ssize_t n) {
+/* A USCC's shape: 18 characters of its alphabet, the region code digits. */
+static int uscc_shape(const uint8_t *v, Py_ssize_t n) {
     if (n != 18 || !all_digits(v + 2, 6)) return 0;
-    int total = 0, weight = 1;
     for (int i = 0; i < 18; i++)
         if (uscc_value[v[i]] < 0) return 0;
+    return 1;
+}
+
+static int is_uscc(const uint8_t *v, Py_ssize_t n) {
+    if (!uscc_shape(v, n)) return 0;
+    int total = 0, weight = 1;
     for (int i = 0; i < 17; i++) {
         total += uscc_value[v[i]] * weight;
         weight = weight * 3 % 31;
@@ -241,6 +268,7 @@ static int is_uscc(const uint8_t *v, Py_ssize_t n) {
 typedef struct Entry {
     Py_hash_t hash;
     Py_ssize_t len;
+    int32_t source; /* the column source it was seen in, SOURCE_NONE or SOURCE_ASIDE */
     uint8_t data[];
 } Entry;
 
@@ -258,10 +286,18 @@ typedef struct {
 typedef struct {
     int active;
     long long start, end;
-    int rank, label;
+    int rank, label, source;
     uint8_t *value;
     Py_ssize_t len, cap;
 } Slot;
+
+/* One column of one table: per chance-tested validator, the values of its length
+ * (candidates), those with its shape (everything but the check), and its findings. */
+typedef struct {
+    int table, column;
+    long long candidates[CH_COUNT], shaped[CH_COUNT], valid[CH_COUNT];
+    unsigned aside; /* bit ch: set aside */
+} Source;
 
 typedef struct {
     PyObject_HEAD
@@ -296,6 +332,14 @@ typedef struct {
     Py_ssize_t hits_cap;
     uint8_t *early;
     Py_ssize_t early_cap;
+    /* column profiles: the current member's table (-1: none), its delimiter, the
+     * absolute offset of the newline before its first row, its columns' sources */
+    int table, ntables;
+    uint8_t table_sep;
+    long long table_from;
+    int col_source[MAX_COLUMNS];
+    Source *sources;
+    Py_ssize_t nsources, sources_cap;
 } Core;
 
 /* A read-only view of the window a hit is handled in. */
@@ -360,19 +404,42 @@ static Py_hash_t hash_bytes(const uint8_t *v, Py_ssize_t n) {
 #endif
 }
 
-/* matcher._accept: count a finding, remember its value within the bounds. */
-static int accept(Core *self, int label, const uint8_t *v, Py_ssize_t n) {
+/* The chance-tested validator of a label index, or -1. */
+static int chance_of(const Core *self, int label) {
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (self->label_ix[ch] == label) return ch;
+    return -1;
+}
+
+/* matcher._accept: count a finding, remember its value within the bounds; a
+ * finding in a table column (source >= 0) counts towards its profile too. */
+static int accept(Core *self, int label, const uint8_t *v, Py_ssize_t n, int source) {
     if (label < 0 || label >= self->nlabels) {
         PyErr_SetString(PyExc_IndexError, "label index out of range");
         return -1;
     }
     self->counts[label] += 1;
+    if (source >= 0) {
+        int ch = source < self->nsources ? chance_of(self, label) : -1;
+        if (ch >= 0)
+            self->sources[source].valid[ch] += 1;
+        else
+            source = SOURCE_NONE;
+    }
     ValueSet *s = &self->values[label];
     Py_hash_t h = hash_bytes(v, n);
     if (s->cap) {
         Py_ssize_t j = (Py_ssize_t)((size_t)h & (size_t)(s->cap - 1));
         for (Entry *e; (e = s->slots[j]) != NULL; j = (j + 1) & (s->cap - 1))
-            if (e->hash == h && e->len == n && memcmp(e->data, v, (size_t)n) == 0) return 0;
+            if (e->hash == h && e->len == n && memcmp(e->data, v, (size_t)n) == 0) {
+                if (e->source == SOURCE_ASIDE) { /* seen again after its column was set aside */
+                    e->source = source;
+                    s->n += 1;
+                } else if (e->source != source) {
+                    e->source = SOURCE_NONE; /* seen in two places: never set aside */
+                }
+                return 0;
+            }
     }
     if (s->n >= self->max_distinct || self->tracked >= self->max_total) {
         self->capped = 1;
@@ -387,6 +454,7 @@ static int accept(Core *self, int label, const uint8_t *v, Py_ssize_t n) {
         PyErr_NoMemory();
         return -1;
     }
+    e->source = source;
     Py_ssize_t j = (Py_ssize_t)((size_t)h & (size_t)(s->cap - 1));
     while (s->slots[j] != NULL) j = (j + 1) & (s->cap - 1);
     s->slots[j] = e;
@@ -396,7 +464,7 @@ static int accept(Core *self, int label, const uint8_t *v, Py_ssize_t n) {
 }
 
 static int slot_set(Slot *slot, long long start, long long end, int rank, int label, const uint8_t *v,
-                    Py_ssize_t n) {
+                    Py_ssize_t n, int source) {
     if (n > slot->cap) {
         uint8_t *buf = PyMem_RawRealloc(slot->value, (size_t)n);
         if (buf == NULL) {
@@ -413,11 +481,13 @@ static int slot_set(Slot *slot, long long start, long long end, int rank, int la
     slot->end = end;
     slot->rank = rank;
     slot->label = label;
+    slot->source = source;
     return 0;
 }
 
 /* matcher._propose: 1 when the candidate is now pending, 0 when it lost, -1 on error. */
-static int propose(Core *self, int label, long long start, long long end, const uint8_t *v, Py_ssize_t n) {
+static int propose(Core *self, int label, long long start, long long end, const uint8_t *v, Py_ssize_t n,
+                   int source) {
     if (label < 0 || label >= self->nlabels) {
         PyErr_SetString(PyExc_IndexError, "label index out of range");
         return -1;
@@ -427,14 +497,14 @@ static int propose(Core *self, int label, long long start, long long end, const 
     int rank = self->rank[label];
     if (!slot->active) {
         self->order[self->norder++] = g;
-        return slot_set(slot, start, end, rank, label, v, n) < 0 ? -1 : 1;
+        return slot_set(slot, start, end, rank, label, v, n, source) < 0 ? -1 : 1;
     }
     if (start < slot->end) {
         if (rank > slot->rank || (rank == slot->rank && end - start <= slot->end - slot->start)) return 0;
-    } else if (accept(self, slot->label, slot->value, slot->len) < 0) {
+    } else if (accept(self, slot->label, slot->value, slot->len, slot->source) < 0) {
         return -1;
     }
-    return slot_set(slot, start, end, rank, label, v, n) < 0 ? -1 : 1;
+    return slot_set(slot, start, end, rank, label, v, n, source) < 0 ? -1 : 1;
 }
 
 /* ---- the native handlers (mirror TextMatcher._h_*) ------------------------ */
@@ -503,6 +573,62 @@ static int hk_prefix(const Win *w, Py_ssize_t p) {
         if ((expr) < 0) return -1; \
     } while (0)
 
+static inline int line_pad(uint8_t c) { return c == ' ' || c == '\t' || c == '"'; }
+
+/* The column of the table the current member is that the value at window indices
+ * [s, end) lies in, as a source index (created on first use), or SOURCE_NONE: not
+ * a table, before its first row, no line start within COLUMN_REACH, or past the
+ * bounds; with the delimiter '\n' (plain text), on a line with anything else.
+ * Cells are split as matcher._column_source splits them: by the delimiter outside
+ * quotes. */
+static int column_source(Core *self, const Win *w, Py_ssize_t s, Py_ssize_t end) {
+    if (self->table < 0) return SOURCE_NONE;
+    Py_ssize_t low = s > COLUMN_REACH ? s - COLUMN_REACH : 0, line = s - 1;
+    while (line >= low && w->p[line] != '\n') line--;
+    if (line < low || w->base + line < self->table_from) return SOURCE_NONE;
+    int column = 0, quoted = 0;
+    uint8_t sep = self->table_sep;
+    if (sep == '\n') {
+        for (Py_ssize_t i = line + 1; i < s; i++)
+            if (!line_pad(w->p[i])) return SOURCE_NONE;
+        Py_ssize_t after = end;
+        while (after < w->n && (line_pad(w->p[after]) || w->p[after] == '\r')) after++;
+        if (after >= w->n || w->p[after] != '\n') return SOURCE_NONE;
+    } else {
+        for (Py_ssize_t i = line + 1; i < s; i++) {
+            uint8_t c = w->p[i];
+            if (c == '"')
+                quoted = !quoted;
+            else if (c == sep && !quoted)
+                column++;
+        }
+    }
+    if (column >= MAX_COLUMNS) return SOURCE_NONE;
+    int source = self->col_source[column];
+    if (source >= 0) return source;
+    if (self->nsources >= MAX_SOURCES) return SOURCE_NONE;
+    if (self->nsources == self->sources_cap) {
+        Py_ssize_t cap = self->sources_cap ? self->sources_cap * 2 : 16;
+        Source *grown = PyMem_RawRealloc(self->sources, (size_t)cap * sizeof(Source));
+        if (grown == NULL) return SOURCE_NONE; /* no profile: the hits count */
+        self->sources = grown;
+        self->sources_cap = cap;
+    }
+    source = (int)self->nsources++;
+    memset(&self->sources[source], 0, sizeof(Source));
+    self->sources[source].table = self->table;
+    self->sources[source].column = column;
+    self->col_source[column] = source;
+    return source;
+}
+
+/* Count a value of a chance-tested validator's length, and whether it has its shape. */
+static inline void profile(Core *self, int source, int ch, int shaped) {
+    if (source < 0) return;
+    self->sources[source].candidates[ch] += 1;
+    self->sources[source].shaped[ch] += shaped;
+}
+
 static int h_digits(Core *self, const Win *w, Py_ssize_t e, long long t) {
     Py_ssize_t end = e - 1;
     Py_ssize_t start = run_start(w, end, 19, C_DIGIT_X);
@@ -510,32 +636,42 @@ static int h_digits(Core *self, const Win *w, Py_ssize_t e, long long t) {
     const uint8_t *run = w->p + start;
     Py_ssize_t n = end - start;
     long long first = t - 1 - n;
+    /* Only the lengths a profile tests look up their column. */
+    int src = (n == 11 || (n >= 15 && n <= 19)) ? column_source(self, w, start, end) : SOURCE_NONE;
     if (n == 18) {
+        profile(self, src, CH_RESIDENT_ID, resident_id_shape(run, n, &self->today));
+        profile(self, src, CH_USCC, uscc_shape(run, n));
+        profile(self, src, CH_CARD, bank_card_shape(run, n));
         if (is_resident_id(run, n, &self->today)) {
             uint8_t upper[18];
             memcpy(upper, run, 18);
             if (upper[17] == 'x') upper[17] = 'X';
-            int r = propose(self, LBL(self, LB_RESIDENT_ID), first, t - 1, upper, 18);
+            int r = propose(self, LBL(self, LB_RESIDENT_ID), first, t - 1, upper, 18, src);
             if (r != 0) return r < 0 ? -1 : 0;
         }
-        if (is_uscc(run, n)) TRY(propose(self, LBL(self, LB_USCC), first, t - 1, run, n));
+        if (is_uscc(run, n)) TRY(propose(self, LBL(self, LB_USCC), first, t - 1, run, n, src));
         if (run[17] <= '9' && is_bank_card(run, n))
-            TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n));
+            TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n, src));
     } else if (n == 8) {
         if (run[0] >= '2' && (hk_prefix(w, start - 1) || near_hotword(self, w, HW_PHONE, start)))
-            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run, n));
+            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run, n, SOURCE_NONE));
     } else if (n == 11) {
+        /* Both phone readings share a shape: eleven digits, the first not 0. */
+        int shaped = all_digits(run, 11) && run[0] != '0';
+        profile(self, src, CH_CN_PHONE, shaped);
+        profile(self, src, CH_HK_PHONE, shaped);
         if (run[0] == '1' && run[1] >= '3')
-            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run, n));
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run, n, src));
         else if (run[0] == '8' && run[1] == '5' && run[2] == '2' && run[3] >= '2')
-            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run + 3, 8));
+            TRY(propose(self, LBL(self, LB_HK_PHONE), first, t - 1, run + 3, 8, src));
     } else if (n == 13) {
         if (run[0] == '8' && run[1] == '6' && run[2] == '1' && run[3] >= '3')
-            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 2, 11));
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 2, 11, SOURCE_NONE));
     } else {
         if (n == 15 && memcmp(run, "00861", 5) == 0 && run[5] >= '3')
-            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 4, 11));
-        if (is_bank_card(run, n)) TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n));
+            TRY(propose(self, LBL(self, LB_CN_PHONE), first, t - 1, run + 4, 11, SOURCE_NONE));
+        profile(self, src, CH_CARD, bank_card_shape(run, n));
+        if (is_bank_card(run, n)) TRY(propose(self, LBL(self, LB_CARD), first, t - 1, run, n, src));
     }
     return 0;
 }
@@ -544,7 +680,8 @@ static int h_uscc(Core *self, const Win *w, Py_ssize_t e, long long t, int label
     if (e < 19) return 0;
     const uint8_t *value = w->p + e - 19;
     if (fraction(w, e - 20)) return 0;
-    if (!all_digits(value, 18) && is_uscc(value, 18)) TRY(propose(self, label, t - 19, t - 1, value, 18));
+    if (!all_digits(value, 18) && is_uscc(value, 18))
+        TRY(propose(self, label, t - 19, t - 1, value, 18, SOURCE_NONE));
     return 0;
 }
 
@@ -592,13 +729,13 @@ static int grouped(Core *self, const Win *w, int which, Py_ssize_t begin, Py_ssi
     }
     long long first = t - 2 - (end - begin);
     int label = LBL(self, which);
-    if (which == LB_CN_PHONE) return propose(self, label, first, t - 2, digits, n);
+    if (which == LB_CN_PHONE) return propose(self, label, first, t - 2, digits, n, SOURCE_NONE);
     if (which == LB_HK_PHONE) {
         if (!(hk_prefix(w, begin - 1) || near_hotword(self, w, HW_PHONE, begin))) return 0;
-        return propose(self, label, first, t - 2, digits, n);
+        return propose(self, label, first, t - 2, digits, n, SOURCE_NONE);
     }
     if (!is_bank_card(digits, n)) return 0;
-    return propose(self, label, first, t - 2, digits, n);
+    return propose(self, label, first, t - 2, digits, n, SOURCE_NONE);
 }
 
 /* Try the shapes `cls[0:len]` ends with, longest first, until one is pending. */
@@ -670,7 +807,7 @@ static int travel_doc(Core *self, const Win *w, const uint8_t *v, Py_ssize_t n, 
         which = passport > permit ? LB_HK_PASSPORT : LB_TRAVEL_PERMIT;
     else
         which = near_passport ? LB_HK_PASSPORT : LB_TRAVEL_PERMIT;
-    return which < 0 ? 0 : accept(self, LBL(self, which), v, n);
+    return which < 0 ? 0 : accept(self, LBL(self, which), v, n, SOURCE_NONE);
 }
 
 static int h_letters(Core *self, const Win *w, Py_ssize_t e) {
@@ -679,7 +816,7 @@ static int h_letters(Core *self, const Win *w, Py_ssize_t e) {
     if (fraction(w, start - 1)) return 0;
     const uint8_t *token = w->p + start;
     Py_ssize_t n = end - start;
-    if ((n == 8 || n == 9) && is_hkid(token, n)) TRY(accept(self, LBL(self, LB_HK_ID), token, n));
+    if ((n == 8 || n == 9) && is_hkid(token, n)) TRY(accept(self, LBL(self, LB_HK_ID), token, n, SOURCE_NONE));
     if (n == 9 || n == 11) TRY(travel_doc(self, w, token, n, start));
     return 0;
 }
@@ -693,7 +830,7 @@ static int h_hkid_brackets(Core *self, const Win *w, Py_ssize_t e, int label) {
     if (n < 0 || n + 1 > (Py_ssize_t)sizeof(value)) return 0;
     memcpy(value, w->p + start, (size_t)n);
     value[n++] = win_at(w, e - 2);
-    if (is_hkid(value, n)) TRY(accept(self, label, value, n));
+    if (is_hkid(value, n)) TRY(accept(self, label, value, n, SOURCE_NONE));
     return 0;
 }
 
@@ -727,7 +864,7 @@ static int h_email(Core *self, const Win *w, Py_ssize_t e, int label) {
         uint8_t c = win_at(w, start + i);
         value[i] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
     }
-    return accept(self, label, value, n);
+    return accept(self, label, value, n, SOURCE_NONE);
 }
 
 /* ---- Core type --------------------------------------------------------------- */
@@ -753,6 +890,7 @@ static void Core_dealloc(Core *self) {
     PyMem_RawFree(self->order);
     PyMem_RawFree(self->hits);
     PyMem_RawFree(self->early);
+    PyMem_RawFree(self->sources);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -930,6 +1068,7 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
         return -1;
     }
     hmac_init(self, (const uint8_t *)secret, secret_len);
+    self->table = -1;
     return 0;
 }
 
@@ -954,7 +1093,7 @@ static PyObject *Core_accept(Core *self, PyObject *const *args, Py_ssize_t nargs
     }
     if (label_arg(self, args[0], &label) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &value, PyBUF_SIMPLE) < 0) return NULL;
-    int r = accept(self, label, value.buf, value.len);
+    int r = accept(self, label, value.buf, value.len, SOURCE_NONE);
     PyBuffer_Release(&value);
     if (r < 0) return NULL;
     Py_RETURN_NONE;
@@ -972,7 +1111,7 @@ static PyObject *Core_propose(Core *self, PyObject *const *args, Py_ssize_t narg
     long long end = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
     if (PyObject_GetBuffer(args[3], &value, PyBUF_SIMPLE) < 0) return NULL;
-    int r = propose(self, label, start, end, value.buf, value.len);
+    int r = propose(self, label, start, end, value.buf, value.len, SOURCE_NONE);
     PyBuffer_Release(&value);
     if (r < 0) return NULL;
     return PyBool_FromLong(r);
@@ -983,7 +1122,8 @@ static PyObject *Core_commit(Core *self, PyObject *Py_UNUSED(ignored)) {
     int failed = 0;
     for (int i = 0; i < self->norder; i++) {
         Slot *slot = &self->slots[self->order[i]];
-        if (slot->active && !failed && accept(self, slot->label, slot->value, slot->len) < 0) failed = 1;
+        if (slot->active && !failed && accept(self, slot->label, slot->value, slot->len, slot->source) < 0)
+            failed = 1;
         slot->active = 0;
     }
     self->norder = 0;
@@ -1012,20 +1152,22 @@ static PyObject *Core_stats(Core *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *Core_digests(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* HMAC-SHA-256(secret, prefix + value)[:16] of every distinct value of one label. */
+    /* HMAC-SHA-256(secret, prefix + value)[:16] of every distinct value of one label
+     * (aside true: of the values set aside as chance-level instead). */
     Py_buffer prefix;
-    int label;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "digests(label, prefix)");
+    int label, aside = 0;
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "digests(label, prefix[, aside])");
         return NULL;
     }
     if (label_arg(self, args[0], &label) < 0) return NULL;
+    if (nargs == 3 && (aside = PyObject_IsTrue(args[2])) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &prefix, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *out = PyFrozenSet_New(NULL);
     ValueSet *s = &self->values[label];
     for (Py_ssize_t i = 0; out != NULL && i < s->cap; i++) {
         Entry *e = s->slots[i];
-        if (e == NULL) continue;
+        if (e == NULL || (e->source == SOURCE_ASIDE) != aside) continue;
         uint8_t inner[SHA256_DIGEST_LENGTH], outer[SHA256_DIGEST_LENGTH];
         SHA256_CTX ctx = self->inner;
         SHA256_Update(&ctx, prefix.buf, (size_t)prefix.len);
@@ -1050,12 +1192,100 @@ static PyObject *Core_values(Core *self, PyObject *arg) {
     ValueSet *s = &self->values[label];
     for (Py_ssize_t i = 0; out != NULL && i < s->cap; i++) {
         Entry *e = s->slots[i];
-        if (e == NULL) continue;
+        if (e == NULL || e->source == SOURCE_ASIDE) continue;
         PyObject *v = PyBytes_FromStringAndSize((const char *)e->data, e->len);
         if (v == NULL || PySet_Add(out, v) < 0) Py_CLEAR(out);
         Py_XDECREF(v);
     }
     return out;
+}
+
+static PyObject *Core_table(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* table(sep, start) -> id: the current member is a table from the newline at
+     * absolute offset start on, its cells split by the byte sep ('\n': one value
+     * per line); its hits count towards its columns' profiles. table(-1, 0): not
+     * a table (-1). */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "table(sep, start)");
+        return NULL;
+    }
+    long sep = PyLong_AsLong(args[0]);
+    long long start = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (sep < -1 || sep > 255 || sep == '"' || sep == '\r' || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "table: a delimiter byte (not a quote) and an offset");
+        return NULL;
+    }
+    if (sep < 0) {
+        self->table = -1;
+        return PyLong_FromLong(-1);
+    }
+    self->table = self->ntables++;
+    self->table_sep = (uint8_t)sep;
+    self->table_from = start;
+    for (int i = 0; i < MAX_COLUMNS; i++) self->col_source[i] = -1;
+    return PyLong_FromLong(self->table);
+}
+
+static PyObject *Core_profiles(Core *self, PyObject *Py_UNUSED(ignored)) {
+    /* profiles() -> [(source, table, column, ((candidates, shaped, valid) per CH))]. */
+    PyObject *out = PyList_New(self->nsources);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->nsources; i++) {
+        const Source *src = &self->sources[i];
+        PyObject *counts = PyTuple_New(CH_COUNT);
+        if (counts == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (int ch = 0; ch < CH_COUNT; ch++) {
+            PyObject *c = Py_BuildValue("(LLL)", src->candidates[ch], src->shaped[ch], src->valid[ch]);
+            if (c == NULL) {
+                Py_DECREF(counts);
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(counts, ch, c);
+        }
+        PyObject *item = Py_BuildValue("(niiN)", i, src->table, src->column, counts);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *Core_set_aside(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* set_aside(source, ch): a column's findings of one validator are chance-level:
+     * they leave the counts, and the values seen only there the distinct values.
+     * Once per source and validator; later calls change nothing. */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_aside(source, ch)");
+        return NULL;
+    }
+    Py_ssize_t source = PyLong_AsSsize_t(args[0]);
+    long ch = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (source < 0 || source >= self->nsources || ch < 0 || ch >= CH_COUNT) {
+        PyErr_SetString(PyExc_IndexError, "set_aside: no such source or validator");
+        return NULL;
+    }
+    Source *src = &self->sources[source];
+    if (src->aside & (1u << ch)) Py_RETURN_NONE;
+    src->aside |= 1u << ch;
+    int label = self->label_ix[ch];
+    self->counts[label] -= src->valid[ch];
+    ValueSet *s = &self->values[label];
+    for (Py_ssize_t i = 0; i < s->cap; i++) {
+        Entry *e = s->slots[i];
+        if (e != NULL && e->source == (int32_t)source) {
+            e->source = SOURCE_ASIDE;
+            s->n -= 1;
+        }
+    }
+    Py_RETURN_NONE;
 }
 
 static int cmp_hits(const void *a, const void *b) {
@@ -1199,6 +1429,12 @@ static PyObject *Core_process(Core *self, PyObject *const *args, Py_ssize_t narg
 }
 
 static PyMethodDef Core_methods[] = {
+    {"table", (PyCFunction)(void (*)(void))Core_table, METH_FASTCALL,
+     "table(sep, start) -> id: the member is a table (sep -1: it is not)."},
+    {"profiles", (PyCFunction)Core_profiles, METH_NOARGS,
+     "profiles() -> [(source, table, column, ((candidates, shaped, valid), ...))]: the column profiles."},
+    {"set_aside", (PyCFunction)(void (*)(void))Core_set_aside, METH_FASTCALL,
+     "set_aside(source, ch): one column's findings of one validator are chance-level."},
     {"process", (PyCFunction)(void (*)(void))Core_process, METH_FASTCALL,
      "Handle one chunk's hits: natively for the identifier kinds, else by the Python handler."},
     {"accept", (PyCFunction)(void (*)(void))Core_accept, METH_FASTCALL, "Count one finding of a label."},

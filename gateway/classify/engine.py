@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
 from typing import Final
@@ -60,6 +61,8 @@ class Scanner:
         today: the date the birth-date check treats as today (default: UTC+8 now).
         max_distinct: bound on tracked distinct values per label.
         max_distinct_total: bound on tracked distinct values over all labels.
+        chance_words: per chance-tested label, the header words that name it
+            (the policy's ``chance_words``; built-in ones by default).
 
     The summary is identical for every way of cutting the same bytes into
     chunks, except ``seconds``.
@@ -75,6 +78,7 @@ class Scanner:
         today: _dt.date | None = None,
         max_distinct: int = MAX_DISTINCT_PER_LABEL,
         max_distinct_total: int = MAX_DISTINCT_VALUES,
+        chance_words: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self._matcher = TextMatcher(
             detectors,
@@ -82,6 +86,7 @@ class Scanner:
             today=today,
             max_distinct=max_distinct,
             max_distinct_total=max_distinct_total,
+            chance_words=chance_words,
         )
         self._decoder = Decoder(self._matcher, limits, budget=budget)
         self._sha = hashlib.sha256()
@@ -201,6 +206,9 @@ class Scanner:
             digests=MappingProxyType(result.digests),
             distinct_capped=result.distinct_capped,
             numeric_values=numeric,
+            chance=MappingProxyType(result.chance),
+            chance_digests=MappingProxyType(result.chance_digests),
+            columns=result.columns,
         )
 
     def close(self) -> None:

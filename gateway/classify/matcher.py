@@ -49,12 +49,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import hyperscan
 
+from gateway.classify import chance as C
 from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify import validators as V
@@ -231,6 +232,29 @@ _NATIVE_LABELS: Final = (
     L.HK_PASSPORT,
     L.CN_TRAVEL_PERMIT,
 )
+#: The chance-tested validators are the first native labels, in the same order
+#: (the core's CH_* index is its LB_* index).
+assert _NATIVE_LABELS[: len(C.CHANCE_LABELS)] == C.CHANCE_LABELS
+#: Column profiles (the compiled core's MAX_COLUMNS, MAX_SOURCES): columns past
+#: the first MAX_COLUMNS of a table, and columns past MAX_SOURCES in one scan,
+#: are not profiled (their findings count as outside a table).
+MAX_COLUMNS: Final = 1024
+MAX_SOURCES: Final = 65536
+#: Tables past this many in one scan are not profiled (their header cells are
+#: kept for the report: at most CONTEXT_BYTES each).
+MAX_TABLES: Final = 1024
+#: A distinct value whose column was set aside as chance-level (the core's SOURCE_ASIDE).
+_ASIDE: Final = -2
+#: Member types whose lines are table rows: delimited text, and plain text,
+#: whose line is a value when it is nothing else (a list of sample IDs).
+_TABLE_TYPES: Final = frozenset({"text/csv", "text/tab-separated-values"})
+_LINE_TABLE_TYPES: Final = frozenset({"text/plain"})
+#: A first line with a cell of this many digits or more is a row, not a header.
+_DATA_CELL_DIGITS: Final = 8
+#: The bytes around a value on a line of its own.
+_LINE_PAD: Final = b' \t"'
+_CH_RESIDENT_ID, _CH_USCC, _CH_CARD, _CH_CN_PHONE, _CH_HK_PHONE = range(len(C.CHANCE_LABELS))
+
 #: Memo tables, one per validator.
 K_MEMO_RESIDENT_ID: Final = 0
 K_MEMO_USCC: Final = 1
@@ -763,6 +787,12 @@ class MatchResult:
         unscannable: the reasons reported by the decoder, in order.
         distinct_capped: whether a label reached :data:`MAX_DISTINCT_PER_LABEL`
             or all together :data:`MAX_DISTINCT_VALUES`.
+        chance: per label, the findings set aside as chance-level (table
+            columns of random digits, :mod:`gateway.classify.chance`): in no
+            count, distinct value or subject above.
+        chance_digests: the keyed hashes of the values set aside (for a
+            policy that counts them anyway).
+        columns: the column profiles with findings, for ``gateway explain``.
     """
 
     labels: dict[str, LabelStats]
@@ -770,6 +800,9 @@ class MatchResult:
     subjects: int
     unscannable: tuple[str, ...]
     distinct_capped: bool
+    chance: dict[str, LabelStats] = field(default_factory=dict)
+    chance_digests: dict[str, frozenset[bytes]] = field(default_factory=dict)
+    columns: tuple[C.ColumnProfile, ...] = ()
 
 
 class KeyedHasher:
@@ -811,6 +844,9 @@ class TextMatcher:
         native: run the identifier handlers and the counting state in the
             compiled core (the default when it is built); ``False`` runs the
             Python reference implementation, which tests compare it with.
+        chance_words: per chance-tested label, the header words that name it
+            (:data:`gateway.classify.chance.HEADER_WORDS` by default; a
+            policy adds its own).
 
     Raises:
         ValueError: the secret is shorter than 16 bytes.
@@ -826,6 +862,7 @@ class TextMatcher:
         max_distinct: int = MAX_DISTINCT_PER_LABEL,
         max_distinct_total: int = MAX_DISTINCT_VALUES,
         native: bool | None = None,
+        chance_words: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the distinct-count secret must be at least 16 bytes")
@@ -837,6 +874,7 @@ class TextMatcher:
         self._dates = V.birth_dates(day)
         self._max_distinct = max_distinct
         self._max_distinct_total = max_distinct_total
+        self._chance_words = C.HEADER_WORDS if chance_words is None else chance_words
         labels = detectors.labels
         self._labels = labels
         self._counts = [0] * len(labels)
@@ -844,11 +882,24 @@ class TextMatcher:
         # and values are untracked (bytes, None) is itself untracked by the
         # cyclic GC, so 100,000s of values are not re-traversed by every full
         # collection (a set always is; that cost ~20% on PII-dense data).
-        self._values: list[dict[bytes, None]] = [{} for _ in labels]
+        # Distinct values -> the column source they were seen in (-1: outside a
+        # table column or in more than one place; _ASIDE: set aside).
+        self._values: list[dict[bytes, int]] = [{} for _ in labels]
+        self._aside = [0] * len(labels)  # values set aside, per label
         self._tracked = 0
+        # Column profiles (the compiled core keeps its own): the tables' header
+        # cells, and for the reference the sources [table, column, candidates,
+        # shaped, valid, aside] and the current table's columns.
+        self._tables: list[tuple[str, ...]] = []
+        self._sources: list[list[Any]] = []
+        self._col_source: dict[int, int] = {}
+        self._table = -1
+        self._table_sep = 0
+        self._table_from = 0
         self._capped = False
         self._reasons: list[str] = []
         self._ix = {label: i for i, label in enumerate(labels)}
+        self._chance_ix = {self._ix[label]: ch for ch, label in enumerate(C.CHANCE_LABELS)}
         self._rank = [_RANK.get(label, 0) for label in labels]
         self._group = [_PRECEDENCE_GROUP if label in _RANK else i for i, label in enumerate(labels)]
         self._memo: dict[int, dict[bytes, bool]] = {}
@@ -996,7 +1047,7 @@ class TextMatcher:
             return
         for slot in self._pending.values():
             if slot[0]:
-                self._accept(slot[4], slot[5])
+                self._py_accept(slot[4], slot[5], slot[6])
         self._pending.clear()
 
     def _close_column_stream(self) -> None:
@@ -1063,28 +1114,57 @@ class TextMatcher:
         digests: dict[str, frozenset[bytes]] = {}
         subjects = 0
         core = self._core
+        decisions = C.decide(self._raw_profiles(), self._tables, self._chance_words)
+        chance: dict[str, LabelStats] = {}
+        for d in decisions:
+            if d.aside:
+                self._set_aside(d.source, d.ch)
+                label = d.profile.label
+                before = chance.get(label, LabelStats(0, 0))
+                chance[label] = LabelStats(before.count + d.profile.valid, 0)
         if core is not None:
             counts = core.stats()
             capped = core.capped
         else:
             counts = [
-                (n, len(values)) for n, values in zip(self._counts, self._values, strict=True)
+                (n, len(values) - aside)
+                for n, values, aside in zip(self._counts, self._values, self._aside, strict=True)
             ]
             capped = self._capped
-        digest = self._hasher.digest
         for i, label in enumerate(self._labels):
             count, distinct = counts[i]
             if not count:
                 continue
             stats[label] = LabelStats(count=count, distinct=distinct)
-            prefix = label.encode() + b"\0"
-            if core is not None:
-                digests[label] = core.digests(i, prefix)
-            else:
-                digests[label] = frozenset(digest(prefix + v) for v in self._values[i])
+            digests[label] = self._digests(i, aside=False)
             if self._detectors.personal[i]:
                 subjects = max(subjects, distinct)
-        return MatchResult(stats, digests, subjects, tuple(self._reasons), capped)
+        chance_digests: dict[str, frozenset[bytes]] = {}
+        for label, aside in chance.items():
+            chance_digests[label] = self._digests(self._ix[label], aside=True)
+            chance[label] = LabelStats(aside.count, len(chance_digests[label]))
+        return MatchResult(
+            stats,
+            digests,
+            subjects,
+            tuple(self._reasons),
+            capped,
+            chance=chance,
+            chance_digests=chance_digests,
+            columns=C.reported(decisions),
+        )
+
+    def _digests(self, label: int, *, aside: bool) -> frozenset[bytes]:
+        """The keyed hashes of a label's distinct values (or of those set aside)."""
+        prefix = self._labels[label].encode() + b"\0"
+        if self._core is not None:
+            return self._core.digests(label, prefix, aside)  # type: ignore[no-any-return]
+        digest = self._hasher.digest
+        return frozenset(
+            digest(prefix + v)
+            for v, seen in self._values[label].items()
+            if (seen == _ASIDE) == aside
+        )
 
     # -- machinery -----------------------------------------------------------
 
@@ -1098,11 +1178,13 @@ class TextMatcher:
         self._chunk_tail = b""
         self._chunk_offset = 0
         self._hotword = [_NEVER] * self._detectors.hotword_classes
-        # Per overlap group: [pending?, start, end, rank, label, value], updated
-        # in place (a tuple per candidate is GC-tracked garbage).
+        # Per overlap group: [pending?, start, end, rank, label, value, source],
+        # updated in place (a tuple per candidate is GC-tracked garbage).
         self._pending: dict[int, list[Any]] = {}
         if self._core is not None:
             self._core.drop_pending()
+            self._core.table(-1, 0)
+        self._table = -1  # not a table until its first line says so
         self._header_open = False
         self._header = bytearray()
         self._header_end = _NEVER
@@ -1207,17 +1289,33 @@ class TextMatcher:
             handlers[pid](end - base, end, pid, starts.pop(hit, 0) if starts else 0)
         hits.clear()
 
-    def _py_accept(self, label: int, value: bytes) -> None:
+    def _py_accept(self, label: int, value: bytes, source: int = -1) -> None:
         self._counts[label] += 1
-        values = self._values[label]
-        if value not in values:
-            if len(values) < self._max_distinct and self._tracked < self._max_distinct_total:
-                values[value] = None
-                self._tracked += 1
+        if source >= 0:
+            ch = self._chance_ix.get(label)
+            if ch is None or source >= len(self._sources):
+                source = -1
             else:
-                self._capped = True
+                self._sources[source][4][ch] += 1
+        values = self._values[label]
+        seen = values.get(value)
+        if seen is not None:
+            if seen == _ASIDE:  # seen again after its column was set aside
+                values[value] = source
+                self._aside[label] -= 1
+            elif seen != source:
+                values[value] = -1  # seen in two places: never set aside
+            return
+        if (
+            len(values) - self._aside[label] < self._max_distinct
+            and self._tracked < self._max_distinct_total
+        ):
+            values[value] = source
+            self._tracked += 1
+        else:
+            self._capped = True
 
-    def _py_propose(self, label: int, start: int, end: int, value: bytes) -> bool:
+    def _py_propose(self, label: int, start: int, end: int, value: bytes, source: int = -1) -> bool:
         """A validated candidate spanning ``[start, end)``: resolve overlaps, then count.
 
         Returns:
@@ -1228,19 +1326,20 @@ class TextMatcher:
         slot = self._pending.get(group)
         rank = self._rank[label]
         if slot is None:
-            self._pending[group] = [True, start, end, rank, label, value]
+            self._pending[group] = [True, start, end, rank, label, value, source]
             return True
         if slot[0] and start < slot[2]:  # overlaps the pending candidate
             if rank > slot[3] or (rank == slot[3] and end - start <= slot[2] - slot[1]):
                 return False  # the pending one wins
         elif slot[0]:
-            self._accept(slot[4], slot[5])
+            self._py_accept(slot[4], slot[5], slot[6])
         slot[0] = True
         slot[1] = start
         slot[2] = end
         slot[3] = rank
         slot[4] = label
         slot[5] = value
+        slot[6] = source
         return True
 
     def _valid(self, kind: int, value: bytes, check: Callable[[bytes], bool]) -> bool:
@@ -1325,6 +1424,113 @@ class TextMatcher:
             for i, cell in enumerate(_split_cells(header, sep))
             if any(w in cell for w in hotwords)
         )
+        self._start_table(header.removesuffix(b"\r"))
+
+    # -- column profiles (chance.py) ------------------------------------------
+
+    def _start_table(self, header: bytes) -> None:
+        """Make the member a table for the column profiles when its lines are rows.
+
+        Delimited text splits its rows at the header's delimiter; plain text
+        is one column of the lines that are a value and nothing else. A first
+        line with a long number in a cell is a row: the table then has no
+        header and starts at the member's first byte.
+        """
+        kind = self._member_type
+        if kind in _TABLE_TYPES:
+            sep = b"\t" if kind == "text/tab-separated-values" else self._column_sep
+            cells = [cell.strip(_LINE_PAD) for cell in _split_cells(header, sep)]
+        elif kind in _LINE_TABLE_TYPES:
+            sep = b"\n"
+            cells = [header.strip(_LINE_PAD)]
+        else:
+            return
+        if len(self._tables) >= MAX_TABLES:
+            return
+        row = any(len(cell) >= _DATA_CELL_DIGITS and cell.isdigit() for cell in cells)
+        start = 0 if row else self._header_end  # the newline before the first row
+        names = () if row else tuple(c[: C.HEADER_CHARS].decode("utf-8", "replace") for c in cells)
+        if self._core is not None:
+            self._core.table(sep[0], start)
+        else:
+            self._col_source = {}
+        self._table = len(self._tables)
+        self._table_sep = sep[0]
+        self._table_from = start
+        self._tables.append(names[:MAX_COLUMNS])
+
+    def _column_source(self, s: int, end: int) -> int:
+        """The source (a table column) of the value at window indices ``[s, end)``, or -1.
+
+        -1: the member is no table, the value lies before its first row or on a
+        line that starts more than CONTEXT_BYTES before it, in a column past
+        MAX_COLUMNS, past MAX_SOURCES; in plain text, on a line with anything
+        else. The compiled core's column_source does the same.
+        """
+        if self._table < 0:
+            return -1
+        window = self._window
+        line = window.rfind(b"\n", max(0, s - D.CONTEXT_BYTES), s)
+        if line < 0 or self._base + line < self._table_from:
+            return -1
+        cells = window[line + 1 : s]
+        sep = self._table_sep
+        if sep == 0x0A:
+            if cells.strip(_LINE_PAD):
+                return -1
+            after = end
+            while after < len(window) and window[after] in _LINE_PAD + b"\r":
+                after += 1
+            if after >= len(window) or window[after] != 0x0A:
+                return -1
+            column = 0
+        else:
+            if 0x22 in cells:  # '"': delimiters inside quoted fields do not count
+                cells = _unquoted(cells)
+            column = cells.count(sep)
+        if column >= MAX_COLUMNS:
+            return -1
+        source = self._col_source.get(column)
+        if source is not None:
+            return source
+        if len(self._sources) >= MAX_SOURCES:
+            return -1
+        source = len(self._sources)
+        n = len(C.CHANCE_LABELS)
+        self._sources.append([self._table, column, [0] * n, [0] * n, [0] * n, 0])
+        self._col_source[column] = source
+        return source
+
+    def _profile(self, source: int, ch: int, shaped: bool) -> None:
+        """Count a value of a chance-tested validator's length, and whether it has its shape."""
+        entry = self._sources[source]
+        entry[2][ch] += 1
+        entry[3][ch] += shaped
+
+    def _raw_profiles(self) -> list[C.RawProfile]:
+        if self._core is not None:
+            return self._core.profiles()  # type: ignore[no-any-return]
+        return [
+            (i, table, column, tuple(zip(cand, shaped, valid, strict=True)))
+            for i, (table, column, cand, shaped, valid, _aside) in enumerate(self._sources)
+        ]
+
+    def _set_aside(self, source: int, ch: int) -> None:
+        """One column's findings of one validator leave the counts (the core's set_aside)."""
+        if self._core is not None:
+            self._core.set_aside(source, ch)
+            return
+        entry = self._sources[source]
+        if entry[5] & (1 << ch):
+            return
+        entry[5] |= 1 << ch
+        label = self._ix[C.CHANCE_LABELS[ch]]
+        self._counts[label] -= entry[4][ch]
+        values = self._values[label]
+        for value, seen in values.items():
+            if seen == source:
+                values[value] = _ASIDE
+                self._aside[label] += 1
 
     def _open_column_stream(self, cut: int) -> None:
         """Scan for bare ICD-10 cells from the header's newline on (diagnosis column rule)."""
@@ -1378,34 +1584,48 @@ class TextMatcher:
         n = len(run)
         first = t - 1 - n
         ix = self._ix
+        propose = self._py_propose  # the reference's handler (the core has its own)
+        # Only the lengths a column profile tests look up their column.
+        src = self._column_source(start, end) if n == 11 or 15 <= n <= 19 else -1
         if n == 18:
+            if src >= 0:
+                self._profile(src, _CH_RESIDENT_ID, V.resident_id_shape(run, self._dates))
+                self._profile(src, _CH_USCC, V.uscc_shape(run))
+                self._profile(src, _CH_CARD, V.bank_card_shape(run))
             # A pending Resident ID outranks a USCC or card reading of the same run.
-            if self._valid(K_MEMO_RESIDENT_ID, run, self._is_resident_id) and self._propose(
-                ix[L.CN_RESIDENT_ID], first, t - 1, run.upper()
+            if self._valid(K_MEMO_RESIDENT_ID, run, self._is_resident_id) and propose(
+                ix[L.CN_RESIDENT_ID], first, t - 1, run.upper(), src
             ):
                 return
             if self._valid(K_MEMO_USCC, run, V.is_uscc):
-                self._propose(ix[L.CN_USCC], first, t - 1, run)
+                propose(ix[L.CN_USCC], first, t - 1, run, src)
             if run[17] <= 0x39 and self._valid(K_MEMO_CARD, run, V.is_bank_card):
-                self._propose(ix[L.BANK_CARD], first, t - 1, run)
+                propose(ix[L.BANK_CARD], first, t - 1, run, src)
         elif n == 8:
             if run[0] >= 0x32 and (
                 self._hk_prefix(start - 1) or self._near_hotword(D.HW_PHONE, first)
             ):
-                self._propose(ix[L.HK_PHONE], first, t - 1, run)
+                propose(ix[L.HK_PHONE], first, t - 1, run)
         elif n == 11:
+            if src >= 0:
+                # Both phone readings share a shape: eleven digits, the first not 0.
+                shaped = run.isdigit() and run[0] != 0x30
+                self._profile(src, _CH_CN_PHONE, shaped)
+                self._profile(src, _CH_HK_PHONE, shaped)
             if run[0] == 0x31 and run[1] >= 0x33:  # 1[3-9]
-                self._propose(ix[L.CN_PHONE], first, t - 1, run)
+                propose(ix[L.CN_PHONE], first, t - 1, run, src)
             elif run[:3] == b"852" and run[3] >= 0x32:
-                self._propose(ix[L.HK_PHONE], first, t - 1, run[3:])
+                propose(ix[L.HK_PHONE], first, t - 1, run[3:], src)
         elif n == 13:
             if run[:3] == b"861" and run[3] >= 0x33:
-                self._propose(ix[L.CN_PHONE], first, t - 1, run[2:])
+                propose(ix[L.CN_PHONE], first, t - 1, run[2:])
         else:
             if n == 15 and run[:5] == b"00861" and run[5] >= 0x33:
-                self._propose(ix[L.CN_PHONE], first, t - 1, run[4:])
+                propose(ix[L.CN_PHONE], first, t - 1, run[4:])
+            if src >= 0:
+                self._profile(src, _CH_CARD, V.bank_card_shape(run))
             if self._valid(K_MEMO_CARD, run, V.is_bank_card):
-                self._propose(ix[L.BANK_CARD], first, t - 1, run)
+                propose(ix[L.BANK_CARD], first, t - 1, run, src)
 
     def _is_resident_id(self, value: bytes) -> bool:
         return V.is_resident_id(value, self._dates)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
+
+from gateway.classify.chance import ColumnProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,10 @@ def _empty_digests() -> Mapping[str, frozenset[bytes]]:
     return MappingProxyType({})
 
 
+def _no_stats() -> Mapping[str, LabelStats]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ScanSummary:
     """Everything the classifier learned from one stream of bytes.
@@ -100,6 +106,15 @@ class ScanSummary:
         numeric_values: numbers format readers saw and deliberately did not
             render (float columns and datasets, tensor payloads): counted,
             never scanned; ``numeric_values`` in JSON when not zero.
+        chance: per label, findings set aside as chance-level: table columns
+            whose hits come at the rate random digits give
+            (:mod:`gateway.classify.chance`). They are in no count above, no
+            ``distinct``, no ``subjects`` and no digest; ``chance`` in JSON
+            (label -> count) when any.
+        chance_digests: the keyed hashes of the values set aside, for a
+            policy that counts them anyway (``chance: count``).
+        columns: the column profiles with findings (the test's numbers);
+            ``columns`` in JSON when any.
     """
 
     size: int
@@ -112,6 +127,9 @@ class ScanSummary:
     digests: Mapping[str, frozenset[bytes]] = field(default_factory=_empty_digests)
     distinct_capped: bool = False
     numeric_values: int = 0
+    chance: Mapping[str, LabelStats] = field(default_factory=_no_stats)
+    chance_digests: Mapping[str, frozenset[bytes]] = field(default_factory=_empty_digests)
+    columns: tuple[ColumnProfile, ...] = ()
 
     def count(self, label: str) -> int:
         """Findings of ``label`` (0 when absent)."""
@@ -134,8 +152,43 @@ class ScanSummary:
         out["unscannable"] = list(self.unscannable)
         if self.numeric_values:
             out["numeric_values"] = self.numeric_values
+        if self.chance:
+            out["chance"] = {label: s.count for label, s in sorted(self.chance.items())}
+        if self.columns:
+            out["columns"] = [profile.to_json() for profile in self.columns]
         out["seconds"] = round(self.seconds, 6)
         return out
+
+    def counting_chance(self, labels: Callable[[str], bool]) -> ScanSummary:
+        """This summary with the chance-level findings of ``labels`` counted after all.
+
+        What a policy's ``chance: count`` asks for: those findings join the
+        label's count, their values its distinct values and digests, and
+        ``subjects`` grows with them (an upper bound when the values were not
+        all kept).
+        """
+        chosen = {label: s for label, s in self.chance.items() if labels(label)}
+        if not chosen:
+            return self
+        counts = dict(self.labels)
+        digests = dict(self.digests)
+        for label, aside in chosen.items():
+            before = counts.get(label, LabelStats(0, 0))
+            merged = digests.get(label, frozenset()) | self.chance_digests.get(label, frozenset())
+            digests[label] = merged
+            distinct = len(merged) if merged else before.distinct + aside.distinct
+            counts[label] = LabelStats(before.count + aside.count, distinct)
+        subjects = max(
+            [self.subjects]
+            + [counts[label].distinct for label in chosen if label.startswith("pii.")]
+        )
+        return replace(
+            self,
+            labels=MappingProxyType(counts),
+            digests=MappingProxyType(digests),
+            subjects=subjects,
+            chance=MappingProxyType({k: v for k, v in self.chance.items() if k not in chosen}),
+        )
 
     @classmethod
     def from_json(
@@ -169,4 +222,12 @@ class ScanSummary:
             digests=MappingProxyType(dict(digests or {})),
             distinct_capped=distinct_capped,
             numeric_values=int(obj.get("numeric_values", 0)),
+            chance=MappingProxyType(
+                {str(k): LabelStats(int(v), 0) for k, v in (obj.get("chance") or {}).items()}
+            ),
+            columns=_columns(obj.get("columns") or ()),
         )
+
+
+def _columns(items: Any) -> tuple[ColumnProfile, ...]:
+    return tuple(ColumnProfile.from_json(item) for item in items)

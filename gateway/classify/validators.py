@@ -76,6 +76,19 @@ def mod11_2_check_char(body: bytes) -> int:
     return _MOD11_2_CHECK[2 * int(body, _MOD11_2_BASE) % 11]
 
 
+def resident_id_shape(value: bytes, dates: frozenset[bytes] | None = None) -> bool:
+    """Everything of a Resident ID but its check character: 18 characters, the
+    first 17 digits, a province code and a birth date (``dates`` as in
+    :func:`is_resident_id`). One such value in 11 has the right check character
+    by chance (:mod:`gateway.classify.chance`)."""
+    return (
+        len(value) == 18
+        and value[:17].isdigit()
+        and value[:2] in PROVINCE_CODES
+        and value[6:14] in (dates if dates is not None else birth_dates(today_cst()))
+    )
+
+
 def is_resident_id(value: bytes, dates: frozenset[bytes] | None = None) -> bool:
     """True for a valid 18-character Resident ID (province, birth date, check char).
 
@@ -85,11 +98,7 @@ def is_resident_id(value: bytes, dates: frozenset[bytes] | None = None) -> bool:
             passes the set it captured at the start of the scan so one scan
             sees one "today".
     """
-    if len(value) != 18 or not value[:17].isdigit():
-        return False
-    if value[:2] not in PROVINCE_CODES:
-        return False
-    if value[6:14] not in (dates if dates is not None else birth_dates(today_cst())):
+    if not resident_id_shape(value, dates):
         return False
     check = value[17]
     if check == 0x78:  # "x": written lower-case by hand now and then
@@ -183,16 +192,21 @@ def card_iin_ok(digits: bytes) -> bool:
 _IIN_TWO: Final = frozenset((b"62", b"51", b"52", b"53", b"54", b"55", b"34", b"37", b"35"))
 
 
-def is_bank_card(digits: bytes) -> bool:
-    """True for 15–19 ASCII digits with a known IIN prefix that pass Luhn."""
+def bank_card_shape(digits: bytes) -> bool:
+    """Everything of a card number but Luhn: 15–19 ASCII digits with a known IIN
+    prefix. One such value in 10 passes Luhn by chance."""
     # Digits first: a custom detector's match may hold letters ("2x21…"),
     # which card_iin_ok would hand to int().
     return (
         CARD_MIN_DIGITS <= len(digits) <= CARD_MAX_DIGITS
         and digits.isdigit()
         and card_iin_ok(digits)
-        and luhn_ok(digits)
     )
+
+
+def is_bank_card(digits: bytes) -> bool:
+    """True for 15–19 ASCII digits with a known IIN prefix that pass Luhn."""
+    return bank_card_shape(digits) and luhn_ok(digits)
 
 
 # --- Unified Social Credit Code (GB 32100-2015) ------------------------------
@@ -211,13 +225,18 @@ _USCC_TABLE: Final = bytes(_NUMERAL_DIGITS[v] if v >= 0 else 0x21 for v in _USCC
 _USCC_BASE: Final = 34
 
 
+def uscc_shape(value: bytes) -> bool:
+    """Everything of a USCC but its check character: 18 code characters, the six
+    of the region code digits. One such value in 31 has the right check
+    character by chance."""
+    return len(value) == 18 and value[2:8].isdigit() and 0x21 not in value.translate(_USCC_TABLE)
+
+
 def is_uscc(value: bytes) -> bool:
     """True for an 18-character Unified Social Credit Code with a valid check char."""
-    if len(value) != 18 or not value[2:8].isdigit():
+    if not uscc_shape(value):
         return False
     numeral = value.translate(_USCC_TABLE)
-    if 0x21 in numeral:
-        return False
     total = int(numeral[16::-1], _USCC_BASE)
     return _USCC_VALUE[value[17]] == (31 - total % 31) % 31
 

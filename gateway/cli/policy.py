@@ -166,6 +166,7 @@ def _explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"gateway explain: {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    summary = policy.with_chance(summary, context.route)  # chance: count on the route or label
     decision = policy.evaluate(context, summary, offline_ledger(policy, summary, current))
     if args.json:
         out = {
@@ -179,6 +180,26 @@ def _explain(args: argparse.Namespace) -> int:
         return EXIT_OK
     _print_explain(args.file, policy, context, decision, summary_json=summary.to_json())
     return EXIT_OK
+
+
+def _print_columns(summary_json: dict[str, object]) -> None:
+    """The chance-level findings set aside and the column profiles behind them."""
+    chance = summary_json.get("chance")
+    if isinstance(chance, dict):
+        for label, count in chance.items():
+            print(f"chance:  {label} {count} set aside (table columns of random digits)")
+    columns = summary_json.get("columns")
+    if not isinstance(columns, list):
+        return
+    for p in columns:
+        header = f" {p['header']!r}" if p["header"] else ""
+        kept = "set aside" if p["verdict"] == "chance" else f"counted: {p['verdict']}"
+        print(
+            f"column:  table {p['table']} column {p['column']}{header} {p['label']}: "
+            f"{p['valid']} valid of {p['shaped']} shaped ({p['candidates']} values), "
+            f"chance {p['expected']} at {p['rate']}, "
+            f"P(>=) {p['p_excess']:.3g} P(<=) {p['p_deficit']:.3g} -> {kept}"
+        )
 
 
 def _print_explain(
@@ -206,6 +227,7 @@ def _print_explain(
     else:
         print("label:   none found")
     print(f"subjects: {summary_json['subjects']}")
+    _print_columns(summary_json)
     print(f"route:   {route.name} ({route.direction}, legal basis {route.legal_basis or 'none'})")
     print(f"sender:  {sender.id} (team {sender.team}, organisation {sender.organisation})")
     print(f"policy:  {policy.name} version {policy.version}")

@@ -68,7 +68,7 @@ def scan_bytes_iter(
     """
     from gateway.classify.engine import Scanner  # the scanner only when scanning
 
-    scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET)
+    scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET, chance_words=policy.chance_words)
     if name:
         scanner.scan_name(name)
     for chunk in chunks:
@@ -87,7 +87,7 @@ def scan_path(policy: CompiledPolicy, path: Path) -> ScanSummary:
     from gateway.classify.engine import Scanner
     from gateway.classify.formats.files import file_access
 
-    scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET)
+    scanner = Scanner(policy.detectors, secret=OFFLINE_SECRET, chance_words=policy.chance_words)
     try:
         scanner.scan_name(path.name)
         with path.open("rb") as fh:
@@ -293,6 +293,7 @@ def run_case(policy: CompiledPolicy, case: Case, base: Path, position: Position)
             return CaseResult(
                 case.name, position, False, expected, {}, None, f"sample {case.file}: {reason}"
             )
+    summary = policy.with_chance(summary, context.route)
     counts = offline_ledger(policy, summary, case.ledger, context.route.direction)
     decision = policy.evaluate(context, summary, counts)
     actual: dict[str, str | None] = {"action": decision.action, "rule": decision.rule}

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from gateway.classify.attributes import UNKNOWN, attribute_values
+from gateway.classify.chance import HEADER_WORDS
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.labels import UNSCANNABLE
 from gateway.classify.summary import ScanSummary
@@ -36,6 +37,7 @@ from gateway.policy.model import (
     NO_LEGAL_BASIS,
     Action,
     AttributeCondition,
+    ChanceMode,
     Direction,
     EncryptMode,
     Mode,
@@ -75,6 +77,8 @@ class Route:
         recipient: the age X25519 recipient (``age1…``) or None.
         legal_basis: the declared legal basis, or None.
         encrypt: the encryption used when a rule does not say.
+        chance: ``test`` (chance-level findings in table columns are set
+            aside) or ``count`` (they count on this route).
     """
 
     name: str
@@ -83,6 +87,7 @@ class Route:
     recipient: str | None
     legal_basis: str | None
     encrypt: EncryptMode
+    chance: ChanceMode = "test"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,9 @@ class _Globs:
 
     def matches_everything(self) -> bool:
         return "*" in self.text
+
+    def matches_nothing(self) -> bool:
+        return not self.text
 
     def __str__(self) -> str:
         return ", ".join(self.text)
@@ -611,6 +619,8 @@ class CompiledPolicy:
         default_reason: str,
         default_encrypt: EncryptMode | None,
         ledger_directions: Collection[Direction] = DEFAULT_LEDGER_DIRECTIONS,
+        chance_count: Sequence[str] = (),
+        chance_headers: Mapping[str, Sequence[str]] | None = None,
         sources: Sequence[Path] = (),
         warnings: Sequence[PolicyIssue] = (),
     ) -> None:
@@ -632,6 +642,15 @@ class CompiledPolicy:
             c for c in LEDGER_CATEGORIES if c in self.categories
         )
         self.ledger_directions: frozenset[Direction] = frozenset(ledger_directions)
+        self._chance_count = _Globs(chance_count)
+        extra = chance_headers or {}
+        #: Per chance-tested label, the header words that name it (built-in and this policy's).
+        self.chance_words: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            {
+                label: (*words, *(w.lower() for w in extra.get(label, ())))
+                for label, words in HEADER_WORDS.items()
+            }
+        )
         self._person_labels: frozenset[str] = frozenset(
             label
             for label, personal in zip(detectors.labels, detectors.personal, strict=True)
@@ -681,6 +700,15 @@ class CompiledPolicy:
             # Bounded: labels come from this version's detector set (built-ins + custom).
             self._label_cache[label] = cached
         return cached
+
+    def with_chance(self, summary: ScanSummary, route: Route) -> ScanSummary:
+        """The summary this policy judges on ``route``: chance-level findings counted
+        where the route (``chance: count``) or the label (``chance.count``) asks."""
+        if route.chance == "count":
+            return summary.counting_chance(lambda _label: True)
+        if self._chance_count.matches_nothing():
+            return summary
+        return summary.counting_chance(self._chance_count)
 
     def counts_in_ledger(self, direction: Direction) -> bool:
         """Whether allowed transfers in ``direction`` add their people to the ledger."""

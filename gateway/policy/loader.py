@@ -33,6 +33,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from gateway.classify.attributes import VOCABULARY as ATTRIBUTE_VOCABULARY
+from gateway.classify.chance import CHANCE_LABELS
 from gateway.classify.detectors import CustomDetector, DetectorError, DetectorSet
 from gateway.classify.labels import BUILTIN_LABELS, CUSTOM_PREFIX, is_known_label
 from gateway.classify.validators import REGISTRY as VALIDATORS
@@ -47,6 +48,7 @@ from gateway.policy.engine import (
 )
 from gateway.policy.model import (
     DEFAULT_LEDGER_DIRECTIONS,
+    ChanceSpec,
     DefaultSpec,
     DetectorSpec,
     LedgerSpec,
@@ -278,6 +280,7 @@ class _Merged:
     rules: list[tuple[RuleSpec, _Origin]] = field(default_factory=list)
     default: tuple[DefaultSpec, _Origin] | None = None
     ledger: tuple[LedgerSpec, _Origin] | None = None
+    chance: tuple[ChanceSpec, _Origin] | None = None
 
 
 def _merge_named(
@@ -334,6 +337,24 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
                 )
             else:
                 merged.ledger = (pf.ledger, origin)
+        if pf.chance is not None:
+            origin = _Origin(doc, ("chance",))
+            if merged.chance is not None:
+                first = merged.chance[1].at(key=True)
+                issues.append(
+                    PolicyIssue(origin.at(key=True), f"'chance' is already set at {first}")
+                )
+            else:
+                merged.chance = (pf.chance, origin)
+                for label in pf.chance.headers:
+                    if label not in CHANCE_LABELS:
+                        issues.append(
+                            PolicyIssue(
+                                _Origin(doc, ("chance", "headers", label)).at(key=True),
+                                f"chance.headers: {label!r} is not tested against chance; "
+                                f"expected one of {', '.join(CHANCE_LABELS)}",
+                            )
+                        )
     return merged
 
 
@@ -573,7 +594,13 @@ def _routes(
                 )
             )
         routes[name] = Route(
-            name, spec.direction, spec.destination, recipient, spec.legal_basis, spec.encrypt
+            name,
+            spec.direction,
+            spec.destination,
+            recipient,
+            spec.legal_basis,
+            spec.encrypt,
+            spec.chance or "test",
         )
         entry = canonical(spec)
         if recipient is not None:
@@ -753,6 +780,9 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         # The effective value, so writing the default out does not change the version.
         "ledger": {"directions": sorted(ledger_directions)},
     }
+    chance_spec = merged.chance[0] if merged.chance else None
+    if chance_spec is not None:
+        content["chance"] = canonical(chance_spec)
     return CompiledPolicy(
         name=name,
         version=version_of(content),
@@ -768,6 +798,8 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         default_reason=default_spec.reason if default_spec else DEFAULT_REASON,
         default_encrypt=default_spec.encrypt if default_spec else None,
         ledger_directions=ledger_directions,
+        chance_count=(chance_spec.count or ()) if chance_spec else (),
+        chance_headers=chance_spec.headers if chance_spec else {},
         sources=(*files, *key_files),
         warnings=[i for i in issues if i.warning],
     )

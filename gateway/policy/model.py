@@ -37,6 +37,9 @@ from gateway.classify.detectors import HOTWORD_WINDOW, MAX_HOTWORD_WINDOW
 Direction = Literal["hk->sz", "sz->hk"]
 Action = Literal["allow", "block", "review"]
 EncryptMode = Literal["envelope", "tls"]
+#: What chance-level findings in table columns do (issue 14): set aside (the
+#: column test, the default) or count like any other.
+ChanceMode = Literal["test", "count"]
 Mode = Literal["enforce", "shadow"]
 
 #: The legal bases a route may declare, each an instrument in REGULATIONS.md.
@@ -383,6 +386,9 @@ class RouteSpec(_Model):
     recipient: Annotated[str | RecipientFile | None, BeforeValidator(_recipient)] = None
     legal_basis: str | None = None
     encrypt: EncryptMode = "envelope"
+    #: ``count``: on this route chance-level findings count (a false block is
+    #: cheaper here than a miss); unset is ``test``.
+    chance: ChanceMode | None = None
 
     @field_validator("legal_basis")
     @classmethod
@@ -522,6 +528,19 @@ class DefaultSpec(_Model):
     encrypt: EncryptMode | None = None
 
 
+class ChanceSpec(_Model):
+    """The column test for numbers that only look like identifiers (docs/policies.md).
+
+    ``count``: labels whose chance-level findings count on every route.
+    ``headers``: more header words, per tested label, that name it (a column
+    under such a header always counts), beside the built-in English and
+    Chinese ones.
+    """
+
+    count: Globs | None = None
+    headers: dict[str, tuple[Annotated[str, Field(min_length=2, max_length=64)], ...]] = {}
+
+
 class PolicyFile(_Model):
     """One YAML file of a policy set; every section is optional."""
 
@@ -534,6 +553,7 @@ class PolicyFile(_Model):
     rules: tuple[RuleSpec, ...] = ()
     default: DefaultSpec | None = None
     ledger: LedgerSpec | None = None
+    chance: ChanceSpec | None = None
 
 
 def canonical(model: BaseModel) -> Any:

@@ -416,7 +416,12 @@ async def _receive(
     # Windows are reserved from the process-wide budget: a transfer that finds
     # it held by others raises DecoderBusy from a feed (503 + Retry-After,
     # recorded failed, nothing forwarded); scanner.close() gives it all back.
-    scanner = Scanner(policy.detectors, state.services.secret, budget=state.decoder_budget)
+    scanner = Scanner(
+        policy.detectors,
+        state.services.secret,
+        budget=state.decoder_budget,
+        chance_words=policy.chance_words,
+    )
     # The transfer's name crosses the border too (it names the delivered file);
     # one holding a value is never shown back (status API, held metadata).
     transfer.name_clean = not scanner.scan_name(transfer.path)
@@ -910,6 +915,9 @@ async def _pipeline(
         ) from None
     transfer.advance(State.CLASSIFIED)
     transfer.mark("receive")
+    # What the policy judges (and holds for review): chance-level findings
+    # counted where the route or the label asks (chance: count).
+    summary = policy.with_chance(summary, route)
     header: asyncio.Future[bytes] | None = None
     if upload is None and route.encrypt == "envelope" and route.recipient:
         # The envelope header (one X25519 exchange, ~0.4 ms) is built in a
