@@ -167,6 +167,8 @@ HEADER_WORDS: Final[Mapping[str, tuple[str, ...]]] = {**_WORDS, L.HK_PHONE: _WOR
 
 # Verdicts: the first sets the findings aside; every other one keeps them.
 CHANCE: Final = "chance"
+#: Chance-level, but the policy counts them (``chance: count``).
+COUNTED: Final = "chance, counted by the policy"
 EXCESS: Final = "excess"
 DEFICIT: Final = "deficit"
 NAMED: Final = "named"
@@ -191,15 +193,26 @@ def shown_header(header: str) -> str:
 
 
 def names_label(header: str, words: Iterable[str]) -> bool:
-    """Whether a header cell names a label by one of ``words`` (see :data:`HEADER_WORDS`)."""
-    text = " " + " ".join(_NOT_WORD.split(_split_camel(header).lower())).strip() + " "
+    """Whether a header cell names a label by one of ``words`` (see :data:`HEADER_WORDS`).
+
+    Both are read as words: lower case, split at anything but letters and
+    digits and between a lower-case letter and a capital (``phoneNumber``,
+    ``phone_number`` and ``Phone Number`` are the same two words).
+    """
+    text = f" {_words(header)} "
     for word in words:
         if not word.isascii():
             if word in text:
                 return True
-        elif f" {word} " in text or (len(word) >= 5 and f" {word}" in text):
+            continue
+        word = _words(word)
+        if word and (f" {word} " in text or (len(word) >= 5 and f" {word}" in text)):
             return True
     return False
+
+
+def _words(text: str) -> str:
+    return " ".join(_NOT_WORD.split(_split_camel(text).lower())).strip()
 
 
 def _split_camel(text: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from gateway.classify.chance import ColumnProfile
+from gateway.classify.chance import CHANCE, COUNTED, ColumnProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +182,17 @@ class ScanSummary:
             [self.subjects]
             + [counts[label].distinct for label in chosen if label.startswith("pii.")]
         )
+        columns = tuple(
+            replace(p, verdict=COUNTED) if p.verdict == CHANCE and p.label in chosen else p
+            for p in self.columns
+        )
         return replace(
             self,
             labels=MappingProxyType(counts),
             digests=MappingProxyType(digests),
             subjects=subjects,
             chance=MappingProxyType({k: v for k, v in self.chance.items() if k not in chosen}),
+            columns=columns,
         )
 
     @classmethod

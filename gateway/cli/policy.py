@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from gateway.classify.chance import CHANCE
 from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 from gateway.errors import GatewayError
 from gateway.policy.cases import CaseReport, offline_ledger, run_cases, scan_path
@@ -193,7 +194,7 @@ def _print_columns(summary_json: dict[str, object]) -> None:
         return
     for p in columns:
         header = f" {p['header']!r}" if p["header"] else ""
-        kept = "set aside" if p["verdict"] == "chance" else f"counted: {p['verdict']}"
+        kept = "set aside" if p["verdict"] == CHANCE else f"counted: {p['verdict']}"
         print(
             f"column:  table {p['table']} column {p['column']}{header} {p['label']}: "
             f"{p['valid']} valid of {p['shaped']} shaped ({p['candidates']} values), "

@@ -346,16 +346,32 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
                 )
             else:
                 merged.chance = (pf.chance, origin)
-                for label in pf.chance.headers:
-                    if label not in CHANCE_LABELS:
-                        issues.append(
-                            PolicyIssue(
-                                _Origin(doc, ("chance", "headers", label)).at(key=True),
-                                f"chance.headers: {label!r} is not tested against chance; "
-                                f"expected one of {', '.join(CHANCE_LABELS)}",
-                            )
-                        )
+                _check_chance(pf.chance, origin, issues)
     return merged
+
+
+def _check_chance(spec: ChanceSpec, origin: _Origin, issues: list[PolicyIssue]) -> None:
+    """Every label ``chance`` names is one the column test applies to."""
+    tested = ", ".join(CHANCE_LABELS)
+    for label in spec.headers:
+        if label not in CHANCE_LABELS:
+            issues.append(
+                PolicyIssue(
+                    origin.at("headers", label, key=True),
+                    f"chance.headers: {label!r} is not tested against chance; "
+                    f"expected one of {tested}",
+                )
+            )
+    for i, glob in enumerate(spec.count or ()):
+        regex = glob_to_regex(glob)
+        if not any(regex.fullmatch(label) for label in CHANCE_LABELS):
+            issues.append(
+                PolicyIssue(
+                    origin.at("count", i),
+                    f"chance.count: {glob!r} matches no label tested against chance; "
+                    f"expected one of {tested}",
+                )
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -603,6 +619,8 @@ def _routes(
             spec.chance or "test",
         )
         entry = canonical(spec)
+        if entry.get("chance") == "test":
+            del entry["chance"]  # the default written out is the same policy
         if recipient is not None:
             entry["recipient"] = recipient
         canon[name] = entry
@@ -782,7 +800,10 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
     }
     chance_spec = merged.chance[0] if merged.chance else None
     if chance_spec is not None:
-        content["chance"] = canonical(chance_spec)
+        # Only what changes a verdict: an empty section is no section.
+        chance_canon = {k: v for k, v in canonical(chance_spec).items() if v}
+        if chance_canon:
+            content["chance"] = chance_canon
     return CompiledPolicy(
         name=name,
         version=version_of(content),

@@ -95,12 +95,19 @@ def _fasta_kind(lines: list[bytes]) -> str | None:
 
 
 def _delimited(lines: list[bytes], delimiter: str) -> bool:
+    """Whether ``lines`` are rows of one table: at least four in five of them have
+    the same number of fields (two or more), and the others fewer (ragged rows, a
+    spreadsheet's export leaving trailing cells out)."""
     text = "\n".join(line.decode("utf-8", "replace") for line in lines)
     try:
-        widths = {len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row}
+        widths = [len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
     except csv.Error:  # a lone CR inside a line ("a,b\rc"): not a table we can tell
         return False
-    return len(widths) == 1 and widths.pop() > 1
+    if not widths:
+        return False
+    width = max(widths)
+    full = widths.count(width)
+    return width > 1 and full * 5 >= len(widths) * 4
 
 
 def _markup_or_form(text: bytes, head: bytes, complete: bool) -> str | None:
