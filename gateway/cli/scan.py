@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import BinaryIO, Final, TextIO
 
 from gateway.classify.detectors import DetectorSet
@@ -88,16 +88,18 @@ def _secret() -> bytes:
     return secret
 
 
-def _detectors(policy_dir: str | None) -> DetectorSet:
+def _detectors(policy_dir: str | None) -> tuple[DetectorSet, Mapping[str, Iterable[str]] | None]:
+    """The detector set and the column test's header words (the policy's with ``--policy``)."""
     if policy_dir is None:
-        return DetectorSet.build()
+        return DetectorSet.build(), None
     # Imported here: the policy package is only needed with --policy.
     from gateway.policy import load_policy
 
     try:
-        return load_policy(policy_dir, require_keys=False).detectors
+        policy = load_policy(policy_dir, require_keys=False)
     except OSError as exc:
         raise ScanUsageError(f"{policy_dir}: {exc.strerror or exc}") from None
+    return policy.detectors, policy.chance_words
 
 
 #: What a reason says when a random-access format arrived where no view of
@@ -116,6 +118,7 @@ def scan_stream(
     secret: bytes,
     chunk_size: int,
     name: str | None = None,
+    chance_words: Mapping[str, Iterable[str]] | None = None,
 ) -> ScanSummary:
     """Scan everything readable from ``stream`` in ``chunk_size`` reads.
 
@@ -124,7 +127,7 @@ def scan_stream(
     file is also the random-access view a footer-indexed format is read
     through (:class:`~gateway.classify.formats.files.FileAccess`).
     """
-    scanner = Scanner(detectors, secret)
+    scanner = Scanner(detectors, secret, chance_words=chance_words)
     try:
         if name:
             scanner.scan_name(name)
@@ -135,13 +138,22 @@ def scan_stream(
         scanner.close()
 
 
-def _scan_path(path: str, detectors: DetectorSet, secret: bytes, chunk_size: int) -> ScanSummary:
+def _scan_path(
+    path: str,
+    detectors: DetectorSet,
+    secret: bytes,
+    chunk_size: int,
+    chance_words: Mapping[str, Iterable[str]] | None,
+) -> ScanSummary:
     if path == "-":
-        return scan_stream(sys.stdin.buffer, detectors, secret, chunk_size)
+        return scan_stream(
+            sys.stdin.buffer, detectors, secret, chunk_size, chance_words=chance_words
+        )
     if os.path.isdir(path):
         raise OSError(21, "is a directory")
     with open(path, "rb") as stream:
-        return scan_stream(stream, detectors, secret, chunk_size, os.path.basename(path))
+        name = os.path.basename(path)
+        return scan_stream(stream, detectors, secret, chunk_size, name, chance_words)
 
 
 def format_table(path: str, summary: ScanSummary) -> str:
@@ -167,6 +179,14 @@ def format_table(path: str, summary: ScanSummary) -> str:
         lines.append("  no findings")
     capped = " (lower bound)" if summary.distinct_capped else ""
     lines.append(f"  subjects {summary.subjects}{capped}  seconds {summary.seconds:.3f}")
+    for label, stats in sorted(summary.chance.items()):
+        lines.append(f"  chance: {label} {stats.count} set aside (table columns of random digits)")
+    for p in summary.columns:
+        header = f" {p.header!r}" if p.header else ""
+        lines.append(
+            f"  column: table {p.table} column {p.column}{header} {p.label}: {p.valid} valid "
+            f"of {p.shaped} (chance {p.expected:.1f} at {p.rate}) -> {p.verdict}"
+        )
     for reason in summary.unscannable:
         lines.append(f"  unscannable: {reason}")
     return "\n".join(lines)
@@ -190,14 +210,14 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         secret = _secret()
-        detectors = _detectors(args.policy)
+        detectors, chance_words = _detectors(args.policy)
     except ScanUsageError as exc:
         print(f"gateway scan: {exc}", file=err)
         return EXIT_USAGE
     status = EXIT_OK
     for path in args.paths:
         try:
-            summary = _scan_path(path, detectors, secret, args.chunk_size)
+            summary = _scan_path(path, detectors, secret, args.chunk_size, chance_words)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             print(f"gateway scan: {path}: {reason}", file=err)

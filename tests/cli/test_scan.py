@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import sys
 from collections.abc import Iterator
@@ -256,3 +257,38 @@ def test_file_access_reads_at_any_offset(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def _device_log(path: Path, header: str) -> Path:
+    rng = random.Random(5)
+    rows = "".join(
+        f"2026-03-01T00:{i % 60:02d},{rng.randint(10**10, 10**11 - 1)}\n" for i in range(3000)
+    )
+    path.write_text(f"time,{header}\n{rows}", encoding="utf-8")
+    return path
+
+
+def test_table_output_shows_what_was_set_aside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _device_log(tmp_path / "log.csv", "device")
+    code, out, _ = run(["scan", str(data)], capsys)
+    assert code == 0
+    assert "no findings" in out
+    assert "chance: pii.cn_phone" in out
+    assert "column: table 0 column 1 'device' pii.cn_phone:" in out
+    assert out.rstrip().endswith("-> chance")
+
+
+def test_policy_header_words_make_a_column_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy"
+    shutil.copytree(ROOT / "policies", policy)
+    (policy / "95-words.yaml").write_text("chance:\n  headers:\n    pii.cn_phone: [gerät]\n")
+    data = _device_log(tmp_path / "log.csv", "Gerät")
+    code, out, _ = run(["scan", "--json", "--policy", str(policy), str(data)], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["labels"]["pii.cn_phone"]["count"] > 150
+    assert [c["verdict"] for c in result["columns"] if c["label"] == "pii.cn_phone"] == ["named"]
