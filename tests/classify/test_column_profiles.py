@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from gateway.classify import chance as C
 from gateway.classify import labels as L
 from gateway.classify.detectors import DetectorSet
-from gateway.classify.matcher import TextMatcher
 from gateway.classify.summary import ScanSummary
 from gateway.classify.testing import (
     assert_chunk_invariant,
@@ -181,16 +180,6 @@ def test_random_identifier_shaped_columns_give_no_finding(
     assert _tested_findings(summary) == {}, summary.to_json()
 
 
-def test_a_million_row_column_gives_no_finding(matcher_core: str) -> None:
-    if matcher_core != "native":
-        pytest.skip("the reference core takes minutes on a million rows; the core is the same test")
-    rng = random.Random(22)
-    data = "sample_id\n" + "".join(f"{rng.randint(10**10, 10**11 - 1)}\n" for _ in range(10**6))
-    summary = _scan(data.encode())
-    assert _tested_findings(summary) == {}
-    assert 76_000 < summary.chance[L.CN_PHONE].count < 79_600
-
-
 def test_a_text_file_of_one_number_per_line_is_a_column() -> None:
     rng = random.Random(23)
     data = "".join(f"{_number(rng, 11)}\n" for _ in range(5000)).encode()
@@ -309,28 +298,6 @@ def test_profiles_are_the_same_however_the_bytes_are_cut() -> None:
         random_cuts=6,
         max_every_split=0,
     )
-
-
-def test_the_core_and_the_reference_agree_on_every_profile(matcher_core: str) -> None:
-    if matcher_core != "native":
-        pytest.skip("compares both explicitly")
-    rng = random.Random(33)
-    columns = _assay(rng, rows=3000)
-    columns["contact"] = [cn_mobile(rng) if i % 3 else _number(rng, 11) for i in range(3000)]
-    columns["id_no"] = [resident_id(rng) if i % 50 == 0 else _number(rng, 18) for i in range(3000)]
-    data = _table(columns, quoted=True)
-    results = []
-    for native in (True, False):
-        m = TextMatcher(DETECTORS, b"k" * 32, native=native)
-        m.begin_member("text/csv")
-        for i in range(0, len(data), 10_000):
-            m.text(data[i : i + 10_000])
-        m.end_member()
-        r = m.result()
-        results.append(
-            (r.labels, r.digests, r.chance, r.chance_digests, [p.to_json() for p in r.columns])
-        )
-    assert results[0] == results[1]
 
 
 # --------------------------------------------------------------------------- table formats
