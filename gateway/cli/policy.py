@@ -229,13 +229,17 @@ def _print_explain(
         print("label:   none found")
     print(f"subjects: {summary_json['subjects']}")
     _print_columns(summary_json)
-    print(f"route:   {route.name} ({route.direction}, legal basis {route.legal_basis or 'none'})")
+    basis = route.legal_basis or "none"
+    park = f", park {route.park}" if route.park else ""
+    print(f"route:   {route.name} ({route.direction}, legal basis {basis}{park})")
     print(f"sender:  {sender.id} (team {sender.team}, organisation {sender.organisation})")
     print(f"policy:  {policy.name} version {policy.version}")
     print("trace:")
     for i, step in enumerate(decision.trace, 1):
         verdict = "MATCH" if step.matched else "no match"
         tail = " -> decides" if step.decided else (" (shadow)" if step.mode == "shadow" else "")
+        if step.matched and step.rule in decision.combined and not step.decided:
+            tail = " (then: weighed, the stricter later decision wins)"
         print(f"  {i:2}. {step.rule} [{step.action}] {verdict}{tail}")
         for cond in step.conditions:
             print(f"        {'+' if cond.ok else '-'} {cond.condition}: {cond.detail}")
@@ -246,3 +250,5 @@ def _print_explain(
     print(f"reason:   {decision.reason}")
     if decision.shadow_matches:
         print(f"shadow:   {', '.join(decision.shadow_matches)} would have matched")
+    if decision.combined:
+        print(f"combined: {', '.join(decision.combined)} (then): the stricter decision won")

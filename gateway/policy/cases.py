@@ -40,6 +40,7 @@ from gateway.policy.model import (
     EncryptMode,
     Identity,
     Name,
+    Park,
     check_identity,
     check_name,
     check_rule_id,
@@ -132,6 +133,7 @@ class AdHocRoute(_Model):
     direction: Direction
     legal_basis: str | None = None
     encrypt: EncryptMode = "envelope"
+    park: Park | None = None
 
     @model_validator(mode="after")
     def _basis(self) -> AdHocRoute:
@@ -252,7 +254,13 @@ def _resolve(policy: CompiledPolicy, case: Case) -> tuple[TransferContext | None
     if isinstance(case.route, AdHocRoute):
         spec = case.route
         route: Route | None = Route(
-            spec.name, spec.direction, TEST_DESTINATION, None, spec.legal_basis, spec.encrypt
+            spec.name,
+            spec.direction,
+            TEST_DESTINATION,
+            None,
+            spec.legal_basis,
+            spec.encrypt,
+            park=spec.park,
         )
     else:
         route = policy.routes.get(case.route)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -35,6 +35,7 @@ from gateway.ledger.base import LedgerCount
 from gateway.policy.model import (
     DEFAULT_LEDGER_DIRECTIONS,
     NO_LEGAL_BASIS,
+    NO_PARK,
     Action,
     AttributeCondition,
     ChanceMode,
@@ -64,6 +65,8 @@ PERSONAL_CATEGORY: Final = "personal"
 _UPPER_BOUND: Final = "upper bound: the classifier's distinct-value cap was reached"
 #: The rule id reported when no rule matched.
 DEFAULT_RULE: Final = "default"
+#: How strict each action is: of a ``then`` rule's and the later rules', the stricter decides.
+STRICTNESS: Final[Mapping[str, int]] = MappingProxyType({"allow": 0, "review": 1, "block": 2})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class Route:
         encrypt: the encryption used when a rule does not say.
         chance: ``test`` (chance-level findings in table columns are set
             aside) or ``count`` (they count on this route).
+        park: the park of the Hetao zone the destination lies in
+            (``hk-park``, ``sz-park``), or None.
     """
 
     name: str
@@ -88,6 +93,7 @@ class Route:
     legal_basis: str | None
     encrypt: EncryptMode
     chance: ChanceMode = "test"
+    park: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +175,9 @@ class Decision:
         policy_version: the version of the policy that decided.
         trace: every rule considered, in order.
         shadow_matches: ids of shadow rules that matched (would have decided).
+        combined: ids of the rules with ``then`` that matched: their action
+            was weighed against the rest of the evaluation's, and the
+            stricter one decided (``rule``).
     """
 
     action: Action
@@ -178,18 +187,22 @@ class Decision:
     policy_version: str
     trace: tuple[RuleTrace, ...]
     shadow_matches: tuple[str, ...] = ()
+    combined: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form of the whole decision, trace included."""
-        return {
+        out: dict[str, Any] = {
             "action": self.action,
             "rule": self.rule,
             "reason": self.reason,
             "encrypt": self.encrypt,
             "policy_version": self.policy_version,
             "shadow_matches": list(self.shadow_matches),
-            "trace": [t.to_json() for t in self.trace],
         }
+        if self.combined:
+            out["combined"] = list(self.combined)
+        out["trace"] = [t.to_json() for t in self.trace]
+        return out
 
 
 class _Globs:
@@ -266,6 +279,17 @@ def _legal_basis_predicate(allowed: tuple[str, ...]) -> Predicate:
         listed = ", ".join(allowed)
         detail = f"route legal basis {basis!r} {verb} [{listed}]"
         return ConditionResult("legal_basis", ok, detail)
+
+    return check
+
+
+def _park_predicate(allowed: tuple[str, ...]) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        park = facts.context.route.park or NO_PARK
+        ok = park in allowed
+        verb = "is one of" if ok else "is not one of"
+        detail = f"route destination park {park!r} {verb} [{', '.join(allowed)}]"
+        return ConditionResult("park", ok, detail)
 
     return check
 
@@ -439,6 +463,9 @@ class CompiledRule:
             find which routes a rule can apply to.
         catch_all: the rule matches every transfer (no conditions, or only
             ``*`` globs); rules after an enforcing catch-all are unreachable.
+        without: for a rule that does not end the evaluation (``then``), the
+            labels the later rules judge the transfer without; None for a rule
+            that decides.
     """
 
     id: str
@@ -449,6 +476,7 @@ class CompiledRule:
     predicates: tuple[Predicate, ...]
     route_filter: Callable[[Route], bool]
     catch_all: bool
+    without: _Globs | None = None
 
 
 def compile_rule(
@@ -458,6 +486,7 @@ def compile_rule(
     encrypt: EncryptMode | None,
     mode: Mode,
     when: When,
+    without: Sequence[str] | None = None,
 ) -> CompiledRule:
     """Compile one rule's conditions into predicates, in the order of :class:`When`."""
     preds: list[Predicate] = []
@@ -514,6 +543,11 @@ def compile_rule(
     if when.unscannable is not None:
         preds.append(_unscannable(when.unscannable))
         everything = False
+    if when.park is not None:
+        parks = when.park
+        preds.append(_park_predicate(parks))
+        route_checks.append(lambda r: (r.park or NO_PARK) in parks)
+        everything = False
 
     def route_filter(route: Route) -> bool:
         return all(check(route) for check in route_checks)
@@ -527,6 +561,7 @@ def compile_rule(
         predicates=tuple(preds),
         route_filter=route_filter,
         catch_all=everything,
+        without=None if without is None else _Globs(without),
     )
 
 
@@ -813,42 +848,91 @@ class CompiledPolicy:
         Raises:
             ValueError: a rule needs a ledger count that was not given.
         """
-        facts = _Facts(
+        counts = ledger_counts or {}
+        facts = self._facts(context, summary, counts)
+        trace: list[RuleTrace] = []
+        shadow: list[str] = []
+        # Rules with `then` that matched: (trace index, rule). Each hands the
+        # rest of the evaluation a summary without its `then.without` labels.
+        held: list[tuple[int, CompiledRule]] = []
+        final: tuple[int, CompiledRule] | None = None
+        for rule in self.rules:
+            results = tuple(p(facts) for p in rule.predicates)
+            matched = all(r.ok for r in results)
+            trace.append(RuleTrace(rule.id, rule.mode, rule.action, matched, False, results))
+            if matched and rule.mode == "shadow":
+                shadow.append(rule.id)
+            if not matched or rule.mode != "enforce":
+                continue
+            if rule.without is None:
+                final = (len(trace) - 1, rule)
+                break
+            held.append((len(trace) - 1, rule))
+            summary = self._without(summary, rule.without)
+            facts = self._facts(context, summary, counts)
+        # The stricter decision wins (block over review over allow); on a tie,
+        # the earlier rule. No deciding rule: the default stands in for it.
+        outcomes: list[tuple[int | None, str, Action, str, EncryptMode | None]] = [
+            (i, rule.id, rule.action, rule.reason, rule.encrypt) for i, rule in held
+        ]
+        if final is not None:
+            i, rule = final
+            outcomes.append((i, rule.id, rule.action, rule.reason, rule.encrypt))
+        else:
+            outcomes.append(
+                (None, DEFAULT_RULE, self.default_action, self.default_reason, self.default_encrypt)
+            )
+        index, rule_id, action, reason, encrypt = max(
+            outcomes, key=lambda o: (STRICTNESS[o[2]], -outcomes.index(o))
+        )
+        if index is not None:
+            trace[index] = replace(trace[index], decided=True)
+        return Decision(
+            action=action,
+            rule=rule_id,
+            reason=reason,
+            encrypt=self._encrypt(action, encrypt, context.route),
+            policy_version=self.version,
+            trace=tuple(trace),
+            shadow_matches=tuple(shadow),
+            combined=tuple(rule.id for _, rule in held),
+        )
+
+    def _facts(
+        self, context: TransferContext, summary: ScanSummary, counts: Mapping[str, LedgerCount]
+    ) -> _Facts:
+        return _Facts(
             context,
             summary,
-            ledger_counts or {},
+            counts,
             self.categories_of,
             counted=self.counts_in_ledger(context.route.direction),
             ledger_slack=self._ledger_slack(summary),
             subjects=self._subjects_bound(summary),
         )
-        trace: list[RuleTrace] = []
-        shadow: list[str] = []
-        for rule in self.rules:
-            results = tuple(p(facts) for p in rule.predicates)
-            matched = all(r.ok for r in results)
-            decides = matched and rule.mode == "enforce"
-            trace.append(RuleTrace(rule.id, rule.mode, rule.action, matched, decides, results))
-            if matched and rule.mode == "shadow":
-                shadow.append(rule.id)
-            if decides:
-                return Decision(
-                    action=rule.action,
-                    rule=rule.id,
-                    reason=rule.reason,
-                    encrypt=self._encrypt(rule.action, rule.encrypt, context.route),
-                    policy_version=self.version,
-                    trace=tuple(trace),
-                    shadow_matches=tuple(shadow),
-                )
-        return Decision(
-            action=self.default_action,
-            rule=DEFAULT_RULE,
-            reason=self.default_reason,
-            encrypt=self._encrypt(self.default_action, self.default_encrypt, context.route),
-            policy_version=self.version,
-            trace=tuple(trace),
-            shadow_matches=tuple(shadow),
+
+    def _without(self, summary: ScanSummary, labels: _Globs) -> ScanSummary:
+        """The summary as if it held none of ``labels`` (for the rules after a ``then``).
+
+        Their findings, distinct values and digests go; ``subjects`` is what
+        the remaining person labels identify. The ledger counts the caller
+        computed stay (they may only be higher: the stricter reading).
+        """
+        gone = {label for label in summary.labels if labels(label)}
+        if not gone:
+            return summary
+        kept = {label: s for label, s in summary.labels.items() if label not in gone}
+        subjects = summary.subjects
+        if any(self.is_person_label(label) for label in gone):
+            subjects = max(
+                (s.distinct for label, s in kept.items() if self.is_person_label(label)),
+                default=0,
+            )
+        return replace(
+            summary,
+            labels=MappingProxyType(kept),
+            digests=MappingProxyType({k: v for k, v in summary.digests.items() if k not in gone}),
+            subjects=subjects,
         )
 
     @staticmethod

@@ -436,8 +436,12 @@ class _Checker:
             else:
                 seen[rule.id] = origin
             self.check_when(rule, origin)
+            without = (rule.then.without or ()) if rule.then is not None else None
+            for i, glob in enumerate(without or ()):
+                at = self._item(origin, ("then", "without"), i)
+                self.label_glob(glob, at, "then.without")
             built = compile_rule(
-                rule.id, rule.action, rule.reason, rule.encrypt, rule.mode, rule.when
+                rule.id, rule.action, rule.reason, rule.encrypt, rule.mode, rule.when, without
             )
             if catch_all is not None:
                 self.error(
@@ -445,7 +449,7 @@ class _Checker:
                     f"rule {rule.id!r} is unreachable: rule {catch_all[0]!r} at "
                     f"{catch_all[1].at('id')} matches every transfer before it",
                 )
-            elif built.catch_all and rule.mode == "enforce":
+            elif built.catch_all and rule.mode == "enforce" and rule.then is None:
                 catch_all = (rule.id, origin)
             compiled.append(built)
         return compiled
@@ -617,6 +621,7 @@ def _routes(
             spec.legal_basis,
             spec.encrypt,
             spec.chance or "test",
+            spec.park,
         )
         entry = canonical(spec)
         if entry.get("chance") == "test":

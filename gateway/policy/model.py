@@ -40,6 +40,9 @@ EncryptMode = Literal["envelope", "tls"]
 #: What chance-level findings in table columns do (issue 14): set aside (the
 #: column test, the default) or count like any other.
 ChanceMode = Literal["test", "count"]
+#: The parks of the Hetao zone a route's destination can lie in (``park``).
+PARKS: Final = ("hk-park", "sz-park")
+Park = Literal["hk-park", "sz-park"]
 Mode = Literal["enforce", "shadow"]
 
 #: The legal bases a route may declare, each an instrument in REGULATIONS.md.
@@ -389,6 +392,9 @@ class RouteSpec(_Model):
     #: ``count``: on this route chance-level findings count (a false block is
     #: cheaper here than a miss); unset is ``test``.
     chance: ChanceMode | None = None
+    #: The park of the Hetao zone the destination lies in (``hk-park``: the Hong
+    #: Kong Park; ``sz-park``: the Shenzhen Park); unset: anywhere else.
+    park: Park | None = None
 
     @field_validator("legal_basis")
     @classmethod
@@ -484,6 +490,20 @@ def _legal_bases(value: object) -> object:
     return value
 
 
+#: What ``when.park`` calls a route whose destination is in neither park.
+NO_PARK: Final = "none"
+
+
+def _parks(value: object) -> object:
+    value = _one_or_many(value)
+    if isinstance(value, tuple | list):
+        allowed = (*PARKS, NO_PARK)
+        for item in value:
+            if item not in allowed:
+                raise ValueError(f"unknown park {item!r}; expected one of {allowed}")
+    return value
+
+
 class When(_Model):
     """A rule's conditions; all that are given must hold (an empty one matches all)."""
 
@@ -501,6 +521,17 @@ class When(_Model):
     attributes: Annotated[dict[str, AttributeCondition] | None, BeforeValidator(_attributes)] = None
     size: SizeThreshold | None = None
     unscannable: bool | None = None
+    park: Annotated[tuple[str, ...] | None, BeforeValidator(_parks)] = None
+
+
+class ThenSpec(_Model):
+    """What a rule that does not end the evaluation hands on to the rules after it.
+
+    ``without``: label globs; the later rules judge the transfer as if it held
+    none of these labels (none given: as it is).
+    """
+
+    without: Globs | None = None
 
 
 class RuleSpec(_Model):
@@ -512,11 +543,15 @@ class RuleSpec(_Model):
     when: When = When()
     encrypt: EncryptMode | None = None
     mode: Mode = "enforce"
+    #: Evaluation goes on after this rule; the stricter decision wins (docs/policies.md 3.2).
+    then: ThenSpec | None = None
 
     @model_validator(mode="after")
     def _encrypt_only_when_passing(self) -> RuleSpec:
         if self.encrypt is not None and self.action == "block":
             raise ValueError("'encrypt' applies to allow and review, not block")
+        if self.then is not None and self.action == "block":
+            raise ValueError("'then' applies to allow and review: nothing is stricter than block")
         return self
 
 
