@@ -579,6 +579,9 @@ def verdict_fields(transfer: Transfer, summary: ScanSummary, decision: Decision)
         "bytes": summary.size,
         "sha256": summary.sha256,
         "policy_version": decision.policy_version,
+        # The rule's reason, allowed transfers included: allow rules carry the
+        # sender's remaining duties (PIPL Art. 39 notice and consent).
+        "reason": decision.reason,
     }
 
 

@@ -18,7 +18,9 @@ the audit log for older ones, with a bounded number of log scans at a time.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -210,6 +212,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
     verb = request.match_info["verb"]
     if state.closing:
         raise Unavailable("the gateway is shutting down; decide the review again after restart")
+    note = await _officer_note(request, state) if verb == "reject" else None
     held = _claim(state, transfer_id)
     # Tracked like a transfer: shutdown drains it, then cancels it (recorded failed).
     task = asyncio.current_task()
@@ -223,7 +226,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             try:
                 async with asyncio.timeout(state.config.total_timeout):
                     if verb == "reject":
-                        return await _reject(state, held)
+                        return await _reject(state, held, note)
                     return await _approve(state, held)
             except TimeoutError:
                 if transfer.state is not State.HELD and not transfer.state.final:
@@ -251,9 +254,64 @@ def _recorded_verdict(held: Held) -> tuple[str, str, str]:
     )
 
 
-async def _reject(state: EgressState, held: Held) -> web.StreamResponse:
+#: The longest officer's reason a rejection takes (characters).
+MAX_NOTE_CHARS = 500
+#: The most request body bytes a review decision reads.
+MAX_NOTE_BODY_BYTES = 8192
+
+
+async def _officer_note(request: web.Request, state: EgressState) -> str | None:
+    """The officer's reason in a reject's JSON body (``{"reason": "…"}``), or None.
+
+    Checked before the review is claimed: at most :data:`MAX_NOTE_CHARS`
+    characters without control or format characters (white space, line
+    breaks included, is folded to single spaces), and nothing the
+    classifier finds (the reason goes to the sender and into the audit log,
+    which never hold a matched value).
+
+    Raises:
+        ClientError: not such a body (400).
+    """
+    if not request.can_read_body:
+        return None
+    if request.content_length is not None and request.content_length > MAX_NOTE_BODY_BYTES:
+        raise ClientError(f"a review decision's body is at most {MAX_NOTE_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_NOTE_BODY_BYTES + 1)
+    if len(raw) > MAX_NOTE_BODY_BYTES:
+        raise ClientError(f"a review decision's body is at most {MAX_NOTE_BODY_BYTES} bytes")
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ClientError('the body must be JSON: {"reason": "…"}') from None
+    if not isinstance(body, dict) or set(body) - {"reason"}:
+        raise ClientError('the body must be JSON: {"reason": "…"}')
+    note = body.get("reason")
+    if note is None:
+        return None
+    if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE_CHARS:
+        raise ClientError(f"reason: a text of 1 to {MAX_NOTE_CHARS} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r" for c in note):
+        raise ClientError("reason: no control or format characters")
+    from gateway.classify.engine import Scanner  # the classifier only when a reason is given
+
+    scanner = Scanner(state.current_policy().detectors, state.services.secret)
+    try:
+        if scanner.scan_name(note):
+            raise ClientError(
+                "reason: it holds a value the classifier finds (an identifier, a "
+                "credential …); write the reason without it"
+            )
+    finally:
+        scanner.close()
+    return " ".join(note.split())
+
+
+async def _reject(state: EgressState, held: Held, note: str | None) -> web.StreamResponse:
     transfer = held.transfer
     rule, _reason, version = _recorded_verdict(held)
+    reason = "rejected by a compliance officer" + (f": {note}" if note else "")
     receipt = await append_record(
         state,
         "rejected",
@@ -261,14 +319,19 @@ async def _reject(state: EgressState, held: Held) -> web.StreamResponse:
         direction=held.direction,
         decision="block",
         rule=rule,
-        reason="rejected by a compliance officer",
+        reason=reason,
         policy_version=version,
         summary=held.summary,
         size=transfer.verdict.get("bytes"),
     )
     transfer.advance(State.REJECTED)
     await asyncio.to_thread(state.spool.release, transfer.id)
-    body = {**transfer.verdict, "state": transfer.state.value, "receipt": receipt_json(receipt)}
+    body = {
+        **transfer.verdict,
+        "state": transfer.state.value,
+        "reason": reason,
+        "receipt": receipt_json(receipt),
+    }
     transfer.verdict = body
     return json_response(body)
 
