@@ -134,6 +134,7 @@ class AdHocRoute(_Model):
     legal_basis: str | None = None
     encrypt: EncryptMode = "envelope"
     park: Park | None = None
+    recipient_gba_registered: bool = False
 
     @model_validator(mode="after")
     def _basis(self) -> AdHocRoute:
@@ -148,6 +149,8 @@ class AdHocSender(_Model):
     id: Identity = "test-sender"
     team: Name = "test-team"
     organisation: Name
+    #: Unset: as the policy's ``organisations`` says.
+    gba_registered: bool | None = None
 
 
 class Expect(_Model):
@@ -261,6 +264,7 @@ def _resolve(policy: CompiledPolicy, case: Case) -> tuple[TransferContext | None
             spec.legal_basis,
             spec.encrypt,
             park=spec.park,
+            recipient_gba_registered=spec.recipient_gba_registered,
         )
     else:
         route = policy.routes.get(case.route)
@@ -268,7 +272,10 @@ def _resolve(policy: CompiledPolicy, case: Case) -> tuple[TransferContext | None
             return None, f"route {case.route!r} is not declared in the policy"
     if isinstance(case.sender, AdHocSender):
         s = case.sender
-        sender: Sender | None = Sender(s.id, s.team, s.organisation)
+        gba = s.gba_registered
+        if gba is None:
+            gba = s.organisation in policy.gba_organisations
+        sender: Sender | None = Sender(s.id, s.team, s.organisation, gba)
     else:
         sender = policy.senders.get(case.sender)
         if sender is None:

@@ -84,6 +84,7 @@ class Route:
             aside) or ``count`` (they count on this route).
         park: the park of the Hetao zone the destination lies in
             (``hk-park``, ``sz-park``), or None.
+        recipient_gba_registered: the recipient is registered in the GBA.
     """
 
     name: str
@@ -94,15 +95,18 @@ class Route:
     encrypt: EncryptMode
     chance: ChanceMode = "test"
     park: str | None = None
+    recipient_gba_registered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """A sender identity and the team and organisation it belongs to."""
+    """A sender identity, the team and organisation it belongs to, and whether that
+    organisation is GBA-registered (the policy's ``organisations``)."""
 
     id: str
     team: str
     organisation: str
+    gba_registered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +294,21 @@ def _park_predicate(allowed: tuple[str, ...]) -> Predicate:
         verb = "is one of" if ok else "is not one of"
         detail = f"route destination park {park!r} {verb} [{', '.join(allowed)}]"
         return ConditionResult("park", ok, detail)
+
+    return check
+
+
+def _gba_predicate(expected: bool) -> Predicate:
+    def check(facts: _Facts) -> ConditionResult:
+        sender, route = facts.context.sender, facts.context.route
+        both = sender.gba_registered and route.recipient_gba_registered
+        ok = both == expected
+        detail = (
+            f"organisation {sender.organisation!r} "
+            f"{'is' if sender.gba_registered else 'is not'} GBA-registered, route "
+            f"{route.name!r}'s recipient {'is' if route.recipient_gba_registered else 'is not'}"
+        )
+        return ConditionResult("gba_registered", ok, detail)
 
     return check
 
@@ -548,6 +567,9 @@ def compile_rule(
         preds.append(_park_predicate(parks))
         route_checks.append(lambda r: (r.park or NO_PARK) in parks)
         everything = False
+    if when.gba_registered is not None:
+        preds.append(_gba_predicate(when.gba_registered))
+        everything = False
 
     def route_filter(route: Route) -> bool:
         return all(check(route) for check in route_checks)
@@ -656,6 +678,7 @@ class CompiledPolicy:
         ledger_directions: Collection[Direction] = DEFAULT_LEDGER_DIRECTIONS,
         chance_count: Sequence[str] = (),
         chance_headers: Mapping[str, Sequence[str]] | None = None,
+        gba_organisations: Collection[str] = (),
         sources: Sequence[Path] = (),
         warnings: Sequence[PolicyIssue] = (),
     ) -> None:
@@ -678,6 +701,8 @@ class CompiledPolicy:
         )
         self.ledger_directions: frozenset[Direction] = frozenset(ledger_directions)
         self._chance_count = _Globs(chance_count)
+        #: Organisations the policy says are GBA-registered (``organisations``).
+        self.gba_organisations: frozenset[str] = frozenset(gba_organisations)
         extra = chance_headers or {}
         #: Per chance-tested label, the header words that name it (built-in and this policy's).
         self.chance_words: Mapping[str, tuple[str, ...]] = MappingProxyType(

@@ -52,6 +52,7 @@ from gateway.policy.model import (
     DefaultSpec,
     DetectorSpec,
     LedgerSpec,
+    OrganisationSpec,
     PolicyFile,
     RecipientFile,
     RouteSpec,
@@ -276,6 +277,7 @@ class _Merged:
     categories: dict[str, tuple[tuple[str, ...], _Origin]] = field(default_factory=dict)
     detectors: dict[str, tuple[DetectorSpec, _Origin]] = field(default_factory=dict)
     senders: dict[str, tuple[SenderSpec, _Origin]] = field(default_factory=dict)
+    organisations: dict[str, tuple[OrganisationSpec, _Origin]] = field(default_factory=dict)
     routes: dict[str, tuple[RouteSpec, _Origin]] = field(default_factory=dict)
     rules: list[tuple[RuleSpec, _Origin]] = field(default_factory=list)
     default: tuple[DefaultSpec, _Origin] | None = None
@@ -317,6 +319,9 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
         _merge_named("category", merged.categories, pf.categories, doc, "categories", issues)
         _merge_named("detector", merged.detectors, pf.detectors, doc, "detectors", issues)
         _merge_named("sender", merged.senders, pf.senders, doc, "senders", issues)
+        _merge_named(
+            "organisation", merged.organisations, pf.organisations, doc, "organisations", issues
+        )
         _merge_named("route", merged.routes, pf.routes, doc, "routes", issues)
         merged.rules.extend((rule, _Origin(doc, ("rules", i))) for i, rule in enumerate(pf.rules))
         if pf.default is not None:
@@ -622,6 +627,7 @@ def _routes(
             spec.encrypt,
             spec.chance or "test",
             spec.park,
+            bool(spec.recipient_gba_registered),
         )
         entry = canonical(spec)
         if entry.get("chance") == "test":
@@ -797,12 +803,18 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         "categories": {k: list(v) for k, (v, _) in merged.categories.items()},
         "detectors": {k: canonical(v) for k, (v, _) in merged.detectors.items()},
         "senders": {k: canonical(v) for k, (v, _) in merged.senders.items()},
+        **(
+            {"organisations": {k: canonical(v) for k, (v, _) in merged.organisations.items()}}
+            if merged.organisations
+            else {}
+        ),
         "routes": route_canon,
         "rules": [canonical(rule) for rule, _ in merged.rules],
         "default": canonical(default_spec) if default_spec else None,
         # The effective value, so writing the default out does not change the version.
         "ledger": {"directions": sorted(ledger_directions)},
     }
+    organisation_gba = {k: v.gba_registered for k, (v, _) in merged.organisations.items()}
     chance_spec = merged.chance[0] if merged.chance else None
     if chance_spec is not None:
         # Only what changes a verdict: an empty section is no section.
@@ -814,7 +826,9 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         version=version_of(content),
         routes=routes,
         senders={
-            ident: Sender(ident, spec.team, spec.organisation)
+            ident: Sender(
+                ident, spec.team, spec.organisation, organisation_gba.get(spec.organisation, False)
+            )
             for ident, (spec, _) in merged.senders.items()
         },
         categories={k: v for k, (v, _) in merged.categories.items()},
@@ -826,6 +840,7 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         ledger_directions=ledger_directions,
         chance_count=(chance_spec.count or ()) if chance_spec else (),
         chance_headers=chance_spec.headers if chance_spec else {},
+        gba_organisations=frozenset(k for k, v in organisation_gba.items() if v),
         sources=(*files, *key_files),
         warnings=[i for i in issues if i.warning],
     )

@@ -381,6 +381,16 @@ class SenderSpec(_Model):
     organisation: Name
 
 
+class OrganisationSpec(_Model):
+    """What the policy knows about an organisation (the top-level ``organisations``).
+
+    ``gba_registered``: registered in one of the nine Mainland GBA cities or in
+    Hong Kong, as the GBA Standard Contract requires of both parties.
+    """
+
+    gba_registered: bool = False
+
+
 class RouteSpec(_Model):
     """A route as declared (the recipient may still be a file reference)."""
 
@@ -395,6 +405,9 @@ class RouteSpec(_Model):
     #: The park of the Hetao zone the destination lies in (``hk-park``: the Hong
     #: Kong Park; ``sz-park``: the Shenzhen Park); unset: anywhere else.
     park: Park | None = None
+    #: The recipient at the destination is registered in the GBA (nine Mainland
+    #: cities or Hong Kong); unset: not known to be.
+    recipient_gba_registered: bool | None = None
 
     @field_validator("legal_basis")
     @classmethod
@@ -522,6 +535,7 @@ class When(_Model):
     size: SizeThreshold | None = None
     unscannable: bool | None = None
     park: Annotated[tuple[str, ...] | None, BeforeValidator(_parks)] = None
+    gba_registered: bool | None = None
 
 
 class ThenSpec(_Model):
@@ -584,6 +598,7 @@ class PolicyFile(_Model):
     categories: dict[Name, Globs] = {}
     detectors: dict[str, DetectorSpec] = {}
     senders: dict[Identity, SenderSpec] = {}
+    organisations: dict[Name, OrganisationSpec] = {}
     routes: dict[Name, RouteSpec] = {}
     rules: tuple[RuleSpec, ...] = ()
     default: DefaultSpec | None = None

@@ -113,7 +113,8 @@ def test_every_schema_error_names_file_line_column_and_expectation(
     assert messages == [
         f"{at(p, 'sideways')}: routes.out.direction: expected 'hk->sz' or 'sz->hk', got 'sideways'",
         f"{at(p, 'colour')}: routes.out.colour: unknown key 'colour' "
-        "(expected one of: direction, destination, recipient, legal_basis, encrypt, chance, park)",
+        "(expected one of: direction, destination, recipient, legal_basis, encrypt, chance, park, "
+        "recipient_gba_registered)",
         f"{at(p, '5' + chr(10))}: rules[0].reason: expected a non-empty reason "
         "(it is returned to the sender)",
         f"{at(p, quoted_glob)}: rules[0].when.labels.any[0]: bad glob 'pii.[a-z]': only '*' "
