@@ -168,18 +168,21 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"gateway explain: {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     summary = policy.with_chance(summary, context.route)  # chance: count on the route or label
-    decision = policy.evaluate(context, summary, offline_ledger(policy, summary, current))
+    counts = offline_ledger(policy, summary, current, context.route.direction)
+    decision = policy.evaluate(context, summary, counts)
+    adds = {c: count.projected - count.current for c, count in sorted(counts.items())}
     if args.json:
         out = {
             "path": str(args.file),
             "summary": summary.to_json(str(args.file)),
             "route": context.route.name,
             "sender": context.sender.id,
+            "ledger_adds": adds,
             "decision": decision.to_json(),
         }
         print(json.dumps(out, ensure_ascii=False))
         return EXIT_OK
-    _print_explain(args.file, policy, context, decision, summary_json=summary.to_json())
+    _print_explain(args.file, policy, context, decision, summary.to_json(), adds)
     return EXIT_OK
 
 
@@ -209,6 +212,7 @@ def _print_explain(
     context: TransferContext,
     decision: Decision,
     summary_json: dict[str, object],
+    adds: dict[str, int],
 ) -> None:
     route, sender = context.route, context.sender
     content = summary_json["content"]
@@ -227,7 +231,14 @@ def _print_explain(
             print(f"label:   {label} count {stats['count']} distinct {stats['distinct']}")
     else:
         print("label:   none found")
-    print(f"subjects: {summary_json['subjects']}")
+    print(f"subjects: {summary_json['subjects']} (the largest distinct count of one person label)")
+    if adds:
+        # What the yearly ledger counts: every distinct identifier as a person.
+        added = ", ".join(f"{n:,} {category}" for category, n in adds.items())
+        print(
+            f"ledger:  this transfer adds {added} "
+            "(distinct identifiers: a person with two counts twice)"
+        )
     _print_columns(summary_json)
     basis = route.legal_basis or "none"
     park = f", park {route.park}" if route.park else ""

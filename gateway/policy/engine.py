@@ -485,6 +485,8 @@ class CompiledRule:
         without: for a rule that does not end the evaluation (``then``), the
             labels the later rules judge the transfer without; None for a rule
             that decides.
+        ledger_lines: the rule's ledger conditions (category, ``current`` or
+            ``projected``, threshold), for ``gateway ledger show --policy``.
     """
 
     id: str
@@ -496,6 +498,7 @@ class CompiledRule:
     route_filter: Callable[[Route], bool]
     catch_all: bool
     without: _Globs | None = None
+    ledger_lines: tuple[tuple[str, str, Threshold], ...] = ()
 
 
 def compile_rule(
@@ -584,6 +587,12 @@ def compile_rule(
         route_filter=route_filter,
         catch_all=everything,
         without=None if without is None else _Globs(without),
+        ledger_lines=tuple(
+            (category, which, threshold)
+            for category, ledger in (when.ledger or {}).items()
+            for which, threshold in (("current", ledger.current), ("projected", ledger.projected))
+            if threshold is not None
+        ),
     )
 
 
@@ -769,6 +778,21 @@ class CompiledPolicy:
         if self._chance_count.matches_nothing():
             return summary
         return summary.counting_chance(self._chance_count)
+
+    def ledger_lines(self) -> list[tuple[str, int, str, Action]]:
+        """The yearly lines this policy's enforced rules draw: (category, the number
+        of people at which the rule's condition starts to hold, rule id, action),
+        lowest first. Only conditions that hold from a number upwards (``>=``,
+        ``>``) are lines."""
+        lines: list[tuple[str, int, str, Action]] = []
+        for rule in self.rules:
+            if rule.mode != "enforce":
+                continue
+            for category, _which, threshold in rule.ledger_lines:
+                if threshold.op in (">=", ">"):
+                    at = threshold.value + (threshold.op == ">")
+                    lines.append((category, at, rule.id, rule.action))
+        return sorted(lines, key=lambda line: (line[0], line[1], line[2]))
 
     def counts_in_ledger(self, direction: Direction) -> bool:
         """Whether allowed transfers in ``direction`` add their people to the ledger."""

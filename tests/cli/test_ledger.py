@@ -57,7 +57,7 @@ def test_table_shows_each_threshold_and_how_close(
     out = capsys.readouterr().out.splitlines()
     assert f"calendar year {ledger_year()}" in out[0]
     header, *rows = out[1:]
-    assert header.split()[:4] == ["ORGANISATION", "CATEGORY", "SUBJECTS", "THRESHOLD"]
+    assert header.split()[:4] == ["ORGANISATION", "CATEGORY", "IDENTIFIERS", "THRESHOLD"]
     cells = [row.split() for row in rows]
     assert [c[:7] for c in cells] == [
         ["hku", "personal", "9,500", "100,000", "9.5%", "90,500", "ok"],
@@ -170,3 +170,36 @@ def test_sqlite_ledger_class_is_what_show_reads(ledger_file: Path) -> None:
             await ledger.close()
 
     assert asyncio.run(read()) == 4
+
+
+def test_the_policys_own_lines_are_shown_beside_the_statutory_ones(
+    ledger_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An organisation's own lower cap: review from 50,000 people, and the shipped
+    # 100,000 line named by its rule.
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "p.yaml").write_text(
+        "categories: {personal: ['pii.*']}\n"
+        "senders: {s: {team: t, organisation: hku}}\n"
+        "routes: {r: {direction: sz->hk, destination: 'https://hk.example/r', encrypt: tls}}\n"
+        "rules:\n"
+        "  - id: own-cap\n"
+        "    action: review\n"
+        "    reason: our own cap\n"
+        "    when: {ledger: {personal: {projected: '> 49999'}}}\n"
+        "  - id: statutory\n"
+        "    action: block\n"
+        "    reason: PIPL Art. 38\n"
+        "    when: {ledger: {personal: {projected: '>= 100000'}}}\n"
+    )
+    args = ["ledger", "show", "--ledger", str(ledger_file), "--org", "hku", "--policy", str(policy)]
+    assert main(args) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.split()[:2] == ["hku", "personal"]]
+    assert [r.split()[3] for r in rows] == ["50,000", "100,000", "1,000,000"]
+    assert rows[0].endswith("rule own-cap (review)")
+    assert rows[1].endswith("standard contract or certification: rule statutory (block)")
+    assert rows[2].endswith("CAC security assessment")
+    (policy / "p.yaml").write_text("rules: [{id: x}]\n")
+    assert main(args) == 2
+    assert "p.yaml:1:" in capsys.readouterr().err

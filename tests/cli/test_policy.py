@@ -176,6 +176,12 @@ def test_explain_json_and_ledger(capsys: pytest.CaptureFixture[str], tmp_path: P
     )
     code, out, _ = run(capsys, *argv, "--ledger", "personal=93")
     assert json.loads(out)["decision"]["rule"] == "default"
+    # The numbers mean one thing: 3 subjects (the largest label), 6 identifiers
+    # added to the ledger (3 phone numbers and 3 addresses of the same people).
+    assert json.loads(out)["ledger_adds"] == {"personal": 6}
+    code, out, _ = run(capsys, *argv[:-1], "--ledger", "personal=93")
+    assert "subjects: 3 (the largest distinct count of one person label)" in out
+    assert "ledger:  this transfer adds 6 personal (distinct identifiers" in out
 
 
 @pytest.mark.parametrize(
