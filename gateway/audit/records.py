@@ -111,6 +111,7 @@ class TransferRecord(TypedDict):
     upstream_status: int | None
     timings_us: dict[str, int]
     detail: NotRequired[str]
+    shadow: NotRequired[dict[str, str]]
 
 
 class PolicyRecord(TypedDict):
@@ -271,6 +272,7 @@ def transfer_record(
     upstream_status: int | None = None,
     timings_us: Mapping[str, int] | None = None,
     detail: str | None = None,
+    shadow: Mapping[str, str] | None = None,
     time: str | None = None,
 ) -> TransferRecord:
     """Build a transfer record, so the server fills the same fields every time.
@@ -282,6 +284,8 @@ def transfer_record(
     Args:
         detail: a short fixed phrase for aborted/failed transfers
             (``"client disconnected"``, ``"upstream timeout"``), never data.
+        shadow: the shadow-mode rules that matched the verdict, each with
+            the action it would have taken (``shadow`` in the record when any).
         time: the event time (:data:`TIME_FORMAT`); now when omitted.
 
     Raises:
@@ -336,6 +340,12 @@ def transfer_record(
     }
     if detail is not None:
         record["detail"] = _require_id("detail", detail)
+    if shadow:
+        for rule_id, action in shadow.items():
+            _require_id("shadow rule", rule_id)
+            if action not in DECISIONS:
+                raise RecordError(f"unknown shadow action {action!r}")
+        record["shadow"] = dict(sorted(shadow.items()))
     return record
 
 

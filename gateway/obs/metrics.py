@@ -33,6 +33,7 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_classifier_seconds_total": (),
     "gateway_decoder_memory_reserved_bytes": (),
     "gateway_detections_total": ("label",),
+    "gateway_shadow_matches_total": ("rule", "action"),
     "gateway_policy_reloads_total": ("result",),
     "gateway_policy_info": ("version", "name"),
     "gateway_policy_last_reload_success_timestamp_seconds": (),
@@ -135,6 +136,12 @@ class Metrics:
             "gateway_detections",
             "Findings by label.",
             METRIC_LABELS["gateway_detections_total"],
+            registry=r,
+        )
+        self.shadow_matches = Counter(
+            "gateway_shadow_matches",
+            "Shadow-mode rules that matched a transfer, by rule and the action it would take.",
+            METRIC_LABELS["gateway_shadow_matches_total"],
             registry=r,
         )
         self.policy_reloads = Counter(

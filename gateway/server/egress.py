@@ -605,6 +605,7 @@ async def append_record(
     forwarded: Forwarded | None = None,
     recipient_key: str | None = None,
     detail: str | None = None,
+    shadow: Mapping[str, str] | None = None,
 ) -> Any:
     """Append one audit record; 503 (fail closed) when the log cannot take it."""
     record = transfer_record(
@@ -626,6 +627,7 @@ async def append_record(
         upstream_status=forwarded.status if forwarded else None,
         timings_us=transfer.timings_us(),
         detail=detail,
+        shadow=shadow,
     )
     try:
         return await state.audit.append(record)
@@ -637,6 +639,18 @@ async def append_record(
         raise Unavailable(
             "the audit log cannot be written; the transfer was not forwarded"
         ) from exc
+
+
+def _shadow_matches(state: EgressState, transfer: Transfer, decision: Decision) -> dict[str, str]:
+    """The shadow rules that matched, each with the action it would have taken: counted
+    (``gateway_shadow_matches_total``), logged, and kept for the verdict's record."""
+    matched: dict[str, str] = {
+        step.rule: step.action for step in decision.trace if step.mode == "shadow" and step.matched
+    }
+    for rule_id, action in matched.items():
+        state.services.metrics.shadow_matches.labels(rule_id, action).inc()
+        log.info("shadow_matched", rule=rule_id, would=action, decided=decision.action)
+    return matched
 
 
 async def record_end(
@@ -1011,6 +1025,7 @@ async def _decide(
             counts = {c: await tx.count(c, d) for c, d in digests.items()}
             decision = policy.evaluate(context, summary, counts)
             event = _ACTION_EVENT[decision.action]
+            shadow = _shadow_matches(state, transfer, decision)
             held_info: SpoolInfo | None = None
             if decision.action == "review":
                 held_info = await asyncio.to_thread(
@@ -1043,6 +1058,7 @@ async def _decide(
                     reason=decision.reason,
                     policy_version=decision.policy_version,
                     summary=summary,
+                    shadow=shadow,
                 )
             )
             if totals:

@@ -122,6 +122,7 @@ def _touch_every_child(metrics: Metrics) -> None:
     metrics.classifier_seconds.inc(0.001)
     for label in BUILTIN_LABELS:
         metrics.detections.labels(label).inc()
+    metrics.shadow_matches.labels("new-rule.trial", "block").inc()
     metrics.policy_reloads.labels("success").inc()
     metrics.policy_info.labels("a" * 64, "hetao-default").set(1)
     metrics.policy_last_reload_success.set(1_795_000_000)
