@@ -31,6 +31,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "crypto": ("keys", "encrypt", "decrypt", "certs"),
     "audit": ("audit",),
     "ledger": ("ledger",),
+    "review": ("review",),
     "bench": ("bench",),
 }
 

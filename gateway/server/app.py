@@ -284,6 +284,8 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     app.router.add_route("POST", "/v1/transfers/{route}/{path}", egress.handle_transfer)
     app.router.add_get("/v1/transfers/{id}", reviews.handle_status)
     app.router.add_get("/v1/transfers/{id}/receipt", reviews.handle_receipt)
+    app.router.add_get("/v1/reviews", reviews.handle_reviews)
+    app.router.add_get("/v1/reviews/{id}", reviews.handle_review_detail)
     app.router.add_post("/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

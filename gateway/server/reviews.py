@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -175,6 +176,133 @@ async def handle_receipt(request: web.Request) -> web.StreamResponse:
     _check_owner(reader, parse_canonical(records[0].record).get("sender"), transfer_id)
     receipt = await state.audit.receipt(records[0].index)
     return json_response(receipt_json(receipt))
+
+
+#: States ``GET /v1/reviews`` lists: the open reviews, and the recent decided ones.
+REVIEW_STATES = ("pending", "approved", "rejected")
+#: Page size of ``GET /v1/reviews``: the default and the largest.
+REVIEW_PAGE = 50
+MAX_REVIEW_PAGE = 500
+
+
+def _page_arg(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise ClientError(f"{name}: a whole number from 0 to {most}")
+    return int(raw)
+
+
+def _review_row(transfer: Transfer) -> dict[str, Any]:
+    """What a list of reviews shows of one transfer: who, where, what, how long."""
+    verdict = transfer.verdict
+    decided = [step for step, _ in transfer.history if step in ("approved", "rejected")]
+    row: dict[str, Any] = {
+        "transfer_id": transfer.id,
+        "state": "pending" if transfer.state is State.HELD else transfer.state.value,
+        "review": decided[-1] if decided else "pending",
+        "sender": transfer.sender,
+        "organisation": transfer.organisation,
+        "route": transfer.route,
+        "path": transfer.path if transfer.name_clean else None,
+        "path_withheld": not transfer.name_clean,
+        "bytes": verdict.get("bytes"),
+        "sha256": verdict.get("sha256"),
+        "labels": verdict.get("labels", {}),
+        "subjects": verdict.get("subjects", 0),
+        "rule": verdict.get("rule"),
+        "reason": verdict.get("reason"),
+        "policy_version": verdict.get("policy_version"),
+        "held_at": round(transfer.created_at, 3),
+    }
+    if transfer.state is State.HELD:
+        row["waiting_seconds"] = round(max(0.0, time.time() - transfer.created_at), 3)
+    return row
+
+
+async def handle_reviews(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/reviews?state=pending|approved|rejected&limit=N&offset=K`` (officers).
+
+    Oldest first. ``pending`` are the reviews open in this gateway;
+    ``approved`` and ``rejected`` the decided ones it still holds in memory
+    (``gateway audit query --event approved`` reaches the older ones).
+    """
+    state = request.app[EGRESS]
+    require_officer(request, state.config.officer_tokens)
+    wanted = request.query.get("state", "pending")
+    if wanted not in REVIEW_STATES:
+        raise ClientError(f"state: one of {', '.join(REVIEW_STATES)}")
+    limit = _page_arg(request, "limit", REVIEW_PAGE, MAX_REVIEW_PAGE)
+    offset = _page_arg(request, "offset", 0, 10**9)
+    if wanted == "pending":
+        transfers = [held.transfer for held in state.held.values()]
+    else:
+        # Decided reviews: approved ones go on to be delivered (or fail), so
+        # what counts is that the decision is in their history.
+        transfers = [
+            t for t in state.recent.values() if any(step == wanted for step, _ in t.history)
+        ]
+    transfers.sort(key=lambda t: (t.created_at, t.id))
+    page = transfers[offset : offset + limit]
+    return json_response(
+        {
+            "state": wanted,
+            "total": len(transfers),
+            "offset": offset,
+            "limit": limit,
+            "reviews": [_review_row(t) for t in page],
+        }
+    )
+
+
+async def handle_review_detail(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/reviews/{id}`` (officers): an open review and what deciding it would do.
+
+    Besides the transfer's facts, the policy in force evaluates it again, as
+    an approval would, against the organisation's yearly totals as they are
+    now (read under the ledger lock; nothing is counted): the whole trace,
+    shadow rules included, the ledger position per category and the lines the
+    policy draws.
+
+    Raises:
+        NotFound: no open review of that id (a decided one: ``GET /v1/transfers/{id}``).
+    """
+    state = request.app[EGRESS]
+    require_officer(request, state.config.officer_tokens)
+    transfer_id = _transfer_id(request)
+    held = state.held.get(transfer_id)
+    if held is None:
+        raise NotFound("no open review of that id; a decided one is at /v1/transfers/{id}")
+    transfer = held.transfer
+    body = _review_row(transfer)
+    rule, reason, version = _recorded_verdict(held)
+    body["held_by"] = {"rule": rule, "reason": reason, "policy_version": version}
+    if held.summary is None:  # restored after a restart: read from the held files
+        summary_now, _info = await asyncio.to_thread(_restored_parts, state, held)
+    else:
+        summary_now = held.summary
+    try:
+        async with state.services.ledger.transaction(transfer.organisation, ledger_year()) as tx:
+            policy = state.current_policy()
+            context = _current_context(policy, transfer)
+            summary_now = policy.with_chance(summary_now, context.route)
+            digests = _ledger_digests(policy, held, summary_now, context.route.direction)
+            counts = {c: await tx.count(c, d) for c, d in digests.items()}
+            now = policy.evaluate(context, summary_now, counts)
+    except LedgerUnavailable:
+        state.services.metrics.fail_closed.labels("ledger").inc()
+        raise Unavailable("the ledger is unavailable; the review cannot be shown") from None
+    body["ledger"] = {
+        category: {"current": count.current, "projected": count.projected}
+        for category, count in sorted(counts.items())
+    }
+    body["lines"] = [
+        {"category": category, "people": people, "rule": rule, "action": action}
+        for category, people, rule, action in policy.ledger_lines()
+    ]
+    body["now"] = now.to_json()
+    return json_response(body)
 
 
 def _claim(state: EgressState, transfer_id: str) -> Held:

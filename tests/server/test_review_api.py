@@ -1,0 +1,126 @@
+"""Reviews an officer can run (issue 15): list, show, approve, reject, over the API and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.cli import main
+from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
+from tests.server.test_review_reason import CLEAN
+
+OFFICER = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+SENDER = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+
+
+async def _get(parks: Parks, path: str, headers: dict[str, str] = OFFICER) -> tuple[int, Any]:
+    async with parks.session.get(f"{parks.egress}{path}", headers=headers) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def _hold(parks: Parks, name: str) -> str:
+    status, body = await parks.put("sz-review", name, CLEAN)
+    assert status == 202, body
+    return str(body["transfer_id"])
+
+
+async def test_officers_list_and_page_open_reviews_oldest_first(parks: Parks) -> None:
+    first = await _hold(parks, "first.csv")
+    second = await _hold(parks, "second.csv")
+    status, page = await _get(parks, "/v1/reviews")
+    assert status == 200, page
+    assert (page["state"], page["total"]) == ("pending", 2)
+    assert [r["transfer_id"] for r in page["reviews"]] == [first, second]
+    row = page["reviews"][0]
+    assert (row["state"], row["route"], row["rule"]) == ("pending", "sz-review", "review.route")
+    assert row["path"] == "first.csv"
+    assert row["bytes"] == len(CLEAN)
+    assert row["waiting_seconds"] >= 0
+    status, page = await _get(parks, "/v1/reviews?limit=1&offset=1")
+    assert [r["transfer_id"] for r in page["reviews"]] == [second]
+    # Senders do not see the queue; a bad argument is a 400.
+    status, _ = await _get(parks, "/v1/reviews", SENDER)
+    assert status == 403
+    for query in ("?state=maybe", "?limit=-1", "?limit=501", "?offset=x"):
+        status, problem = await _get(parks, "/v1/reviews" + query)
+        assert status == 400, query
+        assert problem["type"].endswith("/bad-request")
+
+
+async def test_an_officer_sees_what_deciding_would_do(parks: Parks) -> None:
+    tid = await _hold(parks, "third.csv")
+    status, review = await _get(parks, f"/v1/reviews/{tid}")
+    assert status == 200, review
+    assert review["held_by"]["rule"] == "review.route"
+    assert review["now"]["action"] == "review"
+    assert review["now"]["rule"] == "review.route"
+    matched = [step["rule"] for step in review["now"]["trace"] if step["matched"]]
+    assert matched == ["review.route"]
+    assert set(review["ledger"]) == {"personal", "sensitive"}
+    # hk->sz: the ledger counts exports only, this transfer adds nobody.
+    assert review["ledger"]["personal"]["projected"] == review["ledger"]["personal"]["current"]
+    status, _ = await _get(parks, f"/v1/reviews/{tid}", SENDER)
+    assert status == 403
+    status, _ = await _get(parks, "/v1/reviews/t_" + "0" * 32)
+    assert status == 404
+
+
+async def _cli(
+    capsys: pytest.CaptureFixture[str], parks: Parks, *argv: str
+) -> tuple[int, str, str]:
+    """Run ``gateway review`` in a thread (the parks serve in this loop); its output
+    without the servers' log lines."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(
+        main, ["review", *argv, "--url", parks.egress, "--token", OFFICER_TOKEN]
+    )
+    out, err = capsys.readouterr()
+    mine = "".join(line for line in out.splitlines(keepends=True) if not line.startswith("20"))
+    return code, mine, err
+
+
+async def test_the_review_command_lists_shows_approves_and_rejects(
+    parks: Parks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep = await _hold(parks, "keep.csv")
+    drop = await _hold(parks, "drop.csv")
+    code, out, _ = await _cli(capsys, parks, "list")
+    assert code == 0
+    assert out.startswith("2 pending review(s)")
+    assert keep in out
+    assert drop in out
+    code, out, _ = await _cli(capsys, parks, "show", keep)
+    assert code == 0
+    assert "held by:  review.route" in out
+    assert "now:      the policy in force would REVIEW by review.route" in out
+    code, out, _ = await _cli(capsys, parks, "approve", keep)
+    assert (code, out.strip()) == (0, f"{keep}: approved and delivered (destination answered 201)")
+    await parks.settle()
+    assert parks.inbox_files("sz-review") == {"keep.csv": CLEAN}
+    code, out, _ = await _cli(capsys, parks, "reject", drop, "--reason", "Wrong project.")
+    assert code == 0
+    assert "rejected by a compliance officer: Wrong project." in out
+    code, out, _ = await _cli(capsys, parks, "list", "--state", "rejected", "--json")
+    assert [r["transfer_id"] for r in json.loads(out)["reviews"]] == [drop]
+    code, out, _ = await _cli(capsys, parks, "list", "--state", "approved", "--json")
+    assert [r["transfer_id"] for r in json.loads(out)["reviews"]] == [keep]
+    # Decided: no longer open.
+    code, _, err = await _cli(capsys, parks, "approve", keep)
+    assert code == 2
+    assert "404" in err
+
+
+async def test_the_review_command_needs_a_token_and_a_gateway(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_TOKEN", raising=False)
+    assert main(["review", "list"]) == 2
+    assert "officer token" in capsys.readouterr().err
+    assert main(["review", "list", "--token", "x", "--url", "ftp://h"]) == 2
+    assert "http:// or https://" in capsys.readouterr().err
+    code = main(["review", "list", "--token", "x", "--url", "http://127.0.0.1:9"])
+    assert code == 2
+    assert "cannot reach" in capsys.readouterr().err
