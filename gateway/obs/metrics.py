@@ -34,6 +34,8 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_decoder_memory_reserved_bytes": (),
     "gateway_detections_total": ("label",),
     "gateway_shadow_matches_total": ("rule", "action"),
+    "gateway_reviews_pending": (),
+    "gateway_review_oldest_age_seconds": (),
     "gateway_policy_reloads_total": ("result",),
     "gateway_policy_info": ("version", "name"),
     "gateway_policy_last_reload_success_timestamp_seconds": (),
@@ -142,6 +144,16 @@ class Metrics:
             "gateway_shadow_matches",
             "Shadow-mode rules that matched a transfer, by rule and the action it would take.",
             METRIC_LABELS["gateway_shadow_matches_total"],
+            registry=r,
+        )
+        self.reviews_pending = Gauge(
+            "gateway_reviews_pending",
+            "Held transfers waiting for a compliance officer.",
+            registry=r,
+        )
+        self.review_oldest_age = Gauge(
+            "gateway_review_oldest_age_seconds",
+            "How long the oldest held transfer has waited for an officer (0: none waits).",
             registry=r,
         )
         self.policy_reloads = Counter(

@@ -257,7 +257,8 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         state.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_concurrent)
         )
-        background = [watch_task]
+        reviews.track_pending(state)
+        background = [watch_task, asyncio.create_task(reviews.expire_periodically(state))]
         if config.witness_url:
             background.append(
                 asyncio.create_task(

@@ -50,6 +50,8 @@ IDLE_TIMEOUT_SECONDS = 60.0
 #: Wall-clock cap on one transfer, receiving through forwarding: 5 GB at a slow
 #: 10 MB/s link is ~8.5 min, so one hour is generous yet finite.
 TOTAL_TIMEOUT_SECONDS = 3600.0
+#: Held reviews expire after a week without a decision (``review_expiry``).
+REVIEW_EXPIRY_SECONDS = 7 * 86400.0
 #: Transfers in progress at once per process; past it new ones get 503 + Retry-After.
 #: SPEC §9 requires 256 concurrent transfers; 512 keeps headroom for the twin's traffic.
 MAX_CONCURRENT_TRANSFERS = 512
@@ -258,6 +260,8 @@ class EgressConfig(_Section):
             once; a transfer whose window does not fit now gets 503 + Retry-After.
         idle_timeout: seconds without a body byte before abort.
         total_timeout: seconds for a whole transfer.
+        review_expiry: seconds a held review waits for an officer before it is rejected as
+            expired.
         witness_url: the twin's ingress base URL; when set, this gateway's
             audit checkpoints are offered to the twin for co-signing.
         pipelined: stream the age payload of a large envelope transfer to the
@@ -285,6 +289,9 @@ class EgressConfig(_Section):
     witness_url: str | None = None
     pipelined: bool = True
     limits: ListenerLimits = ListenerLimits()
+    #: A held review no officer decided within this many seconds is rejected as
+    #: expired (recorded ``rejected``, its spool deleted). Default: 7 days.
+    review_expiry: float = Field(default=REVIEW_EXPIRY_SECONDS, ge=60)
 
 
 class WitnessPeer(_Section):

@@ -981,8 +981,22 @@ async def _pipeline(
         raise Problem(Blocked, decision.reason, {**fields, "reason": decision.reason})
     if decision.action == "review":
         log.info("transfer_held", rule=decision.rule)
-        body = {**fields, "reason": decision.reason, "state": State.HELD.value}
-        return json_response(body, status=202)
+        status_url = f"/v1/transfers/{transfer.id}"
+        hours = state.config.review_expiry / 3600
+        body = {
+            **fields,
+            "reason": decision.reason,
+            "state": State.HELD.value,
+            "status_url": status_url,
+            "next": (
+                "held, encrypted, for a compliance officer, who approves it (it is then "
+                f"delivered) or rejects it (it is deleted); unanswered after {hours:g} h it "
+                f"is rejected as expired. GET {status_url} shows where it is."
+            ),
+        }
+        response = json_response(body, status=202)
+        response.headers["Location"] = status_url
+        return response
     return await deliver(
         state,
         transfer,

@@ -305,6 +305,55 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
     return json_response(body)
 
 
+def track_pending(state: EgressState) -> None:
+    """Report the review queue in ``gateway_reviews_pending`` and
+    ``gateway_review_oldest_age_seconds`` (read when /metrics is scraped)."""
+    metrics = state.services.metrics
+
+    def oldest() -> float:
+        started = [held.transfer.created_at for held in state.held.values()]
+        return max(0.0, time.time() - min(started)) if started else 0.0
+
+    metrics.reviews_pending.set_function(lambda: float(len(state.held)))
+    metrics.review_oldest_age.set_function(oldest)
+
+
+async def expire_reviews(state: EgressState, *, now: float | None = None) -> int:
+    """Reject the held reviews older than ``review_expiry`` as expired; how many.
+
+    Each is recorded ``rejected`` ("expired: …"), its spool deleted, as an
+    officer's rejection would; one being decided right now is left alone.
+    """
+    expiry = state.config.review_expiry
+    moment = time.time() if now is None else now
+    due = [tid for tid, held in state.held.items() if moment - held.transfer.created_at >= expiry]
+    expired = 0
+    for transfer_id in due:
+        try:
+            held = _claim(state, transfer_id)
+        except GatewayError:
+            continue  # decided meanwhile
+        try:
+            hours = expiry / 3600
+            await _reject(state, held, None, why=f"expired: no decision within {hours:g} h")
+            expired += 1
+            log.info("review_expired", transfer_id=transfer_id)
+        except GatewayError as exc:
+            log.error("review_expiry_failed", transfer_id=transfer_id, why=exc.title)
+        finally:
+            if held.transfer.state is State.HELD:
+                state.held[transfer_id] = held  # not recorded: still open
+    return expired
+
+
+async def expire_periodically(state: EgressState) -> None:
+    """Run :func:`expire_reviews` every minute (or tenth of the expiry, if shorter)."""
+    interval = min(60.0, state.config.review_expiry / 10)
+    while True:
+        await asyncio.sleep(interval)
+        await expire_reviews(state)
+
+
 def _claim(state: EgressState, transfer_id: str) -> Held:
     """Take a held review out of ``state.held`` while a decision on it is recorded.
 
@@ -436,10 +485,12 @@ async def _officer_note(request: web.Request, state: EgressState) -> str | None:
     return " ".join(note.split())
 
 
-async def _reject(state: EgressState, held: Held, note: str | None) -> web.StreamResponse:
+async def _reject(
+    state: EgressState, held: Held, note: str | None, *, why: str | None = None
+) -> web.StreamResponse:
     transfer = held.transfer
     rule, _reason, version = _recorded_verdict(held)
-    reason = "rejected by a compliance officer" + (f": {note}" if note else "")
+    reason = why or "rejected by a compliance officer" + (f": {note}" if note else "")
     receipt = await append_record(
         state,
         "rejected",

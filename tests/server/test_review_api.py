@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.cli import main
+from gateway.server.egress import EGRESS
+from gateway.server.reviews import expire_reviews
 from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
 from tests.server.test_review_reason import CLEAN
 
@@ -124,3 +126,39 @@ async def test_the_review_command_needs_a_token_and_a_gateway(
     code = main(["review", "list", "--token", "x", "--url", "http://127.0.0.1:9"])
     assert code == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+async def test_a_held_transfer_says_where_to_look_and_expires_unanswered(parks: Parks) -> None:
+    async with parks.session.put(
+        f"{parks.egress}/v1/transfers/sz-review/late.csv", data=CLEAN, headers=SENDER
+    ) as r:
+        assert r.status == 202
+        body = await r.json()
+        location = r.headers["Location"]
+    tid = body["transfer_id"]
+    assert location == body["status_url"] == f"/v1/transfers/{tid}"
+    assert "compliance officer" in body["next"]
+    assert "168 h" in body["next"]
+    async with parks.session.get(f"{parks.egress}/metrics") as r:
+        text = await r.text()
+    assert "gateway_reviews_pending 1.0" in text
+    (age,) = [
+        line for line in text.splitlines() if line.startswith("gateway_review_oldest_age_seconds ")
+    ]
+    assert float(age.split()[1]) > 0
+    state = parks.hk.egress_app[EGRESS] if parks.hk.egress_app is not None else None
+    assert state is not None
+    # Not due yet: nothing happens.
+    assert await expire_reviews(state) == 0
+    created = state.held[tid].transfer.created_at
+    assert await expire_reviews(state, now=created + state.config.review_expiry) == 1
+    assert parks.events_of(tid) == ["review", "rejected"]
+    (record,) = [r for r in parks.audit_events() if r.get("transfer_id") == tid][-1:]
+    assert record["reason"] == "expired: no decision within 168 h"
+    assert list((parks.root / "hk" / "spool" / "held").glob("*")) == []
+    status, seen = await _get(parks, location, SENDER)
+    assert (status, seen["state"], seen["reason"]) == (200, "rejected", record["reason"])
+    async with parks.session.get(f"{parks.egress}/metrics") as r:
+        text = await r.text()
+    assert "gateway_reviews_pending 0.0" in text
+    assert "gateway_review_oldest_age_seconds 0.0" in text
