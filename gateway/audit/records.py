@@ -112,6 +112,10 @@ class TransferRecord(TypedDict):
     timings_us: dict[str, int]
     detail: NotRequired[str]
     shadow: NotRequired[dict[str, str]]
+    officer: NotRequired[str]
+    comment: NotRequired[str]
+    reference: NotRequired[str]
+    justification: NotRequired[str]
 
 
 class PolicyRecord(TypedDict):
@@ -273,6 +277,10 @@ def transfer_record(
     timings_us: Mapping[str, int] | None = None,
     detail: str | None = None,
     shadow: Mapping[str, str] | None = None,
+    officer: str | None = None,
+    comment: str | None = None,
+    reference: str | None = None,
+    justification: str | None = None,
     time: str | None = None,
 ) -> TransferRecord:
     """Build a transfer record, so the server fills the same fields every time.
@@ -286,6 +294,9 @@ def transfer_record(
             (``"client disconnected"``, ``"upstream timeout"``), never data.
         shadow: the shadow-mode rules that matched the verdict, each with
             the action it would have taken (``shadow`` in the record when any).
+        officer, comment, reference: who decided a review, why, and the
+            filing or ticket it refers to (``approved``/``rejected``).
+        justification: what the sender said the transfer is for.
         time: the event time (:data:`TIME_FORMAT`); now when omitted.
 
     Raises:
@@ -346,7 +357,21 @@ def transfer_record(
             if action not in DECISIONS:
                 raise RecordError(f"unknown shadow action {action!r}")
         record["shadow"] = dict(sorted(shadow.items()))
+    if officer is not None:
+        record["officer"] = _require_id("officer", officer)
+    if comment is not None:
+        record["comment"] = _bounded_text("comment", comment)
+    if reference is not None:
+        record["reference"] = _bounded_text("reference", reference)
+    if justification is not None:
+        record["justification"] = _bounded_text("justification", justification)
     return record
+
+
+def _bounded_text(name: str, text: str) -> str:
+    if len(text) > MAX_REASON_CHARS:
+        raise RecordError(f"{name} is longer than {MAX_REASON_CHARS} characters")
+    return text
 
 
 def policy_record(

@@ -56,7 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parsers["list"].add_argument("--offset", type=int, default=0, metavar="K")
     for name in ("show", "approve", "reject"):
         parsers[name].add_argument("id", help="the transfer id (t_…)")
-    parsers["reject"].add_argument("--reason", help="told to the sender and recorded")
+    for name in ("approve", "reject"):
+        parsers[name].add_argument(
+            "--comment",
+            required=True,
+            help="why (recorded with your name; a rejection's is told to the sender)",
+        )
+        parsers[name].add_argument("--reference", help="the filing or ticket it refers to")
     for name, parser in parsers.items():
         parser.add_argument(
             "--url",
@@ -110,7 +116,9 @@ def _main(args: argparse.Namespace) -> int:
         elif action == "show":
             result = _call(args, "GET", f"/v1/reviews/{args.id}")
         else:
-            body = {"reason": args.reason} if action == "reject" and args.reason else None
+            body = {"comment": args.comment}
+            if args.reference:
+                body["reference"] = args.reference
             result = _call(args, "POST", f"/v1/reviews/{args.id}/{action}", body)
     except _Refused as exc:
         print(f"gateway review {action}: {exc.status}: {exc.detail}", file=err)

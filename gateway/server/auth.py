@@ -242,8 +242,17 @@ def digest_listed(token: str, digests: Iterable[str]) -> bool:
     return ok
 
 
-def require_officer(request: web.Request, officer_digests: Iterable[str]) -> None:
-    """Check that the request carries a compliance-officer token.
+def require_officer(
+    request: web.Request,
+    officer_digests: Iterable[str],
+    officers: Iterable[tuple[str, str]] = (),
+) -> str:
+    """The name of the compliance officer the request's bearer token belongs to.
+
+    Args:
+        officer_digests: digests of unnamed officer tokens (named
+            ``officer-`` and the digest's first eight hex digits).
+        officers: (digest, name) of named officers.
 
     Raises:
         Unauthenticated: no bearer token.
@@ -252,8 +261,18 @@ def require_officer(request: web.Request, officer_digests: Iterable[str]) -> Non
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("reviews need a compliance-officer bearer token")
-    if not digest_listed(token, officer_digests):
+    presented = bytes.fromhex(token_digest(token))
+    found: str | None = None
+    # Every digest is compared, in constant time and without an early exit.
+    for digest in officer_digests:
+        if hmac.compare_digest(bytes.fromhex(digest), presented):
+            found = f"officer-{digest[:8]}"
+    for digest, name in officers:
+        if hmac.compare_digest(bytes.fromhex(digest), presented):
+            found = name
+    if found is None:
         raise Forbidden("this token may not approve or reject reviews")
+    return found
 
 
 def is_loopback_peer(peername: object) -> bool:

@@ -190,6 +190,17 @@ class TokenEntry(_Section):
     identity: str = Field(min_length=1)
 
 
+class OfficerEntry(_Section):
+    """A compliance officer's bearer token (its SHA-256) and the officer's name.
+
+    The name is what the audit log records of every decision the officer
+    makes (``officer``), so an auditor can tell who approved what.
+    """
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
 class TlsListener(_Section):
     """A TLS server certificate, with an optional CA for client certificates.
 
@@ -251,7 +262,10 @@ class EgressConfig(_Section):
         spool_identity: age identity file of the gateway's own spool key; held
             reviews are re-encrypted to it so they survive a restart.
         tokens: bearer tokens (by SHA-256) mapped to sender identities.
-        officer_tokens: SHA-256 of compliance-officer tokens (review approval).
+        officer_tokens: SHA-256 of compliance-officer tokens (review approval);
+            such an officer is recorded as ``officer-`` and the digest's first
+            eight hex digits. Prefer ``officers``.
+        officers: named compliance officers (token SHA-256 and name).
         upstream_tls: client certificate for mutual TLS to the twin or destination.
         max_body_bytes: 413 above this.
         max_concurrent: 503 above this many transfers in progress.
@@ -279,6 +293,7 @@ class EgressConfig(_Section):
     spool_identity: Path = Path("var/keys/spool.agekey")
     tokens: tuple[TokenEntry, ...] = ()
     officer_tokens: TokenDigests = ()
+    officers: tuple[OfficerEntry, ...] = ()
     upstream_tls: TlsClient | None = None
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
     max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)

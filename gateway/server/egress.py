@@ -27,7 +27,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -67,6 +67,7 @@ from gateway.server.forward import (
     post_bytes,
     post_stream,
 )
+from gateway.server.notes import clean_note
 from gateway.server.problem import Problem, json_response
 from gateway.server.services import Services
 from gateway.server.spool import (
@@ -606,6 +607,9 @@ async def append_record(
     recipient_key: str | None = None,
     detail: str | None = None,
     shadow: Mapping[str, str] | None = None,
+    officer: str | None = None,
+    comment: str | None = None,
+    reference: str | None = None,
 ) -> Any:
     """Append one audit record; 503 (fail closed) when the log cannot take it."""
     record = transfer_record(
@@ -628,6 +632,10 @@ async def append_record(
         timings_us=transfer.timings_us(),
         detail=detail,
         shadow=shadow,
+        officer=officer,
+        comment=comment,
+        reference=reference,
+        justification=transfer.justification,
     )
     try:
         return await state.audit.append(record)
@@ -796,6 +804,26 @@ async def _forward(
 # the transfer pipeline
 
 
+#: The header a sender says what a transfer is for in (shown to the reviewer, recorded).
+JUSTIFICATION_HEADER: Final = "X-Gateway-Justification"
+
+
+def _justification(request: web.Request, state: EgressState, policy: CompiledPolicy) -> str | None:
+    """The sender's justification header, checked (percent-encoded UTF-8), or None.
+
+    Raises:
+        ClientError: not a clean text (see :func:`gateway.server.notes.clean_note`).
+    """
+    raw = request.headers.get(JUSTIFICATION_HEADER)
+    if raw is None:
+        return None
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise ClientError(f"{JUSTIFICATION_HEADER}: percent-encoded UTF-8") from None
+    return clean_note(text, "justification", policy.detectors, state.services.secret)
+
+
 async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> web.Response:
     """Drive one transfer from the first body byte to its verdict response."""
     state = request.app[EGRESS]
@@ -805,6 +833,7 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
     identity = sender_identity(request, state.tokens)
     context = policy.context(route_name, identity)
     name = safe_name(raw_name)
+    justification = _justification(request, state, policy)
     length = request.content_length
     if length is not None and length > state.config.max_body_bytes:
         raise PayloadTooLarge(
@@ -829,6 +858,7 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
         path=name,
         sender=identity,
         organisation=context.sender.organisation,
+        justification=justification,
     )
     state.remember(transfer)
     task = asyncio.current_task()
@@ -1145,6 +1175,7 @@ def _hold_spool(
         "route": transfer.route,
         "path": transfer.path,
         "name_clean": transfer.name_clean,
+        "justification": transfer.justification,
         "sender": transfer.sender,
         "organisation": transfer.organisation,
         "created_at": transfer.created_at,

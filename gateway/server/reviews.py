@@ -21,8 +21,8 @@ import asyncio
 import json
 import re
 import time
-import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -36,6 +36,7 @@ from gateway.crypto.header import parse_header
 from gateway.errors import (
     ClientError,
     Conflict,
+    Forbidden,
     GatewayError,
     NotFound,
     Unavailable,
@@ -56,6 +57,7 @@ from gateway.server.egress import (
     receipt_json,
     record_end,
 )
+from gateway.server.notes import MAX_REFERENCE_CHARS, clean_note
 from gateway.server.problem import Problem, json_response
 from gateway.server.spool import SpoolInfo
 from gateway.server.transfer import State, Transfer
@@ -84,6 +86,13 @@ def new_lookup_slots() -> asyncio.Semaphore:
     return asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
 
+def _officer(request: web.Request, state: EgressState) -> str:
+    """The name of the compliance officer making the request (see :func:`require_officer`)."""
+    config = state.config
+    named = [(entry.sha256, entry.name) for entry in config.officers]
+    return require_officer(request, config.officer_tokens, named)
+
+
 def _reader(request: web.Request, state: EgressState) -> str | None:
     """Who may read a transfer: None for a compliance officer, else the sender identity.
 
@@ -91,7 +100,7 @@ def _reader(request: web.Request, state: EgressState) -> str | None:
         Unauthenticated: neither an officer token nor a known sender.
     """
     try:
-        require_officer(request, state.config.officer_tokens)
+        _officer(request, state)
         return None
     except GatewayError:
         pass
@@ -214,6 +223,7 @@ def _review_row(transfer: Transfer) -> dict[str, Any]:
         "rule": verdict.get("rule"),
         "reason": verdict.get("reason"),
         "policy_version": verdict.get("policy_version"),
+        "justification": transfer.justification,
         "held_at": round(transfer.created_at, 3),
     }
     if transfer.state is State.HELD:
@@ -229,7 +239,7 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
     (``gateway audit query --event approved`` reaches the older ones).
     """
     state = request.app[EGRESS]
-    require_officer(request, state.config.officer_tokens)
+    _officer(request, state)
     wanted = request.query.get("state", "pending")
     if wanted not in REVIEW_STATES:
         raise ClientError(f"state: one of {', '.join(REVIEW_STATES)}")
@@ -269,7 +279,7 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
         NotFound: no open review of that id (a decided one: ``GET /v1/transfers/{id}``).
     """
     state = request.app[EGRESS]
-    require_officer(request, state.config.officer_tokens)
+    _officer(request, state)
     transfer_id = _transfer_id(request)
     held = state.held.get(transfer_id)
     if held is None:
@@ -384,13 +394,17 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
     log (or the ledger) fails, the review stays open and can be decided again.
     """
     state = request.app[EGRESS]
-    require_officer(request, state.config.officer_tokens)
+    officer = _officer(request, state)
     transfer_id = _transfer_id(request)
     verb = request.match_info["verb"]
     if state.closing:
         raise Unavailable("the gateway is shutting down; decide the review again after restart")
-    note = await _officer_note(request, state) if verb == "reject" else None
+    comment, reference = await _decision_body(request, state)
+    waiting = state.held.get(transfer_id)
+    if waiting is not None and waiting.transfer.sender == officer:
+        raise Forbidden("a sender cannot decide its own transfer; another officer must")
     held = _claim(state, transfer_id)
+    decided_by = _DecidedBy(officer, comment, reference)
     # Tracked like a transfer: shutdown drains it, then cancels it (recorded failed).
     task = asyncio.current_task()
     if task is not None:
@@ -403,8 +417,8 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             try:
                 async with asyncio.timeout(state.config.total_timeout):
                     if verb == "reject":
-                        return await _reject(state, held, note)
-                    return await _approve(state, held)
+                        return await _reject(state, held, decided_by)
+                    return await _approve(state, held, decided_by)
             except TimeoutError:
                 if transfer.state is not State.HELD and not transfer.state.final:
                     # Approved (recorded) but not forwarded in time.
@@ -421,6 +435,10 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             state.held[transfer_id] = held  # not decided: still open for review
 
 
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _recorded_verdict(held: Held) -> tuple[str, str, str]:
     """Rule, reason and policy version of the ``review`` verdict."""
     meta = held.decision
@@ -431,66 +449,57 @@ def _recorded_verdict(held: Held) -> tuple[str, str, str]:
     )
 
 
-#: The longest officer's reason a rejection takes (characters).
-MAX_NOTE_CHARS = 500
 #: The most request body bytes a review decision reads.
-MAX_NOTE_BODY_BYTES = 8192
+MAX_DECISION_BODY_BYTES = 8192
+_DECISION_BODY = '{"comment": "…", "reference": "…" (optional)}'
 
 
-async def _officer_note(request: web.Request, state: EgressState) -> str | None:
-    """The officer's reason in a reject's JSON body (``{"reason": "…"}``), or None.
+@dataclass(frozen=True, slots=True)
+class _DecidedBy:
+    """Who decided a review, why, and the filing or ticket it refers to."""
 
-    Checked before the review is claimed: at most :data:`MAX_NOTE_CHARS`
-    characters without control or format characters (white space, line
-    breaks included, is folded to single spaces), and nothing the
-    classifier finds (the reason goes to the sender and into the audit log,
-    which never hold a matched value).
+    officer: str
+    comment: str
+    reference: str | None
+
+
+async def _decision_body(request: web.Request, state: EgressState) -> tuple[str, str | None]:
+    """The officer's comment (required) and reference (optional) from the JSON body.
+
+    Checked before the review is claimed, as every text that reaches the
+    sender and the audit log is (:func:`gateway.server.notes.clean_note`).
 
     Raises:
-        ClientError: not such a body (400).
+        ClientError: no such body (400).
     """
-    if not request.can_read_body:
-        return None
-    if request.content_length is not None and request.content_length > MAX_NOTE_BODY_BYTES:
-        raise ClientError(f"a review decision's body is at most {MAX_NOTE_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_NOTE_BODY_BYTES + 1)
-    if len(raw) > MAX_NOTE_BODY_BYTES:
-        raise ClientError(f"a review decision's body is at most {MAX_NOTE_BODY_BYTES} bytes")
+    if request.content_length is not None and request.content_length > MAX_DECISION_BODY_BYTES:
+        raise ClientError(f"a review decision's body is at most {MAX_DECISION_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_DECISION_BODY_BYTES + 1) if request.can_read_body else b""
+    if len(raw) > MAX_DECISION_BODY_BYTES:
+        raise ClientError(f"a review decision's body is at most {MAX_DECISION_BODY_BYTES} bytes")
     if not raw.strip():
-        return None
+        raise ClientError(f"a review decision needs a comment: {_DECISION_BODY}")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ClientError('the body must be JSON: {"reason": "…"}') from None
-    if not isinstance(body, dict) or set(body) - {"reason"}:
-        raise ClientError('the body must be JSON: {"reason": "…"}')
-    note = body.get("reason")
-    if note is None:
-        return None
-    if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE_CHARS:
-        raise ClientError(f"reason: a text of 1 to {MAX_NOTE_CHARS} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r" for c in note):
-        raise ClientError("reason: no control or format characters")
-    from gateway.classify.engine import Scanner  # the classifier only when a reason is given
-
-    scanner = Scanner(state.current_policy().detectors, state.services.secret)
-    try:
-        if scanner.scan_name(note):
-            raise ClientError(
-                "reason: it holds a value the classifier finds (an identifier, a "
-                "credential …); write the reason without it"
-            )
-    finally:
-        scanner.close()
-    return " ".join(note.split())
+        raise ClientError(f"the body must be JSON: {_DECISION_BODY}") from None
+    if not isinstance(body, dict) or set(body) - {"comment", "reference"}:
+        raise ClientError(f"the body must be JSON: {_DECISION_BODY}")
+    detectors, secret = state.current_policy().detectors, state.services.secret
+    comment = clean_note(body.get("comment"), "comment", detectors, secret)
+    reference = body.get("reference")
+    if reference is not None:
+        reference = clean_note(reference, "reference", detectors, secret, most=MAX_REFERENCE_CHARS)
+    return comment, reference
 
 
 async def _reject(
-    state: EgressState, held: Held, note: str | None, *, why: str | None = None
+    state: EgressState, held: Held, by: _DecidedBy | None, *, why: str | None = None
 ) -> web.StreamResponse:
+    """Reject a held review: by an officer (``by``), or expired (``why``)."""
     transfer = held.transfer
     rule, _reason, version = _recorded_verdict(held)
-    reason = why or "rejected by a compliance officer" + (f": {note}" if note else "")
+    reason = why or f"rejected by a compliance officer: {by.comment if by else ''}"
     receipt = await append_record(
         state,
         "rejected",
@@ -502,6 +511,9 @@ async def _reject(
         policy_version=version,
         summary=held.summary,
         size=transfer.verdict.get("bytes"),
+        officer=by.officer if by else None,
+        comment=by.comment if by else None,
+        reference=by.reference if by else None,
     )
     transfer.advance(State.REJECTED)
     await asyncio.to_thread(state.spool.release, transfer.id)
@@ -509,13 +521,14 @@ async def _reject(
         **transfer.verdict,
         "state": transfer.state.value,
         "reason": reason,
+        **({"officer": by.officer} if by else {}),
         "receipt": receipt_json(receipt),
     }
     transfer.verdict = body
     return json_response(body)
 
 
-async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
+async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.StreamResponse:
     """Approve a held review if the policy in force would not now block it.
 
     The review was decided against the policy and the ledger of its day; a
@@ -569,6 +582,9 @@ async def _approve(state: EgressState, held: Held) -> web.StreamResponse:
                 policy_version=policy.version,
                 summary=summary,
                 size=transfer.verdict.get("bytes"),
+                officer=by.officer,
+                comment=by.comment,
+                reference=by.reference,
             )
             transfer.advance(State.APPROVED)
             # What the response, the twin and a later failure record show.
@@ -777,6 +793,7 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             created_at=float(meta["created_at"]),
             # Held by an older version (no flag): the name was never judged here, withhold it.
             name_clean=meta.get("name_clean") is True,
+            justification=_text_or_none(meta.get("justification")),
         )
         decision = meta["decision"]
         summary_json = meta["summary"]

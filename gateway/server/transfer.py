@@ -96,6 +96,8 @@ class Transfer:
         history: (state, Unix time) of every transition, for the status API.
         timings: seconds spent per pipeline stage (``receive``, ``decide``,
             ``forward``), for the audit record and the benchmark.
+        justification: what the sender said the transfer is for (the
+            ``X-Gateway-Justification`` header), checked, or None.
         name_clean: the classifier scanned the whole name and found nothing
             in it. Only then does the status API show ``path``: a name that
             holds a value (``scan_11010519491231002X.csv``), or was never
@@ -114,6 +116,7 @@ class Transfer:
     history: list[tuple[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     name_clean: bool = False
+    justification: str | None = None
     _mark: float = 0.0
 
     def __post_init__(self) -> None:

@@ -32,6 +32,9 @@ from gateway.server.runner import RunningGateway, running
 RESEARCH_TOKEN = "tok-research-0123456789"
 GHOST_TOKEN = "tok-ghost-0123456789"  # maps to an identity the policy does not know
 OFFICER_TOKEN = "tok-officer-0123456789"
+#: A named compliance officer, and one whose name is also the sender's identity.
+NAMED_OFFICER_TOKEN = "tok-officer-chan-0123456789"
+SELF_OFFICER_TOKEN = "tok-officer-self-0123456789"
 #: Subject CN of the HK gateway's dev client certificate (gateway.crypto.certs), the pinned twin.
 TWIN_NAME = "gateway-hk"
 
@@ -295,6 +298,10 @@ def hk_settings(
                 {"sha256": token_digest(GHOST_TOKEN), "identity": "ghost"},
             ],
             "officer_tokens": [token_digest(OFFICER_TOKEN)],
+            "officers": [
+                {"sha256": token_digest(NAMED_OFFICER_TOKEN), "name": "chan.tai-man"},
+                {"sha256": token_digest(SELF_OFFICER_TOKEN), "name": "hk-research"},
+            ],
             "upstream_tls": {
                 "cert": hk.cert("client"),
                 "key": hk.key("client"),

@@ -291,22 +291,25 @@ async def test_review_approve_and_reject(parks: Parks) -> None:
     assert len(held_files) == 1
     assert CLEAN[:100] not in held_files[0].read_bytes()
     url = f"{parks.egress}/v1/reviews/{held['transfer_id']}/approve"
+    comment = {"comment": "instrument readings, as agreed"}
     async with parks.session.post(
-        url, headers={"Authorization": "Bearer tok-research-0123456789"}
+        url, json=comment, headers={"Authorization": "Bearer tok-research-0123456789"}
     ) as r:
         assert r.status == 403  # a sender is not a compliance officer
     async with parks.session.post(url, headers=officer) as r:
+        assert r.status == 400  # a decision needs a comment
+    async with parks.session.post(url, json=comment, headers=officer) as r:
         assert r.status == 201, await r.text()
     await parks.settle()
     assert parks.inbox_files("sz-review") == {"a.csv": CLEAN[:4000]}
     assert parks.events_of(held["transfer_id"]) == ["review", "approved", "delivered"]
-    async with parks.session.post(url, headers=officer) as r:
+    async with parks.session.post(url, json=comment, headers=officer) as r:
         assert r.status == 404  # no longer waiting
 
     status, held2 = await parks.put("sz-review", "b.csv", CLEAN[:4000])
     assert status == 202
     url = f"{parks.egress}/v1/reviews/{held2['transfer_id']}/reject"
-    async with parks.session.post(url, headers=officer) as r:
+    async with parks.session.post(url, json={"comment": "not this one"}, headers=officer) as r:
         assert r.status == 200
     assert "b.csv" not in parks.inbox_files("sz-review")
     assert parks.events_of(held2["transfer_id"]) == ["review", "rejected"]

@@ -174,7 +174,7 @@ async def test_a_held_review_keeps_no_name_in_clear_and_survives_a_restart(
         assert_nothing_at_rest(tmp_path, name, ID_BEIJING)
         await _review_everything(parks)  # the policy in force at approval holds it too
         async with parks.session.post(
-            f"{parks.egress}/v1/reviews/{tid}/approve", headers=OFFICER
+            f"{parks.egress}/v1/reviews/{tid}/approve", json={"comment": "ok"}, headers=OFFICER
         ) as r:
             assert r.status == 201, await r.text()
             assert_not_echoed(await r.text(), name)

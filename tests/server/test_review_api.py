@@ -98,11 +98,17 @@ async def test_the_review_command_lists_shows_approves_and_rejects(
     assert code == 0
     assert "held by:  review.route" in out
     assert "now:      the policy in force would REVIEW by review.route" in out
-    code, out, _ = await _cli(capsys, parks, "approve", keep)
+    code, out, _ = await _cli(
+        capsys, parks, "approve", keep, "--comment", "Fine.", "--reference", "T-1"
+    )
     assert (code, out.strip()) == (0, f"{keep}: approved and delivered (destination answered 201)")
     await parks.settle()
     assert parks.inbox_files("sz-review") == {"keep.csv": CLEAN}
-    code, out, _ = await _cli(capsys, parks, "reject", drop, "--reason", "Wrong project.")
+    (approved,) = [
+        r for r in parks.audit_events() if r.get("transfer_id") == keep and r["event"] == "approved"
+    ]
+    assert (approved["comment"], approved["reference"]) == ("Fine.", "T-1")
+    code, out, _ = await _cli(capsys, parks, "reject", drop, "--comment", "Wrong project.")
     assert code == 0
     assert "rejected by a compliance officer: Wrong project." in out
     code, out, _ = await _cli(capsys, parks, "list", "--state", "rejected", "--json")
@@ -110,7 +116,7 @@ async def test_the_review_command_lists_shows_approves_and_rejects(
     code, out, _ = await _cli(capsys, parks, "list", "--state", "approved", "--json")
     assert [r["transfer_id"] for r in json.loads(out)["reviews"]] == [keep]
     # Decided: no longer open.
-    code, _, err = await _cli(capsys, parks, "approve", keep)
+    code, _, err = await _cli(capsys, parks, "approve", keep, "--comment", "again")
     assert code == 2
     assert "404" in err
 

@@ -1,19 +1,29 @@
-"""The sender hears the rule's reason on every verdict, and an officer's reason on a rejection.
+"""What reviewers and senders say, and who said it (issue 15).
 
-Issue 15, legal error 5: allow rules carry the sender's remaining duties
-(PIPL Art. 39 notice and consent), so a ``201`` says them; a rejected review
-says why when the officer gives a reason.
+Every verdict carries its rule's reason (allow rules hold the sender's
+remaining duties, PIPL Art. 39); an officer decides a review with a comment
+(and a reference) that the audit log records under the officer's name; a
+sender may say what a transfer is for; nobody decides their own transfer.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
+from gateway.server.auth import token_digest
+from tests.server.conftest import (
+    NAMED_OFFICER_TOKEN,
+    OFFICER_TOKEN,
+    RESEARCH_TOKEN,
+    SELF_OFFICER_TOKEN,
+    Parks,
+)
 
 OFFICER = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+NAMED = {"Authorization": f"Bearer {NAMED_OFFICER_TOKEN}"}
 SENDER = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
 CLEAN = b"run_id,instrument,temperature_c\n" + b"".join(
     b"R%04d,spectrometer-%d,%d.5\n" % (i, i % 4, 20 + i % 9) for i in range(200)
@@ -31,57 +41,122 @@ async def test_an_allowed_transfer_hears_the_rules_reason(parks: Parks) -> None:
         assert (await r.json())["reason"] == "No personal or sensitive data found."
 
 
-async def _reject(parks: Parks, tid: str, body: Any) -> tuple[int, dict[str, Any]]:
+async def _decide(
+    parks: Parks, tid: str, verb: str, body: Any, headers: dict[str, str] = OFFICER
+) -> tuple[int, dict[str, Any]]:
     kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
     async with parks.session.post(
-        f"{parks.egress}/v1/reviews/{tid}/reject", headers=OFFICER, **kwargs
+        f"{parks.egress}/v1/reviews/{tid}/{verb}", headers=headers, **kwargs
     ) as r:
-        return r.status, await r.json(content_type=None)
+        result = r.status, await r.json(content_type=None)
+    await parks.settle()
+    return result
 
 
-async def test_a_rejection_tells_the_sender_the_officers_reason(parks: Parks) -> None:
+def _records(parks: Parks, tid: str, event: str) -> list[dict[str, Any]]:
+    return [r for r in parks.audit_events() if r.get("transfer_id") == tid and r["event"] == event]
+
+
+async def test_a_rejection_names_the_officer_and_tells_the_sender_why(parks: Parks) -> None:
     status, held = await parks.put("sz-review", "a.csv", CLEAN)
     assert status == 202
     tid = held["transfer_id"]
-    status, body = await _reject(parks, tid, {"reason": "No  HGR filing\nnumber was given."})
+    decision = {"comment": "No  HGR filing\nnumber was given.", "reference": "HGR-2026/0412"}
+    status, body = await _decide(parks, tid, "reject", decision, NAMED)
     assert status == 200, body
     expected = "rejected by a compliance officer: No HGR filing number was given."
-    assert body["reason"] == expected
-    assert body["state"] == "rejected"
+    assert (body["reason"], body["state"], body["officer"]) == (
+        expected,
+        "rejected",
+        "chan.tai-man",
+    )
     async with parks.session.get(f"{parks.egress}/v1/transfers/{tid}", headers=SENDER) as r:
         state = await r.json()
     assert (state["state"], state["reason"]) == ("rejected", expected)
-    (record,) = [
-        r for r in parks.audit_events() if r.get("transfer_id") == tid and r["event"] == "rejected"
-    ]
+    (record,) = _records(parks, tid, "rejected")
     assert record["reason"] == expected
+    assert (record["officer"], record["comment"], record["reference"]) == (
+        "chan.tai-man",
+        "No HGR filing number was given.",
+        "HGR-2026/0412",
+    )
+
+
+async def test_an_approval_names_the_officer(parks: Parks) -> None:
+    status, held = await parks.put("sz-review", "b.csv", CLEAN)
+    assert status == 202
+    tid = held["transfer_id"]
+    status, body = await _decide(parks, tid, "approve", {"comment": "As agreed with the lab."})
+    assert status == 201, body
+    (record,) = _records(parks, tid, "approved")
+    # An unnamed officer token: recorded by the first digits of its digest.
+    assert record["officer"] == "officer-" + token_digest(OFFICER_TOKEN)[:8]
+    assert record["comment"] == "As agreed with the lab."
+    assert "reference" not in record
+    assert parks.inbox_files("sz-review") == {"b.csv": CLEAN}
+
+
+async def test_nobody_decides_their_own_transfer(parks: Parks) -> None:
+    status, held = await parks.put("sz-review", "c.csv", CLEAN)
+    assert status == 202
+    tid = held["transfer_id"]
+    myself = {"Authorization": f"Bearer {SELF_OFFICER_TOKEN}"}
+    status, problem = await _decide(parks, tid, "approve", {"comment": "mine, fine"}, myself)
+    assert status == 403, problem
+    assert "own transfer" in problem["detail"]
+    assert parks.events_of(tid) == ["review"]
+    assert parks.inbox_files("sz-review") == {}
 
 
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ({"reason": "call 13812345678 about it"}, "holds a value the classifier finds"),
-        ({"reason": "x" * 501}, "1 to 500 characters"),
-        ({"reason": "  "}, "1 to 500 characters"),
-        ({"reason": "ok\u200b"}, "no control or format characters"),
-        ({"reason": "fine", "officer": "me"}, "must be JSON"),
-        (["reason"], "must be JSON"),
+        ({"comment": "call 13812345678 about it"}, "holds a value the classifier finds"),
+        ({"comment": "x" * 501}, "1 to 500 characters"),
+        ({"comment": "  "}, "1 to 500 characters"),
+        ({"comment": "ok\u200b"}, "no control or format characters"),
+        ({"comment": "fine", "officer": "me"}, "must be JSON"),
+        ({"comment": "fine", "reference": "x" * 101}, "1 to 100 characters"),
+        ({"reference": "HGR-1"}, "comment: a text"),
+        (["comment"], "must be JSON"),
         (b"not json", "must be JSON"),
-        ({"reason": 5}, "1 to 500 characters"),
+        (b"", "needs a comment"),
+        ({"comment": 5}, "1 to 500 characters"),
     ],
 )
-async def test_a_bad_reason_is_400_and_the_review_stays_open(
+async def test_a_bad_decision_is_400_and_the_review_stays_open(
     parks: Parks, body: Any, says: str
 ) -> None:
-    status, held = await parks.put("sz-review", "b.csv", CLEAN)
+    status, held = await parks.put("sz-review", "d.csv", CLEAN)
     assert status == 202
     tid = held["transfer_id"]
-    status, problem = await _reject(parks, tid, body)
-    assert status == 400, problem
-    assert says in problem["detail"]
-    assert "13812345678" not in str(problem)
+    for verb in ("approve", "reject"):
+        status, problem = await _decide(parks, tid, verb, body)
+        assert status == 400, problem
+        assert says in problem["detail"]
+        assert "13812345678" not in str(problem)
     assert parks.events_of(tid) == ["review"]
-    # Still open: a reject without a reason decides it.
-    status, body2 = await _reject(parks, tid, b"")
-    assert status == 200, body2
-    assert body2["reason"] == "rejected by a compliance officer"
+    status, decided = await _decide(parks, tid, "reject", {"comment": "Resubmit it."})
+    assert status == 200, decided
+
+
+async def test_a_senders_justification_reaches_the_reviewer_and_the_record(parks: Parks) -> None:
+    why = "Calibration runs for the joint 深港 spectrometer study."
+    headers = {**SENDER, "X-Gateway-Justification": quote(why)}
+    async with parks.session.put(
+        f"{parks.egress}/v1/transfers/sz-review/e.csv", data=CLEAN, headers=headers
+    ) as r:
+        assert r.status == 202
+        tid = (await r.json())["transfer_id"]
+    async with parks.session.get(f"{parks.egress}/v1/reviews/{tid}", headers=OFFICER) as r:
+        assert (await r.json())["justification"] == why
+    (record,) = _records(parks, tid, "review")
+    assert record["justification"] == why
+    # A justification holding a value is refused before the body is read.
+    bad = {**SENDER, "X-Gateway-Justification": "for 13812345678"}
+    async with parks.session.put(
+        f"{parks.egress}/v1/transfers/sz-review/f.csv", data=CLEAN, headers=bad
+    ) as r:
+        assert r.status == 400
+        assert "13812345678" not in await r.text()
+    assert "f.csv" not in str(parks.audit_events())

@@ -226,7 +226,7 @@ async def test_held_review_survives_restart(tmp_path: Path, pki: Path) -> None:
         assert old["state"] == "delivered"
         assert [h["state"] for h in old["history"]] == ["allowed", "delivered"]
         url = f"{parks.egress}/v1/reviews/{tid}/approve"
-        async with parks.session.post(url, headers=officer) as r:
+        async with parks.session.post(url, json={"comment": "ok"}, headers=officer) as r:
             assert r.status == 201, await r.text()
         await parks.settle()
         assert parks.inbox_files("sz-review") == {"kept.csv": CLEAN[:3000]}
