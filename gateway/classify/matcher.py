@@ -977,6 +977,7 @@ class TextMatcher:
         self._genetic_id = detectors.genetic_run_id
         self._genetic_runs = True
         self._member_type = ""
+        self._head: bytes = b""
         self._reset_member()
 
     # -- TextSink ------------------------------------------------------------
@@ -1020,7 +1021,19 @@ class TextMatcher:
         if self._stream is None:
             self.begin_member("text/plain")
         if self._header_open:
+            # The first line says whether the member is a table (and its columns)
+            # before any of its hits are handled, however the text was cut: it is
+            # held until its end, CONTEXT_BYTES at most.
+            head = self._head + data if self._head else data
+            if head.find(b"\n") < 0 and len(head) < D.CONTEXT_BYTES:
+                self._head = head
+                return
+            self._head = b""
+            data = head
             self._capture_header(data)
+        self._scan_text(data)
+
+    def _scan_text(self, data: bytes) -> None:
         if len(data) <= SCAN_SLICE_BYTES:
             self._scan(data)
             return
@@ -1034,7 +1047,13 @@ class TextMatcher:
         if self._stream is None:
             return
         if self._header_open:
-            self._close_header()
+            head, self._head = self._head, b""
+            if head:
+                self._capture_header(head)
+            if self._header_open:
+                self._close_header()
+            if head:
+                self._scan_text(head)
         self._scan(b"\n\n")
         self._close_column_stream()
         self._close_streams()
@@ -1186,6 +1205,7 @@ class TextMatcher:
             self._core.table(-1, 0)
         self._table = -1  # not a table until its first line says so
         self._header_open = False
+        self._head = b""  # the first line's text while it is held (see text())
         self._header = bytearray()
         self._header_end = _NEVER
         self._diag_columns: frozenset[int] = frozenset()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from gateway.classify import chance as C
 from gateway.classify import labels as L
 from gateway.classify.detectors import DetectorSet
+from gateway.classify.matcher import TextMatcher
 from gateway.classify.summary import ScanSummary
 from gateway.classify.testing import (
     assert_chunk_invariant,
@@ -329,3 +330,28 @@ def test_a_parquet_table_of_random_ids_holds_no_personal_data() -> None:
     sink = io.BytesIO()
     pq.write_table(real, sink)
     assert _scan(sink.getvalue()).labels[L.CN_PHONE].count >= rows
+
+
+def test_a_cut_inside_the_first_line_changes_no_profile() -> None:
+    # The first line says whether the member is a table and where its rows
+    # start; the matcher holds it until its end, so a cut before that end (the
+    # decoder hands text on in pieces of any size) changes no profile.
+    rng = random.Random(35)
+    rows = [f"{_number(rng, 11)};{_card_shaped(rng, 16)}" for _ in range(300)]
+    rows[0] = f"{cn_mobile(rng)};{_card_shaped(rng, 16)}"
+    data = ("\n".join(rows) + "\n").encode()
+
+    def profiles(pieces: list[bytes]) -> tuple[object, ...]:
+        m = TextMatcher(DETECTORS, b"k" * 32)
+        m.begin_member("text/csv")
+        for piece in pieces:
+            m.text(piece)
+        m.end_member()
+        r = m.result()
+        return (r.labels, r.chance, [p.to_json() for p in r.columns])
+
+    whole = profiles([data])
+    assert whole[2]  # the columns were profiled
+    first_line = data.index(b"\n")
+    for cut in range(1, first_line + 2):
+        assert profiles([data[:cut], data[cut:]]) == whole, cut
