@@ -46,7 +46,7 @@ DEMO_IDENTITY = "demo-hk-research"
 #: The demo compliance officer's token (approves or rejects held reviews).
 DEMO_OFFICER_TOKEN = "demo-compliance-officer"  # noqa: S105 - public demo token
 #: Routes the SZ ingress delivers into ``var/demo/sz-inbox/<route>/``.
-DEMO_ROUTES = ("sz-lab", "sz-clinical")
+DEMO_ROUTES = ("sz-lab", "sz-clinical", "sz-pdpo")
 #: Checkpoint origin of the HK demo log (the SZ witness checks it).
 HK_ORIGIN = "hksz-gateway.demo/hk-audit"
 #: The file ``policies/90-demo.yaml`` reads the SZ recipient from.
@@ -197,7 +197,8 @@ def prepare_demo(root: Path = DEMO_DIR, policy_dir: Path = Path("policies")) -> 
     # A config from before twin pinning (no ``twin_names``) or without the HK
     # client key's pin would not load or would refuse the HK egress: remake it.
     sz_text = sz_config.read_text() if sz_config.exists() else ""
-    if _TWIN_KEY not in sz_text or hk_client_pin not in sz_text:
+    stale = any(f'{route} = "sz-inbox/{route}"' not in sz_text for route in DEMO_ROUTES)
+    if _TWIN_KEY not in sz_text or hk_client_pin not in sz_text or stale:
         hk_key = load_or_create_signing_key(hk.audit_key)
         verifier = str(NoteSigner(HK_ORIGIN, hk_key).verifier)
         sz_config.write_text(_sz_config(verifier, _common_name(hk.cert("client")), hk_client_pin))
@@ -222,6 +223,12 @@ Then:
   ls {demo.inbox}/sz-lab/
   curl {auth} {base}/<transfer_id>
   curl {egress_url}/metrics   (Prometheus)   curl {egress_url}/readyz
+
+A review (identity card numbers under the PCPD model clauses are held):
+  curl {auth} -T {samples}/personal.csv {base}/sz-pdpo/personal.csv
+  gateway review list --token {DEMO_OFFICER_TOKEN}
+  gateway review approve <transfer_id> --comment "consent on file" --token {DEMO_OFFICER_TOKEN}
+  ls {demo.inbox}/sz-pdpo/
 
 Ctrl-C stops both parks cleanly.
 """

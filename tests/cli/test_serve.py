@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -17,7 +18,7 @@ import structlog
 
 from gateway.cli import main
 from gateway.server.config import GatewaySettings, load_settings
-from gateway.server.demo import DEMO_TOKEN, instructions, prepare_demo
+from gateway.server.demo import DEMO_OFFICER_TOKEN, DEMO_TOKEN, instructions, prepare_demo
 from gateway.server.runner import running
 
 REPO = Path(__file__).parents[2]
@@ -137,6 +138,25 @@ async def test_demo_pushes_one_allow_and_two_blocks(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
             ) as response:
                 verdicts[sample] = (response.status, await response.json(content_type=None))
+        # The README's review walkthrough: identity card numbers under the PCPD
+        # model clauses are held; the demo officer approves them with gateway review.
+        assert "gateway review approve" in text
+        url = f"{hk.egress_url}/v1/transfers/sz-pdpo/personal.csv"
+        async with session.put(
+            url,
+            data=(REPO / "samples" / "personal.csv").read_bytes(),
+            headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
+        ) as response:
+            assert response.status == 202, await response.text()
+            held = await response.json()
+        review = ["review", "--url", hk.egress_url, "--token", DEMO_OFFICER_TOKEN]
+        listed = await asyncio.to_thread(main, [review[0], "list", *review[1:], "--json"])
+        assert listed == 0
+        approve = [review[0], "approve", held["transfer_id"], "--comment", "consent on file"]
+        assert await asyncio.to_thread(main, [*approve, *review[1:]]) == 0
+        await asyncio.sleep(0.2)
+    pdpo = demo.inbox / "sz-pdpo" / "personal.csv"
+    assert pdpo.read_bytes() == (REPO / "samples" / "personal.csv").read_bytes()
     assert verdicts["clean.csv"][0] == 201
     assert verdicts["personal.csv"][0] == 403
     assert verdicts["genetic.fasta"][0] == 403
