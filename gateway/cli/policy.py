@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
+from xml.etree import ElementTree
 
 from gateway.classify.chance import CHANCE
 from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
@@ -49,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     test.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.add_argument(
+        "--run", metavar="PATTERN", help="only the cases whose name matches this regex (search)"
+    )
+    test.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text (default), one JSON document, or JUnit XML for CI",
+    )
     test.set_defaults(handler=_test)
 
     explain = subparsers.add_parser(
@@ -104,14 +115,72 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    select = None
+    if args.run is not None:
+        try:
+            pattern = re.compile(args.run)
+        except re.error as exc:
+            print(f"gateway policy test: --run: not a regex: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        select = lambda name: pattern.search(name) is not None  # noqa: E731
     try:
-        report = run_cases(args.dir)
+        report = run_cases(args.dir, select)
     except PolicyLoadError as exc:
         _print_issues(exc.errors, sys.stderr)
         print(f"{args.dir}: invalid policy or test file", file=sys.stderr)
         return EXIT_FINDING
     _print_issues(list(report.policy.warnings), sys.stderr)
-    return _print_report(report, verbose=args.verbose)
+    failed = EXIT_FINDING if report.failed or not report.results else EXIT_OK
+    if args.format == "json":
+        print(json.dumps(_report_json(report), ensure_ascii=False))
+        return failed
+    if args.format == "junit":
+        print(_report_junit(report))
+        return failed
+    code = _print_report(report, verbose=args.verbose)
+    uncovered = report.uncovered()
+    if uncovered and select is None:
+        print(f"not exercised: {', '.join(uncovered)} (no case is decided by them)")
+    return code
+
+
+def _report_json(report: CaseReport) -> dict[str, object]:
+    return {
+        "policy": report.policy.name,
+        "version": report.policy.version,
+        "passed": len(report.results) - len(report.failed),
+        "failed": len(report.failed),
+        "cases": [
+            {
+                "name": r.name,
+                "position": str(r.position),
+                "passed": r.passed,
+                "expected": r.expected,
+                "actual": r.actual,
+                "error": r.error,
+            }
+            for r in report.results
+        ],
+        "uncovered": list(report.uncovered()),
+    }
+
+
+def _report_junit(report: CaseReport) -> str:
+    """The cases as one JUnit XML test suite (what CI systems read)."""
+    suite = ElementTree.Element(
+        "testsuite",
+        name=f"policy {report.policy.name}",
+        tests=str(len(report.results)),
+        failures=str(len(report.failed)),
+    )
+    for r in report.results:
+        case = ElementTree.SubElement(
+            suite, "testcase", name=r.name, classname=str(r.position).rsplit(":", 2)[0]
+        )
+        if not r.passed:
+            failure = ElementTree.SubElement(case, "failure", message=f"{r.position}: {r.name}")
+            failure.text = "\n".join(r.diff())
+    return ElementTree.tostring(suite, encoding="unicode")
 
 
 def _print_report(report: CaseReport, *, verbose: bool) -> int:

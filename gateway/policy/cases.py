@@ -13,7 +13,7 @@ so a case proves the whole chain from bytes to verdict.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -252,6 +252,12 @@ class CaseReport:
         """The cases that did not pass."""
         return tuple(r for r in self.results if not r.passed)
 
+    def uncovered(self) -> tuple[str, ...]:
+        """The enforced rules (and the default) that decide no case: untested rules."""
+        decided = {r.decision.rule for r in self.results if r.decision is not None}
+        rules = [rule.id for rule in self.policy.rules if rule.mode == "enforce"]
+        return tuple(rule for rule in (*rules, "default") if rule not in decided)
+
 
 def _resolve(policy: CompiledPolicy, case: Case) -> tuple[TransferContext | None, str | None]:
     if isinstance(case.route, AdHocRoute):
@@ -337,8 +343,9 @@ def load_cases(path: Path) -> tuple[list[tuple[Document, CaseFile]], list[Policy
     return out, issues
 
 
-def run_cases(path: Path) -> CaseReport:
-    """Load the policy at ``path`` and run every test case next to it.
+def run_cases(path: Path, select: Callable[[str], bool] | None = None) -> CaseReport:
+    """Load the policy at ``path`` and run every test case next to it (or those
+    whose name ``select`` accepts).
 
     Recipient key files need not exist (they are deployment material).
 
@@ -354,5 +361,6 @@ def run_cases(path: Path) -> CaseReport:
     for doc, case_file in files:
         base = doc.directory
         for i, case in enumerate(case_file.cases):
-            results.append(run_case(policy, case, base, doc.at(("cases", i))))
+            if select is None or select(case.name):
+                results.append(run_case(policy, case, base, doc.at(("cases", i))))
     return CaseReport(policy, tuple(results), tuple(doc.file for doc, _ in files))

@@ -20,6 +20,7 @@ Every problem is collected (not just the first) and reported as
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -234,7 +235,7 @@ def validation_issues(
         if kind == "extra_forbidden":
             expected = _expected_keys(root, loc[:-1])
             hint = f" (expected one of: {', '.join(expected)})" if expected else ""
-            message = f"unknown key {loc[-1]!r}{hint}"
+            message = f"unknown key {loc[-1]!r}{_did_you_mean(str(loc[-1]), expected)}{hint}"
             position = doc.at(tuple(loc), key=True)
         elif kind == "missing":
             message = f"missing required key {loc[-1]!r}"
@@ -283,6 +284,12 @@ class _Merged:
     default: tuple[DefaultSpec, _Origin] | None = None
     ledger: tuple[LedgerSpec, _Origin] | None = None
     chance: tuple[ChanceSpec, _Origin] | None = None
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``, did you mean 'x'?`` for the nearest of ``choices`` to a misspelt ``word``, or ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _merge_named(
@@ -418,8 +425,8 @@ class _Checker:
             kind = "label glob" if is_glob(glob) else "label"
             self.error(
                 position,
-                f"{where}: unknown {kind} {glob!r}: matches no built-in label (SPEC §3.1) "
-                "and no declared custom detector",
+                f"{where}: unknown {kind} {glob!r}{_did_you_mean(glob, self.labels)}: matches "
+                "no built-in label (SPEC §3.1) and no declared custom detector",
             )
 
     def check_categories(self) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_check_shipped_prints_version_and_warns_about_missing_demo_key(
     code, out, err = run(capsys, "policy", "check", str(SHIPPED))
     assert code == 0
     assert "ok, policy hksz-gateway-shipped version " in out
-    assert "2 routes, 2 senders" in out
+    assert "3 routes, 2 senders" in out
     # Without `make run` the demo's recipient file may not exist: a warning, never an error.
     assert "error" not in err
 
@@ -249,3 +250,46 @@ def test_explain_does_not_count_an_import_against_the_export_ledger(
     assert "personal subjects this year including this transfer 99 " in out
     assert "(hk->sz transfers are not counted)" in out
     assert "decision: BLOCK by default" in out
+
+
+def test_policy_test_runs_a_selection_and_reports_for_ci(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "policy", "test", str(SHIPPED), "--run", "1,000,000")
+    assert code == 0
+    assert "PASS: 3/3" in out
+    code, out, _ = run(capsys, "policy", "test", str(SHIPPED), "--format", "json")
+    result = json.loads(out)
+    assert result["failed"] == 0
+    assert result["passed"] == len(result["cases"]) > 50
+    assert result["uncovered"] == []
+    code, out, _ = run(capsys, "policy", "test", str(SHIPPED), "--format", "junit", "--run", "HGR")
+    suite = ElementTree.fromstring(out)
+    assert suite.tag == "testsuite"
+    assert int(suite.get("tests", "0")) == len(suite.findall("testcase")) > 0
+    assert run(capsys, "policy", "test", str(SHIPPED), "--run", "(")[0] == 2
+
+
+def test_policy_test_names_rules_no_case_exercises(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "p"
+    policy.mkdir()
+    (policy / "p.yaml").write_text(
+        "routes:\n  r: {direction: hk->sz, destination: 'https://h/', encrypt: tls}\n"
+        "senders:\n  s: {team: t, organisation: o}\n"
+        "rules:\n"
+        "  - {id: big, action: block, reason: too big, when: {size: '> 1 MB'}}\n"
+        "  - {id: ok, action: allow, reason: fine}\n"
+    )
+    (policy / "p_test.yaml").write_text(
+        "cases:\n  - {name: small, route: r, sender: s, text: hi,\n"
+        "     expect: {action: allow, rule: ok}}\n"
+    )
+    code, out, _ = run(capsys, "policy", "test", str(policy))
+    assert code == 0
+    assert "not exercised: big, default" in out
+    code, out, _ = run(capsys, "policy", "test", str(policy), "--format", "junit")
+    (case,) = ElementTree.fromstring(out).findall("testcase")
+    assert case.get("name") == "small"
+    assert case.find("failure") is None

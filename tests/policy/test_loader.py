@@ -157,8 +157,9 @@ default: {action: block, reason: d}
     )
     a, b, c = (directory / n for n in ("a.yaml", "b.yaml", "c.yaml"))
     assert errors_of(directory) == [
-        f"{at(a, 'pii.passport')}: categories.personal: unknown label 'pii.passport': matches "
-        "no built-in label (SPEC §3.1) and no declared custom detector",
+        f"{at(a, 'pii.passport')}: categories.personal: unknown label 'pii.passport' "
+        "(did you mean 'pii.hk_passport'?): matches no built-in label (SPEC §3.1) and no "
+        "declared custom detector",
         f"{at(a, 'custom.other')}: when.labels.any: unknown label 'custom.other': matches no "
         "built-in label (SPEC §3.1) and no declared custom detector",
         f"{at(a, 'secret')}: when.categories.any: unknown category 'secret' (declared: personal)",
@@ -549,3 +550,23 @@ def test_docs_list_exactly_the_attribute_values_policies_accept() -> None:
         (row,) = [line for line in docs.splitlines() if line.startswith(f"| `{key}` |")]
         listed = set(re.findall(r"`([^`]+)`", row.split("|")[2]))
         assert listed == set(values), key
+
+
+def test_a_misspelt_key_or_label_gets_the_nearest_suggestion(write_policy: WritePolicy) -> None:
+    directory = write_policy(
+        {"p.yaml": "routes:\n  out: {direction: sz->hk, destinaton: 'https://h/', encrypt: tls}\n"}
+    )
+    with pytest.raises(PolicyLoadError) as raised:
+        load_policy(directory)
+    errors = [str(e) for e in raised.value.errors]
+    assert any("unknown key 'destinaton' (did you mean 'destination'?)" in e for e in errors)
+    directory = write_policy(
+        {
+            "p.yaml": "rules:\n  - {id: r, action: block, reason: x, "
+            "when: {labels: {any: [pii.cn_phon]}}}\n"
+        }
+    )
+    with pytest.raises(PolicyLoadError) as raised:
+        load_policy(directory)
+    errors = [str(e) for e in raised.value.errors]
+    assert any("unknown label 'pii.cn_phon' (did you mean 'pii.cn_phone'?)" in e for e in errors)
