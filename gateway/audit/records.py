@@ -127,6 +127,7 @@ class PolicyRecord(TypedDict):
     event: PolicyEvent
     policy_version: str | None
     errors: int
+    rejected_sha256: NotRequired[str]
 
 
 def utc_now() -> str:
@@ -375,7 +376,12 @@ def _bounded_text(name: str, text: str) -> str:
 
 
 def policy_record(
-    *, event: PolicyEvent, policy_version: str | None, errors: int = 0, time: str | None = None
+    *,
+    event: PolicyEvent,
+    policy_version: str | None,
+    errors: int = 0,
+    rejected: str | None = None,
+    time: str | None = None,
 ) -> PolicyRecord:
     """Build the record of a policy load (``policy_loaded``) or rejection.
 
@@ -387,7 +393,7 @@ def policy_record(
     stamp = time if time is not None else utc_now()
     if not _TIME_RE.fullmatch(stamp):
         raise RecordError("time must be UTC like 2026-01-31T12:00:00.000000Z")
-    return {
+    record: PolicyRecord = {
         "v": SCHEMA_VERSION,
         "kind": "policy",
         "time": stamp,
@@ -397,3 +403,6 @@ def policy_record(
         else _require_id("policy_version", policy_version),
         "errors": _count("errors", errors),
     }
+    if rejected:
+        record["rejected_sha256"] = _require_sha256("rejected", rejected) or ""
+    return record

@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 from gateway.classify.chance import CHANCE
 from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 from gateway.errors import GatewayError
+from gateway.policy import archive
 from gateway.policy.cases import CaseReport, offline_ledger, run_cases, scan_path
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.policy.loader import load_policy
@@ -43,6 +44,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
     check.set_defaults(handler=_check)
+
+    show = sub.add_parser(
+        "show",
+        help="the archived content of a policy version (the rules behind a decision)",
+        description="Print a version from the policy archive beside an audit log; "
+        "the file must hash to its name.",
+    )
+    show.add_argument("version", metavar="VERSION", help="a version, or 8+ of its hex digits")
+    show.add_argument(
+        "--audit", type=Path, required=True, metavar="DIR", help="the audit directory"
+    )
+    show.set_defaults(handler=_show)
+    diff = sub.add_parser(
+        "diff",
+        help="what changed between two archived policy versions",
+        description="A unified diff of two versions from the policy archive.",
+    )
+    diff.add_argument("old", metavar="A")
+    diff.add_argument("new", metavar="B")
+    diff.add_argument(
+        "--audit", type=Path, required=True, metavar="DIR", help="the audit directory"
+    )
+    diff.set_defaults(handler=_diff)
 
     test = sub.add_parser(
         "test",
@@ -112,6 +136,26 @@ def _check(args: argparse.Namespace) -> int:
         f"default {policy.default_action}"
     )
     return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        content = archive.read_version(archive.archive_dir(args.audit), args.version)
+    except GatewayError as exc:
+        print(f"gateway policy show: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(archive.show(content))
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    try:
+        lines = archive.diff(archive.archive_dir(args.audit), args.old, args.new)
+    except GatewayError as exc:
+        print(f"gateway policy diff: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.writelines(lines)
+    return EXIT_FINDING if lines else EXIT_OK
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -689,6 +689,7 @@ class CompiledPolicy:
         chance_headers: Mapping[str, Sequence[str]] | None = None,
         gba_organisations: Collection[str] = (),
         sources: Sequence[Path] = (),
+        content: Mapping[str, Any] | None = None,
         warnings: Sequence[PolicyIssue] = (),
     ) -> None:
         self.name = name
@@ -702,6 +703,8 @@ class CompiledPolicy:
         self.default_reason = default_reason
         self.default_encrypt: EncryptMode | None = default_encrypt
         self.sources = tuple(sources)
+        #: The canonical content the version is the SHA-256 of (the policy archive keeps it).
+        self.content: Mapping[str, Any] = MappingProxyType(dict(content or {}))
         self.warnings = tuple(warnings)
         self._category_globs = {c: _Globs(g) for c, g in self.categories.items()}
         self._label_cache: dict[str, frozenset[str]] = {}

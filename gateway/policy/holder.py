@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Final, Literal
 
 from gateway.obs.metrics import Metrics
+from gateway.policy.archive import files_digest
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy.loader import POLICY_SUFFIXES, PolicyIOError, load_policy
+from gateway.policy.loader import POLICY_SUFFIXES, PolicyIOError, load_policy, policy_files
 from gateway.policy.source import PolicyIssue, PolicyLoadError, Position
 
 ReloadOutcome = Literal["success", "failure"]
@@ -48,6 +49,8 @@ class ReloadResult:
         changed: a different version is now in force.
         errors: why the attempt failed (``file:line:col: message``).
         warnings: problems that did not stop loading.
+        rejected: for a failure, the SHA-256 of the policy files that did not
+            load (:func:`gateway.policy.archive.files_digest`).
     """
 
     result: ReloadOutcome
@@ -56,6 +59,7 @@ class ReloadResult:
     changed: bool
     errors: tuple[PolicyIssue, ...] = ()
     warnings: tuple[PolicyIssue, ...] = ()
+    rejected: str = ""
 
     @property
     def ok(self) -> bool:
@@ -118,6 +122,12 @@ class PolicyHolder:
         """Whether a policy is in force (for ``/readyz``)."""
         return self._current is not None
 
+    def _digest(self) -> str:
+        try:
+            return files_digest(policy_files(self.path))
+        except (OSError, PolicyIOError):
+            return ""
+
     def reload(self) -> ReloadResult:
         """Load the policy at :attr:`path`; swap it in only if it is valid.
 
@@ -131,7 +141,9 @@ class PolicyHolder:
             try:
                 policy = self._loader(self.path)
             except PolicyLoadError as exc:
-                result = ReloadResult("failure", before, before, False, tuple(exc.errors))
+                result = ReloadResult(
+                    "failure", before, before, False, tuple(exc.errors), rejected=self._digest()
+                )
             except PolicyIOError as exc:
                 issue = PolicyIssue(Position(str(self.path)), exc.detail)
                 result = ReloadResult("failure", before, before, False, (issue,))

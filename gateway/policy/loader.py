@@ -849,5 +849,6 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         chance_headers=chance_spec.headers if chance_spec else {},
         gba_organisations=frozenset(k for k, v in organisation_gba.items() if v),
         sources=(*files, *key_files),
+        content=content,
         warnings=[i for i in issues if i.warning],
     )

@@ -31,6 +31,7 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.tls import server_ssl_context as tls_server_context
 from gateway.errors import ConfigError
+from gateway.policy.archive import archive_dir, archive_policy
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
 from gateway.server import egress, inbox, ingress, reviews, witness
@@ -163,8 +164,13 @@ async def reload_policy(app: web.Application) -> ReloadResult:
         for issue in result.errors:
             log.error("policy_error", error=str(issue))
         log.info(event, version=result.version, previous=result.previous_version)
+        if result.ok:
+            await _archive(app, holder.current())
         record = policy_record(
-            event=event, policy_version=result.version or None, errors=len(result.errors)
+            event=event,
+            policy_version=result.version or None,
+            errors=len(result.errors),
+            rejected=result.rejected or None,
         )
         try:
             await app[SERVICES].audit.append(record)
@@ -175,6 +181,16 @@ async def reload_policy(app: web.Application) -> ReloadResult:
         if watcher is not None:
             watcher.watch(holder.current().sources)
     return result
+
+
+async def _archive(app: web.Application, policy: CompiledPolicy) -> None:
+    """Keep the version in force in the policy archive beside the audit log."""
+    directory = archive_dir(app[SERVICES].settings.audit.dir)
+    try:
+        await asyncio.to_thread(archive_policy, directory, policy.version, policy.content)
+    except (OSError, ValueError) as exc:
+        # Decisions still name the version; the operator log says why it is not kept.
+        log.error("policy_archive_failed", error_type=type(exc).__name__)
 
 
 _WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
