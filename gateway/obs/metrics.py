@@ -39,6 +39,7 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_policy_reloads_total": ("result",),
     "gateway_policy_info": ("version", "name"),
     "gateway_policy_last_reload_success_timestamp_seconds": (),
+    "gateway_policy_rejected": (),
     "gateway_audit_records_total": (),
     "gateway_audit_write_failures_total": (),
     "gateway_audit_fsync_seconds": (),
@@ -166,6 +167,11 @@ class Metrics:
             "gateway_policy_info",
             "The policy set in force (value 1).",
             METRIC_LABELS["gateway_policy_info"],
+            registry=r,
+        )
+        self.policy_rejected = Gauge(
+            "gateway_policy_rejected",
+            "1 while the policy files on disk do not load (the previous version is in force).",
             registry=r,
         )
         self.policy_last_reload_success = Gauge(

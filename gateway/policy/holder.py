@@ -76,8 +76,9 @@ class PolicyHolder:
 
     Args:
         path: the policy directory (or file).
-        metrics: if given, ``policy_reloads``, ``policy_info`` and
-            ``policy_last_reload_success`` are kept up to date.
+        metrics: if given, ``policy_reloads``, ``policy_info``,
+            ``policy_rejected`` and ``policy_last_reload_success`` are kept up
+            to date.
         listeners: called with every :class:`ReloadResult`, in order, after the
             swap (log event, audit record). A listener that raises does not
             undo the swap; the error propagates to the caller of reload().
@@ -160,6 +161,8 @@ class PolicyHolder:
                 self._record_success(previous, policy)
             if self._metrics is not None:
                 self._metrics.policy_reloads.labels(result.result).inc()
+                # Stays 1 until a valid version loads: a rejected edit must not hide.
+                self._metrics.policy_rejected.set(0 if result.ok else 1)
         for listener in list(self._listeners):
             listener(result)
         return result

@@ -126,6 +126,7 @@ def _touch_every_child(metrics: Metrics) -> None:
     metrics.reviews_pending.set(2)
     metrics.review_oldest_age.set(7200)
     metrics.policy_reloads.labels("success").inc()
+    metrics.policy_rejected.set(1)
     metrics.policy_info.labels("a" * 64, "hetao-default").set(1)
     metrics.policy_last_reload_success.set(1_795_000_000)
     metrics.audit_records.inc()
