@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from gateway.errors import GatewayError
 from gateway.policy import archive
 from gateway.policy.cases import CaseReport, offline_ledger, run_cases, scan_path
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
-from gateway.policy.loader import load_policy
+from gateway.policy.loader import PolicyIOError, load_policy
 from gateway.policy.source import PolicyIssue, PolicyLoadError
 
 #: Where the shipped policy set lives (SPEC §2: top-level ``policies/``).
@@ -67,6 +68,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--audit", type=Path, required=True, metavar="DIR", help="the audit directory"
     )
     diff.set_defaults(handler=_diff)
+
+    status = sub.add_parser(
+        "status",
+        help="which version a gateway enforces, and whether these files are it",
+        description="Ask a running egress gateway (GET /v1/policy, officer token) which "
+        "version is in force and whether its files load; compare with DIR. Exit 0 when "
+        "the gateway enforces DIR's version, 1 otherwise.",
+    )
+    status.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
+    status.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
+    status.add_argument("--token", default=os.environ.get("GATEWAY_TOKEN"))
+    status.add_argument("--ca", metavar="FILE", help="CA bundle for an https:// gateway")
+    status.set_defaults(handler=_status)
 
     test = sub.add_parser(
         "test",
@@ -136,6 +150,39 @@ def _check(args: argparse.Namespace) -> int:
         f"default {policy.default_action}"
     )
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.cli.review import Refused, call_gateway  # urllib, only for this command
+
+    if not args.token:
+        print(
+            "gateway policy status: give an officer token (--token or $GATEWAY_TOKEN)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        live = call_gateway(args, "GET", "/v1/policy")
+    except Refused as exc:
+        print(f"gateway policy status: {exc.status}: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"gateway policy status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"in force: {live['name']} version {live['version']} ({live['rules']} rules)")
+    if not live["files_load"]:
+        print(
+            f"REJECTED: the gateway's policy files do not load ({live['errors']} errors, "
+            f"files sha256 {live['rejected_sha256']}); the version above stays in force"
+        )
+    try:
+        local = load_policy(args.dir, require_keys=False).version
+    except (PolicyLoadError, PolicyIOError):
+        print(f"{args.dir}: does not load (gateway policy check {args.dir})")
+        return EXIT_FINDING
+    same = local == live["version"]
+    print(f"{args.dir}: version {local} ({'in force' if same else 'NOT in force'})")
+    return EXIT_OK if same and live["files_load"] else EXIT_FINDING
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ DEFAULT_URL: Final = "http://127.0.0.1:8080"
 TIMEOUT_SECONDS: Final = 120
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The gateway answered with a problem (its status and detail)."""
 
     def __init__(self, status: int, detail: str) -> None:
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.set_defaults(handler=_main, review_action=name)
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+def call_gateway(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     # The scheme is checked in _main: http or https only.
     request = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method)  # noqa: S310
@@ -97,7 +97,7 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
             detail = str(problem.get("detail") or problem.get("title") or exc.reason)
         except ValueError:
             detail = str(exc.reason)
-        raise _Refused(exc.code, detail) from None
+        raise Refused(exc.code, detail) from None
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -112,15 +112,15 @@ def _main(args: argparse.Namespace) -> int:
     try:
         if action == "list":
             query = f"?state={args.state}&limit={args.limit}&offset={args.offset}"
-            result = _call(args, "GET", "/v1/reviews" + query)
+            result = call_gateway(args, "GET", "/v1/reviews" + query)
         elif action == "show":
-            result = _call(args, "GET", f"/v1/reviews/{args.id}")
+            result = call_gateway(args, "GET", f"/v1/reviews/{args.id}")
         else:
             body = {"comment": args.comment}
             if args.reference:
                 body["reference"] = args.reference
-            result = _call(args, "POST", f"/v1/reviews/{args.id}/{action}", body)
-    except _Refused as exc:
+            result = call_gateway(args, "POST", f"/v1/reviews/{args.id}/{action}", body)
+    except Refused as exc:
         print(f"gateway review {action}: {exc.status}: {exc.detail}", file=err)
         return EXIT_FINDING if exc.status == 409 else EXIT_USAGE
     except (urllib.error.URLError, OSError) as exc:

@@ -102,6 +102,8 @@ class PolicyHolder:
         self._clock = clock
         self._lock = threading.Lock()
         self._current: CompiledPolicy | None = None
+        #: The last load attempt's outcome (None before the first).
+        self.last: ReloadResult | None = None
 
     def add_listener(self, listener: ReloadListener) -> None:
         """Also report future reload outcomes to ``listener``."""
@@ -163,6 +165,7 @@ class PolicyHolder:
                 self._metrics.policy_reloads.labels(result.result).inc()
                 # Stays 1 until a valid version loads: a rejected edit must not hide.
                 self._metrics.policy_rejected.set(0 if result.ok else 1)
+        self.last = result
         for listener in list(self._listeners):
             listener(result)
         return result

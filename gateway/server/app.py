@@ -137,6 +137,26 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def handle_policy(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/policy`` (compliance officers): the version in force and whether the
+    files on disk load (``gateway policy status``)."""
+    state = request.app[egress.EGRESS]
+    reviews.officer_of(request, state)
+    holder = request.app[POLICY]
+    policy = holder.current()
+    last = holder.last
+    return json_response(
+        {
+            "name": policy.name,
+            "version": policy.version,
+            "rules": len(policy.rules),
+            "files_load": last is None or last.ok,
+            "rejected_sha256": last.rejected if last is not None and not last.ok else None,
+            "errors": len(last.errors) if last is not None else 0,
+        }
+    )
+
+
 async def handle_healthz(request: web.Request) -> web.StreamResponse:
     """``GET /healthz``: the process is up."""
     return json_response({"status": "ok"})
@@ -301,6 +321,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     app.router.add_route("POST", "/v1/transfers/{route}/{path}", egress.handle_transfer)
     app.router.add_get("/v1/transfers/{id}", reviews.handle_status)
     app.router.add_get("/v1/transfers/{id}/receipt", reviews.handle_receipt)
+    app.router.add_get("/v1/policy", handle_policy)
     app.router.add_get("/v1/reviews", reviews.handle_reviews)
     app.router.add_get("/v1/reviews/{id}", reviews.handle_review_detail)
     app.router.add_post("/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review)

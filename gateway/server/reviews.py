@@ -86,7 +86,7 @@ def new_lookup_slots() -> asyncio.Semaphore:
     return asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
 
-def _officer(request: web.Request, state: EgressState) -> str:
+def officer_of(request: web.Request, state: EgressState) -> str:
     """The name of the compliance officer making the request (see :func:`require_officer`)."""
     config = state.config
     named = [(entry.sha256, entry.name) for entry in config.officers]
@@ -100,7 +100,7 @@ def _reader(request: web.Request, state: EgressState) -> str | None:
         Unauthenticated: neither an officer token nor a known sender.
     """
     try:
-        _officer(request, state)
+        officer_of(request, state)
         return None
     except GatewayError:
         pass
@@ -239,7 +239,7 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
     (``gateway audit query --event approved`` reaches the older ones).
     """
     state = request.app[EGRESS]
-    _officer(request, state)
+    officer_of(request, state)
     wanted = request.query.get("state", "pending")
     if wanted not in REVIEW_STATES:
         raise ClientError(f"state: one of {', '.join(REVIEW_STATES)}")
@@ -279,7 +279,7 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
         NotFound: no open review of that id (a decided one: ``GET /v1/transfers/{id}``).
     """
     state = request.app[EGRESS]
-    _officer(request, state)
+    officer_of(request, state)
     transfer_id = _transfer_id(request)
     held = state.held.get(transfer_id)
     if held is None:
@@ -394,7 +394,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
     log (or the ledger) fails, the review stays open and can be decided again.
     """
     state = request.app[EGRESS]
-    officer = _officer(request, state)
+    officer = officer_of(request, state)
     transfer_id = _transfer_id(request)
     verb = request.match_info["verb"]
     if state.closing:

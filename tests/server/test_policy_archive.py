@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from gateway.cli import main
 from gateway.policy.archive import archive_dir
 from gateway.server.app import reload_policy
-from tests.server.conftest import Parks
+from tests.server.conftest import OFFICER_TOKEN, Parks
 from tests.server.test_chance_egress import edit_policy
 
 
@@ -48,3 +49,30 @@ async def test_every_version_in_force_is_archived_and_a_rejected_one_named(
     assert rejected["policy_version"] == second
     assert len(rejected["rejected_sha256"]) == 64
     assert rejected["rejected_sha256"] not in (first, second)
+
+
+async def test_policy_status_tells_an_officer_what_is_in_force(
+    parks: Parks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = parks.root / "policies"
+    argv = ["policy", "status", str(directory), "--url", parks.egress, "--token", OFFICER_TOKEN]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = _mine(capsys.readouterr().out)
+    assert "(in force)" in out
+    # Edited but not loaded yet (the gateway reloads on SIGHUP or a file change):
+    # this directory's version is not the one in force.
+    path = directory / "policy.yaml"
+    path.write_text(path.read_text().replace("Default deny.", "Nothing else passes."))
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "NOT in force" in _mine(capsys.readouterr().out)
+    # Files that do not load: the gateway keeps its version and says so.
+    path.write_text(path.read_text() + "\nrules: [oops\n")
+    assert parks.hk.egress_app is not None
+    assert not (await reload_policy(parks.hk.egress_app)).ok
+    assert await asyncio.to_thread(main, argv) == 1
+    out = _mine(capsys.readouterr().out)
+    assert "REJECTED: the gateway's policy files do not load" in out
+    assert "does not load" in out
+    # Senders do not see it.
+    sender = ["--token", "tok-research-0123456789"]
+    assert await asyncio.to_thread(main, [*argv[:-2], *sender]) == 2
