@@ -82,6 +82,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
 _RULE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _GLOB_FORBIDDEN = frozenset("[]{}\\")
 _THRESHOLD_RE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*([0-9][0-9_,]*)\s*([A-Za-z]*)\s*")
+#: A number whose thousands are separated (by one kind of separator, in threes).
+_GROUPED_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?:_[0-9]{3})+")
 _SIZE_UNITS: Final[Mapping[str, int]] = {
     "": 1,
     "B": 1,
@@ -146,6 +148,11 @@ def _parse_threshold(raw: object, *, sizes: bool) -> Threshold:
     if unit not in _SIZE_UNITS:
         raise ValueError(
             f"unknown size unit {unit!r}; expected one of B, KB, MB, GB, KiB, MiB, GiB"
+        )
+    if ("," in digits or "_" in digits) and not _GROUPED_RE.fullmatch(digits):
+        raise ValueError(
+            f"ambiguous number {digits!r}: separate thousands in groups of three "
+            "(10,000 or 100_000), or write the digits alone"
         )
     value = int(digits.replace("_", "").replace(",", "")) * _SIZE_UNITS[unit]
     if value > MAX_THRESHOLD:

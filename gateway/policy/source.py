@@ -14,6 +14,7 @@ explicit tags such as ``!!python/object`` are errors, never surprises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,22 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
+#: An unquoted comparison as a mapping value (``subjects: >= 100``): YAML reads ``>`` as
+#: a folded block and ``<`` … as text, so comparisons must be quoted.
+_BARE_COMPARISON = re.compile(r":\s*[<>=!]=?\s*[0-9]")
+
+
+def _yaml_hint(text: str, line: int) -> str:
+    """What probably went wrong on (or just before) ``line`` (0-based), in words."""
+    lines = text.splitlines()
+    near = lines[max(0, line - 1) : line + 1]
+    if any("\t" in candidate[: len(candidate) - len(candidate.lstrip())] for candidate in near):
+        return " (hint: a tab in the indentation; YAML indents with spaces only)"
+    if any(_BARE_COMPARISON.search(candidate) for candidate in near):
+        return ' (hint: quote comparisons, e.g. subjects: ">= 100")'
+    return ""
+
+
 def parse_yaml(text: str, file: str) -> tuple[Document, list[PolicyIssue]]:
     """Parse one YAML document, keeping positions.
 
@@ -274,7 +291,10 @@ def parse_yaml(text: str, file: str) -> tuple[Document, list[PolicyIssue]]:
         mark = exc.problem_mark or exc.context_mark
         where = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        return Document(file, None, {}, {}), [PolicyIssue(where, f"YAML syntax error: {problem}")]
+        hint = _yaml_hint(text, mark.line if mark else 0)
+        return Document(file, None, {}, {}), [
+            PolicyIssue(where, f"YAML syntax error: {problem}{hint}")
+        ]
     except yaml.YAMLError as exc:  # reader errors (control characters) carry an offset
         offset = getattr(exc, "position", 0)
         offset = offset if isinstance(offset, int) else 0

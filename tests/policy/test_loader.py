@@ -570,3 +570,43 @@ def test_a_misspelt_key_or_label_gets_the_nearest_suggestion(write_policy: Write
         load_policy(directory)
     errors = [str(e) for e in raised.value.errors]
     assert any("unknown label 'pii.cn_phon' (did you mean 'pii.cn_phone'?)" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "rules:\n  - id: r\n    action: block\n    reason: x\n"
+            "    when:\n      subjects: >= 100\n",
+            "p.yaml:6:18: YAML syntax error: did not find expected comment or line break "
+            '(hint: quote comparisons, e.g. subjects: ">= 100")',
+        ),
+        (
+            "rules:\n\t- id: r\n",
+            "p.yaml:2:1: YAML syntax error: found character that cannot start any token "
+            "(hint: a tab in the indentation; YAML indents with spaces only)",
+        ),
+        (
+            "rules:\n  - {id: r, action: block, reason: x, when: {subjects: '>= 10,00'}}\n",
+            "rules[0].when.subjects: ambiguous number '10,00': separate thousands in groups "
+            "of three (10,000 or 100_000), or write the digits alone",
+        ),
+    ],
+)
+def test_yaml_mistakes_come_with_a_hint(write_policy: WritePolicy, text: str, says: str) -> None:
+    with pytest.raises(PolicyLoadError) as raised:
+        load_policy(write_policy({"p.yaml": text}))
+    (error,) = [str(e) for e in raised.value.errors]
+    assert error.endswith(says), error
+
+
+def test_grouped_numbers_read_as_written(write_policy: WritePolicy) -> None:
+    policy = load_policy(
+        write_policy(
+            {
+                "p.yaml": "rules:\n  - {id: r, action: block, reason: x, "
+                "when: {subjects: '>= 100,000', size: '> 1_000 MB'}}\n"
+            }
+        )
+    )
+    assert policy.rules[0].predicates  # loaded: 100,000 and 1_000 are unambiguous
