@@ -492,6 +492,8 @@ class _Checker:
                 for key in getattr(spec, measure) or {}:
                     at = origin.at("when", "labels", measure, key, key=True)
                     self.label_glob(key, at, f"when.labels.{measure}")
+        for kind in ("labels", "categories"):
+            self._contradiction(rule, origin, kind)
         if when.categories is not None:
             spec = when.categories
             for group in ("any", "all", "none"):
@@ -528,6 +530,21 @@ class _Checker:
                 )
             elif category not in self.m.categories:
                 self.error(at, f"when.ledger: category {category!r} is not declared")
+
+    def _contradiction(self, rule: RuleSpec, origin: _Origin, kind: str) -> None:
+        """A name both required (``any``/``all``) and excluded (``none``): the rule never fires."""
+        spec = getattr(rule.when, kind)
+        if spec is None or not spec.none:
+            return
+        excluded = set(spec.none)
+        for group in ("any", "all"):
+            for i, name in enumerate(getattr(spec, group) or ()):
+                if name in excluded and (group == "all" or len(getattr(spec, group)) == 1):
+                    self.error(
+                        self._item(origin, ("when", kind, group), i),
+                        f"rule {rule.id!r} can never fire: when.{kind}.{group} requires "
+                        f"{name!r} and when.{kind}.none excludes it",
+                    )
 
     @staticmethod
     def _item(origin: _Origin, path: tuple[str, ...], index: int) -> Position:

@@ -610,3 +610,37 @@ def test_grouped_numbers_read_as_written(write_policy: WritePolicy) -> None:
         )
     )
     assert policy.rules[0].predicates  # loaded: 100,000 and 1_000 are unambiguous
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "{labels: {all: [pii.email], none: [pii.email]}}",
+        "{labels: {any: [pii.email], none: [pii.email]}}",
+        "{categories: {all: [personal], none: [personal]}}",
+    ],
+)
+def test_a_rule_that_can_never_fire_is_an_error(write_policy: WritePolicy, when: str) -> None:
+    directory = write_policy(
+        {
+            "p.yaml": "categories: {personal: ['pii.*']}\n"
+            f"rules:\n  - {{id: never, action: block, reason: x, when: {when}}}\n"
+        }
+    )
+    with pytest.raises(PolicyLoadError) as raised:
+        load_policy(directory)
+    (error,) = [str(e) for e in raised.value.errors]
+    assert "rule 'never' can never fire" in error
+    assert "p.yaml:3:" in error
+
+
+def test_any_of_several_with_one_excluded_can_still_fire(write_policy: WritePolicy) -> None:
+    policy = load_policy(
+        write_policy(
+            {
+                "p.yaml": "rules:\n  - {id: some, action: block, reason: x, "
+                "when: {labels: {any: [pii.email, pii.cn_phone], none: [pii.email]}}}\n"
+            }
+        )
+    )
+    assert [r.id for r in policy.rules] == ["some"]
