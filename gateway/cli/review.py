@@ -133,6 +133,8 @@ def _main(args: argparse.Namespace) -> int:
         _print_list(result)
     elif action == "show":
         _print_review(result)
+    elif action == "approve" and result.get("approvals"):
+        print(f"{args.id}: approval {result['approvals']} recorded; {result['next']}")
     elif action == "approve":
         upstream = result.get("upstream_status")
         print(f"{args.id}: approved and delivered (destination answered {upstream})")

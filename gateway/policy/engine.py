@@ -182,6 +182,7 @@ class Decision:
         combined: ids of the rules with ``then`` that matched: their action
             was weighed against the rest of the evaluation's, and the
             stricter one decided (``rule``).
+        approvals: for a review, how many distinct officers must approve it.
     """
 
     action: Action
@@ -192,6 +193,7 @@ class Decision:
     trace: tuple[RuleTrace, ...]
     shadow_matches: tuple[str, ...] = ()
     combined: tuple[str, ...] = ()
+    approvals: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form of the whole decision, trace included."""
@@ -499,6 +501,7 @@ class CompiledRule:
     catch_all: bool
     without: _Globs | None = None
     ledger_lines: tuple[tuple[str, str, Threshold], ...] = ()
+    approvals: int = 1
 
 
 def compile_rule(
@@ -509,6 +512,7 @@ def compile_rule(
     mode: Mode,
     when: When,
     without: Sequence[str] | None = None,
+    approvals: int = 1,
 ) -> CompiledRule:
     """Compile one rule's conditions into predicates, in the order of :class:`When`."""
     preds: list[Predicate] = []
@@ -593,6 +597,7 @@ def compile_rule(
             for which, threshold in (("current", ledger.current), ("projected", ledger.projected))
             if threshold is not None
         ),
+        approvals=approvals,
     )
 
 
@@ -924,17 +929,24 @@ class CompiledPolicy:
             facts = self._facts(context, summary, counts)
         # The stricter decision wins (block over review over allow); on a tie,
         # the earlier rule. No deciding rule: the default stands in for it.
-        outcomes: list[tuple[int | None, str, Action, str, EncryptMode | None]] = [
-            (i, rule.id, rule.action, rule.reason, rule.encrypt) for i, rule in held
+        outcomes: list[tuple[int | None, str, Action, str, EncryptMode | None, int]] = [
+            (i, rule.id, rule.action, rule.reason, rule.encrypt, rule.approvals) for i, rule in held
         ]
         if final is not None:
             i, rule = final
-            outcomes.append((i, rule.id, rule.action, rule.reason, rule.encrypt))
+            outcomes.append((i, rule.id, rule.action, rule.reason, rule.encrypt, rule.approvals))
         else:
             outcomes.append(
-                (None, DEFAULT_RULE, self.default_action, self.default_reason, self.default_encrypt)
+                (
+                    None,
+                    DEFAULT_RULE,
+                    self.default_action,
+                    self.default_reason,
+                    self.default_encrypt,
+                    1,
+                )
             )
-        index, rule_id, action, reason, encrypt = max(
+        index, rule_id, action, reason, encrypt, approvals = max(
             outcomes, key=lambda o: (STRICTNESS[o[2]], -outcomes.index(o))
         )
         if index is not None:
@@ -948,6 +960,7 @@ class CompiledPolicy:
             trace=tuple(trace),
             shadow_matches=tuple(shadow),
             combined=tuple(rule.id for _, rule in held),
+            approvals=approvals,
         )
 
     def _facts(

@@ -453,7 +453,14 @@ class _Checker:
                 at = self._item(origin, ("then", "without"), i)
                 self.label_glob(glob, at, "then.without")
             built = compile_rule(
-                rule.id, rule.action, rule.reason, rule.encrypt, rule.mode, rule.when, without
+                rule.id,
+                rule.action,
+                rule.reason,
+                rule.encrypt,
+                rule.mode,
+                rule.when,
+                without,
+                rule.approvals or 1,
             )
             if catch_all is not None:
                 self.error(

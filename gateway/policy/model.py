@@ -566,6 +566,8 @@ class RuleSpec(_Model):
     mode: Mode = "enforce"
     #: Evaluation goes on after this rule; the stricter decision wins (docs/policies.md 3.2).
     then: ThenSpec | None = None
+    #: A review this rule holds needs this many approvals by distinct officers (four eyes: 2).
+    approvals: int | None = Field(default=None, ge=1, le=2)
 
     @model_validator(mode="after")
     def _encrypt_only_when_passing(self) -> RuleSpec:
@@ -573,6 +575,8 @@ class RuleSpec(_Model):
             raise ValueError("'encrypt' applies to allow and review, not block")
         if self.then is not None and self.action == "block":
             raise ValueError("'then' applies to allow and review: nothing is stricter than block")
+        if (self.approvals or 1) > 1 and self.action != "review":
+            raise ValueError("'approvals' applies to review rules")
         return self
 
 

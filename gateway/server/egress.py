@@ -161,6 +161,9 @@ class Held:
     digests: Mapping[str, frozenset[bytes]]
     info: SpoolInfo
     encrypt: str
+    #: Approvals recorded so far when the rule asks for more than one
+    #: (officer, comment, reference); a restart forgets them (fail safe).
+    approvals: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -1157,6 +1160,7 @@ def _decision_meta(decision: Decision) -> dict[str, Any]:
         "reason": decision.reason,
         "encrypt": decision.encrypt,
         "policy_version": decision.policy_version,
+        "approvals": decision.approvals,
     }
 
 

@@ -203,7 +203,7 @@ def _page_arg(request: web.Request, name: str, default: int, most: int) -> int:
     return int(raw)
 
 
-def _review_row(transfer: Transfer) -> dict[str, Any]:
+def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None) -> dict[str, Any]:
     """What a list of reviews shows of one transfer: who, where, what, how long."""
     verdict = transfer.verdict
     decided = [step for step, _ in transfer.history if step in ("approved", "rejected")]
@@ -226,6 +226,10 @@ def _review_row(transfer: Transfer) -> dict[str, Any]:
         "justification": transfer.justification,
         "held_at": round(transfer.created_at, 3),
     }
+    held = state_held.get(transfer.id) if state_held is not None else None
+    if held is not None:
+        row["approvals_needed"] = _approvals_needed(held)
+        row["approved_by"] = [officer for officer, _, _ in held.approvals]
     if transfer.state is State.HELD:
         row["waiting_seconds"] = round(max(0.0, time.time() - transfer.created_at), 3)
     return row
@@ -261,7 +265,7 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
             "total": len(transfers),
             "offset": offset,
             "limit": limit,
-            "reviews": [_review_row(t) for t in page],
+            "reviews": [_review_row(t, state.held) for t in page],
         }
     )
 
@@ -285,7 +289,7 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
     if held is None:
         raise NotFound("no open review of that id; a decided one is at /v1/transfers/{id}")
     transfer = held.transfer
-    body = _review_row(transfer)
+    body = _review_row(transfer, state.held)
     rule, reason, version = _recorded_verdict(held)
     body["held_by"] = {"rule": rule, "reason": reason, "policy_version": version}
     if held.summary is None:  # restored after a restart: read from the held files
@@ -418,6 +422,13 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(state.config.total_timeout):
                     if verb == "reject":
                         return await _reject(state, held, decided_by)
+                    if len(held.approvals) + 1 < _approvals_needed(held):
+                        return await _first_approval(state, held, decided_by)
+                    if any(officer == by for by, _, _ in held.approvals):
+                        raise Conflict(
+                            "this review needs approvals by two different officers; "
+                            "you approved it already"
+                        )
                     return await _approve(state, held, decided_by)
             except TimeoutError:
                 if transfer.state is not State.HELD and not transfer.state.final:
@@ -433,6 +444,52 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             state.tasks.discard(task)
         if held.transfer.state is State.HELD:
             state.held[transfer_id] = held  # not decided: still open for review
+
+
+def _approvals_needed(held: Held) -> int:
+    """How many distinct officers must approve the review (the holding rule's ``approvals``)."""
+    needed = held.decision.get("approvals", 1)
+    return needed if isinstance(needed, int) and needed > 0 else 1
+
+
+async def _first_approval(state: EgressState, held: Held, by: _DecidedBy) -> web.StreamResponse:
+    """Record an approval that is not yet enough (four eyes); the review stays open.
+
+    The record is a ``review`` record naming the officer: the transfer's trail
+    still ends at ``review`` (it is restored as open after a restart, which
+    forgets the approval: it needs all of them again, the safe way).
+    """
+    transfer = held.transfer
+    if any(by.officer == officer for officer, _, _ in held.approvals):
+        raise Conflict("you approved this review already; another officer must approve it")
+    rule, reason, version = _recorded_verdict(held)
+    needed = _approvals_needed(held)
+    count = len(held.approvals) + 1
+    await append_record(
+        state,
+        "review",
+        transfer,
+        direction=held.direction,
+        decision="review",
+        rule=rule,
+        reason=reason,
+        policy_version=version,
+        summary=held.summary,
+        size=transfer.verdict.get("bytes"),
+        detail=f"approval {count} of {needed}",
+        officer=by.officer,
+        comment=by.comment,
+        reference=by.reference,
+    )
+    held.approvals.append((by.officer, by.comment, by.reference))
+    body = {
+        **transfer.verdict,
+        "state": transfer.state.value,
+        "approvals": f"{count} of {needed}",
+        "officer": by.officer,
+        "next": "another compliance officer must approve it before it is delivered",
+    }
+    return json_response(body, status=202)
 
 
 def _text_or_none(value: object) -> str | None:

@@ -263,3 +263,27 @@ def test_explain_marks_a_weighed_rule_that_a_stricter_one_overruled(
     assert "whitelist-review [review] MATCH (then: weighed" in out
     assert "important-block [block] MATCH -> decides" in out
     assert "decision: BLOCK by important-block" in out
+
+
+def test_a_review_rule_may_ask_for_two_officers(write_policy: WritePolicy) -> None:
+    base = (
+        "senders: {lab: {team: t, organisation: o}}\n"
+        'routes: {r: {direction: hk->sz, destination: "https://sz.example/r", encrypt: tls}}\n'
+    )
+    policy = load_policy(
+        write_policy(
+            {"p.yaml": base + "rules:\n  - {id: two, action: review, reason: x, approvals: 2}\n"}
+        )
+    )
+    decision = policy.evaluate(policy.context("r", "lab"), make_summary({}))
+    assert (decision.rule, decision.approvals) == ("two", 2)
+    for rule, says in (
+        (
+            "{id: x, action: allow, reason: x, approvals: 2}",
+            "'approvals' applies to review rules",
+        ),
+        ("{id: x, action: review, reason: x, approvals: 3}", "less than or equal to 2"),
+    ):
+        with pytest.raises(PolicyLoadError) as raised:
+            load_policy(write_policy({"p.yaml": base + f"rules:\n  - {rule}\n"}))
+        assert any(says in str(e) for e in raised.value.errors), raised.value.errors

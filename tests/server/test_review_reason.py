@@ -160,3 +160,35 @@ async def test_a_senders_justification_reaches_the_reviewer_and_the_record(parks
         assert r.status == 400
         assert "13812345678" not in await r.text()
     assert "f.csv" not in str(parks.audit_events())
+
+
+async def test_a_four_eyes_review_needs_two_different_officers(parks: Parks) -> None:
+    from tests.server.test_chance_egress import edit_policy
+
+    reason = "    reason: Transfers on this route are checked by a compliance officer.\n"
+    await edit_policy(parks, reason, reason + "    approvals: 2\n")
+    status, held = await parks.put("sz-review", "g.csv", CLEAN)
+    assert status == 202
+    tid = held["transfer_id"]
+    status, first = await _decide(parks, tid, "approve", {"comment": "Looks right."})
+    assert status == 202, first
+    assert (first["approvals"], first["state"]) == ("1 of 2", "review")
+    assert parks.inbox_files("sz-review") == {}
+    # The same officer again: refused, still open.
+    status, problem = await _decide(parks, tid, "approve", {"comment": "Really."})
+    assert status == 409, problem
+    async with parks.session.get(f"{parks.egress}/v1/reviews/{tid}", headers=OFFICER) as r:
+        review = await r.json()
+    assert review["approvals_needed"] == 2
+    assert review["approved_by"] == [first["officer"]]
+    status, done = await _decide(parks, tid, "approve", {"comment": "Agreed."}, NAMED)
+    assert status == 201, done
+    assert parks.inbox_files("sz-review") == {"g.csv": CLEAN}
+    assert parks.events_of(tid) == ["review", "review", "approved", "delivered"]
+    (_, second_review) = _records(parks, tid, "review")
+    assert (second_review["officer"], second_review["detail"]) == (
+        first["officer"],
+        "approval 1 of 2",
+    )
+    (approved,) = _records(parks, tid, "approved")
+    assert (approved["officer"], approved["comment"]) == ("chan.tai-man", "Agreed.")
