@@ -193,19 +193,28 @@ class PolicyWatcher:
     Comparing content, not modification times, means a ``touch`` does not
     trigger a reload and a same-second edit is not missed.
 
+    With ``marker``, ``path`` is one marker file (``.publish``) whose change
+    publishes an edit: there a ``touch`` is the signal, so its modification
+    time counts too, and the policy files themselves are not watched.
+
     Args:
-        path: the policy directory or file.
+        path: the policy directory or file, or the marker file.
         extra: further files to watch (``CompiledPolicy.sources``).
+        marker: watch ``path`` as a publish marker.
     """
 
-    def __init__(self, path: Path | str, extra: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, path: Path | str, extra: Sequence[Path] = (), *, marker: bool = False
+    ) -> None:
         self.path = Path(path)
-        self._extra = tuple(extra)
+        self._marker = marker
+        self._extra = () if marker else tuple(extra)
         self._last = self.fingerprint()
 
     def watch(self, extra: Sequence[Path]) -> None:
         """Replace the extra files (after a successful reload) without a spurious change."""
-        self._extra = tuple(extra)
+        if not self._marker:
+            self._extra = tuple(extra)
         self._last = self.fingerprint()
 
     def _files(self) -> list[Path]:
@@ -221,6 +230,12 @@ class PolicyWatcher:
     def fingerprint(self) -> str:
         """The current fingerprint of the watched files."""
         digest = hashlib.sha256()
+        if self._marker:
+            try:
+                stat = self.path.stat()
+                digest.update(f"{stat.st_mtime_ns}:{stat.st_size}".encode())
+            except OSError:
+                digest.update(_MISSING)
         for path in self._files():
             digest.update(str(path).encode("utf-8", "surrogateescape") + b"\x00")
             try:

@@ -216,6 +216,15 @@ async def _archive(app: web.Application, policy: CompiledPolicy) -> None:
 _WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 
 
+#: The file whose change publishes an edited policy (``policy_reload = "publish"``).
+PUBLISH_MARKER = ".publish"
+
+
+async def _idle() -> None:
+    """No watching (``policy_reload = "sighup"``): SIGHUP alone reloads."""
+    await asyncio.Event().wait()
+
+
 async def _watch_policy(app: web.Application) -> None:
     watcher = app[_WATCHER]
     while True:
@@ -287,8 +296,13 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         restored = await reviews.restore_held(state, holder.current())
         if restored:
             log.info("reviews_restored", count=restored)
-        app[_WATCHER] = PolicyWatcher(config.policy_dir, holder.current().sources)
-        watch_task = asyncio.create_task(_watch_policy(app))
+        if config.policy_reload == "publish":
+            app[_WATCHER] = PolicyWatcher(config.policy_dir / PUBLISH_MARKER, marker=True)
+        else:
+            app[_WATCHER] = PolicyWatcher(config.policy_dir, holder.current().sources)
+        watch_task = asyncio.create_task(
+            _watch_policy(app) if config.policy_reload != "sighup" else _idle()
+        )
         state.upstream_ssl = client_ssl_context(config.upstream_tls)
         state.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_concurrent)

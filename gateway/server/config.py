@@ -16,7 +16,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -307,6 +307,11 @@ class EgressConfig(_Section):
     #: A held review no officer decided within this many seconds is rejected as
     #: expired (recorded ``rejected``, its spool deleted). Default: 7 days.
     review_expiry: float = Field(default=REVIEW_EXPIRY_SECONDS, ge=60)
+    #: When an edited policy is loaded: ``auto`` (any file change, and SIGHUP),
+    #: ``sighup`` (only on SIGHUP) or ``publish`` (when the ``.publish`` marker
+    #: file in the policy directory changes, and SIGHUP): a multi-file edit
+    #: then goes live at once, not file by file.
+    policy_reload: Literal["auto", "sighup", "publish"] = "auto"
 
 
 class WitnessPeer(_Section):
