@@ -53,6 +53,7 @@ from gateway.policy.model import (
     DefaultSpec,
     DetectorSpec,
     LedgerSpec,
+    ListFile,
     OrganisationSpec,
     PolicyFile,
     RecipientFile,
@@ -61,6 +62,7 @@ from gateway.policy.model import (
     SenderSpec,
     canonical,
     check_age_recipient,
+    check_name,
     glob_to_regex,
     is_glob,
 )
@@ -284,6 +286,93 @@ class _Merged:
     default: tuple[DefaultSpec, _Origin] | None = None
     ledger: tuple[LedgerSpec, _Origin] | None = None
     chance: tuple[ChanceSpec, _Origin] | None = None
+    lists: dict[str, tuple[tuple[str, ...] | ListFile, _Origin]] = field(default_factory=dict)
+
+
+#: The conditions whose values may name a list (``"@NAME"``).
+LIST_FIELDS = ("route", "sender", "team", "organisation")
+#: The largest list file read.
+MAX_LIST_FILE_BYTES = 1 << 20
+
+
+def _resolve_lists(
+    merged: _Merged, issues: list[PolicyIssue]
+) -> tuple[dict[str, tuple[str, ...]], list[Path]]:
+    """Read the named lists and put their values in place of every ``"@NAME"`` in the rules.
+
+    Returns:
+        The lists' values by name, and the list files read (watched for changes).
+    """
+    resolved: dict[str, tuple[str, ...]] = {}
+    files: list[Path] = []
+    for name, (spec, origin) in merged.lists.items():
+        if isinstance(spec, ListFile):
+            path = (origin.doc.directory / spec.file).resolve()
+            files.append(path)
+            resolved[name] = _read_list(path, spec.file, origin, issues)
+        else:
+            resolved[name] = spec
+    rules: list[tuple[RuleSpec, _Origin]] = []
+    for rule, origin in merged.rules:
+        update: dict[str, tuple[str, ...]] = {}
+        for field_name in LIST_FIELDS:
+            values = getattr(rule.when, field_name)
+            if not values or not any(v.startswith("@") for v in values):
+                continue
+            expanded: list[str] = []
+            for i, value in enumerate(values):
+                if not value.startswith("@"):
+                    expanded.append(value)
+                elif value[1:] in resolved:
+                    expanded.extend(resolved[value[1:]])
+                else:
+                    known = ", ".join(sorted(resolved)) or "none"
+                    issues.append(
+                        PolicyIssue(
+                            _item_position(origin, ("when", field_name), i),
+                            f"when.{field_name}: no list {value[1:]!r} is declared "
+                            f"(lists: {known})",
+                        )
+                    )
+            update[field_name] = tuple(dict.fromkeys(expanded))
+        if update:
+            rule = rule.model_copy(update={"when": rule.when.model_copy(update=update)})
+        rules.append((rule, origin))
+    merged.rules = rules
+    return resolved, files
+
+
+def _read_list(
+    path: Path, name: str, origin: _Origin, issues: list[PolicyIssue]
+) -> tuple[str, ...]:
+    position = origin.at("file")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_LIST_FILE_BYTES + 1)
+    except OSError as exc:
+        issues.append(PolicyIssue(position, f"list file {name!r}: {exc.strerror or exc}"))
+        return ()
+    if len(raw) > MAX_LIST_FILE_BYTES:
+        issues.append(PolicyIssue(position, f"list file {name!r} is larger than 1 MiB"))
+        return ()
+    values: list[str] = []
+    for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            values.append(check_name(text))
+        except ValueError as exc:
+            where = Position(display_name(path), number, 1)
+            issues.append(PolicyIssue(where, f"list {name!r}: {exc}"))
+    return tuple(values)
+
+
+def _item_position(origin: _Origin, path: tuple[str, ...], index: int) -> Position:
+    doc_path = (*origin.path, *path, index)
+    if doc_path in origin.doc.values:
+        return origin.doc.values[doc_path]
+    return origin.at(*path)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -330,6 +419,7 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
             "organisation", merged.organisations, pf.organisations, doc, "organisations", issues
         )
         _merge_named("route", merged.routes, pf.routes, doc, "routes", issues)
+        _merge_named("list", merged.lists, pf.lists, doc, "lists", issues)
         merged.rules.extend((rule, _Origin(doc, ("rules", i))) for i, rule in enumerate(pf.rules))
         if pf.default is not None:
             origin = _Origin(doc, ("default",))
@@ -399,6 +489,7 @@ class _Checker:
         self.labels = (*BUILTIN_LABELS, *merged.detectors)
         self.teams = {s.team for s, _ in merged.senders.values()}
         self.organisations = {s.organisation for s, _ in merged.senders.values()}
+        self.listed: set[str] = set()
 
     def error(self, position: Position, message: str) -> None:
         self.issues.append(PolicyIssue(position, message))
@@ -482,7 +573,8 @@ class _Checker:
             ("organisation", when.organisation, self.organisations),
         ):
             for i, value in enumerate(values or ()):
-                if not is_glob(value) and value not in declared:
+                # A named list may name organisations (a white list) before they send.
+                if not is_glob(value) and value not in declared and value not in self.listed:
                     self.error(
                         self._item(origin, ("when", name), i),
                         f"when.{name}: {value!r} is not a declared {name}"
@@ -810,7 +902,9 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
     if any(not i.warning for i in issues):
         raise PolicyLoadError(issues)
     merged = _merge(parsed, issues)
+    resolved, list_files = _resolve_lists(merged, issues)
     checker = _Checker(merged, issues)
+    checker.listed = {value for values in resolved.values() for value in values}
     checker.check_detectors()
     checker.check_categories()
     compiled = checker.check_rules()
@@ -845,6 +939,8 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         # The effective value, so writing the default out does not change the version.
         "ledger": {"directions": sorted(ledger_directions)},
     }
+    if resolved:
+        content["lists"] = {name: list(values) for name, values in sorted(resolved.items())}
     organisation_gba = {k: v.gba_registered for k, (v, _) in merged.organisations.items()}
     chance_spec = merged.chance[0] if merged.chance else None
     if chance_spec is not None:
@@ -872,7 +968,7 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
         chance_count=(chance_spec.count or ()) if chance_spec else (),
         chance_headers=chance_spec.headers if chance_spec else {},
         gba_organisations=frozenset(k for k, v in organisation_gba.items() if v),
-        sources=(*files, *key_files),
+        sources=(*files, *key_files, *list_files),
         content=content,
         warnings=[i for i in issues if i.warning],
     )

@@ -588,6 +588,16 @@ class DefaultSpec(_Model):
     encrypt: EncryptMode | None = None
 
 
+class ListFile(_Model):
+    """A named list read from a file: one value per line, ``#`` comments allowed.
+
+    The path is relative to the policy file. Officers keep a white list there
+    and edit it without touching the packs' rules.
+    """
+
+    file: str = Field(min_length=1)
+
+
 class ChanceSpec(_Model):
     """The column test for numbers that only look like identifiers (docs/policies.md).
 
@@ -615,6 +625,9 @@ class PolicyFile(_Model):
     default: DefaultSpec | None = None
     ledger: LedgerSpec | None = None
     chance: ChanceSpec | None = None
+    #: Named lists of names (routes, senders, teams, organisations), written
+    #: out or read from a data file; a condition names one as ``"@NAME"``.
+    lists: dict[Name, tuple[Name, ...] | ListFile] = {}
 
 
 def canonical(model: BaseModel) -> Any:
