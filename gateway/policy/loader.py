@@ -49,6 +49,7 @@ from gateway.policy.engine import (
 )
 from gateway.policy.model import (
     DEFAULT_LEDGER_DIRECTIONS,
+    CategoryAdd,
     ChanceSpec,
     DefaultSpec,
     DetectorSpec,
@@ -287,6 +288,7 @@ class _Merged:
     ledger: tuple[LedgerSpec, _Origin] | None = None
     chance: tuple[ChanceSpec, _Origin] | None = None
     lists: dict[str, tuple[tuple[str, ...] | ListFile, _Origin]] = field(default_factory=dict)
+    category_adds: list[tuple[str, CategoryAdd, _Origin]] = field(default_factory=list)
 
 
 #: The conditions whose values may name a list (``"@NAME"``).
@@ -412,7 +414,13 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
                 merged.name = (pf.name, origin)
         if pf.description is not None and merged.description is None:
             merged.description = pf.description
-        _merge_named("category", merged.categories, pf.categories, doc, "categories", issues)
+        declared = {k: v for k, v in pf.categories.items() if not isinstance(v, CategoryAdd)}
+        _merge_named("category", merged.categories, declared, doc, "categories", issues)
+        merged.category_adds.extend(
+            (name, spec, _Origin(doc, ("categories", name, "add")))
+            for name, spec in pf.categories.items()
+            if isinstance(spec, CategoryAdd)
+        )
         _merge_named("detector", merged.detectors, pf.detectors, doc, "detectors", issues)
         _merge_named("sender", merged.senders, pf.senders, doc, "senders", issues)
         _merge_named(
@@ -525,6 +533,17 @@ class _Checker:
             for i, glob in enumerate(globs):
                 at = self._item(origin, (), i)
                 self.label_glob(glob, at, f"categories.{name}")
+        for name, spec, origin in self.m.category_adds:
+            if name not in self.m.categories:
+                self.error(
+                    origin.at(),
+                    f"categories.{name}.add: no category {name!r} is declared to add to",
+                )
+                continue
+            for i, glob in enumerate(spec.add):
+                self.label_glob(glob, self._item(origin, (), i), f"categories.{name}.add")
+            globs, first = self.m.categories[name]
+            self.m.categories[name] = (tuple(dict.fromkeys((*globs, *spec.add))), first)
 
     def check_rules(self) -> list[CompiledRule]:
         compiled: list[CompiledRule] = []

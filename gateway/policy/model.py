@@ -588,6 +588,13 @@ class DefaultSpec(_Model):
     encrypt: EncryptMode | None = None
 
 
+class CategoryAdd(_Model):
+    """More label globs for a category another file declares (``{add: [globs]}``):
+    local additions without editing the shipped packs."""
+
+    add: Globs
+
+
 class ListFile(_Model):
     """A named list read from a file: one value per line, ``#`` comments allowed.
 
@@ -616,7 +623,7 @@ class PolicyFile(_Model):
 
     name: Name | None = None
     description: str | None = None
-    categories: dict[Name, Globs] = {}
+    categories: dict[Name, Globs | CategoryAdd] = {}
     detectors: dict[str, DetectorSpec] = {}
     senders: dict[Identity, SenderSpec] = {}
     organisations: dict[Name, OrganisationSpec] = {}

@@ -70,3 +70,34 @@ def test_list_mistakes_are_located(
         load_policy(write_policy(files))
     errors = [str(e) for e in raised.value.errors]
     assert any(says in e for e in errors), errors
+
+
+def test_a_local_file_adds_to_a_shipped_category(write_policy: WritePolicy) -> None:
+    shipped = """\
+categories: {personal: ["pii.*"]}
+detectors:
+  custom.staff_no: {patterns: ["STF-[0-9]{6}"], personal: false}
+senders: {lab: {team: t, organisation: o}}
+routes: {r: {direction: hk->sz, destination: "https://sz.example/r", encrypt: tls}}
+rules:
+  - {id: personal, action: block, reason: personal, when: {categories: {any: [personal]}}}
+  - {id: rest, action: allow, reason: fine}
+"""
+    local = "categories:\n  personal: {add: [custom.staff_no]}\n"
+    plain = load_policy(write_policy({"00-base.yaml": shipped}))
+    extended = load_policy(write_policy({"00-base.yaml": shipped, "50-local.yaml": local}))
+    summary = make_summary({"custom.staff_no": (2, 2)})
+    assert plain.evaluate(plain.context("r", "lab"), summary).rule == "rest"
+    assert extended.evaluate(extended.context("r", "lab"), summary).rule == "personal"
+    assert extended.categories["personal"] == ("pii.*", "custom.staff_no")
+    assert extended.version != plain.version
+    with pytest.raises(PolicyLoadError) as raised:
+        load_policy(
+            write_policy(
+                {"00-base.yaml": shipped, "50-local.yaml": local.replace("personal", "secret")}
+            )
+        )
+    assert any(
+        "50-local.yaml:2:" in str(e) and "no category 'secret' is declared" in str(e)
+        for e in raised.value.errors
+    )
