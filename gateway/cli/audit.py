@@ -94,7 +94,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.required = True
 
     p = sub.add_parser("verify", help="recompute the tree and check every signed checkpoint")
-    p.add_argument("directory", metavar="DIR", help="the audit log directory")
+    p.add_argument("directory", nargs="?", metavar="DIR", help=f"as --dir ({_DIR_HELP})")
+    p.add_argument("--dir", dest="dir_option", default=None, metavar="DIR", help=_DIR_HELP)
     p.add_argument("--key", required=True, action="append", metavar="PUB", help=_KEY_HELP)
     p.set_defaults(handler=_verify)
 
@@ -134,7 +135,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_keygen)
 
     p = sub.add_parser("prune", help="delete segments whose every record is past retention")
-    p.add_argument("directory", metavar="DIR", help="the audit log directory")
+    p.add_argument("directory", nargs="?", metavar="DIR", help=f"as --dir ({_DIR_HELP})")
+    p.add_argument("--dir", dest="dir_option", default=None, metavar="DIR", help=_DIR_HELP)
     p.add_argument(
         "--retention-days",
         type=int,
@@ -159,6 +161,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 _KEY_HELP = "verifier key <name>+<keyid>+<base64>, or a file holding it (repeatable)"
 _DIR_HELP = f"audit log directory (default: $GATEWAY_AUDIT_DIR or {DEFAULT_AUDIT_DIR})"
+
+
+def _named_dir(args: argparse.Namespace) -> str:
+    """The audit directory of verify and prune: positional, ``--dir`` (as every audit
+    command takes it), or the default."""
+    return str(args.directory or args.dir_option or _default_dir())
+
+
 _TIME_HELP = "ISO 8601 date or time; without an offset it is UTC+8 (HK/SZ time)"
 
 
@@ -167,6 +177,7 @@ def _verifiers(specs: list[str]) -> list[NoteVerifier]:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    args.directory = _named_dir(args)
     result = verify_log(args.directory, _verifiers(args.key))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -431,6 +442,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    args.directory = _named_dir(args)
     pruned = prune(args.directory, timedelta(days=args.retention_days))
     for seg in pruned:
         print(

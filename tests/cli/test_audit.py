@@ -280,3 +280,16 @@ def test_prove_does_not_trust_an_index_entry_naming_another_record(
     (directory / INDEX_DIR / TRANSFERS_FILE).write_bytes(b"garbage" * 1000)
     assert main(["audit", "prove", "t-3", "--dir", str(directory)]) == 0
     assert json.loads(capsys.readouterr().out)["index"] == 40
+
+
+def test_every_audit_command_names_its_directory_with_dir(
+    setup: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, vkey = setup
+    assert main(["audit", "verify", "--dir", str(directory), "--key", vkey]) == 0
+    assert "ok: 41 records" in capsys.readouterr().out
+    monkeypatch.setenv("GATEWAY_AUDIT_DIR", str(directory))
+    assert main(["audit", "verify", "--key", vkey]) == 0
+    assert f"{directory}: ok: 41 records" in capsys.readouterr().out
+    assert main(["audit", "query", "--dir", str(directory), "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 41
