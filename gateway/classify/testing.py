@@ -94,6 +94,23 @@ def uscc(rng: random.Random) -> str:
 # --------------------------------------------------------------------------- encoders
 
 
+def assay_csv(seed: int = 14, *, rows: int = 20_000, mobile: bool = False) -> bytes:
+    """A lab's assay table whose IDs are random digits (issue 14's example): an 11-digit
+    ``sample_id`` and a 16-digit ``barcode`` with a card prefix, which pass the phone and
+    card checks at the chance rate; with ``mobile``, a column of real Mainland mobile
+    numbers, which are personal data."""
+    rng = random.Random(seed)
+    lines = ["sample_id,barcode,chrom,pos,depth,af" + (",mobile" if mobile else "")]
+    for _ in range(rows):
+        line = (
+            f"{rng.randint(10**10, 10**11 - 1)},62{rng.randint(10**13, 10**14 - 1)},"
+            f"chr{rng.randint(1, 22)},{rng.randint(1, 10**8)},{rng.randint(5, 500)},"
+            f"{rng.random():.4f}"
+        )
+        lines.append(line + (f",{cn_mobile(rng)}" if mobile else ""))
+    return ("\n".join(lines) + "\n").encode()
+
+
 def json_escape_all(text: str) -> str:
     """Every character of ``text`` as a JSON ``\\uXXXX`` escape (astral ones as a
     surrogate pair), without quotes: what a JSON writer that escapes everything emits."""

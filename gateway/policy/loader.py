@@ -429,34 +429,21 @@ def _merge(files: Sequence[tuple[Document, PolicyFile]], issues: list[PolicyIssu
         _merge_named("route", merged.routes, pf.routes, doc, "routes", issues)
         _merge_named("list", merged.lists, pf.lists, doc, "lists", issues)
         merged.rules.extend((rule, _Origin(doc, ("rules", i))) for i, rule in enumerate(pf.rules))
-        if pf.default is not None:
-            origin = _Origin(doc, ("default",))
-            if merged.default is not None:
-                first = merged.default[1].at(key=True)
+        for section in ("default", "ledger", "chance"):
+            value = getattr(pf, section)
+            if value is None:
+                continue
+            origin = _Origin(doc, (section,))
+            already = getattr(merged, section)
+            if already is not None:
+                first = already[1].at(key=True)
                 issues.append(
-                    PolicyIssue(origin.at(key=True), f"'default' is already set at {first}")
+                    PolicyIssue(origin.at(key=True), f"{section!r} is already set at {first}")
                 )
-            else:
-                merged.default = (pf.default, origin)
-        if pf.ledger is not None:
-            origin = _Origin(doc, ("ledger",))
-            if merged.ledger is not None:
-                first = merged.ledger[1].at(key=True)
-                issues.append(
-                    PolicyIssue(origin.at(key=True), f"'ledger' is already set at {first}")
-                )
-            else:
-                merged.ledger = (pf.ledger, origin)
-        if pf.chance is not None:
-            origin = _Origin(doc, ("chance",))
-            if merged.chance is not None:
-                first = merged.chance[1].at(key=True)
-                issues.append(
-                    PolicyIssue(origin.at(key=True), f"'chance' is already set at {first}")
-                )
-            else:
-                merged.chance = (pf.chance, origin)
-                _check_chance(pf.chance, origin, issues)
+                continue
+            setattr(merged, section, (value, origin))
+            if section == "chance":
+                _check_chance(value, origin, issues)
     return merged
 
 

@@ -500,28 +500,28 @@ class LedgerSpec(_Model):
     )
 
 
-def _legal_bases(value: object) -> object:
-    value = _one_or_many(value)
-    if isinstance(value, tuple | list):
-        allowed = (*LEGAL_BASES, NO_LEGAL_BASIS)
-        for item in value:
-            if item not in allowed:
-                raise ValueError(f"unknown legal basis {item!r}; expected one of {allowed}")
-    return value
+def _one_of(what: str, allowed: tuple[str, ...]) -> Callable[[object], object]:
+    """A validator of one value or a list of them, each one of ``allowed``."""
+
+    def check(value: object) -> object:
+        value = _one_or_many(value)
+        if isinstance(value, tuple | list):
+            for item in value:
+                if item not in allowed:
+                    raise ValueError(f"unknown {what} {item!r}; expected one of {allowed}")
+        return value
+
+    return check
+
+
+_legal_bases = _one_of("legal basis", (*LEGAL_BASES, NO_LEGAL_BASIS))
 
 
 #: What ``when.park`` calls a route whose destination is in neither park.
 NO_PARK: Final = "none"
 
 
-def _parks(value: object) -> object:
-    value = _one_or_many(value)
-    if isinstance(value, tuple | list):
-        allowed = (*PARKS, NO_PARK)
-        for item in value:
-            if item not in allowed:
-                raise ValueError(f"unknown park {item!r}; expected one of {allowed}")
-    return value
+_parks = _one_of("park", (*PARKS, NO_PARK))
 
 
 class When(_Model):

@@ -154,7 +154,6 @@ async def test_demo_pushes_one_allow_and_two_blocks(tmp_path: Path) -> None:
         assert listed == 0
         approve = [review[0], "approve", held["transfer_id"], "--comment", "consent on file"]
         assert await asyncio.to_thread(main, [*approve, *review[1:]]) == 0
-        await asyncio.sleep(0.2)
     pdpo = demo.inbox / "sz-pdpo" / "personal.csv"
     assert pdpo.read_bytes() == (REPO / "samples" / "personal.csv").read_bytes()
     assert verdicts["clean.csv"][0] == 201

@@ -17,7 +17,7 @@ from gateway.classify import labels as L
 from gateway.classify.chance import CHANCE, CHANCE_LABELS, HEADER_WORDS, NAMED
 from gateway.classify.engine import Scanner
 from gateway.classify.summary import ScanSummary
-from gateway.classify.testing import cn_mobile
+from gateway.classify.testing import assay_csv
 from gateway.cli import main
 from gateway.policy import PolicyLoadError, load_policy, run_cases
 from gateway.policy.cases import OFFLINE_SECRET, offline_ledger, scan_bytes_iter, scan_path
@@ -41,20 +41,6 @@ PLAIN = BASE.replace(", chance: count}", "}")
 
 ASSAY_ROWS = 20_000
 CHANCE_TESTED = {L.CN_PHONE, L.HK_PHONE, L.BANK_CARD}
-
-
-def assay_csv(seed: int = 14, *, rows: int = ASSAY_ROWS, mobile: bool = False) -> bytes:
-    """The issue's assay table; with ``mobile``, a column of real Mainland mobile numbers."""
-    rng = random.Random(seed)
-    lines = ["sample_id,barcode,chrom,pos,depth,af" + (",mobile" if mobile else "")]
-    for _ in range(rows):
-        line = (
-            f"{rng.randint(10**10, 10**11 - 1)},62{rng.randint(10**13, 10**14 - 1)},"
-            f"chr{rng.randint(1, 22)},{rng.randint(1, 10**8)},{rng.randint(5, 500)},"
-            f"{rng.random():.4f}"
-        )
-        lines.append(line + (f",{cn_mobile(rng)}" if mobile else ""))
-    return ("\n".join(lines) + "\n").encode()
 
 
 def numbers_csv(header: str, seed: int = 7, rows: int = 5000) -> bytes:

@@ -488,3 +488,18 @@ async def serving_twin(twin: StandInTwin) -> AsyncIterator[str]:
     finally:
         twin.release.set()
         await runner.cleanup()
+
+
+async def edit_policy(parks: Parks, old: str, new: str) -> str:
+    """Replace ``old`` by ``new`` in the running egress's policy, reload it; the new version."""
+    from gateway.server.app import reload_policy
+
+    path = parks.root / "policies" / "policy.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    assert parks.hk.egress_app is not None
+    result = await reload_policy(parks.hk.egress_app)
+    assert result.ok, result.errors
+    assert result.changed
+    return str(result.version)

@@ -11,31 +11,13 @@ import datetime as dt
 import random
 from typing import Any
 
-from gateway.classify.testing import cn_mobile
+from gateway.classify.testing import assay_csv
 from gateway.ledger import ledger_year
-from gateway.server.app import reload_policy
-from tests.server.conftest import RESEARCH_TOKEN, Parks, sha256
+from tests.server.conftest import RESEARCH_TOKEN, Parks, edit_policy, sha256
 
 ROWS = 20_000
 AUTH = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
 ORGANISATION = "hku"  # hk-research's organisation in the test policy
-
-
-def assay_csv(seed: int = 14, *, mobile: bool = False) -> bytes:
-    """The issue's assay table: random 11-digit sample IDs and 16-digit barcodes.
-
-    With ``mobile``, a seventh column of real Mainland mobile numbers.
-    """
-    rng = random.Random(seed)
-    lines = ["sample_id,barcode,chrom,pos,depth,af" + (",mobile" if mobile else "")]
-    for _ in range(ROWS):
-        line = (
-            f"{rng.randint(10**10, 10**11 - 1)},62{rng.randint(10**13, 10**14 - 1)},"
-            f"chr{rng.randint(1, 22)},{rng.randint(1, 10**8)},{rng.randint(5, 500)},"
-            f"{rng.random():.4f}"
-        )
-        lines.append(line + (f",{cn_mobile(rng)}" if mobile else ""))
-    return ("\n".join(lines) + "\n").encode()
 
 
 def sensor_csv(seed: int = 5) -> bytes:
@@ -47,19 +29,6 @@ def sensor_csv(seed: int = 5) -> bytes:
         at = (start + dt.timedelta(seconds=15 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines.append(f"{at},{rng.randint(10**10, 10**11 - 1)},{rng.uniform(15, 35):.2f}")
     return ("\n".join(lines) + "\n").encode()
-
-
-async def edit_policy(parks: Parks, old: str, new: str) -> str:
-    """Replace ``old`` by ``new`` in the running egress's policy, reload; the new version."""
-    path = parks.root / "policies" / "policy.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    assert parks.hk.egress_app is not None
-    result = await reload_policy(parks.hk.egress_app)
-    assert result.ok, result.errors
-    assert result.changed
-    return str(result.version)
 
 
 async def status_of(parks: Parks, tid: str) -> dict[str, Any]:

@@ -10,8 +10,7 @@ import pytest
 from gateway.cli import main
 from gateway.policy.archive import archive_dir
 from gateway.server.app import reload_policy
-from tests.server.conftest import OFFICER_TOKEN, Parks
-from tests.server.test_chance_egress import edit_policy
+from tests.server.conftest import OFFICER_TOKEN, Parks, edit_policy
 
 
 def _mine(out: str) -> str:

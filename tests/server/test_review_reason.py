@@ -20,6 +20,7 @@ from tests.server.conftest import (
     RESEARCH_TOKEN,
     SELF_OFFICER_TOKEN,
     Parks,
+    edit_policy,
 )
 
 OFFICER = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
@@ -163,7 +164,6 @@ async def test_a_senders_justification_reaches_the_reviewer_and_the_record(parks
 
 
 async def test_a_four_eyes_review_needs_two_different_officers(parks: Parks) -> None:
-    from tests.server.test_chance_egress import edit_policy
 
     reason = "    reason: Transfers on this route are checked by a compliance officer.\n"
     await edit_policy(parks, reason, reason + "    approvals: 2\n")

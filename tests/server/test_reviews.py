@@ -22,6 +22,7 @@ from tests.server.conftest import (
     OFFICER_TOKEN,
     RESEARCH_TOKEN,
     Parks,
+    edit_policy,
     stand_in_twin,
     start_parks,
 )
@@ -280,21 +281,8 @@ def _people(first: int, n: int) -> bytes:
     return b"name,email\n" + b"".join(rows)
 
 
-async def _edit_policy(parks: Parks, old: str, new: str) -> str:
-    """Replace ``old`` by ``new`` in the test policy, reload it; return the new version."""
-    path = parks.root / "policies" / "policy.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    assert parks.hk.egress_app is not None
-    result = await reload_policy(parks.hk.egress_app)
-    assert result.ok, result.errors
-    assert result.changed
-    return str(result.version)
-
-
 async def _with_ledger_rules(parks: Parks) -> str:
-    return await _edit_policy(parks, "rules:\n", "rules:\n" + LEDGER_RULES)
+    return await edit_policy(parks, "rules:\n", "rules:\n" + LEDGER_RULES)
 
 
 async def _hold_people(parks: Parks, name: str, data: bytes) -> str:
@@ -399,7 +387,7 @@ async def test_approval_under_the_threshold_counts_and_delivers_under_the_policy
     # With the 3 held people the year stays one short of the threshold.
     await _raise_ledger_to(parks, parks.hk.services.ledger, THRESHOLD - 4)
     # A policy edit that does not concern this transfer: a new version in force.
-    version = await _edit_policy(parks, "name: server-tests\n", "name: server-tests-v2\n")
+    version = await edit_policy(parks, "name: server-tests\n", "name: server-tests-v2\n")
     assert version != held_version
     code, body = await _decide(parks, tid, "approve")
     assert code == 201, body
@@ -428,7 +416,7 @@ async def test_approval_after_the_sender_changed_in_the_policy_is_refused(
     parks: Parks, old: str, new: str, named: str
 ) -> None:
     tid = await _hold(parks, "changed.csv")
-    await _edit_policy(parks, old, new)
+    await edit_policy(parks, old, new)
     code, problem = await _decide(parks, tid, "approve")
     assert code == 409, problem
     assert problem["type"].endswith("/conflict")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from tests.server.conftest import Parks
-from tests.server.test_chance_egress import edit_policy
+from tests.server.conftest import Parks, edit_policy
 from tests.server.test_review_reason import CLEAN
 
 SHADOW_RULE = """  - id: trial.block-instruments
