@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.audit.errors import AuditIntegrityError
 from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash
-from gateway.audit.note import Checkpoint, NoteError, NoteVerifier, open_checkpoint
+from gateway.audit.note import Checkpoint, NoteError, NoteVerifier, open_checkpoint, open_note
 from gateway.audit.records import RecordError, parse_canonical
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     INDEX_DIR,
+    MAX_CHECKPOINT_LINE,
     PRUNED_FILE,
     LogReader,
     level_name,
@@ -56,6 +58,9 @@ class VerifyResult:
         records: records read from the segments.
         checkpoints: checkpoints whose signature verified.
         latest: the largest verified checkpoint.
+        witnessed: co-signed checkpoints (from the witness's store) that the
+            records reproduce.
+        witnessed_latest: the largest of them.
         problems: failures (any problem fails verification).
         warnings: conditions worth knowing that are not tampering, such as
             records not yet covered by a checkpoint.
@@ -65,6 +70,8 @@ class VerifyResult:
     records: int = 0
     checkpoints: int = 0
     latest: Checkpoint | None = None
+    witnessed: int = 0
+    witnessed_latest: Checkpoint | None = None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     suppressed: int = 0
@@ -224,6 +231,155 @@ class _TreeWalk:
                 self.stored_tree.append(stored_leaf)
 
 
+@dataclass(frozen=True, slots=True)
+class Witnessed:
+    """A checkpoint of this log that the other park's witness co-signed.
+
+    Attributes:
+        where: ``file:line`` of the note in the witness's store.
+        checkpoint: its body (signed by the log's key and the witness's).
+        witnesses: names of the witness keys that signed it.
+    """
+
+    where: str
+    checkpoint: Checkpoint
+    witnesses: frozenset[str]
+
+
+def _witness_notes(path: Path) -> Iterator[tuple[int, str | None]]:
+    """``(line, note)`` of a witness store, ``note`` ``None`` where a line is malformed.
+
+    A witness store (``<witness_dir>/<origin>.jsonl``, as either park keeps
+    it) is JSON lines ``{"note": …, "time": …}``; a file that does not start
+    with ``{`` is one note (as ``GET /v1/witness`` hands it out).
+    """
+    with path.open("rb") as file:
+        if file.read(1) != b"{":
+            file.seek(0)
+            data = file.read(MAX_CHECKPOINT_LINE + 1)
+            # Undecodable or oversized: a text no key verifies, so a problem, not a torn line.
+            yield 1, data.decode("utf-8", "replace") if len(data) <= MAX_CHECKPOINT_LINE else ""
+            return
+        file.seek(0)
+        for number, raw in enumerate(file, start=1):
+            try:
+                if len(raw) > MAX_CHECKPOINT_LINE or not raw.endswith(b"\n"):
+                    raise ValueError("torn or too long")
+                note = json.loads(raw)["note"]
+            except (ValueError, KeyError, TypeError):
+                note = None
+            yield number, note if isinstance(note, str) else None
+
+
+def read_witnessed(
+    path: Path,
+    log_keys: Sequence[NoteVerifier],
+    witness_keys: Sequence[NoteVerifier],
+    result: VerifyResult,
+) -> Iterator[Witnessed]:
+    """Stream the co-signed checkpoints of a witness store, oldest first.
+
+    Each note must carry a valid signature by one of ``witness_keys`` and by
+    one of ``log_keys``; a note that does not, and a store whose sizes go
+    backwards (a witness never co-signs that), are problems in ``result``
+    and skipped. A malformed final line (a crash while appending) is a
+    warning; one before it a problem.
+    """
+    previous: Witnessed | None = None
+    malformed: int | None = None
+    try:
+        for number, note in _witness_notes(path):
+            if malformed is not None:
+                _add(result, Problem(None, f"{path}:{malformed}: malformed co-signed note line"))
+                malformed = None
+            if note is None:
+                malformed = number
+                continue
+            where = f"{path}:{number}"
+            try:
+                witnesses = open_note(note, witness_keys).signers
+            except NoteError as exc:
+                _add(result, Problem(None, f"{where}: not co-signed by the witness key: {exc}"))
+                continue
+            try:
+                checkpoint, _ = open_checkpoint(note, log_keys)
+            except NoteError as exc:
+                _add(result, Problem(None, f"{where}: not a checkpoint signed by the log: {exc}"))
+                continue
+            if previous is not None and checkpoint.size < previous.checkpoint.size:
+                message = (
+                    f"{where}: co-signed size {checkpoint.size} is below {previous.where}'s "
+                    f"{previous.checkpoint.size}: the witness store was altered"
+                )
+                _add(result, Problem(None, message))
+                continue
+            previous = Witnessed(where, checkpoint, witnesses)
+            yield previous
+    except OSError as exc:
+        _add(result, Problem(None, f"{path}: cannot read the witness store: {exc.strerror}"))
+    if malformed is not None:
+        result.warnings.append(
+            f"{path}:{malformed}: torn final line ignored (a crash while writing it)"
+        )
+
+
+class _WitnessCheck:
+    """Compares the records with each co-signed checkpoint, in size order.
+
+    The log's own checkpoints prove the records match what the log signed;
+    the witness's copies prove the log did not sign a *different* history
+    since: a log truncated and re-signed (rolled back) or rewritten and
+    re-signed (forked) by someone holding its key still fails here.
+    """
+
+    def __init__(self, entries: Iterator[Witnessed], walk: _TreeWalk, result: VerifyResult):
+        self._entries = entries
+        self._walk = walk
+        self._result = result
+        self._next = next(entries, None)
+        self.failed = False
+
+    def upto(self, size: int | None, origin: str | None) -> None:
+        """Check every co-signed checkpoint up to ``size`` (``None``: all the rest)."""
+        while self._next is not None and (size is None or self._next.checkpoint.size <= size):
+            entry, self._next = self._next, next(self._entries, None)
+            if not self.failed:
+                self._check(entry, origin)
+
+    def _check(self, entry: Witnessed, origin: str | None) -> None:
+        checkpoint, where = entry.checkpoint, entry.where
+        if origin is not None and checkpoint.origin != origin:
+            _add(
+                self._result,
+                Problem(
+                    None, f"{where}: co-signed checkpoint of another log ({checkpoint.origin!r})"
+                ),
+            )
+            return
+        walk = self._walk
+        walk.advance(checkpoint.size)
+        agreed = self._result.witnessed_latest
+        since = agreed.size if agreed is not None else 0
+        if walk.count < checkpoint.size:
+            self.failed = True
+            message = (
+                f"rolled back: {where}: the witness co-signed {checkpoint.size} records but "
+                f"the log holds {walk.count}: records from {walk.count} were removed"
+            )
+            _add(self._result, Problem(walk.count, message))
+        elif walk.tree.root() != checkpoint.root_hash:
+            self.failed = True
+            message = (
+                f"forked: records {since}..{checkpoint.size - 1} do not reproduce the root the "
+                f"witness co-signed at size {checkpoint.size} ({where}): the log was "
+                "rewritten after it was witnessed"
+            )
+            _add(self._result, Problem(since, message))
+        else:
+            self._result.witnessed += 1
+            self._result.witnessed_latest = checkpoint
+
+
 #: A log forged wholesale could yield millions of findings; the first ones say it all.
 MAX_PROBLEMS = 100
 
@@ -235,12 +391,24 @@ def _add(result: VerifyResult, problem: Problem) -> None:
         result.suppressed += 1
 
 
-def verify_log(directory: str | os.PathLike[str], verifiers: list[NoteVerifier]) -> VerifyResult:
+def verify_log(
+    directory: str | os.PathLike[str],
+    verifiers: list[NoteVerifier],
+    *,
+    witness_keys: Sequence[NoteVerifier] = (),
+    witnessed: Sequence[Path] = (),
+) -> VerifyResult:
     """Verify a log directory against the gateway's public key(s).
 
     One streaming pass over the records and the checkpoints together (both
     only grow, and checkpoint sizes never decrease), so memory stays O(log n)
     however many years the log holds.
+
+    With ``witness_keys`` and ``witnessed`` (the other park's witness store
+    of this log, ``<witness_dir>/<origin>.jsonl``), every checkpoint the
+    witness co-signed must also be reproduced by the records, in the same
+    pass: a log rolled back or forked behind a witnessed checkpoint fails
+    even when its own checkpoints were re-signed to match.
 
     Raises:
         AuditUnavailable: not a log directory.
@@ -256,6 +424,15 @@ def verify_log(directory: str | os.PathLike[str], verifiers: list[NoteVerifier])
     failed = False  # after the first root mismatch, later roots fail for the same reason
     checkpoints = reader.checkpoints()
     entries = iter(checkpoints)
+    witness = _WitnessCheck(
+        (
+            entry
+            for path in witnessed
+            for entry in read_witnessed(Path(path), verifiers, witness_keys, result)
+        ),
+        walk,
+        result,
+    )
     while True:
         try:
             entry = next(entries, None)
@@ -287,6 +464,7 @@ def verify_log(directory: str | os.PathLike[str], verifiers: list[NoteVerifier])
         previous = size
         result.checkpoints += 1
         result.latest = checkpoint
+        witness.upto(size, origin)
         if failed:
             continue
         walk.advance(size)
@@ -323,6 +501,8 @@ def verify_log(directory: str | os.PathLike[str], verifiers: list[NoteVerifier])
                 _add(result, Problem(last_good, message))
     if checkpoints.torn_at is not None:
         result.warnings.append(f"{cp_path}: torn final line ignored (a crash while writing it)")
+    witness.upto(None, origin)
+    _check_checkpoints_kept(result, cp_path, witness)
     if result.checkpoints == 0:
         _add(result, Problem(None, f"{cp_path}: no checkpoint verifies with the key"))
     walk.drain()
@@ -349,3 +529,21 @@ def verify_log(directory: str | os.PathLike[str], verifiers: list[NoteVerifier])
             f"records {covered}..{walk.count - 1} are not yet covered by a signed checkpoint"
         )
     return result
+
+
+def _check_checkpoints_kept(result: VerifyResult, cp_path: Path, witness: _WitnessCheck) -> None:
+    """The log signs (and stores) a checkpoint before offering it to the witness,
+    so the witness cannot hold a larger one than the log's own file."""
+    witnessed = result.witnessed_latest
+    if witnessed is None or witness.failed:
+        return
+    own = result.latest.size if result.latest is not None else 0
+    if witnessed.size > own:
+        _add(
+            result,
+            Problem(
+                None,
+                f"rolled back: {cp_path} ends at size {own} but the witness co-signed size "
+                f"{witnessed.size}: signed checkpoints were removed",
+            ),
+        )

@@ -49,6 +49,7 @@ from gateway.audit.transfers import read_index
 from gateway.audit.verify import verify_log
 from gateway.cli import EXIT_FINDING, EXIT_OK
 from gateway.errors import ConfigError, NotFound
+from gateway.server.config import AuditConfig, load_settings
 
 #: Where ``gateway serve`` keeps its audit log unless configured otherwise;
 #: ``GATEWAY_AUDIT_DIR`` overrides it for these commands.
@@ -97,6 +98,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("directory", nargs="?", metavar="DIR", help=f"as --dir ({_DIR_HELP})")
     p.add_argument("--dir", dest="dir_option", default=None, metavar="DIR", help=_DIR_HELP)
     p.add_argument("--key", required=True, action="append", metavar="PUB", help=_KEY_HELP)
+    p.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="the other park's witness verifier key (repeatable; with --witnessed)",
+    )
+    p.add_argument(
+        "--witnessed",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="the witness's store of this log's co-signed checkpoints "
+        "(<witness_dir>/<origin>.jsonl, or one note); the records must reproduce each",
+    )
     p.set_defaults(handler=_verify)
 
     p = sub.add_parser("prove", help="print the receipt of a transfer's record")
@@ -120,6 +137,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--event", help="state change: allowed, blocked, delivered, aborted, …")
     p.add_argument("--transfer-id", help="only this transfer's records (uses the gateway's index)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="verify the log first (as `verify`) and warn when it does not verify; "
+        + _KEY_HELP.split(", ", 1)[1],
+    )
     p.set_defaults(handler=_query)
 
     p = sub.add_parser("export", help="write a self-contained bundle for a regulator")
@@ -131,7 +156,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("keygen", help="create a checkpoint-signing key, print its verifier key")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="new key file (0600)")
-    p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name (the log origin)")
+    _key_name_args(p)
     p.set_defaults(handler=_keygen)
 
     p = sub.add_parser("prune", help="delete segments whose every record is past retention")
@@ -154,13 +179,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("pubkey", help="print the verifier key of an existing signing key")
-    p.add_argument("keyfile", metavar="FILE")
-    p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name (the log origin)")
+    p.add_argument(
+        "keyfile",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="the signing key (default: the configuration's audit.signing_key)",
+    )
+    _key_name_args(p)
     p.set_defaults(handler=_pubkey)
 
 
 _KEY_HELP = "verifier key <name>+<keyid>+<base64>, or a file holding it (repeatable)"
 _DIR_HELP = f"audit log directory (default: $GATEWAY_AUDIT_DIR or {DEFAULT_AUDIT_DIR})"
+
+
+def _key_name_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the gateway's configuration: its audit.origin names the key",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="key name (default: the configured audit.origin, which a verifier "
+        f"matches against the checkpoints; without a configuration {DEFAULT_KEY_NAME})",
+    )
+
+
+def _configured_audit(args: argparse.Namespace) -> AuditConfig:
+    """The audit section of ``--config`` (or of the environment's GATEWAY_… settings)."""
+    return load_settings(args.config).audit
 
 
 def _named_dir(args: argparse.Namespace) -> str:
@@ -178,7 +229,14 @@ def _verifiers(specs: list[str]) -> list[NoteVerifier]:
 
 def _verify(args: argparse.Namespace) -> int:
     args.directory = _named_dir(args)
-    result = verify_log(args.directory, _verifiers(args.key))
+    if bool(args.witness_key) != bool(args.witnessed):
+        raise ConfigError("--witness-key and --witnessed go together")
+    result = verify_log(
+        args.directory,
+        _verifiers(args.key),
+        witness_keys=_verifiers(args.witness_key),
+        witnessed=args.witnessed,
+    )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not result.ok:
@@ -197,6 +255,15 @@ def _verify(args: argparse.Namespace) -> int:
         f"verified; latest {latest.origin} size {latest.size} root "
         f"{base64.b64encode(latest.root_hash).decode('ascii')}"
     )
+    if args.witnessed:
+        witnessed = result.witnessed_latest
+        if witnessed is None:
+            print(f"warning: no co-signed checkpoint in {', '.join(map(str, args.witnessed))}")
+        else:
+            print(
+                f"witnessed: {result.witnessed} co-signed checkpoints reproduced; the latest "
+                f"covers {witnessed.size} of the {result.records} records"
+            )
     return EXIT_OK
 
 
@@ -355,8 +422,47 @@ def _complete_lines(reader: LogReader) -> Iterator[tuple[int, Path, bytes]]:
         yield index, line.segment, line.data
 
 
+#: The columns of ``audit query``'s table (the record's fields; ``-`` where absent).
+QUERY_FIELDS = (
+    "time",
+    "event",
+    "decision",
+    "route",
+    "sender",
+    "transfer_id",
+    "rule",
+    "policy_version",
+)
+
+
+def _query_trust(directory: str, keys: list[str]) -> None:
+    """Say on stderr whether the records about to be listed are the signed ones."""
+    if not keys:
+        print(
+            f"note: {directory}: records listed unverified; --key checks them against "
+            "the signed checkpoints first",
+            file=sys.stderr,
+        )
+        return
+    result = verify_log(directory, _verifiers(keys))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.ok:
+        return
+    first = result.first_bad_index
+    where = f"from record {first}" if first is not None else "its checkpoints"
+    print(
+        f"warning: {directory}: the log does NOT verify ({where}): "
+        f"{result.problems[0].message}; the records below may not be what was signed "
+        "(`gateway audit verify` lists every problem)",
+        file=sys.stderr,
+    )
+
+
 def _query(args: argparse.Namespace) -> int:
-    reader = LogReader(args.dir or _default_dir())
+    directory = args.dir or _default_dir()
+    reader = LogReader(directory)
+    _query_trust(directory, args.key)
     wanted = {
         key: value
         for key, value in (
@@ -367,6 +473,8 @@ def _query(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if not args.json:
+        print("index\t" + "\t".join(QUERY_FIELDS))
     for index, record in _records(reader, args.transfer_id):
         stamp = record.get("time")
         if not isinstance(stamp, str):
@@ -378,17 +486,7 @@ def _query(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"index": index, "record": record}, ensure_ascii=False))
         else:
-            fields = (
-                "time",
-                "event",
-                "decision",
-                "route",
-                "sender",
-                "transfer_id",
-                "rule",
-                "policy_version",
-            )
-            print(f"{index}\t" + "\t".join(str(record.get(f, "-")) for f in fields))
+            print(f"{index}\t" + "\t".join(str(record.get(f, "-")) for f in QUERY_FIELDS))
     return EXIT_OK
 
 
@@ -455,14 +553,22 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    name = args.name or _configured_audit(args).origin
+    try:
+        signer_name = NoteSigner(name, Ed25519PrivateKey.generate()).name
+    except NoteError as exc:  # checked before a key file is written
+        raise ConfigError(f"--name: {exc}") from exc
     key = create_signing_key(args.output)
-    print(NoteSigner(args.name, key).verifier)
+    print(NoteSigner(signer_name, key).verifier)
     return EXIT_OK
 
 
 def _pubkey(args: argparse.Namespace) -> int:
+    audit = _configured_audit(args)
+    name = args.name or audit.origin
+    keyfile = args.keyfile or audit.signing_key
     try:
-        print(NoteSigner(args.name, load_signing_key(args.keyfile)).verifier)
+        print(NoteSigner(name, load_signing_key(keyfile)).verifier)
     except NoteError as exc:
         raise ConfigError(str(exc)) from exc
     return EXIT_OK

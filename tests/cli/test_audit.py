@@ -151,9 +151,22 @@ def test_query_filters(setup: tuple[Path, str], capsys: pytest.CaptureFixture[st
     window = [json.loads(line)["index"] for line in capsys.readouterr().out.splitlines()]
     assert window == list(range(10, 20))
     assert main(["audit", "query", "--dir", str(directory), "--event", "delivered"]) == 0
-    table = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    header, *table = captured.out.splitlines()
+    assert header.split("\t") == [
+        "index",
+        "time",
+        "event",
+        "decision",
+        "route",
+        "sender",
+        "transfer_id",
+        "rule",
+        "policy_version",
+    ]
     assert len(table) == 1
     assert table[0].startswith("40\t")
+    assert "records listed unverified; --key checks them" in captured.err
     with pytest.raises(SystemExit) as exit_:
         main(["audit", "query", "--dir", str(directory), "--since", "yesterday"])
     assert exit_.value.code == 2
@@ -255,7 +268,7 @@ def test_prove_and_query_by_transfer_id_use_the_index(
         )
         == 0
     )
-    assert capsys.readouterr().out.startswith("40\t")
+    assert capsys.readouterr().out.splitlines()[1].startswith("40\t")
     # An index that lags the log (the gateway was killed): the newer records are read.
     _edit_index(
         directory,
@@ -293,3 +306,49 @@ def test_every_audit_command_names_its_directory_with_dir(
     assert f"{directory}: ok: 41 records" in capsys.readouterr().out
     assert main(["audit", "query", "--dir", str(directory), "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 41
+
+
+def test_keygen_and_pubkey_name_the_key_after_the_configured_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[audit]\nsigning_key = "keys/audit.key"\norigin = "hetao.example/sz-egress-1"\n'
+    )
+    (tmp_path / "keys").mkdir()
+    key = tmp_path / "keys" / "audit.key"
+    assert main(["audit", "keygen", "-o", str(key), "--config", str(config)]) == 0
+    made = capsys.readouterr().out.strip()
+    assert made.startswith("hetao.example/sz-egress-1+")
+    # The key file and the name both come from the configuration.
+    assert main(["audit", "pubkey", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == made
+    # An explicit name still wins; the key is the same.
+    assert main(["audit", "pubkey", str(key), "--name", "other.example/log"]) == 0
+    other = capsys.readouterr().out.strip()
+    assert other.startswith("other.example/log+")
+    assert other.rsplit("+", 1)[1] == made.rsplit("+", 1)[1]
+    # A name no verifier line can carry is refused before a key file is written.
+    assert main(["audit", "keygen", "-o", str(tmp_path / "k2"), "--name", "two words"]) == 2
+    assert not (tmp_path / "k2").exists()
+    assert "--name:" in capsys.readouterr().err
+
+
+def test_query_with_the_key_warns_when_the_log_does_not_verify(
+    setup: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory, vkey = setup
+    query = ["audit", "query", "--dir", str(directory), "--decision", "block", "--key", vkey]
+    assert main(query) == 0
+    captured = capsys.readouterr()
+    assert "does NOT verify" not in captured.err
+    assert "unverified" not in captured.err
+    assert len(captured.out.splitlines()) == 1 + 8
+    (segment,) = (directory / "segments").iterdir()
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[5] = lines[5].replace(b'"block"', b'"allow"')  # hide one blocked transfer
+    segment.write_bytes(b"".join(lines))
+    assert main(query) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {directory}: the log does NOT verify (from record 5)" in captured.err
+    assert len(captured.out.splitlines()) == 1 + 7  # the records are still listed, as they are
