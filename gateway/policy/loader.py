@@ -67,6 +67,7 @@ from gateway.policy.model import (
     glob_to_regex,
     is_glob,
 )
+from gateway.policy.reach import Reach, covers, sender_matches
 from gateway.policy.source import (
     Document,
     Path_,
@@ -767,6 +768,56 @@ def _routes(
     return routes, pending, key_files, canon
 
 
+def _check_shadowed(
+    merged: _Merged,
+    compiled: Sequence[CompiledRule],
+    routes: Mapping[str, Route],
+    issues: list[PolicyIssue],
+) -> None:
+    """A rule an earlier deciding rule always pre-empts can never decide (:mod:`.reach`).
+
+    A warning, not an error: whether it holds depends on the declared routes,
+    senders and lists as well as the rules, and a white-list edit must not
+    make a reload fail. ``policy check --strict`` fails on it.
+    """
+    senders = {ident: (spec.team, spec.organisation) for ident, (spec, _) in merged.senders.items()}
+    deciders: list[tuple[Reach, str, _Origin]] = []
+    for (spec, origin), rule in zip(merged.rules, compiled, strict=True):
+        reach = Reach(
+            spec.when,
+            frozenset(name for name, route in routes.items() if rule.route_filter(route)),
+            frozenset(
+                ident
+                for ident, (team, organisation) in senders.items()
+                if sender_matches(spec.when, ident, team, organisation)
+            ),
+        )
+        # A rule no declared route or sender reaches is a pack's rule for
+        # another deployment, not a mistake; it cannot be shown shadowed.
+        if reach.routes and reach.senders:
+            for broad, broad_id, broad_origin in deciders:
+                if covers(broad, reach):
+                    issues.append(
+                        PolicyIssue(
+                            origin.at("id"),
+                            f"rule {spec.id!r} can never decide: rule {broad_id!r} at "
+                            f"{broad_origin.at('id')} comes first and matches every "
+                            "transfer it matches (move it before that rule, or narrow "
+                            "the earlier one)",
+                            warning=True,
+                        )
+                    )
+                    break
+        if spec.mode != "enforce" or rule.catch_all:
+            continue  # shadow rules decide nothing; a catch-all is reported as such
+        if spec.then is not None:
+            # The rules after a `then` judge a transfer without its then.without
+            # labels, the earlier ones with them: no comparison across it.
+            deciders.clear()
+        else:
+            deciders.append((reach, spec.id, origin))
+
+
 def _check_envelope(
     merged: _Merged,
     compiled: Sequence[CompiledRule],
@@ -916,6 +967,7 @@ def load_policy(path: Path | str, *, require_keys: bool = True) -> CompiledPolic
     compiled = checker.check_rules()
     routes, pending, key_files, route_canon = _routes(merged, require_keys, issues)
     _check_envelope(merged, compiled, routes, pending, issues)
+    _check_shadowed(merged, compiled, routes, issues)
     if any(not i.warning for i in issues):
         raise PolicyLoadError(issues)
     detectors = _build_detectors(merged, issues)
