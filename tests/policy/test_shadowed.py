@@ -15,8 +15,9 @@ import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from gateway.ledger import LedgerCount
 from gateway.policy import PolicyLoadError, load_policy
-from gateway.policy.engine import LedgerCount, TransferContext
+from gateway.policy.engine import TransferContext
 from gateway.policy.model import Threshold
 from gateway.policy.reach import threshold_implies
 from tests.policy.conftest import WritePolicy, make_summary
