@@ -226,7 +226,8 @@ def describe_certificate(cert: x509.Certificate) -> CertInfo:
 def cert_expiry_seconds(path: Path | str, *, now: dt.datetime | None = None) -> float:
     """Seconds until the first certificate in ``path`` expires (negative once expired).
 
-    This feeds the ``gateway_tls_cert_expiry_seconds`` metric.
+    (``gateway certs`` prints it; the metric reads the loaded certificate, see
+    :func:`gateway.server.runner.record_cert_expiry`.)
 
     Raises:
         ConfigError: the file cannot be read as a certificate.

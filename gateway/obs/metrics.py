@@ -50,6 +50,7 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_fail_closed_total": ("reason",),
     "gateway_upstream_errors_total": ("route", "kind"),
     "gateway_ledger_subjects": ("organisation", "category"),
+    "gateway_ledger_up": (),
     "gateway_ledger_threshold_subjects": ("category", "mechanism"),
     "gateway_tls_cert_expiry_seconds": ("cert",),
     "gateway_connections": ("listener",),
@@ -223,6 +224,11 @@ class Metrics:
             "gateway_ledger_subjects",
             "Distinct subjects exported this calendar year (UTC+8).",
             METRIC_LABELS["gateway_ledger_subjects"],
+            registry=r,
+        )
+        self.ledger_up = Gauge(
+            "gateway_ledger_up",
+            "1 when the last read of the ledger (every 30 s) succeeded, 0 when it failed.",
             registry=r,
         )
         self.ledger_threshold = Gauge(

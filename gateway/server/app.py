@@ -31,6 +31,7 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.tls import server_ssl_context as tls_server_context
 from gateway.errors import ConfigError
+from gateway.ledger import LedgerUnavailable, ledger_year
 from gateway.policy.archive import archive_dir, archive_policy
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
@@ -237,6 +238,44 @@ async def _watch_policy(app: web.Application) -> None:
             log.error("policy_watch_failed", error_type=type(exc).__name__)
 
 
+#: How often the egress reads the ledger's totals into ``gateway_ledger_subjects``
+#: and ``gateway_ledger_up`` (a ledger that went away is seen within this long).
+LEDGER_REFRESH_SECONDS = 30.0
+
+
+async def _watch_ledger(services: Services) -> None:
+    """Keep the ledger gauges true between transfers (issue 16).
+
+    At start the gauges are read from the ledger, not left absent until the
+    first transfer with subjects; every ``interval`` they are read again, so
+    another replica's exports (PostgreSQL), the new year (UTC+8) and an
+    outage of the ledger all show. A series the ledger no longer has this
+    year drops to 0 rather than keeping last year's count.
+    """
+    metrics = services.metrics
+    shown: set[tuple[str, str]] = set()
+    up: bool | None = None
+    while True:
+        try:
+            totals = await services.ledger.totals(year=ledger_year())
+        except LedgerUnavailable as exc:
+            if up is not False:
+                log.error("ledger_unreachable", error_type=type(exc).__name__)
+            up = False
+        else:
+            current = {(t.organisation, t.category): t.subjects for t in totals}
+            for key in shown - current.keys():
+                metrics.ledger_subjects.labels(*key).set(0)
+            for key, subjects in current.items():
+                metrics.ledger_subjects.labels(*key).set(subjects)
+            shown |= current.keys()
+            if up is False:
+                log.info("ledger_reachable")
+            up = True
+        metrics.ledger_up.set(1 if up else 0)
+        await asyncio.sleep(LEDGER_REFRESH_SECONDS)
+
+
 def decoder_budget(config: EgressConfig, services: Services) -> DecoderBudget:
     """The egress's decoder memory budget, watched by two metrics.
 
@@ -308,7 +347,11 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
             connector=aiohttp.TCPConnector(limit=config.max_concurrent)
         )
         reviews.track_pending(state)
-        background = [watch_task, asyncio.create_task(reviews.expire_periodically(state))]
+        background = [
+            watch_task,
+            asyncio.create_task(reviews.expire_periodically(state)),
+            asyncio.create_task(_watch_ledger(services)),
+        ]
         if config.witness_url:
             background.append(
                 asyncio.create_task(

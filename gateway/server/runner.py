@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from gateway.classify.matcher import NATIVE_AVAILABLE
-from gateway.crypto.certs import cert_expiry_seconds
+from gateway.crypto.certs import describe_certificate, load_certificates
 from gateway.crypto.keys import load_identities
 from gateway.errors import ConfigError
 from gateway.obs.metrics import Metrics
@@ -56,7 +56,14 @@ log = structlog.get_logger("gateway.server")
 
 
 def record_cert_expiry(services: Services) -> None:
-    """Set ``gateway_tls_cert_expiry_seconds`` for every configured certificate."""
+    """Point ``gateway_tls_cert_expiry_seconds`` at every configured certificate.
+
+    Called at start and on SIGHUP, when the certificates are (re)loaded. The
+    gauge is computed at each scrape from the loaded certificate's notAfter,
+    so it counts down on a long-running process and the expiry alert fires
+    without a reload; a file renewed on disk but not yet loaded (no SIGHUP)
+    is not what the listener presents, so it is not what the gauge shows.
+    """
     settings = services.settings
     certs: dict[str, Path] = {}
     if settings.egress is not None:
@@ -70,9 +77,11 @@ def record_cert_expiry(services: Services) -> None:
             certs["ingress-client"] = settings.ingress.destination_tls.cert
     for name, path in certs.items():
         try:
-            services.metrics.tls_cert_expiry.labels(name).set(cert_expiry_seconds(path))
+            info = describe_certificate(load_certificates(path)[0])
         except ConfigError as exc:
             log.error("certificate_unreadable", cert=name, error=exc.detail)
+            continue
+        services.metrics.tls_cert_expiry.labels(name).set_function(info.seconds_to_expiry)
 
 
 def warn_unpinned(settings: GatewaySettings) -> None:
