@@ -21,7 +21,7 @@ from typing import Any
 from gateway.cli import EXIT_OK
 from gateway.obs.logging import configure_logging
 from gateway.server.config import load_settings
-from gateway.server.demo import DEMO_DIR, instructions, prepare_demo
+from gateway.server.demo import DEMO_DIR, ParkUrls, instructions, prepare_demo
 from gateway.server.runner import serve_forever
 
 
@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="run both parks on loopback with the shipped policies (make run)",
         description="Create dev keys and configs under var/demo if missing, then run "
-        "the HK egress on :8080 and the SZ ingress on :9443.",
+        "both directions: the HK egress on :8080 to the SZ ingress on :9443, and the "
+        "SZ egress on :9080 to the HK ingress on :8443.",
     )
     demo.add_argument("--dir", type=Path, default=DEMO_DIR, help="demo state (default var/demo)")
     demo.add_argument("--policy", type=Path, default=Path("policies"), help="policy directory")
@@ -80,8 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
     demo = prepare_demo(args.dir, args.policy)
 
     def announce(gateways: list[Any]) -> None:
-        ingress = next(g.ingress_url for g in gateways if g.ingress_url)
-        egress = next(g.egress_url for g in gateways if g.egress_url)
-        print(instructions(demo, egress, ingress, args.samples), flush=True)
+        parks = {g.services.settings.name: ParkUrls(g.egress_url, g.ingress_url) for g in gateways}
+        print(instructions(demo, parks["hk"], parks["sz"], args.samples), flush=True)
 
     return _run(demo.settings(), announce)

@@ -1,16 +1,26 @@
 """``make run``: both parks on loopback with the shipped policies (SPEC §2).
 
+The demo runs both directions. Each park is one gateway process's worth of
+configuration with both roles: its egress sends to the other park's ingress,
+its ingress receives from the other park's egress. Hong Kong -> Shenzhen
+(``hk->sz`` routes) goes from the HK egress (:8080) to the SZ ingress
+(:9443); Shenzhen -> Hong Kong (``sz->hk``, where the Mainland export rules
+apply) from the SZ egress (:9080) to the HK ingress (:8443).
+
 :func:`prepare_demo` creates, under ``var/demo/`` and only when missing, the
-dev PKI of both parks (``gateway certs init``), the Shenzhen ingress's age
-identity and its public key (which ``policies/90-demo.yaml`` reads), and two
+dev PKI of both parks (``gateway certs init``), each ingress's age identity
+and its public key (which ``policies/90-demo.yaml`` reads), and two
 configuration files, ``hk.toml`` and ``sz.toml``, which ``gateway serve
 --config`` accepts as they are. The twins pin each other's public keys, as
-in production: the SZ ingress the HK client certificate's
-(``ingress.twin_spki``), the HK egress the SZ server certificate's
-(``egress.upstream_tls.pin_spki``). Running it again keeps everything it
-made, except a config that does not pin the current certificates' keys (one
-from before key pinning, or after ``gateway certs init --force``): that one
-is written anew.
+in production: each ingress the other park's client certificate's
+(``ingress.twin_spki``), each egress the other park's server certificate's
+(``egress.upstream_tls.pin_spki``); each ingress co-signs the other park's
+audit checkpoints (``ingress.witness``). Running it again keeps everything it
+made, except a config that lacks something the current demo needs: one from
+before key pinning, after ``gateway certs init --force``, or from the demo
+that ran one direction only (no ``[ingress]`` in ``hk.toml``, no ``[egress]``
+in ``sz.toml``). That one is written anew; the keys, logs, ledgers and
+inboxes it names are kept.
 
 The demo tokens are fixed and public (they are in the README): they identify
 the demo senders, and only their SHA-256 is in the configuration.
@@ -40,19 +50,97 @@ DEMO_DIR = Path("var/demo")
 #: The demo listeners (issue 4: fixed, so the README's commands work as written).
 HK_EGRESS_PORT = 8080
 SZ_INGRESS_PORT = 9443
-#: The demo sender's token and identity (``policies/90-demo.yaml`` declares the sender).
+SZ_EGRESS_PORT = 9080
+HK_INGRESS_PORT = 8443
+#: The HK demo sender's token and identity (``policies/90-demo.yaml`` declares the sender).
 DEMO_TOKEN = "demo-hk-research"  # noqa: S105 - public demo token, shown in the README
 DEMO_IDENTITY = "demo-hk-research"
-#: The demo compliance officer's token (approves or rejects held reviews).
+#: The SZ demo sender: the genomics lab on the HGR white list (``policies/10-hgr.yaml``).
+SZ_DEMO_TOKEN = "demo-sz-genomics"  # noqa: S105 - public demo token, shown in the README
+SZ_DEMO_IDENTITY = "demo-sz-genomics"
+#: A second SZ sender, neither white-listed nor GBA-registered (its HGR data is blocked).
+SZ_HOSPITAL_TOKEN = "demo-sz-hospital"  # noqa: S105 - public demo token, shown in the README
+SZ_HOSPITAL_IDENTITY = "demo-sz-hospital"
+#: The demo compliance officer's token (approves or rejects held reviews, in either park).
 DEMO_OFFICER_TOKEN = "demo-compliance-officer"  # noqa: S105 - public demo token
 #: Routes the SZ ingress delivers into ``var/demo/sz-inbox/<route>/``.
 DEMO_ROUTES = ("sz-lab", "sz-clinical", "sz-pdpo")
+#: Routes the HK ingress delivers into ``var/demo/hk-inbox/<route>/``.
+HK_ROUTES = ("hk-lab", "hk-clinical")
 #: Checkpoint origin of the HK demo log (the SZ witness checks it).
 HK_ORIGIN = "hksz-gateway.demo/hk-audit"
-#: The file ``policies/90-demo.yaml`` reads the SZ recipient from.
-RECIPIENT_FILE = "sz-ingress.age.pub"
-#: The ingress setting that pins the twin; an ``sz.toml`` without it is remade.
-_TWIN_KEY = "twin_names"
+#: Checkpoint origin of the SZ demo log (the HK witness checks it).
+SZ_ORIGIN = "hksz-gateway.demo/sz-audit"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPark:
+    """One park of the demo: its listeners, its senders and what its ingress delivers.
+
+    Attributes:
+        name: ``hk`` or ``sz``: the config file's stem, its state directory
+            under ``var/demo/`` and its directory in the dev PKI.
+        title: how the config's comments name the park.
+        egress_port: the research-facing listener (plain HTTP on loopback).
+        ingress_port: the mutual-TLS listener the other park's egress posts to.
+        origin: the checkpoint origin of the park's audit log.
+        senders: ``(token, identity)`` of the park's demo senders.
+        routes: the routes its ingress delivers into ``<name>-inbox/<route>/``.
+        egress_spool: spool of the egress (held reviews live there).
+        ingress_spool: spool of the ingress. Never the egress's: an ingress
+            deletes the ``*.age`` files in its spool when it starts.
+    """
+
+    name: str
+    title: str
+    egress_port: int
+    ingress_port: int
+    origin: str
+    senders: tuple[tuple[str, str], ...]
+    routes: tuple[str, ...]
+    egress_spool: str
+    ingress_spool: str
+
+    @property
+    def identity_file(self) -> str:
+        """The ingress's age identity (opens envelopes), under ``var/demo/``."""
+        return f"{self.name}-ingress.agekey"
+
+    @property
+    def recipient_file(self) -> str:
+        """The ingress's ``age1…`` recipient, which ``policies/90-demo.yaml`` reads."""
+        return f"{self.name}-ingress.age.pub"
+
+    @property
+    def inbox(self) -> str:
+        """Where the ingress delivers, under ``var/demo/``."""
+        return f"{self.name}-inbox"
+
+
+# The spool paths are those of the one-direction demo where that demo had the
+# role (HK egress, SZ ingress), so its held reviews survive the upgrade.
+HK = DemoPark(
+    name="hk",
+    title="Hong Kong",
+    egress_port=HK_EGRESS_PORT,
+    ingress_port=HK_INGRESS_PORT,
+    origin=HK_ORIGIN,
+    senders=((DEMO_TOKEN, DEMO_IDENTITY),),
+    routes=HK_ROUTES,
+    egress_spool="hk/spool",
+    ingress_spool="hk/ingress-spool",
+)
+SZ = DemoPark(
+    name="sz",
+    title="Shenzhen",
+    egress_port=SZ_EGRESS_PORT,
+    ingress_port=SZ_INGRESS_PORT,
+    origin=SZ_ORIGIN,
+    senders=((SZ_DEMO_TOKEN, SZ_DEMO_IDENTITY), (SZ_HOSPITAL_TOKEN, SZ_HOSPITAL_IDENTITY)),
+    routes=DEMO_ROUTES,
+    egress_spool="sz/egress-spool",
+    ingress_spool="sz/spool",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,101 +149,140 @@ class Demo:
 
     Attributes:
         root: ``var/demo`` (absolute).
-        hk_config: the HK egress configuration file.
-        sz_config: the SZ ingress configuration file.
-        inbox: ``var/demo/sz-inbox``.
+        hk_config: the HK park's configuration file (HK egress, HK ingress).
+        sz_config: the SZ park's configuration file (SZ egress, SZ ingress).
+        sz_inbox: ``var/demo/sz-inbox`` (``hk->sz`` routes arrive there).
+        hk_inbox: ``var/demo/hk-inbox`` (``sz->hk`` routes arrive there).
     """
 
     root: Path
     hk_config: Path
     sz_config: Path
-    inbox: Path
+    sz_inbox: Path
+    hk_inbox: Path
 
     def settings(self) -> list[GatewaySettings]:
-        """SZ first, so it starts first and stops last (HK forwards to it)."""
+        """SZ, then HK: the order they start in (they stop in reverse).
+
+        Each park forwards to the other, so neither order lets every transfer
+        find its twin listening: ``make run`` prints its commands once both
+        listen, and the witness loop of the first retries after its interval.
+        """
         return [load_settings(self.sz_config), load_settings(self.hk_config)]
+
+
+@dataclass(frozen=True, slots=True)
+class ParkUrls:
+    """Where one running park listens (what :func:`instructions` prints)."""
+
+    egress: str
+    ingress: str
 
 
 def _toml_str(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _hk_config(policy_dir: Path, sz_server_pin: str) -> str:
+@dataclass(frozen=True, slots=True)
+class _TwinKeys:
+    """What one park's config pins of the other park's (its twin's) keys."""
+
+    server_pin: str  # the twin ingress's TLS key (egress.upstream_tls.pin_spki)
+    client_pin: str  # the twin egress's TLS client key (ingress.twin_spki)
+    client_name: str  # the twin's client certificate subject CN (ingress.twin_names)
+    log_key: str  # the twin audit log's note verifier key (ingress.witness.log_key)
+
+
+def _required(park: DemoPark, keys: _TwinKeys) -> list[str]:
+    """What a config of ``park`` must hold to run the current demo with its twin.
+
+    A config without one of them is from an older demo (one direction only,
+    before twin pinning, fewer senders or routes) or for other certificates
+    (``gateway certs init --force``): it would not load, not reach its twin,
+    refuse it, or refuse a demo sender, so it is remade.
+    """
+    return [
+        "[egress]",
+        "[ingress]",
+        "twin_names",
+        keys.server_pin,
+        keys.client_pin,
+        keys.log_key,
+        *(token_digest(token) for token, _ in park.senders),
+        *(f'{route} = "{park.inbox}/{route}"' for route in park.routes),
+    ]
+
+
+def _park_config(park: DemoPark, twin: DemoPark, policy_dir: Path, keys: _TwinKeys) -> str:
+    tokens = ",\n".join(
+        f'  {{ sha256 = "{token_digest(token)}", identity = "{identity}" }}'
+        for token, identity in park.senders
+    )
+    shown = ", ".join(token for token, _ in park.senders)
+    deliver = "\n".join(f'{route} = "{park.inbox}/{route}"' for route in park.routes)
     return f"""\
-# HK park egress of the demo (`make run`). Paths are relative to this file.
-name = "hk"
-ledger_url = "hk/ledger.sqlite3"
-secret_file = "hk/secret"
-witness_dir = "hk/witness"
+# {park.title} park of the demo (`make run`): its egress sends to the
+# {twin.title} park's ingress, its ingress receives from the {twin.title} park's
+# egress. Paths are relative to this file.
+name = "{park.name}"
+ledger_url = "{park.name}/ledger.sqlite3"
+secret_file = "{park.name}/secret"
+witness_dir = "{park.name}/witness"
 
 [egress]
 host = "127.0.0.1"
-port = {HK_EGRESS_PORT}
+port = {park.egress_port}
 policy_dir = {_toml_str(policy_dir)}
-spool_dir = "hk/spool"
-spool_identity = "hk/spool.agekey"
-# Only SHA-256 digests of tokens are stored. Demo sender token: {DEMO_TOKEN}
-tokens = [{{ sha256 = "{token_digest(DEMO_TOKEN)}", identity = "{DEMO_IDENTITY}" }}]
+spool_dir = "{park.egress_spool}"
+spool_identity = "{park.name}/spool.agekey"
+# Only SHA-256 digests of tokens are stored. Demo sender tokens: {shown}
+tokens = [
+{tokens},
+]
 # Demo compliance officer token: {DEMO_OFFICER_TOKEN}
 officer_tokens = ["{token_digest(DEMO_OFFICER_TOKEN)}"]
-# The SZ twin co-signs this park's audit checkpoints.
-witness_url = "https://127.0.0.1:{SZ_INGRESS_PORT}"
+# The {twin.name.upper()} twin co-signs this park's audit checkpoints.
+witness_url = "https://127.0.0.1:{twin.ingress_port}"
 
 [egress.upstream_tls]
-cert = "certs/hk/client.crt"
-key = "certs/hk/client.key"
-ca = "certs/sz/ca.crt"
-# The SZ ingress's public key (`gateway certs show certs/sz/server.crt`): a
-# certificate from the SZ CA for another key is refused before a byte is sent.
-pin_spki = ["{sz_server_pin}"]
-
-[audit]
-dir = "hk/audit"
-signing_key = "certs/hk/audit-ed25519.key"
-origin = "{HK_ORIGIN}"
-"""
-
-
-def _sz_config(hk_log_key: str, twin_name: str, twin_pin: str) -> str:
-    deliver = "\n".join(f'{route} = "sz-inbox/{route}"' for route in DEMO_ROUTES)
-    return f"""\
-# SZ park ingress of the demo (`make run`). Paths are relative to this file.
-name = "sz"
-ledger_url = "sz/ledger.sqlite3"
-secret_file = "sz/secret"
-witness_dir = "sz/witness"
+cert = "certs/{park.name}/client.crt"
+key = "certs/{park.name}/client.key"
+ca = "certs/{twin.name}/ca.crt"
+# The {twin.name.upper()} ingress's public key (`gateway certs show certs/{twin.name}/server.crt`):
+# a certificate from the {twin.name.upper()} CA for another key is refused before a byte is sent.
+pin_spki = ["{keys.server_pin}"]
 
 [ingress]
 host = "127.0.0.1"
-port = {SZ_INGRESS_PORT}
-identity = "sz-ingress.agekey"
-spool_dir = "sz/spool"
-# Only the HK gateway's client certificate (subject CN) may post envelopes:
-# the HK CA may issue other client certificates too. Its public key is pinned
-# as well (`gateway certs show certs/hk/client.crt`), so a certificate the HK
-# CA issued under that name for another key is refused.
-twin_names = [{_toml_str(twin_name)}]
-twin_spki = ["{twin_pin}"]
+port = {park.ingress_port}
+identity = "{park.identity_file}"
+spool_dir = "{park.ingress_spool}"
+# Only the {twin.name.upper()} gateway's client certificate (subject CN) may post
+# envelopes: the {twin.name.upper()} CA may issue other client certificates too. Its public
+# key is pinned as well (`gateway certs show certs/{twin.name}/client.crt`), so a
+# certificate the {twin.name.upper()} CA issued under that name for another key is refused.
+twin_names = [{_toml_str(keys.client_name)}]
+twin_spki = ["{keys.client_pin}"]
 
 [ingress.tls]
-cert = "certs/sz/server.crt"
-key = "certs/sz/server.key"
-client_ca = "certs/hk/ca.crt"
+cert = "certs/{park.name}/server.crt"
+key = "certs/{park.name}/server.key"
+client_ca = "certs/{twin.name}/ca.crt"
 require_client_cert = true
 
 # route -> local destination: a directory (relative to this file), file:///dir or https://
 [ingress.deliver]
 {deliver}
 
-# Co-sign the HK egress's audit checkpoints (its log's verifier key).
+# Co-sign the {twin.name.upper()} egress's audit checkpoints (its log's verifier key).
 [ingress.witness]
-origin = "{HK_ORIGIN}"
-log_key = "{hk_log_key}"
+origin = "{twin.origin}"
+log_key = "{keys.log_key}"
 
 [audit]
-dir = "sz/audit"
-signing_key = "certs/sz/audit-ed25519.key"
-origin = "hksz-gateway.demo/sz-audit"
+dir = "{park.name}/audit"
+signing_key = "certs/{park.name}/audit-ed25519.key"
+origin = "{park.origin}"
 """
 
 
@@ -168,67 +295,102 @@ def _common_name(cert_path: Path) -> str:
     return str(names[0].value)
 
 
+def _twin_keys(root: Path, twin: DemoPark) -> _TwinKeys:
+    paths = ParkPaths(root / "certs" / twin.name)
+    verifier = NoteSigner(twin.origin, load_or_create_signing_key(paths.audit_key)).verifier
+    return _TwinKeys(
+        server_pin=spki_pin(load_certificates(paths.cert("server"))[0]),
+        client_pin=spki_pin(load_certificates(paths.cert("client"))[0]),
+        client_name=_common_name(paths.cert("client")),
+        log_key=str(verifier),
+    )
+
+
+def _ensure_ingress_identity(root: Path, park: DemoPark) -> None:
+    """The ingress's age identity (kept once made) and its recipient file, kept current."""
+    identity_path = root / park.identity_file
+    if not identity_path.exists():
+        identity = X25519Identity.generate()
+        write_private_file(identity_path, identity_file_text(identity).encode())
+    identity = load_identities(identity_path)[0]
+    recipient_path = root / park.recipient_file
+    recipient_line = identity.recipient.encode() + "\n"
+    if not recipient_path.exists() or recipient_path.read_text() != recipient_line:
+        recipient_path.write_text(recipient_line)
+
+
+def _ensure_config(root: Path, park: DemoPark, twin: DemoPark, policy_dir: Path) -> Path:
+    """Write ``<park>.toml`` when missing or stale (see :func:`_required`)."""
+    keys = _twin_keys(root, twin)
+    config = root / f"{park.name}.toml"
+    text = config.read_text() if config.exists() else ""
+    if any(line not in text for line in _required(park, keys)):
+        config.write_text(_park_config(park, twin, policy_dir, keys))
+    return config
+
+
 def prepare_demo(root: Path = DEMO_DIR, policy_dir: Path = Path("policies")) -> Demo:
     """Create whatever the demo still lacks under ``root``; keep what exists."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     init_dev_pki(root / "certs")
-    identity_path = root / "sz-ingress.agekey"
-    if not identity_path.exists():
-        identity = X25519Identity.generate()
-        write_private_file(identity_path, identity_file_text(identity).encode())
-    identity = load_identities(identity_path)[0]
-    recipient_path = root / RECIPIENT_FILE
-    recipient_line = identity.recipient.encode() + "\n"
-    if not recipient_path.exists() or recipient_path.read_text() != recipient_line:
-        recipient_path.write_text(recipient_line)
-    inbox = root / "sz-inbox"
-    for route in DEMO_ROUTES:
-        (inbox / route).mkdir(parents=True, exist_ok=True)
-    hk, sz = ParkPaths(root / "certs" / "hk"), ParkPaths(root / "certs" / "sz")
-    sz_server_pin = spki_pin(load_certificates(sz.cert("server"))[0])
-    hk_client_pin = spki_pin(load_certificates(hk.cert("client"))[0])
-    hk_config = root / "hk.toml"
-    # Without the SZ key's pin (a config from before key pinning, or certificates
-    # re-issued since) the egress would not be pinned or not reach its twin: remake it.
-    if not hk_config.exists() or sz_server_pin not in hk_config.read_text():
-        hk_config.write_text(_hk_config(policy_dir.resolve(), sz_server_pin))
-    sz_config = root / "sz.toml"
-    # A config from before twin pinning (no ``twin_names``) or without the HK
-    # client key's pin would not load or would refuse the HK egress: remake it.
-    sz_text = sz_config.read_text() if sz_config.exists() else ""
-    stale = any(f'{route} = "sz-inbox/{route}"' not in sz_text for route in DEMO_ROUTES)
-    if _TWIN_KEY not in sz_text or hk_client_pin not in sz_text or stale:
-        hk_key = load_or_create_signing_key(hk.audit_key)
-        verifier = str(NoteSigner(HK_ORIGIN, hk_key).verifier)
-        sz_config.write_text(_sz_config(verifier, _common_name(hk.cert("client")), hk_client_pin))
-    return Demo(root, hk_config, sz_config, inbox)
+    for park in (HK, SZ):
+        _ensure_ingress_identity(root, park)
+        for route in park.routes:
+            (root / park.inbox / route).mkdir(parents=True, exist_ok=True)
+    hk_config = _ensure_config(root, HK, SZ, policy_dir.resolve())
+    sz_config = _ensure_config(root, SZ, HK, policy_dir.resolve())
+    return Demo(root, hk_config, sz_config, root / SZ.inbox, root / HK.inbox)
 
 
-def instructions(demo: Demo, egress_url: str, ingress_url: str, samples: Path) -> str:
+def instructions(demo: Demo, hk: ParkUrls, sz: ParkUrls, samples: Path) -> str:
     """What ``make run`` prints once both parks listen: the exact commands to try."""
     auth = f"-H 'Authorization: Bearer {DEMO_TOKEN}'"
-    base = f"{egress_url}/v1/transfers"
+    base = f"{hk.egress}/v1/transfers"
+    sz_auth = f"-H 'Authorization: Bearer {SZ_DEMO_TOKEN}'"
+    hospital = f"-H 'Authorization: Bearer {SZ_HOSPITAL_TOKEN}'"
+    sz_base = f"{sz.egress}/v1/transfers"
+    hk_officer = f"--url {hk.egress} --token {DEMO_OFFICER_TOKEN}"
+    sz_officer = f"--url {sz.egress} --token {DEMO_OFFICER_TOKEN}"
     return f"""\
-hksz-gateway demo: HK egress {egress_url}  ->  SZ ingress {ingress_url}
-  inbox:   {demo.inbox}/<route>/
+hksz-gateway demo, both directions (mutual TLS between the parks):
+  Hong Kong -> Shenzhen: HK egress {hk.egress}  ->  SZ ingress {sz.ingress}
+      inbox {demo.sz_inbox}/<route>/
+  Shenzhen -> Hong Kong: SZ egress {sz.egress}  ->  HK ingress {hk.ingress}
+      inbox {demo.hk_inbox}/<route>/
   configs: {demo.hk_config}, {demo.sz_config}
 
-Push the samples (one allow, two blocks with their reasons):
+From Hong Kong (PDPO), push the samples (one allow, two blocks with their reasons):
   curl {auth} -T {samples}/clean.csv {base}/sz-lab/clean.csv
   curl {auth} -T {samples}/personal.csv {base}/sz-lab/personal.csv
   curl {auth} -T {samples}/genetic.fasta {base}/sz-lab/genetic.fasta
 
 Then:
-  ls {demo.inbox}/sz-lab/
+  ls {demo.sz_inbox}/sz-lab/
   curl {auth} {base}/<transfer_id>
-  curl {egress_url}/metrics   (Prometheus)   curl {egress_url}/readyz
+  curl {hk.egress}/metrics   (Prometheus)   curl {hk.egress}/readyz
 
 A review (identity card numbers under the PCPD model clauses are held):
   curl {auth} -T {samples}/personal.csv {base}/sz-pdpo/personal.csv
-  gateway review list --token {DEMO_OFFICER_TOKEN}
-  gateway review approve <transfer_id> --comment "consent on file" --token {DEMO_OFFICER_TOKEN}
-  ls {demo.inbox}/sz-pdpo/
+  gateway review list {hk_officer}
+  gateway review approve <transfer_id> --comment "consent on file" {hk_officer}
+  ls {demo.sz_inbox}/sz-pdpo/
+
+From Shenzhen (Mainland export rules: PIPL, the 2024 Provisions, HGR, GBA Standard Contract):
+  curl {sz_auth} -T {samples}/clean.csv {sz_base}/hk-lab/clean.csv
+  curl {sz_auth} -T {samples}/personal.csv {sz_base}/hk-lab/personal.csv
+  curl {sz_auth} -T {samples}/personal.csv {sz_base}/hk-clinical/personal.csv
+  curl {hospital} -T {samples}/human-genome.fasta {sz_base}/hk-lab/human-genome.fasta
+  ls {demo.hk_inbox}/hk-lab/ {demo.hk_inbox}/hk-clinical/
+(allowed: no personal information; blocked: sensitive personal information
+needs a contract; allowed: GBA Standard Contract; blocked: human genetic
+resources from an organisation not on the HGR white list)
+
+An HGR review (human genome data of the white-listed genomics lab to the Hong Kong Park is held):
+  curl {sz_auth} -T {samples}/human-genome.fasta {sz_base}/hk-lab/human-genome.fasta
+  gateway review list {sz_officer}
+  gateway review approve <transfer_id> --comment "HGR filing and backup copy on record" {sz_officer}
+  ls {demo.hk_inbox}/hk-lab/
 
 Ctrl-C stops both parks cleanly.
 """

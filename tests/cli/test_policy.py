@@ -28,7 +28,7 @@ def test_check_shipped_prints_version_and_warns_about_missing_demo_key(
     code, out, err = run(capsys, "policy", "check", str(SHIPPED))
     assert code == 0
     assert "ok, policy hksz-gateway-shipped version " in out
-    assert "3 routes, 2 senders" in out
+    assert "5 routes, 3 senders" in out
     # Without `make run` the demo's recipient file may not exist: a warning, never an error.
     assert "error" not in err
 
