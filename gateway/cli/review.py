@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reject": commands.add_parser("reject", help="reject a held transfer (it is deleted)"),
     }
     parsers["list"].add_argument(
-        "--state", choices=("pending", "approved", "rejected"), default="pending"
+        "--state", choices=("pending", "approved", "rejected", "expired"), default="pending"
     )
     parsers["list"].add_argument("--limit", type=int, default=50, metavar="N")
     parsers["list"].add_argument("--offset", type=int, default=0, metavar="K")

@@ -162,7 +162,7 @@ class Held:
     info: SpoolInfo
     encrypt: str
     #: Approvals recorded so far when the rule asks for more than one
-    #: (officer, comment, reference); a restart forgets them (fail safe).
+    #: (officer, comment, reference); restored from the audit records after a restart.
     approvals: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 

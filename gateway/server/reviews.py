@@ -187,8 +187,11 @@ async def handle_receipt(request: web.Request) -> web.StreamResponse:
     return json_response(receipt_json(receipt))
 
 
-#: States ``GET /v1/reviews`` lists: the open reviews, and the recent decided ones.
-REVIEW_STATES = ("pending", "approved", "rejected")
+#: States ``GET /v1/reviews`` lists: the open reviews, and the recent decided
+#: ones (rejected by an officer, or expired undecided after ``review_expiry``).
+REVIEW_STATES = ("pending", "approved", "rejected", "expired")
+#: How an expiry's rejection reason starts (:func:`expire_reviews`).
+EXPIRED_PREFIX = "expired: "
 #: Page size of ``GET /v1/reviews``: the default and the largest.
 REVIEW_PAGE = 50
 MAX_REVIEW_PAGE = 500
@@ -203,14 +206,25 @@ def _page_arg(request: web.Request, name: str, default: int, most: int) -> int:
     return int(raw)
 
 
+def _review_outcome(transfer: Transfer) -> str:
+    """``pending``, ``approved``, ``rejected`` (by an officer) or ``expired``."""
+    decided = [step for step, _ in transfer.history if step in ("approved", "rejected")]
+    if not decided:
+        return "pending"
+    if decided[-1] == "rejected" and str(transfer.verdict.get("reason", "")).startswith(
+        EXPIRED_PREFIX
+    ):
+        return "expired"
+    return decided[-1]
+
+
 def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None) -> dict[str, Any]:
     """What a list of reviews shows of one transfer: who, where, what, how long."""
     verdict = transfer.verdict
-    decided = [step for step, _ in transfer.history if step in ("approved", "rejected")]
     row: dict[str, Any] = {
         "transfer_id": transfer.id,
         "state": "pending" if transfer.state is State.HELD else transfer.state.value,
-        "review": decided[-1] if decided else "pending",
+        "review": _review_outcome(transfer),
         "sender": transfer.sender,
         "organisation": transfer.organisation,
         "route": transfer.route,
@@ -236,7 +250,7 @@ def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None
 
 
 async def handle_reviews(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/reviews?state=pending|approved|rejected&limit=N&offset=K`` (officers).
+    """``GET /v1/reviews?state=pending|approved|rejected|expired&limit=N&offset=K`` (officers).
 
     Oldest first. ``pending`` are the reviews open in this gateway;
     ``approved`` and ``rejected`` the decided ones it still holds in memory
@@ -253,10 +267,8 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
         transfers = [held.transfer for held in state.held.values()]
     else:
         # Decided reviews: approved ones go on to be delivered (or fail), so
-        # what counts is that the decision is in their history.
-        transfers = [
-            t for t in state.recent.values() if any(step == wanted for step, _ in t.history)
-        ]
+        # what counts is the decision in their history.
+        transfers = [t for t in state.recent.values() if _review_outcome(t) == wanted]
     transfers.sort(key=lambda t: (t.created_at, t.id))
     page = transfers[offset : offset + limit]
     return json_response(
@@ -349,7 +361,8 @@ async def expire_reviews(state: EgressState, *, now: float | None = None) -> int
             continue  # decided meanwhile
         try:
             hours = expiry / 3600
-            await _reject(state, held, None, why=f"expired: no decision within {hours:g} h")
+            why = f"{EXPIRED_PREFIX}no decision within {hours:g} h"
+            await _reject(state, held, None, why=why)
             expired += 1
             log.info("review_expired", transfer_id=transfer_id)
         except GatewayError as exc:
@@ -456,8 +469,8 @@ async def _first_approval(state: EgressState, held: Held, by: _DecidedBy) -> web
     """Record an approval that is not yet enough (four eyes); the review stays open.
 
     The record is a ``review`` record naming the officer: the transfer's trail
-    still ends at ``review`` (it is restored as open after a restart, which
-    forgets the approval: it needs all of them again, the safe way).
+    still ends at ``review``, so it is restored as open after a restart, with
+    the approvals its records name (:func:`_recorded_approvals`).
     """
     transfer = held.transfer
     if any(by.officer == officer for officer, _, _ in held.approvals):
@@ -879,10 +892,25 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             digests=digests,
             info=info,
             encrypt=decision.get("encrypt") or route.encrypt,
+            approvals=_recorded_approvals(records),
         )
         state.remember(transfer)
         restored += 1
     return restored
+
+
+def _recorded_approvals(records: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    """The approvals a four-eyes review had before a restart, from its audit records.
+
+    Each is a ``review`` record naming the officer (:func:`_first_approval`);
+    the signed log, not memory, says who approved, so a restart neither
+    forgets an approval nor lets the same officer give the second one.
+    """
+    return [
+        (str(r["officer"]), str(r.get("comment", "")), _text_or_none(r.get("reference")))
+        for r in records
+        if r.get("event") == "review" and isinstance(r.get("officer"), str)
+    ]
 
 
 async def _fail_interrupted(

@@ -164,6 +164,12 @@ async def test_a_held_transfer_says_where_to_look_and_expires_unanswered(parks: 
     assert list((parks.root / "hk" / "spool" / "held").glob("*")) == []
     status, seen = await _get(parks, location, SENDER)
     assert (status, seen["state"], seen["reason"]) == (200, "rejected", record["reason"])
+    # Officers find it among the expired reviews, not among those an officer rejected.
+    status, listed = await _get(parks, "/v1/reviews?state=expired")
+    assert status == 200
+    assert [(r["transfer_id"], r["review"]) for r in listed["reviews"]] == [(tid, "expired")]
+    status, listed = await _get(parks, "/v1/reviews?state=rejected")
+    assert (status, listed["total"]) == (200, 0)
     async with parks.session.get(f"{parks.egress}/metrics") as r:
         text = await r.text()
     assert "gateway_reviews_pending 0.0" in text

@@ -19,8 +19,10 @@ import pytest
 
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from tests.server.conftest import (
+    NAMED_OFFICER_TOKEN,
     OFFICER_TOKEN,
     RESEARCH_TOKEN,
+    edit_policy,
     hk_settings,
     recording_destination,
     running,
@@ -231,6 +233,35 @@ async def test_held_review_survives_restart(tmp_path: Path, pki: Path) -> None:
         await parks.settle()
         assert parks.inbox_files("sz-review") == {"kept.csv": CLEAN[:3000]}
         assert parks.events_of(tid) == ["review", "approved", "delivered"]
+
+
+async def test_a_first_approval_survives_restart(tmp_path: Path, pki: Path) -> None:
+    officer = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+    second = {"Authorization": f"Bearer {NAMED_OFFICER_TOKEN}"}
+    reason = "    reason: Transfers on this route are checked by a compliance officer.\n"
+    async with start_parks(tmp_path, pki) as parks:
+        await edit_policy(parks, reason, reason + "    approvals: 2\n")
+        status, held = await parks.put("sz-review", "four.csv", CLEAN[:3000])
+        assert status == 202
+        tid = held["transfer_id"]
+        url = f"{parks.egress}/v1/reviews/{tid}/approve"
+        async with parks.session.post(url, json={"comment": "first"}, headers=officer) as r:
+            assert r.status == 202, await r.text()
+            first = (await r.json())["officer"]
+    async with start_parks(tmp_path, pki) as parks:
+        # The approval is read back from the audit log, not forgotten.
+        async with parks.session.get(f"{parks.egress}/v1/reviews/{tid}", headers=officer) as r:
+            review = await r.json()
+        assert (review["approvals_needed"], review["approved_by"]) == (2, [first])
+        url = f"{parks.egress}/v1/reviews/{tid}/approve"
+        async with parks.session.post(url, json={"comment": "again"}, headers=officer) as r:
+            assert r.status == 409, await r.text()  # the same officer cannot give the second
+        assert parks.inbox_files("sz-review") == {}
+        async with parks.session.post(url, json={"comment": "agreed"}, headers=second) as r:
+            assert r.status == 201, await r.text()
+        await parks.settle()
+        assert parks.inbox_files("sz-review") == {"four.csv": CLEAN[:3000]}
+        assert parks.events_of(tid) == ["review", "review", "approved", "delivered"]
 
 
 def test_quota_is_larger_than_a_small_transfer() -> None:
