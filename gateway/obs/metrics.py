@@ -26,6 +26,9 @@ FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 #: The documented label names of every metric; a test checks the export against it.
 METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_transfers_total": ("route", "direction", "decision", "rule"),
+    "gateway_transfer_outcomes_total": ("route", "outcome"),
+    "gateway_http_requests_total": ("listener", "handler", "code"),
+    "gateway_http_request_duration_seconds": ("listener", "handler"),
     "gateway_transfer_bytes_total": ("route", "stage"),
     "gateway_transfer_duration_seconds": ("route", "decision"),
     "gateway_inflight_transfers": (),
@@ -69,6 +72,16 @@ POLICY_RELOAD_RESULTS: tuple[str, ...] = ("success", "failure")
 #: and no policy loaded yet, which /readyz also reports; decoder memory held by
 #: other transfers, issue 11).
 FAIL_CLOSED_REASONS: tuple[str, ...] = ("audit", "ledger", "policy", "decoder_memory")
+#: The ``outcome`` values of ``gateway_transfer_outcomes_total`` (issue 16): the
+#: audit record event that ends a transfer, or ``held`` for a review.
+TRANSFER_OUTCOMES: tuple[str, ...] = (
+    "delivered",
+    "blocked",
+    "held",
+    "rejected",
+    "failed",
+    "aborted",
+)
 #: The ``stage`` values of ``gateway_transfer_bytes_total`` (issue 7).
 TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked")
 #: The listeners of a gateway process, the ``listener`` label of the connection metrics.
@@ -107,6 +120,26 @@ class Metrics:
             "gateway_transfers",
             "Transfers by route, direction, final decision and deciding rule.",
             METRIC_LABELS["gateway_transfers_total"],
+            registry=r,
+        )
+        self.transfer_outcomes = Counter(
+            "gateway_transfer_outcomes",
+            "How transfers ended (delivered, blocked, rejected, failed, aborted) or "
+            "were held for review (held), by route.",
+            METRIC_LABELS["gateway_transfer_outcomes_total"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests by listener, route template and status code.",
+            METRIC_LABELS["gateway_http_requests_total"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time from request head to the handler's answer, by route template.",
+            METRIC_LABELS["gateway_http_request_duration_seconds"],
+            buckets=TRANSFER_BUCKETS,
             registry=r,
         )
         self.transfer_bytes = Counter(

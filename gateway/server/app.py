@@ -36,6 +36,7 @@ from gateway.policy.archive import archive_dir, archive_policy
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
 from gateway.server import egress, inbox, ingress, reviews, witness
+from gateway.server.access import access_middleware
 from gateway.server.auth import TokenTable, require_metrics_reader
 from gateway.server.config import (
     MAX_HEADER_FIELD_BYTES,
@@ -295,6 +296,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     """The egress application (transfers, reviews, status, health, metrics)."""
     app = web.Application(
         middlewares=[
+            access_middleware(services.metrics, "egress"),
             expectation_middleware,
             problem_middleware,
             framing_middleware,
@@ -374,17 +376,25 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
             await state.session.close()
 
     app.cleanup_ctx.append(lifetime)
-    app.router.add_route("PUT", "/v1/transfers/{route}/{path}", egress.handle_transfer)
-    app.router.add_route("POST", "/v1/transfers/{route}/{path}", egress.handle_transfer)
-    app.router.add_get("/v1/transfers/{id}", reviews.handle_status)
-    app.router.add_get("/v1/transfers/{id}/receipt", reviews.handle_receipt)
-    app.router.add_get("/v1/policy", handle_policy)
-    app.router.add_get("/v1/reviews", reviews.handle_reviews)
-    app.router.add_get("/v1/reviews/{id}", reviews.handle_review_detail)
-    app.router.add_post("/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review)
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_route(
+        "PUT", "/v1/transfers/{route}/{path}", egress.handle_transfer, name="transfer"
+    )
+    app.router.add_route(
+        "POST", "/v1/transfers/{route}/{path}", egress.handle_transfer, name="transfer"
+    )
+    app.router.add_get("/v1/transfers/{id}", reviews.handle_status, name="transfer-status")
+    app.router.add_get(
+        "/v1/transfers/{id}/receipt", reviews.handle_receipt, name="transfer-receipt"
+    )
+    app.router.add_get("/v1/policy", handle_policy, name="policy")
+    app.router.add_get("/v1/reviews", reviews.handle_reviews, name="reviews")
+    app.router.add_get("/v1/reviews/{id}", reviews.handle_review_detail, name="review")
+    app.router.add_post(
+        "/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review, name="review-decision"
+    )
+    app.router.add_get("/healthz", handle_healthz, name="healthz")
+    app.router.add_get("/readyz", handle_readyz, name="readyz")
+    app.router.add_get("/metrics", handle_metrics, name="metrics")
     return app
 
 
@@ -407,6 +417,7 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
     """The ingress application (envelopes from the twin, health, metrics)."""
     app = web.Application(
         middlewares=[
+            access_middleware(services.metrics, "ingress"),
             expectation_middleware,
             problem_middleware,
             framing_middleware,
@@ -465,12 +476,12 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
             await state.session.close()
 
     app.cleanup_ctx.append(lifetime)
-    app.router.add_post("/v1/envelopes/{route}/{path}", ingress.handle_envelope)
-    app.router.add_put("/v1/payloads/{id}", ingress.handle_payload_put)
-    app.router.add_delete("/v1/payloads/{id}", ingress.handle_payload_delete)
-    app.router.add_get("/v1/witness", witness.handle_state)
-    app.router.add_post("/v1/witness", witness.handle_cosign)
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_post("/v1/envelopes/{route}/{path}", ingress.handle_envelope, name="envelope")
+    app.router.add_put("/v1/payloads/{id}", ingress.handle_payload_put, name="payload")
+    app.router.add_delete("/v1/payloads/{id}", ingress.handle_payload_delete, name="payload")
+    app.router.add_get("/v1/witness", witness.handle_state, name="witness")
+    app.router.add_post("/v1/witness", witness.handle_cosign, name="witness")
+    app.router.add_get("/healthz", handle_healthz, name="healthz")
+    app.router.add_get("/readyz", handle_readyz, name="readyz")
+    app.router.add_get("/metrics", handle_metrics, name="metrics")
     return app

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from gateway.crypto.certs import spki_pin
 from gateway.errors import BEARER_CHALLENGE, ClientError, Forbidden, Unauthenticated
+from gateway.server.access import note
 from gateway.server.config import TokenEntry, token_digest
 
 _BEARER = "bearer "
@@ -205,6 +206,7 @@ class TwinPin:
                 spki=peer_spki_pin(request),
             )
             raise Forbidden("this client certificate is not the twin gateway's")
+        note(request, identity=common_name)
         return common_name
 
 
@@ -216,6 +218,7 @@ def sender_identity(request: web.Request, tokens: TokenTable) -> str:
     """
     common_name = peer_common_name(request)
     if common_name is not None:
+        note(request, identity=common_name)
         return common_name
     token = bearer_token(request)
     if token is None:
@@ -225,6 +228,7 @@ def sender_identity(request: web.Request, tokens: TokenTable) -> str:
     identity = tokens.lookup(token)
     if identity is None:
         raise Unauthenticated("unknown bearer token", challenge=INVALID_TOKEN_CHALLENGE)
+    note(request, identity=identity)
     return identity
 
 
@@ -272,6 +276,7 @@ def require_officer(
             found = name
     if found is None:
         raise Forbidden("this token may not approve or reject reviews")
+    note(request, identity=found)
     return found
 
 

@@ -57,6 +57,7 @@ from gateway.ledger import ledger_year
 from gateway.ledger.base import LedgerUnavailable
 from gateway.obs.metrics import Metrics
 from gateway.policy.engine import CompiledPolicy, Decision, Route, TransferContext
+from gateway.server.access import note
 from gateway.server.auth import TokenTable, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS, EgressConfig
 from gateway.server.connections import send_continue
@@ -641,7 +642,7 @@ async def append_record(
         justification=transfer.justification,
     )
     try:
-        return await state.audit.append(record)
+        receipt = await state.audit.append(record)
     except GatewayError:
         state.services.metrics.fail_closed.labels("audit").inc()
         raise
@@ -650,6 +651,23 @@ async def append_record(
         raise Unavailable(
             "the audit log cannot be written; the transfer was not forwarded"
         ) from exc
+    outcome = _OUTCOMES.get(event)
+    # A four-eyes review's first approval is a `review` record naming the officer:
+    # the transfer was held once, not again.
+    if outcome is not None and not (event == "review" and officer is not None):
+        state.services.metrics.transfer_outcomes.labels(transfer.route, outcome).inc()
+    return receipt
+
+
+#: The records that end a transfer, or hold it, as ``gateway_transfer_outcomes_total`` names them.
+_OUTCOMES: dict[str, str] = {
+    "delivered": "delivered",
+    "blocked": "blocked",
+    "review": "held",
+    "rejected": "rejected",
+    "failed": "failed",
+    "aborted": "aborted",
+}
 
 
 def _shadow_matches(state: EgressState, transfer: Transfer, decision: Decision) -> dict[str, str]:
@@ -863,6 +881,7 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
         organisation=context.sender.organisation,
         justification=justification,
     )
+    note(request, transfer_id=transfer.id)
     state.remember(transfer)
     task = asyncio.current_task()
     if task is not None:

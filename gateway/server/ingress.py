@@ -28,7 +28,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import re
 import shutil
 import ssl
 import time
@@ -55,6 +54,7 @@ from gateway.errors import (
     Unavailable,
     UpstreamTimeout,
 )
+from gateway.server.access import note
 from gateway.server.auth import TwinPin
 from gateway.server.config import RETRY_AFTER_SECONDS, IngressConfig
 from gateway.server.connections import send_continue
@@ -74,13 +74,12 @@ from gateway.server.inbox import FileDrop, inbox_path, open_drop
 from gateway.server.problem import Problem, json_response
 from gateway.server.services import Services
 from gateway.server.spool import READ_SIZE, SpoolFull
-from gateway.server.transfer import new_transfer_id
+from gateway.server.transfer import TRANSFER_ID, new_transfer_id
 
 log = structlog.get_logger("gateway.ingress")
 
 T = TypeVar("T")
 
-_TRANSFER_ID = re.compile(r"t_[0-9a-f]{32}")
 #: Spooled payloads of pipelined transfers, waiting for their header.
 PAYLOAD_SUFFIX = ".payload"
 
@@ -360,7 +359,7 @@ def _payload_path(state: IngressState, offered: str | None) -> Path | None:
     """
     if offered is None:
         return None
-    if not _TRANSFER_ID.fullmatch(offered):
+    if not TRANSFER_ID.fullmatch(offered):
         raise ClientError("malformed payload id")
     path = state.config.spool_dir / f"{offered}{PAYLOAD_SUFFIX}"
     if not path.is_file():
@@ -377,7 +376,7 @@ async def handle_payload_put(request: web.Request) -> web.StreamResponse:
     state = request.app[INGRESS]
     require_twin(request)
     transfer_id = request.match_info["id"]
-    if not _TRANSFER_ID.fullmatch(transfer_id):
+    if not TRANSFER_ID.fullmatch(transfer_id):
         raise ClientError("malformed payload id")
     # The same admission as an envelope: a payload holds a slot, a socket and disk.
     if state.closing:
@@ -434,7 +433,7 @@ async def handle_payload_delete(request: web.Request) -> web.StreamResponse:
     state = request.app[INGRESS]
     require_twin(request)
     transfer_id = request.match_info["id"]
-    if not _TRANSFER_ID.fullmatch(transfer_id):
+    if not TRANSFER_ID.fullmatch(transfer_id):
         raise ClientError("malformed payload id")
     # In a worker thread: unlinking a large file would stall the loop (see _remove).
     await asyncio.to_thread(
@@ -492,7 +491,8 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
         raise NotFound("no local destination for this route")  # not echoed: the URL's text
     name = safe_name(request.match_info["path"])
     offered = request.headers.get(H_TRANSFER, "")
-    transfer_id = offered if _TRANSFER_ID.fullmatch(offered) else new_transfer_id()
+    transfer_id = offered if TRANSFER_ID.fullmatch(offered) else new_transfer_id()
+    note(request, transfer_id=transfer_id)
     if transfer_id in state.active:
         # Not recorded: the id's history belongs to the envelope in progress.
         raise Problem(

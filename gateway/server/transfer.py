@@ -17,6 +17,7 @@ in the gateway, which the error middleware turns into a fail-closed 500.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,11 @@ class IllegalTransition(GatewayError):
     status = 500
     slug = "illegal-transition"
     title = "Internal gateway error"
+
+
+#: What :func:`new_transfer_id` makes; a path segment that is not one is never
+#: echoed or logged (it may be anything a client typed).
+TRANSFER_ID = re.compile(r"t_[0-9a-f]{32}")
 
 
 def new_transfer_id() -> str:

@@ -61,6 +61,9 @@ _KNOWN_DOTTED = frozenset(BUILTIN_LABELS)
 #: policy in force (a single series, replaced on reload).
 _DIGEST_LABELS = frozenset({("gateway_policy_info", "version")})
 _SHA256_HEX = re.compile(r"(sha256:)?[0-9a-f]{64}\Z")
+#: HTTP status codes, as every exporter writes them (``code="201"``).
+_STATUS_LABELS = frozenset({("gateway_http_requests_total", "code")})
+_STATUS_CODE = re.compile(r"[1-5]\d\d\Z")
 
 
 def _family_of(sample_name: str) -> str:
@@ -94,6 +97,10 @@ def label_value_problems(samples: Iterable[Sample]) -> list[str]:
             if label in _LIBRARY_LABELS:
                 continue
             where = f"{sample.name}{{{label}}}"
+            if (family, label) in _STATUS_LABELS:
+                if not _STATUS_CODE.match(value):
+                    problems.append(f"{where}: not an HTTP status code")
+                continue
             if (family, label) in _DIGEST_LABELS:
                 if not _SHA256_HEX.match(value):
                     problems.append(f"{where}: not a SHA-256 policy version")
@@ -138,6 +145,9 @@ def _touch_every_child(metrics: Metrics) -> None:
     metrics.upstream_errors.labels("sz-to-hk-genomics", "timeout").inc()
     metrics.ledger_subjects.labels("sz-genomics-institute", "personal").set(12)
     metrics.tls_cert_expiry.labels("server").set(86_400)
+    metrics.transfer_outcomes.labels("sz-to-hk-genomics", "delivered").inc()
+    metrics.http_requests.labels("egress", "transfer", "201").inc()
+    metrics.http_duration.labels("egress", "transfer").observe(0.01)
 
 
 def _parsed(metrics: Metrics) -> dict[str, list[Sample]]:
