@@ -108,9 +108,14 @@ def load_spool_identity(key_path: Path) -> X25519Identity:
 
 
 async def handle_readyz(request: web.Request) -> web.StreamResponse:
-    """``GET /readyz``: policy loaded, audit writable, ledger reachable (503 otherwise)."""
+    """``GET /readyz``: serving, policy loaded, audit writable, ledger reachable (503 otherwise).
+
+    ``serving`` turns false the moment SIGTERM starts the drain, so a load
+    balancer stops sending new transfers while the in-flight ones finish.
+    """
     services = request.app[SERVICES]
-    checks: dict[str, bool] = {}
+    role = request.app.get(egress.EGRESS) or request.app.get(ingress.INGRESS)
+    checks: dict[str, bool] = {"serving": role is None or not role.closing}
     if POLICY in request.app:
         checks["policy"] = request.app[POLICY].loaded
     checks["audit"] = bool(services.audit.healthy)

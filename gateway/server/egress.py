@@ -90,6 +90,9 @@ log = structlog.get_logger("gateway.egress")
 #: 1 MiB measured no faster but held ~5 MB more RSS per large transfer (each
 #: batch lives in several places at once: pending, both lanes, the upload).
 OFFLOAD_BATCH = 512 * 1024
+#: ``Retry-After`` of a transfer cut at the drain deadline: another replica (or
+#: this one, restarted) can take it at once.
+DRAIN_RETRY_AFTER_SECONDS = 1
 #: A body no larger than this is classified and sealed on the event loop in one
 #: step (~0.3 ms at the classifier's slowest ~200 MB/s): cheaper than the two
 #: thread hand-offs it would otherwise cost, and short enough not to stall others.
@@ -189,6 +192,8 @@ class EgressState:
         tasks: in-flight transfer tasks (for draining at shutdown).
         background: payload discards at the twin still running after the answer.
         closing: shutting down; new transfers get 503.
+        cut: the drain deadline passed; transfers still running are being
+            cancelled, and answer 503 with their transfer id.
         recipients: route recipients by their ``age1…`` string, parsed once
             (a Bech32 decode and checksum cost ~40 µs, twice per transfer).
     """
@@ -208,6 +213,7 @@ class EgressState:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     background: set[asyncio.Future[Any]] = field(default_factory=set)
     closing: bool = False
+    cut: bool = False
     recipients: dict[str, X25519Recipient] = field(default_factory=dict)
 
     def track(self, future: asyncio.Future[Any]) -> None:
@@ -894,6 +900,19 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
             try:
                 async with asyncio.timeout(state.config.total_timeout):
                     return await _pipeline(state, request, transfer, policy, context)
+            except asyncio.CancelledError:
+                if not state.cut or task is None:
+                    raise
+                # Cut at the drain deadline (SIGTERM): an answer, not a reset. The
+                # finally below records it aborted before the answer is sent.
+                task.uncancel()
+                raise Problem(
+                    Unavailable,
+                    "the gateway is shutting down and cut this transfer at its drain "
+                    "deadline; nothing was delivered: send it again",
+                    {"transfer_id": transfer.id},
+                    headers={"Retry-After": str(DRAIN_RETRY_AFTER_SECONDS)},
+                ) from None
             except TimeoutError:
                 if transfer.verdict:
                     # Timed out while forwarding (SPEC §5): 504 with the verdict.
@@ -1244,9 +1263,29 @@ async def deliver(
         sent, recipient_fp = await _forward(
             state, transfer, route, info, encrypt, rule, version, upload, header
         )
-    except (UpstreamError, asyncio.CancelledError) as exc:
-        why = exc.detail if isinstance(exc, UpstreamError) else "gateway shutdown"
-        kind = "timeout" if isinstance(exc, UpstreamError) and exc.status == 504 else "error"
+    except asyncio.CancelledError:
+        state.release_spool(transfer.id, info)
+        state.held.pop(transfer.id, None)
+        # The drain deadline stopped it mid-forward (nothing was delivered, and
+        # it is the gateway's doing, not the destination's), or the transfer's
+        # own time limit ran out while the twin was slow.
+        if not state.cut:
+            metrics.upstream_errors.labels(transfer.route, "error").inc()
+        await record_end(
+            state,
+            transfer,
+            State.ABORTED if state.cut else State.FAILED,
+            "gateway shutdown while forwarding" if state.cut else "upstream error",
+            direction=route.direction,
+            policy_version=version,
+            size=fields.get("bytes"),
+            decision=decision,
+            rule=rule,
+        )
+        raise
+    except UpstreamError as exc:
+        why = exc.detail
+        kind = "timeout" if exc.status == 504 else "error"
         metrics.upstream_errors.labels(transfer.route, kind).inc()
         state.release_spool(transfer.id, info)
         state.held.pop(transfer.id, None)
@@ -1261,8 +1300,6 @@ async def deliver(
             decision=decision,
             rule=rule,
         )
-        if isinstance(exc, asyncio.CancelledError):
-            raise
         raise Problem(type(exc), f"{why}; nothing was delivered", fields) from None
     except Exception:
         state.release_spool(transfer.id, info)

@@ -112,6 +112,7 @@ class IngressState:
     inflight: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: bool = False
+    cut: bool = False
     twin: TwinPin = field(init=False)
     active: set[str] = field(default_factory=set)
     claimed: set[Path] = field(default_factory=set)

@@ -191,6 +191,8 @@ class RunningGateway:
             return 0
         log.info("draining", inflight=len(tasks), deadline=deadline)
         _, pending = await asyncio.wait(tasks, timeout=deadline)
+        for state in states:
+            state.cut = True  # the cancelled transfers answer 503, not a reset
         for task in pending:
             task.cancel()
         if pending:

@@ -284,10 +284,18 @@ def test_service_pdb_and_hpa_select_the_deployment() -> None:
     assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
 
 
-def test_grace_period_covers_the_shutdown_drain() -> None:
-    from gateway.server.config import SHUTDOWN_DRAIN_SECONDS
-
-    assert _pod_spec()["terminationGracePeriodSeconds"] > SHUTDOWN_DRAIN_SECONDS
+def test_grace_period_covers_the_pause_the_drain_and_the_longest_transfer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    settings = load_settings(K8S / "gateway.toml")
+    assert settings.egress is not None
+    # A rollout cuts no transfer the config allows.
+    assert settings.drain_seconds >= settings.egress.total_timeout
+    command = _container()["lifecycle"]["preStop"]["exec"]["command"]
+    pause = float(command[-1].removeprefix("sleep "))
+    assert 1 <= pause <= 15
+    assert _pod_spec()["terminationGracePeriodSeconds"] >= pause + settings.drain_seconds + 10
 
 
 def test_dockerfile_is_slim_non_root_with_a_healthcheck() -> None:

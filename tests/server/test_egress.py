@@ -321,7 +321,12 @@ async def test_health_ready_metrics(parks: Parks) -> None:
         assert r.status == 200
     async with parks.session.get(f"{parks.egress}/readyz") as r:
         assert r.status == 200
-        assert (await r.json())["checks"] == {"policy": True, "audit": True, "ledger": True}
+        assert (await r.json())["checks"] == {
+            "serving": True,
+            "policy": True,
+            "audit": True,
+            "ledger": True,
+        }
     await parks.put("sz-lab", "clean.csv", CLEAN[:1000])
     async with parks.session.get(f"{parks.egress}/metrics") as r:
         text = await r.text()

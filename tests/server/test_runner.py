@@ -134,27 +134,44 @@ async def test_sigterm_drains_then_aborts_in_flight(tmp_path: Path, pki: Path) -
         headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
         async with aiohttp.ClientSession() as session:
 
-            async def push(name: str, seconds: float) -> int:
+            async def push(name: str, seconds: float) -> tuple[int, Any]:
                 url = f"{child.url}/v1/transfers/sz-lab/{name}"
                 try:
                     async with session.put(
                         url, data=_trickle(CLEAN[:400_000], seconds), headers=headers
                     ) as r:
-                        return r.status
-                except aiohttp.ClientError:
-                    return -1
+                        return r.status, await r.json(content_type=None)
+                except aiohttp.ClientError as exc:
+                    return -1, repr(exc)
+
+            async def ready() -> int:
+                async with session.get(f"{child.url}/readyz") as r:
+                    return r.status
 
             quick = asyncio.create_task(push("quick.csv", 1.0))
             slow = [asyncio.create_task(push(f"slow{i}.csv", 20.0)) for i in range(3)]
             await asyncio.sleep(0.5)
+            assert await ready() == 200
             child.process.send_signal(signal.SIGTERM)
+            # At once unready (a balancer stops sending), while in-flight ones go on.
+            seen = []
+            for _ in range(100):
+                seen.append(await ready())
+                if seen[-1] == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen[-1] == 503, seen
             async with asyncio.timeout(30):
                 code = await child.process.wait()
-            statuses = [await quick] + [await t for t in slow]
+            answers = [await quick] + [await t for t in slow]
         assert code == 0
         # The one that finished inside the drain deadline was delivered in full.
-        assert statuses[0] == 201
-        assert all(s != 201 for s in statuses[1:])
+        assert answers[0][0] == 201
+        # The ones cut at the deadline hear 503 problem+json with their id, not a reset.
+        cut = answers[1:]
+        assert [status for status, _ in cut] == [503, 503, 503], cut
+        assert all(body["transfer_id"].startswith("t_") for _, body in cut)
+        assert all("drain deadline" in body["detail"] for _, body in cut)
         delivered = {p.name for p in (inbox / "sz-lab").iterdir() if p.is_file()}
         assert delivered == {"quick.csv"}
         assert (inbox / "sz-lab" / "quick.csv").read_bytes() == CLEAN[:400_000]
