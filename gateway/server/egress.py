@@ -46,6 +46,7 @@ from gateway.crypto.age import build_header
 from gateway.crypto.keys import X25519Identity, X25519Recipient
 from gateway.errors import (
     ClientError,
+    Conflict,
     Forbidden,
     GatewayError,
     PayloadTooLarge,
@@ -62,6 +63,7 @@ from gateway.server.auth import TokenTable, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS, EgressConfig
 from gateway.server.connections import send_continue
 from gateway.server.forward import (
+    DestinationConflict,
     Forwarded,
     PayloadUpload,
     join_url,
@@ -79,7 +81,7 @@ from gateway.server.spool import (
     iter_payload,
 )
 from gateway.server.spool_view import SpoolView
-from gateway.server.transfer import State, Transfer, new_transfer_id
+from gateway.server.transfer import TRANSFER_ID, State, Transfer, new_transfer_id
 
 log = structlog.get_logger("gateway.egress")
 
@@ -126,6 +128,9 @@ ENVELOPE_PREFIX = ("v1", "envelopes")
 PAYLOAD_PREFIX = ("v1", "payloads")
 #: Names the pipelined payload an envelope's header belongs to.
 H_PAYLOAD = "X-Gateway-Payload"
+#: The transfer whose delivered file of the same name this one may replace: a
+#: sender's header, passed on to the twin as it is (issue 16).
+H_REPLACE = "X-Gateway-Replace"
 
 #: What a sender is told when the ledger fails (never the file path or database host).
 _LEDGER_DOWN = "the ledger is unavailable; nothing was forwarded"
@@ -740,7 +745,7 @@ def envelope_url(destination: str, route: str, name: str) -> str:
 
 
 def _twin_headers(transfer: Transfer, direction: str, rule: str, version: str) -> dict[str, str]:
-    return {
+    headers = {
         H_TRANSFER: transfer.id,
         H_SENDER: transfer.sender,
         H_ORGANISATION: transfer.organisation,
@@ -749,6 +754,9 @@ def _twin_headers(transfer: Transfer, direction: str, rule: str, version: str) -
         H_DIRECTION: direction,
         "Content-Type": "application/octet-stream",
     }
+    if transfer.replaces is not None:
+        headers[H_REPLACE] = transfer.replaces
+    return headers
 
 
 async def _forward(
@@ -861,6 +869,9 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
     context = policy.context(route_name, identity)
     name = safe_name(raw_name)
     justification = _justification(request, state, policy)
+    replaces = request.headers.get(H_REPLACE)
+    if replaces is not None and not TRANSFER_ID.fullmatch(replaces):
+        raise ClientError(f"{H_REPLACE}: the transfer id of the file to replace (t_…)")
     length = request.content_length
     if length is not None and length > state.config.max_body_bytes:
         raise PayloadTooLarge(
@@ -886,6 +897,7 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
         sender=identity,
         organisation=context.sender.organisation,
         justification=justification,
+        replaces=replaces,
     )
     note(request, transfer_id=transfer.id)
     state.remember(transfer)
@@ -1283,6 +1295,31 @@ async def deliver(
             rule=rule,
         )
         raise
+    except DestinationConflict as exc:
+        # The destination kept its file of that name: the sender's to resolve,
+        # not an upstream failure (no upstream-error metric, no alert).
+        state.release_spool(transfer.id, info)
+        state.held.pop(transfer.id, None)
+        await record_end(
+            state,
+            transfer,
+            State.FAILED,
+            "the destination holds a file of that name",
+            direction=route.direction,
+            policy_version=version,
+            size=fields.get("bytes"),
+            decision=decision,
+            rule=rule,
+        )
+        how = (
+            f"; to replace it on purpose, push again with {H_REPLACE}: {exc.existing}"
+            if exc.existing
+            else ""
+        )
+        existing = {"existing_transfer_id": exc.existing} if exc.existing else {}
+        raise Problem(
+            Conflict, f"{exc.detail}; nothing was replaced{how}", {**fields, **existing}
+        ) from None
     except UpstreamError as exc:
         why = exc.detail
         kind = "timeout" if exc.status == 504 else "error"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from gateway.server.config import (
     UPSTREAM_READ_TIMEOUT_SECONDS,
     TlsClient,
 )
+from gateway.server.transfer import TRANSFER_ID
 
 #: Status the twin and HTTPS destinations must answer for a successful delivery.
 _SUCCESS = range(200, 300)
@@ -228,9 +230,36 @@ async def _send(
         raise UpstreamError(f"{_host(url)}: {_client_error(exc)}") from None
     except OSError as exc:
         raise UpstreamError(f"{_host(url)}: {exc.strerror or type(exc).__name__}") from None
+    if status == DestinationConflict.status:
+        raise DestinationConflict(
+            f"{_host(url)} holds a file of that name already", _existing_transfer(answer)
+        )
     if status not in _SUCCESS:
         raise UpstreamError(f"{_host(url)} answered {status}")
     return status
+
+
+class DestinationConflict(UpstreamError):
+    """The destination (or the twin's inbox) has a file of that name and kept it (409).
+
+    Not a failure of the destination: the sender hears ``409`` and which
+    transfer delivered the file, where the answer says.
+    """
+
+    status = 409
+
+    def __init__(self, detail: str, existing: str | None) -> None:
+        super().__init__(detail)
+        self.existing = existing
+
+
+def _existing_transfer(answer: bytes) -> str | None:
+    """``existing_transfer_id`` of a problem+json answer, if it is a transfer id."""
+    try:
+        value = json.loads(answer).get("existing_transfer_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and TRANSFER_ID.fullmatch(value) else None
 
 
 def _host(url: str) -> str:

@@ -26,6 +26,11 @@ moment the process dies at (issue 11, finding 5):
 
 Either way the name appears through ``link``, which never replaces an
 existing name (``EEXIST``): the consumer may not have read that file yet.
+Each delivered file carries the id of the transfer that delivered it in the
+extended attribute ``user.hksz.transfer_id`` (where the file system keeps
+user attributes), so a refusal can name the earlier transfer, and a sender
+who names it (``X-Gateway-Replace``) replaces that file on purpose: linked
+under a hidden name, then renamed over it, atomically.
 """
 
 from __future__ import annotations
@@ -44,9 +49,14 @@ import structlog
 
 from gateway.errors import Conflict
 from gateway.server.forward import Forwarded
+from gateway.server.transfer import TRANSFER_ID
 
 log = structlog.get_logger("gateway.ingress")
 
+#: The extended attribute naming the transfer that delivered an inbox file.
+DELIVERED_BY_XATTR = "user.hksz.transfer_id"
+#: Suffix of the hidden name a replacement is linked under before its rename.
+REPLACING_SUFFIX = ".replacing"
 #: Suffix of a staged (fallback) or legacy part file; the stem is the transfer id.
 PART_SUFFIX = ".part"
 #: Where versions before unnamed temporary files wrote part files, inside the
@@ -104,10 +114,19 @@ class FileDrop:
     """
 
     def __init__(
-        self, directory: Path, name: str, transfer_id: str, *, unnamed: bool = True
+        self,
+        directory: Path,
+        name: str,
+        transfer_id: str,
+        *,
+        unnamed: bool = True,
+        replaces: str | None = None,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.final = directory / name
+        self.transfer_id = transfer_id
+        #: The transfer whose file of this name this delivery may replace.
+        self.replaces = replaces
         #: The part file's path in the fallback; None for an unnamed file.
         self.staged: Path | None = None
         fd = _open_unnamed(directory) if unnamed else None
@@ -116,6 +135,9 @@ class FileDrop:
             staging.mkdir(mode=0o700, exist_ok=True)
             self.staged = staging / f"{transfer_id}{PART_SUFFIX}"
             fd = os.open(self.staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        # Where the file system keeps no user attributes, the name stays unattributed.
+        with contextlib.suppress(OSError):
+            os.setxattr(fd, DELIVERED_BY_XATTR, transfer_id.encode("ascii"))
         # Open until placed or discarded: an unnamed file lives only as long as this.
         self._file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES)
         self.bytes = 0
@@ -145,8 +167,12 @@ class FileDrop:
             whether the new name is durable (False: linked, but the directory
             fsync failed).
 
+        With ``replaces``, the name may be taken by that transfer's file (or
+        be free): the file is linked under a hidden name and renamed over it.
+
         Raises:
-            FileExistsError: the inbox holds that name already; nothing changed.
+            FileExistsError: the inbox holds that name already (delivered by
+                another transfer than ``replaces``); nothing changed.
             OSError: the link failed (e.g. ``EXDEV``: the staging directory is
                 on another file system); nothing changed.
         """
@@ -160,7 +186,10 @@ class FileDrop:
                 # A dir_fd makes CPython call linkat(2), which honours
                 # AT_SYMLINK_FOLLOW; plain link(2) would link the /proc
                 # symlink itself (EXDEV).
-                os.link(source, self.final.name, dst_dir_fd=directory, follow_symlinks=True)
+                if self.replaces is None:
+                    os.link(source, self.final.name, dst_dir_fd=directory, follow_symlinks=True)
+                else:
+                    self._replace(source, directory)
                 try:
                     os.fsync(directory)
                 except OSError:
@@ -170,6 +199,19 @@ class FileDrop:
                 os.close(directory)
         finally:
             self.discard()
+
+    def _replace(self, source: str, directory: int) -> None:
+        """Put the file in place of the one ``replaces`` delivered (or of none)."""
+        hidden = f".{self.transfer_id}{REPLACING_SUFFIX}"
+        os.link(source, hidden, dst_dir_fd=directory, follow_symlinks=True)
+        try:
+            if os.path.lexists(self.final) and delivered_by(self.final) != self.replaces:
+                raise FileExistsError(errno.EEXIST, "delivered by another transfer", self.final)
+            os.rename(hidden, self.final.name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(hidden, dir_fd=directory)
+            raise
 
     def discard(self) -> None:
         """Close the file and remove a staged part name; never raises.
@@ -202,7 +244,19 @@ def _open_unnamed(directory: Path) -> int | None:
         raise
 
 
-def open_drop(directory: Path, name: str, transfer_id: str, *, unnamed: bool) -> FileDrop:
+def delivered_by(path: Path) -> str | None:
+    """The transfer that delivered an inbox file, where its attribute says so."""
+    try:
+        value = os.getxattr(path, DELIVERED_BY_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+    text = value.decode("ascii", "replace")
+    return text if TRANSFER_ID.fullmatch(text) else None
+
+
+def open_drop(
+    directory: Path, name: str, transfer_id: str, *, unnamed: bool, replaces: str | None = None
+) -> FileDrop:
     """A :class:`FileDrop`; a staged part file of the same transfer id is a conflict.
 
     Raises:
@@ -211,15 +265,17 @@ def open_drop(directory: Path, name: str, transfer_id: str, *, unnamed: bool) ->
         OSError: the inbox or its staging directory cannot be written.
     """
     try:
-        return FileDrop(directory, name, transfer_id, unnamed=unnamed)
+        return FileDrop(directory, name, transfer_id, unnamed=unnamed, replaces=replaces)
     except FileExistsError:
         raise Conflict(f"transfer {transfer_id!r} is being delivered already") from None
 
 
 def _part_files(inbox: Path) -> Iterator[Path]:
-    """Part files of an inbox: staged beside it, and left inside it by older versions."""
+    """Part files of an inbox: staged beside it, left inside it by older versions,
+    and replacements a crash left under their hidden name (linked, not renamed)."""
     for folder in (staging_dir(inbox), inbox / LEGACY_INCOMING_DIR):
         yield from folder.glob(f"*{PART_SUFFIX}")
+    yield from inbox.glob(f".t_*{REPLACING_SUFFIX}")
 
 
 def sweep_at_start(inboxes: Collection[Path]) -> int:

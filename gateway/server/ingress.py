@@ -63,6 +63,7 @@ from gateway.server.egress import (
     H_ORGANISATION,
     H_PAYLOAD,
     H_POLICY,
+    H_REPLACE,
     H_RULE,
     H_SENDER,
     H_TRANSFER,
@@ -70,7 +71,7 @@ from gateway.server.egress import (
     safe_name,
 )
 from gateway.server.forward import Forwarded, join_url, post_stream
-from gateway.server.inbox import FileDrop, inbox_path, open_drop
+from gateway.server.inbox import FileDrop, delivered_by, inbox_path, open_drop
 from gateway.server.problem import Problem, json_response
 from gateway.server.services import Services
 from gateway.server.spool import READ_SIZE, SpoolFull
@@ -491,6 +492,9 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
     if destination is None:
         raise NotFound("no local destination for this route")  # not echoed: the URL's text
     name = safe_name(request.match_info["path"])
+    replaces = request.headers.get(H_REPLACE)
+    if replaces is not None and not TRANSFER_ID.fullmatch(replaces):
+        raise ClientError(f"{H_REPLACE}: a transfer id (t_ and 32 hex digits)")
     offered = request.headers.get(H_TRANSFER, "")
     transfer_id = offered if TRANSFER_ID.fullmatch(offered) else new_transfer_id()
     note(request, transfer_id=transfer_id)
@@ -523,7 +527,7 @@ async def handle_envelope(request: web.Request) -> web.StreamResponse:
     try:
         with structlog.contextvars.bound_contextvars(transfer_id=transfer_id):
             return await _receive_and_deliver(
-                state, request, transfer_id, route, name, destination, meta, started
+                state, request, transfer_id, route, name, destination, meta, started, replaces
             )
     finally:
         state.active.discard(transfer_id)
@@ -590,6 +594,7 @@ async def _receive_and_deliver(
     destination: str,
     meta: dict[str, str],
     started: float,
+    replaces: str | None = None,
 ) -> web.StreamResponse:
     config = state.config
     # Resolve a pipelined payload first: a missing one must not leave a temp file.
@@ -605,8 +610,8 @@ async def _receive_and_deliver(
         try:
             if destination.startswith("file://"):
                 try:
-                    claim = _claim_name(state, inbox_path(destination) / name)
-                except Conflict:
+                    claim = _claim_name(state, inbox_path(destination) / name, replaces)
+                except GatewayError:
                     if payload is not None:  # the transfer ends here: its payload too
                         with contextlib.suppress(OSError):
                             payload.unlink()
@@ -617,6 +622,7 @@ async def _receive_and_deliver(
                     name,
                     transfer_id,
                     unnamed=config.unnamed_temp_files,
+                    replaces=replaces,
                 )
             else:
                 config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -664,6 +670,11 @@ async def _receive_and_deliver(
                 sent=sent,
                 ciphertext=ciphertext,
                 plain_sha256=plain_sha,
+                detail=(
+                    f"replaces the file transfer {replaces} delivered"
+                    if replaces and dropped is not None
+                    else None
+                ),
             )
 
         receipt: Any = None
@@ -709,8 +720,11 @@ async def _receive_and_deliver(
         await _audit_quiet(state, "failed", transfer_id, route, meta, started, "invalid envelope")
         raise Problem(type(exc), f"{exc.detail}; nothing was delivered", extra) from None
     except GatewayError as exc:
-        await _audit_quiet(state, "failed", transfer_id, route, meta, started, exc.title.lower())
-        raise Problem(type(exc), f"{exc.detail}; nothing was delivered", extra) from None
+        # A Problem raised inside keeps its kind and its members (existing_transfer_id).
+        kind = exc.base if isinstance(exc, Problem) else type(exc)
+        members = {**extra, **exc.extensions} if isinstance(exc, Problem) else extra
+        await _audit_quiet(state, "failed", transfer_id, route, meta, started, kind.title.lower())
+        raise Problem(kind, f"{exc.detail}; nothing was delivered", members) from None
     except OSError as exc:
         await _audit_quiet(state, "failed", transfer_id, route, meta, started, "delivery failure")
         raise Problem(
@@ -744,20 +758,36 @@ async def _receive_and_deliver(
     )
 
 
-def _claim_name(state: IngressState, final: Path) -> Path:
+def _claim_name(state: IngressState, final: Path, replaces: str | None = None) -> Path:
     """Reserve an inbox file name for this delivery, or refuse (409) if it is taken.
 
-    Delivery never replaces a file of the same name: the consumer may not
-    have read it yet. The check is repeated atomically when the file is
+    Delivery never replaces a file of the same name (the consumer may not
+    have read it yet), unless the sender named the transfer that delivered
+    it (``replaces``). The check is repeated atomically when the file is
     placed (:meth:`FileDrop.place`); this one refuses before anything is received.
 
     Raises:
-        Conflict: a file of that name is in the inbox or being delivered.
+        Problem: 409, a file of that name is in the inbox (naming the
+            transfer that delivered it, where known) or being delivered.
     """
-    if final in state.claimed or os.path.lexists(final):
-        raise Conflict(f"{final.name!r} is in the inbox already and was not replaced")
+    if final in state.claimed:
+        raise Conflict(f"{final.name!r} is being delivered by another transfer")
+    if os.path.lexists(final):
+        existing = delivered_by(final)
+        if replaces is None or replaces != existing:
+            raise _name_taken(final, existing)
     state.claimed.add(final)
     return final
+
+
+def _name_taken(final: Path, existing: str | None) -> Problem:
+    """The 409 for a name in the inbox, naming the transfer that delivered it."""
+    by = f" (delivered by transfer {existing})" if existing else ""
+    return Problem(
+        Conflict,
+        f"{final.name!r} is in the inbox already{by} and was not replaced",
+        {"existing_transfer_id": existing} if existing else {},
+    )
 
 
 def _open_spool(path: Path) -> BinaryIO:
@@ -783,7 +813,7 @@ async def _place(drop: FileDrop) -> bool:
     try:
         return await asyncio.to_thread(drop.place)  # discards the file unless linked
     except FileExistsError:
-        raise Conflict(f"{drop.final.name!r} appeared in the inbox and was not replaced") from None
+        raise _name_taken(drop.final, delivered_by(drop.final)) from None
 
 
 async def _audit_quiet(

@@ -108,6 +108,8 @@ class Transfer:
             in it. Only then does the status API show ``path``: a name that
             holds a value (``scan_11010519491231002X.csv``), or was never
             scanned (the transfer failed first), is withheld (SPEC §3.2, §5).
+        replaces: the transfer whose delivered file of the same name this one
+            may replace (the sender's ``X-Gateway-Replace``), or None.
     """
 
     id: str
@@ -123,6 +125,7 @@ class Transfer:
     timings: dict[str, float] = field(default_factory=dict)
     name_clean: bool = False
     justification: str | None = None
+    replaces: str | None = None
     _mark: float = 0.0
 
     def __post_init__(self) -> None:
