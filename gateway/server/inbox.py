@@ -53,8 +53,10 @@ from gateway.server.transfer import TRANSFER_ID
 
 log = structlog.get_logger("gateway.ingress")
 
-#: The extended attribute naming the transfer that delivered an inbox file.
+#: The extended attributes naming the transfer that delivered an inbox file and
+#: its sender: only the same sender may replace it, naming that transfer.
 DELIVERED_BY_XATTR = "user.hksz.transfer_id"
+SENDER_XATTR = "user.hksz.sender"
 #: Suffix of the hidden name a replacement is linked under before its rename.
 REPLACING_SUFFIX = ".replacing"
 #: Suffix of a staged (fallback) or legacy part file; the stem is the transfer id.
@@ -121,12 +123,14 @@ class FileDrop:
         *,
         unnamed: bool = True,
         replaces: str | None = None,
+        sender: str = "",
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.final = directory / name
         self.transfer_id = transfer_id
         #: The transfer whose file of this name this delivery may replace.
         self.replaces = replaces
+        self.sender = sender
         #: The part file's path in the fallback; None for an unnamed file.
         self.staged: Path | None = None
         fd = _open_unnamed(directory) if unnamed else None
@@ -138,6 +142,7 @@ class FileDrop:
         # Where the file system keeps no user attributes, the name stays unattributed.
         with contextlib.suppress(OSError):
             os.setxattr(fd, DELIVERED_BY_XATTR, transfer_id.encode("ascii"))
+            os.setxattr(fd, SENDER_XATTR, sender.encode("utf-8"))
         # Open until placed or discarded: an unnamed file lives only as long as this.
         self._file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES)
         self.bytes = 0
@@ -205,7 +210,9 @@ class FileDrop:
         hidden = f".{self.transfer_id}{REPLACING_SUFFIX}"
         os.link(source, hidden, dst_dir_fd=directory, follow_symlinks=True)
         try:
-            if os.path.lexists(self.final) and delivered_by(self.final) != self.replaces:
+            if os.path.lexists(self.final) and not may_replace(
+                self.final, self.replaces, self.sender
+            ):
                 raise FileExistsError(errno.EEXIST, "delivered by another transfer", self.final)
             os.rename(hidden, self.final.name, src_dir_fd=directory, dst_dir_fd=directory)
         except BaseException:
@@ -254,8 +261,33 @@ def delivered_by(path: Path) -> str | None:
     return text if TRANSFER_ID.fullmatch(text) else None
 
 
+def delivered_for(path: Path) -> str | None:
+    """The sender whose transfer delivered an inbox file, where its attribute says so."""
+    try:
+        return os.getxattr(path, SENDER_XATTR, follow_symlinks=False).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def may_replace(path: Path, replaces: str | None, sender: str) -> bool:
+    """Whether ``sender`` naming transfer ``replaces`` may replace the file at ``path``:
+    that transfer delivered it, for that same sender."""
+    return (
+        replaces is not None
+        and delivered_by(path) == replaces
+        and delivered_for(path) == sender
+        and bool(sender)
+    )
+
+
 def open_drop(
-    directory: Path, name: str, transfer_id: str, *, unnamed: bool, replaces: str | None = None
+    directory: Path,
+    name: str,
+    transfer_id: str,
+    *,
+    unnamed: bool,
+    replaces: str | None = None,
+    sender: str = "",
 ) -> FileDrop:
     """A :class:`FileDrop`; a staged part file of the same transfer id is a conflict.
 
@@ -265,7 +297,9 @@ def open_drop(
         OSError: the inbox or its staging directory cannot be written.
     """
     try:
-        return FileDrop(directory, name, transfer_id, unnamed=unnamed, replaces=replaces)
+        return FileDrop(
+            directory, name, transfer_id, unnamed=unnamed, replaces=replaces, sender=sender
+        )
     except FileExistsError:
         raise Conflict(f"transfer {transfer_id!r} is being delivered already") from None
 

@@ -71,7 +71,14 @@ from gateway.server.egress import (
     safe_name,
 )
 from gateway.server.forward import Forwarded, join_url, post_stream
-from gateway.server.inbox import FileDrop, delivered_by, inbox_path, open_drop
+from gateway.server.inbox import (
+    FileDrop,
+    delivered_by,
+    delivered_for,
+    inbox_path,
+    may_replace,
+    open_drop,
+)
 from gateway.server.problem import Problem, json_response
 from gateway.server.services import Services
 from gateway.server.spool import READ_SIZE, SpoolFull
@@ -610,7 +617,9 @@ async def _receive_and_deliver(
         try:
             if destination.startswith("file://"):
                 try:
-                    claim = _claim_name(state, inbox_path(destination) / name, replaces)
+                    claim = _claim_name(
+                        state, inbox_path(destination) / name, replaces, meta["sender"]
+                    )
                 except GatewayError:
                     if payload is not None:  # the transfer ends here: its payload too
                         with contextlib.suppress(OSError):
@@ -623,6 +632,7 @@ async def _receive_and_deliver(
                     transfer_id,
                     unnamed=config.unnamed_temp_files,
                     replaces=replaces,
+                    sender=meta["sender"],
                 )
             else:
                 config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -758,30 +768,33 @@ async def _receive_and_deliver(
     )
 
 
-def _claim_name(state: IngressState, final: Path, replaces: str | None = None) -> Path:
+def _claim_name(
+    state: IngressState, final: Path, replaces: str | None = None, sender: str = ""
+) -> Path:
     """Reserve an inbox file name for this delivery, or refuse (409) if it is taken.
 
     Delivery never replaces a file of the same name (the consumer may not
-    have read it yet), unless the sender named the transfer that delivered
-    it (``replaces``). The check is repeated atomically when the file is
-    placed (:meth:`FileDrop.place`); this one refuses before anything is received.
+    have read it yet), unless its sender named the transfer of its own that
+    delivered it (``replaces``). The check is repeated atomically when the
+    file is placed (:meth:`FileDrop.place`); this one refuses before anything
+    is received.
 
     Raises:
         Problem: 409, a file of that name is in the inbox (naming the
-            transfer that delivered it, where known) or being delivered.
+            transfer that delivered it to the same sender) or being delivered.
     """
     if final in state.claimed:
         raise Conflict(f"{final.name!r} is being delivered by another transfer")
-    if os.path.lexists(final):
-        existing = delivered_by(final)
-        if replaces is None or replaces != existing:
-            raise _name_taken(final, existing)
+    if os.path.lexists(final) and not may_replace(final, replaces, sender):
+        raise _name_taken(final, sender)
     state.claimed.add(final)
     return final
 
 
-def _name_taken(final: Path, existing: str | None) -> Problem:
-    """The 409 for a name in the inbox, naming the transfer that delivered it."""
+def _name_taken(final: Path, sender: str) -> Problem:
+    """The 409 for a name in the inbox; it names the transfer that delivered the
+    file only to that transfer's own sender (who alone may replace it)."""
+    existing = delivered_by(final) if delivered_for(final) == sender and sender else None
     by = f" (delivered by transfer {existing})" if existing else ""
     return Problem(
         Conflict,
@@ -813,7 +826,7 @@ async def _place(drop: FileDrop) -> bool:
     try:
         return await asyncio.to_thread(drop.place)  # discards the file unless linked
     except FileExistsError:
-        raise _name_taken(drop.final, delivered_by(drop.final)) from None
+        raise _name_taken(drop.final, drop.sender) from None
 
 
 async def _audit_quiet(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.server.inbox import DELIVERED_BY_XATTR, REPLACING_SUFFIX, sweep_at_start
-from tests.server.conftest import RESEARCH_TOKEN, Parks
+from tests.server.conftest import GHOST_TOKEN, RESEARCH_TOKEN, Parks, edit_policy
 from tests.server.test_access_log import metrics, sample
 from tests.server.test_egress import CLEAN
 
@@ -21,8 +21,10 @@ SECOND = CLEAN[5000:9000]
 THIRD = CLEAN[9000:12000]
 
 
-async def push(parks: Parks, data: bytes, replaces: str | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+async def push(
+    parks: Parks, data: bytes, replaces: str | None = None, token: str = RESEARCH_TOKEN
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
     if replaces is not None:
         headers["X-Gateway-Replace"] = replaces
     url = f"{parks.egress}/v1/transfers/sz-lab/same.csv"
@@ -93,3 +95,25 @@ def test_a_replacement_a_crash_left_under_its_hidden_name_is_swept(tmp_path: Pat
     kept.write_bytes(b"delivered")
     assert sweep_at_start([inbox]) == 1
     assert sorted(p.name for p in inbox.iterdir()) == ["data.csv"]
+
+
+async def test_only_the_same_sender_learns_the_id_and_may_replace(parks: Parks) -> None:
+    await edit_policy(
+        parks,
+        "senders:\n",
+        "senders:\n  ghost:\n    team: imaging\n    organisation: hku\n",
+    )
+    status, first = await push(parks, FIRST)
+    assert status == 201, first
+    # Another sender of the route: refused, and not told which transfer it was.
+    status, other = await push(parks, SECOND, token=GHOST_TOKEN)
+    assert status == 409, other
+    assert "existing_transfer_id" not in other
+    assert first["transfer_id"] not in other["detail"]
+    # Knowing the id (say, from its own sender) does not let it replace the file.
+    status, other = await push(parks, SECOND, replaces=first["transfer_id"], token=GHOST_TOKEN)
+    assert status == 409, other
+    assert parks.inbox_files("sz-lab") == {"same.csv": FIRST}
+    status, own = await push(parks, SECOND, replaces=first["transfer_id"])
+    assert status == 201, own
+    assert parks.inbox_files("sz-lab") == {"same.csv": SECOND}
