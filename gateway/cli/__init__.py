@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "audit": ("audit",),
     "ledger": ("ledger",),
     "review": ("review",),
+    "config": ("config",),
     "bench": ("bench",),
 }
 
