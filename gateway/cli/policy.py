@@ -17,7 +17,7 @@ from typing import TextIO
 from xml.etree import ElementTree
 
 from gateway.classify.chance import CHANCE
-from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
+from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE, policy_fmt
 from gateway.errors import GatewayError
 from gateway.policy import archive
 from gateway.policy.cases import CaseReport, offline_ledger, run_cases, scan_path
@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "file:line:col: message (exit 1).",
     )
     check.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR, metavar="DIR")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="warnings fail too (exit 1), e.g. a rule an earlier one always pre-empts",
+    )
     check.set_defaults(handler=_check)
 
     show = sub.add_parser(
@@ -99,6 +104,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="text (default), one JSON document, or JUnit XML for CI",
     )
     test.set_defaults(handler=_test)
+    policy_fmt.register(sub, DEFAULT_POLICY_DIR)
 
     explain = subparsers.add_parser(
         "explain",
@@ -149,6 +155,10 @@ def _check(args: argparse.Namespace) -> int:
         f"{len(policy.senders)} senders, {len(policy.rules)} rules ({shadow} shadow), "
         f"default {policy.default_action}"
     )
+    if args.strict and policy.warnings:
+        count = len(policy.warnings)
+        print(f"{args.dir}: {count} warning{'s' * (count != 1)} (--strict)", file=sys.stderr)
+        return EXIT_FINDING
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli import main
 from gateway.ledger import LedgerCount
 from gateway.policy import PolicyLoadError, load_policy
 from gateway.policy.engine import TransferContext
@@ -260,3 +261,19 @@ def test_yaml_of_the_cases_is_what_the_loader_reads() -> None:
     # The parametrized cases go through json.dumps into flow YAML: check one reads back.
     data = yaml.safe_load(policy_text(("a", "block", SHADOWED[0][0])))
     assert data["rules"][0]["when"] == SHADOWED[0][0]
+
+
+def test_policy_check_warns_and_strict_fails(
+    write_policy: WritePolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = policy_text(
+        ("first", "block", {"direction": "sz->hk"}), ("later", "review", {"route": "out"})
+    )
+    directory = write_policy({"p.yaml": text})
+    assert main(["policy", "check", str(directory)]) == 0
+    err = capsys.readouterr().err
+    assert "rule 'later' can never decide" in err
+    assert main(["policy", "check", "--strict", str(directory)]) == 1
+    assert "1 warning (--strict)" in capsys.readouterr().err
+    clean = write_policy({"p.yaml": policy_text(("first", "block", {"direction": "sz->hk"}))})
+    assert main(["policy", "check", "--strict", str(clean)]) == 0
