@@ -201,7 +201,8 @@ class _Builder:
             return self._text(node)
         try:
             return self._constructor.construct_object(node, deep=True)
-        except (ConstructorError, ValueError, OverflowError):
+        # KeyError: PyYAML's bool constructor on a tagged non-boolean (`!!bool maybe`).
+        except (ConstructorError, ValueError, OverflowError, KeyError):
             self.issues.append(PolicyIssue(self.pos(node), "malformed scalar value"))
             return None
 

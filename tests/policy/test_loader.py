@@ -644,3 +644,17 @@ def test_any_of_several_with_one_excluded_can_still_fire(write_policy: WritePoli
         )
     )
     assert [r.id for r in policy.rules] == ["some"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['!!bool "maybe"', '!!int "ten"', '!!float "x"'],
+)
+def test_a_tagged_scalar_that_does_not_construct_is_a_located_error(
+    write_policy: WritePolicy, value: str
+) -> None:
+    directory = write_policy(
+        {"p.yaml": f"rules:\n  - {{id: x, action: block, reason: r, mode: {value}}}\n"}
+    )
+    messages = errors_of(directory)
+    assert any(m.endswith("malformed scalar value") and ":2:" in m for m in messages), messages
