@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the gateway. Without --config: both demo parks on loopback.",
     )
     serve.add_argument("--config", type=Path, help="TOML or YAML configuration file")
+    serve.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="this replica's stable name (default $GATEWAY_INSTANCE, else the host name): "
+        "it replaces {instance} in the audit directory and origin, spools and witness store",
+    )
     _logging_args(serve)
     serve.set_defaults(handler=_serve)
 
@@ -70,6 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
     # JSON logs go to stdout, where platforms collect them (issue 7); stderr
     # keeps only the one-line fatal error of gateway.cli.
     configure_logging(args.log_format, args.log_level, stream=sys.stdout)
+    if args.instance is not None:
+        os.environ["GATEWAY_INSTANCE"] = (
+            args.instance
+        )  # wins over the file, as the environment does
     if args.config is None:
         demo = prepare_demo()
         return _run(demo.settings())

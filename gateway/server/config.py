@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -454,11 +456,36 @@ class AuditConfig(_Section):
     origin: str = "hksz-gateway.local/audit"
 
 
+#: An instance name: what a host or pod name may be (RFC 1123 labels, dots allowed).
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+#: Written in a setting of :data:`INSTANCE_SETTINGS`, replaced by the instance name.
+INSTANCE_PLACEHOLDER = "{instance}"
+#: The settings that may name the instance: what each replica keeps to itself.
+INSTANCE_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("audit", "dir"),
+    ("audit", "origin"),
+    ("egress", "spool_dir"),
+    ("ingress", "spool_dir"),
+    ("", "witness_dir"),
+)
+
+
+def _host_name() -> str:
+    name = socket.gethostname().split(".")[0] or "gateway"
+    return name if _INSTANCE_RE.fullmatch(name) else "gateway"
+
+
 class GatewaySettings(BaseSettings):
     """The whole configuration of one ``gateway serve`` process.
 
     Attributes:
         name: park name for logs and audit records (``hk``, ``sz``).
+        instance: this process's stable name among the replicas of its park
+            (``--instance``, ``GATEWAY_INSTANCE``; default the host name). It
+            replaces ``{instance}`` in the settings each replica keeps to
+            itself (:data:`INSTANCE_SETTINGS`): its audit directory and
+            checkpoint origin, spools, witness store. Everything else comes
+            from the one shared configuration file.
         egress: egress role, when this process runs it.
         ingress: ingress role, when this process runs it.
         audit: the audit log.
@@ -483,6 +510,7 @@ class GatewaySettings(BaseSettings):
     )
 
     name: str = "gateway"
+    instance: str = Field(default_factory=_host_name)
     egress: EgressConfig | None = None
     ingress: IngressConfig | None = None
     audit: AuditConfig = AuditConfig()
@@ -491,6 +519,31 @@ class GatewaySettings(BaseSettings):
     drain_seconds: float = Field(default=SHUTDOWN_DRAIN_SECONDS, ge=0)
     witness_dir: Path = Path("var/witness")
     metrics_tokens: TokenDigests = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_the_instance(cls, data: Any) -> Any:
+        """Put the instance name where a per-replica setting says ``{instance}``."""
+        if not isinstance(data, dict):
+            return data
+        instance = data.get("instance") or _host_name()
+        if not isinstance(instance, str) or not _INSTANCE_RE.fullmatch(instance):
+            raise ValueError(
+                f"instance: {instance!r} is not a host-like name "
+                "(letters, digits, '.', '_', '-'; at most 63)"
+            )
+        data = {**data, "instance": instance}
+        for section, key in INSTANCE_SETTINGS:
+            holder = data if not section else data.get(section)
+            if isinstance(holder, dict) and isinstance(holder.get(key), str | Path):
+                value = str(holder[key])
+                if INSTANCE_PLACEHOLDER in value:
+                    replaced = value.replace(INSTANCE_PLACEHOLDER, instance)
+                    if section:
+                        data[section] = {**holder, key: replaced}
+                    else:
+                        data[key] = replaced
+        return data
 
     @classmethod
     def settings_customise_sources(
@@ -612,4 +665,5 @@ def load_settings(path: Path | None = None) -> GatewaySettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{where}: {loc}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {loc}: {message}" if loc else f"{where}: {message}") from None

@@ -83,7 +83,7 @@ def _generated(kind: str) -> dict[str, list[str]]:
 
 
 def _pod_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = _kind("Deployment")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = _kind("StatefulSet")["spec"]["template"]["spec"]
     return spec
 
 
@@ -114,9 +114,16 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == on_disk
 
 
-def test_deployment_runs_three_replicas_with_probes_on_readyz_and_healthz() -> None:
-    deployment = _kind("Deployment")
-    assert deployment["spec"]["replicas"] == 3
+def test_a_statefulset_the_autoscaler_sizes_with_probes_on_readyz_and_healthz() -> None:
+    park = _kind("StatefulSet")
+    # Stable pod names are the instances' names; the HPA owns the replica count.
+    assert "replicas" not in park["spec"]
+    peers = next(
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Service" and d["metadata"]["name"] == park["spec"]["serviceName"]
+    )
+    assert peers["spec"]["clusterIP"] == "None"
     container = _container()
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -206,18 +213,27 @@ def test_replicas_share_a_postgresql_ledger_from_the_secret(
     ledger = env["GATEWAY_LEDGER_URL"]["valueFrom"]["secretKeyRef"]
     assert ledger["name"] in _generated("secretGenerator")
     monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    monkeypatch.setenv("GATEWAY_AUDIT__ORIGIN", "hksz-gateway.sz.hetao/audit/pod-0")
+    monkeypatch.setenv("GATEWAY_INSTANCE", "hksz-gateway-0")
     settings = load_settings(K8S / "gateway.toml")
     assert settings.ledger_url == POSTGRES_URL
-    assert settings.audit.origin.endswith("/pod-0")
+    assert settings.audit.origin.endswith("/hksz-gateway-0")
 
 
-def test_each_replica_has_its_own_audit_origin_and_directory() -> None:
+def test_each_replica_has_its_own_audit_origin_and_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     container = _container()
     env = {e["name"]: e.get("value", "") for e in container["env"]}
-    assert "$(POD_NAME)" in env["GATEWAY_AUDIT__ORIGIN"]
+    assert env["GATEWAY_INSTANCE"] == "$(POD_NAME)"
+    assert "GATEWAY_AUDIT__ORIGIN" not in env
     data = next(m for m in container["volumeMounts"] if m["name"] == "data")
     assert data["subPathExpr"] == "$(POD_NAME)"
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    origins = set()
+    for pod in ("hksz-gateway-0", "hksz-gateway-1"):
+        monkeypatch.setenv("GATEWAY_INSTANCE", pod)
+        origins.add(load_settings(K8S / "gateway.toml").audit.origin)
+    assert len(origins) == 2
 
 
 def _mounts() -> dict[str, str]:
@@ -269,19 +285,20 @@ def test_the_policy_configmap_loads_with_the_real_policy_loader(tmp_path: Path) 
     assert {p.name for p in SHIPPED_PACKS} <= packs, "a shipped pack is missing from the ConfigMap"
 
 
-def test_service_pdb_and_hpa_select_the_deployment() -> None:
-    pod_labels = _kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+def test_services_pdb_and_hpa_select_the_statefulset() -> None:
+    park = _kind("StatefulSet")
+    pod_labels = park["spec"]["template"]["metadata"]["labels"]
     container_ports = {p["name"] for p in _container()["ports"]}
-    service = _kind("Service")
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+    for service in (d for d in _k8s_documents() if d["kind"] == "Service"):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
     pdb = _kind("PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert pdb["spec"]["minAvailable"] < _kind("Deployment")["spec"]["replicas"]
+    assert pdb["spec"]["maxUnavailable"] == 1
     hpa = _kind("HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"]["name"] == _kind("Deployment")["metadata"]["name"]
-    assert hpa["spec"]["minReplicas"] >= _kind("Deployment")["spec"]["replicas"]
-    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == park["metadata"]["name"]
+    assert hpa["spec"]["minReplicas"] >= 3
 
 
 def test_grace_period_covers_the_pause_the_drain_and_the_longest_transfer(
@@ -509,7 +526,7 @@ def test_the_scrape_job_sends_the_metrics_token_of_the_kustomization() -> None:
     # It scrapes this park's pods on the port the annotations name.
     (sd,) = job["kubernetes_sd_configs"]
     assert sd["namespaces"]["names"] == [_kustomization()["namespace"]]
-    annotations = _kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = _kind("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
     ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
     kept = {
         r["source_labels"][0]: r["regex"]
@@ -584,8 +601,8 @@ def test_kustomize_renders_a_consistent_park(
             assert obj["metadata"]["namespace"] == "hksz-gateway", obj["metadata"]["name"]
     secrets = {s["metadata"]["name"]: s for s in by_kind["Secret"]}
     config_maps = {c["metadata"]["name"]: c for c in by_kind["ConfigMap"]}
-    (deployment,) = by_kind["Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
+    (park,) = by_kind["StatefulSet"]
+    pod = park["spec"]["template"]["spec"]
     for volume in pod["volumes"]:
         if "secret" in volume:
             assert volume["secret"]["secretName"] in secrets

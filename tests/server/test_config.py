@@ -203,3 +203,36 @@ def test_twin_spki_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     settings = load_settings(config)
     assert settings.ingress is not None
     assert settings.ingress.twin_spki == (PIN,)
+
+
+def test_the_instance_names_what_each_replica_keeps_to_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        'witness_dir = "w/{instance}"\n'
+        '[audit]\ndir = "a/{instance}/audit"\norigin = "park.example/audit/{instance}"\n'
+        '[egress]\npolicy_dir = "p"\nspool_dir = "s/{instance}/egress"\n'
+        'spool_identity = "k/spool.agekey"\n'
+    )
+    monkeypatch.delenv("GATEWAY_INSTANCE", raising=False)
+    default = load_settings(config)
+    assert default.instance  # the host name
+    assert default.audit.origin == f"park.example/audit/{default.instance}"
+    monkeypatch.setenv("GATEWAY_INSTANCE", "gw-1")
+    settings = load_settings(config)
+    assert settings.instance == "gw-1"
+    assert settings.audit.dir == tmp_path / "a" / "gw-1" / "audit"
+    assert settings.audit.origin == "park.example/audit/gw-1"
+    assert settings.witness_dir == tmp_path / "w" / "gw-1"
+    assert settings.egress is not None
+    assert settings.egress.spool_dir == tmp_path / "s" / "gw-1" / "egress"
+    # Not a per-replica setting: left as written.
+    assert settings.egress.spool_identity == tmp_path / "k" / "spool.agekey"
+    # From the environment too (the Kubernetes manifests set the origin there).
+    monkeypatch.setenv("GATEWAY_AUDIT__ORIGIN", "k8s.example/{instance}")
+    assert load_settings(config).audit.origin == "k8s.example/gw-1"
+    monkeypatch.setenv("GATEWAY_INSTANCE", "../etc")
+    with pytest.raises(ConfigError, match="is not a host-like name") as raised:
+        load_settings(config)
+    assert str(raised.value).startswith(f"{config}: instance: ")

@@ -56,13 +56,16 @@ async def egress_process(
 ) -> AsyncIterator[Child]:
     quota = kw.pop("quota", False)
     preexec = kw.pop("preexec", _quota if quota else None)
+    extra_args: list[str] = kw.pop("args", [])
     write_policy(root / "policies", ingress_url, recipient, destination)
     settings = hk_settings(root, pki, root / "policies", **kw.pop("egress", {}))
     config = root / "hk.yaml"
     data = settings.model_dump(mode="json", exclude_none=True)
+    del data["instance"]  # the process names itself (--instance, or its host name)
     # Long enough for the quick transfer to finish on a loaded 2-core CI machine,
     # far shorter than the slow transfers (20 s), which must be aborted.
     data["drain_seconds"] = 4.0
+    data.update(kw.pop("settings", {}))
     config.write_text(json.dumps(data))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -71,6 +74,7 @@ async def egress_process(
         "serve",
         "--config",
         str(config),
+        *extra_args,
         # Logs go to stdout (issue 7); stderr carries only a fatal one-line error.
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -279,6 +283,39 @@ async def test_a_first_approval_survives_restart(tmp_path: Path, pki: Path) -> N
         await parks.settle()
         assert parks.inbox_files("sz-review") == {"four.csv": CLEAN[:3000]}
         assert parks.events_of(tid) == ["review", "review", "approved", "delivered"]
+
+
+async def test_the_instance_names_its_audit_directory_and_origin(tmp_path: Path, pki: Path) -> None:
+    audit = {
+        "dir": str(tmp_path / "hk" / "{instance}" / "audit"),
+        "signing_key": str(tmp_path / "hk" / "audit.key"),
+        "origin": "hk.test/audit/{instance}",
+    }
+    async with (
+        sz_park(tmp_path, pki) as (ingress, recipient, dest, _),
+        egress_process(
+            tmp_path,
+            pki,
+            ingress,
+            recipient,
+            dest,
+            settings={"audit": audit},
+            args=["--instance", "hk-gw-7"],
+        ) as child,
+    ):
+        headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            url = f"{child.url}/v1/transfers/sz-lab/one.csv"
+            async with session.put(url, data=CLEAN[:2000], headers=headers) as r:
+                assert r.status == 201
+        child.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await child.process.wait() == 0
+    log_dir = tmp_path / "hk" / "hk-gw-7" / "audit"
+    lines = (log_dir / "checkpoints.jsonl").read_text().splitlines()
+    origins = {json.loads(line)["note"].split("\n")[0] for line in lines}
+    assert origins == {"hk.test/audit/hk-gw-7"}
+    assert not (tmp_path / "hk" / "{instance}").exists()
 
 
 def test_quota_is_larger_than_a_small_transfer() -> None:
