@@ -83,7 +83,7 @@ TRANSFER_OUTCOMES: tuple[str, ...] = (
     "aborted",
 )
 #: The ``stage`` values of ``gateway_transfer_bytes_total`` (issue 7).
-TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked")
+TRANSFER_STAGES: tuple[str, ...] = ("received", "forwarded", "blocked", "delivered")
 #: The listeners of a gateway process, the ``listener`` label of the connection metrics.
 LISTENERS: tuple[str, ...] = ("egress", "ingress")
 #: Why a connection was closed at once: the listener's cap, or its client address's.

@@ -751,7 +751,9 @@ async def _receive_and_deliver(
         # Recorded and in the inbox; only the durability of its name is in doubt.
         log.error("inbox_directory_sync_failed", route=route)
         raise Problem(Unavailable, "the delivered file could not be made durable", extra)
-    state.services.metrics.transfer_bytes.labels(route, "forwarded").inc(sink.plain_bytes)
+    # "delivered", not "forwarded": the twin's egress counted these bytes on their
+    # way out; a park's dashboard must not add both.
+    state.services.metrics.transfer_bytes.labels(route, "delivered").inc(sink.plain_bytes)
     log.info("envelope_delivered", route=route, status=sent.status)
     return json_response(
         {

@@ -65,8 +65,18 @@ def test_dashboard_declares_the_prometheus_input() -> None:
     ]
 
 
-def test_every_panel_and_query_uses_the_declared_input() -> None:
-    reference = {"type": "prometheus", "uid": "${" + DATASOURCE_INPUT + "}"}
+def test_every_panel_and_query_uses_the_datasource_variable() -> None:
+    # Provisioned from a file (no import dialog), the `datasource` variable picks
+    # a Prometheus; imported, the dialog's choice becomes its default.
+    variables = _dashboard()["templating"]["list"]
+    chooser = variables[0]
+    assert (chooser["name"], chooser["type"], chooser["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+    assert chooser["current"]["value"] == "${" + DATASOURCE_INPUT + "}"
+    reference = {"type": "prometheus", "uid": "${datasource}"}
     for panel in dashboard_panels(_dashboard()["panels"]):
         if panel["type"] == "row":
             continue
@@ -74,7 +84,7 @@ def test_every_panel_and_query_uses_the_declared_input() -> None:
         assert panel["targets"], f"panel {panel['title']} has no query"
         for target in panel["targets"]:
             assert target["datasource"] == reference, panel["title"]
-    for variable in _dashboard()["templating"]["list"]:
+    for variable in variables[1:]:
         assert variable["datasource"] == reference, variable["name"]
 
 
