@@ -9,6 +9,9 @@ Never a transfer id, a file name, a sender token or a matched value.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -60,6 +63,8 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "gateway_connections_refused_total": ("listener", "reason"),
     "gateway_request_head_timeouts_total": ("listener",),
     "gateway_accept_errors_total": (),
+    "gateway_volume_free_bytes": ("volume",),
+    "gateway_volume_size_bytes": ("volume",),
     "gateway_spool_view_chunks_total": ("result",),
 }
 
@@ -300,6 +305,19 @@ class Metrics:
             METRIC_LABELS["gateway_accept_errors_total"],
             registry=r,
         )
+        self.volume_free = Gauge(
+            "gateway_volume_free_bytes",
+            "Bytes an unprivileged writer may still use on the file system of a "
+            "directory the gateway writes (audit, egress_spool, ingress_spool).",
+            METRIC_LABELS["gateway_volume_free_bytes"],
+            registry=r,
+        )
+        self.volume_size = Gauge(
+            "gateway_volume_size_bytes",
+            "Size of that file system.",
+            METRIC_LABELS["gateway_volume_size_bytes"],
+            registry=r,
+        )
         self.spool_view_chunks = Counter(
             "gateway_spool_view_chunks",
             "64 KiB spool chunks read by footer-indexed readers: decrypted, or from the cache.",
@@ -323,3 +341,34 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+def _statvfs(directory: Path) -> os.statvfs_result | None:
+    """statvfs(2) of ``directory``, or of its nearest existing ancestor (not made yet)."""
+    for candidate in (directory, *directory.parents):
+        try:
+            return os.statvfs(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def track_volume(metrics: Metrics, volume: str, directory: Path) -> None:
+    """Read ``directory``'s file-system space at every scrape (``volume`` names it).
+
+    The audit log and the spools fail closed when their disk fills (SPEC §5);
+    these gauges let an alert say so hours before (docs/operations.md).
+    """
+
+    def free() -> float:
+        info = _statvfs(directory)
+        return float(info.f_bavail * info.f_frsize) if info else float("nan")
+
+    def size() -> float:
+        info = _statvfs(directory)
+        return float(info.f_blocks * info.f_frsize) if info else float("nan")
+
+    metrics.volume_free.labels(volume).set_function(free)
+    metrics.volume_size.labels(volume).set_function(size)

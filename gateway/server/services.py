@@ -19,7 +19,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.note import NoteSigner
 from gateway.errors import ConfigError
 from gateway.ledger import Ledger, open_ledger
-from gateway.obs.metrics import Metrics
+from gateway.obs.metrics import Metrics, track_volume
 from gateway.server.config import GatewaySettings
 
 #: HMAC-SHA-256 keys should be at least the hash length (RFC 2104 §3): 32 bytes.
@@ -78,6 +78,11 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Open the audit log and the ledger for ``settings``; close them on exit."""
     metrics = metrics if metrics is not None else Metrics()
+    track_volume(metrics, "audit", settings.audit.dir)
+    if settings.egress is not None:
+        track_volume(metrics, "egress_spool", settings.egress.spool_dir)
+    if settings.ingress is not None:
+        track_volume(metrics, "ingress_spool", settings.ingress.spool_dir)
     secret = load_or_create_secret(settings.secret_file)
     settings.audit.signing_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = load_or_create_signing_key(settings.audit.signing_key)

@@ -35,6 +35,11 @@ REQUIRED_ALERTS = {
     "upstream errors": "GatewayUpstreamErrors",
     "ledger above 90 % of a threshold": "GatewayLedgerNearThreshold",
     "certificate expiring in 14 days": "GatewayCertificateExpiringSoon",
+    "ledger or PostgreSQL down (issue 16)": "GatewayLedgerDown",
+    "no gateway scraped at all (issue 16)": "GatewayTargetsAbsent",
+    "spool or audit disk filling (issue 16)": "GatewayDiskLow",
+    "availability SLO burn rate (issue 16)": "GatewayAvailabilityBurn",
+    "latency SLO burn rate (issue 16)": "GatewayLatencyBurn",
 }
 SEVERITIES = frozenset({"critical", "warning"})
 
@@ -104,7 +109,10 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
     assert set(annotations) == {"summary", "description", "runbook_url"}
     assert annotations["summary"].strip()
     assert len(annotations["description"].strip()) > len(annotations["summary"].strip()) // 2
-    assert annotations["runbook_url"] == f"docs/operations.md#{rule['alert'].lower()}"
+    # Absolute: under the runbook_base external label (scrape.yml sets it).
+    assert annotations["runbook_url"] == (
+        "{{ $externalLabels.runbook_base }}/docs/operations.md#" + rule["alert"].lower()
+    )
 
 
 @pytest.mark.parametrize("rule", _alerts(), ids=lambda rule: str(rule["alert"]))

@@ -7,8 +7,10 @@ gateway exported after carrying traffic.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,6 +148,8 @@ def _touch_every_child(metrics: Metrics) -> None:
     metrics.ledger_subjects.labels("sz-genomics-institute", "personal").set(12)
     metrics.tls_cert_expiry.labels("server").set(86_400)
     metrics.transfer_outcomes.labels("sz-to-hk-genomics", "delivered").inc()
+    metrics.volume_free.labels("audit").set(1e9)
+    metrics.volume_size.labels("audit").set(1e10)
     metrics.http_requests.labels("egress", "transfer", "201").inc()
     metrics.http_duration.labels("egress", "transfer").observe(0.01)
 
@@ -277,3 +281,14 @@ def test_the_label_check_insists_on_a_digest_for_the_policy_version() -> None:
     assert label_value_problems([bad]) == [
         "gateway_policy_info{version}: not a SHA-256 policy version"
     ]
+
+
+def test_volume_gauges_read_the_file_system_at_each_scrape(tmp_path: Path) -> None:
+    from gateway.obs.metrics import track_volume
+
+    metrics = Metrics()
+    track_volume(metrics, "audit", tmp_path / "not" / "made" / "yet")
+    info = os.statvfs(tmp_path)
+    samples = {s.name: s.value for s in _exported_samples(metrics) if s.labels.get("volume")}
+    assert samples["gateway_volume_size_bytes"] == info.f_blocks * info.f_frsize
+    assert 0 < samples["gateway_volume_free_bytes"] <= samples["gateway_volume_size_bytes"]
