@@ -29,9 +29,17 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway.audit.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
+from gateway.audit.note import (
+    Checkpoint,
+    NoteError,
+    NoteSigner,
+    NoteVerifier,
+    open_checkpoint,
+    parse_note,
+)
 from gateway.audit.witness import WitnessError, witness_checkpoint
 from gateway.errors import ClientError, Conflict, NotFound, UpstreamError
+from gateway.policy.model import glob_to_regex, is_glob
 from gateway.server.forward import upstream_timeout
 from gateway.server.ingress import require_twin
 from gateway.server.problem import json_response
@@ -78,14 +86,33 @@ def last_note(directory: Path, origin: str) -> str | None:
     return None
 
 
+#: Origins one witness keeps state for: the twin's replicas, present and past
+#: (a scaled-away replica's state stays on disk and is read again if it returns).
+MAX_WITNESSED_ORIGINS = 1024
+
+
+@dataclass(slots=True)
+class _Witnessed:
+    """What this witness last co-signed for one origin, and the lock that orders it."""
+
+    previous: Checkpoint | None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 @dataclass(slots=True)
 class Witness:
-    """The ingress side: co-signs one twin log's checkpoints.
+    """The ingress side: co-signs the checkpoints of the twin's log(s).
+
+    The twin park may run several replicas, each with its own log and origin
+    (``…/audit/{instance}``), all signed with one key under its origin's name.
+    ``origin`` is then a glob (``hksz-gateway.sz.hetao/audit/*``): every
+    matching origin is witnessed on its own, each checkpoint against the last
+    one co-signed *for that origin*, with the key's public half named after it.
 
     Args:
-        directory: where co-signed notes are kept.
-        origin: the twin log's origin line.
-        log_key: the twin log's verifier key.
+        directory: where co-signed notes are kept (one file per origin).
+        origin: the twin log's origin, or a glob of its replicas' origins.
+        log_key: the twin log's verifier key (its name is ignored for a glob).
         signer: this gateway's own checkpoint key.
     """
 
@@ -93,14 +120,54 @@ class Witness:
     origin: str
     log_key: NoteVerifier
     signer: NoteSigner
-    previous: Checkpoint | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    origins: dict[str, _Witnessed] = field(default_factory=dict)
+
+    @property
+    def previous(self) -> Checkpoint | None:
+        """The last co-signed checkpoint of the one configured origin (not a glob)."""
+        state = self.origins.get(self.origin)
+        return state.previous if state is not None else None
+
+    def matches(self, origin: str) -> bool:
+        """Whether ``origin`` is one this witness co-signs."""
+        return glob_to_regex(self.origin).fullmatch(origin) is not None
+
+    def verifier(self, origin: str) -> NoteVerifier:
+        """The log key under ``origin``'s name (how each replica signs)."""
+        if origin == self.log_key.name:
+            return self.log_key
+        return NoteVerifier.from_public_key(origin, self.log_key.public_key)
 
     def restore(self) -> None:
-        """Resume from the last co-signed note on disk (after a restart)."""
-        note = last_note(self.directory, self.origin)
-        if note is not None:
-            self.previous, _ = open_checkpoint(note, [self.log_key])
+        """Resume the configured origin from its last co-signed note (after a restart)."""
+        if not is_glob(self.origin):
+            self._load(self.origin)
+
+    def _load(self, origin: str) -> _Witnessed:
+        """The state of ``origin``, read from its store the first time it is asked for."""
+        state = self.origins.get(origin)
+        if state is None:
+            if len(self.origins) >= MAX_WITNESSED_ORIGINS:
+                raise ClientError("too many witnessed origins")
+            note = last_note(self.directory, origin)
+            previous = open_checkpoint(note, [self.verifier(origin)])[0] if note else None
+            state = self.origins[origin] = _Witnessed(previous)
+        return state
+
+    def state_of(self, origin: str | None) -> tuple[str, Checkpoint | None]:
+        """The origin asked about (the configured one by default) and its last checkpoint.
+
+        Raises:
+            ClientError: no origin given while the configured one is a glob.
+            NotFound: an origin this witness does not co-sign.
+        """
+        if origin is None:
+            if is_glob(self.origin):
+                raise ClientError("this witness co-signs several origins: ask with ?origin=")
+            origin = self.origin
+        if not self.matches(origin):
+            raise NotFound("this gateway does not witness that origin")
+        return origin, self._load(origin).previous
 
     async def cosign(self, note: str, proof: list[bytes]) -> str:
         """Verify and co-sign; store the result.
@@ -108,21 +175,29 @@ class Witness:
         Raises:
             Conflict: the checkpoint is forged, for another log, or not an extension.
         """
-        async with self.lock:
+        try:
+            origin = Checkpoint.parse(parse_note(note)[0]).origin
+        except NoteError as exc:
+            raise Conflict(f"refusing to co-sign: {exc}") from None
+        if not self.matches(origin):
+            log.error("witness_refused", origin=origin[:200], error="not a witnessed origin")
+            raise Conflict(f"refusing to co-sign: {origin!r} is not a witnessed origin")
+        state = self._load(origin)
+        async with state.lock:
             try:
                 checkpoint, cosigned = witness_checkpoint(
                     note,
-                    self.log_key,
+                    self.verifier(origin),
                     self.signer,
-                    origin=self.origin,
-                    previous=self.previous,
+                    origin=origin,
+                    previous=state.previous,
                     proof=proof,
                 )
             except WitnessError as exc:
-                log.error("witness_refused", origin=self.origin, error=str(exc))
+                log.error("witness_refused", origin=origin, error=str(exc))
                 raise Conflict(f"refusing to co-sign: {exc}") from None
-            await asyncio.to_thread(append_note, self.directory, self.origin, cosigned)
-            self.previous = checkpoint
+            await asyncio.to_thread(append_note, self.directory, origin, cosigned)
+            state.previous = checkpoint
             return cosigned
 
 
@@ -130,10 +205,10 @@ WITNESS = web.AppKey("witness", Witness)
 
 
 async def handle_state(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/witness``: the origin and size this witness last co-signed."""
+    """``GET /v1/witness[?origin=O]``: the origin and size this witness last co-signed."""
     witness = _witness(request)
-    size = witness.previous.size if witness.previous else 0
-    return json_response({"origin": witness.origin, "size": size})
+    origin, previous = witness.state_of(request.query.get("origin"))
+    return json_response({"origin": origin, "size": previous.size if previous else 0})
 
 
 async def handle_cosign(request: web.Request) -> web.StreamResponse:
@@ -183,7 +258,12 @@ async def offer_checkpoint(
     checkpoint, note = current
     endpoint = url.rstrip("/") + "/v1/witness"
     try:
-        async with session.get(endpoint, ssl=ssl_context, timeout=upstream_timeout()) as r:
+        async with session.get(
+            endpoint,
+            params={"origin": checkpoint.origin},
+            ssl=ssl_context,
+            timeout=upstream_timeout(),
+        ) as r:
             if r.status != 200:
                 raise UpstreamError(f"twin witness answered {r.status}")
             state = await r.json(content_type=None)

@@ -631,3 +631,29 @@ def test_kustomize_renders_a_consistent_park(
     for name, text in policies.items():
         (policy_dir / name).write_text(text, encoding="utf-8")
     assert set(load_policy(policy_dir).routes) == {"sz-to-hk-research", "sz-to-hk-clinical"}
+
+
+def test_the_shipped_configurations_witness_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.policy.model import glob_to_regex
+
+    parks = {park: load_settings(TWO_PARKS / f"{park}.toml") for park in ("sz", "hk")}
+    for park, twin in (("sz", "hk"), ("hk", "sz")):
+        mine, theirs = parks[park], parks[twin]
+        assert mine.egress is not None
+        assert mine.ingress is not None
+        assert mine.ingress.witness is not None
+        assert mine.egress.witness_url is not None
+        assert f"gateway.{twin}." in mine.egress.witness_url
+        assert mine.ingress.witness.origin == theirs.audit.origin
+    # On Kubernetes the twin runs replicas: a glob of their {instance} origins.
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    k8s = load_settings(K8S / "gateway.toml")
+    assert k8s.egress is not None
+    assert k8s.ingress is not None
+    assert k8s.egress.witness_url is not None
+    assert k8s.ingress.witness is not None
+    pattern = glob_to_regex(k8s.ingress.witness.origin)
+    assert pattern.fullmatch("hksz-gateway.hk.hetao/audit/hksz-gateway-0")
+    assert not pattern.fullmatch(k8s.audit.origin)  # never its own park's logs
+    key_files = {PurePosixPath(f).name for f in _generated("secretGenerator")["hksz-gateway-keys"]}
+    assert PurePosixPath(k8s.ingress.witness.log_key).name in key_files

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
-from gateway.audit.note import open_note
-from gateway.errors import UpstreamError
-from tests.server.conftest import start_parks
+from gateway.audit.keys import load_or_create_signing_key
+from gateway.audit.note import Checkpoint, NoteSigner, open_note, sign_checkpoint
+from gateway.errors import ClientError, Conflict, NotFound, UpstreamError
+from gateway.server.config import AuditConfig
+from gateway.server.witness import WITNESS
+from tests.server.conftest import RESEARCH_TOKEN, hk_settings, running, start_parks
 
 CLEAN = b"a,b\n" + b"1,2\n" * 1000
 
@@ -55,3 +59,81 @@ async def test_a_forged_checkpoint_is_refused(tmp_path: Path, pki: Path) -> None
         with pytest.raises(UpstreamError):
             await parks.hk.witness_now()
         assert len(_notes(tmp_path / "sz" / "witness")) == 1
+
+
+async def test_several_replicas_are_each_witnessed_under_their_own_origin(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The twin park runs replicas (origins hk.test/audit/hk-0, -1, one signing key):
+    one witness co-signs each origin on its own; an origin outside its glob is refused."""
+    key_file = tmp_path / "hk" / "audit.key"
+    key_file.parent.mkdir(parents=True)
+    log_key = NoteSigner("hk.test/audit", load_or_create_signing_key(key_file)).verifier
+    witness = {"origin": "hk.test/audit/*", "log_key": str(log_key)}
+    async with start_parks(tmp_path, pki, ingress={"witness": witness}) as parks:
+        assert parks.sz.ingress_url is not None
+        replicas = []
+        async with contextlib.AsyncExitStack() as stack:
+            for instance in ("hk-0", "hk-1"):
+                base = hk_settings(tmp_path, pki, tmp_path / "policies")
+                assert base.egress is not None
+                settings = base.model_copy(
+                    update={
+                        "instance": instance,
+                        "audit": AuditConfig(
+                            dir=tmp_path / instance / "audit",
+                            signing_key=key_file,
+                            origin=f"hk.test/audit/{instance}",
+                        ),
+                        "witness_dir": tmp_path / instance / "witness",
+                        "egress": base.egress.model_copy(
+                            update={
+                                "spool_dir": tmp_path / instance / "spool",
+                                "witness_url": parks.sz.ingress_url,
+                            }
+                        ),
+                    }
+                )
+                replicas.append(await stack.enter_async_context(running(settings, drain_seconds=2)))
+            headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
+            for number, replica in enumerate(replicas):
+                for _ in range(number + 1):  # logs of different sizes
+                    url = f"{replica.egress_url}/v1/transfers/sz-lab/r{number}.csv"
+                    async with parks.session.put(url, data=CLEAN, headers=headers) as r:
+                        assert r.status in (201, 409), await r.text()
+                first = await replica.witness_now()
+                assert first is not None
+                assert set(open_note(first, [replica.services.signer.verifier]).signers) == {
+                    f"hk.test/audit/hk-{number}"
+                }
+            stored = sorted(p.name for p in (tmp_path / "sz" / "witness").glob("*.jsonl"))
+            assert stored == ["hk.test_audit_hk-0.jsonl", "hk.test_audit_hk-1.jsonl"]
+            # Each origin is extended on its own: hk-1 grows, hk-0's state is untouched.
+            async with parks.session.put(
+                f"{replicas[1].egress_url}/v1/transfers/sz-lab/more.csv",
+                data=CLEAN,
+                headers=headers,
+            ) as r:
+                assert r.status == 201
+            assert await replicas[1].witness_now() is not None
+            assert await replicas[0].witness_now() is None
+            assert len(_notes_of(tmp_path / "sz" / "witness", "hk.test_audit_hk-1.jsonl")) == 2
+            assert len(_notes_of(tmp_path / "sz" / "witness", "hk.test_audit_hk-0.jsonl")) == 1
+        # An origin outside the glob is neither answered nor co-signed, even under the key.
+        assert parks.sz.ingress_app is not None
+        witness_state = parks.sz.ingress_app[WITNESS]
+        with pytest.raises(NotFound):
+            witness_state.state_of("hk.test/audit")
+        stranger = sign_checkpoint(
+            Checkpoint("hk.test/audit", 1, b"\0" * 32),
+            NoteSigner("hk.test/audit", load_or_create_signing_key(key_file)),
+        )
+        with pytest.raises(Conflict, match="not a witnessed origin"):
+            await witness_state.cosign(stranger, [])
+        # Several origins: the state is asked for by origin.
+        with pytest.raises(ClientError, match="origin="):
+            witness_state.state_of(None)
+
+
+def _notes_of(path: Path, name: str) -> list[str]:
+    return [json.loads(line)["note"] for line in (path / name).read_text().splitlines()]
