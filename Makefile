@@ -34,6 +34,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
+# The Prometheus Operator's form of the alert rules (kept equal by tests/deploy).
+OPERATOR_RULE := deploy/kubernetes/prometheus-operator/prometheusrule.yaml
+$(OPERATOR_RULE): deploy/prometheus/alerts.yml $(STAMP)
+	$(BIN)/python -c 'import sys, yaml; h = open(sys.argv[1]).read().split("apiVersion:")[0]; \
+	  g = yaml.safe_load(open(sys.argv[2]))["groups"]; \
+	  r = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", \
+	       "metadata": {"name": "hksz-gateway", "labels": {"app.kubernetes.io/name": "hksz-gateway"}}, \
+	       "spec": {"groups": g}}; \
+	  open(sys.argv[1], "w").write(h + yaml.safe_dump(r, sort_keys=False, width=100, allow_unicode=True))' \
+	  $@ deploy/prometheus/alerts.yml
+
 bench: $(STAMP)
 	$(BIN)/gateway bench classify
 	$(BIN)/gateway bench proxy

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -97,7 +98,7 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
     from gateway.policy import load_policy
     from gateway.server.app import server_ssl_context
     from gateway.server.forward import client_ssl_context
-    from gateway.server.services import SECRET_BYTES
+    from gateway.server.services import SECRET_BYTES, read_password
 
     report = Report()
 
@@ -149,8 +150,13 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
                 report.run(f"ingress.deliver.{route}", functools.partial(_inbox, url))
         if ingress.witness is not None:
             report.run("ingress.witness.log_key", lambda: load_verifier(ingress.witness.log_key))
+    if settings.ledger_password_file is not None:
+        report.run("ledger_password_file", lambda: read_password(settings.ledger_password_file))
     if connect:
-        report.run("ledger_url", lambda: asyncio.run(_ping_ledger(settings.ledger_url)))
+        password = None
+        with contextlib.suppress(GatewayError):
+            password = read_password(settings.ledger_password_file)
+        report.run("ledger_url", lambda: asyncio.run(_ping_ledger(settings.ledger_url, password)))
     return report
 
 
@@ -206,10 +212,10 @@ def _policy(load: Callable[..., Any], directory: Path) -> None:
         ) from None
 
 
-async def _ping_ledger(url: str) -> None:
+async def _ping_ledger(url: str, password: str | None) -> None:
     from gateway.ledger import open_ledger
 
-    ledger = await open_ledger(url, create=False)
+    ledger = await open_ledger(url, create=False, password=password)
     try:
         await ledger.ping()
     finally:

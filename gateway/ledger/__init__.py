@@ -55,7 +55,7 @@ DEFAULT_LEDGER_URL = "var/ledger.sqlite3"
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-async def open_ledger(url: str, *, create: bool = True) -> Ledger:
+async def open_ledger(url: str, *, create: bool = True, password: str | None = None) -> Ledger:
     """Open (and by default create) the ledger that ``url`` names.
 
     Connects before returning, so a wrong path, host or password fails at
@@ -66,6 +66,8 @@ async def open_ledger(url: str, *, create: bool = True) -> Ledger:
             ``postgresql://user@host:port/db[?schema=NAME]``.
         create: create the database file, schema and tables when missing.
             ``gateway ledger show`` passes ``False``: looking must not create.
+        password: PostgreSQL's password when the URL carries none (read from
+            ``ledger_password_file``); ignored by the other backends.
 
     Raises:
         ConfigError: the URL is malformed or names no supported backend, or
@@ -89,7 +91,7 @@ async def open_ledger(url: str, *, create: bool = True) -> Ledger:
             else:
                 kept.append((key, value))
         dsn = urlunsplit(parts._replace(query=urlencode(kept)))
-        return await PostgresLedger(dsn, schema=schema, create=create).open()
+        return await PostgresLedger(dsn, schema=schema, create=create, password=password).open()
     if scheme == "sqlite":
         path = text[len("sqlite:///") :] if text.lower().startswith("sqlite:///") else ""
         if not path:

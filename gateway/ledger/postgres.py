@@ -202,6 +202,8 @@ class PostgresLedger:
         create: create the schema and tables; with ``False`` (the read-only
             ``gateway ledger show``) missing tables read as an empty ledger.
         pool_max_size: upper bound on pooled connections.
+        password: the database password, when it is kept in a file rather
+            than in the URL (``ledger_password_file``); the URL's wins if both.
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class PostgresLedger:
         schema: str = DEFAULT_SCHEMA,
         create: bool = True,
         pool_max_size: int = POOL_MAX_SIZE,
+        password: str | None = None,
     ) -> None:
         if not _IDENTIFIER.fullmatch(schema):
             raise ConfigError(
@@ -223,6 +226,7 @@ class PostgresLedger:
         self._where = f"{redact_url(dsn)} (schema {schema})"
         self._create = create
         self._pool_max_size = pool_max_size
+        self._password = password
         self._pool: Any = None
         self._closed = False
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -243,6 +247,7 @@ class PostgresLedger:
             pool = await self.guard(
                 asyncpg.create_pool(
                     self._dsn,
+                    password=self._password,
                     min_size=POOL_MIN_SIZE,
                     max_size=self._pool_max_size,
                     command_timeout=COMMAND_TIMEOUT_S,

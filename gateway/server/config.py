@@ -490,6 +490,10 @@ class GatewaySettings(BaseSettings):
         ingress: ingress role, when this process runs it.
         audit: the audit log.
         ledger_url: ``memory:``, a SQLite path, or ``postgresql://…``.
+        ledger_password_file: a file holding PostgreSQL's password (mode
+            0600), so the URL in the configuration carries none; a password
+            in a process's environment is readable by whoever may read
+            ``/proc/<pid>/environ`` and ends up in crash reports.
         secret_file: 32-byte HMAC secret for distinct-value hashing (SPEC §3.2).
         drain_seconds: graceful-shutdown deadline for in-flight transfers.
         witness_dir: co-signed checkpoints (given to and received from the twin).
@@ -515,6 +519,7 @@ class GatewaySettings(BaseSettings):
     ingress: IngressConfig | None = None
     audit: AuditConfig = AuditConfig()
     ledger_url: str = "var/ledger.sqlite3"
+    ledger_password_file: Path | None = None
     secret_file: Path = Path("var/keys/secret")
     drain_seconds: float = Field(default=SHUTDOWN_DRAIN_SECONDS, ge=0)
     witness_dir: Path = Path("var/witness")
@@ -600,6 +605,7 @@ _PATH_KEYS = frozenset(
         "signing_key",
         "secret_file",
         "witness_dir",
+        "ledger_password_file",
     }
 )
 

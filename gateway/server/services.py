@@ -72,6 +72,37 @@ def load_or_create_secret(path: Path) -> bytes:
     return data
 
 
+#: A password file holds one line; anything longer is not one.
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def read_password(path: Path | None) -> str | None:
+    """The password in ``path`` (its first line), refusing a file others can read.
+
+    Raises:
+        ConfigError: unreadable, readable by group or others, too long, or empty.
+    """
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{path}: mode {info.st_mode & 0o777:04o}; a password file must be 0600"
+            )
+        if info.st_size > MAX_PASSWORD_FILE_BYTES:
+            raise ConfigError(f"{path}: not a password file (over {MAX_PASSWORD_FILE_BYTES} bytes)")
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the ledger password: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the ledger password is not UTF-8 text") from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise ConfigError(f"{path}: the ledger password file is empty")
+    return password
+
+
 @contextlib.asynccontextmanager
 async def open_services(
     settings: GatewaySettings, metrics: Metrics | None = None
@@ -91,7 +122,9 @@ async def open_services(
         settings.audit.dir, signer, origin=settings.audit.origin, metrics=metrics
     )
     try:
-        ledger = await open_ledger(settings.ledger_url)
+        ledger = await open_ledger(
+            settings.ledger_url, password=read_password(settings.ledger_password_file)
+        )
         try:
             yield Services(settings, metrics, audit, ledger, secret, signer)
         finally:

@@ -95,3 +95,28 @@ def test_a_group_readable_signing_key_is_refused(
     code, _, err = check(capsys, str(demo / "hk.toml"))
     assert code == 1
     assert "audit.signing_key:" in err
+
+
+def test_the_ledger_password_file_is_checked_and_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.ledger.pg import require_pg
+
+    url = require_pg()
+    password = tmp_path / "ledger_password"
+    password.write_text("not-needed-under-trust-auth\n")
+    password.chmod(0o640)
+    config = tmp_path / "gw.toml"
+    config.write_text(f'ledger_url = "{url}"\nledger_password_file = "ledger_password"\n')
+    code, _, err = check(capsys, str(config), "--connect")
+    assert code == 1
+    assert "ledger_password_file:" in err
+    assert "must be 0600" in err
+    password.chmod(0o600)
+    code, out, err = check(capsys, str(config), "--connect")
+    assert code == 0, err
+    assert "ok (no listener;" in out
+    password.write_text("")
+    code, _, err = check(capsys, str(config))
+    assert code == 1
+    assert "ledger password file is empty" in err

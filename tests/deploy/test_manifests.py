@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -206,16 +206,20 @@ def test_generated_files_exist_except_the_keys_an_operator_creates() -> None:
     assert not (K8S / "keys").exists()
 
 
-def test_replicas_share_a_postgresql_ledger_from_the_secret(
+def test_replicas_share_a_postgresql_ledger_whose_password_is_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {e["name"]: e for e in _container()["env"]}
-    ledger = env["GATEWAY_LEDGER_URL"]["valueFrom"]["secretKeyRef"]
-    assert ledger["name"] in _generated("secretGenerator")
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    assert "GATEWAY_LEDGER_URL" not in env  # no credential in the environment
     monkeypatch.setenv("GATEWAY_INSTANCE", "hksz-gateway-0")
     settings = load_settings(K8S / "gateway.toml")
-    assert settings.ledger_url == POSTGRES_URL
+    assert settings.ledger_url.startswith("postgresql://")
+    assert "@" in settings.ledger_url
+    assert ":" not in settings.ledger_url.split("://", 1)[1].split("@", 1)[0]  # no password
+    assert settings.ledger_password_file is not None
+    assert _under_mount(settings.ledger_password_file) == "keys"
+    key_files = {PurePosixPath(f).name for f in _generated("secretGenerator")["hksz-gateway-keys"]}
+    assert settings.ledger_password_file.name in key_files
     assert settings.audit.origin.endswith("/hksz-gateway-0")
 
 
@@ -657,3 +661,89 @@ def test_the_shipped_configurations_witness_each_other(monkeypatch: pytest.Monke
     assert not pattern.fullmatch(k8s.audit.origin)  # never its own park's logs
     key_files = {PurePosixPath(f).name for f in _generated("secretGenerator")["hksz-gateway-keys"]}
     assert PurePosixPath(k8s.ingress.witness.log_key).name in key_files
+
+
+def _validate_all(documents: Iterable[dict[str, Any]]) -> list[str]:
+    """kubernetes-validate (the API's own OpenAPI schemas, strict) of built-in kinds."""
+    from kubernetes_validate import validate
+    from kubernetes_validate.utils import ValidationError
+
+    problems = []
+    for document in documents:
+        if document["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Operator CRDs: checked by test_operator_objects_match_the_plain_config
+        try:
+            validate(document, KUBERNETES_VERSION, strict=True)
+        except ValidationError as exc:
+            problems.append(f"{document['kind']}/{document['metadata']['name']}: {exc.message}")
+    return problems
+
+
+#: The oldest Kubernetes the manifests are for (native sidecar-free, StatefulSet
+#: minReadySeconds, NetworkPolicy endPort all exist there).
+KUBERNETES_VERSION = "1.30.0"
+
+
+def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
+    assert _validate_all(_k8s_documents()) == []
+
+
+def test_the_validation_can_fail() -> None:
+    broken = [dict(_kind("StatefulSet"))]
+    broken[0] = {**broken[0], "spec": {**broken[0]["spec"], "replicaz": 3}}
+    assert _validate_all(broken)
+
+
+def test_the_rendered_park_validates(tmp_path: Path) -> None:
+    assert _validate_all(_render(tmp_path)) == []
+
+
+def test_operator_objects_match_the_plain_config() -> None:
+    folder = K8S / "prometheus-operator"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text(encoding="utf-8"))
+    objects = {
+        d["kind"]: d
+        for name in kustomization["resources"]
+        for d in yaml.safe_load_all((folder / name).read_text(encoding="utf-8"))
+        if d
+    }
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8"))
+    assert objects["PrometheusRule"]["spec"]["groups"] == rules["groups"]
+    monitor = objects["ServiceMonitor"]["spec"]
+    (service,) = [
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Service" and d["metadata"]["name"] == "hksz-gateway"
+    ]
+    assert (
+        monitor["selector"]["matchLabels"].items()
+        <= {
+            **service["metadata"]["labels"],
+            "app.kubernetes.io/name": "hksz-gateway",  # added by the kustomization
+        }.items()
+    )
+    (endpoint,) = monitor["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["authorization"]["credentials"]["name"] in _generated("secretGenerator")
+
+
+def test_a_network_policy_admits_only_the_twin_to_the_ingress_port() -> None:
+    policy = _kind("NetworkPolicy")
+    pod_labels = _kind("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    to_ingress = [
+        rule
+        for rule in policy["spec"]["ingress"]
+        if any(port["port"] == "ingress" for port in rule["ports"])
+    ]
+    (twin,) = to_ingress
+    assert all("ipBlock" in peer for peer in twin["from"])
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert egress_ports == {5432, 9443, 443, 53}
+
+
+def test_the_shared_volume_names_a_storage_class_to_replace() -> None:
+    claim = _kind("PersistentVolumeClaim")["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"]
+    assert claim["storageClassName"].startswith("replace-")
