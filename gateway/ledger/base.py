@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import Unavailable
 
@@ -67,6 +67,50 @@ class LedgerTotal:
     category: str
     year: int
     subjects: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEntry:
+    """What the park's replicas share about one transfer (issue 16).
+
+    Attributes:
+        transfer_id: the transfer.
+        instance: the replica whose audit log holds its records.
+        sender: its sender identity (only they, or an officer, may read it).
+        status: the body of ``GET /v1/transfers/{id}``.
+        receipt: the receipt of its decision record (index and leaf hash;
+            its inclusion proof comes from that instance's log).
+    """
+
+    transfer_id: str
+    instance: str
+    sender: str
+    status: dict[str, Any]
+    receipt: dict[str, Any] | None = None
+
+
+class TransferDirectory(Protocol):
+    """Where the replicas of a park publish their transfers' states."""
+
+    async def publish_transfer(self, entry: TransferEntry, seq: int) -> None:
+        """Publish (or update) a transfer; ``seq`` orders one instance's updates."""
+        ...
+
+    async def find_transfer(self, transfer_id: str) -> TransferEntry | None:
+        """What was published about ``transfer_id``."""
+        ...
+
+
+class LocalOnly:
+    """The directory of a single gateway (memory or SQLite ledger): its own audit
+    log answers every lookup, so there is nothing to share."""
+
+    async def publish_transfer(self, entry: TransferEntry, seq: int) -> None:
+        """Nothing to publish to."""
+
+    async def find_transfer(self, transfer_id: str) -> TransferEntry | None:
+        """Never anything: the caller's audit log is the whole park's."""
+        return None
 
 
 class LedgerTransaction(Protocol):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Collection
 from dataclasses import dataclass
@@ -30,7 +31,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from gateway.errors import ConfigError
-from gateway.ledger.base import LedgerCount, LedgerTotal, LedgerTransaction, LedgerUnavailable
+from gateway.ledger.base import (
+    LedgerCount,
+    LedgerTotal,
+    LedgerTransaction,
+    LedgerUnavailable,
+    TransferEntry,
+)
 
 T = TypeVar("T")
 
@@ -92,6 +99,8 @@ class _Statements:
     known: str
     insert: str
     bump: str
+    publish: str
+    find: str
     totals: str
 
 
@@ -107,6 +116,12 @@ def _statements(s: str) -> _Statements:
             " organisation text NOT NULL, year integer NOT NULL,"
             " category text NOT NULL, subjects bigint NOT NULL,"
             " PRIMARY KEY (organisation, year, category))",
+            # The park's transfers as the status API shows them (issue 16): any
+            # replica answers for a transfer another one handled.
+            f"CREATE TABLE IF NOT EXISTS {s}.transfers ("
+            " transfer_id text PRIMARY KEY, instance text NOT NULL, sender text NOT NULL,"
+            " seq bigint NOT NULL, status jsonb NOT NULL, receipt jsonb,"
+            " updated timestamptz NOT NULL DEFAULT now())",
         ),
         current=(
             f"SELECT subjects FROM {s}.ledger_totals"  # noqa: S608
@@ -128,6 +143,21 @@ def _statements(s: str) -> _Statements:
             " ON CONFLICT (organisation, year, category)"
             " DO UPDATE SET subjects = t.subjects + excluded.subjects"
             " RETURNING subjects"
+        ),
+        publish=(
+            f"INSERT INTO {s}.transfers AS t"  # noqa: S608
+            " (transfer_id, instance, sender, seq, status, receipt)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)"
+            " ON CONFLICT (transfer_id) DO UPDATE SET instance = excluded.instance,"
+            " sender = excluded.sender, seq = excluded.seq, status = excluded.status,"
+            " receipt = coalesce(t.receipt, excluded.receipt), updated = now()"
+            # Records of one instance reach the table in log order (seq = audit
+            # index); a late write of an older state does not undo a newer one.
+            " WHERE t.instance <> excluded.instance OR t.seq < excluded.seq"
+        ),
+        find=(
+            f"SELECT instance, sender, status::text, receipt::text FROM {s}.transfers"  # noqa: S608
+            " WHERE transfer_id = $1"
         ),
         totals=(
             "SELECT organisation, category, year, subjects"  # noqa: S608
@@ -303,6 +333,38 @@ class PostgresLedger:
                 await self.guard(tx.commit())
             finally:
                 await pool.release(conn)
+
+    async def publish_transfer(self, entry: TransferEntry, seq: int) -> None:
+        """Record what ``GET /v1/transfers/{id}`` shows of a transfer, for every replica."""
+        pool = await self._ready_pool()
+        receipt = json.dumps(entry.receipt) if entry.receipt is not None else None
+        await self.guard(
+            pool.execute(
+                self.sql.publish,
+                entry.transfer_id,
+                entry.instance,
+                entry.sender,
+                seq,
+                json.dumps(entry.status),
+                receipt,
+                timeout=COMMAND_TIMEOUT_S,
+            )
+        )
+
+    async def find_transfer(self, transfer_id: str) -> TransferEntry | None:
+        """What a replica of this park published about ``transfer_id``, if any."""
+        pool = await self._ready_pool()
+        row = await self.guard(pool.fetchrow(self.sql.find, transfer_id, timeout=COMMAND_TIMEOUT_S))
+        if row is None:
+            return None
+        instance, sender, status, receipt = row
+        return TransferEntry(
+            transfer_id,
+            str(instance),
+            str(sender),
+            json.loads(status),
+            json.loads(receipt) if receipt is not None else None,
+        )
 
     async def totals(
         self, year: int | None = None, organisation: str | None = None

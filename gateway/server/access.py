@@ -84,8 +84,12 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
     return response.content_length or 0
 
 
-def access_middleware(metrics: Metrics, listener: str) -> Middleware:
-    """The outermost middleware of ``listener`` (``egress`` or ``ingress``)."""
+#: Names the replica that answered (behind a balancer, ops need to know which).
+INSTANCE_HEADER = "X-Gateway-Instance"
+
+
+def access_middleware(metrics: Metrics, listener: str, instance: str = "") -> Middleware:
+    """The outermost middleware of ``listener`` (``egress`` or ``ingress``) of ``instance``."""
 
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -97,6 +101,8 @@ def access_middleware(metrics: Metrics, listener: str) -> Middleware:
         try:
             response = await handler(request)
             status = response.status
+            if instance and not response.prepared:
+                response.headers[INSTANCE_HEADER] = instance
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -125,6 +131,7 @@ def access_middleware(metrics: Metrics, listener: str) -> Middleware:
                 duration_ms=round(elapsed * 1000, 3),
                 identity=entry.identity,
                 transfer_id=transfer_id,
+                instance=instance or None,
             )
 
     return access

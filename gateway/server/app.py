@@ -301,7 +301,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     """The egress application (transfers, reviews, status, health, metrics)."""
     app = web.Application(
         middlewares=[
-            access_middleware(services.metrics, "egress"),
+            access_middleware(services.metrics, "egress", services.settings.instance),
             expectation_middleware,
             problem_middleware,
             framing_middleware,
@@ -422,7 +422,7 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
     """The ingress application (envelopes from the twin, health, metrics)."""
     app = web.Application(
         middlewares=[
-            access_middleware(services.metrics, "ingress"),
+            access_middleware(services.metrics, "ingress", services.settings.instance),
             expectation_middleware,
             problem_middleware,
             framing_middleware,

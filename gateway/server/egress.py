@@ -55,7 +55,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable
+from gateway.ledger.base import LedgerUnavailable, TransferEntry
 from gateway.obs.metrics import Metrics
 from gateway.policy.engine import CompiledPolicy, Decision, Route, TransferContext
 from gateway.server.access import note
@@ -667,7 +667,39 @@ async def append_record(
     # the transfer was held once, not again.
     if outcome is not None and not (event == "review" and officer is not None):
         state.services.metrics.transfer_outcomes.labels(transfer.route, outcome).inc()
+    await _publish(state, event, transfer, receipt, decided=event in _DECISIONS and not officer)
     return receipt
+
+
+#: The records that carry a transfer's decision: the receipt the status API gives.
+_DECISIONS = frozenset({"allowed", "blocked", "review"})
+
+
+async def _publish(
+    state: EgressState, event: str, transfer: Transfer, receipt: Receipt, *, decided: bool
+) -> None:
+    """Tell the park's other replicas what this record made of the transfer (issue 16).
+
+    With a PostgreSQL ledger, any replica then answers its status and receipt;
+    a single gateway shares nothing (:class:`~gateway.ledger.base.LocalOnly`).
+    The record is durable already: a directory that does not answer leaves
+    the other replicas a step behind, it does not fail the transfer.
+    """
+    status = transfer.status_json()
+    status["state"] = event
+    if not status["history"] or status["history"][-1]["state"] != event:
+        status["history"].append({"state": event, "at": round(time.time(), 3)})
+    entry = TransferEntry(
+        transfer.id,
+        state.services.settings.instance,
+        transfer.sender,
+        status,
+        receipt_json(receipt) if decided else None,
+    )
+    try:
+        await state.services.directory.publish_transfer(entry, receipt.index)
+    except GatewayError as exc:
+        log.warning("transfer_not_published", transfer_id=transfer.id, error=exc.title)
 
 
 #: The records that end a transfer, or hold it, as ``gateway_transfer_outcomes_total`` names them.

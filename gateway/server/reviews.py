@@ -43,7 +43,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable
+from gateway.ledger.base import LedgerUnavailable, TransferEntry
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.policy.model import Direction
 from gateway.server.auth import require_officer, sender_identity
@@ -159,7 +159,11 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
     transfer = state.recent.get(transfer_id)
     if transfer is not None:
         _check_owner(reader, transfer.sender, transfer_id)
-        return json_response(transfer.status_json())
+        return json_response({**transfer.status_json(), "instance": _instance(state)})
+    shared = await _shared(state, transfer_id)
+    if shared is not None:
+        _check_owner(reader, shared.sender, transfer_id)
+        return json_response({**shared.status, "instance": shared.instance})
     records = await _find(request, state, transfer_id)
     parsed = [parse_canonical(r.record) for r in records]
     _check_owner(reader, parsed[0].get("sender"), transfer_id)
@@ -172,8 +176,14 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
         "route": last.get("route"),
         "policy_version": last.get("policy_version"),
         "history": [{"state": r.get("event"), "at": r.get("time")} for r in parsed],
+        "instance": _instance(state),
     }
     return json_response(body)
+
+
+def _instance(state: EgressState) -> str:
+    """This replica's instance name: whose audit log holds the transfer's records."""
+    return state.services.settings.instance
 
 
 async def handle_receipt(request: web.Request) -> web.StreamResponse:
@@ -181,10 +191,31 @@ async def handle_receipt(request: web.Request) -> web.StreamResponse:
     state = request.app[EGRESS]
     reader = _reader(request, state)
     transfer_id = _transfer_id(request)
-    records = await _find(request, state, transfer_id)
+    try:
+        records = await _find(request, state, transfer_id)
+    except NotFound:
+        # Another replica's record: the receipt it published (index and leaf
+        # hash in its log, named by instance; `gateway audit prove` there, or
+        # its own /receipt, adds the inclusion proof).
+        shared = await _shared(state, transfer_id)
+        if shared is None or shared.receipt is None:
+            raise
+        _check_owner(reader, shared.sender, transfer_id)
+        return json_response({**shared.receipt, "instance": shared.instance})
     _check_owner(reader, parse_canonical(records[0].record).get("sender"), transfer_id)
     receipt = await state.audit.receipt(records[0].index)
     return json_response(receipt_json(receipt))
+
+
+async def _shared(state: EgressState, transfer_id: str) -> TransferEntry | None:
+    """What another replica of the park published about the transfer (issue 16)."""
+    try:
+        return await state.services.directory.find_transfer(transfer_id)
+    except GatewayError as exc:
+        # The directory is PostgreSQL: down, the local audit log still answers
+        # for this replica's own transfers.
+        log.warning("transfer_directory_unavailable", error=exc.title)
+        return None
 
 
 #: States ``GET /v1/reviews`` lists: the open reviews, and the recent decided

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.audit.keys import load_or_create_signing_key
@@ -19,6 +19,8 @@ from gateway.audit.log import AuditLog
 from gateway.audit.note import NoteSigner
 from gateway.errors import ConfigError
 from gateway.ledger import Ledger, open_ledger
+from gateway.ledger.base import LocalOnly, TransferDirectory
+from gateway.ledger.postgres import PostgresLedger
 from gateway.obs.metrics import Metrics, track_volume
 from gateway.server.config import GatewaySettings
 
@@ -37,6 +39,8 @@ class Services:
         ledger: the yearly export ledger.
         secret: the HMAC key for distinct-value hashing (SPEC §3.2).
         signer: the audit log's checkpoint key (the ingress co-signs with it).
+        directory: where the park's replicas share their transfers' states:
+            the PostgreSQL ledger when there is one, else nothing to share.
     """
 
     settings: GatewaySettings
@@ -45,6 +49,7 @@ class Services:
     ledger: Ledger
     secret: bytes
     signer: NoteSigner
+    directory: TransferDirectory = field(default_factory=LocalOnly)
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -126,7 +131,8 @@ async def open_services(
             settings.ledger_url, password=read_password(settings.ledger_password_file)
         )
         try:
-            yield Services(settings, metrics, audit, ledger, secret, signer)
+            directory = ledger if isinstance(ledger, PostgresLedger) else LocalOnly()
+            yield Services(settings, metrics, audit, ledger, secret, signer, directory)
         finally:
             await ledger.close()
     finally:
