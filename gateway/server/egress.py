@@ -1303,46 +1303,40 @@ async def deliver(
     ``header``: the route recipient's age header, if built ahead (see :func:`_forward`).
     """
     metrics = state.services.metrics
+
+    async def end(final: Literal[State.ABORTED, State.FAILED], why: str) -> None:
+        """Nothing was delivered: release the spool and record how it ended."""
+        state.release_spool(transfer.id, info)
+        state.held.pop(transfer.id, None)
+        await record_end(
+            state,
+            transfer,
+            final,
+            why,
+            direction=route.direction,
+            policy_version=version,
+            size=fields.get("bytes"),
+            decision=decision,
+            rule=rule,
+        )
+
     try:
         sent, recipient_fp = await _forward(
             state, transfer, route, info, encrypt, rule, version, upload, header
         )
     except asyncio.CancelledError:
-        state.release_spool(transfer.id, info)
-        state.held.pop(transfer.id, None)
-        # The drain deadline stopped it mid-forward (nothing was delivered, and
-        # it is the gateway's doing, not the destination's), or the transfer's
-        # own time limit ran out while the twin was slow.
-        if not state.cut:
+        # The drain deadline stopped it mid-forward (the gateway's doing, not the
+        # destination's), or the transfer's own time limit ran out on a slow twin.
+        if state.cut:
+            await end(State.ABORTED, "gateway shutdown while forwarding")
+        else:
             metrics.upstream_errors.labels(transfer.route, "error").inc()
-        await record_end(
-            state,
-            transfer,
-            State.ABORTED if state.cut else State.FAILED,
-            "gateway shutdown while forwarding" if state.cut else "upstream error",
-            direction=route.direction,
-            policy_version=version,
-            size=fields.get("bytes"),
-            decision=decision,
-            rule=rule,
-        )
+            await end(State.FAILED, "upstream error")
         raise
     except DestinationConflict as exc:
         # The destination kept its file of that name: the sender's to resolve,
         # not an upstream failure (no upstream-error metric, no alert).
-        state.release_spool(transfer.id, info)
-        state.held.pop(transfer.id, None)
-        await record_end(
-            state,
-            transfer,
-            State.FAILED,
-            "the destination holds a file of that name",
-            direction=route.direction,
-            policy_version=version,
-            size=fields.get("bytes"),
-            decision=decision,
-            rule=rule,
-        )
+        await end(State.FAILED, "the destination holds a file of that name")
         how = (
             f"; to replace it on purpose, push again with {H_REPLACE}: {exc.existing}"
             if exc.existing
@@ -1353,37 +1347,12 @@ async def deliver(
             Conflict, f"{exc.detail}; nothing was replaced{how}", {**fields, **existing}
         ) from None
     except UpstreamError as exc:
-        why = exc.detail
         kind = "timeout" if exc.status == 504 else "error"
         metrics.upstream_errors.labels(transfer.route, kind).inc()
-        state.release_spool(transfer.id, info)
-        state.held.pop(transfer.id, None)
-        await record_end(
-            state,
-            transfer,
-            State.FAILED,
-            "upstream " + kind,
-            direction=route.direction,
-            policy_version=version,
-            size=fields.get("bytes"),
-            decision=decision,
-            rule=rule,
-        )
-        raise Problem(type(exc), f"{why}; nothing was delivered", fields) from None
+        await end(State.FAILED, "upstream " + kind)
+        raise Problem(type(exc), f"{exc.detail}; nothing was delivered", fields) from None
     except Exception:
-        state.release_spool(transfer.id, info)
-        state.held.pop(transfer.id, None)
-        await record_end(
-            state,
-            transfer,
-            State.FAILED,
-            "forwarding failure",
-            direction=route.direction,
-            policy_version=version,
-            size=fields.get("bytes"),
-            decision=decision,
-            rule=rule,
-        )
+        await end(State.FAILED, "forwarding failure")
         raise
     transfer.mark("forward")
     state.release_spool(transfer.id, info)
