@@ -416,16 +416,8 @@ def _print_explain(
     print(f"sender:  {sender.id} (team {sender.team}, organisation {sender.organisation})")
     print(f"policy:  {policy.name} version {policy.version}")
     print("trace:")
-    for i, step in enumerate(decision.trace, 1):
-        verdict = "MATCH" if step.matched else "no match"
-        tail = " -> decides" if step.decided else (" (shadow)" if step.mode == "shadow" else "")
-        if step.matched and step.rule in decision.combined and not step.decided:
-            tail = " (then: weighed, the stricter later decision wins)"
-        print(f"  {i:2}. {step.rule} [{step.action}] {verdict}{tail}")
-        for cond in step.conditions:
-            print(f"        {'+' if cond.ok else '-'} {cond.condition}: {cond.detail}")
-    if decision.rule == "default":
-        print(f"  --  default [{decision.action}] (no rule matched)")
+    for line in decision.trace_lines():
+        print(line)
     encrypt = f" (encrypt: {decision.encrypt})" if decision.encrypt else ""
     print(f"decision: {decision.action.upper()} by {decision.rule}{encrypt}")
     print(f"reason:   {decision.reason}")

@@ -154,11 +154,16 @@ class AdHocSender(_Model):
 
 
 class Expect(_Model):
-    """What the case expects (``rule: default`` when no rule should match)."""
+    """What the case expects: the action, and optionally the deciding rule
+    (``rule: default`` when no rule should match), the encryption and the
+    shadow rules that match (all of them; ``[]``: none)."""
 
     action: Action
-    rule: Annotated[str, BeforeValidator(lambda v: check_rule_id(v, allow_default=True))]
+    rule: Annotated[str, BeforeValidator(lambda v: check_rule_id(v, allow_default=True))] | None = (
+        None
+    )
     encrypt: EncryptMode | None = None
+    shadow: tuple[Annotated[str, BeforeValidator(check_rule_id)], ...] | None = None
 
 
 def _by_shape(value: object) -> str:
@@ -225,7 +230,9 @@ class CaseResult:
     error: str | None = None
 
     def diff(self) -> list[str]:
-        """Expected versus actual, one line per field, ``-``/``+`` where they differ."""
+        """Expected versus actual, one line per field, ``-``/``+`` where they
+        differ; for a failed case also the trace of the rules that matched and
+        of the rule expected, with the numbers that decided each condition."""
         if self.error is not None:
             return [f"  error: {self.error}"]
         lines: list[str] = []
@@ -236,6 +243,11 @@ class CaseResult:
             else:
                 lines.append(f"  - {key}: {want}")
                 lines.append(f"  + {key}: {got}")
+        if not self.passed and self.decision is not None:
+            wanted = {self.expected.get("rule") or ""}
+            shown = {t.rule for t in self.decision.trace if t.matched} | wanted
+            lines.append("  trace (the rules that matched, and the one expected):")
+            lines += self.decision.trace_lines(shown | {self.decision.rule})
         return lines
 
 
@@ -293,9 +305,13 @@ def _resolve(policy: CompiledPolicy, case: Case) -> tuple[TransferContext | None
 
 def run_case(policy: CompiledPolicy, case: Case, base: Path, position: Position) -> CaseResult:
     """Scan the case's sample, evaluate and compare."""
-    expected: dict[str, str | None] = {"action": case.expect.action, "rule": case.expect.rule}
+    expected: dict[str, str | None] = {"action": case.expect.action}
+    if case.expect.rule is not None:
+        expected["rule"] = case.expect.rule
     if case.expect.encrypt is not None:
         expected["encrypt"] = case.expect.encrypt
+    if case.expect.shadow is not None:
+        expected["shadow"] = ", ".join(sorted(case.expect.shadow)) or "none"
     context, error = _resolve(policy, case)
     unknown = sorted(set(case.ledger) - set(policy.ledger_categories))
     if unknown:
@@ -317,9 +333,13 @@ def run_case(policy: CompiledPolicy, case: Case, base: Path, position: Position)
     summary = policy.with_chance(summary, context.route)
     counts = offline_ledger(policy, summary, case.ledger, context.route.direction)
     decision = policy.evaluate(context, summary, counts)
-    actual: dict[str, str | None] = {"action": decision.action, "rule": decision.rule}
+    actual: dict[str, str | None] = {"action": decision.action}
+    if "rule" in expected:
+        actual["rule"] = decision.rule
     if "encrypt" in expected:
         actual["encrypt"] = decision.encrypt
+    if "shadow" in expected:
+        actual["shadow"] = ", ".join(sorted(decision.shadow_matches)) or "none"
     return CaseResult(case.name, position, actual == expected, expected, actual, decision)
 
 

@@ -210,6 +210,26 @@ class Decision:
         out["trace"] = [t.to_json() for t in self.trace]
         return out
 
+    def trace_lines(self, only: Collection[str] | None = None) -> list[str]:
+        """The trace as ``explain`` prints it: each rule, then each condition
+        with the numbers that decided it (``only``: just those rules)."""
+        lines: list[str] = []
+        for i, step in enumerate(self.trace, 1):
+            if only is not None and step.rule not in only:
+                continue
+            verdict = "MATCH" if step.matched else "no match"
+            tail = " -> decides" if step.decided else (" (shadow)" if step.mode == "shadow" else "")
+            if step.matched and step.rule in self.combined and not step.decided:
+                tail = " (then: weighed, the stricter later decision wins)"
+            lines.append(f"  {i:2}. {step.rule} [{step.action}] {verdict}{tail}")
+            lines += [
+                f"        {'+' if cond.ok else '-'} {cond.condition}: {cond.detail}"
+                for cond in step.conditions
+            ]
+        if self.rule == DEFAULT_RULE and (only is None or DEFAULT_RULE in only):
+            lines.append(f"  --  default [{self.action}] (no rule matched)")
+        return lines
+
 
 class _Globs:
     """A compiled list of globs; matches if any glob matches the whole string."""

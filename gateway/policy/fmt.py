@@ -84,7 +84,7 @@ KEY_ORDERS: Final[Mapping[tuple[str | None, ...], tuple[str, ...]]] = {
     ("rules", None): ("id", "action", "encrypt", "mode", "approvals", "reason", "when", "then"),
     ("default",): ("action", "encrypt", "reason"),
     ("cases", None): ("name", "route", "sender", "text", "file", "ledger", "expect"),
-    ("cases", None, "expect"): ("action", "rule", "encrypt"),
+    ("cases", None, "expect"): ("action", "rule", "encrypt", "shadow"),
 }
 
 # libyaml's parser when PyYAML was built with it, as gateway.policy.source (same marks).

@@ -34,7 +34,7 @@ def test_shipped_packs_pass_and_every_pack_has_cases() -> None:
     packs = {Path(p).name.removesuffix("_test.yaml") for p in report.files}
     policies = {p.stem for p in SHIPPED.glob("*.yaml") if not p.stem.endswith("_test")}
     assert packs == policies
-    decided = {r.actual["rule"] for r in report.results}
+    decided = {r.decision.rule for r in report.results if r.decision is not None}
     missing = {rule.id for rule in report.policy.rules} - decided
     assert missing == set(), f"rules no shipped case exercises: {missing}"
 
@@ -81,15 +81,21 @@ cases:
     assert results["ledger state counts"].passed
     wrong = results["wrong on purpose"]
     assert not wrong.passed
-    assert wrong.diff() == [
+    diff = wrong.diff()
+    assert diff[:5] == [
         "  - action: allow",
         "  + action: block",
         "  - rule: mail",
         "  + rule: default",
+        "  trace (the rules that matched, and the one expected):",
     ]
+    # The expected rule's conditions, with what decided them, and the default.
+    assert diff[5].strip() == "2. mail [review] no match"
+    assert diff[6].strip().startswith("- labels.any:")
+    assert diff[-1] == "  --  default [block] (no rule matched)"
     adhoc = results["ad hoc route"]
     assert not adhoc.passed  # block carries no encryption
-    assert adhoc.diff()[-2:] == ["  - encrypt: tls", "  + encrypt: None"]
+    assert adhoc.diff()[2:4] == ["  - encrypt: tls", "  + encrypt: None"]
     assert results["missing sample"].error == "sample nope.txt: No such file or directory"
     assert results["unknown route"].error == "route 'nowhere' is not declared in the policy"
     assert len(report.failed) == 4
@@ -192,3 +198,31 @@ def test_shipped_reason_cites_article_and_marks_unconfirmed(rule: str, reason: s
         assert reason[found.end() :].startswith(" (unconfirmed)"), (
             f"{rule}: {found.group()!r} is not in REGULATIONS.md and lacks '(unconfirmed)'"
         )
+
+
+def test_a_case_may_expect_the_action_alone_or_the_shadow_rules_too(
+    write_policy: WritePolicy,
+) -> None:
+    directory = write_policy(
+        {
+            "p.yaml": POLICY + "  - {id: watch, action: block, mode: shadow, reason: w,"
+            " when: {labels: {any: [pii.email]}}}\n",
+            "p_test.yaml": """\
+cases:
+  - {name: action alone, route: out, sender: alice, text: "a.b@example.org",
+     expect: {action: review}}
+  - {name: shadow too, route: out, sender: alice, text: "nothing",
+     expect: {action: block, shadow: []}}
+  - {name: shadow expected, route: out, sender: alice, text: "nothing",
+     expect: {action: block, shadow: [watch]}}
+""",
+        }
+    )
+    results = {r.name: r for r in run_cases(directory).results}
+    assert results["action alone"].passed
+    assert results["action alone"].expected == {"action": "review"}
+    assert results["shadow too"].passed
+    missing = results["shadow expected"]
+    assert not missing.passed
+    assert missing.diff()[:2] == ["    action: block", "  - shadow: watch"]
+    assert missing.diff()[2] == "  + shadow: none"
