@@ -141,6 +141,8 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
         report.run("ingress.tls", lambda: server_ssl_context(ingress.tls, require_client=True))
         report.run("ingress.identity", lambda: load_identities(ingress.identity))
         report.run("ingress.spool_dir", lambda: _writable_dir(ingress.spool_dir))
+        if ingress.payload_dir is not None:
+            report.run("ingress.payload_dir", lambda: _writable_dir(ingress.payloads))
         if ingress.destination_tls is not None:
             report.run(
                 "ingress.destination_tls", lambda: client_ssl_context(ingress.destination_tls)

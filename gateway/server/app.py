@@ -412,7 +412,7 @@ async def _sweep_payloads(config: IngressConfig) -> None:
     while True:
         await asyncio.sleep(PAYLOAD_MAX_AGE_SECONDS / 2)
         removed = await asyncio.to_thread(
-            ingress.sweep_payloads, config.spool_dir, PAYLOAD_MAX_AGE_SECONDS
+            ingress.sweep_payloads, config.payloads, PAYLOAD_MAX_AGE_SECONDS
         )
         if removed:
             log.warning("stale_payloads_swept", count=removed)
@@ -460,7 +460,12 @@ def make_ingress_app(services: Services, config: IngressConfig) -> web.Applicati
             log.warning("partial_deliveries_swept", files=parts)
         # Payloads whose header never came: at start-up all of them (their
         # egress transfers ended with this process's predecessor), then hourly.
-        await asyncio.to_thread(ingress.sweep_payloads, config.spool_dir, 0.0)
+        # A payload directory shared by the replicas holds the others' payloads
+        # in flight: there only those past the age limit go, start-up or not.
+        shared = config.payload_dir is not None
+        await asyncio.to_thread(
+            ingress.sweep_payloads, config.payloads, PAYLOAD_MAX_AGE_SECONDS if shared else 0.0
+        )
         sweeper = asyncio.create_task(_sweep_payloads(config))
         part_sweeper = asyncio.create_task(
             inbox.sweep_periodically(

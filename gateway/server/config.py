@@ -340,6 +340,9 @@ class IngressConfig(_Section):
         deliver: route name -> local destination, ``file:///dir`` or ``https://…``.
         destination_tls: client certificate for ``https://`` destinations.
         spool_dir: ciphertext of envelopes being received for ``https://`` delivery.
+        payload_dir: where pipelined payloads wait for their header (default
+            ``spool_dir``). Replicas of a park share one (a shared volume), so a
+            payload and its header may reach different replicas (issue 16).
         max_body_bytes: 413 above this (the egress cap plus age overhead).
         max_concurrent: 503 above this many envelopes in progress.
         idle_timeout: seconds without a body byte before abort.
@@ -391,6 +394,13 @@ class IngressConfig(_Section):
     deliver: dict[str, str] = Field(default_factory=dict)
     destination_tls: TlsClient | None = None
     spool_dir: Path = Path("var/spool/ingress")
+    payload_dir: Path | None = None
+
+    @property
+    def payloads(self) -> Path:
+        """Where pipelined payloads wait for their header."""
+        return self.payload_dir if self.payload_dir is not None else self.spool_dir
+
     max_body_bytes: int = Field(default=MAX_BODY_BYTES + MAX_BODY_BYTES // 1024, gt=0)
     max_concurrent: int = Field(default=MAX_CONCURRENT_TRANSFERS, gt=0)
     idle_timeout: float = Field(default=IDLE_TIMEOUT_SECONDS, gt=0)
@@ -599,6 +609,7 @@ _PATH_KEYS = frozenset(
         "ca",
         "policy_dir",
         "spool_dir",
+        "payload_dir",
         "spool_identity",
         "identity",
         "dir",

@@ -370,7 +370,7 @@ def _payload_path(state: IngressState, offered: str | None) -> Path | None:
         return None
     if not TRANSFER_ID.fullmatch(offered):
         raise ClientError("malformed payload id")
-    path = state.config.spool_dir / f"{offered}{PAYLOAD_SUFFIX}"
+    path = state.config.payloads / f"{offered}{PAYLOAD_SUFFIX}"
     if not path.is_file():
         raise NotFound(f"no payload {offered!r} is waiting for its header")
     return path
@@ -392,13 +392,13 @@ async def handle_payload_put(request: web.Request) -> web.StreamResponse:
         raise Unavailable("the gateway is shutting down")
     _require_slot(state, transfer_id)
     config = state.config
-    config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.payloads.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (
         config.min_free_spool_bytes
-        and shutil.disk_usage(config.spool_dir).free < config.min_free_spool_bytes
+        and shutil.disk_usage(config.payloads).free < config.min_free_spool_bytes
     ):
         raise SpoolFull("the spool disk is low on space; try again later")
-    path = config.spool_dir / f"{transfer_id}{PAYLOAD_SUFFIX}"
+    path = config.payloads / f"{transfer_id}{PAYLOAD_SUFFIX}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -446,7 +446,7 @@ async def handle_payload_delete(request: web.Request) -> web.StreamResponse:
         raise ClientError("malformed payload id")
     # In a worker thread: unlinking a large file would stall the loop (see _remove).
     await asyncio.to_thread(
-        (state.config.spool_dir / f"{transfer_id}{PAYLOAD_SUFFIX}").unlink, missing_ok=True
+        (state.config.payloads / f"{transfer_id}{PAYLOAD_SUFFIX}").unlink, missing_ok=True
     )
     return web.Response(status=204)
 

@@ -230,7 +230,7 @@ def test_each_replica_has_its_own_audit_origin_and_directory(
     env = {e["name"]: e.get("value", "") for e in container["env"]}
     assert env["GATEWAY_INSTANCE"] == "$(POD_NAME)"
     assert "GATEWAY_AUDIT__ORIGIN" not in env
-    data = next(m for m in container["volumeMounts"] if m["name"] == "data")
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/hksz-gateway")
     assert data["subPathExpr"] == "$(POD_NAME)"
     monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
     origins = set()
@@ -747,3 +747,20 @@ def test_the_shared_volume_names_a_storage_class_to_replace() -> None:
     claim = _kind("PersistentVolumeClaim")["spec"]
     assert claim["accessModes"] == ["ReadWriteMany"]
     assert claim["storageClassName"].startswith("replace-")
+
+
+def test_pipelined_payloads_wait_where_every_replica_finds_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
+    settings = load_settings(K8S / "gateway.toml")
+    assert settings.ingress is not None
+    assert settings.ingress.payload_dir is not None
+    mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
+    (shared,) = [
+        m for path, m in mounts.items() if settings.ingress.payload_dir.is_relative_to(path)
+    ]
+    # The same volume for all pods, not a per-pod subPathExpr.
+    assert shared["name"] == "data"
+    assert "subPathExpr" not in shared
+    assert shared["subPath"] == "shared"

@@ -13,9 +13,10 @@ from structlog.testing import capture_logs
 from gateway.crypto.age import AgeEncryptor
 from gateway.crypto.certs import ParkPaths
 from gateway.crypto.tls import client_ssl_context
+from gateway.server.config import AuditConfig
 from gateway.server.egress import OFFLOAD_BATCH
 from gateway.server.ingress import INGRESS
-from tests.server.conftest import Parks, sha256, slow_body, start_parks
+from tests.server.conftest import Parks, running, sha256, slow_body, start_parks
 
 CLEAN = b"run_id,instrument,temperature_c\n" + b"".join(
     f"R{i:05d},spectrometer-{i % 4},{20 + i % 17}.{i % 10}\n".encode() for i in range(40_000)
@@ -372,3 +373,50 @@ async def test_a_damaged_last_chunk_leaves_no_part_file(parks: Parks, size: int)
     assert parks.inbox_files("sz-lab") == {}
     assert parks.partial_files() == []
     assert parks.events_of(str(problem["transfer_id"]), "sz") == ["failed"]
+
+
+async def test_a_payload_and_its_header_may_reach_different_replicas(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Two ingress replicas of the SZ park share a payload directory (issue 16): the
+    payload PUT to one, the header POSTed to the other, the file is delivered; a
+    replica starting meanwhile leaves the other's payload alone."""
+    shared = tmp_path / "shared" / "payloads"
+    async with start_parks(tmp_path, pki, ingress={"payload_dir": shared}) as parks:
+        first = parks.sz
+        context = _twin_context(parks)
+        tid = "t_" + os.urandom(16).hex()
+        encryptor = AgeEncryptor([parks.identity.recipient])
+        header = encryptor.header()
+        payload = encryptor.update(CLEAN) + encryptor.finish()
+        url = f"{first.ingress_url}/v1/payloads/{tid}"
+        async with parks.session.put(url, data=payload, ssl=context) as r:
+            assert r.status == 201, await r.text()
+        assert [p.name for p in shared.iterdir()] == [f"{tid}.payload"]
+        # A second replica starts (its own instance, log and spool; the same
+        # identity, inboxes and payload directory): the payload in flight stays.
+        base = first.services.settings
+        assert base.ingress is not None
+        second_settings = base.model_copy(
+            update={
+                "instance": "sz-1",
+                "audit": AuditConfig(
+                    dir=tmp_path / "sz-1" / "audit",
+                    signing_key=tmp_path / "sz" / "audit.key",
+                    origin="sz.test/audit/sz-1",
+                ),
+                "witness_dir": tmp_path / "sz-1" / "witness",
+                "ingress": base.ingress.model_copy(
+                    update={"port": 0, "spool_dir": tmp_path / "sz-1" / "spool"}
+                ),
+            }
+        )
+        async with running(second_settings, drain_seconds=2) as second:
+            assert [p.name for p in shared.iterdir()] == [f"{tid}.payload"]
+            envelope = f"{second.ingress_url}/v1/envelopes/sz-lab/split.csv"
+            headers = {"X-Gateway-Payload": tid}
+            async with parks.session.post(envelope, data=header, headers=headers, ssl=context) as r:
+                assert r.status == 201, await r.text()
+                assert r.headers["X-Gateway-Instance"] == "sz-1"
+        assert parks.inbox_files("sz-lab") == {"split.csv": CLEAN}
+        assert list(shared.iterdir()) == []  # consumed
