@@ -27,7 +27,13 @@ from gateway.ledger.base import (
     MemoryLedger,
     ledger_year,
 )
-from gateway.ledger.postgres import DEFAULT_SCHEMA, PostgresLedger, redact_url
+from gateway.ledger.postgres import (
+    DEFAULT_SCHEMA,
+    MAX_POOL_SIZE,
+    POOL_MAX_SIZE,
+    PostgresLedger,
+    redact_url,
+)
 from gateway.ledger.report import refresh_ledger_metrics
 from gateway.ledger.sqlite import SqliteLedger
 
@@ -63,7 +69,8 @@ async def open_ledger(url: str, *, create: bool = True, password: str | None = N
 
     Args:
         url: ``memory:``, ``sqlite:///path``, a plain file path, or
-            ``postgresql://user@host:port/db[?schema=NAME]``.
+            ``postgresql://user@host:port/db[?schema=NAME][&pool_size=N]``
+            (``pool_size``: pooled connections per process, 10 by default).
         create: create the database file, schema and tables when missing.
             ``gateway ledger show`` passes ``False``: looking must not create.
         password: PostgreSQL's password when the URL carries none (read from
@@ -84,14 +91,23 @@ async def open_ledger(url: str, *, create: bool = True, password: str | None = N
         parts = urlsplit(text)
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = DEFAULT_SCHEMA
+        pool_size = POOL_MAX_SIZE
         kept: list[tuple[str, str]] = []
         for key, value in query:
             if key == "schema":
                 schema = value
+            elif key == "pool_size":
+                if not value.isdigit() or not 1 <= int(value) <= MAX_POOL_SIZE:
+                    raise ConfigError(
+                        f"ledger URL: pool_size must be a whole number from 1 to {MAX_POOL_SIZE}"
+                    )
+                pool_size = int(value)
             else:
                 kept.append((key, value))
         dsn = urlunsplit(parts._replace(query=urlencode(kept)))
-        return await PostgresLedger(dsn, schema=schema, create=create, password=password).open()
+        return await PostgresLedger(
+            dsn, schema=schema, create=create, password=password, pool_max_size=pool_size
+        ).open()
     if scheme == "sqlite":
         path = text[len("sqlite:///") :] if text.lower().startswith("sqlite:///") else ""
         if not path:

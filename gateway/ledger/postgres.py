@@ -48,6 +48,9 @@ POOL_MIN_SIZE = 1
 #: connection per organisation being decided at once; ten replicas x 10 stays
 #: well under PostgreSQL's default ``max_connections`` of 100 minus reserved.
 POOL_MAX_SIZE = 10
+#: The most a ledger URL may ask for (``?pool_size=``): PostgreSQL's default
+#: max_connections is 100, shared by every replica of the park.
+MAX_POOL_SIZE = 100
 #: Seconds to connect, to get a pooled connection or to run one statement before
 #: the transfer fails closed (503). Statements here take milliseconds.
 COMMAND_TIMEOUT_S = 10.0

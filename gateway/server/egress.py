@@ -55,7 +55,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable, TransferEntry
+from gateway.ledger.base import LedgerUnavailable, LocalOnly, TransferEntry
 from gateway.obs.metrics import Metrics
 from gateway.policy.engine import CompiledPolicy, Decision, Route, TransferContext
 from gateway.server.access import note
@@ -220,6 +220,8 @@ class EgressState:
     closing: bool = False
     cut: bool = False
     recipients: dict[str, X25519Recipient] = field(default_factory=dict)
+    #: Directory writes of each transfer not yet awaited by its request (issue 16).
+    publishing: dict[str, list[asyncio.Future[Any]]] = field(default_factory=dict)
 
     def track(self, future: asyncio.Future[Any]) -> None:
         """Keep a background job (a payload discard at the twin) alive until done; log failures."""
@@ -667,7 +669,7 @@ async def append_record(
     # the transfer was held once, not again.
     if outcome is not None and not (event == "review" and officer is not None):
         state.services.metrics.transfer_outcomes.labels(transfer.route, outcome).inc()
-    await _publish(state, event, transfer, receipt, decided=event in _DECISIONS and not officer)
+    _publish(state, event, transfer, receipt, decided=event in _DECISIONS and not officer)
     return receipt
 
 
@@ -675,16 +677,22 @@ async def append_record(
 _DECISIONS = frozenset({"allowed", "blocked", "review"})
 
 
-async def _publish(
+def _publish(
     state: EgressState, event: str, transfer: Transfer, receipt: Receipt, *, decided: bool
 ) -> None:
     """Tell the park's other replicas what this record made of the transfer (issue 16).
 
     With a PostgreSQL ledger, any replica then answers its status and receipt;
     a single gateway shares nothing (:class:`~gateway.ledger.base.LocalOnly`).
+    The write runs beside the request, not inside it: a verdict record is
+    appended under the organisation's ledger lock, and a second pooled
+    connection taken there could wait for ever on transactions that wait for
+    it. The request answers only once its writes landed (:func:`published`).
     The record is durable already: a directory that does not answer leaves
     the other replicas a step behind, it does not fail the transfer.
     """
+    if isinstance(state.services.directory, LocalOnly):
+        return
     status = transfer.status_json()
     status["state"] = event
     if not status["history"] or status["history"][-1]["state"] != event:
@@ -696,10 +704,35 @@ async def _publish(
         status,
         receipt_json(receipt) if decided else None,
     )
-    try:
-        await state.services.directory.publish_transfer(entry, receipt.index)
-    except GatewayError as exc:
-        log.warning("transfer_not_published", transfer_id=transfer.id, error=exc.title)
+
+    async def write() -> None:
+        try:
+            await state.services.directory.publish_transfer(entry, receipt.index)
+        except GatewayError as exc:
+            log.warning("transfer_not_published", transfer_id=transfer.id, error=exc.title)
+
+    task = asyncio.ensure_future(write())
+    state.track(task)
+    pending = state.publishing.setdefault(transfer.id, [])
+    pending.append(task)
+
+    def landed(done: asyncio.Future[Any]) -> None:
+        pending.remove(done)
+        if not pending and state.publishing.get(transfer.id) is pending:
+            del state.publishing[transfer.id]
+
+    task.add_done_callback(landed)
+
+
+#: How long a request waits for its transfer's directory writes before answering.
+PUBLISH_WAIT_SECONDS = 5.0
+
+
+async def published(state: EgressState, transfer_id: str) -> None:
+    """Wait (bounded) until what was recorded of the transfer is visible to the other replicas."""
+    tasks = list(state.publishing.get(transfer_id, ()))
+    if tasks:
+        await asyncio.wait(tasks, timeout=PUBLISH_WAIT_SECONDS)
 
 
 #: The records that end a transfer, or hold it, as ``gateway_transfer_outcomes_total`` names them.
@@ -988,6 +1021,8 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
                 size=None,
             )
             state.release_spool(transfer.id)
+        # Answer only once the other replicas can see what was recorded.
+        await published(state, transfer.id)
 
 
 async def _pipeline(

@@ -54,6 +54,7 @@ from gateway.server.egress import (
     Held,
     append_record,
     deliver,
+    published,
     receipt_json,
     record_end,
 )
@@ -488,6 +489,7 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
             state.tasks.discard(task)
         if held.transfer.state is State.HELD:
             state.held[transfer_id] = held  # not decided: still open for review
+        await published(state, transfer_id)
 
 
 def _approvals_needed(held: Held) -> int:

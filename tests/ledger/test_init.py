@@ -72,3 +72,21 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgresql://gw:s3cret@db:5432/x") == "postgresql://gw:***@db:5432/x"
     assert redact_url("postgresql://gw@db/x") == "postgresql://gw@db/x"
     assert redact_url("var/ledger.sqlite3") == "var/ledger.sqlite3"
+
+
+async def test_the_pool_size_is_a_url_parameter_within_bounds() -> None:
+    from gateway.errors import ConfigError
+
+    url = require_pg()
+    schema = new_schema()
+    try:
+        ledger = await open_ledger(f"{url}?schema={schema}&pool_size=2")
+        try:
+            assert ledger._pool_max_size == 2
+        finally:
+            await ledger.close()
+        for bad in ("0", "101", "ten"):
+            with pytest.raises(ConfigError, match="pool_size must be a whole number"):
+                await open_ledger(f"{url}?schema={schema}&pool_size={bad}")
+    finally:
+        await drop_schema(schema)

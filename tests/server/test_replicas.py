@@ -194,3 +194,36 @@ async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
             assert result.records > 0
     finally:
         await drop_schema(schema)
+
+
+async def test_publishing_never_waits_for_a_connection_its_own_transaction_holds(
+    tmp_path: Path, pki: Path
+) -> None:
+    """A counted transfer's verdict record is appended inside the organisation's
+    ledger transaction, which holds a pooled connection; its directory write must
+    not need a second one there. With a pool of one connection it would wait for
+    ever: the transfer must be answered, and its status visible on the other replica."""
+    schema = new_schema()
+    ledger_url = f"{require_pg()}?schema={schema}&pool_size=1"
+    try:
+        async with start_parks(tmp_path, pki), contextlib.AsyncExitStack() as stack:
+            replicas = [
+                await stack.enter_async_context(
+                    running(replica_settings(tmp_path, pki, name, ledger_url), drain_seconds=2)
+                )
+                for name in INSTANCES
+            ]
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            first, second = replicas
+            put = f"{first.egress_url}/v1/transfers/sz-contract/people.csv"
+            async with asyncio.timeout(30):
+                async with session.put(put, data=personal_csv(), headers=SENDER) as response:
+                    body = await response.json(content_type=None)
+                    assert response.status == 201, body
+                assert body["subjects"] >= 1  # counted: the ledger transaction ran
+                status, seen = await get(
+                    session, f"{second.egress_url}/v1/transfers/{body['transfer_id']}"
+                )
+            assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")
+    finally:
+        await drop_schema(schema)
