@@ -100,6 +100,10 @@ class TransferDirectory(Protocol):
         """What was published about ``transfer_id``."""
         ...
 
+    async def pending_reviews(self, limit: int, offset: int) -> tuple[int, list[TransferEntry]]:
+        """The park's transfers held for review, oldest first: the total and one page."""
+        ...
+
 
 class LocalOnly:
     """The directory of a single gateway (memory or SQLite ledger): its own audit
@@ -111,6 +115,10 @@ class LocalOnly:
     async def find_transfer(self, transfer_id: str) -> TransferEntry | None:
         """Never anything: the caller's audit log is the whole park's."""
         return None
+
+    async def pending_reviews(self, limit: int, offset: int) -> tuple[int, list[TransferEntry]]:
+        """Nothing: the caller's own held reviews are the whole park's."""
+        return 0, []
 
 
 class LedgerTransaction(Protocol):

@@ -104,6 +104,8 @@ class _Statements:
     bump: str
     publish: str
     find: str
+    pending: str
+    pending_count: str
     totals: str
 
 
@@ -125,6 +127,10 @@ def _statements(s: str) -> _Statements:
             " transfer_id text PRIMARY KEY, instance text NOT NULL, sender text NOT NULL,"
             " seq bigint NOT NULL, status jsonb NOT NULL, receipt jsonb,"
             " updated timestamptz NOT NULL DEFAULT now())",
+            # The park's review queue: the transfers whose state is `review`.
+            f"CREATE INDEX IF NOT EXISTS transfers_pending ON {s}.transfers"
+            " (((status->'history'->0->>'at')::double precision), transfer_id)"
+            " WHERE status->>'state' = 'review'",
         ),
         current=(
             f"SELECT subjects FROM {s}.ledger_totals"  # noqa: S608
@@ -161,6 +167,15 @@ def _statements(s: str) -> _Statements:
         find=(
             f"SELECT instance, sender, status::text, receipt::text FROM {s}.transfers"  # noqa: S608
             " WHERE transfer_id = $1"
+        ),
+        pending=(
+            "SELECT transfer_id, instance, sender, status::text"  # noqa: S608
+            f" FROM {s}.transfers WHERE status->>'state' = 'review'"
+            " ORDER BY (status->'history'->0->>'at')::double precision, transfer_id"
+            " LIMIT $1 OFFSET $2"
+        ),
+        pending_count=(
+            f"SELECT count(*) FROM {s}.transfers WHERE status->>'state' = 'review'"  # noqa: S608
         ),
         totals=(
             "SELECT organisation, category, year, subjects"  # noqa: S608
@@ -368,6 +383,18 @@ class PostgresLedger:
             json.loads(status),
             json.loads(receipt) if receipt is not None else None,
         )
+
+    async def pending_reviews(self, limit: int, offset: int) -> tuple[int, list[TransferEntry]]:
+        """The park's transfers held for review (any replica's), oldest first."""
+        pool = await self._ready_pool()
+        total = await self.guard(pool.fetchval(self.sql.pending_count, timeout=COMMAND_TIMEOUT_S))
+        rows = await self.guard(
+            pool.fetch(self.sql.pending, limit, offset, timeout=COMMAND_TIMEOUT_S)
+        )
+        return int(total), [
+            TransferEntry(str(tid), str(instance), str(sender), json.loads(status))
+            for tid, instance, sender, status in rows
+        ]
 
     async def totals(
         self, year: int | None = None, organisation: str | None = None

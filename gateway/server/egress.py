@@ -697,6 +697,10 @@ def _publish(
     status["state"] = event
     if not status["history"] or status["history"][-1]["state"] != event:
         status["history"].append({"state": event, "at": round(time.time(), 3)})
+    if event == "review":
+        # What the park's review queue shows an officer on any replica.
+        status["organisation"] = transfer.organisation
+        status["justification"] = transfer.justification
     entry = TransferEntry(
         transfer.id,
         state.services.settings.instance,

@@ -43,7 +43,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable, TransferEntry
+from gateway.ledger.base import LedgerUnavailable, LocalOnly, TransferEntry
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.policy.model import Direction
 from gateway.server.auth import require_officer, sender_identity
@@ -284,9 +284,10 @@ def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None
 async def handle_reviews(request: web.Request) -> web.StreamResponse:
     """``GET /v1/reviews?state=pending|approved|rejected|expired&limit=N&offset=K`` (officers).
 
-    Oldest first. ``pending`` are the reviews open in this gateway;
-    ``approved`` and ``rejected`` the decided ones it still holds in memory
-    (``gateway audit query --event approved`` reaches the older ones).
+    Oldest first. ``pending`` are the reviews open in this gateway, or, with
+    a PostgreSQL ledger, on every replica of the park (each names the replica
+    that holds it); ``approved`` and ``rejected`` the decided ones it still
+    holds in memory (``gateway audit query --event approved`` reaches the older ones).
     """
     state = request.app[EGRESS]
     officer_of(request, state)
@@ -295,6 +296,12 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
         raise ClientError(f"state: one of {', '.join(REVIEW_STATES)}")
     limit = _page_arg(request, "limit", REVIEW_PAGE, MAX_REVIEW_PAGE)
     offset = _page_arg(request, "offset", 0, 10**9)
+    if wanted == "pending" and not isinstance(state.services.directory, LocalOnly):
+        try:
+            return json_response(await _park_queue(state, limit, offset))
+        except GatewayError as exc:
+            # The shared directory is down: this replica's own queue still shows.
+            log.warning("review_queue_unavailable", error=exc.title)
     if wanted == "pending":
         transfers = [held.transfer for held in state.held.values()]
     else:
@@ -312,6 +319,45 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
             "reviews": [_review_row(t, state.held) for t in page],
         }
     )
+
+
+async def _park_queue(state: EgressState, limit: int, offset: int) -> dict[str, Any]:
+    """The reviews open on every replica of the park (the shared directory), oldest first.
+
+    Each names the replica that holds it (``instance``): that replica decides
+    it. Those held here add the approvals so far.
+    """
+    total, entries = await state.services.directory.pending_reviews(limit, offset)
+    now = time.time()
+    rows = []
+    for entry in entries:
+        status = entry.status
+        held_at = float(status["history"][0]["at"]) if status.get("history") else now
+        row: dict[str, Any] = {
+            "transfer_id": entry.transfer_id,
+            "state": "pending",
+            "review": "pending",
+            "sender": entry.sender,
+            "organisation": status.get("organisation"),
+            "route": status.get("route"),
+            "path": status.get("path"),
+            "path_withheld": status.get("path_withheld", True),
+            "labels": status.get("labels", {}),
+            "held_at": round(held_at, 3),
+            "waiting_seconds": round(max(0.0, now - held_at), 3),
+            "instance": entry.instance,
+            **{
+                key: status.get(key)
+                for key in ("bytes", "sha256", "subjects", "rule", "reason", "policy_version")
+            },
+            "justification": status.get("justification"),
+        }
+        held = state.held.get(entry.transfer_id)
+        if held is not None:
+            row["approvals_needed"] = _approvals_needed(held)
+            row["approved_by"] = [officer for officer, _, _ in held.approvals]
+        rows.append(row)
+    return {"state": "pending", "total": total, "offset": offset, "limit": limit, "reviews": rows}
 
 
 async def handle_review_detail(request: web.Request) -> web.StreamResponse:

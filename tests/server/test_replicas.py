@@ -27,7 +27,7 @@ from gateway.audit.verify import verify_log
 from gateway.server.config import AuditConfig, GatewaySettings
 from gateway.server.runner import RunningGateway
 from tests.ledger.pg import drop_schema, new_schema, require_pg
-from tests.server.conftest import RESEARCH_TOKEN, hk_settings, running, start_parks
+from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, hk_settings, running, start_parks
 from tests.server.test_egress import CLEAN, personal_csv
 
 SENDER = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
@@ -225,5 +225,52 @@ async def test_publishing_never_waits_for_a_connection_its_own_transaction_holds
                     session, f"{second.egress_url}/v1/transfers/{body['transfer_id']}"
                 )
             assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")
+    finally:
+        await drop_schema(schema)
+
+
+async def test_every_replica_shows_the_park_s_review_queue(tmp_path: Path, pki: Path) -> None:
+    schema = new_schema()
+    ledger_url = f"{require_pg()}?schema={schema}"
+    officer = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+    try:
+        async with start_parks(tmp_path, pki), contextlib.AsyncExitStack() as stack:
+            replicas = [
+                await stack.enter_async_context(
+                    running(replica_settings(tmp_path, pki, name, ledger_url), drain_seconds=2)
+                )
+                for name in INSTANCES
+            ]
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            held: dict[str, str] = {}
+            for number, replica in enumerate(replicas):
+                put = f"{replica.egress_url}/v1/transfers/sz-review/held{number}.csv"
+                async with session.put(put, data=CLEAN[:3000], headers=SENDER) as response:
+                    body = await response.json(content_type=None)
+                    assert response.status == 202, body
+                held[body["transfer_id"]] = INSTANCES[number]
+
+            async def queue(replica: RunningGateway) -> dict[str, Any]:
+                url = f"{replica.egress_url}/v1/reviews?state=pending"
+                async with session.get(url, headers=officer) as response:
+                    assert response.status == 200
+                    return dict(await response.json(content_type=None))
+
+            for replica in replicas:
+                page = await queue(replica)
+                assert page["total"] == 2
+                assert {r["transfer_id"]: r["instance"] for r in page["reviews"]} == held
+                assert all(r["sender"] == "hk-research" for r in page["reviews"])
+                assert all(r["organisation"] == "hku" for r in page["reviews"])
+            # Decided on the replica that holds it: gone from every replica's queue.
+            first = next(t for t, i in held.items() if i == "hk-0")
+            url = f"{replicas[0].egress_url}/v1/reviews/{first}/approve"
+            async with session.post(url, json={"comment": "ok"}, headers=officer) as response:
+                assert response.status == 201, await response.text()
+            for replica in replicas:
+                page = await queue(replica)
+                assert [r["transfer_id"] for r in page["reviews"]] == [
+                    t for t in held if t != first
+                ]
     finally:
         await drop_schema(schema)
