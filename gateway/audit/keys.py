@@ -10,7 +10,6 @@ verifier key string, which is all a regulator needs (:class:`~gateway.audit.note
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gateway.audit.note import NoteError, NoteVerifier
-from gateway.crypto.keys import load_or_create_ed25519, write_private_file
+from gateway.crypto.keys import load_or_create_ed25519, read_private_file, write_private_file
 from gateway.errors import ConfigError
 
 #: A PEM Ed25519 key is ~120 bytes; anything much larger is not a key file.
@@ -53,18 +52,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
         ConfigError: missing, unreadable, too open, or not an Ed25519 key.
     """
     target = Path(path)
-    try:
-        info = target.stat()
-        if info.st_size > MAX_KEY_FILE_BYTES:
-            raise ConfigError(f"{target}: not a key file (over {MAX_KEY_FILE_BYTES} bytes)")
-        data = target.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{target}: cannot read key file: {exc.strerror}") from exc
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        raise ConfigError(
-            f"{target}: key file is accessible by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600"
-        )
+    data = read_private_file(target, max_bytes=MAX_KEY_FILE_BYTES, what="key file")
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

@@ -94,11 +94,11 @@ def _check(args: argparse.Namespace) -> int:
 def check_settings(settings: Any, *, connect: bool = False) -> Report:
     """Check every file and directory ``settings`` names, as the server would load them."""
     from gateway.audit.keys import load_signing_key, load_verifier
-    from gateway.crypto.keys import load_identities
+    from gateway.crypto.keys import load_identities, read_private_file
     from gateway.policy import load_policy
-    from gateway.server.app import server_ssl_context
+    from gateway.server.app import load_spool_identity, server_ssl_context
     from gateway.server.forward import client_ssl_context
-    from gateway.server.services import SECRET_BYTES, read_password
+    from gateway.server.services import SECRET_BYTES, load_or_create_secret, read_password
 
     report = Report()
 
@@ -110,12 +110,9 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
             report.notes.append(f"{setting}: {path} does not exist; created at first start")
 
     def secret() -> None:
-        size = settings.secret_file.stat().st_size
-        if size != SECRET_BYTES:
-            raise GatewayError(
-                f"{settings.secret_file}: the gateway secret must be {SECRET_BYTES} bytes"
-            )
-        _private(settings.secret_file)
+        # As the server reads it (its size), and as a secret should be kept (0600).
+        load_or_create_secret(settings.secret_file)
+        read_private_file(settings.secret_file, max_bytes=SECRET_BYTES, what="gateway secret")
 
     created_or("secret_file", settings.secret_file, secret)
     created_or(
@@ -134,7 +131,7 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
         created_or(
             "egress.spool_identity",
             egress.spool_identity,
-            lambda: _one_identity(load_identities(egress.spool_identity), egress.spool_identity),
+            lambda: load_spool_identity(egress.spool_identity),  # exists: nothing is created
         )
         report.run("egress.policy_dir", lambda: _policy(load_policy, egress.policy_dir))
     if ingress is not None:
@@ -160,12 +157,6 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
             password = read_password(settings.ledger_password_file)
         report.run("ledger_url", lambda: asyncio.run(_ping_ledger(settings.ledger_url, password)))
     return report
-
-
-def _private(path: Path) -> None:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise GatewayError(f"{path}: mode {mode:04o}; a secret must be 0600")
 
 
 def _creatable(directory: Path) -> None:
@@ -195,11 +186,6 @@ def _inbox(url: str) -> None:
     from gateway.server.inbox import inbox_path
 
     _writable_dir(inbox_path(url))
-
-
-def _one_identity(identities: list[Any], path: Path) -> None:
-    if len(identities) != 1:
-        raise GatewayError(f"{path}: expected exactly one age identity")
 
 
 def _policy(load: Callable[..., Any], directory: Path) -> None:

@@ -223,18 +223,6 @@ def describe_certificate(cert: x509.Certificate) -> CertInfo:
     )
 
 
-def cert_expiry_seconds(path: Path | str, *, now: dt.datetime | None = None) -> float:
-    """Seconds until the first certificate in ``path`` expires (negative once expired).
-
-    (``gateway certs`` prints it; the metric reads the loaded certificate, see
-    :func:`gateway.server.runner.record_cert_expiry`.)
-
-    Raises:
-        ConfigError: the file cannot be read as a certificate.
-    """
-    return describe_certificate(load_certificates(path)[0]).seconds_to_expiry(now)
-
-
 def spki_pin(cert: x509.Certificate | bytes) -> str:
     """The public-key pin of a certificate: base64 SHA-256 of its DER SubjectPublicKeyInfo.
 

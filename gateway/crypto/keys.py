@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from hashlib import sha256
@@ -261,6 +262,33 @@ def load_recipients(path: Path | str) -> list[X25519Recipient]:
         ConfigError: the file cannot be read or is not a recipients file.
     """
     return parse_recipients(_read_key_file(Path(path)), str(path))
+
+
+def read_private_file(path: Path | str, *, max_bytes: int, what: str) -> bytes:
+    """Read a secret (a key, a password), refusing a file group or others may read.
+
+    Args:
+        path: the file.
+        max_bytes: anything larger is not such a file (and is not read).
+        what: what the file is, for the messages ("key file").
+
+    Raises:
+        ConfigError: missing, unreadable, too large, or readable by group or others.
+    """
+    target = Path(path)
+    try:
+        info = target.stat()
+        if info.st_size > max_bytes:
+            raise ConfigError(f"{target}: not a {what} (over {max_bytes} bytes)")
+        data = target.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot read {what}: {exc.strerror}") from exc
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{target}: {what} is accessible by group or others (mode {mode:04o}); run chmod 600"
+        )
+    return data
 
 
 def write_private_file(path: Path | str, data: bytes, *, overwrite: bool = False) -> None:

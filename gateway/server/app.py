@@ -253,7 +253,7 @@ async def _watch_ledger(services: Services) -> None:
     """Keep the ledger gauges true between transfers (issue 16).
 
     At start the gauges are read from the ledger, not left absent until the
-    first transfer with subjects; every ``interval`` they are read again, so
+    first transfer with subjects; every :data:`LEDGER_REFRESH_SECONDS` they are read again, so
     another replica's exports (PostgreSQL), the new year (UTC+8) and an
     outage of the ledger all show. A series the ledger no longer has this
     year drops to 0 rather than keeping last year's count.

@@ -250,35 +250,63 @@ def _review_outcome(transfer: Transfer) -> str:
     return decided[-1]
 
 
-def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None) -> dict[str, Any]:
-    """What a list of reviews shows of one transfer: who, where, what, how long."""
-    verdict = transfer.verdict
-    row: dict[str, Any] = {
-        "transfer_id": transfer.id,
-        "state": "pending" if transfer.state is State.HELD else transfer.state.value,
-        "review": _review_outcome(transfer),
-        "sender": transfer.sender,
-        "organisation": transfer.organisation,
-        "route": transfer.route,
-        "path": transfer.path if transfer.name_clean else None,
-        "path_withheld": not transfer.name_clean,
-        "bytes": verdict.get("bytes"),
-        "sha256": verdict.get("sha256"),
-        "labels": verdict.get("labels", {}),
-        "subjects": verdict.get("subjects", 0),
-        "rule": verdict.get("rule"),
-        "reason": verdict.get("reason"),
-        "policy_version": verdict.get("policy_version"),
-        "justification": transfer.justification,
-        "held_at": round(transfer.created_at, 3),
+def _row(
+    status: Mapping[str, Any],
+    *,
+    sender: str,
+    organisation: str | None,
+    justification: str | None,
+    held_at: float,
+    state: str,
+    review: str,
+) -> dict[str, Any]:
+    """What a list of reviews shows of one transfer, from its status body: who,
+    where, what (names only when clean, labels as counts), since when."""
+    return {
+        "transfer_id": status["transfer_id"],
+        "state": state,
+        "review": review,
+        "sender": sender,
+        "organisation": organisation,
+        "route": status.get("route"),
+        "path": status.get("path"),
+        "path_withheld": status.get("path_withheld", True),
+        "bytes": status.get("bytes"),
+        "sha256": status.get("sha256"),
+        "labels": status.get("labels", {}),
+        "subjects": status.get("subjects", 0),
+        "rule": status.get("rule"),
+        "reason": status.get("reason"),
+        "policy_version": status.get("policy_version"),
+        "justification": justification,
+        "held_at": round(held_at, 3),
     }
-    held = state_held.get(transfer.id) if state_held is not None else None
+
+
+def _open_review(row: dict[str, Any], held: Held | None, now: float) -> dict[str, Any]:
+    """Add how long an open review has waited, and the approvals so far if held here."""
     if held is not None:
         row["approvals_needed"] = _approvals_needed(held)
         row["approved_by"] = [officer for officer, _, _ in held.approvals]
-    if transfer.state is State.HELD:
-        row["waiting_seconds"] = round(max(0.0, time.time() - transfer.created_at), 3)
+    row["waiting_seconds"] = round(max(0.0, now - row["held_at"]), 3)
     return row
+
+
+def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None) -> dict[str, Any]:
+    """A row of a review this gateway holds or decided (its memory)."""
+    row = _row(
+        transfer.status_json(),
+        sender=transfer.sender,
+        organisation=transfer.organisation,
+        justification=transfer.justification,
+        held_at=transfer.created_at,
+        state="pending" if transfer.state is State.HELD else transfer.state.value,
+        review=_review_outcome(transfer),
+    )
+    if transfer.state is not State.HELD:
+        return row
+    held = state_held.get(transfer.id) if state_held is not None else None
+    return _open_review(row, held, time.time())
 
 
 async def handle_reviews(request: web.Request) -> web.StreamResponse:
@@ -332,31 +360,18 @@ async def _park_queue(state: EgressState, limit: int, offset: int) -> dict[str, 
     rows = []
     for entry in entries:
         status = entry.status
-        held_at = float(status["history"][0]["at"]) if status.get("history") else now
-        row: dict[str, Any] = {
-            "transfer_id": entry.transfer_id,
-            "state": "pending",
-            "review": "pending",
-            "sender": entry.sender,
-            "organisation": status.get("organisation"),
-            "route": status.get("route"),
-            "path": status.get("path"),
-            "path_withheld": status.get("path_withheld", True),
-            "labels": status.get("labels", {}),
-            "held_at": round(held_at, 3),
-            "waiting_seconds": round(max(0.0, now - held_at), 3),
-            "instance": entry.instance,
-            **{
-                key: status.get(key)
-                for key in ("bytes", "sha256", "subjects", "rule", "reason", "policy_version")
-            },
-            "justification": status.get("justification"),
-        }
-        held = state.held.get(entry.transfer_id)
-        if held is not None:
-            row["approvals_needed"] = _approvals_needed(held)
-            row["approved_by"] = [officer for officer, _, _ in held.approvals]
-        rows.append(row)
+        history = status.get("history")
+        row = _row(
+            status,
+            sender=entry.sender,
+            organisation=status.get("organisation"),
+            justification=status.get("justification"),
+            held_at=float(history[0]["at"]) if history else now,
+            state="pending",
+            review="pending",
+        )
+        row["instance"] = entry.instance
+        rows.append(_open_review(row, state.held.get(entry.transfer_id), now))
     return {"state": "pending", "total": total, "offset": offset, "limit": limit, "reviews": rows}
 
 

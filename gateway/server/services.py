@@ -17,6 +17,7 @@ from pathlib import Path
 from gateway.audit.keys import load_or_create_signing_key
 from gateway.audit.log import AuditLog
 from gateway.audit.note import NoteSigner
+from gateway.crypto.keys import read_private_file
 from gateway.errors import ConfigError
 from gateway.ledger import Ledger, open_ledger
 from gateway.ledger.base import LocalOnly, TransferDirectory
@@ -89,17 +90,9 @@ def read_password(path: Path | None) -> str | None:
     """
     if path is None:
         return None
+    data = read_private_file(path, max_bytes=MAX_PASSWORD_FILE_BYTES, what="ledger password file")
     try:
-        info = path.stat()
-        if info.st_mode & 0o077:
-            raise ConfigError(
-                f"{path}: mode {info.st_mode & 0o777:04o}; a password file must be 0600"
-            )
-        if info.st_size > MAX_PASSWORD_FILE_BYTES:
-            raise ConfigError(f"{path}: not a password file (over {MAX_PASSWORD_FILE_BYTES} bytes)")
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the ledger password: {exc.strerror}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the ledger password is not UTF-8 text") from None
     password = text.splitlines()[0] if text else ""

@@ -122,12 +122,6 @@ class Witness:
     signer: NoteSigner
     origins: dict[str, _Witnessed] = field(default_factory=dict)
 
-    @property
-    def previous(self) -> Checkpoint | None:
-        """The last co-signed checkpoint of the one configured origin (not a glob)."""
-        state = self.origins.get(self.origin)
-        return state.previous if state is not None else None
-
     def matches(self, origin: str) -> bool:
         """Whether ``origin`` is one this witness co-signs."""
         return glob_to_regex(self.origin).fullmatch(origin) is not None

@@ -111,7 +111,7 @@ def test_the_ledger_password_file_is_checked_and_used(
     code, _, err = check(capsys, str(config), "--connect")
     assert code == 1
     assert "ledger_password_file:" in err
-    assert "must be 0600" in err
+    assert "accessible by group or others (mode 0640); run chmod 600" in err
     password.chmod(0o600)
     code, out, err = check(capsys, str(config), "--connect")
     assert code == 0, err

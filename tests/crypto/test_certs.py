@@ -23,7 +23,6 @@ from gateway.crypto.certs import (
     PIN_PREFIX,
     PINS_FILE_NAME,
     ParkPaths,
-    cert_expiry_seconds,
     describe_certificate,
     init_dev_pki,
     load_certificates,
@@ -132,11 +131,11 @@ def test_mismatched_ca_key_is_an_error(tmp_path: Path) -> None:
         init_dev_pki(tmp_path)
 
 
-def test_cert_expiry_seconds(pki: Path) -> None:
-    path = pki / "hk" / "server.crt"
-    assert cert_expiry_seconds(path, now=NOW) == LEAF_VALIDITY.total_seconds()
+def test_seconds_to_expiry(pki: Path) -> None:
+    info = describe_certificate(load_certificates(pki / "hk" / "server.crt")[0])
+    assert info.seconds_to_expiry(NOW) == LEAF_VALIDITY.total_seconds()
     late = NOW + LEAF_VALIDITY + dt.timedelta(days=1)
-    assert cert_expiry_seconds(path, now=late) == -86400
+    assert info.seconds_to_expiry(late) == -86400
 
 
 def test_load_certificates_errors_name_the_file(tmp_path: Path) -> None:

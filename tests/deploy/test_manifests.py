@@ -45,7 +45,6 @@ NOT_IN_PARK = {"sz": frozenset[str](), "hk": frozenset({"10-hgr.yaml"})}
 #: An age X25519 recipient (bech32 with checksum), used where the example expects the
 #: other park's public key file.
 TWIN_RECIPIENT = "age13zr3qhs3k2kw4t8zjqawdml6nsre0a7n9560ehkast3gv843y56qseu28q"
-POSTGRES_URL = "postgresql://gateway:secret@db.sz.hetao.example:5432/ledger"
 #: systemd-analyze verify loads unit dependencies; a few seconds is plenty.
 SYSTEMD_ANALYZE_TIMEOUT_SECONDS = 60
 
@@ -62,6 +61,12 @@ def _k8s_documents() -> list[dict[str, Any]]:
             d for d in yaml.safe_load_all((K8S / resource).read_text(encoding="utf-8")) if d
         )
     return documents
+
+
+def _park_settings() -> GatewaySettings:
+    """The Kubernetes park's gateway.toml, as a pod loads it (its environment adds
+    GATEWAY_INSTANCE and GATEWAY_METRICS_TOKENS; callers set those they need)."""
+    return load_settings(K8S / "gateway.toml")
 
 
 def _kind(kind: str) -> dict[str, Any]:
@@ -212,7 +217,7 @@ def test_replicas_share_a_postgresql_ledger_whose_password_is_a_file(
     env = {e["name"]: e for e in _container()["env"]}
     assert "GATEWAY_LEDGER_URL" not in env  # no credential in the environment
     monkeypatch.setenv("GATEWAY_INSTANCE", "hksz-gateway-0")
-    settings = load_settings(K8S / "gateway.toml")
+    settings = _park_settings()
     assert settings.ledger_url.startswith("postgresql://")
     assert "@" in settings.ledger_url
     assert ":" not in settings.ledger_url.split("://", 1)[1].split("@", 1)[0]  # no password
@@ -232,11 +237,10 @@ def test_each_replica_has_its_own_audit_origin_and_directory(
     assert "GATEWAY_AUDIT__ORIGIN" not in env
     data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/hksz-gateway")
     assert data["subPathExpr"] == "$(POD_NAME)"
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
     origins = set()
     for pod in ("hksz-gateway-0", "hksz-gateway-1"):
         monkeypatch.setenv("GATEWAY_INSTANCE", pod)
-        origins.add(load_settings(K8S / "gateway.toml").audit.origin)
+        origins.add(_park_settings().audit.origin)
     assert len(origins) == 2
 
 
@@ -251,9 +255,8 @@ def _under_mount(path: Path) -> str | None:
     return None
 
 
-def test_config_paths_point_into_the_right_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    settings = load_settings(K8S / "gateway.toml")
+def test_config_paths_point_into_the_right_mounts() -> None:
+    settings = _park_settings()
     assert settings.egress is not None
     assert settings.ingress is not None
     assert _container()["args"] == ["--config", "/etc/hksz-gateway/config/gateway.toml"]
@@ -305,11 +308,8 @@ def test_services_pdb_and_hpa_select_the_statefulset() -> None:
     assert hpa["spec"]["minReplicas"] >= 3
 
 
-def test_grace_period_covers_the_pause_the_drain_and_the_longest_transfer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    settings = load_settings(K8S / "gateway.toml")
+def test_grace_period_covers_the_pause_the_drain_and_the_longest_transfer() -> None:
+    settings = _park_settings()
     assert settings.egress is not None
     # A rollout cuts no transfer the config allows.
     assert settings.drain_seconds >= settings.egress.total_timeout
@@ -508,9 +508,8 @@ def test_the_gateway_takes_its_metrics_token_digests_from_the_secret(
     ref = env["GATEWAY_METRICS_TOKENS"]["valueFrom"]["secretKeyRef"]
     assert (ref["name"], ref["key"]) == (GATEWAY_KEYS, METRICS_DIGESTS_KEY)
     digest = token_digest("any-token")
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
     monkeypatch.setenv("GATEWAY_METRICS_TOKENS", json.dumps([digest]))
-    assert load_settings(K8S / "gateway.toml").metrics_tokens == (digest,)
+    assert _park_settings().metrics_tokens == (digest,)
 
 
 def test_the_scrape_job_sends_the_metrics_token_of_the_kustomization() -> None:
@@ -626,8 +625,7 @@ def test_kustomize_renders_a_consistent_park(
     secret_ref = ref["valueFrom"]["secretKeyRef"]
     digests = base64.b64decode(secrets[secret_ref["name"]]["data"][secret_ref["key"]]).decode()
     monkeypatch.setenv("GATEWAY_METRICS_TOKENS", digests)
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    assert load_settings(K8S / "gateway.toml").metrics_tokens == (token_digest(token),)
+    assert _park_settings().metrics_tokens == (token_digest(token),)
     # The policy ConfigMap keeps its name so that edits reach running pods.
     policies = config_maps["hksz-gateway-policies"]["data"]
     policy_dir = tmp_path / "projected"
@@ -637,7 +635,7 @@ def test_kustomize_renders_a_consistent_park(
     assert set(load_policy(policy_dir).routes) == {"sz-to-hk-research", "sz-to-hk-clinical"}
 
 
-def test_the_shipped_configurations_witness_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_configurations_witness_each_other() -> None:
     from gateway.policy.model import glob_to_regex
 
     parks = {park: load_settings(TWO_PARKS / f"{park}.toml") for park in ("sz", "hk")}
@@ -650,8 +648,7 @@ def test_the_shipped_configurations_witness_each_other(monkeypatch: pytest.Monke
         assert f"gateway.{twin}." in mine.egress.witness_url
         assert mine.ingress.witness.origin == theirs.audit.origin
     # On Kubernetes the twin runs replicas: a glob of their {instance} origins.
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    k8s = load_settings(K8S / "gateway.toml")
+    k8s = _park_settings()
     assert k8s.egress is not None
     assert k8s.ingress is not None
     assert k8s.egress.witness_url is not None
@@ -749,11 +746,8 @@ def test_the_shared_volume_names_a_storage_class_to_replace() -> None:
     assert claim["storageClassName"].startswith("replace-")
 
 
-def test_pipelined_payloads_wait_where_every_replica_finds_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("GATEWAY_LEDGER_URL", POSTGRES_URL)
-    settings = load_settings(K8S / "gateway.toml")
+def test_pipelined_payloads_wait_where_every_replica_finds_them() -> None:
+    settings = _park_settings()
     assert settings.ingress is not None
     assert settings.ingress.payload_dir is not None
     mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}

@@ -26,7 +26,7 @@ from gateway.audit.note import NoteSigner
 from gateway.crypto.certs import ParkPaths, init_dev_pki, load_certificates, spki_pin
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from gateway.crypto.tls import server_ssl_context
-from gateway.server.config import GatewaySettings, token_digest
+from gateway.server.config import AuditConfig, GatewaySettings, token_digest
 from gateway.server.runner import RunningGateway, running
 
 RESEARCH_TOKEN = "tok-research-0123456789"
@@ -320,6 +320,30 @@ def hk_settings(
         ledger_url=ledger_url,
         secret_file=root / "hk" / "secret",
         witness_dir=root / "hk" / "witness",
+    )
+
+
+def replica_settings(
+    root: Path, pki: Path, instance: str, ledger_url: str = "memory:", **egress: Any
+) -> GatewaySettings:
+    """One replica of the HK park: its own instance name, audit log (origin
+    ``hk.test/audit/<instance>``, the park's one signing key), witness store
+    and spool; everything else as :func:`hk_settings`."""
+    base = hk_settings(root, pki, root / "policies", ledger_url)
+    assert base.egress is not None
+    return base.model_copy(
+        update={
+            "instance": instance,
+            "audit": AuditConfig(
+                dir=root / instance / "audit",
+                signing_key=root / "hk" / "audit.key",
+                origin=f"hk.test/audit/{instance}",
+            ),
+            "witness_dir": root / instance / "witness",
+            "egress": base.egress.model_copy(
+                update={"spool_dir": root / instance / "spool", **egress}
+            ),
+        }
     )
 
 

@@ -11,9 +11,8 @@ import pytest
 from gateway.audit.keys import load_or_create_signing_key
 from gateway.audit.note import Checkpoint, NoteSigner, open_note, sign_checkpoint
 from gateway.errors import ClientError, Conflict, NotFound, UpstreamError
-from gateway.server.config import AuditConfig
 from gateway.server.witness import WITNESS
-from tests.server.conftest import RESEARCH_TOKEN, hk_settings, running, start_parks
+from tests.server.conftest import RESEARCH_TOKEN, replica_settings, running, start_parks
 
 CLEAN = b"a,b\n" + b"1,2\n" * 1000
 
@@ -75,24 +74,8 @@ async def test_several_replicas_are_each_witnessed_under_their_own_origin(
         replicas = []
         async with contextlib.AsyncExitStack() as stack:
             for instance in ("hk-0", "hk-1"):
-                base = hk_settings(tmp_path, pki, tmp_path / "policies")
-                assert base.egress is not None
-                settings = base.model_copy(
-                    update={
-                        "instance": instance,
-                        "audit": AuditConfig(
-                            dir=tmp_path / instance / "audit",
-                            signing_key=key_file,
-                            origin=f"hk.test/audit/{instance}",
-                        ),
-                        "witness_dir": tmp_path / instance / "witness",
-                        "egress": base.egress.model_copy(
-                            update={
-                                "spool_dir": tmp_path / instance / "spool",
-                                "witness_url": parks.sz.ingress_url,
-                            }
-                        ),
-                    }
+                settings = replica_settings(
+                    tmp_path, pki, instance, witness_url=parks.sz.ingress_url
                 )
                 replicas.append(await stack.enter_async_context(running(settings, drain_seconds=2)))
             headers = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
