@@ -1,10 +1,16 @@
 """``gateway bench classify``: generated data, classifier and whole-path MB/s.
 
-Three kinds of data (SPEC §9, issue 2), generated deterministically from a seed:
+Kinds of data (SPEC §9, issues 2, 13 and 17), generated deterministically from a seed:
 
 ``prose``
     clean English and Chinese prose with years, percentages and amounts, no
     identifiers (target: classifier ≥ 1,000 MB/s, whole path ≥ 600 MB/s).
+``science``
+    scientific prose as people write lab notes and reports (issue 17): English
+    and Chinese sentences where every few words is a measurement with decimals
+    and units ("12.5 mg/L", "37.0 °C"), a count ("n = 248"), a statistic
+    ("p < 0.001", "95% CI 1.12–1.87"), a year, a date or a range; no personal
+    data (target: classifier ≥ 1,000 MB/s, whole path ≥ 600 MB/s).
 ``numeric``
     scientific CSV: sample ids, timestamps, floats printed the way analysis
     tools print them (fixed, exponent, full ``repr``) and integer read counts
@@ -103,6 +109,7 @@ JSON_ID_EVERY: Final = 20
 #: encoded-text kinds have none (issue 13 asks for their figures): 0 is always met.
 TARGETS: Final[dict[str, tuple[float, float]]] = {
     "prose": (1000.0, 600.0),
+    "science": (1000.0, 600.0),
     "numeric": (300.0, 250.0),
     "pii": (150.0, 120.0),
     "json": (0.0, 0.0),
@@ -119,7 +126,7 @@ DEFAULT_SIZE_MB: Final = 64
 #: bench proxy``'s memory measurement must not carry).
 FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart")
 #: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
-TEXT_KINDS: Final = ("prose", "numeric", "pii", "json", "html", "form", "base64")
+TEXT_KINDS: Final = ("prose", "science", "numeric", "pii", "json", "html", "form", "base64")
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
@@ -165,6 +172,161 @@ def _prose(rng: random.Random, size: int) -> bytes:
         if rng.random() < 0.3:
             sentence.append("".join(rng.choice(_CJK) for _ in range(rng.randint(1, 4))) + "。")
         text = " ".join(sentence).capitalize() + (". " if rng.random() < 0.8 else ".\n\n")
+        parts.append(text)
+        total += len(text.encode())
+    return "".join(parts).encode()[:size]
+
+
+#: Units a measurement is written with in lab notes (SI and the customary ones).
+_UNITS: Final = (
+    "mg/L",
+    "µg/mL",
+    "ng/mL",
+    "mmol/L",
+    "µM",
+    "nM",
+    "mg/kg",
+    "g",
+    "mg",
+    "kg",
+    "mL",
+    "µL",
+    "L",
+    "cm",
+    "mm",
+    "µm",
+    "nm",
+    "h",
+    "min",
+    "s",
+    "ms",
+    "Hz",
+    "kHz",
+    "MHz",
+    "mV",
+    "V",
+    "mA",
+    "W",
+    "kPa",
+    "MPa",
+    "bar",
+    "%",
+    "rpm",
+    "× g",
+    "U/L",
+    "IU/mL",
+    "kDa",
+    "bp",
+    "GB",
+)
+#: Quantities a measurement is of.
+_QUANTITIES: Final = (
+    "concentration",
+    "mean dose",
+    "yield",
+    "peak load",
+    "flow rate",
+    "median titre",
+    "plasma level",
+    "absorbance",
+    "particle size",
+    "film thickness",
+    "voltage",
+    "retention time",
+    "body weight",
+    "tumour volume",
+    "signal",
+    "uptake",
+    "resistance",
+)
+_SCIENCE_CJK: Final = (
+    "共纳入{n}例样本，平均值为{d}，标准差{s}。",
+    "实验于{y}年{m}月完成，温度控制在{t}°C，湿度{p}%。",
+    "结果显示浓度为{d} mg/L（95% CI {lo}–{hi}），P < 0.{z}。",
+    "第{k}组随访{d}个月，有效率{p}%，较对照组提高{s}个百分点。",
+    "样品在{t}°C下离心{k}分钟，转速{n} rpm，重复{k}次。",
+    "{y}—{y2}年间共检测{n}份标本，阳性率{p}%。",
+)
+
+
+def _science(rng: random.Random, size: int) -> bytes:
+    """Lab notes and reports: a measurement, count or statistic every few words."""
+
+    def dec(lo: float, hi: float) -> str:
+        return f"{rng.uniform(lo, hi):.{rng.choice((1, 1, 2, 2, 3, 4))}f}"
+
+    def measurement() -> str:
+        roll = rng.randrange(14)
+        if roll == 0:
+            return f"{dec(0, 500)} {rng.choice(_UNITS)}"
+        if roll == 1:
+            return f"{dec(-80, 120)} °C"
+        if roll == 2:
+            return f"n = {rng.randint(3, 12000)}"
+        if roll == 3:
+            return rng.choice(
+                (f"p < 0.{'0' * rng.randint(0, 3)}1", f"p = {rng.random():.3f}", "P<0.05")
+            )
+        if roll == 4:
+            lo = rng.uniform(0.2, 3)
+            return f"95% CI {lo:.2f}–{lo + rng.uniform(0.05, 2):.2f}"
+        if roll == 5:
+            return f"{dec(0, 100)} ± {dec(0, 10)} {rng.choice(_UNITS)}"
+        if roll == 6:
+            return (
+                f"({rng.randint(1950, 2026)})"
+                if rng.random() < 0.5
+                else str(rng.randint(1990, 2026))
+            )
+        if roll == 7:
+            start = rng.randint(1995, 2022)
+            return f"{start}–{start + rng.randint(1, 6)}"
+        if roll == 8:
+            return f"{rng.randint(1, 99)}-{rng.randint(100, 999)} {rng.choice(_UNITS)}"
+        if roll == 9:
+            what = rng.choice(("cells", "reads", "samples", "participants"))
+            return f"{rng.randint(1, 999):,}{rng.choice(('', ',000'))} {what}"
+        if roll == 10:
+            return f"pH {dec(4, 9)}"
+        if roll == 11:
+            return f"{dec(1, 9)} × 10^{rng.randint(-9, 9)}"
+        if roll == 12:
+            return (
+                f"{rng.uniform(0, 1):.2e}"
+                if rng.random() < 0.5
+                else f"r = {rng.uniform(-1, 1):.2f}"
+            )
+        return f"{2020 + rng.randint(0, 6)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+    def chinese() -> str:
+        y = rng.randint(2005, 2025)
+        return rng.choice(_SCIENCE_CJK).format(
+            n=rng.randint(12, 9999),
+            d=dec(0, 300),
+            s=dec(0, 20),
+            y=y,
+            y2=y + rng.randint(1, 5),
+            m=rng.randint(1, 12),
+            t=dec(4, 95),
+            p=dec(0, 100),
+            lo=f"{rng.uniform(0.5, 2):.2f}",
+            hi=f"{rng.uniform(2, 4):.2f}",
+            z=rng.choice(("001", "01", "05")),
+            k=rng.randint(2, 30),
+        )
+
+    parts: list[str] = []
+    total = 0
+    while total < size:
+        if rng.random() < 0.2:
+            text = chinese() + ("\n" if rng.random() < 0.2 else "")
+        else:
+            words = [rng.choice(_QUANTITIES)]
+            for _ in range(rng.randint(2, 5)):
+                words.extend(rng.choice(_WORDS) for _ in range(rng.randint(2, 4)))
+                words.append(measurement())
+            sentence = " ".join(words)  # not capitalize(): it would lower "mg/L" and "°C"
+            text = sentence[0].upper() + sentence[1:] + (". " if rng.random() < 0.85 else ".\n\n")
         parts.append(text)
         total += len(text.encode())
     return "".join(parts).encode()[:size]
@@ -383,6 +545,7 @@ def _base64_attachments(rng: random.Random, size: int) -> bytes:
 #: Data generators by kind.
 GENERATORS: Final[dict[str, Callable[[random.Random, int], bytes]]] = {
     "prose": _prose,
+    "science": _science,
     "numeric": _numeric,
     "pii": _pii,
     "json": _json_api,
@@ -617,7 +780,8 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = bench_subparsers.add_parser(
         "classify",
         help="classifier and whole scan path MB/s on generated text and research files",
-        description="Generates clean prose, numeric-heavy scientific CSV, PII-dense CSV, "
+        description="Generates clean prose, scientific prose (lab notes full of measurements), "
+        "numeric-heavy scientific CSV, PII-dense CSV, "
         "JSON API output with escaped strings, an HTML export with character references, a "
         "log of URL-encoded form posts and JSON with base64 attachments, and prints MB/s for "
         "the classifier alone and the whole scan path; then a Parquet table, a PDF report, a "

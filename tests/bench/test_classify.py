@@ -8,6 +8,7 @@ import email.policy
 import html
 import io
 import json
+import re
 import tarfile
 import urllib.parse
 from pathlib import Path
@@ -86,6 +87,20 @@ def _whole(kind: str, size: int) -> bytes:
     return data[:end] + b"]"
 
 
+def test_science_is_clean_prose_full_of_numbers() -> None:
+    # Lab notes as people write them (issue 17): a number every few words, in
+    # English and Chinese, with units and statistics, and nothing the default
+    # policy would stop (the kind measures the classifier on clean text).
+    data = bench.generate("science", 400_000)
+    assert data == bench.generate("science", 400_000)  # deterministic
+    text = data.decode(errors="ignore")
+    numbers = re.findall(r"[0-9]+(?:\.[0-9]+)?", text)
+    assert len(numbers) > len(text.split()) / 6  # a number every few words
+    for sample in ("mg/L", "°C", "n = ", "p < 0.", "95% CI ", "–", "±", "年", "例"):
+        assert sample in text
+    assert not label_counts(scan_bytes(DETECTORS, data))
+
+
 def test_chunk_size_does_not_change_what_is_found() -> None:
     # Same data, fed as the proxy does (64 KiB) and as `gateway scan` does
     # (1 MiB) and at an odd size: the findings the report shows must agree.
@@ -103,7 +118,16 @@ def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert [r["kind"] for r in report["results"]] == list(bench.TEXT_KINDS)
     assert [r["kind"] for r in report["files"]] == list(bench.FILE_KINDS)
-    assert bench.TEXT_KINDS == ("prose", "numeric", "pii", "json", "html", "form", "base64")
+    assert bench.TEXT_KINDS == (
+        "prose",
+        "science",
+        "numeric",
+        "pii",
+        "json",
+        "html",
+        "form",
+        "base64",
+    )
     assert bench.FILE_KINDS == ("parquet", "pdf", "dicom", "multipart")
 
 
