@@ -4,15 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint fmt typecheck pytest bench clean
+# The locks (docs/operations.md "Installing"): every dependency pinned, with its files' hashes.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# `make lock` keeps the pins it can; `make lock LOCK_ARGS=--upgrade` (or
+# LOCK_ARGS='--upgrade-package aiohttp') moves them.
+LOCK_ARGS ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --generate-hashes \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
 
-# The compiled matcher core is built by the install: rebuild when its source changes.
-$(STAMP): pyproject.toml gateway/classify/_native.c
+.PHONY: run test lint fmt typecheck pytest bench lock clean
+
+# The environment is the dev lock, every file hash-checked, then the gateway itself without
+# resolving anything. The install builds the compiled matcher core: rebuild when its
+# source, pyproject.toml or a lock changes.
+$(STAMP): pyproject.toml $(LOCK) $(DEV_LOCK) gateway/classify/_native.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "hksz-gateway needs Python 3.11+ (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -48,6 +59,13 @@ $(OPERATOR_RULE): deploy/prometheus/alerts.yml $(STAMP)
 bench: $(STAMP)
 	$(BIN)/gateway bench classify
 	$(BIN)/gateway bench proxy
+
+# Regenerates both locks from pyproject.toml; the dev lock keeps the runtime lock's pins
+# (--constraint), so the tests run what the image ships. Commit both: tests/deploy checks
+# that they cover pyproject.toml.
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -323,7 +323,8 @@ def test_dockerfile_is_slim_non_root_with_a_healthcheck() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
     assert froms
-    assert all(re.fullmatch(r"python:3\.11-slim(-\w+)?", f) for f in froms)
+    # Pinned by digest: tests/deploy/test_dockerfile.py.
+    assert all(re.fullmatch(r"python:3\.11-slim(-\w+)?(@sha256:[0-9a-f]{64})?", f) for f in froms)
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
