@@ -80,6 +80,9 @@ class TransferEntry:
         status: the body of ``GET /v1/transfers/{id}``.
         receipt: the receipt of its decision record (index and leaf hash;
             its inclusion proof comes from that instance's log).
+        claimed_by: the replica deciding it, while it is an open review.
+        approvals: an open review's approvals so far (four eyes), each
+            ``{"officer", "comment", "reference"}``.
     """
 
     transfer_id: str
@@ -87,6 +90,8 @@ class TransferEntry:
     sender: str
     status: dict[str, Any]
     receipt: dict[str, Any] | None = None
+    claimed_by: str | None = None
+    approvals: tuple[dict[str, Any], ...] = ()
 
 
 class TransferDirectory(Protocol):
@@ -104,6 +109,22 @@ class TransferDirectory(Protocol):
         """The park's transfers held for review, oldest first: the total and one page."""
         ...
 
+    async def claim_review(
+        self, transfer_id: str, instance: str, lease_seconds: float
+    ) -> TransferEntry | None:
+        """Take the open review for ``instance`` to decide (None: not open, or claimed)."""
+        ...
+
+    async def release_review(
+        self, transfer_id: str, instance: str, approvals: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Give up a claim, recording the approvals so far if given."""
+        ...
+
+    async def claims_of(self, instance: str, states: Collection[str]) -> list[TransferEntry]:
+        """The transfers in one of ``states`` that ``instance`` claimed."""
+        ...
+
 
 class LocalOnly:
     """The directory of a single gateway (memory or SQLite ledger): its own audit
@@ -119,6 +140,21 @@ class LocalOnly:
     async def pending_reviews(self, limit: int, offset: int) -> tuple[int, list[TransferEntry]]:
         """Nothing: the caller's own held reviews are the whole park's."""
         return 0, []
+
+    async def claim_review(
+        self, transfer_id: str, instance: str, lease_seconds: float
+    ) -> TransferEntry | None:
+        """Never anything: the caller holds every review of its park in memory."""
+        return None
+
+    async def release_review(
+        self, transfer_id: str, instance: str, approvals: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Nothing was claimed."""
+
+    async def claims_of(self, instance: str, states: Collection[str]) -> list[TransferEntry]:
+        """Nothing: there are no claims."""
+        return []
 
 
 class LedgerTransaction(Protocol):

@@ -106,6 +106,9 @@ class _Statements:
     find: str
     pending: str
     pending_count: str
+    claim: str
+    release: str
+    claims_of: str
     totals: str
 
 
@@ -131,6 +134,13 @@ def _statements(s: str) -> _Statements:
             f"CREATE INDEX IF NOT EXISTS transfers_pending ON {s}.transfers"
             " (((status->'history'->0->>'at')::double precision), transfer_id)"
             " WHERE status->>'state' = 'review'",
+            # Who is deciding an open review right now, until when, and the
+            # approvals it has so far (four eyes): any replica may decide any
+            # review, one at a time (issue 16). Added to tables of before.
+            f"ALTER TABLE {s}.transfers ADD COLUMN IF NOT EXISTS claimed_by text",
+            f"ALTER TABLE {s}.transfers ADD COLUMN IF NOT EXISTS claim_until timestamptz",
+            f"ALTER TABLE {s}.transfers"
+            " ADD COLUMN IF NOT EXISTS approvals jsonb NOT NULL DEFAULT '[]'::jsonb",
         ),
         current=(
             f"SELECT subjects FROM {s}.ledger_totals"  # noqa: S608
@@ -165,8 +175,9 @@ def _statements(s: str) -> _Statements:
             " WHERE t.instance <> excluded.instance OR t.seq < excluded.seq"
         ),
         find=(
-            f"SELECT instance, sender, status::text, receipt::text FROM {s}.transfers"  # noqa: S608
-            " WHERE transfer_id = $1"
+            "SELECT instance, sender, status::text, receipt::text,"  # noqa: S608
+            " claimed_by, approvals::text"
+            f" FROM {s}.transfers WHERE transfer_id = $1"
         ),
         pending=(
             "SELECT transfer_id, instance, sender, status::text"  # noqa: S608
@@ -177,6 +188,26 @@ def _statements(s: str) -> _Statements:
         pending_count=(
             f"SELECT count(*) FROM {s}.transfers WHERE status->>'state' = 'review'"  # noqa: S608
         ),
+        # One statement, so two replicas can never both hold the claim: an open
+        # review, unclaimed, claimed by the caller already, or whose claimer's
+        # lease ran out (it died deciding).
+        claim=(
+            f"UPDATE {s}.transfers SET claimed_by = $2,"  # noqa: S608
+            " claim_until = now() + make_interval(secs => $3)"
+            " WHERE transfer_id = $1 AND status->>'state' = 'review'"
+            " AND (claimed_by IS NULL OR claimed_by = $2 OR claim_until < now())"
+            " RETURNING instance, sender, status::text, receipt::text, claimed_by, approvals::text"
+        ),
+        release=(
+            f"UPDATE {s}.transfers SET claimed_by = NULL, claim_until = NULL,"  # noqa: S608
+            " approvals = coalesce($3::jsonb, approvals)"
+            " WHERE transfer_id = $1 AND claimed_by = $2"
+        ),
+        claims_of=(
+            "SELECT transfer_id, instance, sender, status::text, receipt::text,"  # noqa: S608
+            f" claimed_by, approvals::text FROM {s}.transfers WHERE claimed_by = $1"
+            " AND status->>'state' = ANY($2::text[])"
+        ),
         totals=(
             "SELECT organisation, category, year, subjects"  # noqa: S608
             f" FROM {s}.ledger_totals"
@@ -184,6 +215,27 @@ def _statements(s: str) -> _Statements:
             " AND ($2::text IS NULL OR organisation = $2)"
             " ORDER BY organisation, category, year"
         ),
+    )
+
+
+def _entry(
+    transfer_id: str,
+    instance: object,
+    sender: object,
+    status: str,
+    receipt: str | None,
+    claimed_by: object,
+    approvals: str | None,
+) -> TransferEntry:
+    """A row of the transfers table."""
+    return TransferEntry(
+        transfer_id,
+        str(instance),
+        str(sender),
+        json.loads(status),
+        json.loads(receipt) if receipt is not None else None,
+        claimed_by=str(claimed_by) if claimed_by is not None else None,
+        approvals=tuple(json.loads(approvals)) if approvals is not None else (),
     )
 
 
@@ -373,16 +425,44 @@ class PostgresLedger:
         """What a replica of this park published about ``transfer_id``, if any."""
         pool = await self._ready_pool()
         row = await self.guard(pool.fetchrow(self.sql.find, transfer_id, timeout=COMMAND_TIMEOUT_S))
-        if row is None:
-            return None
-        instance, sender, status, receipt = row
-        return TransferEntry(
-            transfer_id,
-            str(instance),
-            str(sender),
-            json.loads(status),
-            json.loads(receipt) if receipt is not None else None,
+        return None if row is None else _entry(transfer_id, *row)
+
+    async def claim_review(
+        self, transfer_id: str, instance: str, lease_seconds: float
+    ) -> TransferEntry | None:
+        """Claim an open review for ``instance`` to decide, for ``lease_seconds`` at most.
+
+        None when it is not open (decided, or never held) or another replica's
+        claim on it is still running.
+        """
+        pool = await self._ready_pool()
+        row = await self.guard(
+            pool.fetchrow(
+                self.sql.claim, transfer_id, instance, lease_seconds, timeout=COMMAND_TIMEOUT_S
+            )
         )
+        return None if row is None else _entry(transfer_id, *row)
+
+    async def release_review(
+        self,
+        transfer_id: str,
+        instance: str,
+        approvals: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Give up ``instance``'s claim, recording the approvals so far if given."""
+        pool = await self._ready_pool()
+        given = json.dumps(approvals) if approvals is not None else None
+        await self.guard(
+            pool.execute(self.sql.release, transfer_id, instance, given, timeout=COMMAND_TIMEOUT_S)
+        )
+
+    async def claims_of(self, instance: str, states: Collection[str]) -> list[TransferEntry]:
+        """The transfers in one of ``states`` that ``instance`` claimed (perhaps unfinished)."""
+        pool = await self._ready_pool()
+        rows = await self.guard(
+            pool.fetch(self.sql.claims_of, instance, list(states), timeout=COMMAND_TIMEOUT_S)
+        )
+        return [_entry(str(row[0]), *row[1:]) for row in rows]
 
     async def pending_reviews(self, limit: int, offset: int) -> tuple[int, list[TransferEntry]]:
         """The park's transfers held for review (any replica's), oldest first."""

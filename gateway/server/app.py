@@ -314,7 +314,12 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     holder = PolicyHolder(config.policy_dir, metrics=services.metrics)
     app[POLICY] = holder
     app[SERVICES] = services
-    spool = SpoolDir(config.spool_dir, config.min_free_spool_bytes)
+    spool = SpoolDir(
+        config.spool_dir,
+        config.min_free_spool_bytes,
+        held_root=config.held_dir,
+        instance=services.settings.instance,
+    )
 
     def current() -> CompiledPolicy | None:
         return holder.current() if holder.loaded else None
@@ -357,6 +362,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         background = [
             watch_task,
             asyncio.create_task(reviews.expire_periodically(state)),
+            asyncio.create_task(egress.republish_periodically(state)),
             asyncio.create_task(_watch_ledger(services)),
         ]
         if config.witness_url:

@@ -260,7 +260,14 @@ class EgressConfig(_Section):
         port: listen port (0 picks a free one).
         tls: TLS for the client-facing listener (plain HTTP when absent: local dev).
         policy_dir: the policy set (``policies/``).
-        spool_dir: encrypted spools of transfers in progress and held reviews.
+        spool_dir: encrypted spools of transfers in progress and, unless
+            ``held_dir`` says otherwise, held reviews (``held/``).
+        held_dir: where the replicas of a park keep their held reviews, on a
+            volume they share: each in its own ``<held_dir>/<instance>/``, so
+            any replica can decide any review, also one whose replica is gone
+            (issue 16). Put ``spool_dir`` on the same mount: a review is held
+            by renaming its spool (across mounts it is copied). Unset: under
+            ``spool_dir``, for a single gateway.
         spool_identity: age identity file of the gateway's own spool key; held
             reviews are re-encrypted to it so they survive a restart.
         tokens: bearer tokens (by SHA-256) mapped to sender identities.
@@ -292,6 +299,7 @@ class EgressConfig(_Section):
     tls: TlsListener | None = None
     policy_dir: Path = Path("policies")
     spool_dir: Path = Path("var/spool/egress")
+    held_dir: Path | None = None
     spool_identity: Path = Path("var/keys/spool.agekey")
     tokens: tuple[TokenEntry, ...] = ()
     officer_tokens: TokenDigests = ()
@@ -609,6 +617,7 @@ _PATH_KEYS = frozenset(
         "ca",
         "policy_dir",
         "spool_dir",
+        "held_dir",
         "payload_dir",
         "spool_identity",
         "identity",

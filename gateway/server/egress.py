@@ -222,6 +222,12 @@ class EgressState:
     recipients: dict[str, X25519Recipient] = field(default_factory=dict)
     #: Directory writes of each transfer not yet awaited by its request (issue 16).
     publishing: dict[str, list[asyncio.Future[Any]]] = field(default_factory=dict)
+    #: Reviews a decision is being recorded on here, also those held by another
+    #: replica (:func:`gateway.server.reviews.handle_review`).
+    deciding: set[str] = field(default_factory=set)
+    #: Directory writes that failed, the newest per transfer, retried by
+    #: :func:`republish_periodically` (at most :data:`MAX_UNPUBLISHED`).
+    unpublished: OrderedDict[str, tuple[TransferEntry, int]] = field(default_factory=OrderedDict)
 
     def track(self, future: asyncio.Future[Any]) -> None:
         """Keep a background job (a payload discard at the twin) alive until done; log failures."""
@@ -714,6 +720,11 @@ def _publish(
             await state.services.directory.publish_transfer(entry, receipt.index)
         except GatewayError as exc:
             log.warning("transfer_not_published", transfer_id=transfer.id, error=exc.title)
+            _keep_unpublished(state, entry, receipt.index)
+        else:
+            waiting = state.unpublished.get(transfer.id)
+            if waiting is not None and waiting[1] <= receipt.index:
+                del state.unpublished[transfer.id]
 
     task = asyncio.ensure_future(write())
     state.track(task)
@@ -726,6 +737,54 @@ def _publish(
             del state.publishing[transfer.id]
 
     task.add_done_callback(landed)
+
+
+#: The most failed directory writes a replica keeps for retrying: past it the
+#: oldest are dropped (their transfers answer on this replica, from its log).
+MAX_UNPUBLISHED = 10_000
+#: Seconds between retries of the failed directory writes.
+REPUBLISH_SECONDS = 5.0
+
+
+def _keep_unpublished(state: EgressState, entry: TransferEntry, seq: int) -> None:
+    """Keep a write the directory did not take, to retry; a newer one of the same transfer wins."""
+    waiting = state.unpublished.get(entry.transfer_id)
+    if waiting is not None and waiting[1] > seq:
+        return
+    state.unpublished[entry.transfer_id] = (entry, seq)
+    state.unpublished.move_to_end(entry.transfer_id)
+    while len(state.unpublished) > MAX_UNPUBLISHED:
+        dropped, _ = state.unpublished.popitem(last=False)
+        log.error("transfer_publish_dropped", transfer_id=dropped)
+
+
+async def republish(state: EgressState) -> int:
+    """Retry the directory writes that failed, oldest first; how many landed.
+
+    Stops at the first that fails again (the directory is still down). A
+    write ordered after one already there is refused by the directory
+    itself (``seq``), so a retry never undoes a newer state.
+    """
+    landed = 0
+    for transfer_id, (entry, seq) in list(state.unpublished.items()):
+        try:
+            await state.services.directory.publish_transfer(entry, seq)
+        except GatewayError:
+            break
+        if state.unpublished.get(transfer_id) == (entry, seq):
+            del state.unpublished[transfer_id]
+        landed += 1
+    if landed:
+        log.info("transfers_republished", count=landed, waiting=len(state.unpublished))
+    return landed
+
+
+async def republish_periodically(state: EgressState) -> None:
+    """Run :func:`republish` every :data:`REPUBLISH_SECONDS` while writes wait."""
+    while True:
+        await asyncio.sleep(REPUBLISH_SECONDS)
+        if state.unpublished:
+            await republish(state)
 
 
 #: How long a request waits for its transfer's directory writes before answering.

@@ -18,11 +18,13 @@ the audit log for older ones, with a bounded number of log scans at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,6 +34,7 @@ from gateway.audit.receipt import Receipt
 from gateway.audit.records import parse_canonical
 from gateway.classify.summary import ScanSummary
 from gateway.crypto.age import unwrap_file_key
+from gateway.crypto.errors import AgeError
 from gateway.crypto.header import parse_header
 from gateway.errors import (
     ClientError,
@@ -158,10 +161,14 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
     reader = _reader(request, state)
     transfer_id = _transfer_id(request)
     transfer = state.recent.get(transfer_id)
-    if transfer is not None:
+    if transfer is not None and not (transfer.state is State.HELD and _park_wide(state)):
         _check_owner(reader, transfer.sender, transfer_id)
         return json_response({**transfer.status_json(), "instance": _instance(state)})
+    # Held here: any replica of the park may have decided it since.
     shared = await _shared(state, transfer_id)
+    if shared is None and transfer is not None:
+        _check_owner(reader, transfer.sender, transfer_id)
+        return json_response({**transfer.status_json(), "instance": _instance(state)})
     if shared is not None:
         _check_owner(reader, shared.sender, transfer_id)
         return json_response({**shared.status, "instance": shared.instance})
@@ -371,7 +378,10 @@ async def _park_queue(state: EgressState, limit: int, offset: int) -> dict[str, 
             review="pending",
         )
         row["instance"] = entry.instance
-        rows.append(_open_review(row, state.held.get(entry.transfer_id), now))
+        row = _open_review(row, state.held.get(entry.transfer_id), now)
+        if entry.approvals:  # the park's record of them: any replica may have added one
+            row["approved_by"] = [str(a.get("officer")) for a in entry.approvals]
+        rows.append(row)
     return {"state": "pending", "total": total, "offset": offset, "limit": limit, "reviews": rows}
 
 
@@ -391,6 +401,8 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
     officer_of(request, state)
     transfer_id = _transfer_id(request)
     held = state.held.get(transfer_id)
+    if held is None and _park_wide(state):
+        held = await _held_elsewhere(state, transfer_id)
     if held is None:
         raise NotFound("no open review of that id; a decided one is at /v1/transfers/{id}")
     transfer = held.transfer
@@ -446,31 +458,74 @@ async def expire_reviews(state: EgressState, *, now: float | None = None) -> int
     expiry = state.config.review_expiry
     moment = time.time() if now is None else now
     due = [tid for tid, held in state.held.items() if moment - held.transfer.created_at >= expiry]
+    if _park_wide(state):
+        # Also those no replica holds in memory (their replica is gone).
+        due += [tid for tid in await _park_due(state, moment - expiry) if tid not in due]
     expired = 0
     for transfer_id in due:
         try:
-            held = _claim(state, transfer_id)
-        except GatewayError:
-            continue  # decided meanwhile
-        try:
-            hours = expiry / 3600
-            why = f"{EXPIRED_PREFIX}no decision within {hours:g} h"
-            await _reject(state, held, None, why=why)
-            expired += 1
-            log.info("review_expired", transfer_id=transfer_id)
+            async with _deciding(state, transfer_id) as held:
+                if moment - held.transfer.created_at < expiry:
+                    continue
+                hours = expiry / 3600
+                why = f"{EXPIRED_PREFIX}no decision within {hours:g} h"
+                await _reject(state, held, None, why=why)
+                expired += 1
+                log.info("review_expired", transfer_id=transfer_id)
+        except (NotFound, Conflict):
+            continue  # decided meanwhile, or being decided
         except GatewayError as exc:
             log.error("review_expiry_failed", transfer_id=transfer_id, why=exc.title)
-        finally:
-            if held.transfer.state is State.HELD:
-                state.held[transfer_id] = held  # not recorded: still open
     return expired
 
 
+async def _park_due(state: EgressState, held_before: float) -> list[str]:
+    """The park's open reviews held before ``held_before`` (the directory's queue)."""
+    due: list[str] = []
+    offset = 0
+    try:
+        while True:
+            _, page = await state.services.directory.pending_reviews(MAX_REVIEW_PAGE, offset)
+            for entry in page:
+                history = entry.status.get("history") or [{}]
+                if float(history[0].get("at", 0.0)) > held_before:
+                    return due
+                due.append(entry.transfer_id)
+            if len(page) < MAX_REVIEW_PAGE:
+                return due
+            offset += len(page)
+    except GatewayError as exc:
+        log.warning("review_queue_unavailable", error=exc.title)
+        return due
+
+
+async def forget_decided_elsewhere(state: EgressState) -> int:
+    """Drop the reviews held here that another replica decided; how many.
+
+    A replica may decide a review this one holds (:func:`_deciding`); the
+    directory then shows it decided, and this replica's queue, metrics and
+    expiry must not keep it.
+    """
+    if not _park_wide(state):
+        return 0
+    forgotten = 0
+    for transfer_id in [t for t in state.held if t not in state.deciding]:
+        try:
+            entry = await state.services.directory.find_transfer(transfer_id)
+        except GatewayError:
+            return forgotten  # the directory is down: try again next time
+        if entry is not None and entry.status.get("state") != "review":
+            forgotten += _forget_decided(state, transfer_id, entry)
+    return forgotten
+
+
 async def expire_periodically(state: EgressState) -> None:
-    """Run :func:`expire_reviews` every minute (or tenth of the expiry, if shorter)."""
+    """Run :func:`expire_reviews` (and :func:`forget_decided_elsewhere`) every
+    minute, or every tenth of the expiry if shorter."""
     interval = min(60.0, state.config.review_expiry / 10)
     while True:
         await asyncio.sleep(interval)
+        await forget_decided_elsewhere(state)
         await expire_reviews(state)
 
 
@@ -487,9 +542,6 @@ def _claim(state: EgressState, transfer_id: str) -> Held:
     """
     held = state.held.pop(transfer_id, None)
     if held is None:
-        transfer = state.recent.get(transfer_id)
-        if transfer is not None and transfer.state is State.HELD:
-            raise Conflict(f"a decision on transfer {transfer_id!r} is being recorded")
         raise NotFound(f"no transfer {transfer_id!r} is waiting for review")
     if held.transfer.state is not State.HELD:
         state.held[transfer_id] = held
@@ -497,11 +549,196 @@ def _claim(state: EgressState, transfer_id: str) -> Held:
     return held
 
 
+#: A replica's claim on a review it decides outlives the decision's own bound
+#: (``total_timeout``) by this much; past it (the replica died deciding) another
+#: replica may claim the review.
+CLAIM_MARGIN_SECONDS = 60.0
+
+
+def _park_wide(state: EgressState) -> bool:
+    """Whether the park's replicas share their reviews (a PostgreSQL directory)."""
+    return not isinstance(state.services.directory, LocalOnly)
+
+
+def _forget_decided(state: EgressState, transfer_id: str, entry: TransferEntry) -> int:
+    """Drop a review held here that the directory shows decided elsewhere (1 if it was held)."""
+    if state.held.pop(transfer_id, None) is None:
+        return 0
+    log.info(
+        "review_decided_elsewhere",
+        transfer_id=transfer_id,
+        state=entry.status.get("state"),
+        by=entry.instance,
+    )
+    return 1
+
+
+async def _claim_in_park(state: EgressState, transfer_id: str) -> TransferEntry | None:
+    """Claim an open review in the park's directory: no other replica decides it meanwhile.
+
+    Returns:
+        The directory's entry (with the approvals so far), or None when the
+        directory never heard of the review but this gateway holds it (held
+        while the directory was down: no other replica can reach it).
+
+    Raises:
+        Unavailable: the directory does not answer (nothing is decided).
+        Conflict: another replica is deciding it right now.
+        NotFound: no such open review (or it was decided already).
+    """
+    directory = state.services.directory
+    lease = state.config.total_timeout + CLAIM_MARGIN_SECONDS
+    try:
+        claimed = await directory.claim_review(transfer_id, _instance(state), lease)
+        seen = claimed or await directory.find_transfer(transfer_id)
+    except GatewayError:
+        state.services.metrics.fail_closed.labels("ledger").inc()
+        raise Unavailable(
+            "the park's transfer directory is unavailable; decide the review again later"
+        ) from None
+    if claimed is not None:
+        return claimed
+    if seen is None and transfer_id in state.held:
+        return None
+    if seen is not None and seen.status.get("state") == "review":
+        raise Conflict(
+            f"a decision on transfer {transfer_id!r} is being recorded by replica {seen.claimed_by}"
+        )
+    if seen is not None:
+        _forget_decided(state, transfer_id, seen)
+    raise NotFound(f"no transfer {transfer_id!r} is waiting for review")
+
+
+def _merged_approvals(
+    here: list[tuple[str, str, str | None]], park: tuple[dict[str, Any], ...]
+) -> list[tuple[str, str, str | None]]:
+    """The approvals the park's directory names, then any only this replica knows."""
+    merged = [
+        (str(a.get("officer")), str(a.get("comment", "")), _text_or_none(a.get("reference")))
+        for a in park
+    ]
+    named = {officer for officer, _, _ in merged}
+    return merged + [a for a in here if a[0] not in named]
+
+
+async def _release_claim(
+    state: EgressState, transfer_id: str, approvals: list[tuple[str, str, str | None]] | None
+) -> None:
+    """End this replica's claim; an open review's approvals go to the directory with it.
+
+    If the directory does not answer, the claim stays until its lease ends
+    (the review cannot be decided elsewhere meanwhile).
+    """
+    rows = (
+        [{"officer": o, "comment": c, "reference": r} for o, c, r in approvals]
+        if approvals is not None
+        else None
+    )
+    try:
+        await state.services.directory.release_review(transfer_id, _instance(state), rows)
+    except GatewayError as exc:
+        log.error("review_claim_not_released", transfer_id=transfer_id, error=exc.title)
+
+
+@contextlib.asynccontextmanager
+async def _deciding(state: EgressState, transfer_id: str) -> AsyncIterator[Held]:
+    """The right to decide one review, in this process and in the whole park.
+
+    One decision at a time per review: in this process (``state.deciding``)
+    and, with a shared directory, across the park's replicas (a claim in the
+    directory, :func:`_claim_in_park`). A review held by another replica,
+    alive or gone, is taken over from the shared held directory
+    (:func:`_take_over`). Afterwards a review still open goes back where it
+    was, its approvals so far recorded for the whole park; a decided one's
+    records are visible to every replica before the caller answers.
+
+    Raises:
+        NotFound: no such open review.
+        Conflict: it is being decided here or on another replica.
+        Unavailable: the directory, or the held files, cannot be reached.
+    """
+    if transfer_id in state.deciding:
+        raise Conflict(f"a decision on transfer {transfer_id!r} is being recorded")
+    state.deciding.add(transfer_id)
+    claimed: TransferEntry | None = None
+    held: Held | None = None
+    try:
+        if _park_wide(state):
+            claimed = await _claim_in_park(state, transfer_id)
+        local = transfer_id in state.held
+        if local or claimed is None:
+            held = _claim(state, transfer_id)
+        else:
+            held = await _take_over(state, claimed)
+        if claimed is not None:
+            held.approvals = _merged_approvals(held.approvals, claimed.approvals)
+        try:
+            yield held
+        finally:
+            if local and held.transfer.state is State.HELD:
+                state.held[transfer_id] = held  # not decided: still open for review
+            await published(state, transfer_id)
+    finally:
+        state.deciding.discard(transfer_id)
+        if claimed is not None:
+            still_open = held is not None and held.transfer.state is State.HELD
+            await _release_claim(
+                state, transfer_id, held.approvals if held is not None and still_open else None
+            )
+
+
+async def _take_over(state: EgressState, entry: TransferEntry) -> Held:
+    """A review another replica holds, from its files in the shared held directory.
+
+    Raises:
+        Unavailable: its files are not reachable from here, or sealed to
+            another spool key (the park's replicas must share both).
+        Conflict: its route or sender is no longer in the policy in force.
+    """
+    transfer_id = entry.transfer_id
+    where = f"transfer {transfer_id!r} is held by replica {entry.instance}"
+    try:
+        path, _header, meta = await asyncio.to_thread(
+            state.spool.held_parts, transfer_id, state.spool_identity
+        )
+    except OSError:
+        raise Unavailable(
+            f"{where}, whose held files this replica cannot read: egress.held_dir must be "
+            "a directory the park's replicas share"
+        ) from None
+    except AgeError:
+        raise Unavailable(
+            f"{where} under another spool key: the park's replicas must share egress.spool_identity"
+        ) from None
+    held = _held_from_meta(transfer_id, path, meta, state.current_policy(), [])
+    if held is None:
+        raise Conflict(f"{where}; its route or sender is no longer in the policy in force")
+    history = entry.status.get("history")
+    if isinstance(history, list) and history:
+        held.transfer.history = [(str(h["state"]), float(h["at"])) for h in history]
+    state.remember(held.transfer)
+    return held
+
+
+async def _held_elsewhere(state: EgressState, transfer_id: str) -> Held | None:
+    """An open review of the park held by another replica (read only), or None."""
+    try:
+        entry = await state.services.directory.find_transfer(transfer_id)
+    except GatewayError:
+        return None
+    if entry is None or entry.status.get("state") != "review":
+        return None
+    held = await _take_over(state, entry)
+    held.approvals = _merged_approvals([], entry.approvals)
+    return held
+
+
 async def handle_review(request: web.Request) -> web.StreamResponse:
     """``POST /v1/reviews/{id}/approve|reject`` (compliance officers only).
 
-    The transfer's state moves only once its record is durable: if the audit
-    log (or the ledger) fails, the review stays open and can be decided again.
+    Any replica of a park decides any of its reviews (:func:`_deciding`). The
+    transfer's state moves only once its record is durable: if the audit log
+    (or the ledger) fails, the review stays open and can be decided again.
     """
     state = request.app[EGRESS]
     officer = officer_of(request, state)
@@ -510,47 +747,47 @@ async def handle_review(request: web.Request) -> web.StreamResponse:
     if state.closing:
         raise Unavailable("the gateway is shutting down; decide the review again after restart")
     comment, reference = await _decision_body(request, state)
-    waiting = state.held.get(transfer_id)
-    if waiting is not None and waiting.transfer.sender == officer:
-        raise Forbidden("a sender cannot decide its own transfer; another officer must")
-    held = _claim(state, transfer_id)
     decided_by = _DecidedBy(officer, comment, reference)
     # Tracked like a transfer: shutdown drains it, then cancels it (recorded failed).
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)
-    transfer = held.transfer
     try:
         with structlog.contextvars.bound_contextvars(transfer_id=transfer_id):
-            # An approval forwards: bounded like a transfer, so a stalled twin
-            # cannot keep the officer (and a slot at shutdown) waiting forever.
-            try:
-                async with asyncio.timeout(state.config.total_timeout):
-                    if verb == "reject":
-                        return await _reject(state, held, decided_by)
-                    if len(held.approvals) + 1 < _approvals_needed(held):
-                        return await _first_approval(state, held, decided_by)
-                    if any(officer == by for by, _, _ in held.approvals):
-                        raise Conflict(
-                            "this review needs approvals by two different officers; "
-                            "you approved it already"
-                        )
-                    return await _approve(state, held, decided_by)
-            except TimeoutError:
-                if transfer.state is not State.HELD and not transfer.state.final:
-                    # Approved (recorded) but not forwarded in time.
-                    await _end_approved(state, held, "approval timed out while forwarding")
-                raise Problem(
-                    UpstreamTimeout,
-                    "the review decision exceeded the gateway's time limit; nothing was delivered",
-                    {"transfer_id": transfer_id, "state": transfer.state.value},
-                ) from None
+            async with _deciding(state, transfer_id) as held:
+                if held.transfer.sender == officer:
+                    raise Forbidden("a sender cannot decide its own transfer; another officer must")
+                return await _decide(state, held, verb, decided_by)
     finally:
         if task is not None:
             state.tasks.discard(task)
-        if held.transfer.state is State.HELD:
-            state.held[transfer_id] = held  # not decided: still open for review
-        await published(state, transfer_id)
+
+
+async def _decide(state: EgressState, held: Held, verb: str, by: _DecidedBy) -> web.StreamResponse:
+    """Reject, approve (once of two, for four eyes) or approve and forward."""
+    transfer = held.transfer
+    # An approval forwards: bounded like a transfer, so a stalled twin
+    # cannot keep the officer (and a slot at shutdown) waiting forever.
+    try:
+        async with asyncio.timeout(state.config.total_timeout):
+            if verb == "reject":
+                return await _reject(state, held, by)
+            if len(held.approvals) + 1 < _approvals_needed(held):
+                return await _first_approval(state, held, by)
+            if any(by.officer == officer for officer, _, _ in held.approvals):
+                raise Conflict(
+                    "this review needs approvals by two different officers; you approved it already"
+                )
+            return await _approve(state, held, by)
+    except TimeoutError:
+        if transfer.state is not State.HELD and not transfer.state.final:
+            # Approved (recorded) but not forwarded in time.
+            await _end_approved(state, held, "approval timed out while forwarding")
+        raise Problem(
+            UpstreamTimeout,
+            "the review decision exceeded the gateway's time limit; nothing was delivered",
+            {"transfer_id": transfer.id, "state": transfer.state.value},
+        ) from None
 
 
 def _approvals_needed(held: Held) -> int:
@@ -928,6 +1165,12 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
     it was decided already. Either way its spool is deleted, not restored.
     Metadata an older version held in clear is sealed to the spool key here
     (:meth:`~gateway.server.spool.SpoolDir.held_parts`).
+
+    With a shared directory another replica may have decided, or be
+    deciding, a review this one held: the directory says so, and such a
+    review is neither restored nor swept here (:func:`_restore_in_park`).
+    The claims this replica held when it stopped are settled too
+    (:func:`settle_claims`).
     """
     restored = 0
     for transfer_id in state.spool.held_ids():
@@ -935,6 +1178,8 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             state.spool.held_parts, transfer_id, state.spool_identity
         )
         records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
+        if _park_wide(state) and not await _restore_in_park(state, transfer_id, meta, records):
+            continue
         last = records[-1] if records else {}
         if last.get("event") != "review":
             if last.get("event") == "approved":
@@ -942,55 +1187,187 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             await asyncio.to_thread(state.spool.release, transfer_id)
             log.warning("held_review_swept", transfer_id=transfer_id, last=last.get("event"))
             continue
-        route = policy.routes.get(meta["route"]) if policy is not None else None
-        sender = policy.senders.get(meta["sender"]) if policy is not None else None
-        if route is None or sender is None:
+        held = _held_from_meta(transfer_id, path, meta, policy, _recorded_approvals(records))
+        if held is None:
             log.warning("held_review_unroutable", transfer_id=transfer_id)
             continue
-        transfer = Transfer(
-            id=transfer_id,
-            route=meta["route"],
-            path=meta["path"],
-            sender=meta["sender"],
-            organisation=meta["organisation"],
-            state=State.HELD,
-            created_at=float(meta["created_at"]),
-            # Held by an older version (no flag): the name was never judged here, withhold it.
-            name_clean=meta.get("name_clean") is True,
-            justification=_text_or_none(meta.get("justification")),
-        )
-        decision = meta["decision"]
-        summary_json = meta["summary"]
-        transfer.verdict = {
-            "transfer_id": transfer_id,
-            "decision": "review",
-            "rule": decision["rule"],
-            "labels": summary_json.get("labels", {}),
-            "subjects": summary_json.get("subjects", 0),
-            "bytes": summary_json.get("bytes", 0),
-            "sha256": summary_json.get("sha256"),
-            "policy_version": decision["policy_version"],
-            "reason": decision["reason"],
-        }
-        info = SpoolInfo(path, b"", int(meta["plaintext_bytes"]), int(meta["payload_bytes"]))
-        digests = {
-            c: frozenset(bytes.fromhex(h) for h in values)
-            for c, values in meta.get("digests", {}).items()
-        }
-        state.held[transfer_id] = Held(
-            transfer=transfer,
-            context=TransferContext(route, sender),
-            direction=route.direction,
-            decision=decision,
-            summary=None,
-            digests=digests,
-            info=info,
-            encrypt=decision.get("encrypt") or route.encrypt,
-            approvals=_recorded_approvals(records),
-        )
-        state.remember(transfer)
+        state.held[transfer_id] = held
+        state.remember(held.transfer)
         restored += 1
+    if _park_wide(state):
+        await settle_claims(state)
     return restored
+
+
+#: States of a transfer in the directory that say nothing more will read its held files.
+_FINAL_STATES = frozenset({s.value for s in State if s.final} | {"rejected", "blocked"})
+
+
+async def _restore_in_park(
+    state: EgressState, transfer_id: str, meta: Mapping[str, Any], records: list[dict[str, Any]]
+) -> bool:
+    """Whether this replica's own audit records decide what becomes of a review it held.
+
+    False when the directory shows another replica deciding it (its claim),
+    or deciding it after this one (the decision's records are in that
+    replica's log; once final, nothing reads the files, so they go), or
+    when it is still open: it stays in memory here only when this replica
+    holds it, and is decidable from anywhere either way.
+    """
+    try:
+        entry = await state.services.directory.find_transfer(transfer_id)
+    except GatewayError as exc:
+        log.warning("transfer_directory_unavailable", error=exc.title)
+        return True  # this replica's audit log alone, as a single gateway
+    if entry is None:
+        return True
+    me = _instance(state)
+    ours = records[-1].get("event") if records else None
+    if entry.status.get("state") == "review":
+        if ours != "review" and ours is not None:
+            return True  # decided here, the directory a step behind: settle from our log
+        claimed_elsewhere = entry.claimed_by is not None and entry.claimed_by != me
+        if claimed_elsewhere:
+            return False
+        if entry.approvals:
+            # The park's approvals (another replica may have added one).
+            records.extend(
+                {"event": "review", **approval}
+                for approval in entry.approvals
+                if approval.get("officer") not in {r.get("officer") for r in records}
+            )
+        return True
+    if entry.instance == me:
+        return True  # our records are the latest: settle from them
+    if entry.status.get("state") in _FINAL_STATES:
+        await asyncio.to_thread(state.spool.release, transfer_id)
+        log.info("held_review_swept", transfer_id=transfer_id, decided_by=entry.instance)
+    del meta
+    return False
+
+
+async def settle_claims(state: EgressState) -> int:
+    """Settle the claims this replica held on reviews when it stopped; how many.
+
+    A replica that died deciding a review another replica held left its
+    claim: if its audit log shows the approval recorded, the transfer ends
+    ``failed`` (its subjects are counted; approving it again would count
+    them twice); a decision recorded but not yet in the directory is
+    published; otherwise the claim is given up and the review stays open.
+    """
+    try:
+        claims = await state.services.directory.claims_of(_instance(state), ("review",))
+    except GatewayError as exc:
+        log.warning("transfer_directory_unavailable", error=exc.title)
+        return 0
+    for entry in claims:
+        transfer_id = entry.transfer_id
+        records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
+        last = records[-1] if records else {}
+        event = last.get("event")
+        if event == "approved":
+            meta = await asyncio.to_thread(_held_meta_or_status, state, transfer_id, entry)
+            await _fail_interrupted(state, meta, last)
+            await asyncio.to_thread(state.spool.release, transfer_id)
+        elif event in _FINAL_STATES:
+            await _republish(state, entry, records)
+            await asyncio.to_thread(state.spool.release, transfer_id)
+        await _release_claim(state, transfer_id, None)
+        await published(state, transfer_id)
+        log.warning("review_claim_settled", transfer_id=transfer_id, last=event)
+    return len(claims)
+
+
+def _held_meta_or_status(
+    state: EgressState, transfer_id: str, entry: TransferEntry
+) -> dict[str, Any]:
+    """What ending an interrupted approval needs: the held metadata, else the status."""
+    try:
+        return state.spool.held_parts(transfer_id, state.spool_identity)[2]
+    except (OSError, AgeError):
+        status = entry.status
+        history = status.get("history") or [{}]
+        return {
+            "transfer_id": transfer_id,
+            "route": status.get("route", ""),
+            "path": status.get("path", ""),
+            "sender": entry.sender,
+            "organisation": status.get("organisation", ""),
+            "created_at": history[0].get("at", time.time()),
+        }
+
+
+async def _republish(
+    state: EgressState, entry: TransferEntry, records: list[dict[str, Any]]
+) -> None:
+    """Publish the decision this replica recorded but the directory missed."""
+    last = records[-1]
+    status = dict(entry.status)
+    status["state"] = last.get("event")
+    history = list(status.get("history") or [])
+    history += [{"state": r.get("event"), "at": r.get("time")} for r in records[-1:]]
+    status["history"] = history
+    found = await state.audit.find(entry.transfer_id)
+    seq = found[-1].index if found else 0
+    with contextlib.suppress(GatewayError):
+        await state.services.directory.publish_transfer(
+            TransferEntry(entry.transfer_id, _instance(state), entry.sender, status), seq
+        )
+
+
+def _held_from_meta(
+    transfer_id: str,
+    path: Path,
+    meta: Mapping[str, Any],
+    policy: CompiledPolicy | None,
+    approvals: list[tuple[str, str, str | None]],
+) -> Held | None:
+    """A held review from its metadata (None: its route or sender is not in ``policy``)."""
+    route = policy.routes.get(meta["route"]) if policy is not None else None
+    sender = policy.senders.get(meta["sender"]) if policy is not None else None
+    if route is None or sender is None:
+        return None
+    transfer = Transfer(
+        id=transfer_id,
+        route=meta["route"],
+        path=meta["path"],
+        sender=meta["sender"],
+        organisation=meta["organisation"],
+        state=State.HELD,
+        created_at=float(meta["created_at"]),
+        # Held by an older version (no flag): the name was never judged here, withhold it.
+        name_clean=meta.get("name_clean") is True,
+        justification=_text_or_none(meta.get("justification")),
+    )
+    decision = meta["decision"]
+    summary_json = meta["summary"]
+    transfer.verdict = {
+        "transfer_id": transfer_id,
+        "decision": "review",
+        "rule": decision["rule"],
+        "labels": summary_json.get("labels", {}),
+        "subjects": summary_json.get("subjects", 0),
+        "bytes": summary_json.get("bytes", 0),
+        "sha256": summary_json.get("sha256"),
+        "policy_version": decision["policy_version"],
+        "reason": decision["reason"],
+    }
+    info = SpoolInfo(path, b"", int(meta["plaintext_bytes"]), int(meta["payload_bytes"]))
+    digests = {
+        c: frozenset(bytes.fromhex(h) for h in values)
+        for c, values in meta.get("digests", {}).items()
+    }
+    return Held(
+        transfer=transfer,
+        context=TransferContext(route, sender),
+        direction=route.direction,
+        decision=decision,
+        summary=None,
+        digests=digests,
+        info=info,
+        encrypt=decision.get("encrypt") or route.encrypt,
+        approvals=approvals,
+    )
 
 
 def _recorded_approvals(records: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:

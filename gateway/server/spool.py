@@ -40,6 +40,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -273,15 +274,30 @@ def _decrypt_blocks(blocks: Iterator[bytes], file_key: bytes) -> Iterator[bytes]
 class SpoolDir:
     """The spool directory: transient spools at the top, held reviews under ``held/``.
 
+    Replicas of a park keep their held reviews on a shared volume instead
+    (``held_root``), each in its own subdirectory: any replica then finds a
+    review another one held (:meth:`locate`) and may decide it.
+
     Args:
         root: the directory (created mode 0700 when missing).
         min_free_bytes: refuse new spools below this much free space.
+        held_root: the park's shared directory of held reviews, if any.
+        instance: this replica's name: its subdirectory of ``held_root``.
     """
 
-    def __init__(self, root: Path, min_free_bytes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        min_free_bytes: int,
+        *,
+        held_root: Path | None = None,
+        instance: str = "",
+    ) -> None:
         self.root = root
-        self.held = root / _HELD_DIR
+        self.held_root = held_root
+        self.held = root / _HELD_DIR if held_root is None else held_root / instance
         self.min_free_bytes = min_free_bytes
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.held.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def sweep(self) -> int:
@@ -355,21 +371,35 @@ class SpoolDir:
         else:
             with info.path.open("rb") as f:
                 os.fsync(f.fileno())
-            os.replace(info.path, target)
+            try:
+                os.replace(info.path, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # The shared held directory is another mount than the spool.
+                _copy_durable(info.path, target)
+                info.path.unlink()
         _fsync_dir(self.held)
         return SpoolInfo(target, info.file_key, info.plaintext_bytes, info.payload_bytes)
 
     def is_held(self, transfer_id: str) -> bool:
-        """Whether a complete held review exists for ``transfer_id``."""
+        """Whether a complete held review of this gateway exists for ``transfer_id``."""
+        return _complete(self.held, transfer_id)
 
-        def has(suffix: str) -> bool:
-            return (self.held / (transfer_id + suffix)).is_file()
-
-        return (
-            has(_PAYLOAD_SUFFIX)
-            and has(_HEADER_SUFFIX)
-            and (has(_META_SUFFIX) or has(_LEGACY_META_SUFFIX))
-        )
+    def locate(self, transfer_id: str) -> Path | None:
+        """The directory holding a complete held review of ``transfer_id``: this
+        gateway's own, or another replica's under the shared ``held_root``."""
+        if _TRANSFER_FILE.fullmatch(transfer_id) is None:
+            return None
+        if _complete(self.held, transfer_id):
+            return self.held
+        if self.held_root is None:
+            return None
+        with contextlib.suppress(OSError):
+            for directory in sorted(self.held_root.iterdir()):
+                if directory.is_dir() and _complete(directory, transfer_id):
+                    return directory
+        return None
 
     def held_ids(self) -> list[str]:
         """Transfer ids of complete held reviews (for restoring after a restart)."""
@@ -398,27 +428,63 @@ class SpoolDir:
             gateway.crypto.errors.AgeError: the metadata is not sealed to
                 ``identity``, or was altered.
         """
-        header = (self.held / (transfer_id + _HEADER_SUFFIX)).read_bytes()
-        sealed = self.held / (transfer_id + _META_SUFFIX)
-        legacy = self.held / (transfer_id + _LEGACY_META_SUFFIX)
+        held = self.locate(transfer_id) or self.held
+        header = (held / (transfer_id + _HEADER_SUFFIX)).read_bytes()
+        sealed = held / (transfer_id + _META_SUFFIX)
+        legacy = held / (transfer_id + _LEGACY_META_SUFFIX)
         if sealed.is_file():
             meta = _open_meta(sealed.read_bytes(), identity)
             if legacy.exists():  # a crash came between sealing and deleting it
                 legacy.unlink()
-                _fsync_dir(self.held)
+                _fsync_dir(held)
         else:
             meta = json.loads(legacy.read_text("utf-8"))
             _write_durable(sealed, _seal_meta(meta, identity.recipient))
             legacy.unlink()
-            _fsync_dir(self.held)
-        return self.held / (transfer_id + _PAYLOAD_SUFFIX), header, meta
+            _fsync_dir(held)
+        return held / (transfer_id + _PAYLOAD_SUFFIX), header, meta
 
     def release(self, transfer_id: str) -> None:
-        """Delete every file of ``transfer_id`` (transient or held); never raises."""
-        for directory in (self.root, self.held):
+        """Delete every file of ``transfer_id`` (transient, held here or by
+        another replica); never raises."""
+        directories = [self.root, self.held]
+        elsewhere = self.locate(transfer_id)
+        if elsewhere is not None and elsewhere != self.held:
+            directories.append(elsewhere)
+        for directory in directories:
+            # The payload first: without it the rest is no held review any more.
             for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX, _LEGACY_META_SUFFIX):
                 with contextlib.suppress(OSError):
                     (directory / (transfer_id + suffix)).unlink()
+
+
+#: What a transfer id may look like in a file name (nothing that walks paths).
+_TRANSFER_FILE = re.compile(r"t_[A-Za-z0-9_]{1,64}")
+
+
+def _complete(directory: Path, transfer_id: str) -> bool:
+    """Whether ``directory`` holds the payload, header and metadata of a held review."""
+
+    def has(suffix: str) -> bool:
+        return (directory / (transfer_id + suffix)).is_file()
+
+    return (
+        has(_PAYLOAD_SUFFIX)
+        and has(_HEADER_SUFFIX)
+        and (has(_META_SUFFIX) or has(_LEGACY_META_SUFFIX))
+    )
+
+
+def _copy_durable(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a synced temporary file."""
+    tmp = target.with_name(target.name + _TMP_SUFFIX)
+    with source.open("rb") as src:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, READ_SIZE)
+            dst.flush()
+            os.fsync(dst.fileno())
+    os.replace(tmp, target)
 
 
 def _seal_meta(meta: dict[str, Any], recipient: Recipient) -> bytes:

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.ledger import LedgerUnavailable, PostgresLedger, open_ledger
+from gateway.ledger.base import TransferEntry
 from gateway.ledger.postgres import lock_key
 from tests.ledger.hammer import ORG, YEAR, expected_union, hammer
 from tests.ledger.pg import PG_URL, drop_schema, new_schema, require_pg
@@ -131,3 +132,53 @@ async def test_a_closed_ledger_fails_closed(schema: str) -> None:
     with pytest.raises(LedgerUnavailable, match="closed"):
         async with ledger.transaction(ORG, YEAR):
             pass
+
+
+def _held(transfer_id: str, instance: str) -> TransferEntry:
+    history = [{"state": "review", "at": 1.0}]
+    status = {"transfer_id": transfer_id, "state": "review", "history": history}
+    return TransferEntry(transfer_id, instance, "hk-research", status)
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_one_replica_at_a_time_claims_an_open_review(schema: str) -> None:
+    """Claims are atomic across replicas (two pools, as two processes would be),
+    end with their lease or their release, carry the approvals, and only open
+    reviews are claimed."""
+    a = await PostgresLedger(PG_URL, schema=schema).open()
+    b = await PostgresLedger(PG_URL, schema=schema).open()
+    try:
+        await a.publish_transfer(_held("t_1", "hk-0"), 1)
+        results = await asyncio.gather(
+            *(ledger.claim_review("t_1", name, 60) for ledger, name in ((a, "hk-0"), (b, "hk-1")))
+        )
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        winner = "hk-0" if results[0] is not None else "hk-1"
+        loser_ledger, loser = (b, "hk-1") if winner == "hk-0" else (a, "hk-0")
+        assert winners[0].claimed_by == winner
+        assert await loser_ledger.claim_review("t_1", loser, 60) is None
+        assert [e.transfer_id for e in await a.claims_of(winner, ("review",))] == ["t_1"]
+        # Released with a first approval: the other replica claims it and sees it.
+        approval = {"officer": "chan.tai-man", "comment": "fine", "reference": None}
+        await loser_ledger.release_review("t_1", loser, [approval])  # not its claim: no effect
+        assert await loser_ledger.claim_review("t_1", loser, 60) is None
+        await a.release_review("t_1", winner, [approval])
+        taken = await loser_ledger.claim_review("t_1", loser, 0.2)
+        assert taken is not None
+        assert taken.approvals == (approval,)
+        # A lease that ran out (its replica died deciding) is claimed by another.
+        await asyncio.sleep(0.5)
+        again = await a.claim_review("t_1", "hk-2", 60)
+        assert again is not None
+        assert again.claimed_by == "hk-2"
+        # Decided: nobody claims it any more.
+        decided = _held("t_1", "hk-2")
+        decided.status["state"] = "rejected"
+        await a.publish_transfer(decided, 2)
+        assert await b.claim_review("t_1", "hk-3", 60) is None
+        assert await a.claims_of("hk-2", ("review",)) == []
+        assert await a.claim_review("t_unknown", "hk-0", 60) is None
+    finally:
+        await a.close()
+        await b.close()

@@ -328,7 +328,8 @@ def replica_settings(
 ) -> GatewaySettings:
     """One replica of the HK park: its own instance name, audit log (origin
     ``hk.test/audit/<instance>``, the park's one signing key), witness store
-    and spool; everything else as :func:`hk_settings`."""
+    and spool; held reviews in the park's shared ``held/`` (each replica's
+    in its own subdirectory); everything else as :func:`hk_settings`."""
     base = hk_settings(root, pki, root / "policies", ledger_url)
     assert base.egress is not None
     return base.model_copy(
@@ -341,7 +342,7 @@ def replica_settings(
             ),
             "witness_dir": root / instance / "witness",
             "egress": base.egress.model_copy(
-                update={"spool_dir": root / instance / "spool", **egress}
+                update={"spool_dir": root / instance / "spool", "held_dir": root / "held", **egress}
             ),
         }
     )

@@ -21,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from gateway.audit.note import NoteVerifier
 from gateway.audit.verify import verify_log
+from gateway.ledger import PostgresLedger
+from gateway.server.egress import EGRESS, republish
 from gateway.server.runner import RunningGateway
-from tests.ledger.pg import drop_schema, new_schema, require_pg
+from tests.ledger.pg import PG_URL, drop_schema, new_schema, require_pg
 from tests.server.conftest import (
+    NAMED_OFFICER_TOKEN,
     OFFICER_TOKEN,
     RESEARCH_TOKEN,
     Parks,
@@ -39,13 +43,16 @@ from tests.server.test_egress import CLEAN, personal_csv
 
 SENDER = {"Authorization": f"Bearer {RESEARCH_TOKEN}"}
 INSTANCES = ("hk-0", "hk-1")
-#: The balancer's health checks: a replica that stops answering leaves the pool fast.
+#: The balancer's health checks: a replica that stops answering leaves the pool
+#: within a second; a check slowed by a busy machine (2 s to answer, three misses)
+#: does not take a healthy one out.
 HAPROXY_CONFIG = """\
 defaults
     mode http
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    timeout check 2s
 frontend park
     bind 127.0.0.1:{port}
     default_backend replicas
@@ -75,7 +82,7 @@ def free_port() -> int:
 async def balancer(tmp_path: Path, replicas: list[RunningGateway]) -> AsyncIterator[str]:
     port = free_port()
     servers = "\n".join(
-        f"    server {name} {gw.egress_url.removeprefix('http://')} check inter 200ms fall 1 rise 1"
+        f"    server {name} {gw.egress_url.removeprefix('http://')} check inter 200ms fall 3 rise 1"
         for name, gw in zip(INSTANCES, replicas, strict=True)
         if gw.egress_url is not None
     )
@@ -247,3 +254,204 @@ async def test_every_replica_shows_the_park_s_review_queue(tmp_path: Path, pki: 
         for replica in replicas:
             page = await queue(replica)
             assert [r["transfer_id"] for r in page["reviews"]] == [t for t in held if t != first]
+
+
+async def test_any_replica_decides_any_review_even_when_its_replica_is_gone(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Reviews held on one replica are approved and rejected through the balancer
+    on whichever replica answers; two officers racing on two replicas decide it
+    once; four-eyes approvals given on different replicas count together; a
+    review whose replica was stopped is approved on the survivor; a restarted
+    replica does not bring back a review decided elsewhere."""
+    officer = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+    chan = {"Authorization": f"Bearer {NAMED_OFFICER_TOKEN}"}
+    async with (
+        park_replicas(tmp_path, pki) as (parks, replicas),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        )
+        url = await stack.enter_async_context(balancer(tmp_path, replicas))
+
+        async def hold(replica: RunningGateway, name: str) -> str:
+            put = f"{replica.egress_url}/v1/transfers/sz-review/{name}"
+            async with session.put(
+                put, data=CLEAN[:2500] + name.encode(), headers=SENDER
+            ) as response:
+                body = await response.json(content_type=None)
+                assert response.status == 202, body
+            return str(body["transfer_id"])
+
+        async def decide(
+            base: str | None, transfer_id: str, verb: str, who: dict[str, str] = officer
+        ) -> tuple[int, dict[str, Any], str]:
+            post = f"{base}/v1/reviews/{transfer_id}/{verb}"
+            async with session.post(post, json={"comment": f"{verb} it"}, headers=who) as response:
+                body = await response.json(content_type=None)
+                return response.status, body, response.headers["X-Gateway-Instance"]
+
+        async def state_everywhere(transfer_id: str) -> set[str]:
+            seen = set()
+            for replica in replicas:
+                status, body = await get(
+                    session, f"{replica.egress_url}/v1/transfers/{transfer_id}"
+                )
+                assert status == 200, body
+                seen.add(body["state"])
+            return seen
+
+        held_dir = tmp_path / "held"
+        first, second = replicas
+        # Through the balancer, decisions land on both replicas; each is decided
+        # whichever replica holds it.
+        on_first = [await hold(first, f"a{n}.csv") for n in range(3)]
+        on_second = [await hold(second, f"b{n}.csv") for n in range(3)]
+        deciders = set()
+        for number, transfer_id in enumerate(on_first + on_second):
+            verb = "approve" if number % 2 else "reject"
+            status, body, by = await decide(url, transfer_id, verb)
+            assert status == (201 if verb == "approve" else 200), body
+            deciders.add(by)
+            final = "delivered" if verb == "approve" else "rejected"
+            assert await state_everywhere(transfer_id) == {final}
+            # Decided once for the park: again on either replica is refused.
+            for replica in replicas:
+                again, _, _ = await decide(replica.egress_url, transfer_id, "approve")
+                assert again == 404
+        assert deciders == set(INSTANCES)
+        assert not [p for p in held_dir.rglob("*") if p.is_file()]  # every held file went
+        delivered = parks.inbox_files("sz-review")
+        assert sorted(delivered) == sorted(f"{p}{n}.csv" for p, n in (("a", 1), ("b", 0), ("b", 2)))
+        # Two officers on two replicas at once: one decision, not two.
+        raced = await hold(first, "race.csv")
+        results = await asyncio.gather(
+            decide(first.egress_url, raced, "approve"),
+            decide(second.egress_url, raced, "reject", chan),
+        )
+        codes = sorted(code for code, _, _ in results)
+        assert codes[0] in (200, 201), results
+        assert codes[1] in (404, 409), results
+        assert len(await state_everywhere(raced)) == 1
+        # Four eyes across replicas: the first approval is given on one replica,
+        # the same officer is refused the second on the other, another officer's counts.
+        reason = "    reason: Transfers on this route are checked by a compliance officer.\n"
+        policy_file = tmp_path / "policies" / "policy.yaml"
+        policy_file.write_text(
+            policy_file.read_text().replace(reason, reason + "    approvals: 2\n")
+        )
+        from gateway.server.app import reload_policy
+
+        for replica in replicas:
+            assert replica.egress_app is not None
+            assert (await reload_policy(replica.egress_app)).ok
+        four_eyes = await hold(second, "four-eyes.csv")
+        status, body, _ = await decide(first.egress_url, four_eyes, "approve")
+        assert (status, body["approvals"]) == (202, "1 of 2"), body
+        status, body, _ = await decide(second.egress_url, four_eyes, "approve")
+        assert status == 409, body
+        status, body, _ = await decide(second.egress_url, four_eyes, "approve", chan)
+        assert status == 201, body
+        assert await state_everywhere(four_eyes) == {"delivered"}
+        # The replica holding a review stops; the survivor approves it (four eyes, still).
+        orphan = await hold(first, "orphan.csv")
+        rejected_elsewhere = await hold(first, "rejected-elsewhere.csv")
+        status, _, _ = await decide(second.egress_url, rejected_elsewhere, "reject")
+        assert status == 200
+        await first.drain(1)
+        for runner in reversed(first.runners):
+            await runner.cleanup()
+        await first.services.audit.close()  # as the process's exit would
+        status, body, by = await decide(second.egress_url, orphan, "approve")
+        assert (status, by) == (202, "hk-1"), body
+        status, body, by = await decide(second.egress_url, orphan, "approve", chan)
+        assert (status, by) == (201, "hk-1"), body
+        assert "orphan.csv" in parks.inbox_files("sz-review")
+        # Restarted, the first replica holds neither (both were decided on the other).
+        settings = replica_settings(tmp_path, pki, "hk-0", first.services.settings.ledger_url)
+        restarted = await stack.enter_async_context(running(settings, drain_seconds=2))
+        page_url = f"{restarted.egress_url}/v1/reviews?state=pending"
+        async with session.get(page_url, headers=officer) as response:
+            page = await response.json(content_type=None)
+        assert page["total"] == 0, page
+        egress = restarted.egress_app
+        assert egress is not None
+        assert egress[EGRESS].held == {}
+        status, body = await get(session, f"{restarted.egress_url}/v1/transfers/{orphan}")
+        assert (status, body["state"], body["instance"]) == (200, "delivered", "hk-1")
+        log_key = parks.hk.services.signer.verifier
+    for instance in INSTANCES:
+        verifier = NoteVerifier.from_public_key(f"hk.test/audit/{instance}", log_key.public_key)
+        result = verify_log(tmp_path / instance / "audit", [verifier])
+        assert result.ok, result.problems
+
+
+async def test_a_claim_left_by_a_replica_that_died_deciding_is_settled_when_it_returns(
+    tmp_path: Path, pki: Path
+) -> None:
+    """A replica stopped while it held the claim on another replica's review: the
+    review is refused elsewhere (409, naming it) rather than decided twice, and
+    once that replica is back, its start-up gives the claim up (nothing of the
+    decision was recorded) and the review is decided on the holder."""
+    officer = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
+    async with (
+        park_replicas(tmp_path, pki) as (parks, (holder, claimer)),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        put = f"{holder.egress_url}/v1/transfers/sz-review/claimed.csv"
+        async with session.put(put, data=CLEAN[:2000], headers=SENDER) as response:
+            transfer_id = (await response.json(content_type=None))["transfer_id"]
+        assert await claimer.services.directory.claim_review(transfer_id, "hk-1", 600) is not None
+        await claimer.drain(1)
+        for runner in reversed(claimer.runners):
+            await runner.cleanup()
+        await claimer.services.audit.close()
+        approve = f"{holder.egress_url}/v1/reviews/{transfer_id}/approve"
+        async with session.post(approve, json={"comment": "ok"}, headers=officer) as response:
+            body = await response.json(content_type=None)
+            assert response.status == 409, body
+            assert "hk-1" in body["detail"]
+        settings = replica_settings(tmp_path, pki, "hk-1", claimer.services.settings.ledger_url)
+        await stack.enter_async_context(running(settings, drain_seconds=2))
+        async with session.post(approve, json={"comment": "ok"}, headers=officer) as response:
+            assert response.status == 201, await response.text()
+        assert "claimed.csv" in parks.inbox_files("sz-review")
+
+
+async def test_a_state_the_directory_missed_reaches_it_once_the_directory_is_back(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The transfers table goes away while a transfer is pushed (an outage of the
+    directory alone): the transfer is delivered all the same, its state waits on
+    the replica that handled it, and reaches the other replica once retried."""
+    async with (
+        park_replicas(tmp_path, pki) as (_, (first, second)),
+        aiohttp.ClientSession() as session,
+    ):
+        assert first.egress_app is not None
+        state = first.egress_app[EGRESS]
+        directory = first.services.directory
+        assert isinstance(directory, PostgresLedger)
+        schema = directory.schema
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f"ALTER TABLE {schema}.transfers RENAME TO transfers_away")
+            try:
+                put = f"{first.egress_url}/v1/transfers/sz-lab/while-down.csv"
+                async with session.put(put, data=CLEAN[:3000], headers=SENDER) as response:
+                    body = await response.json(content_type=None)
+                    assert response.status == 201, body
+            finally:
+                await conn.execute(f"ALTER TABLE {schema}.transfers_away RENAME TO transfers")
+        finally:
+            await conn.close()
+        transfer_id = body["transfer_id"]
+        assert transfer_id in state.unpublished
+        status, _ = await get(session, f"{second.egress_url}/v1/transfers/{transfer_id}")
+        assert status == 404  # the other replica has not heard of it yet
+        assert await republish(state) == 1
+        assert not state.unpublished
+        status, seen = await get(session, f"{second.egress_url}/v1/transfers/{transfer_id}")
+        assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")

@@ -214,3 +214,54 @@ def test_plaintext_metadata_of_an_older_version_is_restored_then_sealed(tmp_path
     assert not (spool.held / "t_named.json").exists()
     spool.release("t_named")
     assert list(spool.held.iterdir()) == []
+
+
+def test_replicas_find_each_other_s_held_reviews_under_a_shared_root(tmp_path: Path) -> None:
+    """Each replica holds under ``<held_root>/<instance>``; another finds, reads and
+    releases it there, and its own sweep never touches another replica's."""
+    identity = X25519Identity.generate()
+    root = tmp_path / "held"
+    first = SpoolDir(tmp_path / "a", 0, held_root=root, instance="hk-0")
+    second = SpoolDir(tmp_path / "b", 0, held_root=root, instance="hk-1")
+    writer = first.new_writer("t_shared")
+    writer.write(b"x" * 100_000)
+    info = writer.finish()
+    header = build_header(info.file_key, [identity.recipient])
+    held = first.hold(info, header, {"transfer_id": "t_shared"}, identity.recipient)
+    assert held.path.parent == root / "hk-0"
+    assert second.held_ids() == []  # not its own
+    assert second.locate("t_shared") == root / "hk-0"
+    assert second.locate("t_missing") is None
+    assert second.locate("../hk-0/t_shared") is None  # no path walking
+    path, _, meta = second.held_parts("t_shared", identity)
+    assert (path, meta) == (held.path, {"transfer_id": "t_shared"})
+    assert second.sweep() == 0
+    assert first.is_held("t_shared")
+    second.release("t_shared")
+    assert not first.is_held("t_shared")
+    assert list((root / "hk-0").iterdir()) == []
+
+
+def test_a_held_directory_on_another_file_system_is_written_by_copying(tmp_path: Path) -> None:
+    """rename(2) cannot cross file systems (EXDEV): the spool is copied, synced, then deleted."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's directory")
+    root = shm / f"hksz-held-{os.getpid()}-{tmp_path.name}"
+    try:
+        spool = SpoolDir(tmp_path, 0, held_root=root, instance="hk-0")
+        writer = spool.new_writer("t_far")
+        data = os.urandom(300_000)
+        writer.write(data)
+        info = writer.finish()
+        identity = X25519Identity.generate()
+        header = build_header(info.file_key, [identity.recipient])
+        held = spool.hold(info, header, {}, identity.recipient)
+        assert held.path == root / "hk-0" / "t_far.payload"
+        assert not info.path.exists()
+        assert b"".join(iter_plaintext(held.path, info.file_key)) == data
+        assert [p.name for p in held.path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
