@@ -58,7 +58,7 @@ frontend park
     default_backend replicas
 backend replicas
     balance roundrobin
-    option httpchk GET /healthz
+    option httpchk GET {check}
 {servers}
 """
 
@@ -79,7 +79,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def balancer(tmp_path: Path, replicas: list[RunningGateway]) -> AsyncIterator[str]:
+async def balancer(
+    tmp_path: Path, replicas: list[RunningGateway], check: str = "/healthz"
+) -> AsyncIterator[str]:
     port = free_port()
     servers = "\n".join(
         f"    server {name} {gw.egress_url.removeprefix('http://')} check inter 200ms fall 3 rise 1"
@@ -87,7 +89,7 @@ async def balancer(tmp_path: Path, replicas: list[RunningGateway]) -> AsyncItera
         if gw.egress_url is not None
     )
     config = tmp_path / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers, check=check))
     process = subprocess.Popen(  # noqa: ASYNC220 - a child for the whole test
         [haproxy(), "-f", str(config), "-db"],
         stdout=subprocess.DEVNULL,
@@ -455,3 +457,71 @@ async def test_a_state_the_directory_missed_reaches_it_once_the_directory_is_bac
         assert not state.unpublished
         status, seen = await get(session, f"{second.egress_url}/v1/transfers/{transfer_id}")
         assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")
+
+
+async def test_a_rolling_restart_loses_no_transfer(tmp_path: Path, pki: Path) -> None:
+    """A rollout as Kubernetes does it, behind the balancer (which checks /readyz, as
+    a readiness probe does): one replica is told to stop while a slow upload runs
+    on it. It turns unready at once and leaves the pool; the upload in flight
+    finishes and is delivered; every push through the balancer meanwhile lands on
+    the other replica; the stopped replica comes back and continues its own log."""
+    async with (
+        park_replicas(tmp_path, pki) as (parks, (leaving, staying)),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        )
+        url = await stack.enter_async_context(
+            balancer(tmp_path, [leaving, staying], check="/readyz")
+        )
+        started = asyncio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            for piece in range(10):
+                yield CLEAN[piece * 300 : (piece + 1) * 300]
+                started.set()
+                await asyncio.sleep(0.2)
+
+        async def slow_push() -> tuple[int, dict[str, Any]]:
+            put = f"{leaving.egress_url}/v1/transfers/sz-lab/in-flight.csv"
+            async with session.put(put, data=slow_body(), headers=SENDER) as response:
+                return response.status, await response.json(content_type=None)
+
+        upload = asyncio.create_task(slow_push())
+        await started.wait()
+        assert leaving.egress_app is not None
+        state = leaving.egress_app[EGRESS]
+        async with asyncio.timeout(5):
+            while not state.inflight:  # its handler runs: the transfer is in flight
+                await asyncio.sleep(0.01)
+        draining = asyncio.create_task(leaving.drain(30))
+        ready = f"{leaving.egress_url}/readyz"
+        async with session.get(ready) as response:
+            assert response.status == 503  # unready at once: the balancer stops sending
+        await asyncio.sleep(1.0)  # three failed checks: out of the pool
+        landed = set()
+        for number in range(6):
+            put = f"{url}/v1/transfers/sz-lab/during-{number}.csv"
+            async with session.put(put, data=CLEAN[:1500], headers=SENDER) as response:
+                body = await response.json(content_type=None)
+                assert response.status == 201, body
+                landed.add(response.headers["X-Gateway-Instance"])
+        assert landed == {"hk-1"}
+        status, body = await upload
+        assert status == 201, body
+        assert await draining == 0  # nothing was cut
+        delivered = parks.inbox_files("sz-lab")
+        assert delivered["in-flight.csv"] == CLEAN[:3000]
+        assert all(f"during-{n}.csv" in delivered for n in range(6))
+        for runner in reversed(leaving.runners):
+            await runner.cleanup()
+        await leaving.services.audit.close()
+        settings = replica_settings(tmp_path, pki, "hk-0", leaving.services.settings.ledger_url)
+        back = await stack.enter_async_context(running(settings, drain_seconds=2))
+        status, seen = await get(session, f"{back.egress_url}/v1/transfers/{body['transfer_id']}")
+        assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")
+        log_key = parks.hk.services.signer.verifier
+    verifier = NoteVerifier.from_public_key("hk.test/audit/hk-0", log_key.public_key)
+    result = verify_log(tmp_path / "hk-0" / "audit", [verifier])
+    assert result.ok, result.problems
