@@ -2541,6 +2541,179 @@ static PyObject *mod_find_any(PyObject *Py_UNUSED(module), PyObject *const *args
     return PyLong_FromSsize_t(find_any((const uint8_t *)PyBytes_AS_STRING(args[0]), start, stop, set));
 }
 
+/* ---- digit windows: where the digit database can match (detectors.py, issue 17) ---- */
+
+/* Every match of the digit database holds a core (detectors.DIGIT_CORE_*): six
+ * digits in a row, or a digit, one separator (space or "-") and four digits. A
+ * core ends at t[5] when t[0..5] reads "dddddd" or "ds dddd" (d a digit, s a
+ * digit or a separator). Number-rich prose has numbers every few words but
+ * almost no core ("12.5 mg/L", "n = 248", "2019-2023"), so the database is
+ * scanned only around the cores, not over every byte. */
+#define DIGIT_CORE_RUN 6
+#define DIGIT_CORE_GROUP 4
+static const char DIGIT_CORE_SEPARATORS[] = " -";
+
+static inline int core_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+static inline int core_sep(uint8_t c) { return c == ' ' || c == '-'; }
+
+static inline int core_ends(const uint8_t *t) {
+    return core_digit(t[5]) && core_digit(t[4]) && core_digit(t[3]) && core_digit(t[2]) &&
+           (core_digit(t[1]) || core_sep(t[1])) && core_digit(t[0]);
+}
+
+/* Bits of the cores ending in a block: bit k set when a core ends at block[k]
+ * and all its bytes are in the block (k >= 5). */
+static inline uint64_t core_bits(uint64_t d, uint64_t s) {
+    return d & (d << 1) & (d << 2) & (d << 3) & ((d | s) << 4) & (d << 5);
+}
+
+static uint64_t core_mask64_scalar(const uint8_t *data) {
+    uint64_t d = 0, s = 0;
+    for (int k = 0; k < 64; k++) {
+        d |= (uint64_t)core_digit(data[k]) << k;
+        s |= (uint64_t)core_sep(data[k]) << k;
+    }
+    return core_bits(d, s);
+}
+
+#if defined(__SSE2__)
+static uint64_t core_mask64_sse2(const uint8_t *data) {
+    const __m128i below_0 = _mm_set1_epi8('0' - 1), above_9 = _mm_set1_epi8('9' + 1), space = _mm_set1_epi8(' '),
+                  dash = _mm_set1_epi8('-');
+    uint64_t d = 0, s = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(data + 16 * k));
+        /* Bytes from 0x80 are negative to these signed compares: never digits. */
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, below_0), _mm_cmplt_epi8(v, above_9));
+        __m128i sep = _mm_or_si128(_mm_cmpeq_epi8(v, space), _mm_cmpeq_epi8(v, dash));
+        d |= (uint64_t)(uint16_t)_mm_movemask_epi8(digit) << (16 * k);
+        s |= (uint64_t)(uint16_t)_mm_movemask_epi8(sep) << (16 * k);
+    }
+    return core_bits(d, s);
+}
+
+#if defined(HAVE_AVX2)
+__attribute__((target("avx2"))) static uint64_t core_mask64_avx2(const uint8_t *data) {
+    const __m256i below_0 = _mm256_set1_epi8('0' - 1), above_9 = _mm256_set1_epi8('9' + 1),
+                  space = _mm256_set1_epi8(' '), dash = _mm256_set1_epi8('-');
+    uint64_t d = 0, s = 0;
+    for (int k = 0; k < 2; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(data + 32 * k));
+        __m256i digit = _mm256_and_si256(_mm256_cmpgt_epi8(v, below_0), _mm256_cmpgt_epi8(above_9, v));
+        __m256i sep = _mm256_or_si256(_mm256_cmpeq_epi8(v, space), _mm256_cmpeq_epi8(v, dash));
+        d |= (uint64_t)(uint32_t)_mm256_movemask_epi8(digit) << (32 * k);
+        s |= (uint64_t)(uint32_t)_mm256_movemask_epi8(sep) << (32 * k);
+    }
+    return core_bits(d, s);
+}
+#endif
+#endif
+
+/* The mask in use: the widest the processor has (chosen at import). */
+static uint64_t (*core_mask64)(const uint8_t *) = core_mask64_scalar;
+
+/* The most bytes a digit_windows reach may be (the seam is copied to the stack). */
+#define DIGIT_REACH_MAX 512
+
+/* The windows being built: a flat list of [start, stop) pairs and the open one. */
+typedef struct {
+    PyObject *out;
+    Py_ssize_t a, b; /* the open window; none while a > b */
+} Windows;
+
+static int windows_flush(Windows *w) {
+    if (w->a > w->b) return 0;
+    PyObject *x = PyLong_FromSsize_t(w->a), *y = PyLong_FromSsize_t(w->b);
+    int failed = x == NULL || y == NULL || PyList_Append(w->out, x) < 0 || PyList_Append(w->out, y) < 0;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    w->a = 1;
+    w->b = 0;
+    return failed ? -1 : 0;
+}
+
+/* The window of a core ending at e, clipped to [lo, hi): merged with the open one
+ * when they overlap. */
+static int windows_add(Windows *w, Py_ssize_t e, Py_ssize_t reach, Py_ssize_t skip, Py_ssize_t lo,
+                       Py_ssize_t hi) {
+    Py_ssize_t a = e + 1 - reach, b = e + 1 + reach + skip;
+    if (a < lo) a = lo;
+    if (b > hi) b = hi;
+    if (w->a <= w->b && a <= w->b) {
+        if (b > w->b) w->b = b;
+        return 0;
+    }
+    if (windows_flush(w) < 0) return -1;
+    w->a = a;
+    w->b = b;
+    return 0;
+}
+
+static PyObject *mod_digit_windows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    /* digit_windows(data, tail, reach, skip) -> [a0, b0, a1, b1, ...]: windows of
+     * tail[-reach:] + data, sorted and apart, in offsets from data's start (a window
+     * may start up to reach bytes back in the tail), that hold every match of the
+     * digit database ending in data. A match holds a core and is at most reach
+     * bytes wide, so it lies in [e + 1 - reach, e + 1 + reach) of a core ending at
+     * e. Each core found gives [e + 1 - reach, e + 1 + reach + skip), clipped to the
+     * text, and the cores ending in the next skip bytes are not looked for: their
+     * windows are inside that one. (On dense numbers, such as a CSV of read
+     * counts, the search thus touches a fraction of the bytes.) */
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "digit_windows(data, tail, reach, skip)");
+        return NULL;
+    }
+    Py_ssize_t reach = PyLong_AsSsize_t(args[2]), skip = PyLong_AsSsize_t(args[3]);
+    if ((reach == -1 || skip == -1) && PyErr_Occurred()) return NULL;
+    if (reach < DIGIT_CORE_RUN || reach > DIGIT_REACH_MAX || skip < 0) {
+        PyErr_SetString(PyExc_ValueError, "digit_windows: reach out of range or skip negative");
+        return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), tail_n = PyBytes_GET_SIZE(args[1]);
+    Py_ssize_t t = tail_n < reach ? tail_n : reach;
+    Windows w = {PyList_New(0), 1, 0};
+    if (w.out == NULL) return NULL;
+    /* The seam: the tail's last t bytes and data's first five, where the cores that
+     * end before data[5] are (a match ending in data may hold no other core). */
+    uint8_t seam[DIGIT_REACH_MAX + DIGIT_CORE_RUN];
+    Py_ssize_t head = n < DIGIT_CORE_RUN - 1 ? n : DIGIT_CORE_RUN - 1;
+    memcpy(seam, PyBytes_AS_STRING(args[1]) + tail_n - t, (size_t)t);
+    memcpy(seam + t, data, (size_t)head);
+    Py_ssize_t pos = -t; /* the first core end still looked for */
+    for (Py_ssize_t k = DIGIT_CORE_RUN - 1; k < t + head; k++) {
+        Py_ssize_t e = k - t;
+        if (e < pos || !core_ends(seam + k - (DIGIT_CORE_RUN - 1))) continue;
+        if (windows_add(&w, e, reach, skip, -t, n) < 0) goto fail;
+        pos = e + skip + 1;
+    }
+    /* The rest of data, 59 core ends per 64-byte block (a core's six bytes in it). */
+    if (pos < DIGIT_CORE_RUN - 1) pos = DIGIT_CORE_RUN - 1;
+    while (pos < n) {
+        Py_ssize_t e = -1;
+        for (; n - (pos - (DIGIT_CORE_RUN - 1)) >= 64; pos += 64 - (DIGIT_CORE_RUN - 1)) {
+            uint64_t bits = core_mask64(data + pos - (DIGIT_CORE_RUN - 1));
+            if (bits) {
+                e = pos - (DIGIT_CORE_RUN - 1) + __builtin_ctzll(bits);
+                break;
+            }
+        }
+        if (e < 0) {
+            for (; pos < n && !core_ends(data + pos - (DIGIT_CORE_RUN - 1)); pos++) {
+            }
+            if (pos >= n) break;
+            e = pos;
+        }
+        if (windows_add(&w, e, reach, skip, -t, n) < 0) goto fail;
+        pos = e + skip + 1;
+    }
+    if (windows_flush(&w) < 0) goto fail;
+    return w.out;
+fail:
+    Py_DECREF(w.out);
+    return NULL;
+}
+
 /* Point the vector code at "avx2" or "sse2" (or leave it with NULL); 0 when the
  * processor or the build has no such code. */
 static int use_simd(const char *name) {
@@ -2557,6 +2730,7 @@ static int use_simd(const char *name) {
         alphabet_mask64 = alphabet_mask64_sse2;
         fold_skip = fold_skip_scalar;
         find_any = find_any_sse2;
+        core_mask64 = core_mask64_sse2;
         return 1;
     }
 #if defined(HAVE_AVX2)
@@ -2564,6 +2738,7 @@ static int use_simd(const char *name) {
         alphabet_mask64 = alphabet_mask64_avx2;
         fold_skip = fold_skip_avx2;
         find_any = find_any_avx2;
+        core_mask64 = core_mask64_avx2;
         return 1;
     }
 #endif
@@ -2597,8 +2772,12 @@ static PyMethodDef module_methods[] = {
      "alphabet_run(data, start, stop, run, digits, min_run, min_digits) -> (end, run, digits): "
      "where the next base64 or hex run is reported, as transforms.alphabet_run_py."},
     {"simd", mod_simd, METH_VARARGS,
-     "simd([name]) -> name: the vector code of the run search, the fold and find_any (avx2, sse2, none); "
+     "simd([name]) -> name: the vector code of the run search, the fold, find_any and digit_windows "
+     "(avx2, sse2, none); "
      "switch it (tests)."},
+    {"digit_windows", (PyCFunction)(void (*)(void))mod_digit_windows, METH_FASTCALL,
+     "digit_windows(data, tail, reach, skip) -> [a0, b0, ...]: the windows around the digit cores where "
+     "the digit database can match."},
     {"find_any", (PyCFunction)(void (*)(void))mod_find_any, METH_FASTCALL,
      "find_any(data, start, stop, chars) -> int: the first byte of data[start:stop] in chars (1-4), or -1."},
     {"next_run", (PyCFunction)(void (*)(void))mod_next_run, METH_FASTCALL,
@@ -2651,7 +2830,11 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddIntConstant(m, "G_BASE", G_BASE) < 0 || PyModule_AddIntConstant(m, "G_TOKEN", G_TOKEN) < 0 ||
         PyModule_AddIntConstant(m, "G_SPACE", G_SPACE) < 0 || PyModule_AddIntConstant(m, "G_BREAK", G_BREAK) < 0 ||
         PyModule_AddIntConstant(m, "G_OTHER", G_OTHER) < 0 ||
-        PyModule_AddIntConstant(m, "G_ESCAPE", G_ESCAPE) < 0) {
+        PyModule_AddIntConstant(m, "G_ESCAPE", G_ESCAPE) < 0 ||
+        PyModule_AddIntConstant(m, "DIGIT_CORE_RUN", DIGIT_CORE_RUN) < 0 ||
+        PyModule_AddIntConstant(m, "DIGIT_CORE_GROUP", DIGIT_CORE_GROUP) < 0 ||
+        PyModule_AddIntConstant(m, "DIGIT_REACH_MAX", DIGIT_REACH_MAX) < 0 ||
+        PyModule_AddObject(m, "DIGIT_CORE_SEPARATORS", PyBytes_FromString(DIGIT_CORE_SEPARATORS)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,6 +15,10 @@ G_SPACE: int
 G_BREAK: int
 G_OTHER: int
 G_ESCAPE: int
+DIGIT_CORE_RUN: int
+DIGIT_CORE_GROUP: int
+DIGIT_CORE_SEPARATORS: bytes
+DIGIT_REACH_MAX: int
 
 class Core:
     def __init__(
@@ -75,6 +79,7 @@ def genetic_setup(
 def genetic_tables() -> tuple[bytes, bytes, int, int, tuple[int, int, int, int]]: ...
 def fold(data: bytes, /) -> bytes: ...
 def simd(name: str = ..., /) -> str: ...
+def digit_windows(data: bytes, tail: bytes, reach: int, skip: int, /) -> list[int]: ...
 def find_any(data: bytes, start: int, stop: int, chars: bytes, /) -> int: ...
 def next_run(
     data: bytes, start: int, stop: int, run: int, digits: int, min_run: int, min_digits: int, /

@@ -20,13 +20,13 @@ pattern; outside them the matcher finds "runs of 60 bases" itself with
 ``bytes.translate`` (a class run Hyperscan has to track at every byte of
 prose cost more than all the identifiers together).
 
-The patterns are compiled into two databases, each scanned over every byte
-(:attr:`PatternSpec.database`): :data:`DB_DIGIT` holds the identifiers led by
-a boundary byte and a digit or capital class, their abbreviation-dot variants
-and the AWS key id; :data:`DB_LITERAL` everything anchored on a literal (the
-"852" and phone-hotword HK phones, the "2[123]." / "11[2-5]." coordinates, the
-GitHub token, e-mail "@", JWT, PEM, armor, diagnosis hotwords, markings, custom
-detectors). Measured on the bench data (``gateway bench classify``), the two
+The patterns are compiled into two databases (:attr:`PatternSpec.database`):
+:data:`DB_DIGIT` holds the identifiers led by a boundary byte and a digit or
+capital class and their abbreviation-dot variants; :data:`DB_LITERAL`, scanned
+over every byte, everything anchored on a literal (the "852" and
+phone-hotword HK phones, the "2[123]." / "11[2-5]." coordinates, the AWS key
+id, the GitHub token, e-mail "@", JWT, PEM, armor, diagnosis hotwords,
+markings, custom detectors). Measured on the bench data (``gateway bench classify``), the two
 passes together are 2-3x faster than one database holding both: Hyperscan then
 falls back to engines that suit neither. Which side a pattern goes to is a
 measured choice, not a rule Hyperscan states: a literal-led pattern with a
@@ -34,6 +34,20 @@ class tail (the phone hotword + 32-byte window, "852" + 8 digits) in the digit
 database cost that pass 1.5-2.7x on prose. Hits do not depend on the split (one
 callback, hits sorted by end and id), so moving a pattern changes speed only;
 re-measure both passes on prose, numeric and PII after moving or adding one.
+
+The digit database is not scanned over every byte (issue 17). Each of its
+patterns is built around a *core* (:data:`DIGIT_CORE_RUN` digits in a row, or
+a digit, a separator of :data:`DIGIT_CORE_SEPARATORS` and
+:data:`DIGIT_CORE_GROUP` digits) and is at most :data:`DIGIT_REACH` bytes wide,
+so every match lies within :data:`DIGIT_REACH` bytes of a core. The compiled
+core finds the cores (``_native.digit_windows``, 64 bytes per vector step) and
+the matcher scans the block-mode variant of the database over the windows
+around them only. Any pattern of digits costs Hyperscan about 1 ns a byte on
+text where a number comes every few words (its automaton never gets to skip),
+and lab notes and reports are such text; their numbers ("12.5 mg/L",
+"n = 248", "2019–2023") hold no core. A pattern added to the digit database
+must hold a core and fit the reach (``tests/classify/test_digit_windows.py``
+checks both); one that does not belongs in the literal database.
 """
 
 from __future__ import annotations
@@ -64,6 +78,29 @@ CONTEXT_BYTES: Final = 4096
 #: token: 42) rounded up; the matcher keeps this much more than CONTEXT_BYTES so
 #: that every identifier start has a full CONTEXT_BYTES of history.
 MAX_FIXED_WIDTH: Final = 64
+
+#: The core of every digit-database match (see the module docstring): this many
+#: digits in a row, or a digit, one of the separators and DIGIT_CORE_GROUP
+#: digits (the grouped numbers: "138 1234 5678", "4111-1111-…"). The compiled
+#: core's search is written for these values; the matcher checks at import
+#: that it was built for them.
+DIGIT_CORE_RUN: Final = 6
+DIGIT_CORE_GROUP: Final = 4
+DIGIT_CORE_SEPARATORS: Final = b" -"
+
+#: The widest match of the digit database, bytes (boundary and look-ahead bytes
+#: included): a grouped number after an abbreviation, "acct." + 4 + 3 x 7 + 6 +
+#: 2 = 38, rounded up to MAX_FIXED_WIDTH. A match holding a core that ends at e
+#: lies in [e + 1 - DIGIT_REACH, e + 1 + DIGIT_REACH).
+DIGIT_REACH: Final = MAX_FIXED_WIDTH
+
+#: Bytes after a core in which no further core is looked for: the window of the
+#: core reaches this much further instead, which holds their windows. On text
+#: dense with long numbers (a CSV of read counts, an identifier every ~200
+#: bytes) the core search then reads a fraction of the bytes, and Hyperscan
+#: scans a slice in one call; a lone core costs a scan of 2 x DIGIT_REACH +
+#: DIGIT_SKIP bytes (~0.5 us). Measured on the bench kinds (see README).
+DIGIT_SKIP: Final = 512
 
 #: Expressions per detector set: the matcher packs an expression id into 20 bits.
 MAX_EXPRESSIONS: Final = (1 << 20) - 1
@@ -429,8 +466,8 @@ def _builtin(b: _Builder) -> None:
     b.add(left + lat + sep + lon + rb"[^0-9A-Za-z]", K_GEO, 0, geo, arg=0)
     b.add(left + lon + sep + lat + rb"[^0-9A-Za-z]", K_GEO, 0, geo, arg=1)
     cred = ix(L.CREDENTIAL)
-    # The AWS key id measured faster in the digit database, the GitHub token in the literal one.
-    b.add(_LB + rb"(?:AKIA|ASIA)[0-9A-Z]{16}" + _B, K_CRED_FIXED, 22, cred, database=DB_DIGIT)
+    # The AWS key id is led by a literal and may hold no digit core: the literal database.
+    b.add(_LB + rb"(?:AKIA|ASIA)[0-9A-Z]{16}" + _B, K_CRED_FIXED, 22, cred)
     b.add(_LB + rb"gh[pousr]_[A-Za-z0-9]{36}" + _B, K_CRED_FIXED, 42, cred)
     b.add(
         rb"eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+[^A-Za-z0-9_\-]",
@@ -702,6 +739,15 @@ class DetectorSet:
         literal = self._variant(content_type if content_type in GENOMIC_TYPES else "text/plain")
         return digit, literal
 
+    def digit_windows_database(self) -> hyperscan.Database:
+        """The digit database in block mode, for the windows around the digit cores.
+
+        The same expressions and ids as the streaming digit database of
+        :meth:`databases`; the matcher scans it over the windows
+        ``_native.digit_windows`` gives (see the module docstring).
+        """
+        return self._variant("digit-windows")
+
     def column_database(self) -> tuple[hyperscan.Database, int]:
         """The database (and expression id) for ICD-10 codes under a diagnosis column header."""
         pid = next(i for i, s in enumerate(self.specs) if s.kind == K_HEALTH)
@@ -725,8 +771,10 @@ class DetectorSet:
             pid = next(i for i, s in enumerate(self.specs) if s.kind == K_HEALTH)
             exprs, ids, flags = [COLUMN_HEALTH_PATTERN], [pid], [0]
         else:
-            if key == "digit":
+            if key in ("digit", "digit-windows"):
                 ids = [i for i in range(run_id) if self.specs[i].database == DB_DIGIT]
+                if key == "digit-windows":
+                    mode = hyperscan.HS_MODE_BLOCK
             else:
                 ids = [i for i in range(run_id) if self.specs[i].database == DB_LITERAL]
                 if key in GENOMIC_TYPES:

@@ -3,10 +3,13 @@
 The decoder drives a :class:`TextMatcher` through the ``TextSink`` methods
 (``begin_member``, ``text``, ``end_member``, ``unscannable``, and ``finding``
 for what format readers count themselves). Per member the
-matcher owns one stream on each of the detector set's two Hyperscan databases.
-Per chunk it:
+matcher owns a stream on the detector set's literal Hyperscan database and,
+with the Python reference, one on its digit database; the compiled core
+instead finds the digit cores and the matcher scans the digit database in
+block mode over the windows around them (:func:`scan_digit_windows`, issue
+17: the same hits). Per chunk it:
 
-1. scans the chunk with both streams; the callback only records one packed
+1. scans the chunk with both databases; the callback only records one packed
    int per hit (``end << 20 | id``); runs of 60 bases are found with
    ``bytes.translate`` (or in the compiled core), and those that are a token
    of their own (the token rule, :func:`genetic_runs_py`) recorded the same way;
@@ -444,8 +447,71 @@ def _setup_native_genetic() -> None:
     raise ImportError("gateway.classify._native runs other genetic tables: rebuild it")
 
 
+def _check_native_digits() -> None:
+    """Check that the compiled core looks for the digit cores detectors.py declares.
+
+    Its vector search is written for one core shape; a core built for another
+    would open windows that miss matches, so the import fails instead.
+    """
+    native = _native
+    try:
+        shape = (native.DIGIT_CORE_RUN, native.DIGIT_CORE_GROUP, native.DIGIT_CORE_SEPARATORS)
+        reach_max = native.DIGIT_REACH_MAX
+    except AttributeError as exc:
+        raise ImportError(f"gateway.classify._native is out of date ({exc}): rebuild it") from exc
+    if shape != (D.DIGIT_CORE_RUN, D.DIGIT_CORE_GROUP, D.DIGIT_CORE_SEPARATORS):
+        raise ImportError("gateway.classify._native looks for other digit cores: rebuild it")
+    if not D.DIGIT_CORE_RUN <= D.DIGIT_REACH <= reach_max:  # pragma: no cover - constants
+        raise ImportError("detectors.DIGIT_REACH is out of the compiled core's range")
+
+
 if _native is not None:
     _setup_native_genetic()
+    _check_native_digits()
+
+
+def scan_digit_windows(
+    database: hyperscan.Database,
+    scratch: hyperscan.Scratch,
+    data: bytes,
+    tail: bytes,
+    offset: int,
+    hits: list[int],
+) -> None:
+    """Append the hits of the digit database that end in ``data`` to ``hits``.
+
+    ``database`` is :meth:`~gateway.classify.detectors.DetectorSet.digit_windows_database`
+    (block mode), ``offset`` the stream offset of ``data[0]`` and ``tail`` the text
+    before it (at least its last :data:`~gateway.classify.detectors.DIGIT_REACH`
+    bytes, or all of the member's text before ``data``). The hits are those the
+    streaming digit database reports for ``data``, as ``end << 20 | id``: the
+    database is scanned over the windows around the digit cores only (see
+    ``detectors``), each window once; one that starts in the tail drops the hits
+    that end there (the previous call reported them).
+    """
+    windows = _native.digit_windows(data, tail, D.DIGIT_REACH, D.DIGIT_SKIP)
+    if not windows:
+        return
+    append = hits.append
+
+    # The context is the stream offset of the window's first byte.
+    def on_match(pid: int, _start: int, end: int, _flags: int, base: Any) -> None:
+        append((base + end) << _ID_BITS | pid)
+
+    def on_seam_match(pid: int, _start: int, end: int, _flags: int, base: Any) -> None:
+        end += base
+        if end > offset:
+            append(end << _ID_BITS | pid)
+
+    for i in range(0, len(windows), 2):
+        a, b = windows[i], windows[i + 1]
+        if a >= 0:
+            window, handler = data[a:b], on_match
+        else:
+            window, handler = tail[a:] + data[:b], on_seam_match
+        database.scan(window, match_event_handler=handler, context=offset + a, scratch=scratch)
+
+
 if TAIL_BYTES < D.GENETIC_MIN_RUN + D.GENETIC_REACH:  # pragma: no cover - constants
     raise ImportError("the token rule reads further back than the matcher keeps")
 
@@ -974,6 +1040,7 @@ class TextMatcher:
             self._propose = core.propose
         self._stream: Any = None
         self._digit_stream: Any = None
+        self._digit_windows: hyperscan.Database | None = None
         self._genetic_id = detectors.genetic_run_id
         self._genetic_runs = True
         self._member_type = ""
@@ -987,6 +1054,10 @@ class TextMatcher:
         if self._stream is not None:
             self.end_member()
         digit, literal = self._detectors.databases(content_type)
+        if self._core is not None:
+            # The compiled core finds the digit cores: the digit database is
+            # scanned around them only (scan_digit_windows), in block mode.
+            digit = self._detectors.digit_windows_database()
         self._digit_scratch = self._scratch_for(digit)
         self._scratch = self._scratch_for(literal)
         self._reset_member()
@@ -996,9 +1067,11 @@ class TextMatcher:
         # reference (hyperscan 0.9.1); the detector set and this matcher keep
         # them alive for as long as the streams exist.
         self._databases = (digit, literal)
-        digit_stream = digit.stream(match_event_handler=self._on_match)
-        digit_stream.__enter__()  # hs_open_stream
-        self._digit_stream = digit_stream
+        self._digit_windows = digit if self._core is not None else None
+        if self._digit_windows is None:
+            digit_stream = digit.stream(match_event_handler=self._on_match)
+            digit_stream.__enter__()  # hs_open_stream
+            self._digit_stream = digit_stream
         stream = literal.stream(match_event_handler=self._on_match)
         stream.__enter__()
         self._stream = stream
@@ -1231,7 +1304,11 @@ class TextMatcher:
         self._chunk = data
         self._chunk_tail = tail
         self._chunk_offset = self._offset
-        self._digit_stream.scan(data, scratch=self._digit_scratch)
+        if self._digit_windows is not None:
+            windows, scratch = self._digit_windows, self._digit_scratch
+            scan_digit_windows(windows, scratch, data, tail, self._offset, self._hits)
+        else:
+            self._digit_stream.scan(data, scratch=self._digit_scratch)
         self._stream.scan(data, scratch=self._scratch)
         if self._genetic_runs:
             self._scan_genetic_runs(data)
