@@ -1,19 +1,26 @@
 """``gateway bench proxy``: the whole gateway against a plain aiohttp pass-through, one run.
 
-Everything runs on loopback in this process, with generated data (clean
-prose from :mod:`gateway.bench.classify`, so every transfer is allowed):
+Everything runs on loopback with generated data (clean prose from
+:mod:`gateway.bench.classify`, so every transfer is allowed). The client is
+this process; what it measures runs in processes of their own, as on real
+hosts (on one machine they still share its CPUs):
 
 * **baseline**: a plain aiohttp pass-through proxy (stream the request body
-  into a client request to a sink that discards it), the SPEC §9 yardstick;
+  into a client request to a sink that discards it), the SPEC §9 yardstick,
+  proxy and sink in one process;
 * **gateway**: the HK egress (classify, spool encrypted, decide, audit with
   fsync, forward the age envelope over mutual TLS) and the SZ ingress
-  (verify, decrypt, write the file), with a real file audit log and SQLite
-  ledger in a temporary directory.
+  (verify, decrypt, write the file), each a ``gateway serve`` process, with a
+  real file audit log and SQLite ledger in a temporary directory.
 
-Measured (SPEC §9 targets in brackets): throughput of one large transfer and
-the ratio gateway/baseline [>= 0.5]; 1 KB transfer latency p50/p99 and the
-p99 excess over the baseline [< 5 ms]; 256 concurrent transfers [no error, no
-lost audit record]; peak RSS during one large transfer [< 150 MB, flat] and
+Measured (SPEC §9 and issue 17 targets in brackets): throughput of one large
+transfer and the ratio gateway/baseline [>= 0.5], with the CPU-seconds per GB
+each side spends (the baseline's process; the egress's and the twin's), so
+the ratio can be read on any machine; 1 KB transfer latency p50/p99 and the
+p99 excess over the baseline, one at a time and 64 at once [< 5 ms both],
+with transfers per second at 64; 256 concurrent transfers against an egress
+in this process [no error, no lost audit record, checked in its audit log];
+peak RSS during one large transfer [< 150 MB, flat] and
 during one large Parquet transfer (issue 12: read after the upload from the
 encrypted spool, a table of strings, integers, timestamps and floats from
 :mod:`gateway.bench.formats`; ``--parquet-mb``, 2000 for the issue's 2 GB
@@ -70,6 +77,10 @@ DEFAULT_PARQUET_MB: Final = 256
 PARQUET_WRITE_SECONDS: Final = 900.0
 #: Small-transfer latency samples (p99 needs a few hundred).
 LATENCY_SAMPLES: Final = 300
+#: Clients sending 1 KB transfers at once in the concurrent latency phase (issue 17).
+LATENCY_CONCURRENCY: Final = 64
+#: 1 KB transfers each of those clients sends, one after another.
+LATENCY_PER_CLIENT: Final = 10
 #: Bytes per body chunk the benchmark client sends (a generated block, repeated).
 BLOCK: Final = 4 * 1024 * 1024
 #: Seconds the twin process may take to start listening (imports, key loading).
@@ -133,12 +144,31 @@ class ProxyBench:
     #: Peak PSS of the reader processes (zygote and reader) during the Parquet phase.
     parquet_readers_mb: float = 0.0
     hostile: tuple[HostileRun, ...] = ()
+    #: CPU-seconds per GB of the throughput transfer: the pass-through's process,
+    #: the egress's and the twin's (their descendants included).
+    baseline_cpu_s_per_gb: float = 0.0
+    egress_cpu_s_per_gb: float = 0.0
+    twin_cpu_s_per_gb: float = 0.0
+    #: 1 KB transfers from :data:`LATENCY_CONCURRENCY` clients at once.
+    concurrency: int = LATENCY_CONCURRENCY
+    baseline_p99_concurrent_ms: float = 0.0
+    gateway_p50_concurrent_ms: float = 0.0
+    gateway_p99_concurrent_ms: float = 0.0
+    p99_extra_concurrent_ms: float = 0.0
+    baseline_per_s_concurrent: float = 0.0
+    gateway_per_s_concurrent: float = 0.0
+
+    @property
+    def gateway_cpu_s_per_gb(self) -> float:
+        """What the gateway spends on a GB, both parks together."""
+        return round(self.egress_cpu_s_per_gb + self.twin_cpu_s_per_gb, 2)
 
     def ok(self) -> bool:
         """Whether every SPEC §9 target held."""
         return (
             self.ratio >= TARGET_RATIO
             and self.p99_extra_ms < TARGET_P99_EXTRA_MS
+            and self.p99_extra_concurrent_ms < TARGET_P99_EXTRA_MS
             and self.concurrent_errors == 0
             and self.audit_records_missing == 0
             and self.rss_peak_mb < TARGET_RSS_MB
@@ -162,6 +192,18 @@ def _status_mb(pid: int | str, field: str) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid``'s threads and every process below it so far (nanosecond
+    resolution: ``/proc/<pid>/task/<tid>/schedstat``, not clock ticks)."""
+    total = 0
+    for one in (pid, *_descendants(pid)):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{one}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _descendants(pid: int) -> list[int]:
@@ -292,6 +334,61 @@ async def _sink(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True}, status=201)
 
 
+def serve_passthrough() -> None:
+    """Run :func:`passthrough` until killed, announcing its URL on stdout (its own process)."""
+
+    async def serve() -> None:
+        async with passthrough() as url:
+            print(json.dumps({"event": "listening", "url": url}), flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def passthrough_process() -> AsyncIterator[tuple[str, int]]:
+    """:func:`passthrough` in a process of its own: its URL and pid."""
+    code = "from gateway.bench.proxy import serve_passthrough; serve_passthrough()"
+    async with _child([sys.executable, "-c", code], "url") as running_child:
+        yield running_child
+
+
+@contextlib.asynccontextmanager
+async def _child(argv: list[str], key: str) -> AsyncIterator[tuple[str, int]]:
+    """Start a server process; yield the ``key`` of its JSON ``listening`` line and its pid.
+
+    Its stdout is read to the end meanwhile (a full pipe would stall it); it
+    is terminated when the block exits.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        # `gateway serve` logs to stdout (issue 7); a fatal error on stderr
+        # reaches the benchmark's own stderr.
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+    )
+    assert process.stdout is not None
+    url = ""
+    try:
+        async with asyncio.timeout(TWIN_START_SECONDS):
+            while not url:
+                line = await process.stdout.readline()
+                if not line:
+                    raise RuntimeError("a benchmark server process exited before listening")
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    url = event.get(key) or "" if event.get("event") == "listening" else ""
+        drain = asyncio.create_task(_discard(process.stdout))
+        try:
+            yield url, process.pid
+        finally:
+            drain.cancel()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
 @contextlib.asynccontextmanager
 async def passthrough() -> AsyncIterator[str]:
     """A plain aiohttp pass-through proxy in front of a discarding sink."""
@@ -326,50 +423,20 @@ async def gateway_process(
     """
     text = json.dumps(settings.model_dump(mode="json", exclude_none=True))
     await asyncio.to_thread(config.write_text, text)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(config),
-        # `gateway serve` logs to stdout (issue 7); a fatal error on stderr
-        # reaches the benchmark's own stderr.
-        stdout=asyncio.subprocess.PIPE,
-        stderr=None,
-    )
-    assert process.stdout is not None
-    url = ""
-    try:
-        async with asyncio.timeout(TWIN_START_SECONDS):
-            while not url:
-                line = await process.stdout.readline()
-                if not line:
-                    raise RuntimeError("a benchmark gateway process exited before listening")
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    url = event.get(listener) or "" if event.get("event") == "listening" else ""
-        # Keep reading its log, or a full pipe would stall the process.
-        drain = asyncio.create_task(_discard(process.stdout))
-        try:
-            yield url, process.pid
-        finally:
-            drain.cancel()
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
+    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    async with _child(argv, listener) as running_child:
+        yield running_child
 
 
 @contextlib.asynccontextmanager
-async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator[str]:
-    """Run the SZ twin as its own ``gateway serve`` process; yield its ingress URL.
+async def twin_process(settings: GatewaySettings, config: Path) -> AsyncIterator[tuple[str, int]]:
+    """Run the SZ twin as its own ``gateway serve`` process; yield its ingress URL and pid.
 
     The twin is the other park's gateway: its decryption and delivery are not
     part of the egress path being measured, so it runs in its own process.
     """
-    async with gateway_process(settings, config, "ingress") as (url, _):
-        yield url
+    async with gateway_process(settings, config, "ingress") as running_twin:
+        yield running_twin
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
@@ -480,28 +547,38 @@ async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[Running
     """
     pair = _pair(root)
     async with (
-        twin_process(pair.sz_settings, root / "sz.yaml") as ingress_url,
+        twin_process(pair.sz_settings, root / "sz.yaml") as (ingress_url, _),
         running(_egress_settings(pair, ingress_url, **egress)) as hk_gw,
     ):
         yield hk_gw, pair.inbox
 
 
-@contextlib.asynccontextmanager
-async def egress_process_pair(root: Path) -> AsyncIterator[tuple[str, int, Path]]:
-    """As :func:`gateway_pair`, the HK egress in its own process: its URL, pid and the inbox.
+@dataclass(frozen=True, slots=True)
+class ProcessPair:
+    """The HK egress and the SZ twin, each in its own process."""
 
-    Memory is measured on this pair: the egress's RSS is then its own, not
-    that of the benchmark's client and baseline proxy too.
+    url: str
+    egress_pid: int
+    twin_pid: int
+    inbox: Path
+
+
+@contextlib.asynccontextmanager
+async def egress_process_pair(root: Path) -> AsyncIterator[ProcessPair]:
+    """As :func:`gateway_pair`, the HK egress in its own process.
+
+    Throughput, latency, CPU time and memory are measured on this pair: the
+    egress's numbers are then its own, not those of the benchmark's client too.
     """
     pair = _pair(root)
     async with (
-        twin_process(pair.sz_settings, root / "sz.yaml") as ingress_url,
+        twin_process(pair.sz_settings, root / "sz.yaml") as (ingress_url, twin_pid),
         gateway_process(_egress_settings(pair, ingress_url), root / "hk.yaml", "egress") as (
             url,
             pid,
         ),
     ):
-        yield url, pid, pair.inbox
+        yield ProcessPair(url, pid, twin_pid, pair.inbox)
 
 
 async def _put(session: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]) -> int:
@@ -546,6 +623,41 @@ async def _latencies(
     return out
 
 
+async def _concurrent_latencies(
+    session: aiohttp.ClientSession, url: str, small: bytes, headers: dict[str, str]
+) -> tuple[list[float], float]:
+    """Latencies (ms) of 1 KB transfers from :data:`LATENCY_CONCURRENCY` clients at
+    once, each sending :data:`LATENCY_PER_CLIENT` in a row, and transfers per second."""
+    out: list[float] = []
+
+    async def client(number: int) -> None:
+        for i in range(LATENCY_PER_CLIENT):
+            started = time.perf_counter()
+            status = await _put(session, f"{url}{number}-{i}.txt", small, headers)
+            out.append((time.perf_counter() - started) * 1000)
+            if status != 201:
+                raise RuntimeError(f"small transfer failed with HTTP {status}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(LATENCY_CONCURRENCY)))
+    return out, len(out) / (time.perf_counter() - started)
+
+
+async def _measured(
+    session: aiohttp.ClientSession,
+    url: str,
+    block: bytes,
+    total: int,
+    headers: dict[str, str],
+    pids: tuple[int, ...],
+) -> tuple[float, tuple[float, ...]]:
+    """MB/s of one transfer and the CPU-seconds per GB each of ``pids`` spent on it."""
+    before = [_cpu_seconds(pid) for pid in pids]
+    rate = await _throughput(session, url, block, total, headers)
+    spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    return rate, tuple(round(s / (total / 1e9), 2) for s in spent)
+
+
 def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -578,22 +690,50 @@ async def run_async(
     headers = {"Authorization": f"Bearer {_TOKEN}"}
     connector = aiohttp.TCPConnector(limit=concurrent * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with passthrough() as proxy:
+        async with passthrough_process() as (proxy, proxy_pid):
             await _throughput(session, f"{proxy}/warm", block, BLOCK, {})
-            baseline = await _throughput(session, f"{proxy}/big", block, total, {})
+            baseline, (base_cpu,) = await _measured(
+                session, f"{proxy}/big", block, total, {}, (proxy_pid,)
+            )
             base_lat = await _latencies(session, f"{proxy}/small", small, {}, samples)
+            base_many, base_rate = await _concurrent_latencies(session, f"{proxy}/m", small, {})
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
             table = Path(tmp) / "bench.parquet"
             table_bytes = 0
             if parquet_mb:
                 await write_parquet_file(table, parquet_mb)
                 table_bytes = (await asyncio.to_thread(table.stat)).st_size
-            async with gateway_pair(Path(tmp)) as (hk, inbox):
-                base = f"{hk.egress_url}/v1/transfers/bench/"
+            # The egress and the twin in their own processes: the numbers are theirs.
+            async with egress_process_pair(Path(tmp) / "processes") as pair:
+                base = f"{pair.url}/v1/transfers/bench/"
                 await _throughput(session, base + "warm.txt", block, BLOCK, headers)
-                gateway = await _throughput(session, base + "big.txt", block, total, headers)
-                (inbox / "big.txt").unlink()
+                gateway, (egress_cpu, twin_cpu) = await _measured(
+                    session,
+                    base + "big.txt",
+                    block,
+                    total,
+                    headers,
+                    (pair.egress_pid, pair.twin_pid),
+                )
+                (pair.inbox / "big.txt").unlink()
                 gw_lat = await _latencies(session, base + "small", small, headers, samples)
+                gw_many, gw_rate = await _concurrent_latencies(session, base + "m", small, headers)
+                large, memory = await _sampled(
+                    _throughput(session, base + "large.txt", block, large_mb * _MB, headers),
+                    pair.egress_pid,
+                )
+                (pair.inbox / "large.txt").unlink()
+                # Then one large Parquet table, read after its upload from the spool.
+                parquet, parquet_memory = 0.0, Memory(0.0, 0.0, 0.0)
+                if parquet_mb:
+                    parquet, parquet_memory = await _sampled(
+                        _parquet_transfer(session, base + "large.parquet", table, headers),
+                        pair.egress_pid,
+                    )
+                    (pair.inbox / "large.parquet").unlink()
+            # Concurrency, checked against the egress's own audit log: in this process.
+            async with gateway_pair(Path(tmp) / "in-process") as (hk, inbox):
+                base = f"{hk.egress_url}/v1/transfers/bench/"
                 ids = await asyncio.gather(
                     *(
                         _put_id(session, f"{base}c{i}.txt", small, headers)
@@ -610,21 +750,6 @@ async def run_async(
                         events = await hk.services.audit.find(tid)
                         missing += 2 - len(events)  # "allowed" and "delivered"
                 missing += concurrent - len(list(inbox.glob("c*.txt")))
-            # Memory: the egress in its own process, so its RSS is its own.
-            async with egress_process_pair(Path(tmp) / "memory") as (url, pid, inbox):
-                base = f"{url}/v1/transfers/bench/"
-                await _throughput(session, base + "warm.txt", block, BLOCK, headers)
-                large, memory = await _sampled(
-                    _throughput(session, base + "large.txt", block, large_mb * _MB, headers), pid
-                )
-                (inbox / "large.txt").unlink()
-                # Then one large Parquet table, read after its upload from the spool.
-                parquet, parquet_memory = 0.0, Memory(0.0, 0.0, 0.0)
-                if parquet_mb:
-                    parquet, parquet_memory = await _sampled(
-                        _parquet_transfer(session, base + "large.parquet", table, headers), pid
-                    )
-                    (inbox / "large.parquet").unlink()
             # Last: its windows would inflate the RSS of any phase after it.
             runs = (
                 await hostile_phase(
@@ -658,13 +783,28 @@ async def run_async(
         parquet_rss_peak_mb=round(parquet_memory.peak_mb, 1),
         parquet_readers_mb=round(parquet_memory.readers_peak_mb, 1),
         hostile=runs,
+        baseline_cpu_s_per_gb=base_cpu,
+        egress_cpu_s_per_gb=egress_cpu,
+        twin_cpu_s_per_gb=twin_cpu,
+        baseline_p99_concurrent_ms=round(_pct(base_many, 99), 3),
+        gateway_p50_concurrent_ms=round(_pct(gw_many, 50), 3),
+        gateway_p99_concurrent_ms=round(_pct(gw_many, 99), 3),
+        p99_extra_concurrent_ms=round(_pct(gw_many, 99) - _pct(base_many, 99), 3),
+        baseline_per_s_concurrent=round(base_rate, 1),
+        gateway_per_s_concurrent=round(gw_rate, 1),
     )
 
 
 def render(result: ProxyBench, as_json: bool) -> str:
     """Human table or one JSON object."""
     if as_json:
-        return json.dumps({**asdict(result), "ok": result.ok()})
+        return json.dumps(
+            {
+                **asdict(result),
+                "gateway_cpu_s_per_gb": result.gateway_cpu_s_per_gb,
+                "ok": result.ok(),
+            }
+        )
     mark = {True: "ok", False: "MISSED"}
     return "\n".join(
         [
@@ -672,12 +812,22 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"  aiohttp pass-through   {result.baseline_mb_s:10.1f} MB/s",
             f"  gateway (allowed)      {result.gateway_mb_s:10.1f} MB/s   ratio "
             f"{result.ratio:.2f} (target >= {TARGET_RATIO}) {mark[result.ratio >= TARGET_RATIO]}",
+            f"  CPU-seconds per GB     pass-through {result.baseline_cpu_s_per_gb:.2f}, gateway "
+            f"{result.gateway_cpu_s_per_gb:.2f} (egress {result.egress_cpu_s_per_gb:.2f} + twin "
+            f"{result.twin_cpu_s_per_gb:.2f})",
             f"1 KB latency ({result.samples} sequential)",
             f"  pass-through p50/p99   {result.baseline_p50_ms:.2f} / "
             f"{result.baseline_p99_ms:.2f} ms",
             f"  gateway p50/p99        {result.gateway_p50_ms:.2f} / {result.gateway_p99_ms:.2f} ms"
             f"   p99 extra {result.p99_extra_ms:.2f} ms (target < {TARGET_P99_EXTRA_MS})"
             f" {mark[result.p99_extra_ms < TARGET_P99_EXTRA_MS]}",
+            f"1 KB latency ({result.concurrency} clients at once, {LATENCY_PER_CLIENT} each)",
+            f"  pass-through p99       {result.baseline_p99_concurrent_ms:.2f} ms, "
+            f"{result.baseline_per_s_concurrent:.0f} transfers/s",
+            f"  gateway p50/p99        {result.gateway_p50_concurrent_ms:.2f} / "
+            f"{result.gateway_p99_concurrent_ms:.2f} ms, {result.gateway_per_s_concurrent:.0f} "
+            f"transfers/s   p99 extra {result.p99_extra_concurrent_ms:.2f} ms (target < "
+            f"{TARGET_P99_EXTRA_MS}) {mark[result.p99_extra_concurrent_ms < TARGET_P99_EXTRA_MS]}",
             f"{result.concurrent} concurrent transfers: {result.concurrent_errors} errors, "
             f"{result.audit_records_missing} missing audit records or deliveries "
             f"{mark[result.concurrent_errors == 0 and result.audit_records_missing == 0]}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.bench import classify, proxy
+from gateway.bench import classify, proxy, stages
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -14,3 +14,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands.required = True
     classify.add_parser(commands)
     proxy.add_parser(commands)
+    stages.add_parser(commands)

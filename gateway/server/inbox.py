@@ -96,7 +96,8 @@ def file_inboxes(deliver: Mapping[str, str]) -> list[Path]:
 
 
 class FileDrop:
-    """One delivery into an inbox: write, :meth:`seal` (fsync), then :meth:`place` (link).
+    """One delivery into an inbox: write, :meth:`close_writing`, :meth:`sync` (fsync), then
+    :meth:`place` (link).
 
     Until :meth:`place`, the plaintext has no name in the inbox: it is an
     unnamed temporary file there, or (fallback) a part file in the staging
@@ -154,11 +155,14 @@ class FileDrop:
         self._digest.update(data)
         self.bytes += len(data)
 
-    def seal(self) -> Forwarded:
-        """fsync the data; nothing is visible in the inbox yet (the file stays open)."""
+    def close_writing(self) -> Forwarded:
+        """Flush what was written: its size and SHA-256 (the file stays open, unnamed)."""
         self._file.flush()
-        os.fsync(self._file.fileno())
         return Forwarded(201, self.bytes, self._digest.hexdigest())
+
+    def sync(self) -> None:
+        """fsync the data; nothing is visible in the inbox yet."""
+        os.fsync(self._file.fileno())
 
     def place(self) -> bool:
         """Give the sealed file its name, never over an existing one, then fsync the inbox.

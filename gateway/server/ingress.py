@@ -11,10 +11,12 @@ until the final chunk has verified:
 - ``file://DIR``: verified plaintext goes to an unnamed temporary file in
   ``DIR`` (or, without ``O_TMPFILE``, a part file in a staging directory
   beside it: :mod:`gateway.server.inbox`); after ``finish()`` verified the
-  last chunk it is fsynced, its ``delivered`` record is appended, and only
-  then is it linked to ``DIR/<name>``, never over an existing file (409).
-  A truncated or altered envelope, a record that cannot be written, or a
-  crash leaves no file in ``DIR``.
+  last chunk it is fsynced while its ``delivered`` record is appended (the
+  two durability waits overlap), and only once both are durable is it
+  linked to ``DIR/<name>``, never over an existing file (409). A truncated
+  or altered envelope, a record that cannot be written, or a crash leaves
+  no file in ``DIR``; a crash between the record and the link leaves a
+  record without a file, the safe direction.
 - ``https://…``: the ciphertext is spooled while every chunk is verified; only
   after the final chunk verified is it decrypted again and streamed to the
   destination over mutual TLS. The destination never sees a byte of an
@@ -216,7 +218,8 @@ class _Sink:
             self._plain.update(plain)
 
     def finish(self, last: bytes = b"") -> Forwarded | None:
-        """Feed ``last``, verify the final chunk, and fsync a file drop (made if still missing)."""
+        """Feed ``last``, verify the final chunk, and flush a file drop (made if still
+        missing); the caller syncs it (:meth:`FileDrop.sync`) while its record is written."""
         if last:
             self.feed(last)
         self._plaintext(self.decryptor.finish())
@@ -224,9 +227,9 @@ class _Sink:
             self.spool.flush()
             self.spool.close()
         if self._open_drop is not None:
-            # Sealed, not yet visible: it is placed in the inbox only after
-            # its ``delivered`` record is durable (see _place).
-            return self._file_drop().seal()
+            # Complete, not yet visible: it is placed in the inbox only after
+            # its data and its ``delivered`` record are durable (see _place).
+            return self._file_drop().close_writing()
         return None
 
     def plain_sha256(self, dropped: Forwarded | None) -> str:
@@ -694,9 +697,16 @@ async def _receive_and_deliver(
             # A file drop is recorded first and placed after: a failed append
             # leaves nothing in the inbox, and a crash in between leaves a
             # record without a file (over-recording, the safe direction),
-            # never a delivered file without its record.
+            # never a delivered file without its record. Its data is synced
+            # while the record is: a 1 KB envelope waits for one fsync less,
+            # and nothing gets a name before both are durable.
+            syncing = asyncio.ensure_future(asyncio.to_thread(sink.drop.sync))
             try:
-                receipt = await record_delivered(sent)
+                try:
+                    receipt = await record_delivered(sent)
+                finally:
+                    await asyncio.wait([syncing])  # the thread may not outlive the drop
+                syncing.result()  # an fsync that failed: OSError, recorded failed below
             except BaseException:
                 sink.discard()
                 raise

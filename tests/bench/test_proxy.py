@@ -17,6 +17,15 @@ async def test_small_run_measures_everything() -> None:
     assert result.gateway_mb_s > 0
     assert result.ratio > 0
     assert result.gateway_p50_ms > 0
+    # CPU time is read for each process (the gateway does more per GB than a relay).
+    assert result.baseline_cpu_s_per_gb > 0
+    assert result.egress_cpu_s_per_gb > 0
+    assert result.twin_cpu_s_per_gb > 0
+    assert result.gateway_cpu_s_per_gb > result.baseline_cpu_s_per_gb
+    # 64 clients at once: every transfer answered, the rates measured.
+    assert result.gateway_p99_concurrent_ms >= result.gateway_p50_concurrent_ms > 0
+    assert result.baseline_per_s_concurrent > 0
+    assert result.gateway_per_s_concurrent > 0
     assert result.concurrent == 16
     # Every concurrent transfer was allowed, delivered and has both audit records.
     assert result.concurrent_errors == 0
@@ -29,6 +38,8 @@ async def test_small_run_measures_everything() -> None:
     assert "parquet transfer 3 MB" in render(result, as_json=False)
     line = json.loads(render(result, as_json=True))
     assert line["concurrent"] == 16
+    assert line["gateway_cpu_s_per_gb"] == result.gateway_cpu_s_per_gb
+    assert "64 clients at once" in render(result, as_json=False)
     assert isinstance(line["ok"], bool)
     assert "ratio" in render(result, as_json=False)
 

@@ -214,6 +214,25 @@ async def test_a_delivery_whose_record_fails_leaves_no_file(
     assert parks.events_of(str(problem["transfer_id"]), "sz") == ["failed"]
 
 
+async def test_a_delivery_whose_file_cannot_be_synced_leaves_no_file(
+    parks: Parks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's fsync runs while its record is written: when the fsync fails after
+    the record landed, the file never gets its name and the record is corrected."""
+    from gateway.server.inbox import FileDrop
+
+    def failing_sync(drop: FileDrop) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(FileDrop, "sync", failing_sync)
+    status, content_type, problem = await _post(parks, "b.csv", _envelope(parks, CLEAN))
+    assert (status, content_type) == (503, "application/problem+json")
+    assert "nothing was delivered" in str(problem["detail"])
+    assert parks.inbox_files("sz-lab") == {}
+    assert parks.partial_files() == []
+    assert parks.events_of(str(problem["transfer_id"]), "sz") == ["delivered", "failed"]
+
+
 async def test_an_unconsumed_file_is_never_replaced(parks: Parks) -> None:
     inbox = parks.inbox / "sz-lab"
     inbox.mkdir(parents=True, exist_ok=True)
