@@ -28,7 +28,7 @@ from gateway.classify import _native, charset, matcher
 from gateway.classify import detectors as D
 from gateway.classify import labels as L
 from gateway.classify import validators as V
-from gateway.classify.decode.transforms import alphabet_run_py, find_any_py
+from gateway.classify.decode.transforms import alphabet_run_py, find_any_py, find_lead_py
 from gateway.classify.detectors import CustomDetector, DetectorSet
 from gateway.classify.matcher import TAIL_BYTES, MatchResult, TextMatcher, genetic_runs_py
 
@@ -789,6 +789,40 @@ def test_find_any_at_every_place_in_a_block(simd: str) -> None:
         _native.find_any(b"abc", 0, 3, b"abcde")
     with pytest.raises(TypeError):
         _native.find_any("abc", 0, 3, b"&")  # type: ignore[arg-type]
+
+
+_HEX_FOLLOW = bytes(1 if chr(b) in "0123456789ABCDEFabcdef" else 0 for b in range(256))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(
+        st.sampled_from([b"a", b"%", b"%2", b"%4", b"% ", b"%%", b"7", b"\x80", b"x" * 40]),
+        max_size=30,
+    ).map(b"".join),
+    bounds=st.tuples(st.integers(0, 1300), st.integers(0, 1300)),
+    lead=st.sampled_from([b"%", b"a", b"7"]),
+)
+def test_find_lead_matches_the_reference(data: bytes, bounds: tuple[int, int], lead: bytes) -> None:
+    start, stop = sorted(min(b, len(data)) for b in bounds)
+    found = _native.find_lead(data, start, stop, lead, _HEX_FOLLOW)
+    assert found == find_lead_py(data, start, stop, lead, _HEX_FOLLOW)
+
+
+def test_find_lead_looks_past_the_stop_for_the_next_byte_only() -> None:
+    # The lead must be before stop; the byte after it may be past stop, not past the data.
+    assert _native.find_lead(b"x%4", 0, 2, b"%", _HEX_FOLLOW) == 1
+    assert _native.find_lead(b"x%", 0, 2, b"%", _HEX_FOLLOW) == -1
+    assert _native.find_lead(b"95% CI %z %a", 0, 12, b"%", _HEX_FOLLOW) == 10
+    assert _native.find_lead(b"%a%a", 3, 1, b"%", _HEX_FOLLOW) == -1  # as bytes.find
+    with pytest.raises(ValueError, match="find_lead"):
+        _native.find_lead(b"abc", 0, 4, b"%", _HEX_FOLLOW)
+    with pytest.raises(ValueError, match="find_lead"):
+        _native.find_lead(b"abc", 0, 3, b"%%", _HEX_FOLLOW)
+    with pytest.raises(ValueError, match="find_lead"):
+        _native.find_lead(b"abc", 0, 3, b"%", b"\x01")
+    with pytest.raises(TypeError):
+        _native.find_lead("abc", 0, 3, b"%", _HEX_FOLLOW)  # type: ignore[arg-type]
 
 
 def test_alphabet_run_checks_its_arguments() -> None:
