@@ -33,7 +33,7 @@ import structlog
 import zstandard
 
 from gateway.bench.classify import generate
-from gateway.server.egress import EGRESS
+from gateway.server.egress_state import EGRESS
 from gateway.server.runner import RunningGateway
 
 #: Uploads started at once by default: a quarter of SPEC §9's 256 concurrent

@@ -35,7 +35,7 @@ from gateway.ledger import LedgerUnavailable, ledger_year
 from gateway.policy.archive import archive_dir, archive_policy
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
-from gateway.server import egress, inbox, ingress, reviews, witness
+from gateway.server import egress, inbox, ingress, proxy_routes, records, reviews, witness
 from gateway.server.access import access_middleware
 from gateway.server.auth import TokenTable, require_metrics_reader
 from gateway.server.config import (
@@ -50,6 +50,7 @@ from gateway.server.connections import (
     expectation_middleware,
     framing_middleware,
 )
+from gateway.server.egress_state import EGRESS, EgressState
 from gateway.server.forward import client_ssl_context
 from gateway.server.problem import Handler, json_response, problem_middleware
 from gateway.server.services import Services
@@ -114,7 +115,7 @@ async def handle_readyz(request: web.Request) -> web.StreamResponse:
     balancer stops sending new transfers while the in-flight ones finish.
     """
     services = request.app[SERVICES]
-    role = request.app.get(egress.EGRESS) or request.app.get(ingress.INGRESS)
+    role = request.app.get(EGRESS) or request.app.get(ingress.INGRESS)
     checks: dict[str, bool] = {"serving": role is None or not role.closing}
     if POLICY in request.app:
         checks["policy"] = request.app[POLICY].loaded
@@ -147,7 +148,7 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
 async def handle_policy(request: web.Request) -> web.StreamResponse:
     """``GET /v1/policy`` (compliance officers): the version in force and whether the
     files on disk load (``gateway policy status``)."""
-    state = request.app[egress.EGRESS]
+    state = request.app[EGRESS]
     reviews.officer_of(request, state)
     holder = request.app[POLICY]
     policy = holder.current()
@@ -174,7 +175,7 @@ async def forward_proxy_middleware(request: web.Request, handler: Handler) -> we
     """Send absolute-URI requests (``PUT http://host/path``) to forward-proxy mode."""
     # RFC 9112 §3.2.2: a proxy request carries the absolute-form target.
     if request.method in ("PUT", "POST") and request.raw_path.startswith(("http://", "https://")):
-        return await egress.handle_forward_proxy(request)
+        return await proxy_routes.handle_forward_proxy(request)
     return await handler(request)
 
 
@@ -324,7 +325,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     def current() -> CompiledPolicy | None:
         return holder.current() if holder.loaded else None
 
-    state = egress.EgressState(
+    state = EgressState(
         config=config,
         services=services,
         policy=current,
@@ -333,7 +334,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         spool_identity=load_spool_identity(config.spool_identity),
         decoder_budget=decoder_budget(config, services),
     )
-    app[egress.EGRESS] = state
+    app[EGRESS] = state
     app[reviews.LOOKUPS] = reviews.new_lookup_slots()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -362,7 +363,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         background = [
             watch_task,
             asyncio.create_task(reviews.expire_periodically(state)),
-            asyncio.create_task(egress.republish_periodically(state)),
+            asyncio.create_task(records.republish_periodically(state)),
             asyncio.create_task(_watch_ledger(services)),
         ]
         if config.witness_url:

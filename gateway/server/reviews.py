@@ -46,23 +46,18 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable, LocalOnly, TransferEntry
+from gateway.ledger.base import LedgerTransaction, LedgerUnavailable, LocalOnly, TransferEntry
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.policy.model import Direction
 from gateway.server.auth import require_officer, sender_identity
 from gateway.server.config import RETRY_AFTER_SECONDS
-from gateway.server.egress import (
-    EGRESS,
-    EgressState,
-    Held,
-    append_record,
-    deliver,
-    published,
-    receipt_json,
-    record_end,
-)
+from gateway.server.decide import Ruling, decide_under_lock
+from gateway.server.deliver import deliver
+from gateway.server.egress_state import EGRESS, EgressState, Held
+from gateway.server.job import Job, Release
 from gateway.server.notes import MAX_REFERENCE_CHARS, clean_note
 from gateway.server.problem import Problem, json_response
+from gateway.server.records import append_record, published, receipt_json, record_end
 from gateway.server.spool import SpoolInfo
 from gateway.server.transfer import State, Transfer
 
@@ -916,7 +911,7 @@ async def _reject(
         comment=by.comment if by else None,
         reference=by.reference if by else None,
     )
-    transfer.advance(State.REJECTED)
+    transfer.rejected()
     await asyncio.to_thread(state.spool.release, transfer.id)
     body = {
         **transfer.verdict,
@@ -935,11 +930,12 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
     The review was decided against the policy and the ledger of its day; a
     review can stay open for days, meanwhile the organisation's yearly total
     may have crossed a threshold or the policy may have changed. So, under the
-    organisation's ledger lock (as :func:`gateway.server.egress._decide`
-    does), the transfer is evaluated again against the policy in force and
-    the ledger as it is now, and counted and recorded only if that is not a
-    ``block``. The approval record keeps the review's rule and reason (the
-    officer's approval is what allows it) with the policy version in force.
+    organisation's ledger lock (:func:`gateway.server.decide.decide_under_lock`,
+    as a new transfer's verdict), the transfer is evaluated again against the
+    policy in force and the ledger as it is now, and counted and recorded only
+    if that is not a ``block``. The approval record keeps the review's rule
+    and reason (the officer's approval is what allows it) with the policy
+    version in force.
 
     Raises:
         Problem: 409 when the policy in force blocks the transfer; the review
@@ -953,26 +949,24 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
         summary, info = await asyncio.to_thread(_restored_parts, state, held)
     else:
         summary, info = held.summary, held.info
-    totals: dict[str, int] = {}
-    try:
-        async with state.services.ledger.transaction(transfer.organisation, ledger_year()) as tx:
-            # The policy is read under the lock: a reload while waiting for it
-            # is the policy this approval is judged by.
-            policy = state.current_policy()
-            context = _current_context(policy, transfer)
-            direction = context.route.direction
-            digests = _ledger_digests(policy, held, summary, direction)
-            counts = {c: await tx.count(c, d) for c, d in digests.items()}
-            recheck = policy.evaluate(context, summary, counts)
-            if recheck.action == "block":
-                # Raised inside the transaction: nothing was added, it rolls back.
-                raise _refusal(transfer, recheck)
-            # As the egress decides: count first, then the record, in one
-            # transaction; a failed append rolls the counts back.
-            for category, values in digests.items():
-                if values:
-                    totals[category] = await tx.add(category, values)
-            await append_record(
+    judged: list[tuple[CompiledPolicy, TransferContext]] = []
+
+    async def judge(tx: LedgerTransaction) -> Ruling:
+        # The policy is read under the lock: a reload while waiting for it
+        # is the policy this approval is judged by.
+        policy = state.current_policy()
+        context = _current_context(policy, transfer)
+        judged.append((policy, context))
+        direction = context.route.direction
+        digests = _ledger_digests(policy, held, summary, direction)
+        counts = {c: await tx.count(c, d) for c, d in digests.items()}
+        recheck = policy.evaluate(context, summary, counts)
+        if recheck.action == "block":
+            # Raised inside the transaction: nothing was added, it rolls back.
+            raise _refusal(transfer, recheck)
+
+        async def record() -> Receipt:
+            receipt: Receipt = await append_record(
                 state,
                 "approved",
                 transfer,
@@ -987,40 +981,39 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
                 comment=by.comment,
                 reference=by.reference,
             )
-            transfer.advance(State.APPROVED)
+            # A review leaves the review state only once its record is durable.
+            transfer.approved()
             # What the response, the twin and a later failure record show.
             transfer.verdict["policy_version"] = policy.version
-    except Exception as exc:
+            return receipt
+
+        # Counted, then the record, in one transaction: a failed append rolls
+        # the counts back. Always awaited inside it: a commit that fails after
+        # the approval is recorded ends the transfer (below), never forwards it.
+        return Ruling(recheck, digests, counts=True, record=record)
+
+    def unavailable() -> str:
+        if transfer.state is not State.HELD:
+            return "the ledger is unavailable; the approved transfer was not forwarded"
+        return "the ledger is unavailable; the review stays open"
+
+    try:
+        ruling, _receipt = await decide_under_lock(
+            state, transfer.organisation, judge, unavailable=unavailable
+        )
+    except Exception:
         if transfer.state is State.APPROVED:
             # Recorded approved, but the ledger did not commit its subjects:
             # forwarding now would under-count the yearly totals. End it.
             await _end_approved(state, held, "ledger commit failed after the approval")
-        if isinstance(exc, GatewayError) and not isinstance(exc, LedgerUnavailable):
-            raise
-        # A LedgerUnavailable names the database file or host: for the log only.
-        state.services.metrics.fail_closed.labels("ledger").inc()
-        log.error("ledger_failed", error_type=type(exc).__name__)
-        detail = "the ledger is unavailable; the review stays open"
-        if transfer.state is not State.HELD:
-            detail = "the ledger is unavailable; the approved transfer was not forwarded"
-        raise Unavailable(detail) from None
-    for category, total in totals.items():
-        state.services.metrics.ledger_subjects.labels(transfer.organisation, category).set(total)
+        raise
+    policy, context = judged[-1]
     fields = {k: v for k, v in transfer.verdict.items() if k != "reason"}
     fields["decision"] = "allow"
-    return await deliver(
-        state,
-        transfer,
-        context.route,
-        info,
-        summary,
-        recheck.encrypt or context.route.encrypt,
-        fields,
-        rule,
-        reason,
-        policy.version,
-        "allow",
-    )
+    job = Job(transfer, context, summary, info, fields=fields)
+    encrypt = ruling.decision.encrypt or context.route.encrypt
+    job.release = Release("allow", rule, reason, policy.version, encrypt)
+    return await deliver(state, job)
 
 
 def _current_context(policy: CompiledPolicy, transfer: Transfer) -> TransferContext:

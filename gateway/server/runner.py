@@ -27,7 +27,7 @@ from gateway.crypto.certs import describe_certificate, load_certificates
 from gateway.crypto.keys import load_identities
 from gateway.errors import ConfigError
 from gateway.obs.metrics import Metrics
-from gateway.server import egress, ingress
+from gateway.server import ingress
 from gateway.server.app import (
     make_egress_app,
     make_ingress_app,
@@ -48,6 +48,7 @@ from gateway.server.connections import (
     make_limiter,
     raise_nofile_limit,
 )
+from gateway.server.egress_state import EGRESS
 from gateway.server.forward import client_ssl_context
 from gateway.server.services import Services, open_services
 from gateway.server.witness import offer_checkpoint
@@ -138,7 +139,7 @@ class RunningGateway:
         for context, tls in self.server_contexts:
             context.load_cert_chain(str(tls.cert), str(tls.key))
         if self.egress_app is not None:
-            state = self.egress_app[egress.EGRESS]
+            state = self.egress_app[EGRESS]
             state.upstream_ssl = client_ssl_context(state.config.upstream_tls)
         if self.ingress_app is not None:
             istate = self.ingress_app[ingress.INGRESS]
@@ -152,7 +153,7 @@ class RunningGateway:
         """Sign a checkpoint and offer it to the twin now; the co-signed note or None."""
         if self.egress_app is None:
             return None
-        state = self.egress_app[egress.EGRESS]
+        state = self.egress_app[EGRESS]
         url = state.config.witness_url
         if url is None or state.session is None:
             return None
@@ -173,7 +174,7 @@ class RunningGateway:
     def _states(self) -> list[Any]:
         states: list[Any] = []
         if self.egress_app is not None:
-            states.append(self.egress_app[egress.EGRESS])
+            states.append(self.egress_app[EGRESS])
         if self.ingress_app is not None:
             states.append(self.ingress_app[ingress.INGRESS])
         return states

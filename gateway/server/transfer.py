@@ -1,5 +1,10 @@
 """The life of one transfer as an explicit state machine (STYLE.md §2).
 
+Everything that moves a transfer from one state to the next lives here:
+callers say what happened (a verdict, an approval, a delivery, an end) and
+the machine picks the state and names the audit event that records it (a
+state's value is its record's event, SPEC §7).
+
 Every transfer walks one linear pipeline::
 
     receiving ─> classified ─> allowed ──> forwarding ─> delivered
@@ -21,9 +26,11 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from gateway.audit.records import TransferEvent
 from gateway.errors import GatewayError
+from gateway.policy.model import Action
 
 
 class State(enum.StrEnum):
@@ -46,8 +53,28 @@ class State(enum.StrEnum):
         """Whether nothing more can happen to the transfer."""
         return self in _FINAL
 
+    @property
+    def event(self) -> TransferEvent:
+        """The event of the audit record that says the transfer reached this state.
+
+        Raises:
+            IllegalTransition: the state has no record of its own (receiving,
+                classified, forwarding).
+        """
+        if self not in _RECORDED:
+            raise IllegalTransition(f"{self.value} has no audit record of its own")
+        return cast(TransferEvent, self.value)
+
 
 _FINAL = frozenset({State.BLOCKED, State.REJECTED, State.DELIVERED, State.ABORTED, State.FAILED})
+#: The states a record of their own says a transfer reached (SPEC §7 events).
+_RECORDED = _FINAL | {State.ALLOWED, State.HELD, State.APPROVED}
+#: The state each policy action leads a classified transfer to.
+_VERDICT: dict[Action, State] = {
+    "allow": State.ALLOWED,
+    "block": State.BLOCKED,
+    "review": State.HELD,
+}
 
 #: Every legal edge of the pipeline. Anything else is a gateway bug.
 _EDGES: dict[State, frozenset[State]] = {
@@ -157,6 +184,28 @@ class Transfer:
         self.state = new
         self.history.append((new.value, time.time()))
 
+    def classified(self) -> None:
+        """The whole body was received and classified."""
+        self.advance(State.CLASSIFIED)
+
+    def decided(self, action: Action) -> TransferEvent:
+        """The policy's verdict ``action``: move on; the event of the verdict's record."""
+        new = _VERDICT[action]
+        self.advance(new)
+        return new.event
+
+    def approved(self) -> None:
+        """An officer's approval of a held review was recorded."""
+        self.advance(State.APPROVED)
+
+    def rejected(self) -> None:
+        """An officer's rejection (or the expiry) of a held review was recorded."""
+        self.advance(State.REJECTED)
+
+    def delivered(self) -> None:
+        """The destination holds the file."""
+        self.advance(State.DELIVERED)
+
     def begin_forwarding(self) -> None:
         """The zero-leak gate: only an allowed or approved transfer may send bytes.
 
@@ -169,12 +218,17 @@ class Transfer:
             )
         self.advance(State.FORWARDING)
 
-    def end(self, final: State) -> None:
-        """Move to a final state unless already final (aborts race with completion)."""
+    def end(self, final: State) -> TransferEvent:
+        """Move to a final state unless already final (aborts race with completion).
+
+        Returns:
+            The event of the record that says how the transfer ended (``final``'s).
+        """
         if final not in _FINAL:
             raise IllegalTransition(f"transfer {self.id}: {final.value} is not a final state")
         if not self.state.final:
             self.advance(final)
+        return final.event
 
     def status_json(self) -> dict[str, Any]:
         """The body of ``GET /v1/transfers/{id}``: verdict fields, state and history.

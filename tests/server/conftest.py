@@ -196,7 +196,7 @@ class Parks:
 
     async def settle(self) -> None:
         """Wait for delivery records the egress writes after answering."""
-        from gateway.server.egress import EGRESS
+        from gateway.server.egress_state import EGRESS
 
         assert self.hk.egress_app is not None
         pending = list(self.hk.egress_app[EGRESS].background)

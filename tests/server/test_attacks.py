@@ -29,7 +29,7 @@ from gateway.crypto.certs import ParkPaths
 from gateway.crypto.tls import client_ssl_context
 from gateway.server.app import reload_policy
 from gateway.server.config import token_digest
-from gateway.server.egress import EGRESS
+from gateway.server.egress_state import EGRESS
 from tests.server.conftest import (
     GHOST_TOKEN,
     OFFICER_TOKEN,

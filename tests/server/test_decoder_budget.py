@@ -25,7 +25,8 @@ from gateway.bench.classify import generate
 from gateway.classify.budget import DecoderBudget
 from gateway.classify.decode import LAYER_BUFFER_BYTES, ZSTD_STATE_BYTES
 from gateway.server.config import RETRY_AFTER_SECONDS
-from gateway.server.egress import EGRESS, OFFLOAD_BATCH
+from gateway.server.egress_state import EGRESS
+from gateway.server.receive import OFFLOAD_BATCH
 from tests.server.conftest import RESEARCH_TOKEN, Parks, start_parks
 
 #: What the egress reserves for one ``zstd --long=27`` layer.

@@ -18,7 +18,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.errors import GatewayError
-from gateway.server.egress import EGRESS, INLINE_MAX_BYTES, SPOOL_MEMORY_BYTES, safe_name
+from gateway.server.egress import safe_name
+from gateway.server.egress_state import EGRESS
+from gateway.server.receive import INLINE_MAX_BYTES, SPOOL_MEMORY_BYTES
 from tests.server.conftest import (
     GHOST_TOKEN,
     OFFICER_TOKEN,

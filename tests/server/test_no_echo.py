@@ -24,7 +24,7 @@ import structlog
 from gateway.classify.validators import mod11_2_check_char
 from gateway.obs.logging import configure_logging
 from gateway.server.app import reload_policy
-from gateway.server.egress import EGRESS, EgressState
+from gateway.server.egress_state import EGRESS, EgressState
 from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks, start_parks
 
 CLEAN = b"run_id,value\n" + b"".join(f"R{i:05d},{i % 97}\n".encode() for i in range(300))

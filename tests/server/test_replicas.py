@@ -27,7 +27,8 @@ import pytest
 from gateway.audit.note import NoteVerifier
 from gateway.audit.verify import verify_log
 from gateway.ledger import PostgresLedger
-from gateway.server.egress import EGRESS, republish
+from gateway.server.egress_state import EGRESS
+from gateway.server.records import republish
 from gateway.server.runner import RunningGateway
 from tests.ledger.pg import PG_URL, drop_schema, new_schema, require_pg
 from tests.server.conftest import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.cli import main
-from gateway.server.egress import EGRESS
+from gateway.server.egress_state import EGRESS
 from gateway.server.reviews import expire_reviews
 from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
 from tests.server.test_review_reason import CLEAN

@@ -16,7 +16,8 @@ from gateway.ledger import ledger_year, open_ledger
 from gateway.ledger.base import Ledger
 from gateway.server import reviews
 from gateway.server.app import reload_policy
-from gateway.server.egress import EGRESS, EgressState, append_record
+from gateway.server.egress_state import EGRESS, EgressState
+from gateway.server.records import append_record
 from tests.ledger.pg import drop_schema, new_schema, require_pg
 from tests.server.conftest import (
     OFFICER_TOKEN,

@@ -29,7 +29,7 @@ from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import AccessFile, Extract, RandomAccess, Unscannable
 from gateway.crypto.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PAYLOAD_NONCE_SIZE, TAG_SIZE
 from gateway.server import spool_view
-from gateway.server.egress import EGRESS
+from gateway.server.egress_state import EGRESS
 from gateway.server.spool import SpoolDir, SpoolInfo
 from gateway.server.spool_view import VIEW_CACHE_CHUNKS, SpoolView
 from tests.server.conftest import Parks, sha256, stand_in_twin, start_parks
