@@ -35,7 +35,19 @@ from gateway.ledger import LedgerUnavailable, ledger_year
 from gateway.policy.archive import archive_dir, archive_policy
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.holder import PolicyHolder, PolicyWatcher, ReloadResult
-from gateway.server import egress, inbox, ingress, proxy_routes, records, reviews, witness
+from gateway.server import (
+    egress,
+    inbox,
+    ingress,
+    proxy_routes,
+    records,
+    review_expiry,
+    review_queue,
+    review_restore,
+    reviews,
+    status,
+    witness,
+)
 from gateway.server.access import access_middleware
 from gateway.server.auth import TokenTable, require_metrics_reader
 from gateway.server.config import (
@@ -149,7 +161,7 @@ async def handle_policy(request: web.Request) -> web.StreamResponse:
     """``GET /v1/policy`` (compliance officers): the version in force and whether the
     files on disk load (``gateway policy status``)."""
     state = request.app[EGRESS]
-    reviews.officer_of(request, state)
+    status.officer_of(request, state)
     holder = request.app[POLICY]
     policy = holder.current()
     last = holder.last
@@ -335,7 +347,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         decoder_budget=decoder_budget(config, services),
     )
     app[EGRESS] = state
-    app[reviews.LOOKUPS] = reviews.new_lookup_slots()
+    app[status.LOOKUPS] = status.new_lookup_slots()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         first = await reload_policy(app)
@@ -345,7 +357,7 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         swept = await asyncio.to_thread(spool.sweep)
         if swept:
             log.warning("spool_swept", files=swept)
-        restored = await reviews.restore_held(state, holder.current())
+        restored = await review_restore.restore_held(state, holder.current())
         if restored:
             log.info("reviews_restored", count=restored)
         if config.policy_reload == "publish":
@@ -359,10 +371,10 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         state.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_concurrent)
         )
-        reviews.track_pending(state)
+        review_queue.track_pending(state)
         background = [
             watch_task,
-            asyncio.create_task(reviews.expire_periodically(state)),
+            asyncio.create_task(review_expiry.expire_periodically(state)),
             asyncio.create_task(records.republish_periodically(state)),
             asyncio.create_task(_watch_ledger(services)),
         ]
@@ -394,13 +406,11 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
     app.router.add_route(
         "POST", "/v1/transfers/{route}/{path}", egress.handle_transfer, name="transfer"
     )
-    app.router.add_get("/v1/transfers/{id}", reviews.handle_status, name="transfer-status")
-    app.router.add_get(
-        "/v1/transfers/{id}/receipt", reviews.handle_receipt, name="transfer-receipt"
-    )
+    app.router.add_get("/v1/transfers/{id}", status.handle_status, name="transfer-status")
+    app.router.add_get("/v1/transfers/{id}/receipt", status.handle_receipt, name="transfer-receipt")
     app.router.add_get("/v1/policy", handle_policy, name="policy")
-    app.router.add_get("/v1/reviews", reviews.handle_reviews, name="reviews")
-    app.router.add_get("/v1/reviews/{id}", reviews.handle_review_detail, name="review")
+    app.router.add_get("/v1/reviews", review_queue.handle_reviews, name="reviews")
+    app.router.add_get("/v1/reviews/{id}", review_queue.handle_review_detail, name="review")
     app.router.add_post(
         "/v1/reviews/{id}/{verb:approve|reject}", reviews.handle_review, name="review-decision"
     )

@@ -172,14 +172,9 @@ async def decide(state: EgressState, job: Job, policy: CompiledPolicy) -> tuple[
         state.release_spool(transfer.id, info)
     if held_info is not None:
         state.held[transfer.id] = Held(
-            transfer=transfer,
-            context=context,
-            direction=context.route.direction,
+            Job(transfer, context, summary, held_info),
             decision=decision_meta(decision),
-            summary=summary,
             digests=digests,
-            info=held_info,
-            encrypt=decision.encrypt or context.route.encrypt,
         )
     return decision, receipt
 
@@ -233,7 +228,7 @@ def _hold_spool(
         # Keyed hashes only (HMAC with the gateway secret), for the ledger at
         # approval: per category as the policy of the day counted them, and per
         # label (with the cap flag), so that an approval after a restart counts
-        # exactly as the policy in force would (reviews._ledger_digests).
+        # exactly as the policy in force would (gateway.server.reviews.ledger_digests).
         "digests": {c: sorted(d.hex() for d in v) for c, v in digests.items()},
         "label_digests": {
             label: sorted(d.hex() for d in v) for label, v in summary.digests.items()

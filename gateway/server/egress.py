@@ -173,43 +173,7 @@ async def handle_transfer(request: web.Request) -> web.StreamResponse:
 async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> web.Response:
     """Drive one transfer from the first body byte to its verdict response."""
     state = request.app[EGRESS]
-    if state.closing:
-        raise Unavailable("the gateway is shutting down; retry on another replica")
-    policy = state.current_policy()
-    identity = sender_identity(request, state.tokens)
-    context = policy.context(route_name, identity)
-    name = safe_name(raw_name)
-    justification = _justification(request, state, policy)
-    replaces = request.headers.get(H_REPLACE)
-    if replaces is not None and not TRANSFER_ID.fullmatch(replaces):
-        raise ClientError(f"{H_REPLACE}: the transfer id of the file to replace (t_…)")
-    length = request.content_length
-    if length is not None and length > state.config.max_body_bytes:
-        raise PayloadTooLarge(
-            f"the body ({length} bytes) exceeds the {state.config.max_body_bytes}-byte limit"
-        )
-    if state.inflight >= state.config.max_concurrent:
-        raise Problem(
-            Unavailable,
-            "too many transfers in progress; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    if not state.audit.healthy:
-        state.services.metrics.fail_closed.labels("audit").inc()
-        raise Unavailable("the audit log is not writable; nothing can be decided")
-    state.spool.check_space()  # one statvfs(2)
-    # Only now, with sender, route, name, size and capacity checked, is the
-    # client invited to send its body (RFC 9110 §10.1.1).
-    await send_continue(request)
-    transfer = Transfer(
-        id=new_transfer_id(),
-        route=route_name,
-        path=name,
-        sender=identity,
-        organisation=context.sender.organisation,
-        justification=justification,
-        replaces=replaces,
-    )
+    policy, context, transfer = await _admit(request, state, route_name, raw_name)
     note(request, transfer_id=transfer.id)
     state.remember(transfer)
     task = asyncio.current_task()
@@ -219,7 +183,7 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
     state.services.metrics.inflight.inc()
     try:
         with structlog.contextvars.bound_contextvars(transfer_id=transfer.id):
-            log.info("transfer_started", route=route_name, sender=identity)
+            log.info("transfer_started", route=route_name, sender=transfer.sender)
             try:
                 async with asyncio.timeout(state.config.total_timeout):
                     return await _pipeline(state, request, transfer, policy, context)
@@ -266,6 +230,56 @@ async def run_transfer(request: web.Request, route_name: str, raw_name: str) -> 
             state.release_spool(transfer.id)
         # Answer only once the other replicas can see what was recorded.
         await published(state, transfer.id)
+
+
+async def _admit(
+    request: web.Request, state: EgressState, route_name: str, raw_name: str
+) -> tuple[CompiledPolicy, TransferContext, Transfer]:
+    """Check the request before its body is invited; the policy, context and new transfer.
+
+    Raises:
+        GatewayError: shutting down, no policy, an unknown sender or route, a
+            bad name, justification or replace header, too large, too many
+            transfers, the audit log unwritable, or the spool full.
+    """
+    if state.closing:
+        raise Unavailable("the gateway is shutting down; retry on another replica")
+    policy = state.current_policy()
+    identity = sender_identity(request, state.tokens)
+    context = policy.context(route_name, identity)
+    name = safe_name(raw_name)
+    justification = _justification(request, state, policy)
+    replaces = request.headers.get(H_REPLACE)
+    if replaces is not None and not TRANSFER_ID.fullmatch(replaces):
+        raise ClientError(f"{H_REPLACE}: the transfer id of the file to replace (t_…)")
+    length = request.content_length
+    if length is not None and length > state.config.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the body ({length} bytes) exceeds the {state.config.max_body_bytes}-byte limit"
+        )
+    if state.inflight >= state.config.max_concurrent:
+        raise Problem(
+            Unavailable,
+            "too many transfers in progress; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if not state.audit.healthy:
+        state.services.metrics.fail_closed.labels("audit").inc()
+        raise Unavailable("the audit log is not writable; nothing can be decided")
+    state.spool.check_space()  # one statvfs(2)
+    # Only now, with sender, route, name, size and capacity checked, is the
+    # client invited to send its body (RFC 9110 §10.1.1).
+    await send_continue(request)
+    transfer = Transfer(
+        id=new_transfer_id(),
+        route=route_name,
+        path=name,
+        sender=identity,
+        organisation=context.sender.organisation,
+        justification=justification,
+        replaces=replaces,
+    )
+    return policy, context, transfer
 
 
 async def _end(

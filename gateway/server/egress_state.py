@@ -25,10 +25,11 @@ from gateway.classify.budget import DecoderBudget
 from gateway.classify.summary import ScanSummary
 from gateway.crypto.keys import X25519Identity, X25519Recipient
 from gateway.errors import Unavailable
-from gateway.ledger.base import TransferEntry
-from gateway.policy.engine import CompiledPolicy, Route, TransferContext
+from gateway.ledger.base import LocalOnly, TransferEntry
+from gateway.policy.engine import CompiledPolicy, Route
 from gateway.server.auth import TokenTable
 from gateway.server.config import EgressConfig
+from gateway.server.job import Job
 from gateway.server.services import Services
 from gateway.server.spool import SpoolDir, SpoolInfo
 from gateway.server.transfer import Transfer
@@ -45,23 +46,55 @@ RECENT_TRANSFERS = 10_000
 
 @dataclass(slots=True)
 class Held:
-    """A transfer waiting for a compliance officer, with what forwarding needs.
+    """A transfer waiting for a compliance officer: its job, and the verdict that held it.
 
-    ``summary`` is None after a restart (only its JSON survives in the held
-    metadata); ``info.file_key`` is then empty until approval unwraps it.
+    ``job.summary`` is None after a restart (only its JSON survives in the
+    held metadata); ``job.info.file_key`` is then empty until approval unwraps it.
     """
 
-    transfer: Transfer
-    context: TransferContext
-    direction: str
+    job: Job
+    #: The verdict that held it (rule, reason, policy version, approvals needed).
     decision: dict[str, Any]
-    summary: ScanSummary | None
+    #: Its people per ledger category as the policy of its day counted them.
     digests: Mapping[str, frozenset[bytes]]
-    info: SpoolInfo
-    encrypt: str
     #: Approvals recorded so far when the rule asks for more than one
     #: (officer, comment, reference); restored from the audit records after a restart.
     approvals: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    @property
+    def transfer(self) -> Transfer:
+        """The held transfer."""
+        return self.job.transfer
+
+    @property
+    def summary(self) -> ScanSummary | None:
+        """What the classifier found (None when restored after a restart)."""
+        return self.job.summary
+
+    @property
+    def info(self) -> SpoolInfo:
+        """The held spool."""
+        return self.job.info
+
+    @property
+    def direction(self) -> str:
+        """The direction of the route it was held on."""
+        return self.job.direction
+
+    def verdict(self) -> tuple[str, str, str]:
+        """Rule, reason and policy version of the ``review`` verdict that held it."""
+        meta = self.decision
+        return (
+            str(meta.get("rule", "")),
+            str(meta.get("reason", "")),
+            str(meta.get("policy_version", "")),
+        )
+
+    @property
+    def approvals_needed(self) -> int:
+        """How many distinct officers must approve it (the holding rule's ``approvals``)."""
+        needed = self.decision.get("approvals", 1)
+        return needed if isinstance(needed, int) and needed > 0 else 1
 
 
 @dataclass(slots=True)
@@ -115,7 +148,8 @@ class EgressState:
     #: replica (:func:`gateway.server.reviews.handle_review`).
     deciding: set[str] = field(default_factory=set)
     #: Directory writes that failed, the newest per transfer, retried by
-    #: :func:`republish_periodically` (at most :data:`MAX_UNPUBLISHED`).
+    #: :func:`~gateway.server.records.republish_periodically` (at most
+    #: :data:`~gateway.server.records.MAX_UNPUBLISHED`).
     unpublished: OrderedDict[str, tuple[TransferEntry, int]] = field(default_factory=OrderedDict)
 
     def track(self, future: asyncio.Future[Any]) -> None:
@@ -128,6 +162,16 @@ class EgressState:
                 log.error("background_task_failed", error_type=type(f.exception()).__name__)
 
         future.add_done_callback(done)
+
+    @property
+    def instance(self) -> str:
+        """This replica's instance name: whose audit log holds its transfers' records."""
+        return self.services.settings.instance
+
+    @property
+    def park_wide(self) -> bool:
+        """Whether the park's replicas share transfers and reviews (a PostgreSQL directory)."""
+        return not isinstance(self.services.directory, LocalOnly)
 
     @property
     def audit(self) -> AuditLog:

@@ -1,9 +1,11 @@
-"""Sending released bytes onward: to the twin, to an HTTPS destination.
+"""The HTTP client plumbing for released bytes: bodies whole or streamed, the pipelined upload.
 
-Only a transfer whose state machine has passed ``begin_forwarding`` reaches
-these functions; they never decide anything. Each returns the upstream status
-and raises :class:`~gateway.errors.UpstreamError` / ``UpstreamTimeout`` on
-failure, after which the caller records the transfer as failed.
+The destinations (:mod:`gateway.server.destinations`) send through these
+functions; only a transfer whose state machine has passed
+``begin_forwarding`` reaches them, and they never decide anything. Each
+returns the upstream status and raises :class:`~gateway.errors.UpstreamError`
+/ ``UpstreamTimeout`` on failure, after which the caller records the
+transfer as failed.
 
 Streaming reads of spool files run in worker threads (``asyncio.to_thread``)
 and each block is awaited into the socket before the next is read, so memory

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.server.egress_state import EGRESS
-from gateway.server.reviews import expire_reviews
+from gateway.server.review_expiry import expire_reviews
 from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
 from tests.server.test_review_reason import CLEAN
 

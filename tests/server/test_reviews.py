@@ -14,7 +14,7 @@ import pytest
 
 from gateway.ledger import ledger_year, open_ledger
 from gateway.ledger.base import Ledger
-from gateway.server import reviews
+from gateway.server import review_restore, status
 from gateway.server.app import reload_policy
 from gateway.server.egress_state import EGRESS, EgressState
 from gateway.server.records import append_record
@@ -153,10 +153,10 @@ async def test_status_ids_are_validated_and_lookups_bounded(
     async with parks.session.get(unknown, headers=OFFICER) as r:
         assert r.status == 404
     # Every lookup slot busy: a further lookup waits, then gets 503 + Retry-After.
-    monkeypatch.setattr(reviews, "LOOKUP_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(status, "LOOKUP_WAIT_SECONDS", 0.2)
     assert parks.hk.egress_app is not None
-    slots = parks.hk.egress_app[reviews.LOOKUPS]
-    for _ in range(reviews.MAX_CONCURRENT_LOOKUPS):
+    slots = parks.hk.egress_app[status.LOOKUPS]
+    for _ in range(status.MAX_CONCURRENT_LOOKUPS):
         await slots.acquire()
     try:
         for suffix in ("", "/receipt"):
@@ -164,7 +164,7 @@ async def test_status_ids_are_validated_and_lookups_bounded(
                 assert r.status == 503
                 assert r.headers["Retry-After"]
     finally:
-        for _ in range(reviews.MAX_CONCURRENT_LOOKUPS):
+        for _ in range(status.MAX_CONCURRENT_LOOKUPS):
             slots.release()
     async with parks.session.get(unknown + "/receipt", headers=OFFICER) as r:
         assert r.status == 404
@@ -212,7 +212,7 @@ async def test_restore_sweeps_held_spools_the_audit_log_does_not_show_open(parks
     state.held.clear()
     for tid in (open_id, decided, interrupted, unrecorded):
         state.recent.pop(tid, None)
-    restored = await reviews.restore_held(state, state.current_policy())
+    restored = await review_restore.restore_held(state, state.current_policy())
     assert restored == 1
     assert set(state.held) == {open_id}
     assert {p.name.split(".")[0] for p in held_dir.iterdir()} == {open_id}
@@ -438,7 +438,7 @@ async def test_reviews_restored_after_a_restart_are_rechecked_too(parks: Parks) 
     state.held.clear()
     for tid in (tid_first, tid_second):
         state.recent.pop(tid, None)
-    assert await reviews.restore_held(state, state.current_policy()) == 2
+    assert await review_restore.restore_held(state, state.current_policy()) == 2
     assert all(held.summary is None for held in state.held.values())
     # Under the threshold: approved, and its people counted from the held hashes.
     code, body = await _decide(parks, tid_first, "approve")
@@ -479,7 +479,7 @@ async def test_a_restored_review_counts_its_people_from_the_held_hashes(
         meta_file.write_text(json.dumps(meta), encoding="utf-8")
     state.held.clear()
     state.recent.pop(tid, None)
-    assert await reviews.restore_held(state, state.current_policy()) == 1
+    assert await review_restore.restore_held(state, state.current_policy()) == 1
     # Restoring sealed any metadata held in clear (it names the file).
     assert not (state.spool.held / f"{tid}.json").exists()
     assert (state.spool.held / f"{tid}.meta.age").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.policy.model import Action
 from gateway.server.transfer import IllegalTransition, State, Transfer, new_transfer_id
 
 
@@ -87,3 +88,47 @@ def test_status_json_has_state_and_verdict() -> None:
     assert out["state"] == "receiving"
     assert out["decision"] == "allow"
     assert out["history"][0]["state"] == "receiving"
+
+
+@pytest.mark.parametrize(
+    ("action", "state", "event"),
+    [
+        ("allow", State.ALLOWED, "allowed"),
+        ("block", State.BLOCKED, "blocked"),
+        ("review", State.HELD, "review"),
+    ],
+)
+def test_a_verdict_names_its_state_and_its_records_event(
+    action: Action, state: State, event: str
+) -> None:
+    t = _transfer()
+    t.classified()
+    assert t.decided(action) == event
+    assert t.state is state
+
+
+def test_review_decisions_and_delivery_are_named_transitions() -> None:
+    approved, rejected = _transfer(), _transfer()
+    for t in (approved, rejected):
+        t.classified()
+        t.decided("review")
+    approved.approved()
+    approved.begin_forwarding()
+    approved.delivered()
+    rejected.rejected()
+    assert (approved.state, rejected.state) == (State.DELIVERED, State.REJECTED)
+    assert (approved.state.event, rejected.state.event) == ("delivered", "rejected")
+
+
+def test_end_names_the_final_record_also_when_already_final() -> None:
+    t = _transfer()
+    assert t.end(State.ABORTED) == "aborted"
+    # An abort racing a completion: the state stays, the record still says how it ended.
+    assert t.end(State.FAILED) == "failed"
+    assert t.state is State.ABORTED
+
+
+@pytest.mark.parametrize("state", [State.RECEIVING, State.CLASSIFIED, State.FORWARDING])
+def test_a_state_without_a_record_has_no_event(state: State) -> None:
+    with pytest.raises(IllegalTransition):
+        _ = state.event
