@@ -91,8 +91,8 @@ from gateway.classify.matcher import (
     NATIVE_AVAILABLE,
     SCAN_SLICE_BYTES,
     TAIL_BYTES,
+    DigitScan,
     TextMatcher,
-    scan_digit_windows,
 )
 from gateway.classify.testing import bank_card, cn_mobile, hkid, resident_id, uscc
 
@@ -667,16 +667,17 @@ def _engine_once(detectors: DetectorSet, data: bytes) -> tuple[float, int]:
     started = time.perf_counter()
     if NATIVE_AVAILABLE:
         # As the matcher with its compiled core: the digit database over the
-        # windows around the digit cores (found by the core), in block mode.
-        windows = detectors.digit_windows_database()
-        scratch = hyperscan.Scratch(windows)
+        # windows around the digit cores (found by the core).
+        block = detectors.digit_windows_database()
+        scan = DigitScan(block, hyperscan.Scratch(block), digit, hyperscan.Scratch(digit))
         tail = b""
         for i in range(0, len(data), SCAN_SLICE_BYTES):
             piece = bytes(view[i : i + SCAN_SLICE_BYTES])
-            scan_digit_windows(windows, scratch, piece, tail, i, hits)
+            scan.scan(piece, tail, i, hits)
             tail = piece[-TAIL_BYTES:]
             total += len(hits)
             hits.clear()
+        scan.close()
         databases = [literal]
     else:
         databases = [digit, literal]

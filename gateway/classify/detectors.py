@@ -41,8 +41,9 @@ a digit, a separator of :data:`DIGIT_CORE_SEPARATORS` and
 :data:`DIGIT_CORE_GROUP` digits) and is at most :data:`DIGIT_REACH` bytes wide,
 so every match lies within :data:`DIGIT_REACH` bytes of a core. The compiled
 core finds the cores (``_native.digit_windows``, 64 bytes per vector step) and
-the matcher scans the block-mode variant of the database over the windows
-around them only. Any pattern of digits costs Hyperscan about 1 ns a byte on
+the matcher (``matcher.DigitScan``) scans the block-mode variant of the
+database over the windows around them only, or streams text whose windows
+cover half of it or more. Any pattern of digits costs Hyperscan about 1 ns a byte on
 text where a number comes every few words (its automaton never gets to skip),
 and lab notes and reports are such text; their numbers ("12.5 mg/L",
 "n = 248", "2019–2023") hold no core. A pattern added to the digit database
@@ -97,10 +98,11 @@ DIGIT_REACH: Final = MAX_FIXED_WIDTH
 #: Bytes after a core in which no further core is looked for: the window of the
 #: core reaches this much further instead, which holds their windows. On text
 #: dense with long numbers (a CSV of read counts, an identifier every ~200
-#: bytes) the core search then reads a fraction of the bytes, and Hyperscan
-#: scans a slice in one call; a lone core costs a scan of 2 x DIGIT_REACH +
-#: DIGIT_SKIP bytes (~0.5 us). Measured on the bench kinds (see README).
-DIGIT_SKIP: Final = 512
+#: bytes) the core search then reads a fraction of the bytes. A window costs a
+#: Python call and a Hyperscan scan, ~1 us plus ~1 ns a byte on number-rich
+#: text: a lone core's window (2 x DIGIT_REACH + DIGIT_SKIP bytes) costs about
+#: twice a call, and windows closer than that are one.
+DIGIT_SKIP: Final = 1024
 
 #: Expressions per detector set: the matcher packs an expression id into 20 bits.
 MAX_EXPRESSIONS: Final = (1 << 20) - 1

@@ -5,9 +5,8 @@ The decoder drives a :class:`TextMatcher` through the ``TextSink`` methods
 for what format readers count themselves). Per member the
 matcher owns a stream on the detector set's literal Hyperscan database and,
 with the Python reference, one on its digit database; the compiled core
-instead finds the digit cores and the matcher scans the digit database in
-block mode over the windows around them (:func:`scan_digit_windows`, issue
-17: the same hits). Per chunk it:
+instead finds the digit cores and the matcher scans the digit database only
+over the windows around them (:class:`DigitScan`, issue 17: the same hits). Per chunk it:
 
 1. scans the chunk with both databases; the callback only records one packed
    int per hit (``end << 20 | id``); runs of 60 bases are found with
@@ -54,7 +53,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import hyperscan
 
@@ -470,46 +469,131 @@ if _native is not None:
     _check_native_digits()
 
 
-def scan_digit_windows(
-    database: hyperscan.Database,
-    scratch: hyperscan.Scratch,
-    data: bytes,
-    tail: bytes,
-    offset: int,
-    hits: list[int],
-) -> None:
-    """Append the hits of the digit database that end in ``data`` to ``hits``.
+def _drop_match(_pid: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+    """A match callback that records nothing (the tail's bytes read again)."""
 
-    ``database`` is :meth:`~gateway.classify.detectors.DetectorSet.digit_windows_database`
-    (block mode), ``offset`` the stream offset of ``data[0]`` and ``tail`` the text
-    before it (at least its last :data:`~gateway.classify.detectors.DIGIT_REACH`
-    bytes, or all of the member's text before ``data``). The hits are those the
-    streaming digit database reports for ``data``, as ``end << 20 | id``: the
-    database is scanned over the windows around the digit cores only (see
-    ``detectors``), each window once; one that starts in the tail drops the hits
-    that end there (the previous call reported them).
+
+class DigitScan:
+    """The digit database over the windows around the digit cores (issue 17).
+
+    Gives the hits the digit database streamed over every byte gives (see
+    ``detectors``), as ``end << 20 | id``. :meth:`scan` asks the compiled core
+    for the windows of a piece of text. Text dense with cores (windows over
+    half the piece or more: CSV of read counts, an identifier every ~200 bytes)
+    is streamed whole, as before the windows; elsewhere each window is scanned
+    once in block mode, a view of the piece, no copy.
+
+    The stream may thus miss text. Every match is at most
+    :data:`~gateway.classify.detectors.DIGIT_REACH` bytes wide, so before it
+    reads text again it reads the :data:`~gateway.classify.detectors.DIGIT_REACH`
+    bytes before it with its hits dropped (they end there, and were reported):
+    a match that began before the gap would be wider than that, so none is
+    reported across it. A window that starts in the text before the piece is
+    read by the stream the same way.
+
+    Args:
+        block: :meth:`~gateway.classify.detectors.DetectorSet.digit_windows_database`.
+        block_scratch: a scratch for it (this scan's own).
+        stream: the streaming digit database
+            (:meth:`~gateway.classify.detectors.DetectorSet.databases`).
+        stream_scratch: a scratch for it.
     """
-    windows = _native.digit_windows(data, tail, D.DIGIT_REACH, D.DIGIT_SKIP)
-    if not windows:
-        return
-    append = hits.append
 
-    # The context is the stream offset of the window's first byte.
-    def on_match(pid: int, _start: int, end: int, _flags: int, base: Any) -> None:
-        append((base + end) << _ID_BITS | pid)
+    __slots__ = ("_block", "_block_scratch", "_database", "_fed", "_next", "_scratch", "_stream")
 
-    def on_seam_match(pid: int, _start: int, end: int, _flags: int, base: Any) -> None:
-        end += base
-        if end > offset:
+    def __init__(
+        self,
+        block: hyperscan.Database,
+        block_scratch: hyperscan.Scratch,
+        stream: hyperscan.Database,
+        stream_scratch: hyperscan.Scratch,
+    ) -> None:
+        self._block = block
+        self._block_scratch = block_scratch
+        self._database = stream
+        self._scratch = stream_scratch
+        self._stream: Any = None
+        self._fed = 0  # bytes the stream has read
+        self._next = 0  # the offset in the text of the stream's next byte (else: a gap)
+        self._open()
+
+    def _open(self) -> None:
+        # The stream borrows the database and the callback (hyperscan 0.9.1): this
+        # object and the module keep them alive.
+        stream = self._database.stream(match_event_handler=_drop_match)
+        stream.__enter__()  # hs_open_stream
+        self._stream = stream
+        self._fed = 0
+
+    def close(self) -> None:
+        """Close the stream (idempotent)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def scan(self, data: bytes, tail: bytes, offset: int, hits: list[int]) -> None:
+        """Append the hits that end in ``data`` to ``hits``.
+
+        ``offset`` is the text offset of ``data[0]``, ``tail`` the text before it
+        (at least its last :data:`~gateway.classify.detectors.DIGIT_REACH` bytes, or
+        all of the text before ``data``).
+        """
+        windows = _native.digit_windows(data, tail, D.DIGIT_REACH, D.DIGIT_SKIP)
+        if not windows:
+            return
+        append = hits.append
+
+        # The context is what to add to an end offset (the binding passes a
+        # context of 0 as None: offsets that need nothing added have a handler
+        # of their own).
+        def on_match(pid: int, _start: int, end: int, _flags: int, base: Any) -> None:
+            append((base + end) << _ID_BITS | pid)
+
+        def on_match_as_is(pid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             append(end << _ID_BITS | pid)
 
-    for i in range(0, len(windows), 2):
-        a, b = windows[i], windows[i + 1]
-        if a >= 0:
-            window, handler = data[a:b], on_match
-        else:
-            window, handler = tail[a:] + data[:b], on_seam_match
-        database.scan(window, match_event_handler=handler, context=offset + a, scratch=scratch)
+        if (sum(windows[1::2]) - sum(windows[0::2])) * 2 >= len(data):
+            self._follow(data, tail, offset, on_match, on_match_as_is)
+            return
+        # Windows are views, not copies (the binding reads any buffer; its stub
+        # says str or bytes).
+        view = cast(bytes, memoryview(data))
+        for i in range(0, len(windows), 2):
+            a, b = windows[i], windows[i + 1]
+            if a < 0:
+                self._follow(view[:b], tail, offset, on_match, on_match_as_is)
+                continue
+            base = offset + a
+            self._block.scan(
+                view[a:b],
+                match_event_handler=on_match if base else on_match_as_is,
+                context=base,
+                scratch=self._block_scratch,
+            )
+
+    def _follow(
+        self,
+        data: bytes,
+        tail: bytes,
+        offset: int,
+        on_match: Callable[[int, int, int, int, Any], None],
+        on_match_as_is: Callable[[int, int, int, int, object], None],
+    ) -> None:
+        """Stream ``data`` (at ``offset``), after the tail's last bytes if it missed text."""
+        scratch = self._scratch
+        if self._next != offset:
+            if len(tail) < D.DIGIT_REACH:  # the tail is all the text before: start again
+                self.close()
+                self._open()
+            else:
+                tail = tail[-D.DIGIT_REACH :]
+            self._stream.scan(tail, scratch=scratch, match_event_handler=_drop_match)
+            self._fed += len(tail)
+        base = offset - self._fed
+        handler = on_match if base else on_match_as_is
+        self._stream.scan(data, scratch=scratch, match_event_handler=handler, context=base)
+        self._fed += len(data)
+        self._next = offset + len(data)
 
 
 if TAIL_BYTES < D.GENETIC_MIN_RUN + D.GENETIC_REACH:  # pragma: no cover - constants
@@ -1040,7 +1124,7 @@ class TextMatcher:
             self._propose = core.propose
         self._stream: Any = None
         self._digit_stream: Any = None
-        self._digit_windows: hyperscan.Database | None = None
+        self._digit_scan: DigitScan | None = None
         self._genetic_id = detectors.genetic_run_id
         self._genetic_runs = True
         self._member_type = ""
@@ -1054,10 +1138,6 @@ class TextMatcher:
         if self._stream is not None:
             self.end_member()
         digit, literal = self._detectors.databases(content_type)
-        if self._core is not None:
-            # The compiled core finds the digit cores: the digit database is
-            # scanned around them only (scan_digit_windows), in block mode.
-            digit = self._detectors.digit_windows_database()
         self._digit_scratch = self._scratch_for(digit)
         self._scratch = self._scratch_for(literal)
         self._reset_member()
@@ -1067,8 +1147,14 @@ class TextMatcher:
         # reference (hyperscan 0.9.1); the detector set and this matcher keep
         # them alive for as long as the streams exist.
         self._databases = (digit, literal)
-        self._digit_windows = digit if self._core is not None else None
-        if self._digit_windows is None:
+        if self._core is not None:
+            # The compiled core finds the digit cores: the digit database is
+            # scanned around them only.
+            block = self._detectors.digit_windows_database()
+            self._digit_scan = DigitScan(
+                block, self._scratch_for(block), digit, self._digit_scratch
+            )
+        else:
             digit_stream = digit.stream(match_event_handler=self._on_match)
             digit_stream.__enter__()  # hs_open_stream
             self._digit_stream = digit_stream
@@ -1153,10 +1239,13 @@ class TextMatcher:
         # GIL throughout, so that scratch is never used by two threads at once.
         stream, self._stream = self._stream, None
         digit_stream, self._digit_stream = self._digit_stream, None
+        digit_scan, self._digit_scan = self._digit_scan, None
         if stream is not None:
             stream.close()
         if digit_stream is not None:
             digit_stream.close()
+        if digit_scan is not None:
+            digit_scan.close()
 
     def close(self) -> None:
         """Release the open streams of an abandoned scan (idempotent); counts nothing."""
@@ -1304,9 +1393,8 @@ class TextMatcher:
         self._chunk = data
         self._chunk_tail = tail
         self._chunk_offset = self._offset
-        if self._digit_windows is not None:
-            windows, scratch = self._digit_windows, self._digit_scratch
-            scan_digit_windows(windows, scratch, data, tail, self._offset, self._hits)
+        if self._digit_scan is not None:
+            self._digit_scan.scan(data, tail, self._offset, self._hits)
         else:
             self._digit_stream.scan(data, scratch=self._digit_scratch)
         self._stream.scan(data, scratch=self._scratch)
