@@ -23,7 +23,9 @@ from typing import BinaryIO
 from gateway.cli import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 from gateway.crypto.age import AgeDecryptor, AgeEncryptor
 from gateway.crypto.certs import (
+    INTERCEPT_CA_CERT_NAME,
     PARKS,
+    CertInfo,
     ParkPaths,
     describe_certificate,
     init_dev_pki,
@@ -52,6 +54,17 @@ READ_SIZE = CHUNK_SIZE
 DEFAULT_CERTS_DIR = Path("var/certs")
 #: Decrypted output files hold plaintext that may be personal data: owner only.
 PLAINTEXT_FILE_MODE = 0o600
+#: What ``gateway certs trust-help`` explains by default: the interception CA
+#: ``make run`` makes for the Hong Kong egress, the demo's ``HTTPS_PROXY``
+#: (gateway.server.demo's DEMO_DIR and HK_EGRESS_PORT; not imported, the
+#: server package is heavy; tests/cli/test_crypto.py checks they agree).
+DEFAULT_TRUST_CA = Path("var/demo/certs/hk") / INTERCEPT_CA_CERT_NAME
+DEFAULT_PROXY_URL = "http://127.0.0.1:8080"
+#: Where update-ca-certificates and update-ca-trust look for added anchors.
+DEBIAN_ANCHORS = Path("/usr/local/share/ca-certificates")
+RHEL_ANCHORS = Path("/etc/pki/ca-trust/source/anchors")
+#: The system bundles to concatenate with the CA for requests and httpx.
+SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 _STDIO = "-"
 
@@ -130,9 +143,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "init",
         help="create the dev CAs and certificates of both parks",
         description="Create, for each park (hk, sz), a dev CA, server and client "
-        "certificates (ECDSA P-256, SANs localhost/127.0.0.1/::1) and an Ed25519 audit "
-        "key, and DIR/pins.toml with the leaves' public-key pins, which it also prints as "
-        "the config lines that pin each twin. Existing files are kept unless --force.",
+        "certificates (ECDSA P-256, SANs localhost/127.0.0.1/::1), an Ed25519 audit "
+        "key and the egress's interception CA (intercept-ca.pem/.key, for HTTPS_PROXY "
+        "clients), and DIR/pins.toml with the leaves' public-key pins, which it also "
+        "prints as the config lines that pin each twin. Existing files are kept; --force "
+        "re-issues the dev CAs and certificates, never the audit keys or interception CAs.",
     )
     init.add_argument(
         "directory",
@@ -145,9 +160,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument(
         "--force",
         action="store_true",
-        help="re-issue CAs and certificates (the audit keys are kept)",
+        help="re-issue the dev CAs and certificates (audit keys and interception CAs are kept)",
     )
     init.set_defaults(handler=_certs_init)
+    trust = certs_sub.add_parser(
+        "trust-help",
+        help="print how to make clients trust an interception CA",
+        description="Print, for the interception CA in FILE, the commands that make "
+        "HTTPS_PROXY clients trust it: the Debian/Ubuntu, RHEL and macOS system stores, "
+        "Python requests/httpx, curl, and the HTTPS_PROXY line itself.",
+    )
+    trust.add_argument(
+        "--ca",
+        type=Path,
+        default=DEFAULT_TRUST_CA,
+        metavar="FILE",
+        help=f"the interception CA certificate (default {DEFAULT_TRUST_CA}, made by make run)",
+    )
+    trust.add_argument(
+        "--proxy",
+        default=DEFAULT_PROXY_URL,
+        metavar="URL",
+        help=f"the egress for HTTPS_PROXY (default {DEFAULT_PROXY_URL}, the demo's HK egress)",
+    )
+    trust.set_defaults(handler=_certs_trust_help)
     show = certs_sub.add_parser("show", help="print a certificate's subject, SANs and validity")
     show.add_argument("files", nargs="+", type=Path, metavar="FILE")
     show.set_defaults(handler=_certs_show)
@@ -239,7 +275,76 @@ def _certs_init(args: argparse.Namespace) -> int:
         server = spki_pin(load_certificates(theirs.cert("server"))[0])
         print(f'  {park}: [ingress] twin_spki = ["{client}"]')
         print(f'  {park}: [egress.upstream_tls] pin_spki = ["{server}"]')
+    print(
+        "HTTPS_PROXY clients must trust the egress's interception CA "
+        f"({directory / PARKS[0] / INTERCEPT_CA_CERT_NAME} for the {PARKS[0]} egress): "
+        f"gateway certs trust-help --ca FILE"
+    )
     return EXIT_OK
+
+
+def _certs_trust_help(args: argparse.Namespace) -> int:
+    path: Path = args.ca
+    if not path.exists() and path == DEFAULT_TRUST_CA:
+        print(
+            f"gateway: certs trust-help: {path}: no such file; run make run (or gateway "
+            "certs init DIR) first, or name the CA with --ca FILE",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    certs = load_certificates(path)
+    info = describe_certificate(certs[0])
+    if not info.is_ca:
+        raise ConfigError(f"{path}: not a CA certificate; give the interception CA (--ca)")
+    print(_trust_text(path.resolve(), info, args.proxy))
+    return EXIT_OK
+
+
+def _trust_text(ca: Path, info: CertInfo, proxy: str) -> str:
+    """The trust instructions for ``ca``, one block per client family."""
+    # The name under the system anchors: update-ca-certificates reads only *.crt;
+    # the fingerprint keeps the two parks' CAs (and a re-issued one) apart.
+    anchor = f"hksz-gateway-intercept-{info.sha256_fingerprint.replace(':', '')[:8].lower()}.crt"
+    bundle = next((b for b in SYSTEM_BUNDLES if Path(b).is_file()), SYSTEM_BUNDLES[0])
+    own = "~/.config/hksz-gateway/ca-bundle.pem"
+    return f"""Interception CA {ca}
+  subject:  {info.subject}
+  SHA-256:  {info.sha256_fingerprint}
+  expires:  {info.not_after:%Y-%m-%d}
+It can vouch for ANY host name: trust it only where the gateway is meant to
+inspect HTTPS (the research hosts that send through it), never elsewhere.
+
+Send through the gateway (every client reads it; the CONNECT tunnel does the rest):
+  export HTTPS_PROXY={proxy}
+
+Debian / Ubuntu system store (curl, wget, git, most tools):
+  sudo cp {ca} {DEBIAN_ANCHORS}/{anchor}
+  sudo update-ca-certificates
+  # undo: sudo rm {DEBIAN_ANCHORS}/{anchor} && sudo update-ca-certificates --fresh
+
+RHEL / Fedora / Rocky system store:
+  sudo cp {ca} {RHEL_ANCHORS}/{anchor}
+  sudo update-ca-trust
+  # undo: sudo rm {RHEL_ANCHORS}/{anchor} && sudo update-ca-trust
+
+macOS (System keychain; browsers and curl use it, Python does not):
+  sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca}
+  # undo: sudo security remove-trusted-cert -d {ca}
+
+Python requests / httpx: they use certifi's bundle, not the system store. The
+variables below REPLACE that bundle, so give them the system bundle plus the CA
+(hosts reached without the proxy, NO_PROXY, must still verify):
+  mkdir -p ~/.config/hksz-gateway
+  cat {bundle} {ca} > {own}
+  export REQUESTS_CA_BUNDLE={own}   # requests
+  export SSL_CERT_FILE={own}        # httpx, aiohttp, Go tools (rclone)
+
+curl (when the CA is not in the system store):
+  curl --cacert {ca} -T FILE https://HOST/...
+  export CURL_CA_BUNDLE={ca}   # for every curl; replaces its bundle
+
+Node.js adds rather than replaces: export NODE_EXTRA_CA_CERTS={ca}
+"""
 
 
 def _certs_show(args: argparse.Namespace) -> int:

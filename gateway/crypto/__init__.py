@@ -7,6 +7,8 @@
 - :mod:`gateway.crypto.keys`: ``age1…`` recipients, ``AGE-SECRET-KEY-1…``
   identities, key files, the Ed25519 audit signing key.
 - :mod:`gateway.crypto.certs`: the two parks' dev CAs and certificates.
+- :mod:`gateway.crypto.intercept`: the interception CA, leaves minted per
+  ``CONNECT`` host for ``HTTPS_PROXY`` clients.
 - :mod:`gateway.crypto.tls`: ``ssl.SSLContext`` builders for (mutual) TLS.
 - :mod:`gateway.crypto.errors`: why an envelope or key was refused.
 

@@ -6,6 +6,7 @@
     DIR/<park>/server.crt  server.key  the park gateway's TLS server certificate
     DIR/<park>/client.crt  client.key  its client certificate for mutual TLS
     DIR/<park>/audit-ed25519.key       its audit checkpoint signing key (Ed25519)
+    DIR/<park>/intercept-ca.pem  .key  its egress's interception CA (HTTPS_PROXY, issue 18)
     DIR/pins.toml                      the leaves' public-key pins, to paste into configs
 
 Leaf certificates are ECDSA P-256, valid 90 days, with SANs ``localhost``,
@@ -13,7 +14,18 @@ Leaf certificates are ECDSA P-256, valid 90 days, with SANs ``localhost``,
 for client certificates, so the HK egress presents ``hk/client.crt`` to the
 SZ ingress, which verifies it against ``hk/ca.crt``. Private keys are 0600.
 Re-running keeps existing files; ``force`` re-issues the CAs and certificates
-(never the audit key: replacing it would orphan the signed audit history).
+(never the audit key: replacing it would orphan the signed audit history; nor
+the interception CA: research users' machines trust it, and a new one would
+break every client until each is told to trust it again; delete its two files
+to re-issue it).
+
+The interception CA signs the leaf certificates the egress mints on the fly
+for the hosts that ``HTTPS_PROXY`` clients ``CONNECT`` to
+(:mod:`gateway.crypto.intercept`). It is a CA of its own, not the park's dev
+CA: clients trust it for server certificates of *any* name, which the twins'
+CA must never be. It has no nameConstraints: the destinations are the routes'
+hosts, which an operator may change without re-issuing a CA trusted on every
+research machine.
 
 A certificate's subject and CA say who *may* hold a key; the twins also pin
 each other's *key* (:func:`spki_pin`, RFC 7469's ``pin-sha256``: base64
@@ -64,6 +76,9 @@ PUBLIC_FILE_MODE = 0o644
 MAX_CERT_FILE_SIZE = 1 << 20
 
 AUDIT_KEY_NAME = "audit-ed25519.key"
+#: The park egress's interception CA (issue 18): PEM certificate and its key (0600).
+INTERCEPT_CA_CERT_NAME = "intercept-ca.pem"
+INTERCEPT_CA_KEY_NAME = "intercept-ca.key"
 #: Where ``init_dev_pki`` writes the leaves' SPKI pins, beside the parks' folders.
 PINS_FILE_NAME = "pins.toml"
 #: RFC 7469 §2.4 names the hash in the pin; curl's ``--pinnedpubkey`` writes it
@@ -101,6 +116,16 @@ class ParkPaths:
     def audit_key(self) -> Path:
         """The park gateway's Ed25519 audit signing key."""
         return self.directory / AUDIT_KEY_NAME
+
+    @property
+    def intercept_ca_cert(self) -> Path:
+        """The park egress's interception CA certificate: what ``HTTPS_PROXY`` clients trust."""
+        return self.directory / INTERCEPT_CA_CERT_NAME
+
+    @property
+    def intercept_ca_key(self) -> Path:
+        """The interception CA's private key (0600)."""
+        return self.directory / INTERCEPT_CA_KEY_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +198,44 @@ def init_dev_pki(
         existed = paths.audit_key.exists()
         load_or_create_ed25519(paths.audit_key)
         actions.append(FileAction(paths.audit_key, "kept" if existed else "created"))
+        verb = _ensure_interception_ca(paths, park, issued_at)
+        actions += [
+            FileAction(paths.intercept_ca_cert, verb),
+            FileAction(paths.intercept_ca_key, verb),
+        ]
     actions.append(write_dev_pins(directory))
     return actions
+
+
+def create_interception_ca(
+    directory: Path | str, park: str, *, now: dt.datetime | None = None
+) -> tuple[Path, Path]:
+    """Make ``park``'s interception CA in ``directory``, unless it is there already.
+
+    Writes ``intercept-ca.pem`` and ``intercept-ca.key`` (0600): ECDSA P-256,
+    named "hksz-gateway <PARK> interception CA", pathLen 0, valid as long as
+    the dev CAs, without nameConstraints (see the module docstring). An
+    existing pair is kept, after checking that the key matches the certificate.
+
+    Args:
+        directory: the park's folder (created 0700 if missing).
+        park: ``hk`` or ``sz``; it goes into the CA's name.
+        now: issuance time (tests); the current time when omitted.
+
+    Returns:
+        The certificate's and the key's paths.
+
+    Raises:
+        ConfigError: the folder cannot be created, only one of the two files
+            exists, or the existing pair does not match.
+    """
+    paths = ParkPaths(Path(directory))
+    try:
+        paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"{paths.directory}: cannot create: {exc.strerror}") from None
+    _ensure_interception_ca(paths, park, now or dt.datetime.now(dt.UTC))
+    return paths.intercept_ca_cert, paths.intercept_ca_key
 
 
 def load_certificates(path: Path | str) -> list[x509.Certificate]:
@@ -336,25 +397,65 @@ def _ensure_ca(
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, bool]:
     have_cert, have_key = paths.ca_cert.exists(), paths.ca_key.exists()
     if have_cert and have_key and not force:
-        ca_cert = load_certificates(paths.ca_cert)[0]
-        try:
-            ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError):
-            raise ConfigError(f"{paths.ca_key}: not a readable unencrypted PEM key") from None
-        cert_public = ca_cert.public_key()
-        if (
-            not isinstance(ca_key, ec.EllipticCurvePrivateKey)
-            or not isinstance(cert_public, ec.EllipticCurvePublicKey)
-            or ca_key.public_key().public_numbers() != cert_public.public_numbers()
-        ):
-            raise ConfigError(f"{paths.ca_key}: does not match {paths.ca_cert}; use --force")
+        ca_key, ca_cert = _load_ca_pair(paths.ca_cert, paths.ca_key, remedy="use --force")
         actions += [FileAction(paths.ca_cert, "kept"), FileAction(paths.ca_key, "kept")]
         return ca_key, ca_cert, False
     if (have_cert or have_key) and not force:
         missing = paths.ca_key if have_cert else paths.ca_cert
         raise ConfigError(f"{missing}: missing while its pair exists; restore it or use --force")
+    key, cert = _self_signed_ca(f"hksz-gateway {park.upper()} dev CA", park, now)
+    verb = "replaced" if have_cert or have_key else "created"
+    _write_key(paths.ca_key, key)
+    _write_public(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+    actions += [FileAction(paths.ca_cert, verb), FileAction(paths.ca_key, verb)]
+    return key, cert, True
+
+
+def _ensure_interception_ca(paths: ParkPaths, park: str, now: dt.datetime) -> str:
+    """Create the park's interception CA unless present; ``created`` or ``kept``."""
+    cert_path, key_path = paths.intercept_ca_cert, paths.intercept_ca_key
+    have_cert, have_key = cert_path.exists(), key_path.exists()
+    if have_cert and have_key:
+        _load_ca_pair(cert_path, key_path, remedy="delete both files to issue a new CA")
+        return "kept"
+    if have_cert or have_key:
+        missing = key_path if have_cert else cert_path
+        raise ConfigError(
+            f"{missing}: missing while its pair exists; restore it, or delete "
+            f"{key_path if have_key else cert_path} to issue a new interception CA"
+        )
+    key, cert = _self_signed_ca(f"hksz-gateway {park.upper()} interception CA", park, now)
+    # Key first: a run cut between the two writes leaves a key that no client
+    # trusts yet, never a certificate someone could be told to trust without it.
+    _write_key(key_path, key)
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return "created"
+
+
+def _load_ca_pair(
+    cert_path: Path, key_path: Path, *, remedy: str
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    ca_cert = load_certificates(cert_path)[0]
+    try:
+        ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"{key_path}: not a readable unencrypted PEM key") from None
+    cert_public = ca_cert.public_key()
+    if (
+        not isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        or not isinstance(cert_public, ec.EllipticCurvePublicKey)
+        or ca_key.public_key().public_numbers() != cert_public.public_numbers()
+    ):
+        raise ConfigError(f"{key_path}: does not match {cert_path}; {remedy}")
+    return ca_key, ca_cert
+
+
+def _self_signed_ca(
+    common_name: str, park: str, now: dt.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new ECDSA P-256 root CA: pathLen 0 (it signs leaves only), keyCertSign and cRLSign."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(f"hksz-gateway {park.upper()} dev CA", park)
+    name = _name(common_name, park)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
@@ -385,11 +486,7 @@ def _ensure_ca(
         )
         .sign(key, hashes.SHA256())
     )
-    verb = "replaced" if have_cert or have_key else "created"
-    _write_key(paths.ca_key, key)
-    _write_public(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
-    actions += [FileAction(paths.ca_cert, verb), FileAction(paths.ca_key, verb)]
-    return key, cert, True
+    return key, cert
 
 
 def _issue_leaf(

@@ -273,11 +273,16 @@ def read_private_file(path: Path | str, *, max_bytes: int, what: str) -> bytes:
         what: what the file is, for the messages ("key file").
 
     Raises:
-        ConfigError: missing, unreadable, too large, or readable by group or others.
+        ConfigError: missing, unreadable, not a regular file, too large, or
+            readable by group or others.
     """
     target = Path(path)
     try:
         info = target.stat()
+        # A FIFO or a device would block the read or never end; a directory
+        # is a mistake. Symbolic links are followed (Kubernetes mounts secrets so).
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{target}: not a {what} (not a regular file)")
         if info.st_size > max_bytes:
             raise ConfigError(f"{target}: not a {what} (over {max_bytes} bytes)")
         data = target.read_bytes()

@@ -13,7 +13,7 @@ import pyrage
 import pytest
 
 from gateway.cli import main
-from gateway.crypto.certs import load_certificates, spki_pin
+from gateway.crypto.certs import describe_certificate, load_certificates, spki_pin
 from gateway.crypto.keys import X25519Identity
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -294,3 +294,77 @@ def test_certs_init_default_directory(tmp_path: Path, monkeypatch: pytest.Monkey
     code, _, err = _call("certs", "init")
     assert code == 0, err
     assert (tmp_path / "var" / "certs" / "hk" / "server.crt").is_file()
+
+
+def test_certs_init_makes_each_park_an_interception_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "certs"
+    assert main(["certs", "init", str(target)]) == 0
+    out = capsys.readouterr().out
+    for park in ("hk", "sz"):
+        assert f"created  {target / park / 'intercept-ca.pem'}" in out
+        assert f"created  {target / park / 'intercept-ca.key'}" in out
+        assert stat.S_IMODE((target / park / "intercept-ca.key").stat().st_mode) == 0o600
+    assert "gateway certs trust-help" in out
+    before = (target / "hk" / "intercept-ca.pem").read_bytes()
+    assert main(["certs", "init", "--force", str(target)]) == 0
+    assert f"kept     {target / 'hk' / 'intercept-ca.pem'}" in capsys.readouterr().out
+    assert (target / "hk" / "intercept-ca.pem").read_bytes() == before
+
+
+def test_certs_trust_help_names_the_file_in_every_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "certs"
+    assert main(["certs", "init", str(target)]) == 0
+    capsys.readouterr()
+    ca = target / "sz" / "intercept-ca.pem"
+    assert main(["certs", "trust-help", "--ca", str(ca), "--proxy", "http://127.0.0.1:9080"]) == 0
+    out = capsys.readouterr().out
+    fingerprint = describe_certificate(load_certificates(ca)[0]).sha256_fingerprint
+    anchor = f"hksz-gateway-intercept-{fingerprint.replace(':', '')[:8].lower()}.crt"
+    for expected in (
+        "CN=hksz-gateway SZ interception CA",
+        fingerprint,
+        "export HTTPS_PROXY=http://127.0.0.1:9080",
+        f"sudo cp {ca} /usr/local/share/ca-certificates/{anchor}",
+        "sudo update-ca-certificates",
+        f"sudo cp {ca} /etc/pki/ca-trust/source/anchors/{anchor}",
+        "sudo update-ca-trust",
+        f"security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca}",
+        "export REQUESTS_CA_BUNDLE=",
+        "export SSL_CERT_FILE=",
+        "REPLACE",
+        f"curl --cacert {ca}",
+        f"export CURL_CA_BUNDLE={ca}",
+    ):
+        assert expected in out, expected
+    # The bundle for requests/httpx is the system bundle and the CA, in that order.
+    assert any(
+        line.strip().startswith("cat /etc/") and f" {ca} > " in line for line in out.splitlines()
+    )
+
+
+def test_certs_trust_help_refuses_what_is_not_a_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "certs"
+    assert main(["certs", "init", str(target)]) == 0
+    capsys.readouterr()
+    assert main(["certs", "trust-help", "--ca", str(target / "hk" / "server.crt")]) == 2
+    assert "server.crt: not a CA certificate" in capsys.readouterr().err
+    assert main(["certs", "trust-help", "--ca", str(target / "hk" / "intercept-ca.key")]) == 2
+    assert "intercept-ca.key: not a PEM or DER" in capsys.readouterr().err
+    # No --ca and no demo yet: says how to make one.
+    monkeypatch.chdir(tmp_path)
+    assert main(["certs", "trust-help"]) == 2
+    assert "make run" in capsys.readouterr().err
+
+
+def test_certs_trust_help_defaults_are_the_demos() -> None:
+    from gateway.cli.crypto import DEFAULT_PROXY_URL, DEFAULT_TRUST_CA
+    from gateway.server.demo import DEMO_DIR, HK_EGRESS_PORT
+
+    assert DEFAULT_TRUST_CA == DEMO_DIR / "certs" / "hk" / "intercept-ca.pem"
+    assert f"http://127.0.0.1:{HK_EGRESS_PORT}" == DEFAULT_PROXY_URL

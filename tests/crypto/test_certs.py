@@ -54,6 +54,23 @@ def test_layout_and_private_key_modes(pki: Path) -> None:
         assert stat.S_IMODE(paths.ca_key.stat().st_mode) == 0o600
         assert stat.S_IMODE(paths.audit_key.stat().st_mode) == 0o600
         assert stat.S_IMODE(paths.ca_cert.stat().st_mode) == 0o644
+        assert stat.S_IMODE(paths.intercept_ca_key.stat().st_mode) == 0o600
+        assert stat.S_IMODE(paths.intercept_ca_cert.stat().st_mode) == 0o644
+
+
+def test_each_park_has_its_own_interception_ca_apart_from_its_dev_ca(pki: Path) -> None:
+    for park in PARKS:
+        paths = ParkPaths(pki / park)
+        intercept = _cert(paths.intercept_ca_cert)
+        assert intercept.subject.rfc4514_string() == (
+            f"CN=hksz-gateway {park.upper()} interception CA,OU={park.upper()},"
+            "O=hksz-gateway development"
+        )
+        assert intercept.not_valid_after_utc - NOW == CA_VALIDITY
+        assert spki_pin(intercept) != spki_pin(_cert(paths.ca_cert))
+    assert spki_pin(_cert(pki / "hk" / "intercept-ca.pem")) != spki_pin(
+        _cert(pki / "sz" / "intercept-ca.pem")
+    )
 
 
 def test_chains_usages_and_sans(pki: Path) -> None:
@@ -94,11 +111,17 @@ def test_rerun_keeps_everything(pki: Path) -> None:
 def test_force_reissues_certificates_but_keeps_audit_keys(tmp_path: Path) -> None:
     init_dev_pki(tmp_path, now=NOW)
     audit = (tmp_path / "hk" / "audit-ed25519.key").read_bytes()
+    intercept = (tmp_path / "hk" / "intercept-ca.pem").read_bytes()
     ca = (tmp_path / "hk" / "ca.crt").read_bytes()
     actions = init_dev_pki(tmp_path, force=True, now=NOW)
-    assert {a.action for a in actions if a.path.name != "audit-ed25519.key"} == {"replaced"}
+    # The audit key (signed history) and the interception CA (trusted on the
+    # research users' machines) survive --force.
+    kept = {"audit-ed25519.key", "intercept-ca.pem", "intercept-ca.key"}
+    assert {a.action for a in actions if a.path.name not in kept} == {"replaced"}
+    assert {a.action for a in actions if a.path.name in kept} == {"kept"}
     assert (tmp_path / "hk" / "ca.crt").read_bytes() != ca
     assert (tmp_path / "hk" / "audit-ed25519.key").read_bytes() == audit
+    assert (tmp_path / "hk" / "intercept-ca.pem").read_bytes() == intercept
     _cert(tmp_path / "hk" / "server.crt").verify_directly_issued_by(
         _cert(tmp_path / "hk" / "ca.crt")
     )
