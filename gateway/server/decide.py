@@ -25,7 +25,7 @@ from gateway.crypto.age import build_header
 from gateway.errors import GatewayError, Unavailable
 from gateway.ledger import ledger_year
 from gateway.ledger.base import LedgerTransaction, LedgerUnavailable
-from gateway.policy.engine import CompiledPolicy, Decision
+from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.server.egress_state import EgressState, Held
 from gateway.server.job import Job
 from gateway.server.records import append_record
@@ -43,6 +43,8 @@ class Ruling:
     """What a judgement under the ledger lock settled, and how to record it.
 
     Attributes:
+        policy: the policy it was judged by (read under the lock for an approval).
+        context: the route and sender as that policy names them.
         decision: the policy's decision.
         digests: the transfer's people (keyed hashes) per ledger category.
         counts: whether the decision adds them to the ledger (allow, approval).
@@ -52,6 +54,8 @@ class Ruling:
             durable; the record is still durable before this returns.
     """
 
+    policy: CompiledPolicy
+    context: TransferContext
     decision: Decision
     digests: Mapping[str, frozenset[bytes]]
     counts: bool
@@ -146,6 +150,8 @@ async def decide(state: EgressState, job: Job, policy: CompiledPolicy) -> tuple[
             )
         event = transfer.decided(decision.action)
         return Ruling(
+            policy,
+            context,
             decision,
             digests,
             counts=decision.action == "allow",

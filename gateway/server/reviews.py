@@ -253,14 +253,12 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
         summary, info = await asyncio.to_thread(restored_parts, state, held)
     else:
         summary, info = held.summary, held.info
-    judged: list[tuple[CompiledPolicy, TransferContext]] = []
 
     async def judge(tx: LedgerTransaction) -> Ruling:
         # The policy is read under the lock: a reload while waiting for it
         # is the policy this approval is judged by.
         policy = state.current_policy()
         context = current_context(policy, transfer)
-        judged.append((policy, context))
         direction = context.route.direction
         digests = ledger_digests(policy, held, summary, direction)
         counts = {c: await tx.count(c, d) for c, d in digests.items()}
@@ -294,7 +292,7 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
         # Counted, then the record, in one transaction: a failed append rolls
         # the counts back. Always awaited inside it: a commit that fails after
         # the approval is recorded ends the transfer (below), never forwards it.
-        return Ruling(recheck, digests, counts=True, record=record)
+        return Ruling(policy, context, recheck, digests, counts=True, record=record)
 
     def unavailable() -> str:
         if transfer.state is not State.HELD:
@@ -311,12 +309,12 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
             # forwarding now would under-count the yearly totals. End it.
             await _end_approved(state, held, "ledger commit failed after the approval")
         raise
-    policy, context = judged[-1]
+    context = ruling.context
     fields = {k: v for k, v in transfer.verdict.items() if k != "reason"}
     fields["decision"] = "allow"
     job = Job(transfer, context, summary, info, fields=fields)
     encrypt = ruling.decision.encrypt or context.route.encrypt
-    job.release = Release("allow", rule, reason, policy.version, encrypt)
+    job.release = Release("allow", rule, reason, ruling.policy.version, encrypt)
     return await deliver(state, job)
 
 
