@@ -75,6 +75,22 @@ class NotFound(ClientError):
     title = "Not found"
 
 
+class ProxyAuthenticationRequired(ClientError):
+    """A ``CONNECT`` without a sender identity (issue 18): the proxy asks for one."""
+
+    status = 407
+    slug = "proxy-authentication-required"
+    title = "Proxy authentication required"
+
+
+class MethodNotAllowed(ClientError):
+    """A method the resource does not take (inside a tunnel: only transfers)."""
+
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
 class Conflict(ClientError):
     """The object is not in a state that allows the request."""
 

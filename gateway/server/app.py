@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.audit.keys import load_verifier
 from gateway.audit.records import PolicyEvent, policy_record
 from gateway.classify.budget import DecoderBudget
+from gateway.crypto.intercept import InterceptionCA
 from gateway.crypto.keys import (
     X25519Identity,
     identity_file_text,
@@ -46,6 +47,7 @@ from gateway.server import (
     review_restore,
     reviews,
     status,
+    tunnel,
     witness,
 )
 from gateway.server.access import access_middleware
@@ -184,7 +186,13 @@ async def handle_healthz(request: web.Request) -> web.StreamResponse:
 
 @web.middleware
 async def forward_proxy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Send absolute-URI requests (``PUT http://host/path``) to forward-proxy mode."""
+    """Send absolute-URI requests (``PUT http://host/path``) to forward-proxy mode, ``CONNECT``
+    to a tunnel, and every request inside a tunnel to the transfer it is (issue 18)."""
+    inside = tunnel.tunnel_of(request)
+    if inside is not None:
+        return await tunnel.handle_tunnelled(request, inside)
+    if request.method == "CONNECT":
+        return await tunnel.handle_connect(request)
     # RFC 9112 §3.2.2: a proxy request carries the absolute-form target.
     if request.method in ("PUT", "POST") and request.raw_path.startswith(("http://", "https://")):
         return await proxy_routes.handle_forward_proxy(request)
@@ -347,6 +355,11 @@ def make_egress_app(services: Services, config: EgressConfig) -> web.Application
         decoder_budget=decoder_budget(config, services),
     )
     app[EGRESS] = state
+    if config.intercept is not None:
+        # Loaded now: a missing or readable-by-others key fails the start, not a CONNECT.
+        app[tunnel.INTERCEPT] = InterceptionCA.load(
+            config.intercept.cert, config.intercept.key, max_hosts=config.intercept.max_hosts
+        )
     app[status.LOOKUPS] = status.new_lookup_slots()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

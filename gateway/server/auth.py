@@ -213,9 +213,17 @@ class TwinPin:
 def sender_identity(request: web.Request, tokens: TokenTable) -> str:
     """The sender identity of a request: client certificate first, then bearer token.
 
+    A request inside a ``CONNECT`` tunnel is the tunnel's sender's, who
+    authenticated when it opened (:mod:`gateway.server.tunnel`); its own
+    ``Authorization`` header is meant for the destination, not for us.
+
     Raises:
         Unauthenticated: neither a verified certificate nor a known token.
     """
+    tunnel = getattr(request.protocol, "tunnel", None)
+    if tunnel is not None:
+        note(request, identity=tunnel.sender)
+        return str(tunnel.sender)
     common_name = peer_common_name(request)
     if common_name is not None:
         note(request, identity=common_name)

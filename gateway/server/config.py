@@ -229,6 +229,21 @@ def _spki_pins(value: tuple[str, ...]) -> tuple[str, ...]:
 SpkiPins = Annotated[tuple[str, ...], AfterValidator(_spki_pins)]
 
 
+class InterceptConfig(_Section):
+    """The interception CA that ``CONNECT`` tunnels are terminated with (issue 18).
+
+    Attributes:
+        cert: the CA certificate (PEM) the organisation's clients trust.
+        key: its private key (PEM, mode 0600: refused when group-readable).
+        max_hosts: leaf certificates kept in memory (one per tunnelled host);
+            the least recently used goes past it. Leaves are never written to disk.
+    """
+
+    cert: Path
+    key: Path
+    max_hosts: int = Field(default=1024, gt=0, le=100_000)
+
+
 class TlsClient(_Section):
     """A client certificate used for mutual TLS to the twin or the destination.
 
@@ -292,6 +307,10 @@ class EgressConfig(_Section):
             thing that makes it readable) after an allow verdict (SPEC §6).
         limits: connection limits of the listener (request-head and keep-alive
             time-outs, connection caps in total and per client address).
+        intercept: the interception CA: with it, ``CONNECT host:port`` to a
+            route's destination opens a tunnel whose TLS the egress terminates,
+            so ``HTTPS_PROXY`` clients work unchanged (:mod:`gateway.server.tunnel`).
+            Without it a ``CONNECT`` is refused.
     """
 
     host: str = "127.0.0.1"
@@ -314,6 +333,7 @@ class EgressConfig(_Section):
     witness_url: str | None = None
     pipelined: bool = True
     limits: ListenerLimits = ListenerLimits()
+    intercept: InterceptConfig | None = None
     #: A held review no officer decided within this many seconds is rejected as
     #: expired (recorded ``rejected``, its spool deleted). Default: 7 days.
     review_expiry: float = Field(default=REVIEW_EXPIRY_SECONDS, ge=60)

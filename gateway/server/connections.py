@@ -117,6 +117,16 @@ _HEAD_TIMEOUT_RESPONSE = _raw_problem(
     "the request line and headers did not arrive in time; the connection is closed",
     retry=False,
 )
+#: RFC 9113 §3.4: what an HTTP/2 client sends first.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0"
+_HTTP2_RESPONSE = _raw_problem(
+    505,
+    "HTTP Version Not Supported",
+    "http-version-not-supported",
+    "the gateway speaks HTTP/1.1 inside a tunnel (its TLS offers only http/1.1 by ALPN); "
+    "send the transfer over HTTP/1.1",
+    retry=False,
+)
 _OVER_CAPACITY_RESPONSE = _raw_problem(
     503,
     "Service Unavailable",
@@ -242,6 +252,66 @@ class GatewayRequestHandler(RequestHandler):
             on_close()
         super().connection_lost(exc)
 
+    # -- CONNECT tunnels (issue 18) ----------------------------------------
+
+    #: The tunnel this connection carries, when it is the inside of a ``CONNECT``.
+    tunnel: Any = None
+
+    async def continue_in_tunnel(
+        self, context: ssl.SSLContext, tunnel: Any, established: bytes
+    ) -> bool:
+        """Hand this connection to a TLS server session inside a ``CONNECT`` tunnel.
+
+        ``established`` (the ``200`` line) is written as is; from then on the
+        bytes of the connection are a TLS session with ``context``, and the
+        requests inside it are served by a new handler of this listener that
+        carries ``tunnel``, under the same connection slot, request-head and
+        keep-alive time-outs (the handshake counts as the head's). This
+        handler lets go of the connection without closing it: the response
+        aiohttp tries to write for the ``CONNECT`` goes nowhere.
+
+        Returns:
+            whether the TLS handshake succeeded (if not, the connection is closed).
+        """
+        transport = self.transport
+        assert transport is not None
+        self._disarm_head_deadline()
+        self._disarm_send_deadline()
+        release, self._on_close = self._on_close, None
+        # Let go: nothing this handler still writes reaches the wire, and the
+        # server no longer counts it (the inner handler is counted instead).
+        self.transport = None
+        self.force_close()
+        self._gateway_server.connection_lost(self, None)
+        transport.write(established)
+        inner = self._gateway_server()
+        inner.tunnel = tunnel
+        inner.admitted(release or (lambda: None), self._loop.time())
+        try:
+            secure = await self._loop.start_tls(
+                transport,
+                inner,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._gateway_server.limits.head_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            transport.abort()
+            if release is not None:
+                release()
+            return False
+        except asyncio.CancelledError:
+            transport.abort()
+            if release is not None:
+                release()
+            raise
+        if secure is None:  # the client closed during the handshake
+            if release is not None:
+                release()
+            return False
+        inner.connection_made(secure)
+        return True
+
     def close_without_draining(self) -> None:
         """After this answer, close at once instead of reading the rest of the body.
 
@@ -320,6 +390,17 @@ class GatewayRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         """Parse as aiohttp does, timing request heads and surfacing body framing errors."""
+        if (
+            self.tunnel is not None
+            and self._request_count == 0
+            and self.transport is not None
+            and len(data) >= 3
+            and data.startswith(_HTTP2_PREFACE[: len(data)])
+        ):
+            # An HTTP/2 client that ignored ALPN: one clear answer, not a parse error.
+            self.transport.write(_HTTP2_RESPONSE)
+            self.force_close()
+            return
         idle = self._waiting_for_head()
         parsed = self._request_count
         queued = len(self._messages)

@@ -203,6 +203,7 @@ def _required(park: DemoPark, keys: _TwinKeys) -> list[str]:
     """
     return [
         "[egress]",
+        "[egress.intercept]",
         "[ingress]",
         "twin_names",
         keys.server_pin,
@@ -251,6 +252,12 @@ ca = "certs/{twin.name}/ca.crt"
 # The {twin.name.upper()} ingress's public key (`gateway certs show certs/{twin.name}/server.crt`):
 # a certificate from the {twin.name.upper()} CA for another key is refused before a byte is sent.
 pin_spki = ["{keys.server_pin}"]
+
+# CONNECT tunnels: HTTPS_PROXY clients push as to the twin itself, trusting this
+# interception CA (`gateway certs trust-help --ca certs/{park.name}/intercept-ca.pem`).
+[egress.intercept]
+cert = "certs/{park.name}/intercept-ca.pem"
+key = "certs/{park.name}/intercept-ca.key"
 
 [ingress]
 host = "127.0.0.1"
@@ -364,6 +371,13 @@ From Hong Kong (PDPO), push the samples (one allow, two blocks with their reason
   curl {auth} -T {samples}/clean.csv {base}/sz-lab/clean.csv
   curl {auth} -T {samples}/personal.csv {base}/sz-lab/personal.csv
   curl {auth} -T {samples}/genetic.fasta {base}/sz-lab/genetic.fasta
+
+Or with HTTPS_PROXY, as to the Shenzhen ingress itself (curl, requests, httpx, rclone
+unchanged; the proxy password is the sender token; trust the demo's interception CA):
+  HTTPS_PROXY=http://{DEMO_IDENTITY}:{DEMO_TOKEN}@{hk.egress.removeprefix("http://")} \\
+    curl --cacert {demo.root}/certs/hk/intercept-ca.pem -T {samples}/clean.csv \\
+    {sz.ingress}/v1/envelopes/sz-lab/clean-via-proxy.csv
+  gateway certs trust-help   (the system store, requests/httpx, curl)
 
 Then:
   ls {demo.sz_inbox}/sz-lab/
