@@ -368,3 +368,43 @@ async def test_idle_tunnels_do_not_starve_transfers(tmp_path: Path, pki: Path) -
         finally:
             for _, writer in idle:
                 writer.close()
+
+
+async def test_a_tls_proxy_listener_takes_the_client_certificate_as_the_sender(
+    tmp_path: Path, pki: Path
+) -> None:
+    """``--proxy https://…`` with a client certificate: TLS to the proxy, the tunnel's
+    TLS inside it, and the certificate's CN is the sender without any token."""
+    from tests.server.test_attacks import _issue_client
+
+    hk = ParkPaths(pki / "hk")
+    research = _issue_client(pki, "hk", "hk-research", tmp_path / "senders")
+    egress: dict[str, Any] = {
+        "intercept": {"cert": hk.intercept_ca_cert, "key": hk.intercept_ca_key},
+        "tls": {"cert": hk.cert("server"), "key": hk.key("server"), "client_ca": hk.ca_cert},
+    }
+    async with start_parks(tmp_path / "run", pki, egress=egress) as parks:
+        assert parks.hk.egress_url is not None
+        keep = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        args = [
+            "--proxy", parks.hk.egress_url, "--proxy-cacert", str(hk.ca_cert),
+            "--proxy-cert", str(research[0]), "--proxy-key", str(research[1]),
+            "--cacert", str(intercept_ca(pki)),
+        ]  # fmt: skip
+        code, status, body = await asyncio.to_thread(
+            curl, parks, destination(parks, "cert.csv"), CLEAN, tmp_path, *args, env=keep
+        )
+        assert (code, status) == (0, 201), body
+        # Without the certificate and without a token: the CONNECT is answered 407.
+        refused = await asyncio.to_thread(
+            subprocess.run,
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_connect}", "--max-time", "30",
+             "-T", "-", *args[:4], "--cacert", str(intercept_ca(pki)),
+             destination(parks, "none.csv")],
+            input=CLEAN, env=keep, capture_output=True, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert refused.stdout == b"407", refused.stderr
+        assert parks.inbox_files("sz-lab") == {"cert.csv": CLEAN}
+        senders = {r["sender"] for r in transfer_events(parks) if r.get("sender")}
+        assert senders == {"hk-research"}
