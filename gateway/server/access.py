@@ -33,6 +33,9 @@ log = structlog.get_logger("gateway.access")
 #: The ``handler`` of a request no route matched, and of a forward-proxy request.
 UNMATCHED = "unmatched"
 FORWARD_PROXY = "forward-proxy"
+#: The ``handler`` of a ``CONNECT``, and of a request inside its tunnel (issue 18).
+CONNECT = "connect"
+TUNNELLED = "tunnelled"
 #: nginx's code for a request whose client went away before the answer.
 CLIENT_CLOSED = 499
 
@@ -70,6 +73,10 @@ def handler_of(request: web.Request) -> tuple[str, str]:
     """
     if request.raw_path.startswith(("http://", "https://")):
         return FORWARD_PROXY, FORWARD_PROXY
+    if request.method == "CONNECT":
+        return CONNECT, CONNECT
+    if getattr(request.protocol, "tunnel", None) is not None:
+        return TUNNELLED, TUNNELLED
     resource = request.match_info.route.resource
     if resource is None:
         return UNMATCHED, UNMATCHED

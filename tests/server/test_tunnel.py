@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -309,6 +310,20 @@ async def test_one_tunnel_carries_several_transfers_and_only_transfers(
             "two.csv": CLEAN[:500],
             "three.csv": CLEAN[:100],
         }
+        # Ops see the tunnel and what went through it under fixed handler names.
+        async with parks.session.get(f"{parks.hk.egress_url}/metrics") as response:
+            metrics = await response.text()
+        counted = {
+            (m["handler"], m["code"]): float(m["n"])
+            for m in re.finditer(
+                r'gateway_http_requests_total\{code="(?P<code>\d+)",handler="(?P<handler>[a-z-]+)"'
+                r',listener="egress"\} (?P<n>[0-9.]+)',
+                metrics,
+            )
+        }
+        assert counted[("tunnelled", "201")] == 3
+        assert counted[("tunnelled", "405")] == 2
+        assert counted[("connect", "200")] == 1
 
 
 async def test_http2_inside_a_tunnel_gets_a_clear_error(tmp_path: Path, pki: Path) -> None:
