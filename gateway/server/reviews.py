@@ -23,6 +23,8 @@ import structlog
 from aiohttp import web
 
 from gateway.audit.receipt import Receipt
+from gateway.audit.records import Decision as DecisionName
+from gateway.audit.records import TransferEvent
 from gateway.classify.summary import ScanSummary
 from gateway.errors import (
     ClientError,
@@ -117,24 +119,11 @@ async def _first_approval(state: EgressState, held: Held, by: _DecidedBy) -> web
     transfer = held.transfer
     if any(by.officer == officer for officer, _, _ in held.approvals):
         raise Conflict("you approved this review already; another officer must approve it")
-    rule, reason, version = held.verdict()
+    _rule, reason, _version = held.verdict()
     needed = held.approvals_needed
     count = len(held.approvals) + 1
-    await append_record(
-        state,
-        "review",
-        transfer,
-        direction=held.direction,
-        decision="review",
-        rule=rule,
-        reason=reason,
-        policy_version=version,
-        summary=held.summary,
-        size=transfer.verdict.get("bytes"),
-        detail=f"approval {count} of {needed}",
-        officer=by.officer,
-        comment=by.comment,
-        reference=by.reference,
+    await _record_decision(
+        state, held, "review", "review", reason, by, detail=f"approval {count} of {needed}"
     )
     held.approvals.append((by.officer, by.comment, by.reference))
     body = {
@@ -198,23 +187,8 @@ async def reject(
 ) -> web.StreamResponse:
     """Reject a held review: by an officer (``by``), or expired (``why``)."""
     transfer = held.transfer
-    rule, _reason, version = held.verdict()
     reason = why or f"rejected by a compliance officer: {by.comment if by else ''}"
-    receipt = await append_record(
-        state,
-        "rejected",
-        transfer,
-        direction=held.direction,
-        decision="block",
-        rule=rule,
-        reason=reason,
-        policy_version=version,
-        summary=held.summary,
-        size=transfer.verdict.get("bytes"),
-        officer=by.officer if by else None,
-        comment=by.comment if by else None,
-        reference=by.reference if by else None,
-    )
+    receipt = await _record_decision(state, held, "rejected", "block", reason, by)
     transfer.rejected()
     await asyncio.to_thread(state.spool.release, transfer.id)
     body = {
@@ -226,6 +200,43 @@ async def reject(
     }
     transfer.verdict = body
     return json_response(body)
+
+
+async def _record_decision(
+    state: EgressState,
+    held: Held,
+    event: TransferEvent,
+    decision: DecisionName,
+    reason: str,
+    by: _DecidedBy | None,
+    *,
+    detail: str | None = None,
+) -> Receipt:
+    """Append the record of a first approval (four eyes) or of a rejection (or the expiry).
+
+    Under the rule and policy version of the verdict that held the review; an
+    approval that releases it is recorded under the ledger lock instead
+    (:func:`_approve`).
+    """
+    transfer = held.transfer
+    rule, _reason, version = held.verdict()
+    receipt: Receipt = await append_record(
+        state,
+        event,
+        transfer,
+        direction=held.direction,
+        decision=decision,
+        rule=rule,
+        reason=reason,
+        policy_version=version,
+        summary=held.summary,
+        size=transfer.verdict.get("bytes"),
+        detail=detail,
+        officer=by.officer if by else None,
+        comment=by.comment if by else None,
+        reference=by.reference if by else None,
+    )
+    return receipt
 
 
 async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.StreamResponse:
