@@ -2618,11 +2618,13 @@ static uint64_t (*core_mask64)(const uint8_t *) = core_mask64_scalar;
 /* The windows being built: a flat list of [start, stop) pairs and the open one. */
 typedef struct {
     PyObject *out;
-    Py_ssize_t a, b; /* the open window; none while a > b */
+    Py_ssize_t a, b;    /* the open window; none while a > b */
+    Py_ssize_t flushed; /* bytes in the windows of the list */
 } Windows;
 
 static int windows_flush(Windows *w) {
     if (w->a > w->b) return 0;
+    w->flushed += w->b - w->a;
     PyObject *x = PyLong_FromSsize_t(w->a), *y = PyLong_FromSsize_t(w->b);
     int failed = x == NULL || y == NULL || PyList_Append(w->out, x) < 0 || PyList_Append(w->out, y) < 0;
     Py_XDECREF(x);
@@ -2649,30 +2651,46 @@ static int windows_add(Windows *w, Py_ssize_t e, Py_ssize_t reach, Py_ssize_t sk
     return 0;
 }
 
+/* Whether the windows so far make the text dense: they cover dense bytes or more,
+ * and half the text searched (to the core ending at e) or more. */
+static int windows_dense(const Windows *w, Py_ssize_t e, Py_ssize_t t, Py_ssize_t dense) {
+    Py_ssize_t covered = w->flushed + (w->a <= w->b ? w->b - w->a : 0);
+    return dense > 0 && covered >= dense && 2 * covered >= e + 1 + t;
+}
+
+/* The whole text as one window: [-t, n). */
+static PyObject *windows_whole(Windows *w, Py_ssize_t t, Py_ssize_t n) {
+    Py_DECREF(w->out);
+    return Py_BuildValue("[nn]", -t, n);
+}
+
 static PyObject *mod_digit_windows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    /* digit_windows(data, tail, reach, skip) -> [a0, b0, a1, b1, ...]: windows of
+    /* digit_windows(data, tail, reach, skip, dense) -> [a0, b0, a1, b1, ...]: windows of
      * tail[-reach:] + data, sorted and apart, in offsets from data's start (a window
      * may start up to reach bytes back in the tail), that hold every match of the
      * digit database ending in data. A match holds a core and is at most reach
      * bytes wide, so it lies in [e + 1 - reach, e + 1 + reach) of a core ending at
      * e. Each core found gives [e + 1 - reach, e + 1 + reach + skip), clipped to the
      * text, and the cores ending in the next skip bytes are not looked for: their
-     * windows are inside that one. (On dense numbers, such as a CSV of read
-     * counts, the search thus touches a fraction of the bytes.) */
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "digit_windows(data, tail, reach, skip)");
+     * windows are inside that one. Once the windows cover dense bytes or more
+     * and half the text searched so far (dense text: a CSV of read counts, an
+     * identifier every ~200 bytes), the search stops and the whole text is one
+     * window, [-t, n) (0: the search never stops early). */
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "digit_windows(data, tail, reach, skip, dense)");
         return NULL;
     }
     Py_ssize_t reach = PyLong_AsSsize_t(args[2]), skip = PyLong_AsSsize_t(args[3]);
-    if ((reach == -1 || skip == -1) && PyErr_Occurred()) return NULL;
-    if (reach < DIGIT_CORE_RUN || reach > DIGIT_REACH_MAX || skip < 0) {
-        PyErr_SetString(PyExc_ValueError, "digit_windows: reach out of range or skip negative");
+    Py_ssize_t dense = PyLong_AsSsize_t(args[4]);
+    if ((reach == -1 || skip == -1 || dense == -1) && PyErr_Occurred()) return NULL;
+    if (reach < DIGIT_CORE_RUN || reach > DIGIT_REACH_MAX || skip < 0 || dense < 0) {
+        PyErr_SetString(PyExc_ValueError, "digit_windows: reach out of range, or skip or dense negative");
         return NULL;
     }
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]), tail_n = PyBytes_GET_SIZE(args[1]);
     Py_ssize_t t = tail_n < reach ? tail_n : reach;
-    Windows w = {PyList_New(0), 1, 0};
+    Windows w = {PyList_New(0), 1, 0, 0};
     if (w.out == NULL) return NULL;
     /* The seam: the tail's last t bytes and data's first five, where the cores that
      * end before data[5] are (a match ending in data may hold no other core). */
@@ -2705,6 +2723,7 @@ static PyObject *mod_digit_windows(PyObject *Py_UNUSED(module), PyObject *const 
             e = pos;
         }
         if (windows_add(&w, e, reach, skip, -t, n) < 0) goto fail;
+        if (windows_dense(&w, e, t, dense)) return windows_whole(&w, t, n);
         pos = e + skip + 1;
     }
     if (windows_flush(&w) < 0) goto fail;
@@ -2813,7 +2832,7 @@ static PyMethodDef module_methods[] = {
      "(avx2, sse2, none); "
      "switch it (tests)."},
     {"digit_windows", (PyCFunction)(void (*)(void))mod_digit_windows, METH_FASTCALL,
-     "digit_windows(data, tail, reach, skip) -> [a0, b0, ...]: the windows around the digit cores where "
+     "digit_windows(data, tail, reach, skip, dense) -> [a0, b0, ...]: the windows around the digit cores where "
      "the digit database can match."},
     {"find_lead", (PyCFunction)(void (*)(void))mod_find_lead, METH_FASTCALL,
      "find_lead(data, start, stop, lead, follow) -> int: the first lead byte of data[start:stop] whose next "

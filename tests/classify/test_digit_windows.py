@@ -211,7 +211,7 @@ def test_science_text_opens_no_window() -> None:
     # The point of the cores: lab notes' numbers ("12.5 mg/L", "n = 248",
     # "2019–2023", "2024-05-09") hold none, so the digit database is not run.
     data = generate("science", 1_000_000)
-    assert _native.digit_windows(data, b"", D.DIGIT_REACH, D.DIGIT_SKIP) == []
+    assert _native.digit_windows(data, b"", D.DIGIT_REACH, D.DIGIT_SKIP, 0) == []
 
 
 def _record_span(
@@ -270,7 +270,8 @@ def test_windows_hold_every_core_window(
 ) -> None:
     data, tail = b"".join(pieces), b"".join(tail_pieces)
     with _simd(simd):
-        flat = _native.digit_windows(data, tail, reach, skip)
+        flat = _native.digit_windows(data, tail, reach, skip, 0)
+        dense = _native.digit_windows(data, tail, reach, skip, 100)
     t = min(reach, len(tail))
     windows = list(zip(flat[::2], flat[1::2], strict=True))
     previous = -t - 1
@@ -285,17 +286,23 @@ def test_windows_hold_every_core_window(
     # Nothing but cores opens a window.
     if not _core_ends(tail[len(tail) - t :] + data):
         assert windows == []
+    # Stopping early for dense text gives the whole text, or the same windows.
+    assert dense in (flat, [-t, len(data)])
+    if dense != flat:
+        assert sum(b - a for a, b in windows) >= 100
 
 
 def test_digit_windows_checks_its_arguments() -> None:
     with pytest.raises(TypeError):
-        _native.digit_windows("text", b"", 64, 0)  # type: ignore[arg-type]
+        _native.digit_windows("text", b"", 64, 0, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reach"):
-        _native.digit_windows(b"123456", b"", D.DIGIT_CORE_RUN - 1, 0)
+        _native.digit_windows(b"123456", b"", D.DIGIT_CORE_RUN - 1, 0, 0)
     with pytest.raises(ValueError, match="reach"):
-        _native.digit_windows(b"123456", b"", _native.DIGIT_REACH_MAX + 1, 0)
+        _native.digit_windows(b"123456", b"", _native.DIGIT_REACH_MAX + 1, 0, 0)
     with pytest.raises(ValueError, match="skip"):
-        _native.digit_windows(b"123456", b"", 64, -1)
+        _native.digit_windows(b"123456", b"", 64, -1, 0)
+    with pytest.raises(ValueError, match="dense"):
+        _native.digit_windows(b"123456", b"", 64, 0, -1)
 
 
 def test_a_core_built_for_other_cores_fails_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
