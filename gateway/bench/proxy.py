@@ -58,7 +58,7 @@ from gateway.crypto.certs import ParkPaths, init_dev_pki, spki_pin
 from gateway.crypto.keys import X25519Identity, identity_file_text
 from gateway.obs.logging import configure_logging
 from gateway.server.config import DECODER_MEMORY_BYTES, GatewaySettings, token_digest
-from gateway.server.egress import EGRESS
+from gateway.server.egress_state import EGRESS
 from gateway.server.runner import RunningGateway, running
 
 #: SPEC §9 targets.

@@ -112,6 +112,10 @@ class _Statements:
     totals: str
 
 
+#: Whether an upsert into ``transfers`` carries a newer state than the row holds.
+_NEWER = "(t.instance <> excluded.instance OR t.seq < excluded.seq)"
+
+
 def _statements(s: str) -> _Statements:
     return _Statements(
         create=(
@@ -163,16 +167,21 @@ def _statements(s: str) -> _Statements:
             " DO UPDATE SET subjects = t.subjects + excluded.subjects"
             " RETURNING subjects"
         ),
+        # Records of one instance reach the table in log order (seq = audit
+        # index): a late write of an older state does not undo a newer one, but
+        # the receipt it carries (the verdict's, written first and maybe landing
+        # after the delivery's) is kept all the same.
         publish=(
             f"INSERT INTO {s}.transfers AS t"  # noqa: S608
             " (transfer_id, instance, sender, seq, status, receipt)"
             " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)"
-            " ON CONFLICT (transfer_id) DO UPDATE SET instance = excluded.instance,"
-            " sender = excluded.sender, seq = excluded.seq, status = excluded.status,"
+            " ON CONFLICT (transfer_id) DO UPDATE SET"
+            f" instance = CASE WHEN {_NEWER} THEN excluded.instance ELSE t.instance END,"
+            f" sender = CASE WHEN {_NEWER} THEN excluded.sender ELSE t.sender END,"
+            f" seq = CASE WHEN {_NEWER} THEN excluded.seq ELSE t.seq END,"
+            f" status = CASE WHEN {_NEWER} THEN excluded.status ELSE t.status END,"
             " receipt = coalesce(t.receipt, excluded.receipt), updated = now()"
-            # Records of one instance reach the table in log order (seq = audit
-            # index); a late write of an older state does not undo a newer one.
-            " WHERE t.instance <> excluded.instance OR t.seq < excluded.seq"
+            f" WHERE {_NEWER} OR (t.receipt IS NULL AND excluded.receipt IS NOT NULL)"
         ),
         find=(
             "SELECT instance, sender, status::text, receipt::text,"  # noqa: S608

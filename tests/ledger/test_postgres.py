@@ -182,3 +182,26 @@ async def test_one_replica_at_a_time_claims_an_open_review(schema: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_verdict_landing_after_its_delivery_still_leaves_its_receipt(schema: str) -> None:
+    """The verdict's write (with the receipt) and the delivery's run side by side: when
+    the delivery's lands first, the state stays delivered and the receipt is kept."""
+    ledger = await PostgresLedger(PG_URL, schema=schema).open()
+    try:
+        delivered = _held("t_2", "hk-0")
+        delivered.status["state"] = "delivered"
+        await ledger.publish_transfer(delivered, 7)
+        allowed = _held("t_2", "hk-0")
+        allowed.status["state"] = "allowed"
+        receipt = {"index": 6, "leaf_hash": "abc"}
+        await ledger.publish_transfer(
+            TransferEntry("t_2", "hk-0", "hk-research", allowed.status, receipt), 6
+        )
+        found = await ledger.find_transfer("t_2")
+        assert found is not None
+        assert found.status["state"] == "delivered"
+        assert found.receipt == receipt
+    finally:
+        await ledger.close()
