@@ -718,6 +718,10 @@ async def run_async(
                 (pair.inbox / "big.txt").unlink()
                 gw_lat = await _latencies(session, base + "small", small, headers, samples)
                 gw_many, gw_rate = await _concurrent_latencies(session, base + "m", small, headers)
+            # Memory on a fresh pair: the phases before would have grown the egress's heap.
+            async with egress_process_pair(Path(tmp) / "memory") as pair:
+                base = f"{pair.url}/v1/transfers/bench/"
+                await _throughput(session, base + "warm.txt", block, BLOCK, headers)
                 large, memory = await _sampled(
                     _throughput(session, base + "large.txt", block, large_mb * _MB, headers),
                     pair.egress_pid,
