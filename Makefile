@@ -59,6 +59,7 @@ $(OPERATOR_RULE): deploy/prometheus/alerts.yml $(STAMP)
 bench: $(STAMP)
 	$(BIN)/gateway bench classify
 	$(BIN)/gateway bench proxy
+	$(BIN)/gateway bench stages
 
 # Regenerates both locks from pyproject.toml; the dev lock keeps the runtime lock's pins
 # (--constraint), so the tests run what the image ships. Commit both: tests/deploy checks

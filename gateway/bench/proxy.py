@@ -862,9 +862,10 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = bench_subparsers.add_parser(
         "proxy",
         help="the gateway against a plain aiohttp pass-through proxy, on loopback",
-        description="Throughput ratio, 1 KB latency, 256 concurrent transfers, RSS "
-        "during one large transfer (SPEC §9) and during one large Parquet transfer "
-        "(issue 12), measured in one run.",
+        description="Throughput ratio with each side's CPU-seconds per GB, 1 KB latency one "
+        "at a time and 64 at once, 256 concurrent transfers, RSS during one large transfer "
+        "(SPEC §9, issue 17) and during one large Parquet transfer (issue 12), measured in "
+        "one run; the pass-through, the egress and the twin each in a process of its own.",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -38,15 +37,12 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.bench.classify import generate
 from gateway.bench.proxy import BLOCK, TARGET_RATIO, _measured, _throughput, passthrough_process
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
+from gateway.crypto.certs import ParkPaths, init_dev_pki
 from gateway.crypto.stream import PAYLOAD_NONCE_SIZE, StreamDecryptor, StreamEncryptor
 
 #: Bytes each stage processes by default (MB): enough to dwarf set-up costs.
@@ -109,41 +105,16 @@ def _chunks(data: bytes) -> Iterator[bytes]:
         yield bytes(view[i : i + CHUNK])
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A throwaway P-256 certificate and key for the TLS stage."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench.invalid")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def _tls_pair(directory: Path) -> tuple[ssl.SSLObject, ssl.SSLObject, list[ssl.MemoryBIO]]:
-    """A client and a server TLS 1.3 session over memory, handshake done."""
-    cert, key = _self_signed(directory)
+    """A client and a server TLS 1.3 session over memory, handshake done (a dev PKI's
+    server certificate, as the twin's ingress presents)."""
+    init_dev_pki(directory)
+    park = ParkPaths(directory / "hk")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.minimum_version = ssl.TLSVersion.TLSv1_2
-    server_context.load_cert_chain(cert, key)
+    server_context.load_cert_chain(park.cert("server"), park.key("server"))
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_context.load_verify_locations(cert)
+    client_context.load_verify_locations(park.ca_cert)
     client_context.check_hostname = False
     bios = [ssl.MemoryBIO() for _ in range(4)]  # client in/out, server in/out
     client = client_context.wrap_bio(bios[0], bios[1])
