@@ -18,6 +18,7 @@ G_ESCAPE: int
 DIGIT_CORE_RUN: int
 DIGIT_CORE_GROUP: int
 DIGIT_CORE_SEPARATORS: bytes
+DIGIT_CORE_WORDS: tuple[bytes, bytes]
 DIGIT_REACH_MAX: int
 
 class Core:

@@ -454,11 +454,17 @@ def _check_native_digits() -> None:
     """
     native = _native
     try:
-        shape = (native.DIGIT_CORE_RUN, native.DIGIT_CORE_GROUP, native.DIGIT_CORE_SEPARATORS)
+        shape = (
+            native.DIGIT_CORE_RUN,
+            native.DIGIT_CORE_GROUP,
+            native.DIGIT_CORE_SEPARATORS,
+            native.DIGIT_CORE_WORDS,
+        )
         reach_max = native.DIGIT_REACH_MAX
     except AttributeError as exc:
         raise ImportError(f"gateway.classify._native is out of date ({exc}): rebuild it") from exc
-    if shape != (D.DIGIT_CORE_RUN, D.DIGIT_CORE_GROUP, D.DIGIT_CORE_SEPARATORS):
+    declared = (D.DIGIT_CORE_RUN, D.DIGIT_CORE_GROUP, D.DIGIT_CORE_SEPARATORS, D.DIGIT_CORE_WORDS)
+    if shape != declared:
         raise ImportError("gateway.classify._native looks for other digit cores: rebuild it")
     if not D.DIGIT_CORE_RUN <= D.DIGIT_REACH <= reach_max:  # pragma: no cover - constants
         raise ImportError("detectors.DIGIT_REACH is out of the compiled core's range")

@@ -30,11 +30,12 @@ from tests.classify.test_native import POOL, SIMD, _simd, scan_cut
 BUILTIN = DetectorSet.build()
 #: A core as detectors.py defines it, for the reference search below.
 CORE = re.compile(
-    rb"(?=([0-9]{%d}|[0-9][%s][0-9]{%d}))"
+    rb"(?=([0-9]{%d}|[0-9][%s][0-9]{%d}|%s))"
     % (
         D.DIGIT_CORE_RUN,
         re.escape(D.DIGIT_CORE_SEPARATORS),
         D.DIGIT_CORE_GROUP,
+        b"|".join(D.DIGIT_CORE_WORDS),
     )
 )
 
@@ -207,6 +208,25 @@ def test_planted_identifiers_anywhere_give_the_reference_findings(
     assert _new_hits(data, cuts) == _old_hits(data)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"AKIAABCDEFGHIJKLMNOP and more",
+        b"ASIA2345ABCD6789EFGH",
+        b"13812345678 first",
+        b"x AKIAABCDEFGHIJKLMNOP",
+        b"4111 1111 1111 1111",
+    ],
+)
+def test_identifiers_at_a_members_start_and_end_at_any_cut(text: bytes) -> None:
+    # The first bytes of a member have the shortest seam (the framing's "\n" only).
+    reference = scan_cut(BUILTIN, text, [], native=False)
+    assert reference.labels
+    for cut in range(len(text) + 1):
+        assert scan_cut(BUILTIN, text, [cut], native=True) == reference
+        assert _new_hits(b"\n" + text, [cut + 1]) == _old_hits(b"\n" + text)
+
+
 def test_science_text_opens_no_window() -> None:
     # The point of the cores: lab notes' numbers ("12.5 mg/L", "n = 248",
     # "2019–2023", "2024-05-09") hold none, so the digit database is not run.
@@ -246,7 +266,7 @@ def test_every_digit_pattern_fits_the_reach_and_holds_a_core() -> None:
 
 
 def _core_ends(text: bytes) -> list[int]:
-    return [m.start() + D.DIGIT_CORE_RUN - 1 for m in CORE.finditer(text)]
+    return [m.end(1) - 1 for m in CORE.finditer(text)]
 
 
 _PIECES = st.one_of(
@@ -254,6 +274,7 @@ _PIECES = st.one_of(
     st.builds(lambda n: b"7" * n, st.integers(1, 12)),
     st.builds(lambda n: b"1234 " * n, st.integers(1, 3)),
     st.builds(lambda n: b"x" * n, st.integers(1, 90)),
+    st.sampled_from([b"AKIA", b"ASIA", b"AKI", b"A", b"KIA", b"ASIAKIA"]),
 )
 
 
