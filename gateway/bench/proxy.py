@@ -75,6 +75,8 @@ DEFAULT_PARQUET_MB: Final = 256
 #: Seconds a subprocess may take to write the benchmark's Parquet file
 #: (2 GB takes about a minute on the development machine).
 PARQUET_WRITE_SECONDS: Final = 900.0
+#: The small transfer's size (SPEC §9: 1 KB).
+SMALL_BYTES: Final = 1024
 #: Small-transfer latency samples (p99 needs a few hundred).
 LATENCY_SAMPLES: Final = 300
 #: Clients sending 1 KB transfers at once in the concurrent latency phase (issue 17).
@@ -658,6 +660,17 @@ async def _measured(
     return rate, tuple(round(s / (total / 1e9), 2) for s in spent)
 
 
+def small_text(block: bytes, size: int) -> bytes:
+    """``size`` bytes of ``block``'s text, cut at a character boundary (padded with spaces).
+
+    A cut through a multi-byte character is not UTF-8 any more: the charset
+    detection would take the transfer for Windows-1252, a path no real text
+    file takes.
+    """
+    text = block[:size].decode("utf-8", "ignore").encode()
+    return text + b" " * (size - len(text))
+
+
 def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -685,7 +698,7 @@ async def run_async(
         decoder_memory_mb: the egress's decoder memory budget in that phase.
     """
     block = generate("prose", BLOCK)
-    small = block[:1024]
+    small = small_text(block, SMALL_BYTES)
     total = size_mb * _MB
     headers = {"Authorization": f"Bearer {_TOKEN}"}
     connector = aiohttp.TCPConnector(limit=concurrent * 2)

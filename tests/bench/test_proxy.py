@@ -55,3 +55,17 @@ def test_sizes_below_one_mb_are_refused(flag: str, capsys: pytest.CaptureFixture
     _, err = capsys.readouterr()
     assert flag in err
     assert "Traceback" not in err
+
+
+def test_the_small_transfer_is_whole_utf8_text() -> None:
+    """Cut at a character boundary: the bench's prose holds Chinese, and 1,024 bytes
+    cut through a character would be taken for Windows-1252, as no real file is."""
+    from gateway.bench.classify import generate
+    from gateway.bench.proxy import BLOCK, SMALL_BYTES, small_text
+    from gateway.classify.charset import UTF8, detect
+
+    block = generate("prose", BLOCK)
+    assert detect(block[:SMALL_BYTES], complete=True).charset != UTF8  # the trap
+    small = small_text(block, SMALL_BYTES)
+    assert len(small) == SMALL_BYTES
+    assert detect(small, complete=True).charset == UTF8
