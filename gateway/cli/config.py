@@ -134,6 +134,10 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
             lambda: load_spool_identity(egress.spool_identity),  # exists: nothing is created
         )
         report.run("egress.policy_dir", lambda: _policy(load_policy, egress.policy_dir))
+        if egress.held_dir is not None:
+            report.run("egress.held_dir", lambda: _writable_dir(egress.held_dir))
+        if egress.intercept is not None:
+            report.run("egress.intercept", lambda: _intercept(egress.intercept))
     if ingress is not None:
         report.run("ingress.tls", lambda: server_ssl_context(ingress.tls, require_client=True))
         report.run("ingress.identity", lambda: load_identities(ingress.identity))
@@ -157,6 +161,13 @@ def check_settings(settings: Any, *, connect: bool = False) -> Report:
             password = read_password(settings.ledger_password_file)
         report.run("ledger_url", lambda: asyncio.run(_ping_ledger(settings.ledger_url, password)))
     return report
+
+
+def _intercept(config: Any) -> None:
+    """The interception CA loads as at start (key mode, a CA holding the key, one leaf minted)."""
+    from gateway.crypto.intercept import InterceptionCA
+
+    InterceptionCA.load(config.cert, config.key, max_hosts=config.max_hosts)
 
 
 def _creatable(directory: Path) -> None:

@@ -55,6 +55,7 @@ def test_every_broken_file_is_reported_in_one_run(
     secret.chmod(0o600)
     policy = demo.parent.parent / "policies" / "90-demo.yaml"
     policy.write_text(policy.read_text() + "\nrules:\n  - {id: x, action: maybe}\n")
+    (certs / "intercept-ca.key").chmod(0o640)  # readable by the group: refused
     code, out, err = check(capsys, str(demo / "hk.toml"))
     assert code == 1, out
     problems = [line for line in err.splitlines() if line.startswith(f"{demo / 'hk.toml'}: ")]
@@ -64,11 +65,12 @@ def test_every_broken_file_is_reported_in_one_run(
             "secret_file",
             "egress.upstream_tls",
             "egress.policy_dir",
+            "egress.intercept",
             "ingress.tls",
             "ingress.identity",
         ]
     ), problems
-    assert problems[-1] == f"{demo / 'hk.toml'}: 5 problems"
+    assert problems[-1] == f"{demo / 'hk.toml'}: 6 problems"
     assert "90-demo.yaml" in err  # the policy error names its file
 
 
@@ -120,3 +122,18 @@ def test_the_ledger_password_file_is_checked_and_used(
     code, _, err = check(capsys, str(config))
     assert code == 1
     assert "ledger password file is empty" in err
+
+
+def test_a_held_directory_that_cannot_be_one_is_reported(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replicas keep held reviews in egress.held_dir (issue 16): a path that is a file fails."""
+    config = demo / "hk.toml"
+    taken = demo / "not-a-directory"
+    taken.write_text("a file\n")
+    config.write_text(
+        config.read_text().replace("[egress]\n", f'[egress]\nheld_dir = "{taken}"\n', 1)
+    )
+    code, _, err = check(capsys, str(config))
+    assert code == 1
+    assert "egress.held_dir:" in err
