@@ -265,15 +265,22 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
     else:
         summary, info = held.summary, held.info
 
+    judged = summary
+
     async def judge(tx: LedgerTransaction) -> Ruling:
         # The policy is read under the lock: a reload while waiting for it
         # is the policy this approval is judged by.
         policy = state.current_policy()
         context = current_context(policy, transfer)
         direction = context.route.direction
-        digests = ledger_digests(policy, held, summary, direction)
+        # Chance-level findings count as the policy in force says (chance:
+        # count on the route or the label), as the review view shows; the
+        # held summary counted those its own day's policy said (idempotent).
+        nonlocal judged
+        judged = policy.with_chance(summary, context.route)
+        digests = ledger_digests(policy, held, judged, direction)
         counts = {c: await tx.count(c, d) for c, d in digests.items()}
-        recheck = policy.evaluate(context, summary, counts)
+        recheck = policy.evaluate(context, judged, counts)
         if recheck.action == "block":
             # Raised inside the transaction: nothing was added, it rolls back.
             raise _refusal(transfer, recheck)
@@ -288,7 +295,7 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
                 rule=rule,
                 reason=reason,
                 policy_version=policy.version,
-                summary=summary,
+                summary=judged,
                 size=transfer.verdict.get("bytes"),
                 officer=by.officer,
                 comment=by.comment,
@@ -323,7 +330,7 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
     context = ruling.context
     fields = {k: v for k, v in transfer.verdict.items() if k != "reason"}
     fields["decision"] = "allow"
-    job = Job(transfer, context, summary, info, fields=fields)
+    job = Job(transfer, context, judged, info, fields=fields)
     encrypt = ruling.decision.encrypt or context.route.encrypt
     job.release = Release("allow", rule, reason, ruling.policy.version, encrypt)
     return await deliver(state, job)

@@ -174,3 +174,40 @@ async def test_a_held_transfer_says_where_to_look_and_expires_unanswered(parks: 
         text = await r.text()
     assert "gateway_reviews_pending 0.0" in text
     assert "gateway_review_oldest_age_seconds 0.0" in text
+
+
+async def test_an_approval_judges_chance_findings_as_the_policy_in_force_does(
+    parks: Parks,
+) -> None:
+    """Held while its route set chance-level findings aside; the route counts them
+    now. The view and the approval both judge by the policy in force: a block
+    shown to the officer is the block the approval meets (409), not an allow."""
+    from gateway.classify.testing import assay_csv
+    from tests.server.conftest import edit_policy
+
+    rules = (
+        "  - id: block.many-phones\n    action: block\n    reason: Too many phone numbers.\n"
+        '    when:\n      labels: {count: {"pii.cn_phone": ">= 1000"}}\n'
+        "  - id: review.held-route\n    action: review\n    reason: Checked by an officer.\n"
+        "    when:\n      route: sz-review\n"
+    )
+    await edit_policy(parks, "  - id: block.personal\n", rules + "  - id: block.personal\n")
+    status, body = await parks.put("sz-review", "assay.csv", assay_csv(seed=15))
+    assert status == 202, body
+    assert "pii.cn_phone" not in body["labels"]  # set aside on this route, for now
+    tid = body["transfer_id"]
+    await edit_policy(
+        parks,
+        "  sz-review:\n    direction: hk->sz\n",
+        "  sz-review:\n    direction: hk->sz\n    chance: count\n",
+    )
+    async with parks.session.get(f"{parks.egress}/v1/reviews/{tid}", headers=OFFICER) as r:
+        assert r.status == 200
+        view = await r.json()
+    assert (view["now"]["action"], view["now"]["rule"]) == ("block", "block.many-phones")
+    approve = f"{parks.egress}/v1/reviews/{tid}/approve"
+    async with parks.session.post(approve, json={"comment": "ok"}, headers=OFFICER) as r:
+        refusal = await r.json()
+        assert r.status == 409, refusal
+    assert refusal["rule"] == "block.many-phones"
+    assert "assay.csv" not in parks.inbox_files("sz-review")
