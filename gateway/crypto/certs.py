@@ -50,6 +50,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.crypto.keys import load_or_create_ed25519, read_small_file, write_private_file
@@ -501,14 +502,40 @@ def _issue_leaf(
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in DNS_NAMES]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IP_ADDRESSES]
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return sign_leaf(
+        _name(f"gateway-{park}", park),
+        key.public_key(),
+        sans,
+        usage,
+        (ca_cert, ca_ski, ca_key),
+        (now - CLOCK_SKEW, min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc)),
+    )
+
+
+def sign_leaf(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    issuer: tuple[x509.Certificate, x509.SubjectKeyIdentifier, CertificateIssuerPrivateKeyTypes],
+    validity: tuple[dt.datetime, dt.datetime],
+) -> x509.Certificate:
+    """An end-entity certificate: not a CA, ``digitalSignature`` only, one extended
+    key usage, the SANs, its key identifier and its issuer's.
+
+    Args:
+        issuer: the issuing CA's certificate, subject key identifier and private key.
+        validity: not before, not after.
+    """
+    ca_cert, ca_ski, ca_key = issuer
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(f"gateway-{park}", park))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -526,7 +553,7 @@ def _issue_leaf(
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.crypto.certs import CLOCK_SKEW, ORGANISATION, load_certificates
+from gateway.crypto.certs import CLOCK_SKEW, ORGANISATION, load_certificates, sign_leaf
 from gateway.crypto.keys import read_private_file
 from gateway.crypto.tls import MINIMUM_TLS_VERSION
 from gateway.errors import ConfigError
@@ -327,38 +327,16 @@ def _leaf_certificate(
     if len(name) <= MAX_COMMON_NAME_LENGTH:
         # For people reading the certificate; clients match the SAN only.
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attributes))
-        .issuer_name(ca.subject)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - CLOCK_SKEW, ca.not_valid_before_utc))
-        .not_valid_after(min(now + LEAF_VALIDITY, ca.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    return sign_leaf(
+        x509.Name(attributes),
+        leaf_key.public_key(),
+        [san],
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        (ca, ca_ski, ca_key),
+        (
+            max(now - CLOCK_SKEW, ca.not_valid_before_utc),
+            min(now + LEAF_VALIDITY, ca.not_valid_after_utc),
+        ),
     )
 
 
