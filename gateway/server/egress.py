@@ -49,49 +49,16 @@ from gateway.server.config import RETRY_AFTER_SECONDS
 from gateway.server.connections import send_continue
 from gateway.server.decide import decide
 from gateway.server.deliver import deliver
-from gateway.server.destinations.twin import (
-    H_DIRECTION,
-    H_ORGANISATION,
-    H_PAYLOAD,
-    H_POLICY,
-    H_REPLACE,
-    H_RULE,
-    H_SENDER,
-    H_TRANSFER,
-)
+from gateway.server.destinations.twin import H_REPLACE
 from gateway.server.egress_state import EGRESS, EgressState
 from gateway.server.job import Job, Release
 from gateway.server.notes import clean_note
 from gateway.server.problem import Problem, json_response
-from gateway.server.receive import OFFLOAD_BATCH, Aborted, receive
+from gateway.server.receive import Aborted, receive
 from gateway.server.records import published, receipt_json, record_end, verdict_fields
 from gateway.server.transfer import TRANSFER_ID, State, Transfer, new_transfer_id
 
 log = structlog.get_logger("gateway.egress")
-
-# EGRESS, OFFLOAD_BATCH and the twin protocol's H_* headers are re-exported
-# for gateway.server.ingress and gateway.bench.proxy (another team's modules,
-# which import them from here); their homes are egress_state, receive and
-# destinations.twin.
-__all__ = [
-    "DRAIN_RETRY_AFTER_SECONDS",
-    "EGRESS",
-    "H_DIRECTION",
-    "H_ORGANISATION",
-    "H_PAYLOAD",
-    "H_POLICY",
-    "H_REPLACE",
-    "H_RULE",
-    "H_SENDER",
-    "H_TRANSFER",
-    "JUSTIFICATION_HEADER",
-    "MAX_NAME_BYTES",
-    "OFFLOAD_BATCH",
-    "Blocked",
-    "handle_transfer",
-    "run_transfer",
-    "safe_name",
-]
 
 #: ``Retry-After`` of a transfer cut at the drain deadline: another replica (or
 #: this one, restarted) can take it at once.

@@ -60,7 +60,7 @@ from gateway.server.access import note
 from gateway.server.auth import TwinPin
 from gateway.server.config import RETRY_AFTER_SECONDS, IngressConfig
 from gateway.server.connections import send_continue
-from gateway.server.egress import (
+from gateway.server.destinations.twin import (
     H_DIRECTION,
     H_ORGANISATION,
     H_PAYLOAD,
@@ -69,9 +69,8 @@ from gateway.server.egress import (
     H_RULE,
     H_SENDER,
     H_TRANSFER,
-    OFFLOAD_BATCH,
-    safe_name,
 )
+from gateway.server.egress import safe_name
 from gateway.server.forward import Forwarded, join_url, post_stream
 from gateway.server.inbox import (
     FileDrop,
@@ -82,6 +81,7 @@ from gateway.server.inbox import (
     open_drop,
 )
 from gateway.server.problem import Problem, json_response
+from gateway.server.receive import OFFLOAD_BATCH
 from gateway.server.services import Services
 from gateway.server.spool import READ_SIZE, SpoolFull
 from gateway.server.transfer import TRANSFER_ID, new_transfer_id

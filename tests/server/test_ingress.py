@@ -14,8 +14,8 @@ from gateway.crypto.age import AgeEncryptor
 from gateway.crypto.certs import ParkPaths
 from gateway.crypto.tls import client_ssl_context
 from gateway.server.config import AuditConfig
-from gateway.server.egress import OFFLOAD_BATCH
 from gateway.server.ingress import INGRESS
+from gateway.server.receive import OFFLOAD_BATCH
 from tests.server.conftest import Parks, running, sha256, slow_body, start_parks
 
 CLEAN = b"run_id,instrument,temperature_c\n" + b"".join(
