@@ -200,7 +200,11 @@ class EgressState:
         """
         if info is not None and info.payload is not None:
             return
-        self.track(asyncio.ensure_future(asyncio.to_thread(self.spool.release, transfer_id)))
+        # A held review taken over from another replica is in that replica's directory.
+        held_in = info.path.parent if info is not None else None
+        self.track(
+            asyncio.ensure_future(asyncio.to_thread(self.spool.release, transfer_id, held_in))
+        )
 
     def recipient(self, route: Route) -> X25519Recipient:
         """The age recipient an envelope on ``route`` is encrypted to.

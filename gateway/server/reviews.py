@@ -190,7 +190,7 @@ async def reject(
     reason = why or f"rejected by a compliance officer: {by.comment if by else ''}"
     receipt = await _record_decision(state, held, "rejected", "block", reason, by)
     transfer.rejected()
-    await asyncio.to_thread(state.spool.release, transfer.id)
+    await asyncio.to_thread(state.spool.release, transfer.id, held.info.path.parent)
     body = {
         **transfer.verdict,
         "state": transfer.state.value,
@@ -415,7 +415,7 @@ def _refusal(transfer: Transfer, recheck: Decision) -> Problem:
 async def _end_approved(state: EgressState, held: Held, why: str) -> None:
     """End a recorded approval that will not be forwarded: delete its spool, record ``failed``."""
     transfer = held.transfer
-    await asyncio.to_thread(state.spool.release, transfer.id)
+    await asyncio.to_thread(state.spool.release, transfer.id, held.info.path.parent)
     await record_end(
         state,
         transfer,

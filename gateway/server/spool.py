@@ -444,13 +444,16 @@ class SpoolDir:
             _fsync_dir(held)
         return held / (transfer_id + _PAYLOAD_SUFFIX), header, meta
 
-    def release(self, transfer_id: str) -> None:
-        """Delete every file of ``transfer_id`` (transient, held here or by
-        another replica); never raises."""
+    def release(self, transfer_id: str, held_in: Path | None = None) -> None:
+        """Delete every file of ``transfer_id``: transient, held here, and held in
+        ``held_in`` (another replica's directory, :meth:`locate`); never raises.
+
+        Nothing is searched: a transfer's end releases its spool, and looking
+        through every replica's directory there would cost each transfer I/O.
+        """
         directories = [self.root, self.held]
-        elsewhere = self.locate(transfer_id)
-        if elsewhere is not None and elsewhere != self.held:
-            directories.append(elsewhere)
+        if held_in is not None and held_in not in directories:
+            directories.append(held_in)
         for directory in directories:
             # The payload first: without it the rest is no held review any more.
             for suffix in (_PAYLOAD_SUFFIX, _HEADER_SUFFIX, _META_SUFFIX, _LEGACY_META_SUFFIX):

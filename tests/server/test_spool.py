@@ -237,7 +237,9 @@ def test_replicas_find_each_other_s_held_reviews_under_a_shared_root(tmp_path: P
     assert (path, meta) == (held.path, {"transfer_id": "t_shared"})
     assert second.sweep() == 0
     assert first.is_held("t_shared")
-    second.release("t_shared")
+    second.release("t_shared")  # its own files only: nothing is searched
+    assert first.is_held("t_shared")
+    second.release("t_shared", second.locate("t_shared"))
     assert not first.is_held("t_shared")
     assert list((root / "hk-0").iterdir()) == []
 
