@@ -106,7 +106,7 @@ async def _claim_in_park(state: EgressState, transfer_id: str) -> TransferEntry 
     raise NotFound(f"no transfer {transfer_id!r} is waiting for review")
 
 
-def _merged_approvals(
+def merged_approvals(
     here: list[tuple[str, str, str | None]], park: tuple[dict[str, Any], ...]
 ) -> list[tuple[str, str, str | None]]:
     """The approvals the park's directory names, then any only this replica knows."""
@@ -168,7 +168,7 @@ async def deciding(state: EgressState, transfer_id: str) -> AsyncIterator[Held]:
         else:
             held = await _take_over(state, claimed)
         if claimed is not None:
-            held.approvals = _merged_approvals(held.approvals, claimed.approvals)
+            held.approvals = merged_approvals(held.approvals, claimed.approvals)
         try:
             yield held
         finally:
@@ -226,5 +226,5 @@ async def held_elsewhere(state: EgressState, transfer_id: str) -> Held | None:
     if entry is None or entry.status.get("state") != "review":
         return None
     held = await _take_over(state, entry)
-    held.approvals = _merged_approvals([], entry.approvals)
+    held.approvals = merged_approvals([], entry.approvals)
     return held

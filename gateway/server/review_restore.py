@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -25,7 +24,7 @@ from gateway.ledger.base import TransferEntry
 from gateway.policy.engine import CompiledPolicy
 from gateway.server.egress_state import EgressState
 from gateway.server.records import published, record_end
-from gateway.server.review_claims import release_claim
+from gateway.server.review_claims import merged_approvals, release_claim
 from gateway.server.review_files import held_from_meta, text_or_none
 from gateway.server.transfer import State, Transfer
 
@@ -55,8 +54,11 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             state.spool.held_parts, transfer_id, state.spool_identity
         )
         records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
-        if state.park_wide and not await _restore_in_park(state, transfer_id, meta, records):
-            continue
+        park_approvals: tuple[dict[str, Any], ...] = ()
+        if state.park_wide:
+            decides_here, park_approvals = await _restore_in_park(state, transfer_id, records)
+            if not decides_here:
+                continue
         last = records[-1] if records else {}
         if last.get("event") != "review":
             if last.get("event") == "approved":
@@ -64,7 +66,8 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
             await asyncio.to_thread(state.spool.release, transfer_id)
             log.warning("held_review_swept", transfer_id=transfer_id, last=last.get("event"))
             continue
-        held = held_from_meta(transfer_id, path, meta, policy, _recorded_approvals(records))
+        approvals = merged_approvals(_recorded_approvals(records), park_approvals)
+        held = held_from_meta(transfer_id, path, meta, policy, approvals)
         if held is None:
             log.warning("held_review_unroutable", transfer_id=transfer_id)
             continue
@@ -81,46 +84,36 @@ _FINAL_STATES = frozenset({s.value for s in State if s.final} | {"rejected", "bl
 
 
 async def _restore_in_park(
-    state: EgressState, transfer_id: str, meta: Mapping[str, Any], records: list[dict[str, Any]]
-) -> bool:
-    """Whether this replica's own audit records decide what becomes of a review it held.
+    state: EgressState, transfer_id: str, records: list[dict[str, Any]]
+) -> tuple[bool, tuple[dict[str, Any], ...]]:
+    """Whether this replica's own audit records decide what becomes of a review it
+    held, and the approvals the park's directory names for it.
 
-    False when the directory shows another replica deciding it (its claim),
+    Not here when the directory shows another replica deciding it (its claim),
     or deciding it after this one (the decision's records are in that
-    replica's log; once final, nothing reads the files, so they go), or
-    when it is still open: it stays in memory here only when this replica
-    holds it, and is decidable from anywhere either way.
+    replica's log; once final, nothing reads the files, so they go).
     """
     try:
         entry = await state.services.directory.find_transfer(transfer_id)
     except GatewayError as exc:
         log.warning("transfer_directory_unavailable", error=exc.title)
-        return True  # this replica's audit log alone, as a single gateway
+        return True, ()  # this replica's audit log alone, as a single gateway
     if entry is None:
-        return True
-    me = state.instance
+        return True, ()
     ours = records[-1].get("event") if records else None
     if entry.status.get("state") == "review":
         if ours != "review" and ours is not None:
-            return True  # decided here, the directory a step behind: settle from our log
-        claimed_elsewhere = entry.claimed_by is not None and entry.claimed_by != me
-        if claimed_elsewhere:
-            return False
-        if entry.approvals:
-            # The park's approvals (another replica may have added one).
-            records.extend(
-                {"event": "review", **approval}
-                for approval in entry.approvals
-                if approval.get("officer") not in {r.get("officer") for r in records}
-            )
-        return True
-    if entry.instance == me:
-        return True  # our records are the latest: settle from them
+            return True, ()  # decided here, the directory a step behind: settle from our log
+        if entry.claimed_by is not None and entry.claimed_by != state.instance:
+            return False, ()
+        # The park's approvals: another replica may have added one.
+        return True, entry.approvals
+    if entry.instance == state.instance:
+        return True, ()  # our records are the latest: settle from them
     if entry.status.get("state") in _FINAL_STATES:
         await asyncio.to_thread(state.spool.release, transfer_id)
         log.info("held_review_swept", transfer_id=transfer_id, decided_by=entry.instance)
-    del meta
-    return False
+    return False, ()
 
 
 async def settle_claims(state: EgressState) -> int:
@@ -139,16 +132,18 @@ async def settle_claims(state: EgressState) -> int:
         return 0
     for entry in claims:
         transfer_id = entry.transfer_id
-        records = [parse_canonical(r.record) for r in await state.audit.find(transfer_id)]
-        last = records[-1] if records else {}
+        found = await state.audit.find(transfer_id)
+        last = parse_canonical(found[-1].record) if found else {}
         event = last.get("event")
+        # The files may be in the directory of the replica that held the review.
+        held_in = await asyncio.to_thread(state.spool.locate, transfer_id)
         if event == "approved":
             meta = await asyncio.to_thread(_held_meta_or_status, state, transfer_id, entry)
             await _fail_interrupted(state, meta, last)
-            await asyncio.to_thread(state.spool.release, transfer_id)
+            await asyncio.to_thread(state.spool.release, transfer_id, held_in)
         elif event in _FINAL_STATES:
-            await _republish(state, entry, records)
-            await asyncio.to_thread(state.spool.release, transfer_id)
+            await _republish(state, entry, last, found[-1].index)
+            await asyncio.to_thread(state.spool.release, transfer_id, held_in)
         await release_claim(state, transfer_id, None)
         await published(state, transfer_id)
         log.warning("review_claim_settled", transfer_id=transfer_id, last=event)
@@ -175,17 +170,16 @@ def _held_meta_or_status(
 
 
 async def _republish(
-    state: EgressState, entry: TransferEntry, records: list[dict[str, Any]]
+    state: EgressState, entry: TransferEntry, last: dict[str, Any], seq: int
 ) -> None:
-    """Publish the decision this replica recorded but the directory missed."""
-    last = records[-1]
+    """Publish the decision this replica recorded (``last``, at index ``seq`` of its
+    log) but the directory missed."""
     status = dict(entry.status)
     status["state"] = last.get("event")
-    history = list(status.get("history") or [])
-    history += [{"state": r.get("event"), "at": r.get("time")} for r in records[-1:]]
-    status["history"] = history
-    found = await state.audit.find(entry.transfer_id)
-    seq = found[-1].index if found else 0
+    status["history"] = [
+        *(status.get("history") or []),
+        {"state": last.get("event"), "at": last.get("time")},
+    ]
     with contextlib.suppress(GatewayError):
         await state.services.directory.publish_transfer(
             TransferEntry(entry.transfer_id, state.instance, entry.sender, status), seq
