@@ -277,7 +277,8 @@ class GatewayRequestHandler(RequestHandler):
         assert transport is not None
         self._disarm_head_deadline()
         self._disarm_send_deadline()
-        release, self._on_close = self._on_close, None
+        release = self._on_close or (lambda: None)
+        self._on_close = None
         # Let go: nothing this handler still writes reaches the wire, and the
         # server no longer counts it (the inner handler is counted instead).
         self.transport = None
@@ -286,31 +287,9 @@ class GatewayRequestHandler(RequestHandler):
         transport.write(established)
         inner = self._gateway_server()
         inner.tunnel = tunnel
-        inner.admitted(release or (lambda: None), self._loop.time())
-        try:
-            secure = await self._loop.start_tls(
-                transport,
-                inner,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self._gateway_server.limits.head_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
-            transport.abort()
-            if release is not None:
-                release()
-            return False
-        except asyncio.CancelledError:
-            transport.abort()
-            if release is not None:
-                release()
-            raise
-        if secure is None:  # the client closed during the handshake
-            if release is not None:
-                release()
-            return False
-        inner.connection_made(secure)
-        return True
+        inner.admitted(release, self._loop.time())
+        timeout = self._gateway_server.limits.head_timeout
+        return await serve_over_tls(transport, inner, context, timeout, release)
 
     def close_without_draining(self) -> None:
         """After this answer, close at once instead of reading the rest of the body.
@@ -582,29 +561,40 @@ class Gate(asyncio.Protocol):
         release: Callable[[], None],
     ) -> None:
         assert self._ssl is not None
-        loop = asyncio.get_running_loop()
-        try:
-            secure = await loop.start_tls(
-                transport,
-                handler,
-                self._ssl,
-                server_side=True,
-                # The handshake is part of the request head's time budget.
-                ssl_handshake_timeout=self._server.limits.head_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
-            # A failed or slow handshake: nothing to answer, the slot is free again.
-            transport.abort()
-            release()
-            return
-        except asyncio.CancelledError:
-            transport.abort()
-            release()
-            raise
-        if secure is None:  # the peer closed during the handshake
-            release()
-            return
-        handler.connection_made(secure)
+        # The handshake is part of the request head's time budget.
+        timeout = self._server.limits.head_timeout
+        await serve_over_tls(transport, handler, self._ssl, timeout, release)
+
+
+async def serve_over_tls(
+    transport: asyncio.Transport,
+    handler: GatewayRequestHandler,
+    context: ssl.SSLContext,
+    handshake_seconds: float,
+    release: Callable[[], None],
+) -> bool:
+    """Run the server side of a TLS handshake on ``transport``, then hand it to ``handler``.
+
+    A failed, slow or abandoned handshake answers nothing: the connection is
+    dropped and its slot given back (``release``). Returns whether it succeeded.
+    """
+    try:
+        secure = await asyncio.get_running_loop().start_tls(
+            transport, handler, context, server_side=True, ssl_handshake_timeout=handshake_seconds
+        )
+    except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+        transport.abort()
+        release()
+        return False
+    except asyncio.CancelledError:
+        transport.abort()
+        release()
+        raise
+    if secure is None:  # the peer closed during the handshake
+        release()
+        return False
+    handler.connection_made(secure)
+    return True
 
 
 class GatedSite(web.TCPSite):

@@ -41,7 +41,7 @@ from urllib.parse import unquote
 import structlog
 from aiohttp import web
 
-from gateway.crypto.intercept import canonical_host
+from gateway.crypto.intercept import InterceptionCA, canonical_host
 from gateway.errors import (
     ClientError,
     Forbidden,
@@ -251,7 +251,7 @@ async def open_tunnel(
 
 
 #: The egress's interception CA, when ``egress.intercept`` configures one.
-INTERCEPT = web.AppKey("intercept", object)
+INTERCEPT = web.AppKey("intercept", InterceptionCA)
 
 
 async def handle_connect(request: web.Request) -> web.StreamResponse:
@@ -276,8 +276,7 @@ async def handle_connect(request: web.Request) -> web.StreamResponse:
         for dest in (endpoint(route.destination) for route in policy.routes.values())
         if dest.scheme == "https" and dest.port is not None
     )
-    context_for = getattr(ca, "context_for")  # noqa: B009 - InterceptionCA, typed at its module
-    return await open_tunnel(request, state.tokens, allowed, context_for)
+    return await open_tunnel(request, state.tokens, allowed, ca.context_for)
 
 
 async def handle_tunnelled(request: web.Request, tunnel: Tunnel) -> web.StreamResponse:
