@@ -630,18 +630,14 @@ async def _concurrent_latencies(
 ) -> tuple[list[float], float]:
     """Latencies (ms) of 1 KB transfers from :data:`LATENCY_CONCURRENCY` clients at
     once, each sending :data:`LATENCY_PER_CLIENT` in a row, and transfers per second."""
-    out: list[float] = []
-
-    async def client(number: int) -> None:
-        for i in range(LATENCY_PER_CLIENT):
-            started = time.perf_counter()
-            status = await _put(session, f"{url}{number}-{i}.txt", small, headers)
-            out.append((time.perf_counter() - started) * 1000)
-            if status != 201:
-                raise RuntimeError(f"small transfer failed with HTTP {status}")
-
     started = time.perf_counter()
-    await asyncio.gather(*(client(n) for n in range(LATENCY_CONCURRENCY)))
+    clients = await asyncio.gather(
+        *(
+            _latencies(session, f"{url}{n}-", small, headers, LATENCY_PER_CLIENT)
+            for n in range(LATENCY_CONCURRENCY)
+        )
+    )
+    out = [ms for client in clients for ms in client]
     return out, len(out) / (time.perf_counter() - started)
 
 
