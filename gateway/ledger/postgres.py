@@ -189,7 +189,8 @@ def _statements(s: str) -> _Statements:
             f" FROM {s}.transfers WHERE transfer_id = $1"
         ),
         pending=(
-            "SELECT transfer_id, instance, sender, status::text"  # noqa: S608
+            "SELECT transfer_id, instance, sender, status::text, receipt::text,"  # noqa: S608
+            " claimed_by, approvals::text"
             f" FROM {s}.transfers WHERE status->>'state' = 'review'"
             " ORDER BY (status->'history'->0->>'at')::double precision, transfer_id"
             " LIMIT $1 OFFSET $2"
@@ -480,10 +481,7 @@ class PostgresLedger:
         rows = await self.guard(
             pool.fetch(self.sql.pending, limit, offset, timeout=COMMAND_TIMEOUT_S)
         )
-        return int(total), [
-            TransferEntry(str(tid), str(instance), str(sender), json.loads(status))
-            for tid, instance, sender, status in rows
-        ]
+        return int(total), [_entry(str(row[0]), *row[1:]) for row in rows]
 
     async def totals(
         self, year: int | None = None, organisation: str | None = None

@@ -352,6 +352,14 @@ async def test_any_replica_decides_any_review_even_when_its_replica_is_gone(
         four_eyes = await hold(second, "four-eyes.csv")
         status, body, _ = await decide(first.egress_url, four_eyes, "approve")
         assert (status, body["approvals"]) == (202, "1 of 2"), body
+        # Every replica's queue names the first approver, the holder's too.
+        for replica in replicas:
+            async with session.get(
+                f"{replica.egress_url}/v1/reviews?state=pending", headers=officer
+            ) as response:
+                queue = await response.json(content_type=None)
+            (row,) = [r for r in queue["reviews"] if r["transfer_id"] == four_eyes]
+            assert row["approved_by"] == [body["officer"]], row
         status, body, _ = await decide(second.egress_url, four_eyes, "approve")
         assert status == 409, body
         status, body, _ = await decide(second.egress_url, four_eyes, "approve", chan)
