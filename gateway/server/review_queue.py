@@ -28,7 +28,7 @@ from gateway.server.egress_state import EGRESS, EgressState, Held
 from gateway.server.problem import json_response
 from gateway.server.review_claims import held_elsewhere
 from gateway.server.review_files import restored_parts
-from gateway.server.reviews import current_context, ledger_digests
+from gateway.server.reviews import judge_now
 from gateway.server.status import officer_of, requested_id
 from gateway.server.transfer import State, Transfer
 
@@ -230,24 +230,19 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
         summary_now = held.summary
     try:
         async with state.services.ledger.transaction(transfer.organisation, ledger_year()) as tx:
-            policy = state.current_policy()
-            context = current_context(policy, transfer)
-            summary_now = policy.with_chance(summary_now, context.route)
-            digests = ledger_digests(policy, held, summary_now, context.route.direction)
-            counts = {c: await tx.count(c, d) for c, d in digests.items()}
-            now = policy.evaluate(context, summary_now, counts)
+            judged = await judge_now(state, held, summary_now, tx)
     except LedgerUnavailable:
         state.services.metrics.fail_closed.labels("ledger").inc()
         raise Unavailable("the ledger is unavailable; the review cannot be shown") from None
     body["ledger"] = {
         category: {"current": count.current, "projected": count.projected}
-        for category, count in sorted(counts.items())
+        for category, count in sorted(judged.counts.items())
     }
     body["lines"] = [
         {"category": category, "people": people, "rule": rule, "action": action}
-        for category, people, rule, action in policy.ledger_lines()
+        for category, people, rule, action in judged.policy.ledger_lines()
     ]
-    body["now"] = now.to_json()
+    body["now"] = judged.decision.to_json()
     return json_response(body)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -33,7 +34,7 @@ from gateway.errors import (
     Unavailable,
     UpstreamTimeout,
 )
-from gateway.ledger.base import LedgerTransaction
+from gateway.ledger.base import LedgerCount, LedgerTransaction
 from gateway.policy.engine import CompiledPolicy, Decision, TransferContext
 from gateway.policy.model import Direction
 from gateway.server.decide import Ruling, decide_under_lock
@@ -268,19 +269,10 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
     judged = summary
 
     async def judge(tx: LedgerTransaction) -> Ruling:
-        # The policy is read under the lock: a reload while waiting for it
-        # is the policy this approval is judged by.
-        policy = state.current_policy()
-        context = current_context(policy, transfer)
-        direction = context.route.direction
-        # Chance-level findings count as the policy in force says (chance:
-        # count on the route or the label), as the review view shows; the
-        # held summary counted those its own day's policy said (idempotent).
         nonlocal judged
-        judged = policy.with_chance(summary, context.route)
-        digests = ledger_digests(policy, held, judged, direction)
-        counts = {c: await tx.count(c, d) for c, d in digests.items()}
-        recheck = policy.evaluate(context, judged, counts)
+        now = await judge_now(state, held, summary, tx)
+        policy, context, judged, recheck = now.policy, now.context, now.summary, now.decision
+        digests, direction = now.digests, context.route.direction
         if recheck.action == "block":
             # Raised inside the transaction: nothing was added, it rolls back.
             raise _refusal(transfer, recheck)
@@ -334,6 +326,39 @@ async def _approve(state: EgressState, held: Held, by: _DecidedBy) -> web.Stream
     encrypt = ruling.decision.encrypt or context.route.encrypt
     job.release = Release("allow", rule, reason, ruling.policy.version, encrypt)
     return await deliver(state, job)
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedNow:
+    """A held review judged by the policy in force against the ledger as it is now."""
+
+    policy: CompiledPolicy
+    context: TransferContext
+    summary: ScanSummary
+    digests: Mapping[str, frozenset[bytes]]
+    counts: dict[str, LedgerCount]
+    decision: Decision
+
+
+async def judge_now(
+    state: EgressState, held: Held, summary: ScanSummary, tx: LedgerTransaction
+) -> JudgedNow:
+    """Judge a held review as an approval would now, inside ``tx`` (its ledger lock).
+
+    The policy is read under the lock: a reload while waiting for it is the
+    policy the review is judged by. Chance-level findings count as that
+    policy says (``chance: count`` on the route or the label); the held
+    summary counted those its own day's policy said (counting is idempotent).
+    Nothing is added to the ledger here.
+    """
+    policy = state.current_policy()
+    context = current_context(policy, held.transfer)
+    judged = policy.with_chance(summary, context.route)
+    digests = ledger_digests(policy, held, judged, context.route.direction)
+    counts = {c: await tx.count(c, d) for c, d in digests.items()}
+    return JudgedNow(
+        policy, context, judged, digests, counts, policy.evaluate(context, judged, counts)
+    )
 
 
 def current_context(policy: CompiledPolicy, transfer: Transfer) -> TransferContext:
