@@ -35,6 +35,8 @@ import io
 import json
 import os
 import random
+import resource
+import statistics
 import tarfile
 import tempfile
 import time
@@ -55,6 +57,7 @@ from gateway.bench.classify import FILE_KINDS
 from gateway.classify.decode import Decoder
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
+from gateway.classify.formats.isolation import reader_cpu_seconds
 from gateway.classify.testing import cn_mobile, resident_id
 from gateway.server.spool import SpoolInfo, SpoolWriter
 from gateway.server.spool_view import SpoolView
@@ -393,6 +396,11 @@ class FileResult:
         numeric_values: numbers counted and not rendered (float columns).
         unscannable: whether the scan reported the file (or a part) unscannable.
         target: the whole-path target (None: no target).
+        gateway_cpu: CPU seconds per GB of file in this process in a whole-path
+            run (the median run): hashing, decrypting the spool, the matcher.
+        reader_cpu: CPU seconds per GB in reader processes (the median run;
+            0 for formats read in this process).
+        cores: CPUs this process may run on.
     """
 
     kind: str
@@ -408,6 +416,15 @@ class FileResult:
     numeric_values: int
     unscannable: bool
     target: float | None
+    gateway_cpu: float = 0.0
+    reader_cpu: float = 0.0
+    cores: int = 1
+
+    @property
+    def ceiling_mbps(self) -> float:
+        """The most MB/s these CPU-seconds allow on :attr:`cores` busy all the time."""
+        total = self.gateway_cpu + self.reader_cpu
+        return self.cores * 1000 / total if total else 0.0
 
     @property
     def passed(self) -> bool:
@@ -430,6 +447,12 @@ class FileResult:
             "numeric_values": self.numeric_values,
             "unscannable": self.unscannable,
             "target_scan_mbps": self.target,
+            "cpu_s_per_gb": {
+                "gateway": round(self.gateway_cpu, 2),
+                "readers": round(self.reader_cpu, 2),
+            },
+            "cores": self.cores,
+            "ceiling_mbps": round(self.ceiling_mbps, 1),
             "passed": self.passed,
         }
 
@@ -468,17 +491,25 @@ def seal(data: bytes, directory: Path) -> SpoolInfo:
     return writer.finish()
 
 
+def _cpu_now() -> tuple[float, float]:
+    """CPU seconds so far: this process's, and its finished reader processes'."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, reader_cpu_seconds()
+
+
 def _scan_once(
     detectors: DetectorSet, secret: bytes, data: bytes, info: SpoolInfo, chunk: int
-) -> tuple[float, int, int, int, str, bool]:
+) -> tuple[float, int, int, int, str, bool, float, float]:
     scanner = Scanner(detectors, secret)
     view = memoryview(data)
     with SpoolView(info) as spool:
+        own, readers = _cpu_now()
         started = time.perf_counter()
         for i in range(0, len(data), chunk):
             scanner.feed(bytes(view[i : i + chunk]))
         summary = scanner.finish(spool)
         elapsed = time.perf_counter() - started
+        own_after, readers_after = _cpu_now()
     return (
         elapsed,
         sum(s.count for s in summary.labels.values()),
@@ -486,6 +517,8 @@ def _scan_once(
         summary.numeric_values,
         summary.content.type,
         bool(summary.unscannable),
+        own_after - own,
+        readers_after - readers,
     )
 
 
@@ -537,7 +570,8 @@ def run(
             mb = len(data) / _MB
             sha = max(mb / sha256(data) for _ in range(repeat)) if sha256 else 0.0
             runs = tuple(mb / s[0] for s in scans)
-            _, findings, subjects, numeric, content_type, unscannable = scans[0]
+            _, findings, subjects, numeric, content_type, unscannable, _, _ = scans[0]
+            per_gb = 1000 / mb
             results.append(
                 FileResult(
                     kind=kind,
@@ -553,6 +587,9 @@ def run(
                     numeric_values=numeric,
                     unscannable=unscannable,
                     target=TARGETS[kind],
+                    gateway_cpu=statistics.median(s[6] for s in scans) * per_gb,
+                    reader_cpu=statistics.median(s[7] for s in scans) * per_gb,
+                    cores=len(os.sched_getaffinity(0)),
                 )
             )
     return results
@@ -562,7 +599,8 @@ def render_lines(results: list[FileResult]) -> list[str]:
     """The table of file kinds (MB/s of file bytes), one line per kind."""
     lines = [
         f"{'file':<8} {'MB':>7} {'scan MB/s':>10} {'target':>7} {'decode MB/s':>12} "
-        f"{'text MB':>8} {'sha256':>8} {'findings':>9} {'subjects':>9}  runs (scan)  type"
+        f"{'text MB':>8} {'sha256':>8} {'findings':>9} {'subjects':>9} "
+        f"{'CPU-s/GB':>15} {'ceiling':>8}  runs (scan)  type"
     ]
     for r in results:
         target = "-" if r.target is None else f"{r.target:.0f}"
@@ -571,6 +609,12 @@ def render_lines(results: list[FileResult]) -> list[str]:
         lines.append(
             f"{r.kind:<8} {r.size / _MB:>7.1f} {r.scan_mbps:>10.1f} {target:>7} "
             f"{r.decode_mbps:>12.1f} {r.text_bytes / _MB:>8.1f} {r.sha256_mbps:>8.0f} "
-            f"{r.findings:>9} {r.subjects:>9}  {runs}  {r.content_type}{flag}"
+            f"{r.findings:>9} {r.subjects:>9} "
+            f"{f'{r.gateway_cpu:.1f}+{r.reader_cpu:.1f}':>15} {r.ceiling_mbps:>8.0f}  "
+            f"{runs}  {r.content_type}{flag}"
         )
+    lines.append(
+        "CPU-s/GB: this process + reader processes, per GB of file (median run); "
+        f"ceiling: MB/s if those ran on all {results[0].cores if results else 1} cores at once"
+    )
     return lines

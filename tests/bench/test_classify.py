@@ -198,6 +198,7 @@ def test_research_files_are_read_as_the_egress_reads_them() -> None:
     assert reviewed > 0
     assert multipart.findings == reviewed  # the reviewer's mobile number on those rows
     assert multipart.subjects <= 8
+    assert multipart.reader_cpu == 0  # read in this process: no reader process ran
 
 
 def test_file_report_lines_and_json() -> None:
@@ -211,6 +212,14 @@ def test_file_report_lines_and_json() -> None:
     assert report["files"][0]["kind"] == "parquet"
     assert report["files"][0]["target_scan_mbps"] == 150.0
     assert report["passed"] == parquet.passed
+    # Parquet is read in a reader process: its CPU counts, and bounds the MB/s.
+    assert parquet.reader_cpu > 0
+    assert parquet.gateway_cpu > 0
+    assert parquet.cores >= 1
+    total = parquet.gateway_cpu + parquet.reader_cpu
+    assert parquet.ceiling_mbps == pytest.approx(parquet.cores * 1000 / total)
+    assert report["files"][0]["cpu_s_per_gb"]["readers"] == round(parquet.reader_cpu, 2)
+    assert "CPU-s/GB" in text.splitlines()[0]
 
 
 def test_kinds_are_chosen_and_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,6 +105,30 @@ _MAX_REQUEST: Final = 4096
 
 Reader = Callable[[RandomAccess, Extract], None]
 
+_cpu_lock = threading.Lock()
+_cpu_seconds = 0.0
+
+
+def reader_cpu_seconds() -> float:
+    """CPU seconds used by this process's reader processes so far (those that finished).
+
+    Each reader process reports its own when it is done; ``gateway bench
+    classify`` adds it to the gateway's to show what a format costs in all.
+    """
+    with _cpu_lock:
+        return _cpu_seconds
+
+
+def _count_cpu(payload: bytes) -> None:
+    global _cpu_seconds
+    try:
+        seconds = float(payload)
+    except ValueError:
+        return  # a garbled report counts nothing
+    if 0 <= seconds < 1e9:
+        with _cpu_lock:
+            _cpu_seconds += seconds
+
 
 def isolated(
     reader: Reader,
@@ -430,7 +454,8 @@ def _child(reader: Reader, size: int, fds: Sequence[int], fmt: str) -> None:
         channel.send(b"U", f"{fmt}: reader process out of memory".encode())
     except Exception:  # noqa: BLE001 - reported as this member's failure
         channel.send(b"U", f"{fmt}: unreadable".encode())
-    channel.send(b"D", b"")
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # this process's, since the fork
+    channel.send(b"D", b"%.6f" % (usage.ru_utime + usage.ru_stime))
     channel.flush()
 
 
@@ -471,10 +496,13 @@ class _ChildChannel:
         with self._read_lock:
             if self._start <= offset and end <= self._start + len(self._window):
                 return self._window[offset - self._start : end - self._start]
-            # Reads that walk forward (a footer's page headers, one after
-            # another) get a growing window: fewer round trips to the gateway.
+            # Reads that walk forward close after the window (a footer's small
+            # pages' headers, one after another) get a growing window: fewer
+            # round trips to the gateway. A read further on is a jump (the
+            # headers of 1 MiB pages): a window grown for it would carry a
+            # megabyte through the pipe for each kilobyte read.
             window_end = self._start + len(self._window)
-            if window_end <= offset < window_end + 4 * self._readahead:
+            if window_end <= offset < window_end + self._readahead // 4:
                 self._readahead = min(self._readahead * 2, _MAX_WINDOW)
             else:
                 self._readahead = _WINDOW
@@ -624,6 +652,7 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
             payload = bytes(buffer[_FRAME.size : _FRAME.size + length])
             del buffer[: _FRAME.size + length]
             if kind == b"D":
+                _count_cpu(payload)
                 if opened:
                     raise Unscannable(failed)
                 return

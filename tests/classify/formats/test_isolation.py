@@ -64,6 +64,66 @@ def test_large_text_and_reads_cross_intact() -> None:
     assert bytes(out.nested_members[0].data) == bytes(range(256)) * (100 << 10)
 
 
+class _CountingAccess(BytesAccess):
+    """A source that counts the bytes the read server hands the reader process."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.served = 0
+        self.requests = 0
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        got = super().read_at(offset, length)
+        self.served += len(got)
+        self.requests += 1
+        return got
+
+
+def _walk(source: BytesAccess, out: RecordingExtract) -> None:
+    """Headers read as a footer walk reads them: a kilobyte at each of ``stride``-spaced pages."""
+    member = out.member("walk", "text/plain")
+    stride = int(source.read_at(0, 8))
+    for offset in range(8, source.size - 1024, stride):
+        member.write(source.read_at(offset, 1024)[:4].decode() + ",")
+    member.close()
+
+
+@pytest.mark.parametrize(
+    ("stride", "most_served", "most_requests"),
+    [(160 << 10, 210 * (64 << 10), 210), (4096, 34 << 20, 60)],
+)
+def test_a_walk_reads_what_it_needs(stride: int, most_served: int, most_requests: int) -> None:
+    """Pages 160 KiB apart cost a small window each, not a megabyte; close pages share
+    growing windows (few round trips); every header read is right."""
+    body = bytearray(32 << 20)
+    pages = range(8, len(body) - 1024, stride)
+    for n, offset in enumerate(pages):
+        body[offset : offset + 4] = b"%04d" % (n % 10_000)
+    body[:8] = b"%08d" % stride
+    source = _CountingAccess(bytes(body))
+    out = RecordingExtract()
+    isolation.isolated(_walk, source, out, "x")  # type: ignore[arg-type]
+    assert out.members[0].text == "".join(f"{n % 10_000:04d}," for n in range(len(pages)))
+    assert source.served <= most_served
+    assert source.requests <= most_requests
+
+
+def _busy(source: object, out: object) -> None:
+    started = time.process_time()
+    while time.process_time() - started < 0.2:
+        pass
+
+
+def test_reader_processes_report_their_cpu() -> None:
+    before = isolation.reader_cpu_seconds()
+    isolation.isolated(_busy, BytesAccess(b"x"), RecordingExtract(), "x")  # type: ignore[arg-type]
+    used = isolation.reader_cpu_seconds() - before
+    assert 0.15 <= used < 5
+    for garbled in (b"", b"nan", b"-1", b"inf", b"x"):
+        isolation._count_cpu(garbled)
+    assert isolation.reader_cpu_seconds() == before + used
+
+
 def _crash(source: object, out: object) -> None:
     import ctypes
 

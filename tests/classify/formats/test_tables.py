@@ -439,6 +439,32 @@ def test_batch_text_writer_and_joins_agree(rows: list[list[str | None]], ints: b
     assert parsed == expected
 
 
+@given(
+    st.lists(_CELL_TEXT | st.none(), min_size=1, max_size=16),
+    st.integers(0, 16),
+    st.integers(0, 16),
+)
+def test_cells_of_a_slice_are_its_own(values: list[str | None], start: int, length: int) -> None:
+    """A slice is quoted by what its own cells hold, not by its parent's buffer."""
+    whole = pa.array(values, pa.string())
+    part = whole.slice(start, length)
+    alone = pa.array(part.to_pylist(), pa.string())
+    assert T_common._cell_data(part) == T_common._cell_data(alone)
+    cells, plain = T_common._cells(part, quote=True)
+    alone_cells, alone_plain = T_common._cells(alone, quote=True)
+    assert plain == alone_plain
+    assert cells.to_pylist() == alone_cells.to_pylist()
+
+
+def test_slice_of_quoted_batch_is_plain() -> None:
+    """Cells that need quoting outside a slice leave the slice plain (Arrow's CSV writer)."""
+    whole = pa.array(["a,b", 'say "x"', "plain", "cells"], pa.string())
+    cells, plain = T_common._cells(whole.slice(2, 2), quote=True)
+    assert plain
+    assert cells.to_pylist() == ["plain", "cells"]
+    assert not T_common._cells(whole.slice(0, 3), quote=True)[1]
+
+
 def _plain_page(values: list[bytes]) -> bytes:
     return b"".join(len(v).to_bytes(4, "little") + v for v in values)
 
