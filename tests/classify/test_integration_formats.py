@@ -376,6 +376,48 @@ def test_the_scanner_says_when_it_wants_random_access() -> None:
             assert not scanner.wants_random_access
 
 
+def test_a_short_stream_is_chosen_once_and_again_only_when_it_grew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The egress asks wants_random_access before finish: a stream that did not grow
+    since is decided by that answer, one that grew is chosen again (and rightly)."""
+    from gateway.classify.decode import sniffer
+
+    calls: list[bytes] = []
+    real = sniffer.choose
+
+    def counted(prefix: bytes, complete: bool) -> sniffer.Choice:
+        calls.append(prefix)
+        return real(prefix, complete)
+
+    monkeypatch.setattr(sniffer, "choose", counted)
+    text = b"id\n" + RESIDENT_ID.encode()
+    with Scanner(DETECTORS, SECRET, today=TODAY) as scanner:
+        scanner.feed(text)
+        assert not scanner.wants_random_access
+        summary = scanner.finish(BytesAccess(text))
+    assert calls == [text]
+    assert summary.labels[L.CN_RESIDENT_ID].count == 1
+    calls.clear()
+    table = toy_random(*TABLE)
+    with Scanner(DETECTORS, SECRET, today=TODAY) as scanner:
+        scanner.feed(text)
+        assert not scanner.wants_random_access  # text so far
+        scanner.feed(b"\n")
+        summary = scanner.finish(BytesAccess(text + b"\n"))
+    assert calls == [text, text + b"\n"]
+    assert summary.labels[L.CN_RESIDENT_ID].count == 1
+    calls.clear()
+    with Scanner(DETECTORS, SECRET, today=TODAY) as scanner:
+        scanner.feed(table[:3])
+        scanner.wants_random_access  # noqa: B018 - asked on a prefix that is not yet a format
+        scanner.feed(table[3:])
+        summary = scanner.finish(BytesAccess(table))
+    assert calls[-1] == table
+    assert summary.content.type == RANDOM_TYPE
+    assert summary.labels[L.CN_RESIDENT_ID].count == 2
+
+
 def test_a_top_level_random_format_without_a_source_is_unscannable() -> None:
     data = toy_random(*TABLE, filler=bytes(100_000))
     summary = scan(data, give_source=False)

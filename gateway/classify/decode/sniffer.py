@@ -82,13 +82,16 @@ def choose(prefix: bytes, complete: bool) -> Choice:
 class Sniffer:
     """The start of every stream: buffers a bounded prefix, then decides."""
 
-    __slots__ = ("_buf", "_ctx", "_depth", "_layers", "target")
+    __slots__ = ("_asked", "_buf", "_ctx", "_depth", "_layers", "target")
 
     def __init__(self, ctx: Context, depth: int, layers: tuple[str, ...]) -> None:
         self._ctx = ctx
         self._depth = depth
         self._layers = layers
         self._buf = bytearray()
+        # The last answer of defers(): (the prefix it chose for, the choice).
+        # A stream that then ends with that prefix is decided by it, not chosen again.
+        self._asked: tuple[bytes, Choice] | None = None
         #: Where the stream's bytes go once decided.
         self.target: Stream | None = None
 
@@ -126,7 +129,9 @@ class Sniffer:
             return isinstance(self.target, DeferredRandom)
         if self._depth:
             return False
-        choice = choose(bytes(self._buf), complete=True)
+        prefix = bytes(self._buf)
+        choice = choose(prefix, complete=True)
+        self._asked = (prefix, choice)
         return isinstance(choice, Format) and choice.random is not None
 
     def _format(self, fmt: Format) -> FormatLayer:
@@ -140,7 +145,11 @@ class Sniffer:
     def _decide(self, data: bytes, complete: bool) -> None:
         prefix = data[:SNIFF_BYTES]
         ctx, layers = self._ctx, self._layers
-        choice = choose(prefix, complete)
+        asked, self._asked = self._asked, None
+        if complete and asked is not None and asked[0] == prefix:
+            choice = asked[1]  # what defers() chose for these very bytes, as the whole stream
+        else:
+            choice = choose(prefix, complete)
         target: Stream
         if isinstance(choice, str):
             layer = _CONTAINERS[choice]
