@@ -159,6 +159,12 @@ class ProxyBench:
     p99_extra_concurrent_ms: float = 0.0
     baseline_per_s_concurrent: float = 0.0
     gateway_per_s_concurrent: float = 0.0
+    #: CPU milliseconds per sequential 1 KB transfer: the pass-through's, the
+    #: egress's and the twin's. A transfer's egress and twin work run one after
+    #: the other on its path, so their sum is the floor under its latency.
+    baseline_cpu_ms_per_small: float = 0.0
+    egress_cpu_ms_per_small: float = 0.0
+    twin_cpu_ms_per_small: float = 0.0
 
     @property
     def gateway_cpu_s_per_gb(self) -> float:
@@ -625,6 +631,21 @@ async def _latencies(
     return out
 
 
+async def _latencies_cpu(
+    session: aiohttp.ClientSession,
+    url: str,
+    small: bytes,
+    headers: dict[str, str],
+    samples: int,
+    pids: tuple[int, ...],
+) -> tuple[list[float], tuple[float, ...]]:
+    """:func:`_latencies`, and the CPU milliseconds per transfer each of ``pids`` spent."""
+    before = [_cpu_seconds(pid) for pid in pids]
+    out = await _latencies(session, url, small, headers, samples)
+    spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    return out, tuple(round(s * 1000 / samples, 3) for s in spent)
+
+
 async def _concurrent_latencies(
     session: aiohttp.ClientSession, url: str, small: bytes, headers: dict[str, str]
 ) -> tuple[list[float], float]:
@@ -704,7 +725,9 @@ async def run_async(
             baseline, (base_cpu,) = await _measured(
                 session, f"{proxy}/big", block, total, {}, (proxy_pid,)
             )
-            base_lat = await _latencies(session, f"{proxy}/small", small, {}, samples)
+            base_lat, (base_small,) = await _latencies_cpu(
+                session, f"{proxy}/small", small, {}, samples, (proxy_pid,)
+            )
             base_many, base_rate = await _concurrent_latencies(session, f"{proxy}/m", small, {})
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
             table = Path(tmp) / "bench.parquet"
@@ -725,7 +748,14 @@ async def run_async(
                     (pair.egress_pid, pair.twin_pid),
                 )
                 (pair.inbox / "big.txt").unlink()
-                gw_lat = await _latencies(session, base + "small", small, headers, samples)
+                gw_lat, (egress_small, twin_small) = await _latencies_cpu(
+                    session,
+                    base + "small",
+                    small,
+                    headers,
+                    samples,
+                    (pair.egress_pid, pair.twin_pid),
+                )
                 gw_many, gw_rate = await _concurrent_latencies(session, base + "m", small, headers)
             # Memory on a fresh pair: the phases before would have grown the egress's heap.
             async with egress_process_pair(Path(tmp) / "memory") as pair:
@@ -805,6 +835,9 @@ async def run_async(
         p99_extra_concurrent_ms=round(_pct(gw_many, 99) - _pct(base_many, 99), 3),
         baseline_per_s_concurrent=round(base_rate, 1),
         gateway_per_s_concurrent=round(gw_rate, 1),
+        baseline_cpu_ms_per_small=base_small,
+        egress_cpu_ms_per_small=egress_small,
+        twin_cpu_ms_per_small=twin_small,
     )
 
 
@@ -834,6 +867,9 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"  gateway p50/p99        {result.gateway_p50_ms:.2f} / {result.gateway_p99_ms:.2f} ms"
             f"   p99 extra {result.p99_extra_ms:.2f} ms (target < {TARGET_P99_EXTRA_MS})"
             f" {mark[result.p99_extra_ms < TARGET_P99_EXTRA_MS]}",
+            f"  CPU ms per transfer    pass-through {result.baseline_cpu_ms_per_small:.2f}, "
+            f"egress {result.egress_cpu_ms_per_small:.2f} + twin "
+            f"{result.twin_cpu_ms_per_small:.2f} (one after the other: the latency's floor)",
             f"1 KB latency ({result.concurrency} clients at once, {LATENCY_PER_CLIENT} each)",
             f"  pass-through p99       {result.baseline_p99_concurrent_ms:.2f} ms, "
             f"{result.baseline_per_s_concurrent:.0f} transfers/s",

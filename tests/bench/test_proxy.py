@@ -22,6 +22,11 @@ async def test_small_run_measures_everything() -> None:
     assert result.egress_cpu_s_per_gb > 0
     assert result.twin_cpu_s_per_gb > 0
     assert result.gateway_cpu_s_per_gb > result.baseline_cpu_s_per_gb
+    # And per 1 KB transfer: the egress and the twin each work on every one.
+    assert result.egress_cpu_ms_per_small > 0
+    assert result.twin_cpu_ms_per_small > 0
+    assert result.baseline_cpu_ms_per_small > 0
+    assert "CPU ms per transfer" in render(result, as_json=False)
     # 64 clients at once: every transfer answered, the rates measured.
     assert result.gateway_p99_concurrent_ms >= result.gateway_p50_concurrent_ms > 0
     assert result.baseline_per_s_concurrent > 0
