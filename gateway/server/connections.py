@@ -36,7 +36,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import hdrs, web
@@ -527,7 +527,8 @@ class Gate(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit or refuse the connection; admitted ones go to aiohttp (through TLS)."""
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's are not asyncio.Transport subclasses).
+        transport = cast(asyncio.Transport, transport)
         address = client_address(transport)
         if not self._limiter.admit(address):
             if self._ssl is None:
