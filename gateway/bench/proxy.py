@@ -631,6 +631,13 @@ async def _latencies(
     return out
 
 
+async def _cpu_spent(work: Awaitable[T], pids: tuple[int, ...]) -> tuple[T, list[float]]:
+    """``work``'s result and the CPU-seconds each of ``pids`` spent while it ran."""
+    before = [_cpu_seconds(pid) for pid in pids]
+    result = await work
+    return result, [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+
+
 async def _latencies_cpu(
     session: aiohttp.ClientSession,
     url: str,
@@ -640,9 +647,7 @@ async def _latencies_cpu(
     pids: tuple[int, ...],
 ) -> tuple[list[float], tuple[float, ...]]:
     """:func:`_latencies`, and the CPU milliseconds per transfer each of ``pids`` spent."""
-    before = [_cpu_seconds(pid) for pid in pids]
-    out = await _latencies(session, url, small, headers, samples)
-    spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    out, spent = await _cpu_spent(_latencies(session, url, small, headers, samples), pids)
     return out, tuple(round(s * 1000 / samples, 3) for s in spent)
 
 
@@ -671,9 +676,7 @@ async def _measured(
     pids: tuple[int, ...],
 ) -> tuple[float, tuple[float, ...]]:
     """MB/s of one transfer and the CPU-seconds per GB each of ``pids`` spent on it."""
-    before = [_cpu_seconds(pid) for pid in pids]
-    rate = await _throughput(session, url, block, total, headers)
-    spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    rate, spent = await _cpu_spent(_throughput(session, url, block, total, headers), pids)
     return rate, tuple(round(s / (total / 1e9), 2) for s in spent)
 
 
