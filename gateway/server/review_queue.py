@@ -23,7 +23,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.ledger import ledger_year
-from gateway.ledger.base import LedgerUnavailable, LocalOnly
+from gateway.ledger.base import LedgerUnavailable
 from gateway.server.egress_state import EGRESS, EgressState, Held
 from gateway.server.problem import json_response
 from gateway.server.review_claims import held_elsewhere
@@ -146,7 +146,7 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
         raise ClientError(f"state: one of {', '.join(REVIEW_STATES)}")
     limit = _page_arg(request, "limit", REVIEW_PAGE, MAX_REVIEW_PAGE)
     offset = _page_arg(request, "offset", 0, 10**9)
-    if wanted == "pending" and not isinstance(state.services.directory, LocalOnly):
+    if wanted == "pending" and state.park_wide:
         try:
             return json_response(await _park_queue(state, limit, offset))
         except GatewayError as exc:
