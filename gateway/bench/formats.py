@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -497,9 +497,22 @@ def _cpu_now() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, reader_cpu_seconds()
 
 
+class _ScanRun(NamedTuple):
+    """One whole-path run: its time, what it found, and the CPU it cost."""
+
+    seconds: float
+    findings: int
+    subjects: int
+    numeric_values: int
+    content_type: str
+    unscannable: bool
+    own_cpu: float  # seconds in this process
+    reader_cpu: float  # seconds in reader processes
+
+
 def _scan_once(
     detectors: DetectorSet, secret: bytes, data: bytes, info: SpoolInfo, chunk: int
-) -> tuple[float, int, int, int, str, bool, float, float]:
+) -> _ScanRun:
     scanner = Scanner(detectors, secret)
     view = memoryview(data)
     with SpoolView(info) as spool:
@@ -510,7 +523,7 @@ def _scan_once(
         summary = scanner.finish(spool)
         elapsed = time.perf_counter() - started
         own_after, readers_after = _cpu_now()
-    return (
+    return _ScanRun(
         elapsed,
         sum(s.count for s in summary.labels.values()),
         summary.subjects,
@@ -569,26 +582,26 @@ def run(
             decodes = [_decode_once(data, info, chunk) for _ in range(repeat)]
             mb = len(data) / _MB
             sha = max(mb / sha256(data) for _ in range(repeat)) if sha256 else 0.0
-            runs = tuple(mb / s[0] for s in scans)
-            _, findings, subjects, numeric, content_type, unscannable, _, _ = scans[0]
+            runs = tuple(mb / s.seconds for s in scans)
+            first = scans[0]
             per_gb = 1000 / mb
             results.append(
                 FileResult(
                     kind=kind,
                     size=len(data),
-                    content_type=content_type,
+                    content_type=first.content_type,
                     scan_mbps=max(runs),
                     scan_runs=runs,
                     decode_mbps=max(mb / d[0] for d in decodes),
                     text_bytes=decodes[0][1],
                     sha256_mbps=sha,
-                    findings=findings,
-                    subjects=subjects,
-                    numeric_values=numeric,
-                    unscannable=unscannable,
+                    findings=first.findings,
+                    subjects=first.subjects,
+                    numeric_values=first.numeric_values,
+                    unscannable=first.unscannable,
                     target=TARGETS[kind],
-                    gateway_cpu=statistics.median(s[6] for s in scans) * per_gb,
-                    reader_cpu=statistics.median(s[7] for s in scans) * per_gb,
+                    gateway_cpu=statistics.median(s.own_cpu for s in scans) * per_gb,
+                    reader_cpu=statistics.median(s.reader_cpu for s in scans) * per_gb,
                     cores=len(os.sched_getaffinity(0)),
                 )
             )
