@@ -114,8 +114,9 @@ def _open_review(row: dict[str, Any], held: Held | None, now: float) -> dict[str
     return row
 
 
-def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None) -> dict[str, Any]:
-    """A row of a review this gateway holds or decided (its memory)."""
+def _review_row(transfer: Transfer, held: Held | None) -> dict[str, Any]:
+    """A row of a review this gateway holds or decided (its memory), or one held
+    elsewhere in the park (``held``: the open review, with its approvals so far)."""
     row = _row(
         transfer.status_json(),
         sender=transfer.sender,
@@ -127,7 +128,6 @@ def _review_row(transfer: Transfer, state_held: Mapping[str, Held] | None = None
     )
     if transfer.state is not State.HELD:
         return row
-    held = state_held.get(transfer.id) if state_held is not None else None
     return _open_review(row, held, time.time())
 
 
@@ -166,7 +166,7 @@ async def handle_reviews(request: web.Request) -> web.StreamResponse:
             "total": len(transfers),
             "offset": offset,
             "limit": limit,
-            "reviews": [_review_row(t, state.held) for t in page],
+            "reviews": [_review_row(t, state.held.get(t.id)) for t in page],
         }
     )
 
@@ -221,7 +221,7 @@ async def handle_review_detail(request: web.Request) -> web.StreamResponse:
     if held is None:
         raise NotFound("no open review of that id; a decided one is at /v1/transfers/{id}")
     transfer = held.transfer
-    body = _review_row(transfer, state.held)
+    body = _review_row(transfer, held)
     rule, reason, version = held.verdict()
     body["held_by"] = {"rule": rule, "reason": reason, "policy_version": version}
     if held.summary is None:  # restored after a restart: read from the held files

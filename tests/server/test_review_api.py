@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.cli import main
 from gateway.server.egress_state import EGRESS
 from gateway.server.review_expiry import expire_reviews
-from tests.server.conftest import OFFICER_TOKEN, RESEARCH_TOKEN, Parks
+from tests.ledger.pg import drop_schema, new_schema, require_pg
+from tests.server.conftest import (
+    OFFICER_TOKEN,
+    RESEARCH_TOKEN,
+    Parks,
+    replica_settings,
+    running,
+    start_parks,
+)
 from tests.server.test_review_reason import CLEAN
 
 OFFICER = {"Authorization": f"Bearer {OFFICER_TOKEN}"}
@@ -211,3 +222,47 @@ async def test_an_approval_judges_chance_findings_as_the_policy_in_force_does(
         assert r.status == 409, refusal
     assert refusal["rule"] == "block.many-phones"
     assert "assay.csv" not in parks.inbox_files("sz-review")
+
+
+async def test_a_review_held_on_another_replica_shows_its_approvals_so_far(
+    tmp_path: Path, pki: Path
+) -> None:
+    """With a PostgreSQL ledger any replica shows any open review of its park (issue 16):
+    one held on the other replica, given a first of two approvals there, shows
+    that approval and what deciding it now would do."""
+    schema = new_schema()
+    ledger_url = f"{require_pg()}?schema={schema}"
+    try:
+        async with (
+            start_parks(tmp_path, pki),
+            contextlib.AsyncExitStack() as stack,
+            aiohttp.ClientSession() as session,
+        ):
+            policy = tmp_path / "policies" / "policy.yaml"
+            reason = "    reason: Transfers on this route are checked by a compliance officer.\n"
+            assert reason in policy.read_text()
+            policy.write_text(policy.read_text().replace(reason, reason + "    approvals: 2\n"))
+            holder, other = [
+                await stack.enter_async_context(
+                    running(replica_settings(tmp_path, pki, name, ledger_url), drain_seconds=2)
+                )
+                for name in ("hk-0", "hk-1")
+            ]
+            put = f"{holder.egress_url}/v1/transfers/sz-review/four-eyes.csv"
+            async with session.put(put, data=CLEAN, headers=SENDER) as r:
+                assert r.status == 202, await r.text()
+                tid = (await r.json())["transfer_id"]
+            approve = f"{holder.egress_url}/v1/reviews/{tid}/approve"
+            async with session.post(approve, json={"comment": "ok"}, headers=OFFICER) as r:
+                first = await r.json()
+                assert (r.status, first["approvals"]) == (202, "1 of 2"), first
+            assert other.egress_app is not None
+            assert tid not in other.egress_app[EGRESS].held
+            async with session.get(f"{other.egress_url}/v1/reviews/{tid}", headers=OFFICER) as r:
+                view = await r.json()
+                assert r.status == 200, view
+            assert (view["transfer_id"], view["state"]) == (tid, "pending")
+            assert (view["approvals_needed"], view["approved_by"]) == (2, [first["officer"]])
+            assert view["now"]["action"] == "review"
+    finally:
+        await drop_schema(schema)
