@@ -26,16 +26,10 @@ class HttpsEndpoint(Destination, mode="tls"):
             transfer, route.direction, job.release.rule, job.release.policy_version
         )
         ssl_context = self.endpoint.ssl_context(state)
-        if info.payload is not None:
-            body = b"".join(info.plaintext_blocks())
-            return await post(state, url, headers, ssl_context, "PUT", body), None
+        blocks = info.plaintext_blocks()
+        # A spool kept in memory goes out whole (see :func:`post`), a spool file streams.
+        body = b"".join(blocks) if info.payload is not None else blocks
         sent = await post(
-            state,
-            url,
-            headers,
-            ssl_context,
-            "PUT",
-            info.plaintext_blocks(),
-            threaded=streams_threaded(job),
+            state, url, headers, ssl_context, "PUT", body, threaded=streams_threaded(job)
         )
         return sent, None
