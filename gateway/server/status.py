@@ -127,17 +127,15 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
     reader = _reader(request, state)
     transfer_id = requested_id(request)
     transfer = state.recent.get(transfer_id)
-    if transfer is not None and not (transfer.state is State.HELD and state.park_wide):
+    if transfer is None or (transfer.state is State.HELD and state.park_wide):
+        # Not here, or held here: any replica of the park may have decided it since.
+        shared = await _shared(state, transfer_id)
+        if shared is not None:
+            _check_owner(reader, shared.sender, transfer_id)
+            return json_response({**shared.status, "instance": shared.instance})
+    if transfer is not None:
         _check_owner(reader, transfer.sender, transfer_id)
         return json_response({**transfer.status_json(), "instance": state.instance})
-    # Held here: any replica of the park may have decided it since.
-    shared = await _shared(state, transfer_id)
-    if shared is None and transfer is not None:
-        _check_owner(reader, transfer.sender, transfer_id)
-        return json_response({**transfer.status_json(), "instance": state.instance})
-    if shared is not None:
-        _check_owner(reader, shared.sender, transfer_id)
-        return json_response({**shared.status, "instance": shared.instance})
     records = await _find(request, state, transfer_id)
     parsed = [parse_canonical(r.record) for r in records]
     _check_owner(reader, parsed[0].get("sender"), transfer_id)
