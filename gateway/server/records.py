@@ -21,7 +21,7 @@ from gateway.audit.records import Decision as DecisionName
 from gateway.audit.records import TransferEvent, transfer_record
 from gateway.classify.summary import ScanSummary
 from gateway.errors import GatewayError, Unavailable
-from gateway.ledger.base import LocalOnly, TransferEntry
+from gateway.ledger.base import TransferEntry
 from gateway.policy.engine import Decision
 from gateway.server.egress_state import EgressState
 from gateway.server.forward import Forwarded
@@ -138,7 +138,7 @@ def _publish(
     The record is durable already: a directory that does not answer leaves
     the other replicas a step behind, it does not fail the transfer.
     """
-    if isinstance(state.services.directory, LocalOnly):
+    if not state.park_wide:
         return
     status = transfer.status_json()
     status["state"] = event
@@ -150,7 +150,7 @@ def _publish(
         status["justification"] = transfer.justification
     entry = TransferEntry(
         transfer.id,
-        state.services.settings.instance,
+        state.instance,
         transfer.sender,
         status,
         receipt_json(receipt) if decided else None,
