@@ -80,7 +80,7 @@ async def restore_held(state: EgressState, policy: CompiledPolicy | None) -> int
 
 
 #: States of a transfer in the directory that say nothing more will read its held files.
-_FINAL_STATES = frozenset({s.value for s in State if s.final} | {"rejected", "blocked"})
+_FINAL_STATES = frozenset(s.value for s in State if s.final)
 
 
 async def _restore_in_park(
