@@ -56,6 +56,7 @@ core word, as the AWS key id did).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -109,6 +110,10 @@ DIGIT_REACH: Final = MAX_FIXED_WIDTH
 #: text: a lone core's window (2 x DIGIT_REACH + DIGIT_SKIP bytes) costs about
 #: twice a call, and windows closer than that are one.
 DIGIT_SKIP: Final = 1024
+
+#: Whether the compiled core is built: only it scans the digit windows' database
+#: (``matcher.DigitScan``); without it that database is never compiled.
+NATIVE_BUILT: Final = importlib.util.find_spec("gateway.classify._native") is not None
 
 #: Expressions per detector set: the matcher packs an expression id into 20 bits.
 MAX_EXPRESSIONS: Final = (1 << 20) - 1
@@ -713,7 +718,8 @@ class DetectorSet:
         # windows' variant of the digit database wherever the compiled core is
         # built (~40 ms that the first transfer would otherwise wait for).
         self.databases("text/plain")
-        self.digit_windows_database()
+        if NATIVE_BUILT:
+            self.digit_windows_database()
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("DetectorSet is immutable")

@@ -333,3 +333,18 @@ def test_a_core_built_for_other_cores_fails_the_import(monkeypatch: pytest.Monke
     monkeypatch.setattr(matcher, "_native", object())
     with pytest.raises(ImportError, match="out of date"):
         matcher._check_native_digits()
+
+
+def test_the_windows_database_is_compiled_up_front_only_for_the_compiled_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With the compiled core, the first transfer does not wait for it; without
+    # it, nothing ever scans it, so it is not compiled at all.
+    assert "digit-windows" in BUILTIN._variants
+    monkeypatch.setattr(D, "NATIVE_BUILT", False)
+    python_only = DetectorSet.build()
+    assert "digit-windows" not in python_only._variants
+    data = b"tel. " + cn_mobile(random.Random(3)).encode() + b" sample 12.5 mg/L"
+    found = scan_cut(python_only, data, [], native=False)
+    assert found.labels  # the mobile number
+    assert found == scan_cut(BUILTIN, data, [], native=True)
