@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.crypto.certs import ParkPaths
 from gateway.server.config import ListenerLimits
 from tests.server.conftest import RESEARCH_TOKEN, Parks, start_parks
@@ -236,23 +238,29 @@ async def connect(
         writer.close()
 
 
+def open_raw_tunnel(parks: Parks) -> tuple[socket.socket, str]:
+    """CONNECT to the SZ ingress (blocking): the socket after the ``200``, and the authority."""
+    assert parks.hk.egress_url is not None
+    assert parks.sz.ingress_url is not None
+    host, port = parks.hk.egress_url.removeprefix("http://").rsplit(":", 1)
+    authority = parks.sz.ingress_url.removeprefix("https://")
+    raw = socket.create_connection((host, int(port)), timeout=15)
+    raw.sendall(
+        f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        f"Proxy-Authorization: Bearer {RESEARCH_TOKEN}\r\n\r\n".encode()
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += raw.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return raw, authority
+
+
 class RawTunnel:
     """A CONNECT tunnel driven by hand (blocking; run in a thread)."""
 
     def __init__(self, parks: Parks, pki: Path, *, alpn: list[str] | None = None) -> None:
-        assert parks.hk.egress_url is not None
-        assert parks.sz.ingress_url is not None
-        host, port = parks.hk.egress_url.removeprefix("http://").rsplit(":", 1)
-        self.authority = parks.sz.ingress_url.removeprefix("https://")
-        raw = socket.create_connection((host, int(port)), timeout=15)
-        raw.sendall(
-            f"CONNECT {self.authority} HTTP/1.1\r\nHost: {self.authority}\r\n"
-            f"Proxy-Authorization: Bearer {RESEARCH_TOKEN}\r\n\r\n".encode()
-        )
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += raw.recv(1)
-        assert head.startswith(b"HTTP/1.1 200"), head
+        raw, self.authority = open_raw_tunnel(parks)
         context = ssl.create_default_context(cafile=str(intercept_ca(pki)))
         if alpn:
             context.set_alpn_protocols(alpn)
@@ -324,6 +332,26 @@ async def test_one_tunnel_carries_several_transfers_and_only_transfers(
         assert counted[("tunnelled", "201")] == 3
         assert counted[("tunnelled", "405")] == 2
         assert counted[("connect", "200")] == 1
+
+
+async def test_a_server_name_other_than_the_connect_host_fails_the_handshake(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The SNI check is the server's: even a client that verifies nothing gets no session."""
+    async with proxy_parks(tmp_path, pki) as parks:
+
+        def handshake(server_name: str) -> None:
+            raw, _ = open_raw_tunnel(parks)
+            careless = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            careless.check_hostname = False
+            careless.verify_mode = ssl.CERT_NONE
+            with raw, careless.wrap_socket(raw, server_hostname=server_name):
+                pass
+
+        # The gateway refuses the name and drops the connection (the client sees EOF).
+        with pytest.raises(ssl.SSLError):
+            await asyncio.to_thread(handshake, "partner.example.org")
+        assert transfer_events(parks) == []
 
 
 async def test_http2_inside_a_tunnel_gets_a_clear_error(tmp_path: Path, pki: Path) -> None:
