@@ -344,13 +344,14 @@ def tunnel_server_context() -> ssl.SSLContext:
     """A server context without a certificate, with the policy of every minted one.
 
     TLS 1.2+, ECDHE and AEAD only, ALPN ``http/1.1``, no client certificate
-    asked for. It is the base for answering by SNI: give it an
-    ``sni_callback`` that sets ``ssl_object.context`` to
-    :meth:`InterceptionCA.context_for` of the name (or of the ``CONNECT``
-    host when the client sent none). The switched-to context supplies the
-    certificate and ALPN; the protocol versions and ciphers stay the base's,
-    which are the same. Never set a callback on a context :meth:`context_for`
-    returned: those are cached and shared by every tunnel to the host.
+    asked for. :meth:`InterceptionCA.context_for` loads one host's leaf into
+    one of these; it is cached and shared by every tunnel to that host, so an
+    ``sni_callback`` set on it must suit them all (:mod:`gateway.server.tunnel`
+    sets one refusing any name but the host's). It can also be a base that
+    answers by SNI: an ``sni_callback`` setting ``ssl_object.context`` to
+    :meth:`InterceptionCA.context_for` of the name; the switched-to context
+    supplies the certificate and ALPN, the protocol versions and ciphers stay
+    the base's, which are the same.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # verify_mode CERT_NONE: none requested
     context.minimum_version = MINIMUM_TLS_VERSION

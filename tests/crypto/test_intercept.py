@@ -240,7 +240,7 @@ def test_no_client_certificate_is_requested(ca: InterceptionCA) -> None:
 def test_a_real_loopback_handshake_answering_by_sni(
     ca: InterceptionCA, ca_files: ParkPaths
 ) -> None:
-    """How a tunnel uses it: a base context picks the leaf by SNI, else the CONNECT host."""
+    """A base context can pick the leaf by SNI, else by the CONNECT host."""
     connect_host = "127.0.0.1"
     base = tunnel_server_context()
 
