@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,8 @@ INSTANCES = ("hk-0", "hk-1")
 #: within a second; a check slowed by a busy machine (2 s to answer, three misses)
 #: does not take a healthy one out.
 HAPROXY_CONFIG = """\
+global
+    stats socket {socket}
 defaults
     mode http
     timeout connect 2s
@@ -79,10 +82,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclasses.dataclass
+class Balancer:
+    """A running HAProxy: its frontend's URL and its stats socket."""
+
+    url: str
+    socket: Path
+
+    async def up(self) -> set[str]:
+        """The replicas in HAProxy's pool (``show stat``): "UP", or "UP 1/3" while
+        failing checks are counted towards taking one out."""
+        reader, writer = await asyncio.open_unix_connection(self.socket)
+        try:
+            writer.write(b"show stat\n")
+            await writer.drain()
+            text = (await reader.read()).decode()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        header, *rows = text.lstrip("# ").splitlines()
+        stats = [dict(zip(header.split(","), row.split(","), strict=False)) for row in rows]
+        replicas = [s for s in stats if s["pxname"] == "replicas" and s["svname"] in INSTANCES]
+        return {s["svname"] for s in replicas if s["status"].startswith("UP")}
+
+    async def wait_until_up(self, instances: set[str], seconds: float = 10) -> None:
+        """Wait until exactly ``instances`` are in the pool, as HAProxy's checks decide."""
+        async with asyncio.timeout(seconds):
+            while await self.up() != instances:  # noqa: ASYNC110 - HAProxy's state, polled
+                await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def balancer(
     tmp_path: Path, replicas: list[RunningGateway], check: str = "/healthz"
-) -> AsyncIterator[str]:
+) -> AsyncIterator[Balancer]:
     port = free_port()
     servers = "\n".join(
         f"    server {name} {gw.egress_url.removeprefix('http://')} check inter 200ms fall 3 rise 1"
@@ -90,26 +123,28 @@ async def balancer(
         if gw.egress_url is not None
     )
     config = tmp_path / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers, check=check))
+    socket_path = tmp_path / "haproxy.sock"
+    config.write_text(
+        HAPROXY_CONFIG.format(port=port, servers=servers, check=check, socket=socket_path)
+    )
     process = subprocess.Popen(  # noqa: ASYNC220 - a child for the whole test
         [haproxy(), "-f", str(config), "-db"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{url}/healthz") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail(
-                    f"haproxy did not come up: {process.stderr.read() if process.stderr else ''}"
-                )
-        yield url
+        proxy = Balancer(f"http://127.0.0.1:{port}", socket_path)
+        try:
+            # Listening, and both replicas in the pool.
+            async with asyncio.timeout(10):
+                while not socket_path.exists() and process.poll() is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            await proxy.wait_until_up(set(INSTANCES))
+        except (OSError, TimeoutError):
+            process.terminate()  # its stderr ends only with it
+            _, errors = process.communicate(timeout=10)
+            pytest.fail(f"haproxy did not come up: {errors.decode(errors='replace')}")
+        yield proxy
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -152,7 +187,8 @@ async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         )
-        url = await stack.enter_async_context(balancer(tmp_path, replicas))
+        pool = await stack.enter_async_context(balancer(tmp_path, replicas))
+        url = pool.url
         pushed: dict[str, str] = {}
         for number in range(6):
             data = personal_csv() if number == 3 else CLEAN[: 2000 + number]
@@ -187,6 +223,7 @@ async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
         await gone.drain(1)
         for runner in reversed(gone.runners):
             await runner.cleanup()
+        await pool.wait_until_up({"hk-1"})
         for transfer_id in handled["hk-0"]:
             status, body = await get(session, f"{survivor.egress_url}/v1/transfers/{transfer_id}")
             assert (status, body["instance"], body["state"]) == (200, "hk-0", pushed[transfer_id])
@@ -276,7 +313,7 @@ async def test_any_replica_decides_any_review_even_when_its_replica_is_gone(
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         )
-        url = await stack.enter_async_context(balancer(tmp_path, replicas))
+        url = (await stack.enter_async_context(balancer(tmp_path, replicas))).url
 
         async def hold(replica: RunningGateway, name: str) -> str:
             put = f"{replica.egress_url}/v1/transfers/sz-review/{name}"
@@ -481,9 +518,10 @@ async def test_a_rolling_restart_loses_no_transfer(tmp_path: Path, pki: Path) ->
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         )
-        url = await stack.enter_async_context(
+        pool = await stack.enter_async_context(
             balancer(tmp_path, [leaving, staying], check="/readyz")
         )
+        url = pool.url
         started = asyncio.Event()
 
         async def slow_body() -> AsyncIterator[bytes]:
@@ -508,7 +546,7 @@ async def test_a_rolling_restart_loses_no_transfer(tmp_path: Path, pki: Path) ->
         ready = f"{leaving.egress_url}/readyz"
         async with session.get(ready) as response:
             assert response.status == 503  # unready at once: the balancer stops sending
-        await asyncio.sleep(1.0)  # three failed checks: out of the pool
+        await pool.wait_until_up({"hk-1"})  # three failed checks: out of the pool
         landed = set()
         for number in range(6):
             put = f"{url}/v1/transfers/sz-lab/during-{number}.csv"
