@@ -30,7 +30,7 @@ from gateway.audit.verify import verify_log
 from gateway.ledger import PostgresLedger
 from gateway.server.egress_state import EGRESS
 from gateway.server.records import republish
-from gateway.server.runner import RunningGateway
+from gateway.server.runner import RunningGateway, running
 from tests.ledger.pg import PG_URL, drop_schema, new_schema, require_pg
 from tests.server.conftest import (
     NAMED_OFFICER_TOKEN,
@@ -38,7 +38,6 @@ from tests.server.conftest import (
     RESEARCH_TOKEN,
     Parks,
     replica_settings,
-    running,
     start_parks,
 )
 from tests.server.test_egress import CLEAN, personal_csv
@@ -175,6 +174,25 @@ async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
         return response.status, await response.json(content_type=None)
 
 
+async def stop(replica: RunningGateway, drain_seconds: float | None = 1) -> None:
+    """Stop ``replica`` as its process's exit would: drain it (unless the caller
+    did), close its listeners, then its audit log."""
+    if drain_seconds is not None:
+        await replica.drain(drain_seconds)
+    for runner in reversed(replica.runners):
+        await runner.cleanup()
+    await replica.services.audit.close()
+
+
+def assert_logs_verify(root: Path, log_key: NoteVerifier, instances: tuple[str, ...]) -> None:
+    """Each replica's audit log verifies under its own origin and the park's one key."""
+    for instance in instances:
+        verifier = NoteVerifier.from_public_key(f"hk.test/audit/{instance}", log_key.public_key)
+        result = verify_log(root / instance / "audit", [verifier])
+        assert result.ok, result.problems
+        assert result.records > 0
+
+
 async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
     tmp_path: Path, pki: Path
 ) -> None:
@@ -231,9 +249,7 @@ async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
         assert handled["hk-1"]
         # The replica that handled some is gone: the survivor still answers for them.
         gone, survivor = replicas
-        await gone.drain(1)
-        for runner in reversed(gone.runners):
-            await runner.cleanup()
+        await stop(gone)
         await pool.wait_until_up({"hk-1"})
         for transfer_id in handled["hk-0"]:
             status, body = await get(session, f"{survivor.egress_url}/v1/transfers/{transfer_id}")
@@ -241,11 +257,7 @@ async def test_any_replica_answers_for_any_transfer_behind_a_balancer(
         # A path that is no transfer id is refused, not looked up.
         status, _ = await get(session, f"{url}/v1/transfers/{next(iter(pushed))}x")
         assert status in (400, 404)
-    for instance in INSTANCES:
-        verifier = NoteVerifier.from_public_key(f"hk.test/audit/{instance}", log_key.public_key)
-        result = verify_log(tmp_path / instance / "audit", [verifier])
-        assert result.ok, result.problems
-        assert result.records > 0
+    assert_logs_verify(tmp_path, log_key, INSTANCES)
 
 
 async def test_publishing_never_waits_for_a_connection_its_own_transaction_holds(
@@ -418,10 +430,7 @@ async def test_any_replica_decides_any_review_even_when_its_replica_is_gone(
         rejected_elsewhere = await hold(first, "rejected-elsewhere.csv")
         status, _, _ = await decide(second.egress_url, rejected_elsewhere, "reject")
         assert status == 200
-        await first.drain(1)
-        for runner in reversed(first.runners):
-            await runner.cleanup()
-        await first.services.audit.close()  # as the process's exit would
+        await stop(first)
         status, body, by = await decide(second.egress_url, orphan, "approve")
         assert (status, by) == (202, "hk-1"), body
         status, body, by = await decide(second.egress_url, orphan, "approve", chan)
@@ -440,10 +449,7 @@ async def test_any_replica_decides_any_review_even_when_its_replica_is_gone(
         status, body = await get(session, f"{restarted.egress_url}/v1/transfers/{orphan}")
         assert (status, body["state"], body["instance"]) == (200, "delivered", "hk-1")
         log_key = parks.hk.services.signer.verifier
-    for instance in INSTANCES:
-        verifier = NoteVerifier.from_public_key(f"hk.test/audit/{instance}", log_key.public_key)
-        result = verify_log(tmp_path / instance / "audit", [verifier])
-        assert result.ok, result.problems
+    assert_logs_verify(tmp_path, log_key, INSTANCES)
 
 
 async def test_a_claim_left_by_a_replica_that_died_deciding_is_settled_when_it_returns(
@@ -463,10 +469,7 @@ async def test_a_claim_left_by_a_replica_that_died_deciding_is_settled_when_it_r
         async with session.put(put, data=CLEAN[:2000], headers=SENDER) as response:
             transfer_id = (await response.json(content_type=None))["transfer_id"]
         assert await claimer.services.directory.claim_review(transfer_id, "hk-1", 600) is not None
-        await claimer.drain(1)
-        for runner in reversed(claimer.runners):
-            await runner.cleanup()
-        await claimer.services.audit.close()
+        await stop(claimer)
         approve = f"{holder.egress_url}/v1/reviews/{transfer_id}/approve"
         async with session.post(approve, json={"comment": "ok"}, headers=officer) as response:
             body = await response.json(content_type=None)
@@ -572,14 +575,10 @@ async def test_a_rolling_restart_loses_no_transfer(tmp_path: Path, pki: Path) ->
         delivered = parks.inbox_files("sz-lab")
         assert delivered["in-flight.csv"] == CLEAN[:3000]
         assert all(f"during-{n}.csv" in delivered for n in range(6))
-        for runner in reversed(leaving.runners):
-            await runner.cleanup()
-        await leaving.services.audit.close()
+        await stop(leaving, drain_seconds=None)  # drained above
         settings = replica_settings(tmp_path, pki, "hk-0", leaving.services.settings.ledger_url)
         back = await stack.enter_async_context(running(settings, drain_seconds=2))
         status, seen = await get(session, f"{back.egress_url}/v1/transfers/{body['transfer_id']}")
         assert (status, seen["state"], seen["instance"]) == (200, "delivered", "hk-0")
         log_key = parks.hk.services.signer.verifier
-    verifier = NoteVerifier.from_public_key("hk.test/audit/hk-0", log_key.public_key)
-    result = verify_log(tmp_path / "hk-0" / "audit", [verifier])
-    assert result.ok, result.problems
+    assert_logs_verify(tmp_path, log_key, ("hk-0",))
