@@ -164,6 +164,7 @@ async def test_one_replica_at_a_time_claims_an_open_review(schema: str) -> None:
         await loser_ledger.release_review("t_1", loser, [approval])  # not its claim: no effect
         assert await loser_ledger.claim_review("t_1", loser, 60) is None
         await a.release_review("t_1", winner, [approval])
+        assert await a.claims_of(winner, ("review",)) == []  # released: no claim of its own left
         taken = await loser_ledger.claim_review("t_1", loser, 0.2)
         assert taken is not None
         assert taken.approvals == (approval,)
