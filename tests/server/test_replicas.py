@@ -467,7 +467,9 @@ async def test_a_claim_left_by_a_replica_that_died_deciding_is_settled_when_it_r
         session = await stack.enter_async_context(aiohttp.ClientSession())
         put = f"{holder.egress_url}/v1/transfers/sz-review/claimed.csv"
         async with session.put(put, data=CLEAN[:2000], headers=SENDER) as response:
-            transfer_id = (await response.json(content_type=None))["transfer_id"]
+            held = await response.json(content_type=None)
+            assert response.status == 202, held  # held for review on the holder
+        transfer_id = held["transfer_id"]
         assert await claimer.services.directory.claim_review(transfer_id, "hk-1", 600) is not None
         await stop(claimer)
         approve = f"{holder.egress_url}/v1/reviews/{transfer_id}/approve"
