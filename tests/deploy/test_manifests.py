@@ -747,15 +747,39 @@ def test_the_shared_volume_names_a_storage_class_to_replace() -> None:
     assert claim["storageClassName"].startswith("replace-")
 
 
+def _mount_holding(path: Path) -> dict[str, Any]:
+    """The container's one volume mount that ``path`` is under."""
+    (mount,) = [m for m in _container()["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    return mount
+
+
+def _assert_shared_by_every_pod(mount: dict[str, Any]) -> None:
+    # The same volume for all pods, not a per-pod subPathExpr.
+    assert mount["name"] == "data"
+    assert "subPathExpr" not in mount
+    assert mount["subPath"] == "shared"
+
+
 def test_pipelined_payloads_wait_where_every_replica_finds_them() -> None:
     settings = _park_settings()
     assert settings.ingress is not None
     assert settings.ingress.payload_dir is not None
-    mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
-    (shared,) = [
-        m for path, m in mounts.items() if settings.ingress.payload_dir.is_relative_to(path)
-    ]
-    # The same volume for all pods, not a per-pod subPathExpr.
-    assert shared["name"] == "data"
-    assert "subPathExpr" not in shared
-    assert shared["subPath"] == "shared"
+    _assert_shared_by_every_pod(_mount_holding(settings.ingress.payload_dir))
+
+
+def test_held_reviews_are_shared_and_a_rename_away_from_each_replica_s_spool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spools = set()
+    for pod in ("hksz-gateway-0", "hksz-gateway-1"):
+        monkeypatch.setenv("GATEWAY_INSTANCE", pod)
+        egress = _park_settings().egress
+        assert egress is not None
+        assert egress.held_dir is not None
+        # Any replica decides any held review, also one whose pod is gone.
+        held = _mount_holding(egress.held_dir)
+        _assert_shared_by_every_pod(held)
+        # Holding a review renames its spool file: the spool is on the same mount.
+        assert _mount_holding(egress.spool_dir) == held
+        spools.add(egress.spool_dir)
+    assert len(spools) == 2  # on the shared mount, each replica's spool is its own
