@@ -16,9 +16,9 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --g
 .PHONY: run test lint fmt typecheck pytest bench lock clean
 
 # The environment is the dev lock, every file hash-checked, then the gateway itself without
-# resolving anything. The install builds the compiled matcher core: rebuild when its
-# source, pyproject.toml or a lock changes.
-$(STAMP): pyproject.toml $(LOCK) $(DEV_LOCK) gateway/classify/_native.c
+# resolving anything. The install builds the compiled matcher core and table renderer:
+# rebuild when their sources, pyproject.toml or a lock changes.
+$(STAMP): pyproject.toml $(LOCK) $(DEV_LOCK) gateway/classify/_native.c gateway/classify/formats/tables/_rows.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "hksz-gateway needs Python 3.11+ (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -109,8 +109,8 @@ class _TextOut:
         self.normaliser = cs.Normaliser(cs.UTF8)
         self.closed = False
 
-    def write(self, text: str) -> None:
-        """Append ``text`` to the member."""
+    def write(self, text: str | bytes) -> None:
+        """Append ``text`` (or its UTF-8) to the member."""
         self._layer.write_text(self, text)
 
     def close(self) -> None:
@@ -237,8 +237,12 @@ class FormatLayer(Layer):
         self._current = out
         return out
 
-    def write_text(self, out: _TextOut, text: str) -> None:
+    def write_text(self, out: _TextOut, text: str | bytes) -> None:
         """Normalise ``text`` and pass it to the sink, resuming ``out`` if another was opened.
+
+        UTF-8 that is ASCII (a rendered table, most often) goes on as it is; other
+        UTF-8 is decoded and encoded as a str is, so a lone surrogate reads the same
+        whichever way the reader wrote it.
 
         Raises:
             ValueError: ``out`` was closed (a reader bug).
@@ -250,7 +254,12 @@ class FormatLayer(Layer):
             self._suspend()  # the member open now ends; ``out`` goes on as a new one
             self._ctx.sink.begin_member(out.content_type)
             self._current = out
-        data = out.normaliser.feed(_encode(text))
+        if isinstance(text, bytes) and text.isascii():
+            data = out.normaliser.feed(text)
+        else:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "surrogatepass")
+            data = out.normaliser.feed(_encode(text))
         if data:
             self._expand(len(data))
             self._ctx.sink.text(data)

@@ -165,8 +165,9 @@ class AccessFile(io.RawIOBase):
 class TextOut(Protocol):
     """One text member being written: UTF-8 text the matcher scans."""
 
-    def write(self, text: str) -> None:
-        """Append ``text`` (any amount; cut anywhere)."""
+    def write(self, text: str | bytes) -> None:
+        """Append ``text`` (any amount; cut anywhere): a str, or its UTF-8 (a lone
+        surrogate as ``surrogatepass`` encodes it), cut between characters."""
         ...
 
     def close(self) -> None:

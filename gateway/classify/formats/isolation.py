@@ -80,8 +80,12 @@ ZYGOTE_START_SECONDS: Final = 60.0
 
 #: prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG: Final = 1
-#: Bytes a reader process asks for per read (it keeps one window of them).
-_WINDOW: Final = 64 << 10
+#: Bytes a reader process asks for at least per read (it keeps one window of
+#: them), a window that then grows while reads walk forward. Small: a jump (a
+#: Parquet page header, a kilobyte at the start of each page) costs the gateway
+#: the spool chunk it falls in, not the next one too, and the data reads after
+#: the walk decrypt that chunk again anyway.
+_WINDOW: Final = 4 << 10
 #: The most a forward walk's window grows to (the pipe's buffer).
 _MAX_WINDOW: Final = 1 << 20
 _FRAME: Final = struct.Struct("<cI")
@@ -480,8 +484,8 @@ class _ChildChannel:
     def size(self) -> int:
         return self._size
 
-    def send(self, kind: bytes, payload: bytes) -> None:
-        self._sender.send(kind, payload)
+    def send(self, kind: bytes, payload: bytes, prefix: bytes = b"") -> None:
+        self._sender.send(kind, payload, prefix)
 
     def flush(self) -> None:
         """Wait until every report is written to the gateway."""
@@ -548,7 +552,7 @@ class _Sender:
 
     def __init__(self, events: int) -> None:
         self._out = os.fdopen(events, "wb", buffering=1 << 16)
-        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
         self._queued = 0
         self._busy = False  # the thread holds reports it has not written yet
         self._failed: BaseException | None = None
@@ -556,13 +560,15 @@ class _Sender:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def send(self, kind: bytes, payload: bytes) -> None:
+    def send(self, kind: bytes, payload: bytes, prefix: bytes = b"") -> None:
+        """Queue one report: ``prefix`` then ``payload`` (written one after the other, not
+        joined: a megabyte of text is not copied to put a member's id before it)."""
         with self._changed:
             while self._queued >= _SEND_QUEUE_BYTES and self._failed is None:
                 self._changed.wait()
             if self._failed is not None:
                 raise OSError("the gateway stopped reading") from self._failed
-            self._queue.append((kind, payload))
+            self._queue.append((kind, prefix, payload))
             self._queued += len(payload)
             self._changed.notify_all()
 
@@ -583,8 +589,10 @@ class _Sender:
                 self._queue.clear()
                 self._busy = True
             try:
-                for kind, payload in batch:
-                    out.write(_FRAME.pack(kind, len(payload)))
+                for kind, prefix, payload in batch:
+                    out.write(_FRAME.pack(kind, len(prefix) + len(payload)))
+                    if prefix:
+                        out.write(prefix)
                     out.write(payload)
                 with self._changed:
                     more = bool(self._queue)
@@ -597,7 +605,7 @@ class _Sender:
                     self._changed.notify_all()
                 return
             with self._changed:
-                self._queued -= sum(len(payload) for _, payload in batch)
+                self._queued -= sum(len(payload) for _, _, payload in batch)
                 self._busy = bool(self._queue)
                 self._changed.notify_all()
 
@@ -610,14 +618,24 @@ class _ChildOut:
         self._id = ident.to_bytes(4, "little")
 
     def write(self, data: str | bytes) -> None:
+        """Text (a str, or its UTF-8) of a text member, or the bytes of a nested one."""
         if isinstance(data, str):
             for start in range(0, len(data), _TEXT_PIECE):
                 piece = data[start : start + _TEXT_PIECE].encode("utf-8", "surrogatepass")
-                self._channel.send(b"W", self._id + piece)
+                self._channel.send(b"W", piece, self._id)
+            return
+        if len(data) <= _MAX_FRAME - 4:
+            self._channel.send(b"W", data, self._id)
             return
         view = memoryview(data)
-        for start in range(0, len(view), _MAX_FRAME - 4):
-            self._channel.send(b"W", self._id + bytes(view[start : start + _MAX_FRAME - 4]))
+        start = 0
+        while start < len(view):
+            end = min(start + _MAX_FRAME - 4, len(view))
+            # A frame ends between characters (text is decoded frame by frame).
+            while start < end < len(view) and view[end] & 0xC0 == 0x80:
+                end -= 1
+            self._channel.send(b"W", bytes(view[start:end]), self._id)
+            start = end
 
     def close(self) -> None:
         self._channel.send(b"C", self._id)
@@ -649,7 +667,8 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
                 raise Unscannable(failed)
             if len(buffer) < _FRAME.size + length:
                 break
-            payload = bytes(buffer[_FRAME.size : _FRAME.size + length])
+            with memoryview(buffer) as view:  # one copy of a megabyte of text, not two
+                payload = bytes(view[_FRAME.size : _FRAME.size + length])
             del buffer[: _FRAME.size + length]
             if kind == b"D":
                 _count_cpu(payload)
@@ -679,21 +698,19 @@ def _replay(kind: bytes, payload: bytes, out: Extract, opened: dict[int, Any], f
     if kind in (b"M", b"N"):
         ident, name, content_type = json.loads(payload)
         if kind == b"M":
-            opened[ident] = (out.member(name, content_type), True)
+            opened[ident] = out.member(name, content_type)
         else:
-            opened[ident] = (out.nested(name), False)
+            opened[ident] = out.nested(name)
     elif kind in (b"W", b"C"):
         ident = int.from_bytes(payload[:4], "little")
         if ident not in opened:
             raise Unscannable(failed)
-        target, text = opened[ident]
+        target = opened[ident]
         if kind == b"C":
             target.close()
             del opened[ident]
-        elif text:
-            target.write(payload[4:].decode("utf-8", "surrogatepass"))
         else:
-            target.write(payload[4:])
+            target.write(payload[4:])  # text as UTF-8: the member decodes what is not ASCII
     elif kind == b"#":
         out.numeric(int(payload))
     elif kind == b"F":

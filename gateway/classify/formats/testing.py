@@ -24,11 +24,11 @@ class RecordedMember:
     parts: list[str] = field(default_factory=list)
     closed: bool = False
 
-    def write(self, text: str) -> None:
-        """Append text (refused after close: a reader bug)."""
+    def write(self, text: str | bytes) -> None:
+        """Append text or its UTF-8 (refused after close: a reader bug)."""
         if self.closed:
             raise AssertionError(f"member {self.name!r} written after close")
-        self.parts.append(text)
+        self.parts.append(text if isinstance(text, str) else text.decode("utf-8", "surrogatepass"))
 
     def close(self) -> None:
         """End the member."""

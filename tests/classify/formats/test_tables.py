@@ -508,7 +508,7 @@ def test_nested_file_splits_the_table_member_and_repeats_its_header(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The decoder reads one member at a time: after a nested file, rows go on under the header."""
-    monkeypatch.setattr(T_common, "_WRITE_CHUNK_CHARS", 1)
+    monkeypatch.setattr(T_common, "_WRITE_CHUNK_BYTES", 1)
     monkeypatch.setattr(T_common, "BATCH_ROWS", 2)
     monkeypatch.setattr(T_parquet, "BATCH_ROWS", 2)
     archive = io.BytesIO()
@@ -811,7 +811,7 @@ def test_registry_sniffs_each_format(tmp_path: Path) -> None:
 
 
 def test_render_ratio_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(T_common, "RENDER_GRACE_CHARS", 100)
+    monkeypatch.setattr(T_common, "RENDER_GRACE_BYTES", 100)
     monkeypatch.setattr(T_common, "RENDER_RATIO", 1)
     column = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array(["y" * 100]))
     with pytest.raises(Unscannable, match="rendered text over 1:1"):

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import SNIFF_PREFIX_BYTES, identify
@@ -30,6 +31,13 @@ from gateway.classify.formats.base import (
     csv_cell,
     csv_line,
 )
+
+try:
+    from gateway.classify.formats.tables import _rows as _built_rows
+except ImportError:  # pragma: no cover - a source tree whose extension was not built
+    _built_rows = None  # type: ignore[assignment]
+#: The compiled renderer (``_rows.c``); None: Arrow's kernels render every batch.
+_rows: ModuleType | None = _built_rows
 
 
 def _system_pool(_: object) -> None:
@@ -103,14 +111,14 @@ MAX_COLUMNS: Final = 10_000
 #: Deepest nesting of struct/list types rendered (Parquet's own default
 #: schema depth limit is 1000; real schemas nest a handful of levels).
 MAX_NESTING: Final = 32
-#: Rendered text may be at most this many times the file's bytes, past
-#: :data:`RENDER_GRACE_CHARS`: the "sustained ratio > 100:1" rule of SPEC §3.1,
+#: Rendered text (bytes of UTF-8) may be at most this many times the file's bytes, past
+#: :data:`RENDER_GRACE_BYTES`: the "sustained ratio > 100:1" rule of SPEC §3.1,
 #: which dictionary and run-length encodings could otherwise be used to bypass
 #: (one long value referenced by every row).
 RENDER_RATIO: Final = 100
 #: Rendered text allowed before :data:`RENDER_RATIO` applies, so small, very
 #: repetitive tables stay scannable.
-RENDER_GRACE_CHARS: Final = 64 << 20
+RENDER_GRACE_BYTES: Final = 64 << 20
 #: Binary cells handed back to the decoder as nested files per table file: an
 #: image column of a few hundred photos is common; a million nested members is
 #: a way to exhaust the decoder.
@@ -122,8 +130,8 @@ MAX_NESTED_CELL_BYTES: Final = 64 << 20
 #: pandas about 150 bytes per column (2 MB at the widest tables read here);
 #: past this the file is unscannable, never partly read.
 MAX_METADATA_CHARS: Final = 16 << 20
-#: Rendered text gathered before it is written to the member.
-_WRITE_CHUNK_CHARS: Final = 1 << 20
+#: Rendered text (bytes of UTF-8) gathered before it is written to the member.
+_WRITE_CHUNK_BYTES: Final = 1 << 20
 
 # -- common: the file being rendered ----------------------------------------
 
@@ -189,10 +197,10 @@ class _Render:
         """An :class:`Unscannable` naming this format."""
         return Unscannable(f"{self.fmt}: {what}")
 
-    def write(self, member: TextOut, text: str) -> None:
-        """Write rendered text, enforcing :data:`RENDER_RATIO`."""
+    def write(self, member: TextOut, text: bytes) -> None:
+        """Write rendered text (UTF-8), enforcing :data:`RENDER_RATIO`."""
         self.rendered += len(text)
-        if self.rendered > RENDER_GRACE_CHARS and self.rendered > RENDER_RATIO * max(
+        if self.rendered > RENDER_GRACE_BYTES and self.rendered > RENDER_RATIO * max(
             self.file_bytes, 1
         ):
             raise self.fail(f"rendered text over {RENDER_RATIO}:1 of the file")
@@ -243,6 +251,12 @@ class _Render:
             raise self.fail("binary cells that are neither text nor a file")
 
 
+def _utf8(text: str) -> bytes:
+    """A str as the bytes :class:`TextOut` takes (a lone surrogate as ``surrogatepass``
+    writes it, as a reader process sends a str)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 class _Table:
     """One table's ``text/csv`` member: opened when text is first written, its header first.
 
@@ -250,35 +264,38 @@ class _Table:
     file found in a binary cell) ends the table's member; the table then goes
     on in a new member of the same name that starts with the header row again,
     so the column rules still apply to the rows after it. Text is gathered and
-    written in pieces of :data:`_WRITE_CHUNK_CHARS`, always whole rows.
+    written in pieces of :data:`_WRITE_CHUNK_BYTES`, always whole rows, as UTF-8
+    (what the compiled renderer writes: no decoding and encoding again on the
+    way to the matcher).
     """
 
     def __init__(self, render: _Render, name: str, header: str = "") -> None:
         self.render = render
         self.name = name
-        self.header = header
-        self.parts: list[str] = []
+        self.header = _utf8(header)
+        self.parts: list[bytes] = []
         self.size = 0
         self.member: TextOut | None = None
 
-    def add(self, text: str) -> None:
-        """Whole rows of rendered text."""
-        self.parts.append(text)
-        self.size += len(text)
-        if self.size >= _WRITE_CHUNK_CHARS:
+    def add(self, text: str | bytes) -> None:
+        """Whole rows of rendered text (a str, or its UTF-8)."""
+        data = _utf8(text) if isinstance(text, str) else text
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= _WRITE_CHUNK_BYTES:
             self.flush()
 
     def flush(self) -> None:
         if not self.parts:
             return
-        text = "".join(self.parts)
+        data = b"".join(self.parts)
         self.parts.clear()
         self.size = 0
         if self.member is None:
             self.render.active = self
             self.member = self.render.out.member(self.name, "text/csv")
-            text = self.header + text
-        self.render.write(self.member, text)
+            data = self.header + data
+        self.render.write(self.member, data)
 
     def suspend(self) -> None:
         """End the member now (a nested member opens); later rows start a new one."""
@@ -290,7 +307,7 @@ class _Table:
     def close(self) -> None:
         """Write what is left (the header alone for an empty table) and end the member."""
         if self.member is None and not self.parts:
-            self.parts.append("")
+            self.parts.append(b"")
         self.flush()
         if self.member is not None:
             self.member.close()
@@ -555,17 +572,28 @@ def _timestamp_text(arr: pa.Array) -> pa.Array:
     (Arrow would print ``<value out of range: …>`` for the full timestamp)
     are still seen as digits.
     """
+    dates = _timestamp_dates(arr)
+    if dates is not None:
+        return _date_text(dates)
     per_day = _UNITS_PER_DAY[arr.type.unit]
     low, high = _FIRST_DAY * per_day, _LAST_DAY * per_day
-    if low <= _INT64_MIN and high >= _INT64_MAX:  # nanoseconds: every value is in range
-        return _date_text(pc.cast(arr, pa.date32()))
     raw = pc.cast(arr, pa.int64())
-    bounds = _bounds(raw)
-    if bounds is None or (low <= bounds[0] and bounds[1] <= high):  # all null, or all in range
-        return _date_text(pc.cast(arr, pa.date32()))
     inside = pc.and_(pc.greater_equal(raw, _int64(low)), pc.less_equal(raw, _int64(high)))
     dates = _date_text(pc.cast(pc.if_else(inside, arr, pa.scalar(0, arr.type)), pa.date32()))
     return pc.if_else(inside, dates, pc.cast(raw, pa.string()))
+
+
+def _timestamp_dates(arr: pa.Array) -> pa.Array | None:
+    """Timestamps' dates (``date32``, in their time zone) when every one is in the years
+    1-9999 or null; None when some are not (:func:`_timestamp_text` renders those)."""
+    per_day = _UNITS_PER_DAY[arr.type.unit]
+    low, high = _FIRST_DAY * per_day, _LAST_DAY * per_day
+    if low <= _INT64_MIN and high >= _INT64_MAX:  # nanoseconds: every value is in range
+        return pc.cast(arr, pa.date32())
+    bounds = _bounds(pc.cast(arr, pa.int64()))
+    if bounds is None or (low <= bounds[0] and bounds[1] <= high):  # all null, or all in range
+        return pc.cast(arr, pa.date32())
+    return None
 
 
 def _bounds(arr: pa.Array) -> tuple[Any, Any] | None:
@@ -796,6 +824,68 @@ def _slices(columns: Sequence[pa.Array], rows: int, render: _Render) -> list[tup
     return slices
 
 
+def _compiled_column(rows: ModuleType, arr: pa.Array, render: _Render) -> tuple[object, ...] | None:
+    """``arr`` as a column :mod:`._rows` reads in place (None: its type is not one of those).
+
+    Floats are counted here, as :func:`_text` counts them.
+    """
+    typ = arr.type
+    validity = arr.buffers()[0] if arr.null_count else None
+    if pa.types.is_integer(typ):
+        signed = int(pa.types.is_signed_integer(typ))
+        width = typ.bit_width // 8
+        return (rows.INT, len(arr), arr.offset, validity, arr.buffers()[1], width, signed)
+    if pa.types.is_float32(typ) or pa.types.is_float64(typ):
+        render.numeric += _count(arr)
+        return (rows.FLOAT, len(arr), arr.offset, validity, arr.buffers()[1], typ.bit_width // 8)
+    if pa.types.is_timestamp(typ):
+        dates = _timestamp_dates(arr)
+        return None if dates is None else _compiled_column(rows, dates, render)
+    if pa.types.is_date32(typ):
+        bounds = _bounds(arr.view(pa.int32()))
+        if bounds is not None and (bounds[0] < rows.FIRST_DAY or bounds[1] > rows.LAST_DAY):
+            return None  # Arrow's cast renders years past 9999 (and before 1) its own way
+        return (rows.DATE, len(arr), arr.offset, validity, arr.buffers()[1])
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return _string_column(rows, arr, True)
+    return None
+
+
+def _string_array(arr: pa.Array) -> pa.Array:
+    """A string-like array as ``string`` or ``large_string`` (the layouts :mod:`._rows` reads)."""
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr
+    return arr.cast(pa.string())
+
+
+def _string_column(rows: ModuleType, arr: pa.Array, quote: bool) -> tuple[object, ...]:
+    """A ``string`` or ``large_string`` array as a :mod:`._rows` column."""
+    validity, offsets, chars = arr.buffers()
+    return (
+        rows.STR,
+        len(arr),
+        arr.offset,
+        validity if arr.null_count else None,
+        offsets,
+        8 if pa.types.is_large_string(arr.type) else 4,
+        chars,
+        int(quote),
+    )
+
+
+def _plain_text(arr: pa.Array) -> pa.Array:
+    """A column :func:`_compiled_column` reads in place, as :func:`_text` renders it
+    (without counting its floats again)."""
+    typ = arr.type
+    if pa.types.is_floating(typ):
+        return _integral_floats(arr)
+    if pa.types.is_timestamp(typ):
+        return _timestamp_text(arr)
+    if pa.types.is_string(typ):
+        return arr
+    return pc.cast(arr, pa.string())
+
+
 def _expanded(arr: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         return pc.take(arr.dictionary, arr.indices)
@@ -819,19 +909,101 @@ class _ArrowTable:
             self._render_rows(batch.slice(start, BATCH_ROWS))
 
     def _render_rows(self, batch: pa.RecordBatch) -> None:
+        if not self.leaves:
+            return
+        rows = _rows
+        if rows is None:
+            self._render_text(self._texts(batch), 0)
+            return
+        columns = [self._compiled(rows, _column(batch, leaf), leaf) for leaf in self.leaves]
+        start, count = 0, batch.num_rows
+        while start < count:
+            try:
+                written = rows.render_rows(
+                    [spec for spec, _, _ in columns],
+                    start,
+                    count,
+                    MAX_BATCH_TEXT_BYTES,
+                    MAX_CELL_CHARS,
+                    MAX_ROW_TEXT_BYTES,
+                )
+            except OverflowError:
+                too_long = f"a row over {MAX_ROW_TEXT_BYTES >> 20} MiB of text"
+                raise self.render.fail(too_long) from None
+            except ValueError:
+                raise self.render.fail("column data out of bounds") from None
+            if written is None:  # a cell to cut (csv_cell): the rest of the batch as before
+                texts = [
+                    (_plain_text(arr) if text is None else text, not _never_quoted(arr.type))
+                    for _, arr, text in columns
+                ]
+                self._render_text(texts, start)
+                return
+            data, start = written
+            if not data.isascii():
+                data.decode("utf-8")  # Parquet's strings are not validated: as Arrow's path did
+            self.table.add(data)
+
+    def _texts(self, batch: pa.RecordBatch) -> list[tuple[pa.Array, bool]]:
+        """Each column as strings (:func:`_text`), and whether its cells may need quoting."""
         columns: list[tuple[pa.Array, bool]] = []
         for leaf in self.leaves:
             arr = _column(batch, leaf)
             text = _text(arr, self.render, f"{self.name} column {leaf.name}")
             if text is None:
                 text = pa.nulls(len(arr), pa.string())
-            quote = not _never_quoted(arr.type)
-            columns.append((text, quote))
-        if not columns:
-            return
-        for start, end in _slices([c for c, _ in columns], batch.num_rows, self.render):
+            columns.append((text, not _never_quoted(arr.type)))
+        return columns
+
+    def _render_text(self, columns: list[tuple[pa.Array, bool]], first: int) -> None:
+        """Rows ``first`` onwards of string columns, by Arrow's kernels and CSV writer."""
+        if first:
+            columns = [(c.slice(first), q) for c, q in columns]
+        for start, end in _slices([c for c, _ in columns], len(columns[0][0]), self.render):
             part = [(_expanded(c.slice(start, end - start)), q) for c, q in columns]
             self.table.add(_batch_text(part))
+
+    def _compiled(
+        self, rows: ModuleType, arr: pa.Array, leaf: _Leaf
+    ) -> tuple[tuple[object, ...], pa.Array, Any]:
+        """A column for the compiled renderer (:mod:`._rows`), the column, and its strings
+        when they had to be made here (None: :func:`_plain_text` makes them if needed).
+
+        Integers, floats, dates, timestamps of the years 1-9999, strings and
+        dictionaries are read in place; any other type is rendered by
+        :func:`_text` first (its counts and nested files happen once, here).
+        """
+        spec = _compiled_column(rows, arr, self.render)
+        if spec is not None:
+            return spec, arr, None
+        where = f"{self.name} column {leaf.name}"
+        if pa.types.is_dictionary(arr.type):
+            values = _text(arr.dictionary, self.render, where, 1)
+            if values is None:
+                self.render.numeric += _count(arr)
+                return (rows.EMPTY,), arr, pa.nulls(len(arr), pa.string())
+            values = _string_array(values)
+            text = pa.DictionaryArray.from_arrays(arr.indices, values)
+            indices = arr.indices
+            return (
+                (
+                    rows.DICT,
+                    len(indices),
+                    indices.offset,
+                    indices.buffers()[0] if indices.null_count else None,
+                    indices.buffers()[1],
+                    indices.type.bit_width // 8,
+                    int(pa.types.is_signed_integer(indices.type)),
+                    _string_column(rows, values, True),
+                ),
+                arr,
+                text,
+            )
+        text = _text(arr, self.render, where)
+        if text is None:
+            return (rows.EMPTY,), arr, pa.nulls(len(arr), pa.string())
+        text = _string_array(text)
+        return _string_column(rows, text, not _never_quoted(arr.type)), arr, text
 
     def close(self) -> None:
         """Flush and end the member."""
