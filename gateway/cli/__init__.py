@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+
+# numpy's OpenBLAS starts a thread per core that spins after any linear-algebra
+# call; the gateway does none worth a thread and needs its cores for transfers.
+# Set before a command's module imports numpy (the readers and the benchmark do).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from gateway import __version__
 from gateway.errors import GatewayError

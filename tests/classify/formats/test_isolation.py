@@ -307,3 +307,19 @@ def test_text_frames_end_between_characters(monkeypatch: pytest.MonkeyPatch) -> 
     assert all(kind == b"W" and prefix == (7).to_bytes(4, "little") for kind, prefix, _ in sent)
     assert all(0 < len(payload) <= 8 for *_, payload in sent)
     assert "".join(payload.decode("utf-8") for *_, payload in sent) == text
+
+
+def _blas_threads(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("environment", "text/plain")
+    member.write(os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
+    member.close()
+
+
+def test_reader_processes_start_numpy_with_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader process never gets OpenBLAS's spinning thread pool, whatever the gateway's
+    environment says."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    isolation._ZYGOTE._stop()  # a zygote started now, from this environment
+    out = RecordingExtract()
+    isolation.isolated(_blas_threads, BytesAccess(b"x"), out, "x")  # type: ignore[arg-type]
+    assert out.members[0].text == "1"
