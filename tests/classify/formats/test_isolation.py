@@ -311,15 +311,17 @@ def test_text_frames_end_between_characters(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _blas_threads(source: BytesAccess, out: RecordingExtract) -> None:
     member = out.member("environment", "text/plain")
-    member.write(os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
+    names = ("OPENBLAS_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    member.write(",".join(os.environ.get(name, "unset") for name in names))
     member.close()
 
 
-def test_reader_processes_start_numpy_with_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A reader process never gets OpenBLAS's spinning thread pool, whatever the gateway's
-    environment says."""
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+def test_reader_processes_start_numpy_and_malloc_tuned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader process never gets OpenBLAS's spinning thread pool, and its malloc keeps
+    what it frees, whatever the gateway's environment says."""
+    for name in ("OPENBLAS_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
     isolation._ZYGOTE._stop()  # a zygote started now, from this environment
     out = RecordingExtract()
     isolation.isolated(_blas_threads, BytesAccess(b"x"), out, "x")  # type: ignore[arg-type]
-    assert out.members[0].text == "1"
+    assert out.members[0].text == f"1,{32 << 20},{isolation.ISOLATED_MAX_MEMORY}"
