@@ -79,6 +79,21 @@ class RandomAccess(Protocol):
         ...
 
 
+def read_ranges(source: RandomAccess, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """``source.read_at`` of each ``(offset, length)``, in order.
+
+    A source that crosses a process boundary (a reader process's view of the
+    spool) asks for them all in one exchange, not one round trip each: a
+    reader that walks many small independent reads (Parquet's page headers,
+    one per column chunk at a time) then waits once per step.
+    """
+    many = getattr(source, "read_many", None)
+    if many is not None:
+        got: list[bytes] = many(ranges)
+        return got
+    return [source.read_at(offset, length) for offset, length in ranges]
+
+
 class BytesAccess:
     """A :class:`RandomAccess` over bytes in memory (a member nested in an archive, tests)."""
 

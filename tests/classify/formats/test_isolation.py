@@ -14,7 +14,7 @@ import time
 import pytest
 
 from gateway.classify.formats import isolation
-from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.base import BytesAccess, Unscannable, read_ranges
 from gateway.classify.formats.testing import RecordingExtract
 
 
@@ -325,3 +325,28 @@ def test_reader_processes_start_numpy_and_malloc_tuned(monkeypatch: pytest.Monke
     out = RecordingExtract()
     isolation.isolated(_blas_threads, BytesAccess(b"x"), out, "x")  # type: ignore[arg-type]
     assert out.members[0].text == f"1,{32 << 20},{isolation.ISOLATED_MAX_MEMORY}"
+
+
+_SCATTERED = [(5, 10), (100_000, 4096), (0, 0), (999_990, 50), (2_000_000, 8), (42, 1)] * 50
+
+
+def _scattered(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("ranges", "text/plain")
+    for got in read_ranges(source, _SCATTERED):
+        member.write(got.hex() + "\n")
+    member.close()
+
+
+def test_scattered_reads_go_out_together_and_come_back_in_order() -> None:
+    """read_many across the process boundary: every range answered in order (empty past
+    the end), each asked of the gateway once, in more than one group of requests."""
+    body = bytes(range(256)) * 4000  # 1,024,000 bytes
+    source = _CountingAccess(body)
+    out = RecordingExtract()
+    isolation.isolated(_scattered, source, out, "x")  # type: ignore[arg-type]
+    expected = "".join(body[o : o + n].hex() + "\n" for o, n in _SCATTERED)
+    assert out.members[0].text == expected
+    assert len(_SCATTERED) > isolation._MANY_READS
+    asked = [(o, n) for o, n in _SCATTERED if n and o < len(body)]
+    assert source.requests == len(asked)
+    assert source.served == sum(len(body[o : o + n]) for o, n in asked)

@@ -1019,3 +1019,50 @@ def test_metadata_past_its_bound_is_unscannable_not_cut(monkeypatch: pytest.Monk
     table = pa.table({"x": [1]}).replace_schema_metadata({"pad": pad})
     with pytest.raises(Unscannable, match="metadata over"):
         read_random(T_parquet.read_parquet_inline, parquet_bytes(table))
+
+
+class _SteppingAccess(BytesAccess):
+    """A source that reads ranges together, as a reader process's view of the spool does."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.steps = 0
+        self.ranges = 0
+
+    def read_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        self.steps += 1
+        self.ranges += len(ranges)
+        return [self.read_at(offset, length) for offset, length in ranges]
+
+
+def test_page_headers_of_all_column_chunks_are_read_together() -> None:
+    """The walk asks for one header of every column chunk per step: a reader process
+    waits about once per page of its longest column chunk, not once per page; the plan
+    is the one read a range at a time."""
+    rng = random.Random(5)
+    table = pa.table(
+        {
+            "resident_id": [resident_id(rng) for _ in range(6000)],
+            "count": pa.array(range(6000), pa.int64()),
+            "site": [rng.choice(["Futian", "Sha Tin"]) for _ in range(6000)],
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=2000,
+        data_page_size=1024,
+        write_batch_size=64,
+        use_dictionary=["site"],
+    )
+    data = sink.getvalue()
+    footer = _footer(data)
+    render = T_common._Render("parquet", RecordingExtract())
+    one_by_one = T_parquet._check_parquet_pages(BytesAccess(data), footer, render)
+    stepping = _SteppingAccess(data)
+    together = T_parquet._check_parquet_pages(stepping, footer, render)
+    assert together == one_by_one
+    pages = stepping.ranges
+    assert pages > 9 * 4  # 3 columns x 3 row groups, several pages each
+    assert stepping.steps * 4 <= pages

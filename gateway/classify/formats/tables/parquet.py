@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.classify.formats import Format, register
-from gateway.classify.formats.base import Extract, RandomAccess
+from gateway.classify.formats.base import Extract, RandomAccess, read_ranges
 from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.prefetch import prefetched
 from gateway.classify.formats.tables.common import (
@@ -68,9 +68,15 @@ MAX_PARQUET_PAGES: Final = 1 << 20
 
 #: Parquet: largest footer (Thrift metadata); the footer is parsed whole.
 MAX_PARQUET_FOOTER_BYTES: Final = 64 << 20
-#: Parquet: a page header is read in windows that double up to this size
-#: (statistics in a header hold a page's min and max values).
+#: Parquet: a page header is read in windows that grow from
+#: :data:`_PARQUET_HEADER_READ` up to this size (statistics in a header hold
+#: a page's min and max values; writers' headers are a few dozen bytes).
 _PARQUET_HEADER_MAX_BYTES: Final = 16 << 20
+_PARQUET_HEADER_READ: Final = 1024
+#: Column chunks whose pages are walked side by side, one header of each per
+#: step (:func:`_check_parquet_pages`): a step's reads are at most this many
+#: :data:`_PARQUET_HEADER_READ` windows (256 KiB).
+_WALKS_AT_ONCE: Final = 256
 #: Bytes each decoded value may take besides the page's own bytes (an int64
 #: or a dictionary index, plus validity and offsets), for the row-group bound.
 _PARQUET_BYTES_PER_VALUE: Final = 16
@@ -211,9 +217,8 @@ def _page_header(data: bytes) -> tuple[int, int, int, int, int]:
 
 
 def _read_page_header(
-    source: RandomAccess, pos: int, render: _Render
+    source: RandomAccess, pos: int, render: _Render, window: int = _PARQUET_HEADER_READ
 ) -> tuple[int, int, int, int, int]:
-    window = 1024
     while True:
         data = source.read_at(pos, window)
         try:
@@ -413,6 +418,39 @@ def _dictionary_longest(
     return _longest_value(page, values)
 
 
+@dataclass
+class _PageWalk:
+    """One column chunk's pages, walked header by header (:func:`_check_parquet_pages`)."""
+
+    column: _ParquetChunk
+    group: int
+    pos: int
+    end: int
+    strings: bool
+    longest_value: int = 0
+    chunk_values: int = 0
+    largest: int = 0
+    value_bytes: int = 0
+
+
+def _page_walks(footer: _ParquetFooter, size: int, render: _Render) -> list[_PageWalk]:
+    """A walk per column chunk, its extent checked against the file."""
+    walks: list[_PageWalk] = []
+    for group_index, group in enumerate(footer.row_groups):
+        for column in group:
+            if column.encrypted:
+                raise render.fail("encrypted")
+            start = column.data_page_offset
+            if 0 < column.dictionary_page_offset < start:
+                start = column.dictionary_page_offset
+            end = start + column.total_compressed_size
+            if start < 4 or column.total_compressed_size < 0 or end > size:
+                raise render.fail("column chunk outside the file")
+            strings = column.physical_type == _PARQUET_BYTE_ARRAY
+            walks.append(_PageWalk(column, group_index, start, end, strings))
+    return walks
+
+
 def _check_parquet_pages(
     source: RandomAccess, footer: _ParquetFooter, render: _Render
 ) -> _ParquetPlan:
@@ -425,61 +463,92 @@ def _check_parquet_pages(
     dictionary page of each string column chunk, whose longest value sets how
     many rows a batch may hold (reading such a column as an Arrow dictionary
     instead costs a hash per value: twice the decoding time on ID columns).
+
+    The column chunks are walked side by side, :data:`_WALKS_AT_ONCE` at a
+    time: each step asks for the next header of every one of them together
+    (:func:`~gateway.classify.formats.base.read_ranges`), so a reader process
+    waits once per step, not once per page (the ~290 headers of the
+    benchmark's 65 MB file took a fifth of a second one by one).
     """
     plan = _ParquetPlan()
+    walks = _page_walks(footer, source.size, render)
+    decoded = [0] * len(footer.row_groups)
     pages = 0
-    for group in footer.row_groups:
-        decoded = in_flight = 0
-        row_bytes = 1
-        for column in group:
-            if column.encrypted:
-                raise render.fail("encrypted")
-            start = column.data_page_offset
-            if 0 < column.dictionary_page_offset < start:
-                start = column.dictionary_page_offset
-            end = start + column.total_compressed_size
-            if start < 4 or column.total_compressed_size < 0 or end > source.size:
-                raise render.fail("column chunk outside the file")
-            strings = column.physical_type == _PARQUET_BYTE_ARRAY
-            longest_value = chunk_values = largest = value_bytes = 0
-            pos = start
-            while pos < end:
+    for first in range(0, len(walks), _WALKS_AT_ONCE):
+        active = [w for w in walks[first : first + _WALKS_AT_ONCE] if w.pos < w.end]
+        while active:
+            heads = read_ranges(source, [(w.pos, _PARQUET_HEADER_READ) for w in active])
+            for walk, head in zip(active, heads, strict=True):
                 pages += 1
                 if pages > MAX_PARQUET_PAGES:
                     raise render.fail(f"more than {MAX_PARQUET_PAGES} pages")
-                header, kind, unc, comp, values = _read_page_header(source, pos, render)
-                if unc < 0 or comp < 0 or values < 0:
-                    raise render.fail("corrupt page header")
-                if unc > MAX_PARQUET_PAGE_BYTES:
-                    raise render.fail(f"a page over {MAX_PARQUET_PAGE_BYTES >> 20} MiB")
-                if kind == _PARQUET_DICTIONARY_PAGE and strings:
-                    longest = _dictionary_longest(source, column, pos, (header, unc, comp, values))
-                    if longest is None:
-                        plan.dictionary_columns.add(column.path)
-                    else:
-                        longest_value = max(longest_value, longest)
-                else:
-                    chunk_values += values
-                    value_bytes += unc
-                largest = max(largest, unc)
-                decoded += unc + _PARQUET_BYTES_PER_VALUE * values
-                pos += header + comp
-            in_flight += largest
-            decoded += chunk_values * longest_value  # the dictionary expanded to every value
-            row_bytes += longest_value
+                sizes = _page_header_in(head, source, walk.pos, render)
+                decoded[walk.group] += _walk_page(source, walk, sizes, plan, render)
+                if decoded[walk.group] > MAX_PARQUET_ROW_GROUP_BYTES:
+                    raise render.fail(
+                        f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded"
+                    )
+            active = [w for w in active if w.pos < w.end]
+    for group_index in range(len(footer.row_groups)):
+        group = [w for w in walks if w.group == group_index]
+        in_flight = sum(w.largest for w in group)
+        row_bytes = 1
+        for walk in group:
+            # The dictionary expanded to every value.
+            decoded[group_index] += walk.chunk_values * walk.longest_value
+            row_bytes += walk.longest_value
             # Plain-encoded values take their pages' bytes: a batch of 32 Ki rows
             # of 2,000-byte strings in 8 columns would decode to 512 MiB (a 50 KB
             # zstd file reached 1.1 GB RSS), so the rows per batch follow them too.
-            if chunk_values:
-                row_bytes += value_bytes // chunk_values
-            if decoded > MAX_PARQUET_ROW_GROUP_BYTES:
-                raise render.fail(
-                    f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded"
-                )
+            if walk.chunk_values:
+                row_bytes += walk.value_bytes // walk.chunk_values
+        if decoded[group_index] > MAX_PARQUET_ROW_GROUP_BYTES:
+            raise render.fail(f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded")
         if in_flight > MAX_PARQUET_PAGES_IN_FLIGHT_BYTES:
             raise render.fail("pages of a row group too large to read together")
         plan.batch_rows.append(max(1, min(BATCH_ROWS, MAX_BATCH_TEXT_BYTES // row_bytes)))
     return plan
+
+
+def _page_header_in(
+    head: bytes, source: RandomAccess, pos: int, render: _Render
+) -> tuple[int, int, int, int, int]:
+    """The page header at ``pos`` from its first bytes ``head`` (read further if longer)."""
+    try:
+        return _page_header(head)
+    except EOFError:
+        if len(head) < _PARQUET_HEADER_READ:
+            raise render.fail("corrupt page header") from None
+    except (ValueError, IndexError):
+        raise render.fail("corrupt page header") from None
+    return _read_page_header(source, pos, render, _PARQUET_HEADER_READ * 4)
+
+
+def _walk_page(
+    source: RandomAccess,
+    walk: _PageWalk,
+    sizes: tuple[int, int, int, int, int],
+    plan: _ParquetPlan,
+    render: _Render,
+) -> int:
+    """Account one page of ``walk`` and step past it; the bytes it decodes to."""
+    header, kind, unc, comp, values = sizes
+    if unc < 0 or comp < 0 or values < 0:
+        raise render.fail("corrupt page header")
+    if unc > MAX_PARQUET_PAGE_BYTES:
+        raise render.fail(f"a page over {MAX_PARQUET_PAGE_BYTES >> 20} MiB")
+    if kind == _PARQUET_DICTIONARY_PAGE and walk.strings:
+        longest = _dictionary_longest(source, walk.column, walk.pos, (header, unc, comp, values))
+        if longest is None:
+            plan.dictionary_columns.add(walk.column.path)
+        else:
+            walk.longest_value = max(walk.longest_value, longest)
+    else:
+        walk.chunk_values += values
+        walk.value_bytes += unc
+    walk.largest = max(walk.largest, unc)
+    walk.pos += header + comp
+    return unc + _PARQUET_BYTES_PER_VALUE * values
 
 
 def read_parquet(source: RandomAccess, out: Extract) -> None:
