@@ -155,8 +155,7 @@ class SpoolView:
             start = offset - first * CHUNK_SIZE
             data = self._chunk(first, keep=True)[start : start + end - offset]
         else:
-            out = bytearray(end - offset)
-            pos = 0
+            parts = []
             for index in range(first, last + 1):
                 base = index * CHUNK_SIZE
                 lo = max(offset - base, 0)
@@ -165,9 +164,8 @@ class SpoolView:
                 # the footer and index chunks a reader returns to. The edges
                 # are what neighbouring (unaligned) reads share.
                 plain = self._chunk(index, keep=index in (first, last))
-                out[pos : pos + hi - lo] = memoryview(plain)[lo:hi]
-                pos += hi - lo
-            data = bytes(out)
+                parts.append(memoryview(plain)[lo:hi])
+            data = b"".join(parts)  # one copy of the plaintext, not two
         with self._lock:
             self.reads += 1
         return data

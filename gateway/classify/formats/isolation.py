@@ -715,9 +715,18 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
                 raise Unscannable(failed)
             if len(buffer) < _FRAME.size + length:
                 break
-            with memoryview(buffer) as view:  # one copy of a megabyte of text, not two
-                payload = bytes(view[_FRAME.size : _FRAME.size + length])
-            del buffer[: _FRAME.size + length]
+            end = _FRAME.size + length
+            written = kind == b"W" and length >= 4  # a member's id, then its bytes
+            with memoryview(buffer) as view:  # one copy of a megabyte of text, not three
+                if written:
+                    ident = int.from_bytes(view[_FRAME.size : _FRAME.size + 4], "little")
+                    payload = bytes(view[_FRAME.size + 4 : end])
+                else:
+                    payload = bytes(view[_FRAME.size : end])
+            del buffer[:end]
+            if written:
+                _write(opened, ident, payload, failed)
+                continue
             if kind == b"D":
                 _count_cpu(payload)
                 if opened:
@@ -741,6 +750,16 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
         buffer += chunk
 
 
+def _write(opened: dict[int, Any], ident: int, data: bytes, failed: str) -> None:
+    """A "W" report: the next bytes of member ``ident`` (text as UTF-8, or a nested file)."""
+    if ident not in opened:
+        raise Unscannable(failed)
+    try:
+        opened[ident].write(data)  # text as UTF-8: the member decodes what is not ASCII
+    except (ValueError, TypeError) as exc:  # a garbled process
+        raise Unscannable(failed) from exc
+
+
 def _replay(kind: bytes, payload: bytes, out: Extract, opened: dict[int, Any], failed: str) -> None:
     """Act on one report of the reader process."""
     if kind in (b"M", b"N"):
@@ -758,7 +777,7 @@ def _replay(kind: bytes, payload: bytes, out: Extract, opened: dict[int, Any], f
             target.close()
             del opened[ident]
         else:
-            target.write(payload[4:])  # text as UTF-8: the member decodes what is not ASCII
+            _write(opened, ident, payload[4:], failed)
     elif kind == b"#":
         out.numeric(int(payload))
     elif kind == b"F":
