@@ -300,13 +300,19 @@ def test_text_frames_end_between_characters(monkeypatch: pytest.MonkeyPatch) -> 
         def send(self, kind: bytes, payload: bytes, prefix: bytes = b"") -> None:
             sent.append((kind, prefix, payload))
 
-    monkeypatch.setattr(isolation, "_MAX_FRAME", 12)
+    monkeypatch.setattr(isolation, "_TEXT_PIECE", 8)
     text = "é中a𝄞" * 20
     isolation._ChildOut(Channel(), 7).write(text.encode())  # type: ignore[arg-type]
     assert len(sent) > 1
     assert all(kind == b"W" and prefix == (7).to_bytes(4, "little") for kind, prefix, _ in sent)
     assert all(0 < len(payload) <= 8 for *_, payload in sent)
-    assert "".join(payload.decode("utf-8") for *_, payload in sent) == text
+    assert "".join(bytes(payload).decode("utf-8") for *_, payload in sent) == text
+    # A nested file's bytes need not be UTF-8: a run of continuation bytes still moves on.
+    sent.clear()
+    binary = b"PK" + b"\x80" * 40 + b"\xff" * 5
+    isolation._ChildOut(Channel(), 8).write(binary)  # type: ignore[arg-type]
+    assert b"".join(bytes(payload) for *_, payload in sent) == binary
+    assert all(0 < len(payload) <= 8 for *_, payload in sent)
 
 
 def _blas_threads(source: BytesAccess, out: RecordingExtract) -> None:
