@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -54,6 +55,9 @@ from gateway.server.services import Services, open_services
 from gateway.server.witness import offer_checkpoint
 
 log = structlog.get_logger("gateway.server")
+
+#: Whether the compiled table renderer (``tables/_rows.c``) is built.
+TABLE_RENDERER_BUILT = importlib.util.find_spec("gateway.classify.formats.tables._rows") is not None
 
 
 def record_cert_expiry(services: Services) -> None:
@@ -335,6 +339,15 @@ async def serve_forever(settings_list: list[GatewaySettings], *, announce: Any =
                 fix="install a C compiler, the Python headers and OpenSSL's headers "
                 "(Debian: gcc python3-dev libssl-dev), then reinstall: "
                 "pip install --force-reinstall --no-deps .",
+            )
+        if not TABLE_RENDERER_BUILT:
+            # Same text, about three times the CPU per table batch (docs/formats.md).
+            log.warning(
+                "table_renderer_missing",
+                detail="gateway.classify.formats.tables._rows is not built; Arrow's kernels "
+                "render tables (same text, slower)",
+                fix="install a C compiler and the Python headers (Debian: gcc python3-dev), "
+                "then reinstall: pip install --force-reinstall --no-deps .",
             )
         for gw in gateways:
             log.info(
