@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from gateway.crypto.keys import X25519Identity, identity_file_text
+from gateway.server.runner import MALLOC_ARENAS, limit_malloc_arenas
 from tests.server.conftest import (
     NAMED_OFFICER_TOKEN,
     OFFICER_TOKEN,
@@ -97,6 +98,8 @@ async def egress_process(
                 if event.get("event") == "listening":
                     url = event["egress"]
                     assert event["classifier_core"] == "native"
+                    # glibc here: the egress's heap is held to two arenas.
+                    assert event["malloc_arenas"] == MALLOC_ARENAS
     try:
         yield Child(process, url)
     finally:
@@ -367,3 +370,8 @@ async def test_sighup_reloads_certificates_and_reports_expiry(tmp_path: Path, pk
         parks.sz.reload_tls()
         status, _ = await parks.put("sz-lab", "c.csv", CLEAN[:1000])
         assert status == 201
+
+
+def test_malloc_arenas_are_limited_where_glibc_has_the_setting() -> None:
+    """glibc (this machine, CI, the image) accepts the limit (mallopt returns 1)."""
+    assert limit_malloc_arenas() == MALLOC_ARENAS
