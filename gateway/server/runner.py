@@ -64,8 +64,10 @@ TABLE_RENDERER_BUILT = importlib.util.find_spec("gateway.classify.formats.tables
 #: each thread that allocates gets its own, up to eight per core: a reader
 #: process's text frames (1 MiB, taken on the scanning thread) and the spool
 #: reads it asks for (on the read server's thread) then fragmented several, and
-#: a 2 GB Parquet transfer grew the egress from 105 to 220-390 MB of RSS. With
-#: two it peaked at 128 MB, as fast (the GIL serialises most allocations anyway).
+#: a 2 GB Parquet transfer grew the egress from 105 to 220-390 MB of RSS; with
+#: two, 131-204 MB, as fast (the GIL serialises most allocations anyway). The
+#: rest was the report pipe's reads (isolation._parent: now one reused buffer):
+#: 111-114 MB with both, after a 1 GB transfer.
 MALLOC_ARENAS = 2
 #: mallopt(3)'s parameter number for the arena limit (glibc's malloc.h).
 _M_ARENA_MAX = -8

@@ -103,6 +103,8 @@ _READ_REQUEST: Final = struct.Struct("<QQ")
 #: transfer (the proxy bench's RSS phase).
 _MAX_FRAME: Final = 16 << 20
 _TEXT_PIECE: Final = 1 << 20
+#: Bytes the gateway reads from a reader process's report pipe at a time.
+_READ_LANDING: Final = 1 << 20
 #: Reports a reader process may have queued for its sender thread: the reader
 #: renders the next batch while the gateway scans the last one (one batch's
 #: text and then some; past it the reader waits for the gateway).
@@ -714,6 +716,9 @@ def _read_exactly(fd: int, length: int) -> bytes:
 def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
     """Replay the reader process's reports until it is done."""
     buffer = bytearray()
+    # Reads land here first: os.read would allocate a megabyte and shrink it to
+    # what the pipe held, each time, fragmenting the gateway's heap.
+    landing = bytearray(_READ_LANDING)
     opened: dict[int, Any] = {}
     failed = f"{fmt}: reader process failed"
     while True:
@@ -752,10 +757,11 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
         ready, _, _ = select.select([events], [], [], left)
         if not ready:
             continue
-        chunk = os.read(events, 1 << 20)
-        if not chunk:  # the process died without saying it was done
+        got = os.readv(events, [landing])
+        if not got:  # the process died without saying it was done
             raise Unscannable(failed)
-        buffer += chunk
+        with memoryview(landing) as view:
+            buffer += view[:got]
 
 
 def _write(opened: dict[int, Any], ident: int, data: bytes, failed: str) -> None:
