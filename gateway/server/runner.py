@@ -57,9 +57,6 @@ from gateway.server.witness import offer_checkpoint
 
 log = structlog.get_logger("gateway.server")
 
-#: Whether the compiled table renderer (``tables/_rows.c``) is built.
-TABLE_RENDERER_BUILT = importlib.util.find_spec("gateway.classify.formats.tables._rows") is not None
-
 #: Heaps (arenas) glibc's malloc may give the gateway's threads. By default
 #: each thread that allocates gets its own, up to eight per core: a reader
 #: process's text frames (1 MiB, taken on the scanning thread) and the spool
@@ -369,7 +366,7 @@ async def serve_forever(settings_list: list[GatewaySettings], *, announce: Any =
                 "(Debian: gcc python3-dev libssl-dev), then reinstall: "
                 "pip install --force-reinstall --no-deps .",
             )
-        if not TABLE_RENDERER_BUILT:
+        if importlib.util.find_spec("gateway.classify.formats.tables._rows") is None:
             # Same text, about three times the CPU per table batch (docs/formats.md).
             log.warning(
                 "table_renderer_missing",

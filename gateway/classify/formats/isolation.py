@@ -685,13 +685,12 @@ class _ChildOut:
         while start < len(view):
             end = min(start + _TEXT_PIECE, len(view))
             # A frame of text ends between characters (the gateway decodes what is
-            # not ASCII frame by frame): back over at most a character's three
-            # continuation bytes (a nested file's bytes need not be UTF-8).
-            floor = max(start + 1, end - 3)
-            while floor < end < len(view) and view[end] & 0xC0 == 0x80:
-                end -= 1
-            if end < len(view) and view[end] & 0xC0 == 0x80 and end == floor:
-                end = min(start + _TEXT_PIECE, len(view))
+            # not ASCII frame by frame): a character starts at most three bytes
+            # back. A nested file's bytes need not be UTF-8: then cut anywhere.
+            for cut in range(end, max(start, end - 4), -1):
+                if cut == len(view) or view[cut] & 0xC0 != 0x80:
+                    end = cut
+                    break
             self._channel.send(b"W", view[start:end], self._id)  # no copy: written as it is
             start = end
 
@@ -729,16 +728,17 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
             if len(buffer) < _FRAME.size + length:
                 break
             end = _FRAME.size + length
-            written = kind == b"W" and length >= 4  # a member's id, then its bytes
-            with memoryview(buffer) as view:  # one copy of a megabyte of text, not three
-                if written:
-                    ident = int.from_bytes(view[_FRAME.size : _FRAME.size + 4], "little")
-                    payload = bytes(view[_FRAME.size + 4 : end])
-                else:
-                    payload = bytes(view[_FRAME.size : end])
+            # A "W" frame is a member's id, then its bytes: one copy of them out of
+            # the buffer (a megabyte of text), not one for the frame and one more.
+            start = _FRAME.size + 4 if kind == b"W" else _FRAME.size
+            if start > end:
+                raise Unscannable(failed)
+            with memoryview(buffer) as view:
+                head = bytes(view[_FRAME.size : start])
+                payload = bytes(view[start:end])
             del buffer[:end]
-            if written:
-                _write(opened, ident, payload, failed)
+            if kind == b"W":
+                _write(opened, int.from_bytes(head, "little"), payload, failed)
                 continue
             if kind == b"D":
                 _count_cpu(payload)
@@ -782,16 +782,11 @@ def _replay(kind: bytes, payload: bytes, out: Extract, opened: dict[int, Any], f
             opened[ident] = out.member(name, content_type)
         else:
             opened[ident] = out.nested(name)
-    elif kind in (b"W", b"C"):
+    elif kind == b"C":
         ident = int.from_bytes(payload[:4], "little")
         if ident not in opened:
             raise Unscannable(failed)
-        target = opened[ident]
-        if kind == b"C":
-            target.close()
-            del opened[ident]
-        else:
-            _write(opened, ident, payload[4:], failed)
+        opened.pop(ident).close()
     elif kind == b"#":
         out.numeric(int(payload))
     elif kind == b"F":

@@ -272,7 +272,7 @@ class _Table:
     def __init__(self, render: _Render, name: str, header: str = "") -> None:
         self.render = render
         self.name = name
-        self.header = _utf8(header)
+        self.header = header
         self.parts: list[bytes] = []
         self.size = 0
         self.member: TextOut | None = None
@@ -294,7 +294,7 @@ class _Table:
         if self.member is None:
             self.render.active = self
             self.member = self.render.out.member(self.name, "text/csv")
-            data = self.header + data
+            data = _utf8(self.header) + data
         self.render.write(self.member, data)
 
     def suspend(self) -> None:

@@ -17,7 +17,7 @@ from typing import Final
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import Extract, RandomAccess, Unscannable, csv_line
-from gateway.classify.formats.tables.common import MAX_COLUMNS, _Render, _Table, _utf8
+from gateway.classify.formats.tables.common import MAX_COLUMNS, _Render, _Table
 
 #: SQLite: most pages read (the database's own limit is 2^32-2; 16 Mi pages of
 #: 4 KiB is 64 GiB, past anything a transfer holds).
@@ -366,7 +366,7 @@ def _sqlite_rows(db: _SqliteFile, root: int, sql: str, table: _Table) -> None:
     render = db.render
     parsed = _sqlite_table(sql)
     layout = parsed or _SqliteTable(["rowid"], None, True, False)
-    table.header = _utf8(csv_line(layout.names))
+    table.header = csv_line(layout.names)
     lines: list[str] = []
     for rowid, payload in db.cells(root, not layout.without_rowid):
         values = db.record(payload)
@@ -376,9 +376,7 @@ def _sqlite_rows(db: _SqliteFile, root: int, sql: str, table: _Table) -> None:
         if layout.rowid_column:
             cells.insert(0, str(rowid))
         if parsed is None and table.member is None and not table.parts and not lines:
-            table.header = _utf8(
-                csv_line(["rowid", *(f"column{i}" for i in range(1, len(values) + 1))])
-            )
+            table.header = csv_line(["rowid", *(f"column{i}" for i in range(1, len(values) + 1))])
         lines.append(csv_line(cells))
         if len(lines) >= 1024:
             table.add("".join(lines))
