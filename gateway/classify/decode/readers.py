@@ -14,6 +14,9 @@ the member becomes a *format layer*, read in one of three ways:
   as it streams (never buffered) and read at ``Decoder.finish(source)`` from
   the view the caller gives, the encrypted spool (:class:`DeferredRandom`).
 
+A random-access format's scout (``Format.scout``) is shown the member's bytes
+as they arrive either way, and its notes go to the reader with the view.
+
 What a reader reports goes through its layer's :class:`Extract`: text
 members to the sink as normalised UTF-8 after their name (as a
 ``NAME_TYPE`` member), nested members through a new sniffer one layer
@@ -55,6 +58,7 @@ from gateway.classify.formats import Format
 from gateway.classify.formats.base import (
     BinaryOut,
     RandomAccess,
+    ScoutedAccess,
     StreamReader,
     TextOut,
     Unscannable,
@@ -510,16 +514,32 @@ class StreamFormat(FormatLayer):
 
 
 class RandomFormat(FormatLayer):
-    """A member of a random-access format, read whole once it has ended."""
+    """A member of a random-access format, read whole once it has ended.
 
-    __slots__ = ()
+    Its format's scout (if it has one) sees the bytes as they arrive; the
+    reader gets its notes with the view.
+    """
+
+    __slots__ = ("_scout",)
+
+    def __init__(self, ctx: Context, depth: int, layers: tuple[str, ...], fmt: Format) -> None:
+        self._scout = fmt.scout() if fmt.scout is not None else None
+        super().__init__(ctx, depth, layers, fmt)
+
+    def _look(self, data: bytes) -> None:
+        """Show the member's next bytes to the scout."""
+        if self._scout is not None and not self._dead:
+            self._scout.feed(data)
 
     def _read(self, source: RandomAccess) -> None:
         """Run the reader over ``source``, then record the member."""
+        scout, self._scout = self._scout, None
         if not self._dead:
             reader = self._fmt.random
             assert reader is not None  # the sniffer builds this layer for random formats only
             self._in = self._size
+            if scout is not None:
+                source = ScoutedAccess(source, scout.notes())
             self._run(reader, source, self._extract)
         self._finish_member()
 
@@ -547,6 +567,7 @@ class BufferedRandom(RandomFormat):
         if not self._reserve(self.buffers + -(-size // step) * step, "member buffer"):
             return
         self._buffer += data
+        self._look(data)
 
     def close(self) -> None:
         """Read the buffered member."""
@@ -570,6 +591,7 @@ class DeferredRandom(RandomFormat):
     def feed(self, data: bytes) -> None:
         """Count the member's next bytes (hashed by the scanner, spooled by its caller)."""
         self._size += len(data)
+        self._look(data)
 
     def close(self) -> None:
         """Read the member from the decoder's source, if one was given and it matches."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.classify.formats.base import Extract, RandomReader, StreamReader
+from gateway.classify.formats.base import Extract, RandomReader, Scout, StreamReader
 
 #: Bytes of a member the sniffers see (the decoder's sniff buffer): enough
 #: for every magic number and for the headers that tell formats apart.
@@ -32,6 +32,10 @@ class Format:
             :data:`SNIFF_PREFIX_BYTES`, all of them when shorter) are this format.
         stream: a streaming reader for a member, or None.
         random: a random-access reader, or None (exactly one of the two is set).
+        scout: for a random-access format, what makes a
+            :class:`~gateway.classify.formats.base.Scout` for one member: fed
+            its bytes as they arrive, its notes go to ``random`` with the view
+            (None: the reader reads everything after the member has ended).
         priority: larger wins when several sniffers match (a DICOM file whose
             preamble looks like a TIFF).
         names_container: a member of this format names the archive it is in
@@ -45,12 +49,15 @@ class Format:
     sniff: Callable[[bytes], bool]
     stream: Callable[[Extract], StreamReader] | None = None
     random: RandomReader | None = None
+    scout: Callable[[], Scout] | None = None
     priority: int = 0
     names_container: bool = False
 
     def __post_init__(self) -> None:
         if (self.stream is None) == (self.random is None):
             raise ValueError(f"format {self.name}: give exactly one of stream or random")
+        if self.scout is not None and self.random is None:
+            raise ValueError(f"format {self.name}: a scout is for a random-access reader")
 
 
 _REGISTRY: dict[str, Format] = {}

@@ -16,7 +16,11 @@ Two kinds of reader, chosen by the format's layout:
   ORC, HDF5, SQLite, PDF, OLE, zip-based documents). ``read`` gets a
   :class:`RandomAccess` view of the whole member once it has ended: the
   transfer's encrypted spool decrypted 64 KiB at a time, or a bounded buffer
-  for a member nested in an archive. Never plaintext at rest.
+  for a member nested in an archive. Never plaintext at rest. Such a format
+  may also have a :class:`Scout`: a pass over the member's bytes as they
+  arrive, whose notes its reader gets with the view (:func:`scout_notes`), so
+  work that needs only the bytes in order is done while the upload streams,
+  not after it (Parquet's page headers).
 
 Readers are sans-I/O in the package's sense (no asyncio, no sockets): a
 ``RandomAccess`` is the only thing they read from. Every reader bounds what
@@ -278,6 +282,59 @@ class StreamReader(Protocol):
             Unscannable: it ended early or was otherwise unreadable.
         """
         ...
+
+
+class Scout(Protocol):
+    """A pass over a random-access member's bytes as they arrive (``Format.scout``).
+
+    Its notes are a hint its reader may use instead of reading the same bytes
+    again after the upload; a reader must read exactly what it would have read
+    without them (a scout that gave up early, or a file the notes do not fit,
+    leaves the reader to read for itself). A scout never raises: what it cannot
+    follow, it stops noting. Its work and its notes are bounded by its format.
+    """
+
+    def feed(self, data: bytes) -> None:
+        """The member's next bytes (any chunking: the notes never depend on it)."""
+        ...
+
+    def notes(self) -> bytes:
+        """What was noted, once the member has ended (bytes the reader decodes)."""
+        ...
+
+
+class ScoutedAccess:
+    """A :class:`RandomAccess` that also carries its format's scout notes.
+
+    A reader process gets the notes before its first read (they cross the
+    process boundary once); in line the reader gets this view itself. Either
+    way :func:`scout_notes` finds them.
+    """
+
+    __slots__ = ("_source", "scout_notes")
+
+    def __init__(self, source: RandomAccess, notes: bytes) -> None:
+        self._source = source
+        self.scout_notes = notes
+
+    @property
+    def size(self) -> int:
+        """Bytes in the member."""
+        return self._source.size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end)."""
+        return self._source.read_at(offset, length)
+
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Each ``(offset, length)`` (:func:`read_ranges` of the view underneath)."""
+        return read_ranges(self._source, ranges)
+
+
+def scout_notes(source: RandomAccess) -> bytes:
+    """The notes the member's scout made as it streamed (empty: none, or no scout)."""
+    notes = getattr(source, "scout_notes", b"")
+    return notes if isinstance(notes, bytes) else b""
 
 
 class RandomReader(Protocol):

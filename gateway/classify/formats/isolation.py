@@ -22,7 +22,9 @@ never loads the library:
   millisecond and shares the imported libraries copy-on-write;
 * the reader process limits itself (address space: what it inherited plus
   :data:`ISOLATED_MAX_MEMORY`; CPU seconds by the member's size; no core
-  file), reads the member only by asking the gateway for byte ranges, and
+  file), gets its format's scout notes first (``scout_notes``: what a scout
+  noted as the member streamed in), reads the member only by asking the
+  gateway for byte ranges, and
   reports members, text, numbers, findings and attributes as framed
   messages, which the gateway replays into the real :class:`Extract`;
 * a crash, an exhausted limit or :data:`ISOLATED_TIMEOUT_SECONDS` of wall
@@ -55,7 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from gateway.classify.formats.base import Extract, RandomAccess, Unscannable
+from gateway.classify.formats.base import Extract, RandomAccess, Unscannable, scout_notes
 
 # -- bounds --------------------------------------------------------------------
 
@@ -117,6 +119,10 @@ _PIPE_BYTES: Final = 1 << 20
 _SERVER_JOIN_SECONDS: Final = 10.0
 #: Largest request to the zygote (a reader's module and name, a size).
 _MAX_REQUEST: Final = 4096
+#: Most bytes of scout notes sent to a reader process (before its first read);
+#: more are not sent, and the reader reads for itself. Each format bounds its
+#: own notes well below this (Parquet's: 768 KiB).
+MAX_SCOUT_NOTES_BYTES: Final = 4 << 20
 
 Reader = Callable[[RandomAccess, Extract], None]
 
@@ -189,10 +195,13 @@ def isolated(
         for fd in theirs:
             os.close(fd)
     handle = _ProcessHandle(pid)
+    notes = scout_notes(source)
+    if len(notes) > MAX_SCOUT_NOTES_BYTES:
+        notes = b""
     # Reads are served on their own thread: the reader process decodes the
     # next pages while this thread replays (and the matcher scans) its text.
     server = threading.Thread(
-        target=_serve_reads, args=(source, requests_r, data_w, handle), daemon=True
+        target=_serve_reads, args=(source, notes, requests_r, data_w, handle), daemon=True
     )
     server.start()
     done = False
@@ -213,21 +222,29 @@ def isolated(
         handle.close()
 
 
-def _serve_reads(source: RandomAccess, requests: int, data: int, handle: _ProcessHandle) -> None:
-    """Answer the reader process's reads until it closes its end (it exited or was killed)."""
+def _serve_reads(
+    source: RandomAccess, notes: bytes, requests: int, data: int, handle: _ProcessHandle
+) -> None:
+    """Send the scout's notes, then answer the reader process's reads until it closes its
+    end (it exited or was killed)."""
     try:
+        _write_all(data, len(notes).to_bytes(4, "little") + notes)
         while True:
             request = _read_exactly(requests, _READ_REQUEST.size)
             offset, length = _READ_REQUEST.unpack(request)
             got = source.read_at(offset, min(length, max(0, source.size - offset)))
             os.write(data, len(got).to_bytes(4, "little"))
-            view = memoryview(got)
-            while view:
-                view = view[os.write(data, view) :]
+            _write_all(data, got)
     except EOFError:
         return  # the process is done
     except Exception:  # noqa: BLE001 - the source failed, or the process died mid-answer
         handle.kill()  # its report stream ends: the member is "reader process failed"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _widen(fd: int) -> None:
@@ -491,10 +508,15 @@ class _ChildChannel:
     """The reader process's view: a :class:`RandomAccess` and an :class:`Extract` over pipes."""
 
     def __init__(self, events: int, requests: int, data: int, size: int) -> None:
-        self._sender = _Sender(events)
         self._requests = requests
         self._data = data
         self._size = size
+        # The gateway sends the scout's notes first (scout_notes finds them here).
+        length = int.from_bytes(_read_exactly(data, 4), "little")
+        if length > MAX_SCOUT_NOTES_BYTES:
+            raise OSError("scout notes over their bound")
+        self.scout_notes = _read_exactly(data, length) if length else b""
+        self._sender = _Sender(events)
         self._start = 0
         self._window = b""
         self._readahead = _WINDOW

@@ -1,4 +1,5 @@
-/* Compiled rendering of Arrow columns as CSV lines (docs/formats.md "Tables").
+/* Compiled rendering of Arrow columns as CSV lines (docs/formats.md "Tables"),
+ * and Parquet's page headers (page_header, at the end).
  *
  * render_rows(columns, start, stop, budget, max_cell, max_row) writes rows
  * start..stop of a batch as the text common.py's Arrow path writes them: one
@@ -520,17 +521,194 @@ done:
     return result;
 }
 
+/* -- Parquet page headers ----------------------------------------------------
+ *
+ * page_header(data, max_nesting) reads a page header (Thrift compact) from the
+ * start of data as parquet.py's _page_header does and returns the same
+ * (header bytes, page type, uncompressed size, compressed size, values), or
+ * None where it does not decide: the header runs past data, is malformed,
+ * nests deeper than max_nesting or holds a number past 64 bits. parquet.py
+ * then reads it with _page_header, which says why (tests check the two agree
+ * wherever this one decides). A count or length is checked against the bytes
+ * left before any loop runs over it, so every loop step consumes a byte. */
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n, pos;
+    int max_nesting;
+} Thrift;
+
+static int t_byte(Thrift *t, int *out) {
+    if (t->pos >= t->n) return -1;
+    *out = t->p[t->pos++];
+    return 0;
+}
+
+static int t_varint(Thrift *t, uint64_t *out) {
+    uint64_t result = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        int b;
+        if (t_byte(t, &b) < 0) return -1;
+        if (shift == 63 && (b & 0x7F) > 1) return -1; /* past 64 bits */
+        result |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = result;
+            return 0;
+        }
+    }
+    return -1; /* longer than ten bytes */
+}
+
+static int t_zigzag(Thrift *t, int64_t *out) {
+    uint64_t n;
+    if (t_varint(t, &n) < 0) return -1;
+    *out = (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
+    return 0;
+}
+
+/* A field header: 1 (the struct's stop byte), 0 (a field: *fid, *kind), -1. */
+static int t_field(Thrift *t, int64_t *fid, int *kind) {
+    int head;
+    if (t_byte(t, &head) < 0) return -1;
+    if (head == 0) return 1;
+    *kind = head & 0x0F;
+    if (head >> 4) {
+        *fid += head >> 4;
+        return 0;
+    }
+    return t_zigzag(t, fid);
+}
+
+static int t_skip(Thrift *t, int kind, int depth);
+
+static int t_item(Thrift *t, int kind, int depth) {
+    if (kind == 1 || kind == 2) { /* a boolean in a map: a byte */
+        t->pos++;
+        return t->pos > t->n ? -1 : 0;
+    }
+    return t_skip(t, kind, depth);
+}
+
+static int t_skip(Thrift *t, int kind, int depth) {
+    if (depth > t->max_nesting) return -1;
+    uint64_t v;
+    int b;
+    switch (kind) {
+    case 1:
+    case 2:
+        break;
+    case 3:
+        if (t_byte(t, &b) < 0) return -1;
+        break;
+    case 4:
+    case 5:
+    case 6:
+        if (t_varint(t, &v) < 0) return -1;
+        break;
+    case 7:
+        t->pos += 8;
+        break;
+    case 8:
+        if (t_varint(t, &v) < 0 || v > (uint64_t)(t->n - t->pos)) return -1;
+        t->pos += (Py_ssize_t)v;
+        break;
+    case 9:
+    case 10: {
+        int head;
+        if (t_byte(t, &head) < 0) return -1;
+        uint64_t size = (uint64_t)(head >> 4);
+        if (size == 15 && t_varint(t, &size) < 0) return -1;
+        if (size > (uint64_t)(t->n - t->pos)) return -1;
+        int elem = head & 0x0F;
+        if (elem == 1 || elem == 2) {
+            t->pos += (Py_ssize_t)size;
+            break;
+        }
+        for (uint64_t i = 0; i < size; i++)
+            if (t->pos > t->n || t_skip(t, elem, depth + 1) < 0) return -1;
+        break;
+    }
+    case 11: {
+        if (t_varint(t, &v) < 0 || v > (uint64_t)(t->n - t->pos)) return -1;
+        if (v == 0) break;
+        int types;
+        if (t_byte(t, &types) < 0) return -1;
+        for (uint64_t i = 0; i < v; i++)
+            if (t->pos > t->n || t_item(t, types >> 4, depth + 1) < 0 || t_item(t, types & 0x0F, depth + 1) < 0)
+                return -1;
+        break;
+    }
+    case 12: {
+        int64_t fid = 0;
+        int field_kind = 0, status;
+        while ((status = t_field(t, &fid, &field_kind)) == 0)
+            if (t_skip(t, field_kind, depth + 1) < 0) return -1;
+        if (status < 0) return -1;
+        break;
+    }
+    default:
+        return -1;
+    }
+    return t->pos > t->n ? -1 : 0;
+}
+
+static PyObject *page_header(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "page_header takes 2 arguments");
+        return NULL;
+    }
+    long max_nesting = PyLong_AsLong(args[1]);
+    if (max_nesting == -1 && PyErr_Occurred()) return NULL;
+    if (max_nesting < 0 || max_nesting > 1000) {
+        PyErr_SetString(PyExc_ValueError, "page_header: max_nesting out of range");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Thrift t = {view.buf, view.len, 0, (int)max_nesting};
+    int64_t fields[4] = {0, 0, 0, 0}, values = 0, fid = 0;
+    int kind = 0, status;
+    while ((status = t_field(&t, &fid, &kind)) == 0) {
+        if (fid >= 1 && fid <= 3 && kind == 5) {
+            if (t_zigzag(&t, &fields[fid]) < 0) goto undecided;
+        } else if ((fid == 5 || fid == 7 || fid == 8) && kind == 12) {
+            int64_t sub = 0;
+            int sub_kind = 0, sub_status;
+            while ((sub_status = t_field(&t, &sub, &sub_kind)) == 0) {
+                if (sub == 1 && sub_kind == 5) {
+                    if (t_zigzag(&t, &values) < 0) goto undecided;
+                } else if (t_skip(&t, sub_kind, 0) < 0) {
+                    goto undecided;
+                }
+            }
+            if (sub_status < 0) goto undecided;
+        } else if (t_skip(&t, kind, 0) < 0) {
+            goto undecided;
+        }
+    }
+    if (status < 0) goto undecided;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nLLLL)", t.pos, (long long)fields[1], (long long)fields[2], (long long)fields[3],
+                         (long long)values);
+undecided:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"render_rows", (PyCFunction)(void (*)(void))render_rows, METH_FASTCALL,
      "render_rows(columns, start, stop, budget, max_cell, max_row) -> (text, end) | None: "
      "rows of Arrow columns as CSV lines."},
+    {"page_header", (PyCFunction)(void (*)(void))page_header, METH_FASTCALL,
+     "page_header(data, max_nesting) -> (header bytes, type, uncompressed, compressed, values) | None: "
+     "a Parquet page header, or None where parquet.py's parser must decide."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef rows_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gateway.classify.formats.tables._rows",
-    .m_doc = "Compiled rendering of Arrow columns as CSV lines.",
+    .m_doc = "Compiled rendering of Arrow columns as CSV lines, and Parquet page headers.",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -1,4 +1,4 @@
-"""Type stub of the compiled table renderer (``_rows.c``)."""
+"""Type stub of the compiled table renderer and page-header reader (``_rows.c``)."""
 
 from collections.abc import Sequence
 
@@ -22,3 +22,4 @@ def render_rows(
     max_row: int,
     /,
 ) -> tuple[bytes, int] | None: ...
+def page_header(data: bytes, max_nesting: int, /) -> tuple[int, int, int, int, int] | None: ...
