@@ -480,11 +480,11 @@ class _CountingSink:
         """Not counted here (the whole-path run reports it)."""
 
 
-def seal(data: bytes, directory: Path) -> SpoolInfo:
-    """``data`` sealed as the egress spools an upload (kept in memory: no disk in the timing)."""
-    writer = SpoolWriter(
-        directory / "bench.payload", memory_bytes=len(data) + (len(data) >> 8) + 4096
-    )
+def seal(data: bytes, path: Path) -> SpoolInfo:
+    """``data`` sealed as the egress spools an upload larger than a few kilobytes: in the
+    payload file ``path`` (written before the timing; read back from the page cache, as
+    the egress's view and its reader processes read a spool just written)."""
+    writer = SpoolWriter(path)
     view = memoryview(data)
     for i in range(0, len(data), 1 << 20):
         writer.write(bytes(view[i : i + (1 << 20)]))
@@ -577,7 +577,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         for kind in kinds:
             data = generate(kind, size)
-            info = seal(data, Path(tmp))
+            info = seal(data, Path(tmp) / f"{kind}.payload")
             scans = [_scan_once(detectors, secret, data, info, chunk) for _ in range(repeat)]
             decodes = [_decode_once(data, info, chunk) for _ in range(repeat)]
             mb = len(data) / _MB

@@ -13,7 +13,9 @@ authenticated on its own, so the view opens only the chunks a read touches:
 chunk *k* of the payload is at a fixed offset, and only the last chunk is
 opened with the last flag (so a spool cut at a chunk boundary fails too).
 Plaintext exists only in memory: in the bounded chunk cache and in what
-:meth:`SpoolView.read_at` returns. Nothing is ever written.
+:meth:`SpoolView.read_at` returns. Nothing is ever written. A reader process
+reads a spool file itself (:meth:`SpoolView.handoff`, :func:`open_handed`):
+with the descriptor and key the gateway hands it, through a view of its own.
 
 The size comes from the :class:`~gateway.server.spool.SpoolInfo` the writer
 returned (process memory, not the disk): a payload file that is not exactly
@@ -29,15 +31,18 @@ position; a lock guards the cache and the descriptor).
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from gateway.classify.formats.base import Unscannable
+from gateway.classify.formats.base import Handoff, Unscannable
+from gateway.crypto.header import FILE_KEY_SIZE
 from gateway.crypto.stream import (
     CHUNK_SIZE,
     ENCRYPTED_CHUNK_SIZE,
@@ -62,6 +67,10 @@ VIEW_CACHE_CHUNKS: Final = 64
 #: pieces of it when asked to stream).
 MAX_READ_BYTES: Final = 256 << 20
 
+#: A handed-over spool's parameters (:meth:`SpoolView.handoff`): its plaintext
+#: size, then the file key.
+_HANDED: Final = struct.Struct("<Q")
+
 _AUTH_FAILED = "spool: chunk failed authentication"
 _WRONG_SIZE = "spool: truncated or extended (not the size that was sealed)"
 _CLOSED = "spool: the view was closed (the scan was cancelled)"
@@ -77,6 +86,9 @@ class SpoolView:
     Args:
         info: the finished spool (file or in-memory payload, file key, sizes).
         cache_chunks: decrypted chunks kept (least recently used dropped first).
+        fd: the payload file, already open for reading (a reader process's
+            view of a spool handed over, :func:`open_handed`); the view owns
+            it. -1: ``info.path`` is opened at the first read.
 
     Raises:
         ValueError: ``cache_chunks`` is below 2 (a read straddling a chunk
@@ -101,8 +113,12 @@ class SpoolView:
         "reads",
     )
 
-    def __init__(self, info: SpoolInfo, *, cache_chunks: int = VIEW_CACHE_CHUNKS) -> None:
+    def __init__(
+        self, info: SpoolInfo, *, cache_chunks: int = VIEW_CACHE_CHUNKS, fd: int = -1
+    ) -> None:
         if cache_chunks < 2:
+            if fd >= 0:
+                os.close(fd)
             raise ValueError("a spool view needs a cache of at least 2 chunks")
         self._info = info
         self._size = info.plaintext_bytes
@@ -111,7 +127,7 @@ class SpoolView:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_chunks = cache_chunks
         self._lock = threading.Lock()
-        self._fd = -1
+        self._fd = fd
         self._memory: memoryview | None = None
         self._aead: ChaCha20Poly1305 | None = None
         self._wrong_size = False
@@ -134,6 +150,22 @@ class SpoolView:
     def cached_chunks(self) -> int:
         """Decrypted chunks held now."""
         return len(self._cache)
+
+    def handoff(self) -> Handoff | None:
+        """How a reader process reads this spool itself: the payload file, its size and key.
+
+        The reader process then decrypts what it reads (authenticating every
+        chunk, as here) instead of the gateway decrypting it and sending the
+        plaintext down a pipe. The key crosses a pipe between the gateway and
+        its own reader process, which sees the member's plaintext anyway;
+        nothing is written. None when the payload is in memory (a small spool)
+        or the view was closed.
+        """
+        with self._lock:
+            if self._closed or self._info.payload is not None:
+                return None
+        params = _HANDED.pack(self._size) + self._info.file_key
+        return Handoff(str(self._info.path), f"{__name__}:open_handed", params)
 
     def read_at(self, offset: int, length: int) -> bytes:
         """``length`` plaintext bytes from ``offset``; fewer only at the end.
@@ -259,3 +291,27 @@ class SpoolView:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def open_handed(fd: int, params: bytes) -> SpoolView:
+    """A reader process's view of a spool handed over (:meth:`SpoolView.handoff`).
+
+    Args:
+        fd: the payload file, open for reading (the view owns it).
+        params: the plaintext size and the file key, as ``handoff`` packed them.
+
+    Raises:
+        Unscannable: ``params`` are not what ``handoff`` packs.
+    """
+    if len(params) != _HANDED.size + FILE_KEY_SIZE:
+        os.close(fd)
+        raise Unscannable("spool: handed over without its key")
+    (size,) = _HANDED.unpack_from(params)
+    chunks = max(1, -(-size // CHUNK_SIZE))
+    info = SpoolInfo(
+        path=Path(f"/proc/self/fd/{fd}"),
+        file_key=params[_HANDED.size :],
+        plaintext_bytes=size,
+        payload_bytes=PAYLOAD_NONCE_SIZE + size + TAG_SIZE * chunks,
+    )
+    return SpoolView(info, fd=fd)

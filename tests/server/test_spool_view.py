@@ -90,6 +90,94 @@ def spools(
     return out
 
 
+# ------------------------------------------------------------------ handed over
+
+
+class _Watched(SpoolView):
+    """A view that counts the reads the gateway's side answers."""
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.served = getattr(self, "served", 0) + 1
+        return super().read_at(offset, length)
+
+
+def _read_everything(source: RandomAccess, out: Extract) -> None:
+    """A reader process's reader: the whole member back, in uneven reads, and where it came
+    from (the process's own view, or the gateway's reads)."""
+    text = out.member("all", "text/plain")
+    at = 0
+    while at < source.size:
+        piece = source.read_at(at, 50_000)
+        text.write(piece.hex())
+        at += len(piece)
+    text.close()
+    out.attribute("local", str(type(getattr(source, "_source", source)).__name__))
+
+
+def test_a_spool_file_is_read_by_the_reader_process_itself(tmp_path: Path) -> None:
+    """The reader process gets the payload file and the key, decrypts what it reads, and
+    the gateway's view answers nothing; a spool kept in memory is read through the
+    gateway as before."""
+    from gateway.classify.formats import isolation
+    from gateway.classify.formats.testing import RecordingExtract
+
+    data = os.urandom(MANY)
+    for kind, handed in (("file", True), ("memory", False)):
+        info = seal(tmp_path, f"t_handed_{kind}", data, kind)
+        with _Watched(info) as view:
+            assert (view.handoff() is not None) == handed
+            out = RecordingExtract()
+            isolation.isolated(_read_everything, view, out, "x")
+            assert bytes.fromhex(out.members[0].text) == data
+            assert (getattr(view, "served", 0) == 0) == handed
+            assert out.attributes["local"] == ("SpoolView" if handed else "_ChildChannel")
+        assert info.file_key.hex() not in out.members[0].text
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_handed_over_spool_fails_in_the_reader_process(
+    tmp_path: Path, damage: str
+) -> None:
+    from gateway.classify.formats import isolation
+    from gateway.classify.formats.testing import RecordingExtract
+
+    data = os.urandom(MANY)
+    info = seal(tmp_path, "t_handed_damaged", data, "file")
+    payload = bytearray(payload_of(info))
+    if damage == "flip":
+        payload[_chunk_at(3) + 7] ^= 0x01
+    else:
+        del payload[-5:]
+    info = with_payload(info, bytes(payload))
+    reason = "chunk failed authentication" if damage == "flip" else "truncated or extended"
+    with SpoolView(info) as view, pytest.raises(Unscannable, match=reason):
+        isolation.isolated(_read_everything, view, RecordingExtract(), "x")
+
+
+def test_a_closed_view_hands_nothing_over(tmp_path: Path) -> None:
+    info = seal(tmp_path, "t_closed", b"x" * 1000, "file")
+    view = SpoolView(info)
+    handoff = view.handoff()
+    assert handoff is not None
+    assert handoff.file == str(info.path)
+    view.close()
+    assert view.handoff() is None
+
+
+def test_handed_over_parameters_are_checked(tmp_path: Path) -> None:
+    info = seal(tmp_path, "t_params", os.urandom(3000), "file")
+    handoff = SpoolView(info).handoff()
+    assert handoff is not None
+    fd = os.open(info.path, os.O_RDONLY)
+    with pytest.raises(Unscannable, match="without its key"):
+        spool_view.open_handed(fd, handoff.params[:-1])
+    with pytest.raises(OSError, match="Bad file descriptor"):  # open_handed closed it
+        os.fstat(fd)
+    fd = os.open(info.path, os.O_RDONLY)
+    with spool_view.open_handed(fd, handoff.params) as view:
+        assert view.read_at(0, 3000) == SpoolView(info).read_at(0, 3000)
+
+
 # --------------------------------------------------------------------------- reads
 
 

@@ -12,7 +12,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from gateway.classify.formats.base import Unscannable
+from gateway.classify.formats.base import Handoff, Unscannable
 
 
 class FileAccess:
@@ -39,6 +39,10 @@ class FileAccess:
         except OSError:
             raise Unscannable("file: cannot be read") from None
 
+    def handoff(self) -> Handoff:
+        """A reader process reads the file itself (a duplicate of the descriptor)."""
+        return Handoff(self._fd, f"{__name__}:open_handed", b"")
+
     def read_at(self, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``; fewer only at the end of the file.
 
@@ -59,6 +63,12 @@ class FileAccess:
         except OSError:
             raise Unscannable("file: cannot be read") from None
         return b"".join(parts)
+
+
+def open_handed(fd: int, _params: bytes) -> FileAccess:
+    """A reader process's view of a file handed over (:meth:`FileAccess.handoff`); the
+    descriptor is the process's until it exits."""
+    return FileAccess(fd)
 
 
 def file_access(stream: BinaryIO) -> FileAccess | None:

@@ -17,14 +17,17 @@ never loads the library:
   of the gateway's sockets or spool files). It imports each reader's module
   and library once, the first time that reader is asked for, then waits on a
   ``SOCK_SEQPACKET`` socket;
-* for each member, the gateway sends the reader's name and two pipe ends
-  (``SCM_RIGHTS``); the zygote forks a reader process, which costs a
+* for each member, the gateway sends the reader's name and three pipe ends,
+  and the member's file when it can be handed over (``SCM_RIGHTS``); the
+  zygote forks a reader process, which costs a
   millisecond and shares the imported libraries copy-on-write;
 * the reader process limits itself (address space: what it inherited plus
   :data:`ISOLATED_MAX_MEMORY`; CPU seconds by the member's size; no core
   file), gets its format's scout notes first (``scout_notes``: what a scout
-  noted as the member streamed in), reads the member only by asking the
-  gateway for byte ranges, and
+  noted as the member streamed in), reads the member itself when the gateway
+  handed its file over (``Handoff``: the transfer's spool, with its key; the
+  file ``gateway scan`` reads) or else by asking the gateway for byte ranges,
+  and
   reports members, text, numbers, findings and attributes as framed
   messages, which the gateway replays into the real :class:`Extract`;
 * a crash, an exhausted limit or :data:`ISOLATED_TIMEOUT_SECONDS` of wall
@@ -57,7 +60,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from gateway.classify.formats.base import Extract, RandomAccess, Unscannable, scout_notes
+from gateway.classify.formats.base import (
+    Extract,
+    Handoff,
+    RandomAccess,
+    ScoutedAccess,
+    Unscannable,
+    handoff_of,
+    scout_notes,
+)
 
 # -- bounds --------------------------------------------------------------------
 
@@ -179,14 +190,16 @@ def isolated(
             prepare()
         reader(source, out)
         return
+    handoff, handed = _handed(source)
     events_r, events_w = os.pipe()  # reports: reader process -> here
     requests_r, requests_w = os.pipe()  # byte ranges asked for: reader process -> here
     data_r, data_w = os.pipe()  # the bytes: here -> reader process
     for fd in (events_w, data_w):
         _widen(fd)
-    theirs = (events_w, requests_w, data_r)
+    theirs = (events_w, requests_w, data_r) + ((handed,) if handed >= 0 else ())
     try:
-        pid = _ZYGOTE.fork(reader, prepare, source.size, fmt, theirs)
+        opener = handoff.opener if handoff is not None else None
+        pid = _ZYGOTE.fork(reader, prepare, source.size, fmt, theirs, opener)
     except BaseException:
         for fd in (events_r, requests_r, data_w):
             os.close(fd)
@@ -198,10 +211,13 @@ def isolated(
     notes = scout_notes(source)
     if len(notes) > MAX_SCOUT_NOTES_BYTES:
         notes = b""
+    preamble = _preamble(notes) + _preamble(
+        handoff.opener.encode() + b"\n" + handoff.params if handoff is not None else b""
+    )
     # Reads are served on their own thread: the reader process decodes the
     # next pages while this thread replays (and the matcher scans) its text.
     server = threading.Thread(
-        target=_serve_reads, args=(source, notes, requests_r, data_w, handle), daemon=True
+        target=_serve_reads, args=(source, preamble, requests_r, data_w, handle), daemon=True
     )
     server.start()
     done = False
@@ -222,13 +238,31 @@ def isolated(
         handle.close()
 
 
-def _serve_reads(
-    source: RandomAccess, notes: bytes, requests: int, data: int, handle: _ProcessHandle
-) -> None:
-    """Send the scout's notes, then answer the reader process's reads until it closes its
-    end (it exited or was killed)."""
+def _handed(source: RandomAccess) -> tuple[Handoff | None, int]:
+    """How the reader process reads ``source`` itself, and the file opened for it (-1: it
+    reads through the gateway)."""
+    handoff = handoff_of(source)
+    if handoff is None or len(handoff.opener) + len(handoff.params) > MAX_SCOUT_NOTES_BYTES:
+        return None, -1
     try:
-        _write_all(data, len(notes).to_bytes(4, "little") + notes)
+        if isinstance(handoff.file, int):
+            return handoff, os.dup(handoff.file)
+        return handoff, os.open(handoff.file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None, -1  # the reader process asks for its reads instead
+
+
+def _preamble(part: bytes) -> bytes:
+    return len(part).to_bytes(4, "little") + part
+
+
+def _serve_reads(
+    source: RandomAccess, preamble: bytes, requests: int, data: int, handle: _ProcessHandle
+) -> None:
+    """Send the preamble (the scout's notes, the handoff), then answer the reader process's
+    reads until it closes its end (it exited or was killed)."""
+    try:
+        _write_all(data, preamble)
         while True:
             request = _read_exactly(requests, _READ_REQUEST.size)
             offset, length = _READ_REQUEST.unpack(request)
@@ -309,13 +343,16 @@ class _Zygote:
         prepare: Callable[[], None] | None,
         size: int,
         fmt: str,
-        fds: tuple[int, int, int],
+        fds: tuple[int, ...],
+        opener: str | None = None,
     ) -> int:
-        """Ask the zygote for a reader process holding ``fds``; its pid."""
+        """Ask the zygote for a reader process holding ``fds`` (the three pipe ends, and
+        the member's file when it is handed over, with ``opener``); its pid."""
         request = json.dumps(
             {
                 "reader": _name(reader),
                 "prepare": _name(prepare) if prepare is not None else None,
+                "opener": opener,
                 "size": size,
                 "fmt": fmt,
             }
@@ -425,7 +462,7 @@ def zygote_main() -> None:
     channel.sendall(b"ready")
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(channel, _MAX_REQUEST, 3)
+            message, fds, _, _ = socket.recv_fds(channel, _MAX_REQUEST, 4)
         except OSError:
             return
         if not message:  # the gateway closed its end
@@ -433,12 +470,14 @@ def zygote_main() -> None:
         pid = 0
         try:
             request = json.loads(message)
-            if len(fds) != 3:
-                raise ValueError("three descriptors expected")
+            if len(fds) != (4 if request["opener"] else 3):
+                raise ValueError("three descriptors expected, four with a handed-over file")
             if request["prepare"] and request["prepare"] not in prepared:
                 _resolve(request["prepare"])()
                 prepared.add(request["prepare"])
             reader = _resolve(request["reader"])
+            if request["opener"]:
+                _resolve(request["opener"])  # its module imported here once, not per process
             pid = os.fork()
             if pid == 0:
                 channel.close()
@@ -489,10 +528,10 @@ def _child(reader: Reader, size: int, fds: Sequence[int], fmt: str) -> None:
             pages = int(statm.read().split()[0])
         limit = pages * resource.getpagesize() + ISOLATED_MAX_MEMORY
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    events, requests, data = fds
+    events, requests, data = fds[:3]
     channel = _ChildChannel(events, requests, data, size)
     try:
-        reader(channel, channel)
+        reader(channel.source(fds[3] if len(fds) > 3 else -1), channel)
     except Unscannable as exc:
         channel.send(b"U", exc.reason.encode())
     except MemoryError:
@@ -511,11 +550,10 @@ class _ChildChannel:
         self._requests = requests
         self._data = data
         self._size = size
-        # The gateway sends the scout's notes first (scout_notes finds them here).
-        length = int.from_bytes(_read_exactly(data, 4), "little")
-        if length > MAX_SCOUT_NOTES_BYTES:
-            raise OSError("scout notes over their bound")
-        self.scout_notes = _read_exactly(data, length) if length else b""
+        # The gateway sends the scout's notes first (scout_notes finds them here),
+        # then how to read the member here when it handed it over.
+        self.scout_notes = _read_preamble(data)
+        self._handoff = _read_preamble(data)
         self._sender = _Sender(events)
         self._start = 0
         self._window = b""
@@ -529,6 +567,23 @@ class _ChildChannel:
     @property
     def size(self) -> int:
         return self._size
+
+    def source(self, fd: int) -> RandomAccess:
+        """What the reader reads: the member opened here from the file the gateway handed
+        over (``fd``), or else this channel (each read asked of the gateway).
+
+        Raises:
+            Unscannable: the handed-over file is not the member (its view says why).
+        """
+        if fd < 0 or not self._handoff:
+            if fd >= 0:
+                os.close(fd)
+            return self
+        opener, _, params = self._handoff.partition(b"\n")
+        local: RandomAccess = _resolve(opener.decode())(fd, params)
+        if local.size != self._size:
+            raise Unscannable("handed-over member is not the member")
+        return ScoutedAccess(local, self.scout_notes)
 
     def send(self, kind: bytes, payload: bytes | memoryview, prefix: bytes = b"") -> None:
         self._sender.send(kind, payload, prefix)
@@ -718,6 +773,14 @@ class _ChildOut:
 
     def close(self) -> None:
         self._channel.send(b"C", self._id)
+
+
+def _read_preamble(fd: int) -> bytes:
+    """One part of what the gateway sends before any read (:func:`_preamble`)."""
+    length = int.from_bytes(_read_exactly(fd, 4), "little")
+    if length > MAX_SCOUT_NOTES_BYTES:
+        raise OSError("a preamble over its bound")
+    return _read_exactly(fd, length) if length else b""
 
 
 def _read_exactly(fd: int, length: int) -> bytes:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from gateway.classify.formats import isolation
-from gateway.classify.formats.base import BytesAccess, Unscannable, read_ranges
+from gateway.classify.formats.base import BytesAccess, Handoff, Unscannable, read_ranges
+from gateway.classify.formats.files import FileAccess
 from gateway.classify.formats.testing import RecordingExtract
 
 
@@ -356,3 +358,72 @@ def test_scattered_reads_go_out_together_and_come_back_in_order() -> None:
     asked = [(o, n) for o, n in _SCATTERED if n and o < len(body)]
     assert source.requests == len(asked)
     assert source.served == sum(len(body[o : o + n]) for o, n in asked)
+
+
+# -- members handed over (the reader process reads the file itself) ----------------------
+
+
+class _HandedFile(BytesAccess):
+    """Bytes that also live in a file the reader process may open itself."""
+
+    def __init__(self, data: bytes, file: str | int, opener: str = "") -> None:
+        super().__init__(data)
+        self.file = file
+        self.opener = opener or "gateway.classify.formats.files:open_handed"
+        self.answered = 0
+
+    def handoff(self) -> Handoff:
+        return Handoff(self.file, self.opener, b"")
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.answered += 1
+        return super().read_at(offset, length)
+
+
+def _read_back(source: BytesAccess, out: RecordingExtract) -> None:
+    member = out.member("all", "text/plain")
+    member.write(source.read_at(0, source.size).decode())
+    member.close()
+
+
+def test_a_handed_over_file_is_read_in_the_reader_process(tmp_path: Path) -> None:
+    body = "".join(f"{i:06d}\n" for i in range(50_000)).encode()
+    path = tmp_path / "member"
+    path.write_bytes(body)
+    with path.open("rb") as handle:
+        for source in (_HandedFile(body, str(path)), _HandedFile(body, handle.fileno())):
+            out = RecordingExtract()
+            isolation.isolated(_read_back, source, out, "x")  # type: ignore[arg-type]
+            assert out.members[0].text == body.decode()
+            assert source.answered == 0
+        # FileAccess (gateway scan) hands its descriptor over too.
+        out = RecordingExtract()
+        isolation.isolated(_read_back, FileAccess(handle.fileno()), out, "x")  # type: ignore[arg-type]
+        assert out.members[0].text == body.decode()
+
+
+def test_a_file_that_cannot_be_opened_is_read_through_the_gateway(tmp_path: Path) -> None:
+    body = b"read through the pipes\n"
+    source = _HandedFile(body, str(tmp_path / "gone"))
+    out = RecordingExtract()
+    isolation.isolated(_read_back, source, out, "x")  # type: ignore[arg-type]
+    assert out.members[0].text == body.decode()
+    assert source.answered >= 1
+
+
+def test_a_handed_over_file_that_is_not_the_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other"
+    path.write_bytes(b"a different length")
+    source = _HandedFile(b"the member", str(path))
+    with pytest.raises(Unscannable, match="handed-over member is not the member"):
+        isolation.isolated(_read_back, source, RecordingExtract(), "x")  # type: ignore[arg-type]
+
+
+def test_an_opener_that_fails_is_the_members_failure(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    path.write_bytes(b"member")
+    source = _HandedFile(b"member", str(path), opener="gateway.classify.formats.files:no_such")
+    # The zygote imports the opener before it forks: a name that is not there is
+    # the member's failure, not the gateway's.
+    with pytest.raises(Unscannable, match="x: reader process failed"):
+        isolation.isolated(_read_back, source, RecordingExtract(), "x")  # type: ignore[arg-type]
