@@ -76,9 +76,14 @@ typedef struct Column {
     int nviews;
 } Column;
 
+/* The text being written: straight into the bytes object returned (no copy at
+ * the end), which grows with the GIL taken back for a moment when the first
+ * size (estimate()) was short, and shrinks to what was written. */
 typedef struct {
     char *p;
     Py_ssize_t len, cap;
+    PyObject *bytes;
+    PyThreadState *released; /* while the GIL is released */
 } Out;
 
 /* The row loop runs without the GIL: no Python API below here until render_rows. */
@@ -87,12 +92,16 @@ enum { OK = 0, LONG_CELL = 1, NO_MEMORY = -1, LIE = -2, LONG_ROW = -3 };
 static int out_grow(Out *o, Py_ssize_t more) {
     Py_ssize_t cap = o->cap ? o->cap : 1 << 16;
     while (cap < o->len + more) {
-        if (cap > PY_SSIZE_T_MAX / 2) return NO_MEMORY;
+        if (cap > PY_SSIZE_T_MAX / 4) return NO_MEMORY;
         cap *= 2;
     }
-    char *p = realloc(o->p, (size_t)cap);
-    if (p == NULL) return NO_MEMORY;
-    o->p = p;
+    PyEval_RestoreThread(o->released);
+    /* On failure _PyBytes_Resize frees the object and leaves NULL. */
+    int failed = _PyBytes_Resize(&o->bytes, cap) < 0;
+    if (failed) PyErr_Clear(); /* render_rows raises MemoryError for NO_MEMORY */
+    o->released = PyEval_SaveThread();
+    if (failed) return NO_MEMORY;
+    o->p = PyBytes_AS_STRING(o->bytes);
     o->cap = cap;
     return OK;
 }
@@ -423,6 +432,44 @@ static int put_cell(Out *o, const Column *c, Py_ssize_t i, Py_ssize_t max_cell) 
     }
 }
 
+/* Bytes rows start..stop will likely take (the text's first size): the string
+ * columns' characters, and typical widths of the others (a nine-digit count, an
+ * empty measurement, a date). Short, the text grows; long, it shrinks. */
+static Py_ssize_t estimate(const Column *cols, Py_ssize_t ncols, Py_ssize_t start, Py_ssize_t stop,
+                           Py_ssize_t budget) {
+    Py_ssize_t rows = stop - start, per_row = ncols, chars = 0;
+    for (Py_ssize_t k = 0; k < ncols; k++) {
+        const Column *c = &cols[k];
+        switch (c->kind) {
+        case K_INT:
+            per_row += 12;
+            break;
+        case K_FLOAT:
+            per_row += 4;
+            break;
+        case K_DATE:
+            per_row += 10;
+            break;
+        case K_STR: {
+            const uint8_t *a, *b;
+            Py_ssize_t n;
+            /* offsets that lie are found row by row; here they only cost the estimate */
+            if (rows && str_cell(c, start, &a, &n) == OK && str_cell(c, stop - 1, &b, &n) == OK && b >= a)
+                chars += (Py_ssize_t)(b - a) + n;
+            break;
+        }
+        case K_DICT:
+            if (c->dict->length > 0) per_row += c->dict->chars.n / c->dict->length + 1;
+            break;
+        default:
+            break;
+        }
+    }
+    Py_ssize_t guess = rows < PY_SSIZE_T_MAX / 64 / (per_row + 1) ? rows * per_row + chars : budget;
+    guess += guess / 8 + 4096;
+    return guess < budget + 4096 ? guess : budget + 4096;
+}
+
 /* Rows start..stop into o, stopping at budget (*end: the first row not written). */
 static int render(const Column *cols, Py_ssize_t ncols, Py_ssize_t start, Py_ssize_t stop,
                   Py_ssize_t budget, Py_ssize_t max_cell, Py_ssize_t max_row, Out *o, Py_ssize_t *end) {
@@ -473,7 +520,7 @@ static PyObject *render_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
     }
     Py_ssize_t ncols = PySequence_Fast_GET_SIZE(seq);
     Column *cols = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(Column));
-    Out o = {NULL, 0, 0};
+    Out o = {NULL, 0, 0, NULL, NULL};
     PyObject *result = NULL;
     Py_ssize_t parsed = 0, end = start;
     if (cols == NULL) {
@@ -493,13 +540,18 @@ static PyObject *render_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
             goto done;
         }
     }
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = render(cols, ncols, start, stop, budget, max_cell, max_row, &o, &end);
-    Py_END_ALLOW_THREADS
+    o.cap = estimate(cols, ncols, start, stop, budget);
+    o.bytes = PyBytes_FromStringAndSize(NULL, o.cap);
+    if (o.bytes == NULL) goto done;
+    o.p = PyBytes_AS_STRING(o.bytes);
+    /* The object is this call's alone: written without the GIL. */
+    o.released = PyEval_SaveThread();
+    int status = render(cols, ncols, start, stop, budget, max_cell, max_row, &o, &end);
+    PyEval_RestoreThread(o.released);
     switch (status) {
     case OK:
-        result = Py_BuildValue("(y#n)", o.p ? o.p : "", o.len, end);
+        if (_PyBytes_Resize(&o.bytes, o.len) == 0) result = Py_BuildValue("(Nn)", o.bytes, end);
+        o.bytes = NULL; /* given to the result, or freed by the failed resize */
         break;
     case LONG_CELL:
         result = Py_NewRef(Py_None);
@@ -516,7 +568,7 @@ static PyObject *render_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
 done:
     for (Py_ssize_t k = 0; k < parsed; k++) column_release(&cols[k]);
     PyMem_Free(cols);
-    free(o.p);
+    Py_XDECREF(o.bytes);
     Py_DECREF(seq);
     return result;
 }
