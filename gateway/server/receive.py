@@ -248,8 +248,11 @@ async def _finish_from_spool(scanner: Scanner, info: SpoolInfo, metrics: Metrics
 
     Runs in a worker thread, inside the transfer's total time-out: the verdict
     waits for it. On cancellation (time-out, shutdown) the view is closed
-    first, so the reader's next read fails and the thread ends before the
-    caller closes the scanner (no thread may outlive what it reads). Memory:
+    first, so the reader's next read fails (a reader process reading the
+    spool itself is killed once the gateway sees the view closed) and the
+    thread ends before the caller closes the scanner (no thread may outlive
+    what it reads). The view's counters include the chunks a reader process's
+    own view read. Memory:
     the view's chunk cache (:data:`~gateway.server.spool_view.VIEW_CACHE_CHUNKS`)
     plus what the reader holds.
     """

@@ -146,6 +146,19 @@ class SpoolView:
         """Plaintext bytes in the spool."""
         return self._size
 
+    def count_handed_reads(self, decrypted: int, cached: int) -> None:
+        """Add what a reader process's own view of this spool read (:meth:`handoff`) to
+        this view's counters, which the egress's metrics report."""
+        with self._lock:
+            self.chunks_decrypted += decrypted
+            self.cache_hits += cached
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a reader process reading the spool itself
+        is then stopped by the gateway: it never asks this view for a read)."""
+        return self._closed
+
     @property
     def cached_chunks(self) -> int:
         """Decrypted chunks held now."""

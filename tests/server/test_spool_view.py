@@ -154,6 +154,60 @@ def test_a_damaged_handed_over_spool_fails_in_the_reader_process(
         isolation.isolated(_read_everything, view, RecordingExtract(), "x")
 
 
+def _read_slowly_in_a_process(source: RandomAccess, out: Extract) -> None:
+    """Reads the handed-over spool a chunk a second (never asks the gateway)."""
+    at = 0
+    while at < source.size:
+        at += len(source.read_at(at, CHUNK_SIZE))
+        time.sleep(1)
+
+
+def test_closing_the_view_stops_a_reader_process_reading_the_spool_itself(
+    tmp_path: Path,
+) -> None:
+    """A time-out or shutdown closes the view: a reader process that reads the spool
+    itself never asks the view for a read that would fail, so the gateway sees the view
+    closed and stops it, within a fraction of a second."""
+    from gateway.classify.formats import isolation
+    from gateway.classify.formats.testing import RecordingExtract
+
+    info = seal(tmp_path, "t_cancel", os.urandom(MANY), "file")
+    view = SpoolView(info)
+    outcome: list[BaseException] = []
+
+    def scan() -> None:
+        try:
+            isolation.isolated(_read_slowly_in_a_process, view, RecordingExtract(), "x")
+        except BaseException as exc:  # looked at below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=scan)
+    thread.start()
+    time.sleep(1.5)
+    assert thread.is_alive()  # still reading (6 chunks, one a second)
+    closed = time.monotonic()
+    view.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - closed < 2
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], Unscannable)
+    assert "the scan was cancelled" in outcome[0].reason
+
+
+def test_a_reader_process_s_own_reads_are_counted_by_the_gateway_s_view(
+    tmp_path: Path,
+) -> None:
+    from gateway.classify.formats import isolation
+    from gateway.classify.formats.testing import RecordingExtract
+
+    info = seal(tmp_path, "t_counted", os.urandom(MANY), "file")
+    with _Watched(info) as view:
+        isolation.isolated(_read_everything, view, RecordingExtract(), "x")
+        assert getattr(view, "served", 0) == 0
+        assert view.chunks_decrypted == -(-MANY // CHUNK_SIZE)  # each chunk once, in order
+
+
 def test_a_closed_view_hands_nothing_over(tmp_path: Path) -> None:
     info = seal(tmp_path, "t_closed", b"x" * 1000, "file")
     view = SpoolView(info)

@@ -105,6 +105,12 @@ class Handoff(NamedTuple):
     params: bytes
 
 
+def source_closed(source: RandomAccess) -> bool:
+    """Whether ``source`` was closed under its reader (the scan was cancelled); a view
+    that cannot be closed never is."""
+    return getattr(source, "closed", False) is True
+
+
 def handoff_of(source: RandomAccess) -> Handoff | None:
     """How a reader process may read ``source`` itself (None: through the gateway)."""
     handoff = getattr(source, "handoff", None)
@@ -364,6 +370,17 @@ class ScoutedAccess:
     def handoff(self) -> Handoff | None:
         """The view underneath's (:func:`handoff_of`)."""
         return handoff_of(self._source)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the view underneath was closed (:func:`source_closed`)."""
+        return source_closed(self._source)
+
+    def count_handed_reads(self, decrypted: int, cached: int) -> None:
+        """Pass a reader process's own reads on to the view underneath, if it counts them."""
+        count = getattr(self._source, "count_handed_reads", None)
+        if callable(count):
+            count(decrypted, cached)
 
 
 def scout_notes(source: RandomAccess) -> bytes:

@@ -68,6 +68,7 @@ from gateway.classify.formats.base import (
     Unscannable,
     handoff_of,
     scout_notes,
+    source_closed,
 )
 
 # -- bounds --------------------------------------------------------------------
@@ -126,6 +127,9 @@ _SEND_QUEUE_BYTES: Final = 32 << 20
 #: most an unprivileged process may set, /proc/sys/fs/pipe-max-size): one
 #: Arrow read or one batch's text crosses in a few system calls.
 _PIPE_BYTES: Final = 1 << 20
+#: How often the gateway looks whether a silent reader process's scan was
+#: cancelled (its source closed: a transfer's time-out, a shutdown).
+_CANCEL_POLL_SECONDS: Final = 0.2
 #: How long the read server may take to see a finished process's pipe close.
 _SERVER_JOIN_SECONDS: Final = 10.0
 #: Largest request to the zygote (a reader's module and name, a size).
@@ -151,15 +155,22 @@ def reader_cpu_seconds() -> float:
         return _cpu_seconds
 
 
-def _count_cpu(payload: bytes) -> None:
+def _done(payload: bytes) -> tuple[int, int]:
+    """A "D" report: count the process's CPU seconds; the spool chunks its own view
+    decrypted and found cached (0, 0 when it read through the gateway)."""
     global _cpu_seconds
+    fields = payload.split()
     try:
-        seconds = float(payload)
-    except ValueError:
-        return  # a garbled report counts nothing
-    if 0 <= seconds < 1e9:
-        with _cpu_lock:
-            _cpu_seconds += seconds
+        seconds, decrypted, cached = float(fields[0]), int(fields[1]), int(fields[2])
+    except (ValueError, IndexError):
+        return 0, 0  # a garbled report counts nothing
+    if len(fields) != 3 or not (
+        0 <= seconds < 1e9 and 0 <= decrypted < 1 << 40 and 0 <= cached < 1 << 40
+    ):
+        return 0, 0
+    with _cpu_lock:
+        _cpu_seconds += seconds
+    return decrypted, cached
 
 
 def isolated(
@@ -223,8 +234,14 @@ def isolated(
     done = False
     try:
         deadline = ISOLATED_TIMEOUT_SECONDS + source.size / ISOLATED_CPU_BYTES_PER_SECOND
-        _parent(out, events_r, fmt, time.monotonic() + deadline)
+        decrypted, cached = _parent(
+            out, events_r, fmt, time.monotonic() + deadline, lambda: source_closed(source)
+        )
         done = True
+        if decrypted or cached:
+            count = getattr(source, "count_handed_reads", None)
+            if callable(count):
+                count(decrypted, cached)
     finally:
         if not done:
             handle.kill()
@@ -539,7 +556,8 @@ def _child(reader: Reader, size: int, fds: Sequence[int], fmt: str) -> None:
     except Exception:  # noqa: BLE001 - reported as this member's failure
         channel.send(b"U", f"{fmt}: unreadable".encode())
     usage = resource.getrusage(resource.RUSAGE_SELF)  # this process's, since the fork
-    channel.send(b"D", b"%.6f" % (usage.ru_utime + usage.ru_stime))
+    decrypted, cached = channel.handed_reads()
+    channel.send(b"D", b"%.6f %d %d" % (usage.ru_utime + usage.ru_stime, decrypted, cached))
     channel.flush()
 
 
@@ -554,6 +572,7 @@ class _ChildChannel:
         # then how to read the member here when it handed it over.
         self.scout_notes = _read_preamble(data)
         self._handoff = _read_preamble(data)
+        self._local: RandomAccess | None = None
         self._sender = _Sender(events)
         self._start = 0
         self._window = b""
@@ -581,9 +600,22 @@ class _ChildChannel:
             return self
         opener, _, params = self._handoff.partition(b"\n")
         local: RandomAccess = _resolve(opener.decode())(fd, params)
+        self._local = local
         if local.size != self._size:
             raise Unscannable("handed-over member is not the member")
         return ScoutedAccess(local, self.scout_notes)
+
+    def handed_reads(self) -> tuple[int, int]:
+        """Spool chunks the handed-over view decrypted and found cached (for the gateway's
+        metrics: its own view saw none of these reads)."""
+        local = self._local
+        decrypted = getattr(local, "chunks_decrypted", 0)
+        cached = getattr(local, "cache_hits", 0)
+        return (
+            (decrypted, cached)
+            if isinstance(decrypted, int) and isinstance(cached, int)
+            else (0, 0)
+        )
 
     def send(self, kind: bytes, payload: bytes | memoryview, prefix: bytes = b"") -> None:
         self._sender.send(kind, payload, prefix)
@@ -797,8 +829,12 @@ def _read_exactly(fd: int, length: int) -> bytes:
 # -- the gateway's side of one reader process ------------------------------------------------
 
 
-def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
-    """Replay the reader process's reports until it is done."""
+def _parent(
+    out: Extract, events: int, fmt: str, deadline: float, closed: Callable[[], bool]
+) -> tuple[int, int]:
+    """Replay the reader process's reports until it is done, or ``closed()`` says the
+    scan was cancelled (the source was closed: a handed-over reader never asks it for
+    a read that would fail)."""
     buffer = bytearray()
     # Reads land here first: os.read would allocate a megabyte and shrink it to
     # what the pipe held, each time, fragmenting the gateway's heap.
@@ -826,20 +862,22 @@ def _parent(out: Extract, events: int, fmt: str, deadline: float) -> None:
                 _write(opened, int.from_bytes(head, "little"), payload, failed)
                 continue
             if kind == b"D":
-                _count_cpu(payload)
+                reads = _done(payload)
                 if opened:
                     raise Unscannable(failed)
-                return
+                return reads
             if kind == b"U":
                 raise Unscannable(payload.decode("utf-8", "replace"))
             try:
                 _replay(kind, payload, out, opened, failed)
             except (ValueError, TypeError) as exc:  # a garbled process
                 raise Unscannable(failed) from exc
+        if closed():
+            raise Unscannable(f"{fmt}: the scan was cancelled")
         left = deadline - time.monotonic()
         if left <= 0:
             raise Unscannable(f"{fmt}: reader process took too long")
-        ready, _, _ = select.select([events], [], [], left)
+        ready, _, _ = select.select([events], [], [], min(left, _CANCEL_POLL_SECONDS))
         if not ready:
             continue
         got = os.readv(events, [landing])

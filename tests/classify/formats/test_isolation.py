@@ -121,9 +121,10 @@ def test_reader_processes_report_their_cpu() -> None:
     isolation.isolated(_busy, BytesAccess(b"x"), RecordingExtract(), "x")  # type: ignore[arg-type]
     used = isolation.reader_cpu_seconds() - before
     assert 0.15 <= used < 5
-    for garbled in (b"", b"nan", b"-1", b"inf", b"x"):
-        isolation._count_cpu(garbled)
+    for garbled in (b"", b"nan 0 0", b"-1 0 0", b"inf 0 0", b"x", b"1 -2 3", b"1 2", b"1 2 3 4"):
+        assert isolation._done(garbled) == (0, 0)
     assert isolation.reader_cpu_seconds() == before + used
+    assert isolation._done(b"0 3 4") == (3, 4)
 
 
 def _crash(source: object, out: object) -> None:
