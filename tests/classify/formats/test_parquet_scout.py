@@ -171,6 +171,51 @@ def test_mutated_files_get_the_same_plan_or_refusal_with_notes(data: st.DataObje
     )
 
 
+def test_a_trickled_file_has_each_header_read_once(
+    files: tuple[bytes, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fed a byte at a time, the scout reads a header once all of the walk's first read
+    of it is there, not at every byte."""
+    data = files[4]  # small pages: headers close together
+    expected = _scouted(data)
+    calls = []
+    real = T_parquet._page_header_py
+
+    def counting(window: bytes) -> tuple[int, int, int, int, int]:
+        calls.append(len(window))
+        return real(window)
+
+    monkeypatch.setattr(T_common, "_rows", None)  # every header read by the Python parser
+    monkeypatch.setattr(T_parquet, "_page_header_py", counting)
+    scout = T_parquet._PageScout()
+    for i in range(len(data)):
+        scout.feed(data[i : i + 1])
+    notes = scout.notes()
+    assert notes == expected
+    pages = len(notes) // T_parquet._NOTE.size
+    assert pages > 50
+    assert len(calls) <= pages + 1  # the last try is the one that stops it
+
+
+def test_headers_only_python_reads_cost_a_bounded_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers the compiled parser leaves to Python (a number past 64 bits in a field the
+    walk skips) are read by Python for at most its budget, then the scout stops: a file
+    of thousands of them does not hold the gateway's process."""
+    # The sizes (fields 1-3: a data page, 0 bytes uncompressed and compressed), then
+    # field 9 (i64, skipped) holding ten varint bytes whose value is past 64 bits.
+    lying = bytes([0x15, 0x00, 0x15, 0x00, 0x15, 0x00, 0x66]) + bytes([0xFF] * 9) + b"\x7f\x00"
+    assert T_parquet._page_header_py(lying) == (len(lying), 0, 0, 0, 0)
+    if T_common._rows is not None:
+        assert T_common._rows.page_header(lying, T_common.MAX_NESTING) is None
+    body = b"PAR1" + lying * 5000 + b"\x00" * 2000
+    monkeypatch.setattr(T_parquet, "_SCOUT_PYTHON_BYTES", 64 << 10)
+    scout = T_parquet._PageScout()
+    for i in range(0, len(body), 1 << 16):
+        scout.feed(body[i : i + (1 << 16)])
+    pages = len(scout.notes()) // T_parquet._NOTE.size
+    assert 0 < pages <= (64 << 10) // 1024 + 1
+
+
 def test_the_scout_stops_at_its_bound_and_the_walk_reads_the_rest(
     files: tuple[bytes, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -81,6 +81,11 @@ _PARQUET_HEADER_READ: Final = 1024
 #: about 17,000 (pyarrow ends a page at 20,000 rows or 1 MiB); the walk reads
 #: the headers past the bound itself.
 _SCOUT_MAX_PAGES: Final = 1 << 14
+#: Bytes of page headers the scout hands to the Python parser (where the
+#: compiled one, ``_rows.page_header``, does not decide, or was not built) before
+#: it stops: ~0.1-0.3 s of the gateway's CPU at most. The compiled parser decides
+#: every header writers write; without it, a few thousand headers of ~50 bytes.
+_SCOUT_PYTHON_BYTES: Final = 256 << 10
 #: One note: offset, then what :func:`_page_header` gave there.
 _NOTE: Final = struct.Struct("<6q")
 #: Column chunks whose pages are walked side by side, one header of each per
@@ -295,59 +300,76 @@ class _PageScout:
     work happens during the upload.
     """
 
-    __slots__ = ("_done", "_head", "_notes", "_pos", "_seen")
+    __slots__ = ("_done", "_head", "_notes", "_pos", "_seen", "_slow")
 
     def __init__(self) -> None:
         self._seen = 0  # bytes fed so far
         self._pos = 4  # where the next header starts
         self._head = bytearray()  # its first bytes, when they began in an earlier piece
         self._notes = bytearray()
+        self._slow = 0  # header bytes read by the Python parser
         self._done = False
 
     def feed(self, data: bytes) -> None:
-        """The file's next bytes."""
+        """The file's next bytes.
+
+        A header is read once, when all of the walk's first read of it has
+        arrived (a client trickling bytes does not make it read again and
+        again). ``_head`` holds the bytes from the next header up to this
+        piece when they began in an earlier one (fewer than a read).
+        """
         start = self._seen
         self._seen += len(data)
-        if self._done:
-            return
-        if self._head:
-            self._head += data[: _PARQUET_HEADER_READ - len(self._head)]
-            head = bytes(self._head)
-            if not self._note(head, len(head) >= _PARQUET_HEADER_READ):
-                return  # still short (kept), or the scout stopped (dropped)
-            self._head.clear()
         while not self._done and self._pos < self._seen:
             at = self._pos - start
-            if at < 0:  # a header's bytes no longer held (cannot happen; never guess)
-                self._stop()
+            if at < 0:
+                head = bytes(self._head)
+                window = head + data[: _PARQUET_HEADER_READ - len(head)]
+            else:
+                head = b""
+                window = data[at : at + _PARQUET_HEADER_READ]
+            if len(window) < _PARQUET_HEADER_READ:
+                self._head = bytearray(window)  # goes on in the next piece
                 return
-            window = data[at : at + _PARQUET_HEADER_READ]
-            if not self._note(window, len(window) >= _PARQUET_HEADER_READ):
-                if not self._done:
-                    self._head = bytearray(window)  # goes on in the next piece
+            pos = self._pos
+            if not self._note(window):
                 return
+            # A short page may end before this piece: its successor's first bytes
+            # are still the held ones.
+            skipped = self._pos - pos
+            self._head = bytearray(head[skipped:]) if self._pos < start else bytearray()
 
     def notes(self) -> bytes:
         """The notes (:data:`_NOTE` each); the file has ended."""
-        if self._head and not self._done:
-            self._note(bytes(self._head), True)  # what the walk reads at the end of the file
+        while self._head and not self._done:
+            # What the walk reads at the end of the file: fewer bytes than a read.
+            head, pos = bytes(self._head), self._pos
+            if not self._note(head):
+                break
+            self._head = bytearray(head[self._pos - pos :])
         self._stop()
         return bytes(self._notes)
 
-    def _note(self, window: bytes, whole: bool) -> bool:
-        """Note the header at the next offset from ``window`` (``whole``: all the walk
-        reads first); False when it needs more bytes, or the scout stopped."""
+    def _note(self, window: bytes) -> bool:
+        """Note the header at the next offset from ``window`` (what the walk reads there
+        first); False when the scout stopped."""
+        rows = tables_common._rows
+        sizes = rows.page_header(window, MAX_NESTING) if rows is not None else None
         try:
-            header, kind, unc, comp, values = _page_header(window)
+            if sizes is None:
+                # This module's parser reads a byte per Python step: a file of
+                # headers the compiled one leaves to it must not cost the
+                # gateway's process more than a bounded amount.
+                self._slow += len(window)
+                if self._slow > _SCOUT_PYTHON_BYTES:
+                    raise ValueError("the scout's budget for the Python parser is spent")
+                sizes = _page_header_py(window)
+            header, kind, unc, comp, values = sizes
             self._notes += _NOTE.pack(self._pos, header, kind, unc, comp, values)
-        except EOFError:
-            # Longer than the walk's first read (it reads further itself), or cut
-            # by the end of this piece (the next one goes on with it).
-            if whole:
-                self._stop()
-            return False
-        except (ValueError, IndexError, struct.error):
-            self._stop()  # not a page header: the pages ended
+        except (EOFError, ValueError, IndexError, struct.error):
+            # Not a page header (the pages ended), or one longer than the walk's
+            # first read (the walk reads further itself): the walk reads the rest.
+            self._stop()
             return False
         if comp < 0 or len(self._notes) >= _SCOUT_MAX_PAGES * _NOTE.size:
             self._stop()
