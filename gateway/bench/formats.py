@@ -27,8 +27,9 @@ Each file goes the way the egress reads it: fed to the
 file sealed into a payload file as a spool is (decrypted 64 KiB at a time; a
 reader process reads it itself). A small file of each kind is scanned first
 and not timed: it starts the reader zygote, once, as a gateway's first such
-member does. MB/s are of **file bytes**, not of rendered text. "Decode" is the same path with a sink that
-only counts the text (no matcher): what reading and rendering cost alone.
+member does. MB/s are of **file bytes**, not of rendered text. "Decode" is the
+same path with a sink that only counts the text (no matcher): what reading and
+rendering cost alone.
 """
 
 from __future__ import annotations
