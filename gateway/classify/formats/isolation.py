@@ -136,7 +136,8 @@ _SERVER_JOIN_SECONDS: Final = 10.0
 _MAX_REQUEST: Final = 4096
 #: Most bytes of scout notes sent to a reader process (before its first read);
 #: more are not sent, and the reader reads for itself. Each format bounds its
-#: own notes well below this (Parquet's: 768 KiB).
+#: own notes well below this (Parquet's: 768 KiB). A handoff's parameters (a
+#: spool's size and key: 24 bytes) are held to it too.
 MAX_SCOUT_NOTES_BYTES: Final = 4 << 20
 
 Reader = Callable[[RandomAccess, Extract], None]
@@ -201,12 +202,12 @@ def isolated(
             prepare()
         reader(source, out)
         return
-    handoff, handed = _handed(source)
     events_r, events_w = os.pipe()  # reports: reader process -> here
     requests_r, requests_w = os.pipe()  # byte ranges asked for: reader process -> here
     data_r, data_w = os.pipe()  # the bytes: here -> reader process
     for fd in (events_w, data_w):
         _widen(fd)
+    handoff, handed = _handed(source)  # closed with the pipe ends theirs
     theirs = (events_w, requests_w, data_r) + ((handed,) if handed >= 0 else ())
     try:
         opener = handoff.opener if handoff is not None else None
