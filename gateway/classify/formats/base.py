@@ -345,7 +345,8 @@ class ScoutedAccess:
 
     A reader process gets the notes before its first read (they cross the
     process boundary once); in line the reader gets this view itself. Either
-    way :func:`scout_notes` finds them.
+    way :func:`scout_notes` finds them. Every other attribute is the view's
+    underneath (its ``handoff``, ``closed``, ``read_many``, counters).
     """
 
     __slots__ = ("_source", "scout_notes")
@@ -363,24 +364,11 @@ class ScoutedAccess:
         """``length`` bytes from ``offset`` (fewer at the end)."""
         return self._source.read_at(offset, length)
 
-    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Each ``(offset, length)`` (:func:`read_ranges` of the view underneath)."""
-        return read_ranges(self._source, ranges)
-
-    def handoff(self) -> Handoff | None:
-        """The view underneath's (:func:`handoff_of`)."""
-        return handoff_of(self._source)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the view underneath was closed (:func:`source_closed`)."""
-        return source_closed(self._source)
-
-    def count_handed_reads(self, decrypted: int, cached: int) -> None:
-        """Pass a reader process's own reads on to the view underneath, if it counts them."""
-        count = getattr(self._source, "count_handed_reads", None)
-        if callable(count):
-            count(decrypted, cached)
+    def __getattr__(self, name: str) -> Any:
+        """The view underneath's attribute (AttributeError where it has none)."""
+        if name == "_source":  # not set yet: never look for it in itself
+            raise AttributeError(name)
+        return getattr(self._source, name)
 
 
 def scout_notes(source: RandomAccess) -> bytes:

@@ -233,12 +233,18 @@ def _page_header(data: bytes) -> tuple[int, int, int, int, int]:
         EOFError: the header runs past ``data``.
         ValueError, IndexError: it is malformed.
     """
+    got = _page_header_compiled(data)
+    return got if got is not None else _page_header_py(data)
+
+
+def _page_header_compiled(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """:func:`_page_header` by the compiled reader; None where it does not decide (or was
+    not built)."""
     rows = tables_common._rows
-    if rows is not None:
-        got: tuple[int, int, int, int, int] | None = rows.page_header(data, MAX_NESTING)
-        if got is not None:
-            return got
-    return _page_header_py(data)
+    if rows is None:
+        return None
+    got: tuple[int, int, int, int, int] | None = rows.page_header(data, MAX_NESTING)
+    return got
 
 
 def _page_header_py(data: bytes) -> tuple[int, int, int, int, int]:
@@ -353,8 +359,7 @@ class _PageScout:
     def _note(self, window: bytes) -> bool:
         """Note the header at the next offset from ``window`` (what the walk reads there
         first); False when the scout stopped."""
-        rows = tables_common._rows
-        sizes = rows.page_header(window, MAX_NESTING) if rows is not None else None
+        sizes = _page_header_compiled(window)
         try:
             if sizes is None:
                 # This module's parser reads a byte per Python step: a file of
@@ -656,8 +661,10 @@ def _check_parquet_pages(
                         f"a row group over {MAX_PARQUET_ROW_GROUP_BYTES >> 20} MiB decoded"
                     )
             active = [w for w in active if w.pos < w.end]
-    for group_index in range(len(footer.row_groups)):
-        group = [w for w in walks if w.group == group_index]
+    groups: list[list[_PageWalk]] = [[] for _ in footer.row_groups]
+    for walk in walks:  # one pass: a file of 100,000 row groups is not walked 100,000 times
+        groups[walk.group].append(walk)
+    for group_index, group in enumerate(groups):
         in_flight = sum(w.largest for w in group)
         row_bytes = 1
         for walk in group:
