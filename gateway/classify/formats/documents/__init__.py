@@ -12,6 +12,9 @@ module                    formats                         reader
                           ODF)                            layer opens them
 :mod:`.ole`               ``.xls`` ``.doc`` ``.ppt``      random (olefile,
                                                           calamine)
+:mod:`.printer`           the printer settings part of    streaming (own
+                          Office packages (DEVMODE, or    parser)
+                          Office for Mac's records)
 :mod:`.mail`              ``.eml`` (message/rfc822)       streaming (email)
 :mod:`.mail`              bare ``multipart/*`` bodies:    streaming (email),
                           form uploads (``multipart/      the boundary taken
@@ -28,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.classify.formats import Format, register
-from gateway.classify.formats.documents import mail, office_xml, ole, pdf
+from gateway.classify.formats.documents import mail, office_xml, ole, pdf, printer
 
 #: Media types reported for Office Open XML parts: the package's type, so a
 #: policy asking "is this a spreadsheet?" sees the workbook it was sent.
@@ -109,6 +112,15 @@ for _name, _kind, _type in (
             names_container=_kind != "",  # content.xml of a text, sheet or slides package
         )
     )
+# The printer set-up that Office keeps as a binary part of most packages.
+register(
+    Format(
+        "printer-settings",
+        "application/x-printer-settings",
+        printer.sniff_printer_settings,
+        stream=printer.make_printer_settings_reader,
+    )
+)
 register(Format("email", "message/rfc822", mail.sniff_email, stream=mail.make_email_reader))
 # A body that starts with its boundary line and a part's headers: a form
 # upload (a browser, curl -F, requests' files=) or another bare MIME body.
