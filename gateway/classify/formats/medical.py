@@ -975,22 +975,36 @@ def _utf16_runs(value: bytes) -> list[str]:
 #: Character Set, (0008,0008) Image Type, (0008,0012) and (0008,0013)
 #: Instance Creation Date/Time, (0008,0016) SOP Class UID.
 _BARE_FIRST: Final = frozenset((0x0005, 0x0008, 0x0012, 0x0013, 0x0016))
-_ASCII_VALUE: Final = re.compile(rb"[\x20-\x7e]*")
+#: A short text value; a UID (SOP Class UID, often first) of odd length ends
+#: in one NUL pad byte (PS3.5 §9.1), other text VRs pad with a space.
+_ASCII_VALUE: Final = re.compile(rb"[\x20-\x7e]*\x00?")
 
 
 def sniff_dicom(prefix: bytes) -> bool:
     """``DICM`` after the preamble, or a bare file meta group / data set: its first
     element explicit VR in group 0002 or 0008, or implicit VR in group 0008 with
-    a short text value."""
+    a short text value (or that group's 4-byte length, then its next element)."""
     if prefix[128:132] == b"DICM":
         return True
     if len(prefix) < 8 or prefix[:2] not in (b"\x02\x00", b"\x08\x00") or prefix[3] != 0:
         return False
     if bytes(prefix[4:6]) in (b"UL", b"OB", b"UI", b"CS", b"SH", b"DA", b"TM"):
         return True
+    if prefix[:8] == b"\x08\x00\x00\x00\x04\x00\x00\x00":
+        # (0008,0000) Group Length, as older implicit VR files start.
+        return _bare_implicit(prefix[12:])
+    return _bare_implicit(prefix)
+
+
+def _bare_implicit(prefix: bytes) -> bool:
+    """An implicit VR element of group 0008 that data sets start with, with a short
+    text value."""
+    if len(prefix) < 8:
+        return False
     length = int.from_bytes(prefix[4:8], "little")
     return (
         prefix[:2] == b"\x08\x00"
+        and prefix[3] == 0
         and prefix[2] in _BARE_FIRST
         and 0 < length <= 64
         and _ASCII_VALUE.fullmatch(prefix[8 : 8 + length]) is not None

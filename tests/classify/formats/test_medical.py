@@ -293,6 +293,35 @@ def test_bare_data_set_without_preamble() -> None:
     assert read_stream(DicomReader, no_preamble).findings == out.findings
 
 
+@pytest.mark.parametrize("group_length", [False, True])
+def test_bare_implicit_data_set_starting_with_its_sop_class(group_length: bool) -> None:
+    """An implicit VR data set written without preamble or meta group, as PACS
+    exports and toolkits write it: its first element is often the SOP Class UID,
+    whose odd-length value ends in a NUL pad byte (older ones first give the
+    group's length)."""
+    ds = Dataset()
+    ds.SOPClassUID = CT  # 25 characters: padded to 26 with a NUL
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    for key, value in patient(1).items():
+        setattr(ds, key, value)
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True)
+    data = out.getvalue()
+    assert data[:4] == b"\x08\x00\x16\x00"
+    assert data[8 + len(CT)] == 0
+    if group_length:
+        group = data[: data.index(b"\x10\x00")]  # group 0008 ends where 0010 begins
+        data = struct.pack("<HHII", 0x0008, 0x0000, 4, len(group)) + data
+    assert identify(data) is medical.DICOM
+    read = read_stream(DicomReader, data)
+    assert read.finding_counts() == {"sensitive.health": 1}
+    summary = scan(data)
+    assert summary.content.type == "application/dicom"
+    assert counts(summary)["sensitive.health"] == 1
+    assert not summary.unscannable
+
+
 def _element(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
     if vr in (b"SQ", b"OB", b"UN", b"UT"):
         return struct.pack("<HH2sHI", *tag, vr, 0, len(value)) + value
