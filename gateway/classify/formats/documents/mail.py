@@ -102,6 +102,14 @@ _CONTAINER: Final = re.compile(
     rb"boundary[*0-9]{0,8}[ \t]{0,8}=|message/(?:rfc822|global)", re.IGNORECASE
 )
 _TAIL: Final = 32
+#: The boundary Python's ``email`` package draws for every multipart: 15 ``=``,
+#: a random 19-digit token, ``==``. Nineteen random digits pass a card number's
+#: Luhn check one time in ten, so rendered as they are they made one clean
+#: multipart mail in ~30 a "bank card". The token is rendered without its
+#: digits; any other boundary (the only framing a sender picks freely) is
+#: scanned as it is. All the pattern can then carry unseen is one 19-digit
+#: number per multipart, in the exact place and form the library writes.
+_PYTHON_BOUNDARY: Final = re.compile(r"(?<![=\w])={15}\d{19}==(?![=\w])")
 
 #: Charsets mail clients announce, read as their supersets (GB2312 and GBK
 #: mail routinely holds GB18030 characters; Big5 mail HKSCS ones).
@@ -122,6 +130,13 @@ _FOLD: Final = re.compile(r"\r?\n(?=[ \t])|[\r\n]")
 _PERCENT: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 _BASE64: Final = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]+")
+
+
+def _framing(value: str) -> str:
+    """A header value with Python's random boundary tokens rendered without their digits."""
+    if "===============" not in value:
+        return value
+    return _PYTHON_BOUNDARY.sub("===============(random)==", value)
 
 
 def _decode(data: bytes, charset: str | None) -> str:
@@ -365,7 +380,9 @@ class EmailReader:
         if render and items:
             member = self._out.member(name, "text/plain")
             member.write(
-                "".join(f"{self._text(k)}: {header_text(self._text(v))}\n" for k, v in items)
+                "".join(
+                    f"{self._text(k)}: {_framing(header_text(self._text(v)))}\n" for k, v in items
+                )
             )
             member.close()
 
@@ -539,7 +556,7 @@ class MultipartReader(EmailReader):
         for key, value in self._header_items(part):
             text = _FOLD.sub("", self._text(value))
             text = self._params(key, text) if key.lower() in _PARAM_HEADERS else header_text(text)
-            lines.append(f"{self._text(key)}: {text}\n")
+            lines.append(f"{self._text(key)}: {_framing(text)}\n")
         return "".join(lines)
 
     def _params(self, key: str, value: str) -> str:
