@@ -436,6 +436,56 @@ class TestOfficeOpenXml:
             "pii.cn_phone": 2,
         }
 
+    def test_xlsx_sheet_notes(self) -> None:
+        """What a sheet shows, prints or evaluates outside its cells' values."""
+        buffer = io.BytesIO()
+        book = xlsxwriter.Workbook(buffer, {"in_memory": True})
+        sheet = book.add_worksheet("cohort")
+        sheet.write_row(0, 0, ["subject", "checked"])
+        sheet.write_formula(1, 1, f'=LEN("{RID}")', None, 18)  # only its result is a value
+        # The ID in a print header, cut in two by a bold code; a phone in the footer.
+        sheet.set_header(f"&L&B{RID[:6]}&B{RID[6:]}&RPage &P of &N")
+        sheet.set_footer(f"&Cward line {PHONE}")
+        sheet.data_validation(
+            "A2:A9",
+            {
+                "validate": "list",
+                "source": [RID2, "S-002"],
+                "input_title": "Subject",
+                "input_message": f"ask {PHONE2}",
+            },
+        )
+        sheet.conditional_format("B2:B9", {"type": "formula", "criteria": f'=$A2="{RID2}"'})
+        sheet.write_url(2, 0, "https://lab.example/s1", string="S-001", tip=f"owner {PHONE}")
+        book.close()
+        parts = package_parts(buffer.getvalue())
+        _, out = parts["xl/worksheets/sheet1.xml"]
+        table, notes = out.members
+        assert (table.content_type, notes.content_type) == ("text/csv", "text/plain")
+        assert table.text.splitlines()[1] == ",18"
+        lines = notes.text.splitlines()
+        assert f'LEN("{RID}")' in lines
+        assert RID in lines
+        assert "Page  of" in lines
+        assert f"ward line {PHONE}" in lines
+        assert f'"{RID2},S-002"' in lines
+        assert f"ask {PHONE2}" in lines
+        assert f'$A2="{RID2}"' in lines
+        assert f"owner {PHONE}" in lines
+        assert labels(out) == {"pii.cn_resident_id": 4, "pii.cn_phone": 3}
+        # The rows come first and whole: the notes do not split the table.
+        assert [m.name for m in out.members] == ["worksheet", "worksheet notes"]
+
+    def test_a_long_formula_is_read_in_overlapping_pieces(self) -> None:
+        filler = "+".join(["1"] * 40_000)  # ~80 KB of formula, past one piece
+        body = f'<c r="A1"><f>{filler}+LEN("{RID}")</f><v>1</v></c>'
+        xml = (
+            '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+            f'<sheetData><row r="1">{body}</row></sheetData></worksheet>'
+        ).encode()
+        out = read_stream(office_xml.make_xml_reader, xml, 4096)
+        assert labels(out)["pii.cn_resident_id"] >= 1
+
     def test_pptx_runs_are_joined(self) -> None:
         deck = pptx.Presentation()
         slide = deck.slides.add_slide(deck.slide_layouts[1])
@@ -973,6 +1023,37 @@ class TestEmail:
     def test_sniff_accepts_mbox_and_received_first(self) -> None:
         assert mail.sniff_email(b"From MAILER-DAEMON Fri Jul  8 12:08:34 2011\n" + MAIL)
         assert mail.sniff_email(b"Received: from x\n\tby y; Mon, 1 Jan 2024\nFrom: a@b.c\n\nhi")
+
+
+#: A token Python's email package could draw that is also a valid card number.
+CARD_LIKE_TOKEN = "3429188471858335990"
+
+
+def test_pythons_random_boundary_is_not_a_card_number() -> None:
+    """Python's generator draws 19 random digits for each boundary: one in ten
+    passes the Luhn check. Rendered as they are, they made a clean mail a card."""
+    message = EmailMessage()
+    message["Subject"] = "plate readings"
+    message.set_content("All wells within range.\n")
+    message.add_attachment(b"well,od\nA1,0.42\n", maintype="text", subtype="csv")
+    message.set_boundary(f"==============={CARD_LIKE_TOKEN}==")
+    data = bytes(message)
+    assert CARD_LIKE_TOKEN.encode() in data
+    assert scan(data)[1:] == ({}, ())
+    # Any other boundary is the sender's free choice, and is scanned as it is.
+    message.set_boundary(f"frame-{CARD_LIKE_TOKEN}-{RID}")
+    assert scan(bytes(message))[1] == {"pii.cn_resident_id": 1, "pii.bank_card": 1}
+
+
+def test_generated_boundaries_of_many_mails_find_nothing() -> None:
+    clean = 0
+    for n in range(40):
+        message = EmailMessage()
+        message["Subject"] = f"batch {n}"
+        message.set_content("Samples logged on arrival.\n")
+        message.add_attachment(b"id,count\nS1,12\n", maintype="text", subtype="csv")
+        clean += scan(bytes(message))[1:] == ({}, ())
+    assert clean == 40
 
 
 # --------------------------------------------------------------------------- through the scanner

@@ -449,17 +449,66 @@ def _column(reference: str | None, default: int) -> int:
     return column - 1
 
 
+#: Worksheet elements whose text is not a cell's value but is shown, printed
+#: or evaluated: formulas (a string literal in ``=LEN("…")`` is nowhere
+#: else), print headers and footers, data-validation lists and conditional
+#: formats' formulas.
+_SHEET_NOTE_ELEMENTS: Final = frozenset(
+    (
+        "f",
+        "oddHeader",
+        "oddFooter",
+        "evenHeader",
+        "evenFooter",
+        "firstHeader",
+        "firstFooter",
+        "formula1",
+        "formula2",
+        "formula",
+    )
+)
+#: Attributes shown to whoever opens the sheet: a validation's prompt and
+#: error message, a hyperlink's text and tooltip.
+_SHEET_NOTE_ATTRIBUTES: Final = {
+    "dataValidation": ("promptTitle", "prompt", "errorTitle", "error"),
+    "hyperlink": ("display", "tooltip"),
+}
+#: A print header's codes: its sections (``&L``, ``&C``, ``&R``: each on a line
+#: of its own), then fonts (``&"font,style"``), font sizes and one-letter codes
+#: (``&P`` page number, ``&B`` bold…), which are dropped: a code between two
+#: halves of a number must not split it. ``&&`` is an ``&``.
+_HEADER_SECTIONS: Final = re.compile(r"&[LCR]")
+_HEADER_CODES: Final = re.compile(r'&"[^"]*"|&\d+|&[A-Za-z]')
+#: Characters of one note (a formula, a header) collected before its text so
+#: far is held, the last :data:`_NOTE_OVERLAP` of them starting the next piece.
+_MAX_NOTE_CHARS: Final = 64 << 10
+_NOTE_OVERLAP: Final = 64
+#: Characters of a sheet's notes kept before they are written; past this they
+#: are written mid-sheet, and the rows after continue as a new member.
+_MAX_HELD_NOTES: Final = 1 << 20
+
+
 class _SheetRenderer(_Renderer):
     """A SpreadsheetML worksheet as ``text/csv``: one line per non-empty row.
 
     Values are the cell's ``<v>`` (numbers as their digits, booleans, errors,
     formula results) or inline string; a shared-string cell renders empty
     (its text is in the shared strings part), and a row of them stays an
-    empty row so the header stays first; formulas are not rendered.
+    empty row so the header stays first. Formulas, print headers and
+    footers, data-validation lists and messages, conditional formats'
+    formulas and hyperlink texts go to a second, ``text/plain`` member
+    ("worksheet notes"), one per line, written after the rows so that the
+    table's header row still precedes every row.
     """
 
     def __init__(self, out: Extract) -> None:
         self._text = _Text(out, "worksheet", "text/csv")
+        self._notes = _Text(out, "worksheet notes", "text/plain")
+        self._held: list[str] = []
+        self._held_chars = 0
+        self._note: list[str] | None = None
+        self._note_chars = 0
+        self._note_element = ""
         self._row: _Row | None = None
         self._cell: list[str] | None = None
         self._type = ""
@@ -468,9 +517,31 @@ class _SheetRenderer(_Renderer):
         self._cells = 0
         self._skipping = 0
 
+    def _hold(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        self._held.append(text + "\n")
+        self._held_chars += len(text) + 1
+        if self._held_chars >= _MAX_HELD_NOTES:
+            self._write_notes()
+
+    def _write_notes(self) -> None:
+        for line in self._held:
+            self._notes.write(line)
+        self._notes.flush()
+        self._held.clear()
+        self._held_chars = 0
+
     def start(self, local: str, attrs: dict[str, str]) -> None:
-        if self._skipping or (local in ("f", "rPh") and self._cell is not None):
+        if self._skipping or (local == "rPh" and self._cell is not None):
             self._skipping += 1
+        elif self._note is not None:
+            return  # an element inside a note (x14's formula1 holds an xm:f)
+        elif local in _SHEET_NOTE_ELEMENTS:
+            self._note = []
+            self._note_chars = 0
+            self._note_element = local
         elif local == "row":
             self._row = _Row()
             self._next = 0
@@ -480,10 +551,20 @@ class _SheetRenderer(_Renderer):
             self._cell = []
             self._type = attrs.get("t", "n")
             self._column = _column(attrs.get("r"), self._next)
+        else:
+            for name in _SHEET_NOTE_ATTRIBUTES.get(local, ()):
+                value = attrs.get(name)
+                if value:
+                    self._hold(value)
 
     def end(self, local: str) -> None:
         if self._skipping:
             self._skipping -= 1
+        elif self._note is not None:
+            if local != self._note_element:
+                return
+            self._hold_note()
+            self._note = None
         elif local == "c" and self._row is not None and self._cell is not None:
             value = "".join(self._cell)
             if self._type == "s":
@@ -502,12 +583,34 @@ class _SheetRenderer(_Renderer):
                 self._text.write(CELL_SEPARATOR * (self._cells - 1) + "\n")
             self._row = None
 
+    def _hold_note(self) -> None:
+        assert self._note is not None
+        text = "".join(self._note)
+        if self._note_element.endswith(("Header", "Footer")):
+            text = _HEADER_SECTIONS.sub("\n", text.replace("&&", "\0"))
+            text = _HEADER_CODES.sub("", text).replace("\0", "&")
+        for line in text.splitlines():
+            self._hold(line)
+
     def chars(self, text: str) -> None:
-        if self._cell is not None and not self._skipping:
+        if self._skipping:
+            return
+        if self._note is not None:
+            self._note.append(text)
+            self._note_chars += len(text)
+            if self._note_chars > _MAX_NOTE_CHARS:
+                # A very long formula: held in pieces that overlap, so no
+                # identifier is cut (one in the overlap may count twice).
+                self._hold_note()
+                self._note = ["".join(self._note)[-_NOTE_OVERLAP:]]
+                self._note_chars = len(self._note[0])
+        elif self._cell is not None:
             self._cell.append(text)
 
     def close(self) -> None:
         self._text.close()
+        self._write_notes()
+        self._notes.close()
 
 
 _ODF_NUMERIC: Final = {
