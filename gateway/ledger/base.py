@@ -164,6 +164,10 @@ class LedgerTransaction(Protocol):
         """Current and projected distinct subjects of ``category``."""
         ...
 
+    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
+        """:meth:`count` of every category of ``digests`` at once (a decision's reads)."""
+        ...
+
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         """Record ``digests`` (idempotent per digest); return the new total."""
         ...
@@ -205,6 +209,9 @@ class _MemoryTransaction:
         seen = self._seen(category)
         new = sum(1 for d in set(digests) if d not in seen)
         return LedgerCount(current=len(seen), projected=len(seen) + new)
+
+    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
+        return {category: await self.count(category, d) for category, d in digests.items()}
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         self._pending.setdefault(category, set()).update(digests)

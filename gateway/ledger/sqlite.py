@@ -35,7 +35,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -221,20 +221,38 @@ class _SqliteTransaction:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def _count(self, conn: sqlite3.Connection, category: str, unique: list[bytes]) -> LedgerCount:
+        current = self._current(conn, category)
+        known = 0
+        for batch in _batches(unique, LOOKUP_BATCH):
+            row = conn.execute(_lookup_sql(len(batch)), (*self._key, category, *batch))
+            known += int(row.fetchone()[0])
+        return LedgerCount(current=current, projected=current + len(unique) - known)
+
     async def count(self, category: str, digests: Collection[bytes]) -> LedgerCount:
-        self.used = True
-        unique = list(set(digests))
+        return (await self.counts({category: digests}))[category]
 
-        def _count(conn: sqlite3.Connection) -> LedgerCount:
-            self._begin(conn)
-            current = self._current(conn, category)
-            known = 0
-            for batch in _batches(unique, LOOKUP_BATCH):
-                row = conn.execute(_lookup_sql(len(batch)), (*self._key, category, *batch))
-                known += int(row.fetchone()[0])
-            return LedgerCount(current=current, projected=current + len(unique) - known)
+    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
+        """Every category's count in one call on the worker thread.
 
-        return await self._worker.run(_count)
+        A transfer with no subjects (every set empty, the common clean
+        transfer) reads the committed totals without taking the write lock:
+        it adds nothing, so nothing needs to be atomic with those reads, and
+        the transaction then has nothing to commit (no second worker trip).
+        Judging it on the totals as they stood a moment before another
+        process's commit is the same as judging it before that commit.
+        """
+        wanted = {category: list(set(d)) for category, d in digests.items()}
+        writes = any(wanted.values())
+        if writes:
+            self.used = True
+
+        def _counts(conn: sqlite3.Connection) -> dict[str, LedgerCount]:
+            if writes:
+                self._begin(conn)
+            return {category: self._count(conn, category, u) for category, u in wanted.items()}
+
+        return await self._worker.run(_counts)
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         self.used = True

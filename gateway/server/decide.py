@@ -141,7 +141,7 @@ async def decide(state: EgressState, job: Job, policy: CompiledPolicy) -> tuple[
 
     async def judge(tx: LedgerTransaction) -> Ruling:
         nonlocal held_info
-        counts = {c: await tx.count(c, d) for c, d in digests.items()}
+        counts = await tx.counts(digests)
         decision = policy.evaluate(context, summary, counts)
         shadow = _shadow_matches(state, decision)
         if decision.action == "review":

@@ -355,7 +355,7 @@ async def judge_now(
     context = current_context(policy, held.transfer)
     judged = policy.with_chance(summary, context.route)
     digests = ledger_digests(policy, held, judged, context.route.direction)
-    counts = {c: await tx.count(c, d) for c, d in digests.items()}
+    counts = await tx.counts(digests)
     return JudgedNow(
         policy, context, judged, digests, counts, policy.evaluate(context, judged, counts)
     )

@@ -57,6 +57,36 @@ async def test_count_sees_this_transactions_own_adds(ledger: Ledger) -> None:
         assert await tx.count("personal", digests(2, 3)) == LedgerCount(current=2, projected=3)
 
 
+async def test_counts_reads_every_category_as_count_does(ledger: Ledger) -> None:
+    async with ledger.transaction(ORG, YEAR) as tx:
+        await tx.add("personal", digests(1, 2, 3))
+        await tx.add("sensitive", digests(1))
+    async with ledger.transaction(ORG, YEAR) as tx:
+        counts = await tx.counts(
+            {"personal": digests(3, 4, 4), "sensitive": [], "important": digests(9)}
+        )
+        assert counts == {
+            "personal": LedgerCount(current=3, projected=4),
+            "sensitive": LedgerCount(current=1, projected=1),
+            "important": LedgerCount(current=0, projected=1),
+        }
+        assert counts["personal"] == await tx.count("personal", digests(3, 4))
+
+
+async def test_a_transfer_without_subjects_reads_the_committed_totals(ledger: Ledger) -> None:
+    async with ledger.transaction(ORG, YEAR) as tx:
+        await tx.add("personal", digests(1, 2))
+    async with ledger.transaction(ORG, YEAR) as tx:
+        counts = await tx.counts({"personal": [], "sensitive": []})
+        assert counts == {
+            "personal": LedgerCount(current=2, projected=2),
+            "sensitive": LedgerCount(current=0, projected=0),
+        }
+        # The same transaction may still add (it then takes the write lock).
+        assert await tx.add("personal", digests(3)) == 3
+    assert await subjects(ledger) == {"personal": 3}
+
+
 async def test_rollback_on_exception_adds_nothing(ledger: Ledger) -> None:
     async with ledger.transaction(ORG, YEAR) as tx:
         await tx.add("personal", digests(1))

@@ -87,6 +87,36 @@ async def test_a_writer_in_another_connection_blocks_then_times_out(
     await ledger.close()
 
 
+async def test_reads_without_subjects_do_not_wait_for_another_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean transfer adds nothing: it reads the committed totals, and only a
+    transfer with subjects waits for (and then fails on) another process's lock."""
+    import gateway.ledger.sqlite as backend
+
+    monkeypatch.setattr(backend, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "l.sqlite3"
+    ledger = await SqliteLedger(path).open()
+    async with ledger.transaction(ORG, YEAR) as tx:
+        await tx.add("personal", [b"\x01" * 16])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute(
+        "UPDATE ledger_totals SET subjects = 99 WHERE organisation = ? AND year = ?", (ORG, YEAR)
+    )
+    try:
+        async with ledger.transaction(ORG, YEAR) as tx:
+            counts = await tx.counts({"personal": [], "sensitive": []})
+        assert counts["personal"].current == 1  # committed, not the other's pending 99
+        with pytest.raises(LedgerUnavailable, match="locked"):
+            async with ledger.transaction(ORG, YEAR) as tx:
+                await tx.counts({"personal": [b"\x02" * 16], "sensitive": []})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await ledger.close()
+
+
 async def test_a_closed_ledger_fails_closed(tmp_path: Path) -> None:
     ledger = await SqliteLedger(tmp_path / "l.sqlite3").open()
     await ledger.close()
