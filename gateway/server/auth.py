@@ -21,7 +21,9 @@ import hashlib
 import hmac
 import ipaddress
 import ssl
+import threading
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -94,39 +96,73 @@ def _peer_tls(request: web.Request) -> ssl.SSLObject | ssl.SSLSocket | None:
     return ssl_object
 
 
-def peer_common_name(request: web.Request) -> str | None:
-    """The subject CN of a verified client certificate, if the connection has one.
+@dataclass(frozen=True, slots=True)
+class _PeerCertificate:
+    """What the handlers ask of a verified client certificate, worked out once."""
 
-    The TLS layer has already verified the certificate against the configured
-    client CA (``ssl.CERT_OPTIONAL`` or ``CERT_REQUIRED``); an unverified
-    certificate never reaches here.
+    common_name: str | None
+    sha256: str  # hex, of the DER
+    spki: str | None  # None: verified by OpenSSL, unparsable here (matches no pin)
+
+
+#: Certificates already worked out, by their DER (a few peers, each on many requests).
+_PEERS: dict[bytes, _PeerCertificate] = {}
+#: Distinct certificates kept; past it the oldest is dropped (and worked out again).
+MAX_CACHED_PEERS = 256
+_PEERS_LOCK = threading.Lock()
+
+
+def _peer(request: web.Request) -> _PeerCertificate | None:
+    """The connection's verified client certificate, if it has one.
+
+    The TLS layer has already verified it against the configured client CA
+    (``ssl.CERT_OPTIONAL`` or ``CERT_REQUIRED``: a presented certificate that
+    fails verification ends the handshake, and without a request for one,
+    ``CERT_NONE``, there is no DER at all). Its subject is read from OpenSSL's
+    validated form; the name, fingerprint and key pin are then kept by the
+    certificate's exact DER, so the twin's many requests on a few
+    connections do not parse the same certificate each time.
     """
     ssl_object = _peer_tls(request)
     if ssl_object is None:
         return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    known = _PEERS.get(der)
+    if known is not None:
+        return known
     cert = ssl_object.getpeercert()
     if not cert:
         return None
+    common_name = None
     subject: Any = cert.get("subject", ())
     for rdn in subject:
         for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+            if key == "commonName" and common_name is None:
+                common_name = str(value)
+    try:
+        pin: str | None = spki_pin(der)
+    except ValueError:
+        pin = None
+    known = _PeerCertificate(common_name, hashlib.sha256(der).hexdigest(), pin)
+    with _PEERS_LOCK:  # tests run several apps' loops in one process
+        if len(_PEERS) >= MAX_CACHED_PEERS:
+            del _PEERS[next(iter(_PEERS))]
+        _PEERS[der] = known
+    return known
 
 
-def _peer_der(request: web.Request) -> bytes | None:
-    """The verified client certificate (DER), if the connection has one."""
-    ssl_object = _peer_tls(request)
-    if ssl_object is None:
-        return None
-    return ssl_object.getpeercert(binary_form=True) or None
+def peer_common_name(request: web.Request) -> str | None:
+    """The subject CN of a verified client certificate, if the connection has one."""
+    peer = _peer(request)
+    return peer.common_name if peer is not None else None
 
 
 def peer_certificate_sha256(request: web.Request) -> str | None:
     """Hex SHA-256 of the verified client certificate (DER), if the connection has one."""
-    der = _peer_der(request)
-    return hashlib.sha256(der).hexdigest() if der is not None else None
+    peer = _peer(request)
+    return peer.sha256 if peer is not None else None
 
 
 def peer_spki_pin(request: web.Request) -> str | None:
@@ -134,13 +170,8 @@ def peer_spki_pin(request: web.Request) -> str | None:
 
     Base64 SHA-256 of its SubjectPublicKeyInfo (:func:`~gateway.crypto.certs.spki_pin`).
     """
-    der = _peer_der(request)
-    if der is None:
-        return None
-    try:
-        return spki_pin(der)
-    except ValueError:  # verified by OpenSSL, unparsable here: matches no pin
-        return None
+    peer = _peer(request)
+    return peer.spki if peer is not None else None
 
 
 class TwinPin:

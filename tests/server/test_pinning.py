@@ -139,6 +139,24 @@ async def test_a_mis_issued_twin_client_certificate_is_refused(tmp_path: Path, p
         assert parks.inbox_files("sz-lab") == {"ok.csv": CLEAN}
 
 
+async def test_the_twin_served_first_does_not_vouch_for_an_impostor_of_its_name(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The checked certificate is remembered by its exact DER: the twin's earlier
+    requests say nothing about another key under the same name."""
+    impostor = mis_issue(pki, "hk", "client", tmp_path / "impostor")
+    hk = ParkPaths(pki / "hk")
+    async with start_parks(tmp_path, pki) as parks:
+        for name in ("a.csv", "b.csv"):
+            status, _ = await _post_envelope(parks, hk.cert("client"), hk.key("client"), name)
+            assert status == 201
+        status, content_type = await _post_envelope(parks, *impostor, "bypass.csv")
+        assert (status, content_type) == (403, PROBLEM)
+        status, _ = await _post_envelope(parks, hk.cert("client"), hk.key("client"), "c.csv")
+        assert status == 201
+        assert sorted(parks.inbox_files("sz-lab")) == ["a.csv", "b.csv", "c.csv"]
+
+
 async def test_old_and_new_twin_keys_are_both_accepted_while_rotating(
     tmp_path: Path, pki: Path
 ) -> None:
