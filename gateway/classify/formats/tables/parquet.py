@@ -606,8 +606,15 @@ def _page_walks(footer: _ParquetFooter, size: int, render: _Render) -> list[_Pag
         for column in group:
             if column.encrypted:
                 raise render.fail("encrypted")
+            if column.num_values == 0 and column.total_compressed_size == 0:
+                continue  # no page stored: nothing to walk
+            # The chunk starts at its first page: the dictionary page, if any.
+            # In an empty row group (a writer given an empty batch) pyarrow
+            # stores only an empty dictionary page and a data page offset of 0.
             start = column.data_page_offset
-            if 0 < column.dictionary_page_offset < start:
+            if column.dictionary_page_offset > 0 and (
+                column.dictionary_page_offset < start or (start == 0 and column.num_values == 0)
+            ):
                 start = column.dictionary_page_offset
             end = start + column.total_compressed_size
             if start < 4 or column.total_compressed_size < 0 or end > size:
