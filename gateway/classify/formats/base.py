@@ -48,6 +48,12 @@ CELL_SEPARATOR: Final = ","
 #: rendered as the next cell of its own line part: identifiers are far
 #: shorter, and a megabyte-long string cell must not be one matcher piece.
 MAX_CELL_CHARS: Final = 64 << 10
+#: Characters each piece of a cut cell repeats from the end of the piece
+#: before: longer than any identifier the matcher knows (an e-mail address is
+#: at most 254), so one that straddles a cut is whole in the next piece. One
+#: lying wholly inside the repeat is counted twice (an over-count, the safe
+#: direction; its distinct count is unchanged).
+CELL_CUT_OVERLAP: Final = 256
 
 
 class Unscannable(Exception):
@@ -392,12 +398,16 @@ class RandomReader(Protocol):
 def csv_cell(value: str) -> str:
     """One value as an RFC 4180 cell: quoted when it holds a separator, quote or line break.
 
-    Cells longer than :data:`MAX_CELL_CHARS` are cut into several cells (an
-    identifier is never that long, and the matcher sees every character).
+    Cells longer than :data:`MAX_CELL_CHARS` are cut into several cells, each
+    after the first starting :data:`CELL_CUT_OVERLAP` characters before the
+    end of the one before: an identifier cut in two by a comma would not be
+    found, a whole one in the overlap is.
     """
     if len(value) > MAX_CELL_CHARS:
+        step = MAX_CELL_CHARS - CELL_CUT_OVERLAP
         return CELL_SEPARATOR.join(
-            csv_cell(value[i : i + MAX_CELL_CHARS]) for i in range(0, len(value), MAX_CELL_CHARS)
+            csv_cell(value[i : i + MAX_CELL_CHARS])
+            for i in range(0, len(value) - CELL_CUT_OVERLAP, step)
         )
     if any(c in value for c in ',"\n\r'):
         return '"' + value.replace('"', '""') + '"'

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
 from gateway.classify.formats import tables as T
-from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.base import MAX_CELL_CHARS, BytesAccess, Unscannable
 from gateway.classify.formats.tables import arrow as T_arrow
 from gateway.classify.formats.tables import avro as T_avro
 from gateway.classify.formats.tables import common as T_common
@@ -276,6 +276,65 @@ def test_whole_number_floats_of_identifier_size_are_rendered() -> None:
         assert rendered == [str(p) if i != 3 else "" for i, p in enumerate(PHONES)]
         assert {r[1] for r in rows[1:]} == {""}  # 60.5, 71.0, 1e30 and nulls: nothing
         assert out.numeric_values == 2 * ROWS - ROWS // 4  # NaN is a value, null is not
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"resident_id": pa.array([], pa.string()), "mobile": pa.array([], pa.int64())},
+        {"weight_kg": pa.array([], pa.float64())},
+    ],
+)
+def test_an_empty_parquet_table_is_read(columns: dict[str, pa.Array]) -> None:
+    """A table of no rows: pyarrow stores an empty dictionary page and no data page."""
+    out = read_random(T.read_parquet, parquet_bytes(pa.table(columns)))
+    assert labels(out) == {}
+
+
+def test_empty_row_groups_between_real_ones() -> None:
+    """A writer given an empty batch (a filter that kept nothing) writes an empty
+    row group: the file is read, and the rows of the other groups are all there."""
+    table = patients()
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, table.schema) as writer:
+        writer.write_table(table.slice(0, 0))
+        writer.write_table(table.slice(0, ROWS // 2))
+        writer.write_table(table.slice(0, 0))
+        writer.write_table(table.slice(ROWS // 2))
+        writer.write_table(table.slice(0, 0))
+    assert pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.num_row_groups == 5
+    assert_planted(read_random(T.read_parquet, sink.getvalue()))
+
+
+@pytest.mark.parametrize("offset", [-9, -1, 0, 3])
+@pytest.mark.parametrize("writer", ["parquet", "arrow", "orc", "avro", "sqlite"])
+def test_an_identifier_across_a_long_cells_cut_is_found(
+    writer: str, offset: int, tmp_path: Path
+) -> None:
+    """A cell longer than MAX_CELL_CHARS is rendered in pieces; an identifier
+    placed where a piece ends is whole in the next one (the pieces overlap)."""
+    start = MAX_CELL_CHARS + offset
+    cell = "y" * (start - 1) + " " + IDS[0] + " " + "z" * 50_000
+    table = pa.table({"note": [cell, "short"]})
+    if writer == "avro":
+        schema = {"type": "record", "name": "n", "fields": [{"name": "note", "type": "string"}]}
+        sink = io.BytesIO()
+        fastavro.writer(sink, schema, table.to_pylist())
+        data = sink.getvalue()
+    elif writer == "sqlite":
+        path = tmp_path / "notes.db"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE notes (note TEXT)")
+            db.executemany("INSERT INTO notes VALUES (?)", [(cell,), ("short",)])
+        db.close()
+        data = path.read_bytes()
+    else:
+        data = {"parquet": parquet_bytes, "arrow": arrow_file_bytes, "orc": orc_bytes}[writer](
+            table
+        )
+    summary = scan_bytes(DETECTORS, data)
+    assert {k: v.count for k, v in summary.labels.items()} == {"pii.cn_resident_id": 1}
+    assert not summary.unscannable
 
 
 def test_parquet_nested_values_and_quoting() -> None:
