@@ -337,6 +337,59 @@ def test_an_identifier_across_a_long_cells_cut_is_found(
     assert not summary.unscannable
 
 
+def _database(path: Path, *statements: str, rows: list[tuple[object, ...]] = ()) -> bytes:
+    """A SQLite file made by ``sqlite3``: ``statements``, then ``rows`` into the last table."""
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(path)
+    with db:
+        for statement in statements:
+            db.execute(statement)
+        for row in rows:
+            db.execute(f"INSERT INTO docs VALUES ({','.join('?' * len(row))})", row)
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("module", ["fts5", "fts4", "fts3"])
+def test_sqlite_full_text_tables_are_read(module: str, tmp_path: Path) -> None:
+    """A full-text table's index blobs are index structure; its text (in its
+    content table) is scanned as any table's."""
+    create = f"CREATE VIRTUAL TABLE docs USING {module}(title, body)"
+    notes = [("visit", f"patient {IDS[i]} called from {PHONES[i]}") for i in range(5)]
+    planted = scan_bytes(DETECTORS, _database(tmp_path / "p.db", create, rows=notes))
+    assert label_counts(planted) == {"pii.cn_resident_id": 5, "pii.cn_phone": 5}
+    assert not planted.unscannable
+    clean = [("visit", f"sample {CLEAN_IDS[i]} logged") for i in range(5)]
+    summary = scan_bytes(DETECTORS, _database(tmp_path / "c.db", create, rows=clean))
+    assert (label_counts(summary), summary.unscannable) == ({}, ())
+
+
+def test_sqlite_rtree_and_external_content_full_text(tmp_path: Path) -> None:
+    data = _database(
+        tmp_path / "e.db",
+        "CREATE VIRTUAL TABLE sites USING rtree(id, lat0, lat1, lon0, lon1)",
+        "INSERT INTO sites VALUES (1, 22.5, 22.6, 113.9, 114.0)",
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT)",
+        "CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id')",
+        rows=[(1, f"call {PHONES[0]}")],
+    )
+    summary = scan_bytes(DETECTORS, data)
+    assert (label_counts(summary), summary.unscannable) == ({"pii.cn_phone": 1}, ())
+
+
+def test_a_contentless_full_text_index_is_unscannable(tmp_path: Path) -> None:
+    """Its text is only in the index structures, which are not read."""
+    data = _database(
+        tmp_path / "x.db",
+        "CREATE VIRTUAL TABLE docs USING fts5(body, content='')",
+        rows=[(f"patient {IDS[0]}",)],
+    )
+    summary = scan_bytes(DETECTORS, data)
+    assert summary.unscannable == (
+        "sqlite: a contentless fts5 index (its text is only in the index)",
+    )
+
+
 def test_parquet_nested_values_and_quoting() -> None:
     table = pa.table(
         {

@@ -213,8 +213,13 @@ class _Render:
             raise self.fail(f"key/value metadata over {MAX_METADATA_CHARS >> 20} Mi characters")
         self.metadata.append(line)
 
-    def binary(self, value: bytes | None, where: str) -> str:
-        """One binary cell as text: itself when UTF-8 text, else handed over or counted."""
+    def binary(self, value: bytes | None, where: str, structure: bool = False) -> str:
+        """One binary cell as text: itself when UTF-8 text, else handed over or counted.
+
+        ``structure``: the cell is a known index structure (a SQLite full-text
+        index's doclists, an R*Tree node), not content: when it is neither text
+        nor a file it is counted as numbers are, not refused as opaque.
+        """
         if not value:
             return ""
         try:
@@ -236,7 +241,10 @@ class _Render:
             nested.write(value)
             nested.close()
             return ""
-        self.opaque += 1
+        if structure:
+            self.numeric += 1
+        else:
+            self.opaque += 1
         return ""
 
     def finish(self) -> None:

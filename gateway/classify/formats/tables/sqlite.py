@@ -33,6 +33,30 @@ _SQLITE_ENCODINGS: Final = {0: "utf-8", 1: "utf-8", 2: "utf-16-le", 3: "utf-16-b
 #: Bytes of an integer by record serial type 1..6 (fileformat.html §2.1).
 _SQLITE_INT_BYTES: Final = (0, 1, 2, 3, 4, 6, 8)
 _SQLITE_SCHEMA_COLUMNS: Final = ("type", "name", "tbl_name", "rootpage", "sql")
+#: The tables a virtual table module keeps its data in (``<name>_<suffix>``):
+#: full-text indexes (FTS3/4/5) and R*Trees. Their binary cells are the
+#: module's index structures (term lists and doclists, varint sizes, tree
+#: nodes of coordinates), not content: the text of a full-text table is in its
+#: content table (or the external table it names), rendered as any table; an
+#: R*Tree's coordinates are numbers, counted like REAL values. A binary cell of
+#: such a table that is not text is counted, not refused as opaque.
+_SHADOW_TABLES: Final = {
+    "fts5": ("data", "idx", "content", "docsize", "config"),
+    "fts4": ("content", "segments", "segdir", "docsize", "stat"),
+    "fts3": ("content", "segments", "segdir", "docsize", "stat"),
+    "rtree": ("node", "rowid", "parent"),
+    "rtree_i32": ("node", "rowid", "parent"),
+    "geopoly": ("node", "rowid", "parent"),
+}
+_VIRTUAL: Final = re.compile(
+    r"\s*CREATE\s+VIRTUAL\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"(?:\"((?:[^\"]|\"\")+)\"|`([^`]+)`|\[([^\]]+)\]|'((?:[^']|'')+)'|([\w$]+))"
+    r"\s+USING\s+(\w+)\s*(?:\((.*)\))?\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+#: A full-text table without content of its own (``content=''``): its text is
+#: only in the index structures, which are not read.
+_CONTENTLESS: Final = re.compile(r"(?:^|,)\s*content\s*=\s*(?:''|\"\")\s*(?:,|$)", re.IGNORECASE)
 
 
 class _Float:
@@ -348,7 +372,7 @@ def _sqlite_table(sql: str) -> _SqliteTable | None:
     return _SqliteTable(["rowid", *names], None, True, False)
 
 
-def _sqlite_cell(value: object, render: _Render, where: str) -> str:
+def _sqlite_cell(value: object, render: _Render, where: str, index: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
@@ -356,13 +380,32 @@ def _sqlite_cell(value: object, render: _Render, where: str) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, bytes):
-        return render.binary(value, where)
+        return render.binary(value, where, structure=index)
     render.numeric += 1
     return ""
 
 
-def _sqlite_rows(db: _SqliteFile, root: int, sql: str, table: _Table) -> None:
-    """Render the rows of one table (columns named by position when the SQL is not understood)."""
+def _shadow_tables(sql: str, name: str) -> list[str]:
+    """The shadow tables of a ``CREATE VIRTUAL TABLE`` of a known module (lower case).
+
+    Raises:
+        Unscannable: a full-text table without content of its own.
+    """
+    found = _VIRTUAL.match(sql)
+    if found is None:
+        return []
+    module = found.group(6).lower()
+    suffixes = _SHADOW_TABLES.get(module, ())
+    if suffixes and module.startswith("fts") and _CONTENTLESS.search(found.group(7) or ""):
+        raise Unscannable(f"sqlite: a contentless {module} index (its text is only in the index)")
+    return [f"{name.lower()}_{suffix}" for suffix in suffixes]
+
+
+def _sqlite_rows(db: _SqliteFile, root: int, sql: str, table: _Table, index: bool = False) -> None:
+    """Render the rows of one table (columns named by position when the SQL is not understood).
+
+    ``index``: a virtual table's shadow table (its binary cells are index structures).
+    """
     render = db.render
     parsed = _sqlite_table(sql)
     layout = parsed or _SqliteTable(["rowid"], None, True, False)
@@ -370,7 +413,7 @@ def _sqlite_rows(db: _SqliteFile, root: int, sql: str, table: _Table) -> None:
     lines: list[str] = []
     for rowid, payload in db.cells(root, not layout.without_rowid):
         values = db.record(payload)
-        cells = [_sqlite_cell(v, render, table.name) for v in values]
+        cells = [_sqlite_cell(v, render, table.name, index) for v in values]
         if layout.alias is not None and layout.alias < len(cells) and values[layout.alias] is None:
             cells[layout.alias] = str(rowid)
         if layout.rowid_column:
@@ -391,6 +434,7 @@ def read_sqlite(source: RandomAccess, out: Extract) -> None:
     db = _SqliteFile(source, render)
     schema = _Table(render, "table sqlite_schema", csv_line(_SQLITE_SCHEMA_COLUMNS))
     tables: list[tuple[str, int, str]] = []
+    shadows: set[str] = set()
     for _, payload in db.cells(1, table=True):
         values = db.record(payload)
         schema.add(csv_line(_sqlite_cell(v, render, schema.name) for v in values))
@@ -399,10 +443,12 @@ def read_sqlite(source: RandomAccess, out: Extract) -> None:
             tables.append((str(name), root, sql if isinstance(sql, str) else ""))
             if len(tables) > MAX_SQLITE_TABLES:
                 raise render.fail(f"more than {MAX_SQLITE_TABLES} tables")
+        elif kind == "table" and root == 0 and isinstance(sql, str):
+            shadows.update(_shadow_tables(sql, str(name)))
     schema.close()
     for name, root, sql in tables:
         table = _Table(render, f"table {name}")
-        _sqlite_rows(db, root, sql, table)
+        _sqlite_rows(db, root, sql, table, name.lower() in shadows)
         table.close()
     render.finish()
 
