@@ -278,6 +278,10 @@ def leaf_fields(
             base, shape = current.subdtype if current.subdtype else (current, ())
             if base.names is not None:
                 raise Unscannable(f"{fmt}: sub-arrays of records not read")
+            if _is_char(base) and shape and shape[-1] > 1:
+                # A field of single characters (netCDF4 stores an S18 field of a
+                # compound type so): strings along its last axis.
+                base, shape = np.dtype(f"S{shape[-1]}"), shape[:-1]
             leaves.append((name, path, base, int(np.prod(shape, dtype=np.int64))))
         else:
             for field in reversed(current.names):
@@ -323,13 +327,20 @@ class TableWriter:
             return
         self._budget.spend(len(records) * sum(width for _, _, _, width in leaves))
         blocks: list[list[str]] = []
-        for _, path, _, width in leaves:
+        for _, path, dtype, width in leaves:
             column: npt.NDArray[Any] = records
             for field in path:
                 column = column[field]
+            if _is_char(column.dtype) and dtype.itemsize > 1:  # characters as strings
+                column = np.ascontiguousarray(column).view(dtype)
             text = value_text(column.reshape(-1), 0, width)
             blocks.append(text.split("\n")[:-1])
         self._out.write("".join(",".join(row) + "\n" for row in zip(*blocks, strict=True)))
+
+
+def _is_char(dtype: np.dtype[Any]) -> bool:
+    """A single byte character (netCDF's ``char``, NumPy's ``S1``)."""
+    return dtype.kind == "S" and dtype.itemsize == 1
 
 
 def kind_of(dtype: np.dtype[Any]) -> str:
@@ -485,6 +496,10 @@ class NpyReader:
         """Decide how the array is read and open its member."""
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise Unscannable(f"npy: elements larger than {MAX_ITEM_BYTES} bytes")
+        if _is_char(dtype) and len(shape) >= 2 and not fortran and 1 < shape[-1] <= MAX_ITEM_BYTES:
+            # An array of characters (a netCDF-style char array saved by NumPy):
+            # strings along the last axis, as the HDF5 reader reads them.
+            dtype, shape = np.dtype(f"S{shape[-1]}"), shape[:-1]
         items = 1
         for n in shape:
             items *= n

@@ -320,6 +320,57 @@ def test_true_netcdf4_file(tmp_path: Path) -> None:
     assert numbers >= 10
 
 
+PERSON = np.dtype([("rid", "S1", (18,)), ("mobile", "<i8"), ("score", "<f8")])
+
+
+def _people(n: int) -> np.ndarray:
+    """Records whose Resident ID is a field of 18 single characters."""
+    records = np.zeros(n, PERSON)
+    for i in range(n):
+        records[i]["rid"] = np.frombuffer(IDS[i].encode(), "S1")
+        records[i]["mobile"] = PHONES[i]
+    return records
+
+
+def test_netcdf_compound_with_a_string_field(tmp_path: Path) -> None:
+    """netCDF4-python stores an S18 field of a compound type as 18 characters."""
+    path = tmp_path / "people.nc"
+    stored = np.dtype([("rid", "S18"), ("mobile", "<i8")])
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        person = nc.createCompoundType(stored, "person")
+        nc.createDimension("n", 6)
+        people = nc.createVariable("people", person, ("n",))
+        people[:] = np.array([(IDS[i].encode(), PHONES[i]) for i in range(6)], dtype=stored)
+    kind, labels, unscannable, _ = scan(path.read_bytes())
+    assert (kind, unscannable) == ("application/x-netcdf", ())
+    assert labels == {"pii.cn_resident_id": 6, "pii.cn_phone": 6}
+
+
+def test_character_fields_and_arrays_are_strings() -> None:
+    kind, labels, unscannable, numbers = scan(npy(_people(5)))
+    assert (kind, labels, unscannable) == (
+        "application/x-npy",
+        {"pii.cn_resident_id": 5, "pii.cn_phone": 5},
+        (),
+    )
+    assert numbers == 5  # the float field, counted
+    out = read_stream(arrays.NpyReader, npy(_people(2)))
+    assert out.members[0].text.splitlines() == [
+        "rid,mobile",
+        f"{IDS[0]},{PHONES[0]}",
+        f"{IDS[1]},{PHONES[1]}",
+    ]
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f["people"] = _people(4)
+    assert scan(buffer.getvalue())[1] == {"pii.cn_resident_id": 4, "pii.cn_phone": 4}
+    # A 2-D array of characters saved by NumPy: one string per row.
+    chars = np.array([np.frombuffer(IDS[i].encode(), "S1") for i in range(3)])
+    assert scan(npy(chars))[1] == {"pii.cn_resident_id": 3}
+    # In Fortran order the characters of a string are not contiguous: cells.
+    assert scan(npy(np.asfortranarray(chars)))[2] == ()
+
+
 def test_hdf5_clean_file_has_no_findings() -> None:
     def build(f: h5py.File) -> None:
         f["counts"] = np.arange(1000, dtype=np.int32)
