@@ -390,6 +390,29 @@ def test_a_contentless_full_text_index_is_unscannable(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("view", [pa.ListViewArray, pa.LargeListViewArray])
+def test_arrow_list_views_including_shared_and_reordered_values(view: type) -> None:
+    """List views may point anywhere into their values, overlapping and out of order."""
+    values = pa.array([IDS[0], IDS[1], IDS[2], "x"])
+    width = pa.int64() if view is pa.LargeListViewArray else pa.int32()
+    tags = view.from_arrays(  # type: ignore[attr-defined]
+        pa.array([2, 0, 0, 1], width), pa.array([2, 1, 0, 2], width), values
+    )
+    table = pa.table({"tags": tags, "n": [1, 2, 3, 4]})
+    for data in (arrow_file_bytes(table), arrow_stream_bytes(table)):
+        out = read_random(T_arrow.read_arrow_file_inline, data) if data[:6] == b"ARROW1" else None
+        summary = scan_bytes(DETECTORS, data)
+        assert not summary.unscannable
+        assert label_counts(summary) == {"pii.cn_resident_id": 4}
+        if out is not None:
+            assert rows_of(out)[1:] == [
+                [f"{IDS[2]} x", "1"],
+                [IDS[0], "2"],
+                ["", "3"],
+                [f"{IDS[1]} {IDS[2]}", "4"],
+            ]
+
+
 def test_parquet_nested_values_and_quoting() -> None:
     table = pa.table(
         {

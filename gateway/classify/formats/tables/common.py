@@ -519,7 +519,12 @@ def _text(arr: pa.Array, render: _Render, where: str, depth: int = 0) -> pa.Arra
         offsets = pa.array(np.arange(0, (len(arr) + 1) * size, size, dtype=np.int64))
         return _list_text(arr, offsets, arr.flatten(), render, where, depth)
     if pa.types.is_list_view(typ) or pa.types.is_large_list_view(typ):
-        return _text(arr.cast(pa.large_list(typ.value_field)), render, where, depth + 1)
+        # Views may share and reorder values: their cells' values in order, and
+        # offsets from the cells' lengths (a cast to a list gave pyarrow 26 an
+        # offsets buffer one entry short for large list views).
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).cast(pa.int64()).to_numpy()
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int64())
+        return _list_text(arr, offsets, pc.list_flatten(arr), render, where, depth)
     if pa.types.is_timestamp(typ):
         return _timestamp_text(arr)
     try:
