@@ -35,6 +35,8 @@ from gateway.classify.decode.transforms import (
     HEX,
     JSON_ESCAPES,
     LONG_RUN_CHARS,
+    MARKUP,
+    MARKUP_ASIDE_BYTES,
     PERCENT,
     RUN_MIN_CHARS,
 )
@@ -248,6 +250,114 @@ def test_character_references_in_html(encode: object) -> None:
         f"<html><body>{'<br>'.join(IDS)}</body></html>".encode(),
     )
     assert counts(data) == {"pii.cn_resident_id": 3}
+
+
+def page(body: str) -> bytes:
+    return f"<!DOCTYPE html>\n<html><body>\n{body}\n</body></html>\n".encode()
+
+
+def test_inline_tags_inside_an_identifier_are_read_as_a_browser_shows_it() -> None:
+    """Rich-text editors wrap parts of a word in tags; a browser shows one word."""
+    rid, other = IDS[0], IDS[1]
+    body = (
+        f"<p>ID <b>{rid[:6]}</b><span class='x'>{rid[6:]}</span></p>\n"
+        f"<p>{other[:4]}<!-- keep -->{other[4:10]}<i></i>{other[10:]}</p>\n"
+        f"<p>call {PHONE[:3]}-<font color=red>{PHONE[3:7]}</font>-{PHONE[7:]}</p>"
+    )
+    kind, text = one_member(page(body), (MARKUP,))
+    assert kind == "text/html"
+    assert f"ID <b>{rid}</span></p>".encode() in text  # the tags outside the word stay
+    assert other.encode() in text
+    assert counts(page(body)) == {"pii.cn_resident_id": 2, "pii.cn_phone": 1}
+
+
+def test_removed_tags_keep_their_attributes_and_comments_as_text() -> None:
+    rid = IDS[0]
+    body = (
+        f'<p>{rid[:9]}<a title="{PHONE}" href="#">{rid[9:]}</a> and {rid[:3]}<!-- {IDS[2]} -->x</p>'
+    )
+    _, text = one_member(page(body), (MARKUP,))
+    assert text.count(PHONE.encode()) == 1
+    assert text.count(IDS[2].encode()) == 1
+    # Written after the line the word was on, never inside a word.
+    assert text.index(PHONE.encode()) > text.index(f"{rid}</a>".encode())
+    assert counts(page(body)) == {"pii.cn_resident_id": 2, "pii.cn_phone": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<td>{a}</td><td>{b}</td>",  # cells: separate for a browser too
+        "{a}<div>{b}</div>",  # a block element breaks the line
+        "{a}<br>{b}",
+        "{a} <b>{b}</b>",  # white space
+        "{a}<x-note>{b}</x-note>",  # an element the list does not know
+        "{a}<b{b}",  # no tag at all
+    ],
+)
+def test_tags_that_separate_words_stay(body: str) -> None:
+    rid = IDS[0]
+    data = page(body.format(a=rid[:8], b=rid[8:]))
+    info, members, _ = invariant(data)
+    assert MARKUP not in info.layers
+    assert members == [("text/html", data)]
+    assert counts(data) == {}
+
+
+def test_only_html_members_are_joined() -> None:
+    rid = IDS[0]
+    text = f"note {rid[:8]}<b>{rid[8:]}</b>\n".encode()
+    assert counts(text) == {}
+    assert counts(page(text.decode())) == {"pii.cn_resident_id": 1}
+
+
+def test_an_html_member_without_such_tags_has_no_markup_layer() -> None:
+    data = page("<p>All wells <b>within</b> range.</p>")
+    info, members, reasons = invariant(data)
+    assert (info.layers, reasons) == ((), [])
+    assert members == [("text/html", data)]
+
+
+def test_attributes_inside_words_past_their_bound_are_unscannable() -> None:
+    tag = "<span title='" + "x" * 200 + "'>"
+    words = " ".join(f"a{tag}b" for _ in range(MARKUP_ASIDE_BYTES // 200 + 2))
+    summary = scan(page(words))
+    assert summary.unscannable == (
+        f"{MARKUP}: over {MARKUP_ASIDE_BYTES >> 10} KiB of attributes inside words",
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [
+                "4403",
+                "0519",
+                "8506",
+                "<b>",
+                "</b>",
+                "<span a='1'>",
+                "</span>",
+                "<!-- c -->",
+                "<!--",
+                "-->",
+                "<div>",
+                " ",
+                "\n",
+                "x",
+                "<",
+                ">",
+                "&#49;",
+                "<i",
+                "'",
+            ]
+        ),
+        max_size=40,
+    )
+)
+def test_joining_is_the_same_at_every_chunking(pieces: list[str]) -> None:
+    invariant(page("".join(pieces)))
 
 
 def test_character_references_in_a_spreadsheet_export_sniffed_as_text() -> None:
