@@ -692,6 +692,156 @@ def test_unknown_binary_reason_names_what_it_looked_like(magic: bytes, looks_lik
     assert sink.events == [("unscannable", f"binary: unknown format (starts like {looks_like})")]
 
 
+_LOCAL = "<4sHHHHHIIIHH"
+_CENTRAL = "<4sHHHHHHIIIHHHHHII"
+
+
+def _hand_zip(members: list[tuple[bytes, bytes, int]], lie: int = 0, comment: bytes = b"") -> bytes:
+    """A stored zip written by hand: (name, data, local offset the central directory
+    names, or -1 for where it is); ``lie`` bytes added to the first local size."""
+    body, central = b"", b""
+    for i, (name, data, named_at) in enumerate(members):
+        at = len(body)
+        size = len(data) + (lie if i == 0 else 0)
+        body += struct.pack(
+            _LOCAL, b"PK\x03\x04", 10, 0, 0, 0, 0, zlib.crc32(data), size, size, len(name), 0
+        )
+        body += name + data
+        central += (
+            struct.pack(
+                _CENTRAL,
+                b"PK\x01\x02",
+                10,
+                10,
+                0,
+                0,
+                0,
+                0,
+                zlib.crc32(data),
+                len(data),
+                len(data),
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                at if named_at < 0 else named_at,
+            )
+            + name
+        )
+    end = struct.pack(
+        "<4sHHHHIIH",
+        b"PK\x05\x06",
+        0,
+        0,
+        len(members),
+        len(members),
+        len(central),
+        len(body),
+        len(comment),
+    )
+    return body + central + end + comment
+
+
+def test_a_local_header_that_swallows_the_next_member_is_caught() -> None:
+    """Extractors go by the central directory: a first local header whose size
+    covers the next member's header and data hid that member from the walk."""
+    cover = b"nothing to see here\n" * 50
+    hidden_at = 30 + len(b"notes.txt") + len(cover)
+    honest = _hand_zip([(b"notes.txt", cover, -1), (b"secret.csv", CSV, -1)])
+    directory = honest.index(b"PK\x01\x02")
+    assert honest[hidden_at : hidden_at + 4] == b"PK\x03\x04"
+    # The first local header now claims both members' bytes as its own data.
+    claimed = directory - 30 - len(b"notes.txt")
+    local = struct.pack(
+        _LOCAL,
+        b"PK\x03\x04",
+        10,
+        0,
+        0,
+        0,
+        0,
+        zlib.crc32(honest[39:directory]),
+        claimed,
+        claimed,
+        9,
+        0,
+    )
+    attack = local + honest[30:]
+    assert zipfile.ZipFile(io.BytesIO(attack)).read("secret.csv") == CSV
+    _, sink = decode(attack)
+    assert "zip: the central directory disagrees with the local headers" in sink.unscannables
+    assert decode(honest)[1].unscannables == []
+
+
+def test_a_member_the_directory_names_inside_the_comment_is_caught() -> None:
+    hidden = struct.pack(
+        _LOCAL, b"PK\x03\x04", 10, 0, 0, 0, 0, zlib.crc32(CSV), len(CSV), len(CSV), 10, 0
+    )
+    hidden += b"secret.csv" + CSV
+    plain = _hand_zip([(b"a.txt", b"hello\n", -1)])
+    body_end = plain.index(b"PK\x01\x02")
+    central_a = plain[body_end : plain.index(b"PK\x05\x06")]
+    central_b = (
+        struct.pack(
+            _CENTRAL,
+            b"PK\x01\x02",
+            10,
+            10,
+            0,
+            0,
+            0,
+            0,
+            zlib.crc32(CSV),
+            len(CSV),
+            len(CSV),
+            10,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+        + b"secret.csv"
+    )
+    central = central_a + central_b
+    hidden_at = body_end + len(central) + 22
+    central = central[: -10 - 4] + struct.pack("<I", hidden_at) + b"secret.csv"
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 2, 2, len(central), body_end, len(hidden))
+    attack = plain[:body_end] + central + end + hidden
+    assert zipfile.ZipFile(io.BytesIO(attack)).read("secret.csv") == CSV
+    _, sink = decode(attack)
+    assert sink.unscannables == ["zip: the central directory disagrees with the local headers"]
+
+
+def test_zip_comments_are_scanned() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.comment = b"archive of patient 110101199003077777"
+        archive.writestr("a.txt", "hello\n")
+        archive.getinfo("a.txt").comment = b"call 13812345678"
+    data = buffer.getvalue()
+    assert zipfile.ZipFile(io.BytesIO(data)).getinfo("a.txt").comment == b"call 13812345678"
+    _, sink = decode(data)
+    assert sink.unscannables == []
+    assert sink.names == [b"a.txt", b"call 13812345678", b"archive of patient 110101199003077777"]
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2])
+@pytest.mark.parametrize("stream", [False, True])
+def test_honest_zips_agree_with_their_directory(method: int, stream: bool) -> None:
+    if stream and method == zipfile.ZIP_STORED:
+        return  # a stored member with a data descriptor: refused (no length to read by)
+    data = make_zip(
+        [("x.csv", CSV), ("y/", b""), ("z.txt", TEXT * 500)], method=method, stream=stream
+    )
+    _, sink = decode(data, chunks_at(data, range(0, len(data), 997)))
+    assert sink.unscannables == []
+    assert sink.names == [b"x.csv", b"y/", b"z.txt"]
+
+
 def test_unknown_binary_inside_zip_is_unscannable_and_the_rest_is_scanned() -> None:
     blob = random.Random(2).randbytes(2 << 20)
     _, sink = decode(make_zip([("x.bin", blob), ("y.csv", CSV)], method=zipfile.ZIP_STORED))

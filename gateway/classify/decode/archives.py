@@ -6,9 +6,11 @@ its name is scanned first, as a text member of type ``NAME_TYPE``.
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import struct
 import zlib
+from array import array
 from typing import Final
 
 from gateway.classify.decode.compress import ZLIB_INFLATE_BYTES, bz2_memory
@@ -39,6 +41,11 @@ _ZIP64_EOCD_SIG: Final = b"PK\x06\x06"
 _ZIP64_LOCATOR_SIG: Final = b"PK\x06\x07"
 _ZIP_SIGNATURE_SIG: Final = b"PK\x05\x05"
 _ZIP_ARCHIVE_EXTRA_SIG: Final = b"PK\x06\x08"
+_ZIP_CENTRAL: Final = struct.Struct("<HHHHHHIIIHHHHHII")
+#: Members of one zip checked against its central directory: 20 bytes each
+#: (offset, compressed size, name CRC), 40 MiB at the bound. A dataset zipped
+#: file by file holds tens of thousands; past this the zip is unscannable.
+MAX_ZIP_MEMBERS: Final = 1 << 21
 #: Records after the last member (APPNOTE 4.3.6), by signature: the size of
 #: their fixed part after the signature. Each is walked, not scanned, so that
 #: bytes appended after the end of the archive cannot hide there.
@@ -80,21 +87,42 @@ class _Zip(Expanding):
     name = ZIP
     media_type = "application/zip"
     __slots__ = (
+        "_at",
+        "_base",
+        "_central",
+        "_centrals",
         "_descriptor",
         "_hdr",
         "_inflater",
         "_local",
+        "_member_at",
         "_members",
         "_method",
+        "_name_crc",
         "_next",
         "_record",
         "_remaining",
         "_state",
+        "_took",
+        "_walked",
         "_want",
         "_zip64",
     )
 
-    _SIG, _LOCAL, _NAMES, _DATA, _SKIP, _DESC, _DESC_BODY, _TAIL, _TAIL_FIXED, _DONE = range(10)
+    (
+        _SIG,
+        _LOCAL,
+        _NAMES,
+        _DATA,
+        _SKIP,
+        _DESC,
+        _DESC_BODY,
+        _TAIL,
+        _TAIL_FIXED,
+        _CENTRAL_VAR,
+        _COMMENT,
+        _DONE,
+    ) = range(12)
     _STORED, _DEFLATED, _BZIP2 = 0, 8, 12
 
     def __init__(self, ctx: Context, depth: int, layers: tuple[str, ...]) -> None:
@@ -111,9 +139,21 @@ class _Zip(Expanding):
         self._inflater: zlib._Decompress | bz2.BZ2Decompressor | None = None
         self._next = self._SIG
         self._record = b""
+        self._base = 0  # bytes of the layer's input before the current block
+        self._at = 0  # where the header just gathered ends
+        self._member_at = 0
+        # Every member the walk found, in order: where its local header is, its
+        # compressed size, its name's CRC (the central directory must agree).
+        self._walked = (array("Q"), array("Q"), array("L"))
+        self._central: tuple[int, ...] = ()
+        self._centrals = 0
+        self._name_crc = 0
+        self._took = 0  # compressed bytes of the member read so far
 
     def _block(self, data: bytes | memoryview) -> None:
         pos, end = 0, len(data)
+        base = self._base
+        self._base += end
         while pos < end and not self._dead:
             state = self._state
             if state == self._DONE:
@@ -133,12 +173,14 @@ class _Zip(Expanding):
             else:
                 pos, header = gather(self._hdr, self._want, data, pos, end)
                 if header is not None:
+                    self._at = base + pos
                     self._on_header(header)
 
     def _on_header(self, header: bytes) -> None:
         state = self._state
         if state == self._SIG:
             if header == _ZIP_LOCAL_SIG:
+                self._member_at = self._at - 4
                 self._state, self._want = self._LOCAL, _ZIP_LOCAL_FIXED
             elif header in _ZIP_TAIL_FIXED:
                 self._tail_record(header)
@@ -158,6 +200,11 @@ class _Zip(Expanding):
             self._tail_record(header)
         elif state == self._TAIL_FIXED:
             self._tail_fixed(header)
+        elif state == self._CENTRAL_VAR:
+            self._check_central(header)
+        elif state == self._COMMENT:
+            self._ctx.member_name(header)  # the archive comment: unzip -l shows it
+            self._state = self._DONE
         elif state == self._DESC:
             if header == _ZIP_SPAN_SIG:
                 self._state, self._want = self._DESC_BODY, 20 if self._zip64 else 12
@@ -184,10 +231,19 @@ class _Zip(Expanding):
     def _tail_fixed(self, fixed: bytes) -> None:
         record, after = self._record, self._TAIL
         if record == _ZIP_CENTRAL_SIG:  # name, extra field and comment follow
-            skip = sum(struct.unpack_from("<HHH", fixed, 24))
-        elif record == _ZIP_EOCD_SIG:  # the archive comment follows
-            (skip,), after = struct.unpack_from("<H", fixed, 16), self._DONE
-        elif record == _ZIP64_EOCD_SIG:
+            self._central = _ZIP_CENTRAL.unpack(fixed)
+            self._state, self._want = self._CENTRAL_VAR, sum(self._central[9:12])
+            if not self._want:
+                self._check_central(b"")
+            return
+        if record == _ZIP_EOCD_SIG:  # the archive comment follows
+            if self._centrals != len(self._walked[0]):
+                self._fail("the central directory does not list the members the archive holds")
+                return
+            (length,) = struct.unpack_from("<H", fixed, 16)
+            self._state, self._want = (self._COMMENT, length) if length else (self._DONE, 4)
+            return
+        if record == _ZIP64_EOCD_SIG:
             (skip,) = struct.unpack("<Q", fixed)
         elif record == _ZIP_SIGNATURE_SIG:
             (skip,) = struct.unpack("<H", fixed)
@@ -196,6 +252,52 @@ class _Zip(Expanding):
         else:  # zip64 locator: fixed size only
             skip = 0
         self._skip_then(skip, after)
+
+    def _check_central(self, variable: bytes) -> None:
+        """A central directory entry must name a member the walk found, where it found
+        it, with the size it found: extractors go by the central directory, so a
+        local header that lies about its size (hiding the next member in its
+        data) or an entry pointing into a comment would hide a member from a
+        walk of the local headers. Its comment (``unzip -l`` shows it) is scanned."""
+        fields = self._central
+        compressed, size, name_len, extra_len = fields[7], fields[8], fields[9], fields[10]
+        offset = fields[15]
+        name = variable[:name_len]
+        extra = variable[name_len : name_len + extra_len]
+        comment = variable[name_len + extra_len :]
+        pos = 0
+        while pos + 4 <= len(extra):  # Zip64 extended information (APPNOTE 4.5.3)
+            tag, length = struct.unpack_from("<HH", extra, pos)
+            if tag == 0x0001:
+                values = extra[pos + 4 : pos + 4 + length]
+                wide = [v == 0xFFFFFFFF for v in (size, compressed, offset)]
+                parsed = (
+                    list(struct.unpack_from(f"<{sum(wide)}Q", values))
+                    if len(values) >= 8 * sum(wide)
+                    else []
+                )
+                if len(parsed) == sum(wide):
+                    if wide[0]:
+                        size = parsed.pop(0)
+                    if wide[1]:
+                        compressed = parsed.pop(0)
+                    if wide[2]:
+                        offset = parsed.pop(0)
+            pos += 4 + length
+        offsets, sizes, names = self._walked
+        at = bisect.bisect_left(offsets, offset)
+        if (
+            at == len(offsets)
+            or offsets[at] != offset
+            or sizes[at] != compressed
+            or names[at] != zlib.crc32(name)
+        ):
+            self._fail("the central directory disagrees with the local headers")
+            return
+        self._centrals += 1
+        if comment:
+            self._ctx.member_name(comment)
+        self._state, self._want = self._TAIL, 4
 
     def _skip_then(self, size: int, after: int) -> None:
         self._next = after
@@ -207,6 +309,10 @@ class _Zip(Expanding):
     def _start_member(self, names: bytes) -> None:
         _version, flags, method, _time, _date, _crc, compressed, size, name_len, _ = self._local
         self._ctx.member_name(names[:name_len])  # an encrypted member's name is plain too
+        self._name_crc = zlib.crc32(names[:name_len])
+        if len(self._walked[0]) >= MAX_ZIP_MEMBERS:
+            self._fail(f"more than {MAX_ZIP_MEMBERS} members")
+            return
         self._zip64 = False
         extra = names[name_len:]
         pos = 0
@@ -229,12 +335,14 @@ class _Zip(Expanding):
         self._members += 1
         self._method = method
         self._in = self._out = 0
+        self._took = 0
         if encrypted or method not in (self._STORED, self._DEFLATED, self._BZIP2):
             reason = "encrypted member" if encrypted else f"unsupported method {method}"
             if self._descriptor:
                 self._fail(reason)  # no length to skip by: the rest is unreadable
                 return
             self._report(reason)
+            self._walk(compressed)
             self._skip_then(compressed, self._SIG)
             return
         if method == self._STORED and self._descriptor:
@@ -265,6 +373,7 @@ class _Zip(Expanding):
         piece = data[pos:end]
         if self._inflater is None:  # STORED
             self._in += len(piece)
+            self._took += len(piece)
             assert self._child is not None
             assert self._remaining is not None
             self._child.feed(bytes(piece))
@@ -294,8 +403,10 @@ class _Zip(Expanding):
             if self._remaining is not None and len(piece) >= self._remaining:
                 self._fail("corrupt member")
                 return None
+            self._took += len(piece)
             return len(piece)
         used = len(piece) - len(d.unused_data)
+        self._took += used
         self._in -= len(d.unused_data)
         self._end_member()
         if self._descriptor:
@@ -305,7 +416,15 @@ class _Zip(Expanding):
             return None
         return used
 
+    def _walk(self, compressed: int) -> None:
+        """The member just read (or skipped) took ``compressed`` bytes after its header."""
+        offsets, sizes, names = self._walked
+        offsets.append(self._member_at)
+        sizes.append(compressed)
+        names.append(self._name_crc)
+
     def _end_member(self) -> None:
+        self._walk(self._took)
         self._close_child()
         self._inflater = None
         self._state, self._want = self._SIG, 4
