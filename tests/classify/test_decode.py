@@ -1533,7 +1533,9 @@ def test_tar_member_names_are_scanned_whatever_the_header_format(fmt: int) -> No
     assert (bytewise.names, bytewise.events) == (sink.names, sink.events)
 
 
-def test_tar_directories_and_links_are_no_names_of_their_own() -> None:
+def test_tar_directories_and_links_names_are_scanned() -> None:
+    """An extraction creates them: a directory's name, a link's name and its target
+    (the header's 100 bytes of it) are scanned as member names, once each."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as archive:
         folder = tarfile.TarInfo(LONG_DIR)  # a long directory name: an 'L' member first
@@ -1547,7 +1549,50 @@ def test_tar_directories_and_links_are_no_names_of_their_own() -> None:
         info.size = len(CSV)
         archive.addfile(info, io.BytesIO(CSV))
     _, sink = decode(out.getvalue())
-    assert sink.names == [(LONG_DIR + "empty.txt").encode(), b"b.csv"]
+    assert sink.names == [
+        LONG_DIR.encode(),
+        (LONG_DIR + "empty.txt").encode(),
+        b"link",
+        b"x" * 100,
+        b"b.csv",
+    ]
+
+
+def test_pax_comments_and_global_records_are_scanned() -> None:
+    out = io.BytesIO()
+    with tarfile.open(
+        fileobj=out,
+        mode="w",
+        format=tarfile.PAX_FORMAT,
+        pax_headers={"comment": "batch 13812345678"},
+    ) as archive:
+        info = tarfile.TarInfo("b.csv")
+        info.size = len(CSV)
+        info.pax_headers = {"comment": "owner 110101199003077777"}
+        archive.addfile(info, io.BytesIO(CSV))
+    _, sink = decode(out.getvalue())
+    assert sink.names == [b"batch 13812345678", b"owner 110101199003077777", b"b.csv"]
+    assert sink.members == [("text/csv", CSV)]
+
+
+def test_gzip_file_name_and_comment_are_scanned() -> None:
+    body = gzip.compress(CSV)
+    flags = 8 | 16  # FNAME, FCOMMENT
+    named = (
+        body[:3]
+        + bytes([flags])
+        + body[4:10]
+        + b"13812345678.csv\0note 110101199003077777\0"
+        + body[10:]
+    )
+    assert gzip.decompress(named) == CSV
+    info, sink = decode(named)
+    assert info.type == "text/csv"
+    assert sink.names == [b"13812345678.csv", b"note 110101199003077777"]
+    assert sink.members == [("text/csv", CSV)]
+    # Cut inside the name: the header never ends.
+    _, cut = decode(named[:20])
+    assert cut.unscannables
 
 
 def test_zip_member_names_are_scanned_in_utf8_gbk_and_when_encrypted() -> None:

@@ -444,6 +444,7 @@ class _Tar(Layer):
     media_type = "application/x-tar"
     buffers = TAR_BUFFER_BYTES
     __slots__ = (
+        "_global",
         "_hdr",
         "_long_name",
         "_pad",
@@ -475,6 +476,7 @@ class _Tar(Layer):
         # The next member's name from a pax "path" record or a GNU long name.
         self._pax_path: bytes | None = None
         self._long_name = bytearray()
+        self._global = False  # the pax header being read is a global one
 
     def feed(self, data: bytes) -> None:
         pos, end = 0, len(data)
@@ -537,11 +539,15 @@ class _Tar(Layer):
             self._fail("GNU sparse member not supported")
             return
         if flag in self._NO_DATA:
+            # Links, directories, devices: no data, but names an extraction
+            # creates (and a link's target) are scanned as members' are.
             self._pad = 0
-            self._pax_path = None  # a link's or directory's own long name
+            self._ctx.member_name(self._take_name(header))
+            self._ctx.member_name(header[157:257].split(b"\0", 1)[0])
             return
         self._remaining = size
-        if flag == ord("x"):
+        if flag in (ord("x"), ord("g")):  # pax extended header, per member or global
+            self._global = flag == ord("g")
             if size > PAX_MAX_BYTES:
                 self._fail("oversized pax header")
                 return
@@ -577,9 +583,13 @@ class _Tar(Layer):
                 return
             record = records[space + 1 : pos + length]
             key, _, value = record.rstrip(b"\n").partition(b"=")
-            if key == b"path":
+            if key == b"path" and not self._global:
                 self._pax_path = value
-            if key == b"size":
+            if key in (b"comment", b"linkpath", b"uname", b"gname") or key.startswith(
+                b"SCHILY.xattr."
+            ):
+                self._ctx.member_name(value)  # text a listing or an extraction shows
+            if key == b"size" and not self._global:
                 try:
                     self._pax_size = int(value)
                 except ValueError:

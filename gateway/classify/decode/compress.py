@@ -147,13 +147,56 @@ class _Multistream(Expanding):
             self._fail("trailing data after end of stream")
 
 
+#: Longest gzip header read (RFC 1952 §2.3: its name and comment are
+#: NUL-terminated, without a limit); tools write a few hundred bytes.
+GZIP_HEADER_MAX_BYTES: Final = 64 << 10
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
+
+
+def gzip_header(head: bytes) -> tuple[int, list[bytes]] | None:
+    """The length of the gzip member header ``head`` starts, and its file name and
+    comment (RFC 1952 §2.3.1); None while the header is not all in ``head``."""
+    if len(head) < 10:
+        return None
+    flags, pos, texts = head[3], 10, []
+    if flags & _FEXTRA:
+        if len(head) < 12:
+            return None
+        pos += 2 + int.from_bytes(head[10:12], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            end = head.find(b"\0", pos)
+            if end < 0:
+                return None
+            texts.append(head[pos:end])
+            pos = end + 1
+    if flags & _FHCRC:
+        pos += 2
+    return (pos, texts) if pos <= len(head) else None
+
+
 class _Gzip(_Multistream):
+    """gzip; each member's file name and comment (``gzip -N`` restores the name)
+    are scanned as a member name when the member starts (a later member's then
+    ends the text member its content is in, which continues as a new one)."""
+
     name = GZIP
     media_type = "application/gzip"
     magic = b"\x1f\x8b"
     __slots__ = ("_z",)
 
+    def _need(self, head: bytes) -> int:
+        if gzip_header(head) is not None or len(head) >= GZIP_HEADER_MAX_BYTES:
+            return len(self.magic)
+        return len(head) + 1  # more of the header
+
     def _start(self, head: bytes) -> bool:
+        header = gzip_header(head)
+        if header is None:
+            self._fail(f"header over {GZIP_HEADER_MAX_BYTES >> 10} KiB")
+            return False
+        for text in header[1]:
+            self._ctx.member_name(text)
         if not self._reserve(self.buffers + ZLIB_INFLATE_BYTES, "deflate window"):
             return False
         # wbits 16+15: gzip header and trailer; zlib checks CRC-32 and ISIZE.
