@@ -39,6 +39,7 @@ from gateway.classify.decode import (
     ScanLimits,
     sniff_text_type,
 )
+from gateway.classify.decode.core import name_text
 from gateway.classify.formats.testing import only_formats
 from gateway.classify.summary import ContentInfo
 
@@ -152,6 +153,11 @@ def decode(
     info = decoder.finish()
     assert sink._type is None, "member left open"
     return info, sink
+
+
+def scanned(*names: bytes) -> list[bytes]:
+    """Names as the matcher reads them (``_`` and ``/`` as spaces, core.name_text)."""
+    return [name_text(name).encode() for name in names]
 
 
 def one_byte_chunks(data: bytes) -> list[bytes]:
@@ -839,7 +845,7 @@ def test_honest_zips_agree_with_their_directory(method: int, stream: bool) -> No
     )
     _, sink = decode(data, chunks_at(data, range(0, len(data), 997)))
     assert sink.unscannables == []
-    assert sink.names == [b"x.csv", b"y/", b"z.txt"]
+    assert sink.names == scanned(b"x.csv", b"y/", b"z.txt")
 
 
 def test_unknown_binary_inside_zip_is_unscannable_and_the_rest_is_scanned() -> None:
@@ -1526,7 +1532,7 @@ def test_tar_member_names_are_scanned_whatever_the_header_format(fmt: int) -> No
     long_path = LONG_DIR + "110101199003077777.csv"
     data = make_tar([("a.csv", CSV), (long_path, b"x,y\n")], fmt)
     info, sink = decode(data)
-    assert sink.names == [b"a.csv", long_path.encode()]
+    assert sink.names == scanned(b"a.csv", long_path.encode())
     assert sink.members == [("text/csv", CSV), ("text/plain", b"x,y\n")]
     assert info.layers == ("tar",)
     _, bytewise = decode(data, one_byte_chunks(data))
@@ -1549,13 +1555,9 @@ def test_tar_directories_and_links_names_are_scanned() -> None:
         info.size = len(CSV)
         archive.addfile(info, io.BytesIO(CSV))
     _, sink = decode(out.getvalue())
-    assert sink.names == [
-        LONG_DIR.encode(),
-        (LONG_DIR + "empty.txt").encode(),
-        b"link",
-        b"x" * 100,
-        b"b.csv",
-    ]
+    assert sink.names == scanned(
+        LONG_DIR.encode(), (LONG_DIR + "empty.txt").encode(), b"link", b"x" * 100, b"b.csv"
+    )
 
 
 def test_pax_comments_and_global_records_are_scanned() -> None:
@@ -1599,12 +1601,12 @@ def test_zip_member_names_are_scanned_in_utf8_gbk_and_when_encrypted() -> None:
     name = "病历/张三_13812345678.csv"
     data = make_zip([(name, CSV), ("plain.txt", b"hello\n")])
     _, sink = decode(data)
-    assert sink.names == [name.encode(), b"plain.txt"]
+    assert sink.names == scanned(name.encode(), b"plain.txt")
     # Written by a Chinese archiver: GBK bytes, no UTF-8 flag (bit 11).
     gbk = data.replace(name.encode(), name.encode("gbk") + b"\0" * 7)
     gbk = gbk.replace(b"\x00\x08", b"\x00\x00")  # clear the UTF-8 flag
     _, legacy = decode(gbk)
-    assert legacy.names[0].startswith(name.encode())
+    assert legacy.names[0].startswith(scanned(name.encode())[0])
     # An encrypted member's content is unreadable, its name is not.
     locked = patch_first_local_header(make_zip([("13812345678.txt", b"secret")]), 6, 0x01)
     _, sink = decode(locked)
@@ -1615,7 +1617,7 @@ def test_zip_member_names_are_scanned_in_utf8_gbk_and_when_encrypted() -> None:
 def test_nested_archive_names_are_scanned_at_every_depth() -> None:
     inner = make_zip([("inner_id_110101199003077777.txt", b"x\n")])
     _, sink = decode(gz(make_tar([("outer.zip", inner)])))
-    assert sink.names == [b"outer.zip", b"inner_id_110101199003077777.txt"]
+    assert sink.names == scanned(b"outer.zip", b"inner_id_110101199003077777.txt")
 
 
 def test_a_member_name_is_bounded() -> None:

@@ -257,6 +257,16 @@ def test_the_inputs_own_name_is_scanned_when_given() -> None:
         ("li.wei@example.edu.cn.txt", True),
         ("plate_reader_2024-11-25.csv", False),
         ("r" * 5000 + ".csv", True),  # longer than the part scanned: not known clean
+        # In a name a full stop before a digit separates words.
+        ("scan.11010519491231002X.csv", True),
+        ("patient.13812345678.dcm", True),
+        ("release_v1.13812345678", False),  # a decimal: 1.138… is no phone
+        # Base64 and hex of an identifier, as a file name's token.
+        ("scan_MTEwMTA1MTk0OTEyMzEwMDJY.csv", True),
+        ("scan_3131303130353139343931323331303032.csv", False),  # 17 bytes: no ID
+        ("scan_313130313035313934393132333130303258.csv", True),
+        ("SampleSheetForProjectAlpha_2024.csv", False),
+        ("sha256_9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.txt", False),
     ],
 )
 def test_scan_name_says_whether_the_name_may_hold_a_value(

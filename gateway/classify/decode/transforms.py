@@ -231,7 +231,23 @@ STRUCTURED_TYPES: Final = frozenset(
     {APPLICATION_JSON, TEXT_HTML, APPLICATION_XML, IMAGE_SVG, APPLICATION_FORM}
 )
 #: Member types searched for no runs: sequence lines are runs of letters.
-_NO_RUNS: Final = frozenset({NAME_TYPE, TEXT_FASTA, TEXT_FASTQ, TEXT_SAM, TEXT_VCF})
+_NO_RUNS: Final = frozenset({TEXT_FASTA, TEXT_FASTQ, TEXT_SAM, TEXT_VCF})
+#: A name (a file's, an archive member's, a justification) is searched for runs
+#: only when it has one this long with letters and digits, or digits past a
+#: number's length (as base64 and hex of an identifier have): most names have
+#: none, the run finder's set-up would cost every member of a large archive,
+#: and a long word or a long number in a name is no encoding.
+_NAME_RUN: Final = re.compile(rb"[A-Za-z0-9+=-]{%d,}" % RUN_MIN_CHARS)
+_LETTER: Final = re.compile(rb"[A-Za-z]")
+_DIGIT: Final = re.compile(rb"[0-9]")
+
+
+def _name_has_run(data: bytes) -> bool:
+    return any(
+        _DIGIT.search(run) and (_LETTER.search(run) or len(run) >= NUMBER_MIN_DIGITS)
+        for run in _NAME_RUN.findall(data)
+    )
+
 
 # --------------------------------------------------------------------------- in-place stages
 
@@ -1896,10 +1912,15 @@ class _Pipeline:
     def _emit(self, data: bytes) -> None:
         runs = self._runs
         if runs is None:
-            if self.content_type in _NO_RUNS:
+            kind = self.content_type
+            if kind in _NO_RUNS or (kind == NAME_TYPE and not _name_has_run(data)):
                 self.forward(data)
                 return
-            on = self.content_type in STRUCTURED_TYPES or self.layers[-1:] in ((BASE64,), (HEX,))
+            on = (
+                kind in STRUCTURED_TYPES
+                or kind == NAME_TYPE  # short: searched whole, as structured text is
+                or self.layers[-1:] in ((BASE64,), (HEX,))
+            )
             runs = self._runs = _Runs(self, on)
         runs.feed(data)
 
