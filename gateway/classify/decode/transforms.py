@@ -488,7 +488,9 @@ class _Stage:
 
     ``feed`` keeps back at most a marker's length at a chunk boundary (so a
     marker cut by the boundary is decoded whole), ``final=True`` flushes it.
-    The output is normalised like raw text (full-width folding …).
+    The output is normalised like raw text (full-width folding …), unless the
+    stage decodes nothing (``normalises`` False: its output is text that was
+    normalised already).
     """
 
     name = ""
@@ -497,12 +499,13 @@ class _Stage:
     hold: tuple[bytes, int]
     #: Whether the stage changed the text (a layer of the member's text then).
     used = True
+    normalises = True
     __slots__ = ("_carry", "_normaliser", "_pipe")
 
     def __init__(self, pipe: _Pipeline) -> None:
         self._pipe = pipe
         self._carry = b""
-        self._normaliser = cs.Normaliser(cs.UTF8)
+        self._normaliser = cs.Normaliser(cs.UTF8) if self.normalises else None
 
     def feed(self, data: bytes, final: bool = False) -> bytes:
         """Decode the next bytes (all of them when ``final``)."""
@@ -511,11 +514,11 @@ class _Stage:
         self._carry = buf[cut:]
         region = buf[:cut] if cut < len(buf) else buf
         out = self._decode(region) if region else b""
-        out = self._normaliser.feed(out) if out else b""
-        if final:
-            rest = self._normaliser.flush()
-            if rest:
-                out += rest
+        normaliser = self._normaliser
+        if normaliser is not None:
+            out = normaliser.feed(out) if out else b""
+            if final:
+                out += normaliser.flush()
         return out
 
     def _cut(self, buf: bytes) -> int:
@@ -712,13 +715,16 @@ _INLINE_RUN: Final = re.compile(
     re.IGNORECASE,
 )
 #: Characters that may continue an identifier on each side of a run of tags.
-_JOINABLE: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz@._+-")
+_JOINABLE_CLASS: Final = rb"0-9A-Za-z@._+\-"
+_JOINABLE: Final = frozenset(
+    b for b in range(256) if re.fullmatch(rb"[%s]" % _JOINABLE_CLASS, bytes([b]))
+)
 #: Where a run may start: an inline tag or a comment right after such a
 #: character (a character class first: the regex engine skips ahead on it,
 #: ~130 MB/s on an HTML table export, where matching the run at every ``<``
 #: ran at ~20).
 _MARKUP_CANDIDATE: Final = re.compile(
-    rb"[0-9A-Za-z@._+\-]<(?:/?(?:%s)[\s/>]|!--)" % _INLINE_NAMES, re.IGNORECASE
+    rb"[%s]<(?:/?(?:%s)[\s/>]|!--)" % (_JOINABLE_CLASS, _INLINE_NAMES), re.IGNORECASE
 )
 #: An attribute's value, and a comment's text, in a run of tags.
 _MARKUP_TEXT: Final = re.compile(
@@ -741,6 +747,7 @@ class _MarkupStage(_Stage):
     """
 
     name = MARKUP
+    normalises = False  # the text out is text in with tags taken out
     __slots__ = ("_aside", "_aside_bytes", "_prev", "used")
 
     def __init__(self, pipe: _Pipeline) -> None:
@@ -751,12 +758,7 @@ class _MarkupStage(_Stage):
         self.used = False
 
     def feed(self, data: bytes, final: bool = False) -> bytes:
-        # As the base stage, without its normaliser: the text out is text in
-        # (already normalised) with tags taken out, nothing decoded.
-        buf = self._carry + data if self._carry else data
-        cut = len(buf) if final else self._cut(buf)
-        self._carry = buf[cut:]
-        out = self._decode(buf[:cut] if cut < len(buf) else buf) if cut else b""
+        out = super().feed(data, final)
         if final and self._aside:
             out += b"\n" + b"\n".join(self._aside) + b"\n"
             self._aside.clear()
