@@ -40,17 +40,21 @@ _SQLITE_SCHEMA_COLUMNS: Final = ("type", "name", "tbl_name", "rootpage", "sql")
 #: content table (or the external table it names), rendered as any table; an
 #: R*Tree's coordinates are numbers, counted like REAL values. A binary cell of
 #: such a table that is not text is counted, not refused as opaque.
+_FTS34: Final = ("content", "segments", "segdir", "docsize", "stat")
+_RTREE: Final = ("node", "rowid", "parent")
 _SHADOW_TABLES: Final = {
     "fts5": ("data", "idx", "content", "docsize", "config"),
-    "fts4": ("content", "segments", "segdir", "docsize", "stat"),
-    "fts3": ("content", "segments", "segdir", "docsize", "stat"),
-    "rtree": ("node", "rowid", "parent"),
-    "rtree_i32": ("node", "rowid", "parent"),
-    "geopoly": ("node", "rowid", "parent"),
+    "fts4": _FTS34,
+    "fts3": _FTS34,
+    "rtree": _RTREE,
+    "rtree_i32": _RTREE,
+    "geopoly": _RTREE,
 }
+#: ``CREATE VIRTUAL TABLE name USING module(arguments)``: the module and its
+#: arguments (the name is the schema row's own).
 _VIRTUAL: Final = re.compile(
     r"\s*CREATE\s+VIRTUAL\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"(?:\"((?:[^\"]|\"\")+)\"|`([^`]+)`|\[([^\]]+)\]|'((?:[^']|'')+)'|([\w$]+))"
+    r"(?:\"(?:[^\"]|\"\")+\"|`[^`]+`|\[[^\]]+\]|'(?:[^']|'')+'|[\w$]+)"
     r"\s+USING\s+(\w+)\s*(?:\((.*)\))?\s*;?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
@@ -394,9 +398,9 @@ def _shadow_tables(sql: str, name: str) -> list[str]:
     found = _VIRTUAL.match(sql)
     if found is None:
         return []
-    module = found.group(6).lower()
+    module = found.group(1).lower()
     suffixes = _SHADOW_TABLES.get(module, ())
-    if suffixes and module.startswith("fts") and _CONTENTLESS.search(found.group(7) or ""):
+    if suffixes and module.startswith("fts") and _CONTENTLESS.search(found.group(2) or ""):
         raise Unscannable(f"sqlite: a contentless {module} index (its text is only in the index)")
     return [f"{name.lower()}_{suffix}" for suffix in suffixes]
 
