@@ -58,6 +58,7 @@ from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash
 from gateway.audit.note import Checkpoint, NoteError, parse_note
 from gateway.audit.records import RecordError, parse_canonical, utc_now
 from gateway.errors import NotFound
+from gateway.posix import write_all
 
 SEGMENTS_DIR = "segments"
 INDEX_DIR = "index"
@@ -106,13 +107,6 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def probe_space(directory: Path, size: int, *, fsync: bool = True) -> None:
     """Write ``size`` bytes to a scratch file in ``directory``, sync it, delete it.
 
@@ -126,7 +120,7 @@ def probe_space(directory: Path, size: int, *, fsync: bool = True) -> None:
     path = directory / PROBE_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, bytes(size))
+        write_all(fd, bytes(size))
         if fsync:
             os.fdatasync(fd)
     finally:
@@ -801,7 +795,7 @@ class SegmentStore:
             data = src.read()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -860,9 +854,9 @@ class SegmentStore:
             for level, _index, value in self.tree.append(leaf):
                 per_level.setdefault(level, []).append(value)
         for level, values in per_level.items():
-            _write_all(self._level_fd(level), b"".join(values))
+            write_all(self._level_fd(level), b"".join(values))
             self._dirty.add(level)
-        _write_all(self._offsets_fd, b"".join(OFFSET_ENTRY.pack(o, n) for o, n in entries))
+        write_all(self._offsets_fd, b"".join(OFFSET_ENTRY.pack(o, n) for o, n in entries))
         self._dirty.add(-1)
         hashes.clear()
         entries.clear()
@@ -899,7 +893,7 @@ class SegmentStore:
         for record in records:
             entries.append((base, len(record)))
             base += len(record) + 1
-        _write_all(self._segment_fd, blob)
+        write_all(self._segment_fd, blob)
         synced = 0.0
         if self.fsync:
             started = time.perf_counter()
@@ -942,7 +936,7 @@ class SegmentStore:
             self._index_synced_at = now
         stamp = utc_now()
         entry = {"note": note, "time": stamp, "indexed": self.index_synced}
-        _write_all(self._checkpoints_fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode())
+        write_all(self._checkpoints_fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode())
         if self.fsync:
             os.fdatasync(self._checkpoints_fd)
         self.latest = StoredCheckpoint(0, note, stamp, self.index_synced)

@@ -41,6 +41,7 @@ from gateway.crypto.certs import CLOCK_SKEW, ORGANISATION, load_certificates, si
 from gateway.crypto.keys import read_private_file
 from gateway.crypto.tls import MINIMUM_TLS_VERSION
 from gateway.errors import ConfigError
+from gateway.posix import write_all
 
 #: Hosts whose context stays cached. A tunnel goes only to a route's
 #: destination, so a park has tens of hosts; 1,024 leaves room for many
@@ -371,9 +372,7 @@ def _load_chain_from_memory(context: ssl.SSLContext, pem: bytes) -> None:
     """
     fd = os.memfd_create("hksz-intercept-leaf", os.MFD_CLOEXEC)
     try:
-        view = memoryview(pem)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, pem)
         context.load_cert_chain(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)

@@ -70,6 +70,7 @@ from gateway.classify.formats.base import (
     scout_notes,
     source_closed,
 )
+from gateway.posix import write_all
 
 # -- bounds --------------------------------------------------------------------
 
@@ -280,23 +281,17 @@ def _serve_reads(
     """Send the preamble (the scout's notes, the handoff), then answer the reader process's
     reads until it closes its end (it exited or was killed)."""
     try:
-        _write_all(data, preamble)
+        write_all(data, preamble)
         while True:
             request = _read_exactly(requests, _READ_REQUEST.size)
             offset, length = _READ_REQUEST.unpack(request)
             got = source.read_at(offset, min(length, max(0, source.size - offset)))
             os.write(data, len(got).to_bytes(4, "little"))
-            _write_all(data, got)
+            write_all(data, got)
     except EOFError:
         return  # the process is done
     except Exception:  # noqa: BLE001 - the source failed, or the process died mid-answer
         handle.kill()  # its report stream ends: the member is "reader process failed"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _widen(fd: int) -> None:
