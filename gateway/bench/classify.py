@@ -109,8 +109,8 @@ MAX_CHUNK_BYTES: Final = 64 << 20
 #: People in the PII-dense data set; recurring, as in a visit or transaction log.
 PII_POPULATION: Final = 20_000
 
-#: One record in this many of the ``json``, ``html``, ``form`` and ``base64``
-#: kinds holds an identifier.
+#: One record in this many of the ``json``, ``html``, ``richtext``, ``form``
+#: and ``base64`` kinds holds an identifier.
 JSON_ID_EVERY: Final = 20
 
 #: SPEC §9 and issue 2 targets, MB/s: (classifier alone, whole scan path). The
@@ -122,6 +122,7 @@ TARGETS: Final[dict[str, tuple[float, float]]] = {
     "pii": (150.0, 120.0),
     "json": (0.0, 0.0),
     "html": (0.0, 0.0),
+    "richtext": (0.0, 0.0),
     "form": (0.0, 0.0),
     "base64": (0.0, 0.0),
 }
@@ -134,7 +135,17 @@ DEFAULT_SIZE_MB: Final = 64
 #: bench proxy``'s memory measurement must not carry).
 FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart")
 #: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
-TEXT_KINDS: Final = ("prose", "science", "numeric", "pii", "json", "html", "form", "base64")
+TEXT_KINDS: Final = (
+    "prose",
+    "science",
+    "numeric",
+    "pii",
+    "json",
+    "html",
+    "richtext",
+    "form",
+    "base64",
+)
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
@@ -486,6 +497,35 @@ def _html_export(rng: random.Random, size: int) -> bytes:
     return (head + rows + "\n</table></body></html>\n").encode()[:size]
 
 
+#: Inline formatting a rich-text editor wraps around parts of words.
+_INLINE: Final = (("<b>", "</b>"), ("<i>", "</i>"), ('<span style="color:#c00">', "</span>"))
+
+
+def _rich_text(rng: random.Random, size: int) -> bytes:
+    """An HTML e-mail body or note from a rich-text editor: paragraphs whose words
+    carry inline formatting, also inside a word ("<b>S</b>ample", "v<sub>2</sub>"),
+    and identifiers split by it (the ``markup`` stage joins them)."""
+    people = _population(rng.getrandbits(32))
+    head = '<!DOCTYPE html>\n<html><body><div class="note">\n'
+
+    def inside(word: str) -> str:
+        if len(word) < 4:
+            return word
+        cut = rng.randint(1, len(word) - 1)
+        opening, closing = rng.choice(_INLINE)
+        return f"{word[:cut]}{opening}{word[cut:]}{closing}"
+
+    def paragraph(n: int) -> str:
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(8, 20))]
+        words = [inside(w) if rng.random() < 0.2 else w for w in words]
+        if n % JSON_ID_EVERY == 0:
+            words.append(inside(rng.choice(people)[n % 2]))
+        return f"<p>{' '.join(words)}.</p>"
+
+    rows = "\n".join(_records(size - len(head), paragraph))
+    return (head + rows + "\n</div></body></html>\n").encode()[:size]
+
+
 def _form_log(rng: random.Random, size: int) -> bytes:
     """A request log of form posts, each body URL-encoded as a browser encodes it."""
     people = _population(rng.getrandbits(32))
@@ -558,6 +598,7 @@ GENERATORS: Final[dict[str, Callable[[random.Random, int], bytes]]] = {
     "pii": _pii,
     "json": _json_api,
     "html": _html_export,
+    "richtext": _rich_text,
     "form": _form_log,
     "base64": _base64_attachments,
 }
@@ -807,8 +848,9 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="classifier and whole scan path MB/s on generated text and research files",
         description="Generates clean prose, scientific prose (lab notes full of measurements), "
         "numeric-heavy scientific CSV, PII-dense CSV, "
-        "JSON API output with escaped strings, an HTML export with character references, a "
-        "log of URL-encoded form posts and JSON with base64 attachments, and prints MB/s for "
+        "JSON API output with escaped strings, an HTML export with character references, "
+        "rich-text HTML with inline tags inside words, a log of URL-encoded form posts and "
+        "JSON with base64 attachments, and prints MB/s for "
         "the classifier alone and the whole scan path; then a Parquet table, a PDF report, a "
         "DICOM series and a multipart form upload, read as the egress reads them, in MB/s of "
         "file bytes (SPEC §9, issues 12 and 13).",

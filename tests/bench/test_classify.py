@@ -19,7 +19,7 @@ import pytest
 from gateway.bench import classify as bench
 from gateway.bench import formats
 from gateway.classify import DetectorSet
-from gateway.classify.decode.transforms import BASE64, CHAR_REFS, PERCENT
+from gateway.classify.decode.transforms import BASE64, CHAR_REFS, MARKUP, PERCENT
 from gateway.classify.formats.testing import label_counts, scan_bytes
 from gateway.cli import main
 
@@ -28,6 +28,11 @@ DETECTORS = DetectorSet.build()
 
 def _plain_html(data: bytes) -> bytes:
     return html.unescape(data.decode()).encode()
+
+
+def _plain_rich_text(data: bytes) -> bytes:
+    # As a browser shows it: every tag dropped (each paragraph is on a line of its own).
+    return re.sub(rb"<[^>]*>", b"", data)
 
 
 def _plain_form(data: bytes) -> bytes:
@@ -52,6 +57,7 @@ def _plain_base64(data: bytes) -> bytes:
     ("kind", "layer", "plain"),
     [
         ("html", CHAR_REFS, _plain_html),
+        ("richtext", MARKUP, _plain_rich_text),
         ("form", PERCENT, _plain_form),
         ("base64", BASE64, _plain_base64),
     ],
@@ -83,6 +89,9 @@ def _whole(kind: str, size: int) -> bytes:
     if kind == "html":
         end = data.rfind(b"</tr>\n", 0, size) + 6
         return data[:end] + b"</table></body></html>\n"
+    if kind == "richtext":
+        end = data.rfind(b"</p>\n", 0, size) + 5
+        return data[:end] + b"</div></body></html>\n"
     end = data.rfind(b"},{", 0, size) + 1
     return data[:end] + b"]"
 
@@ -125,6 +134,7 @@ def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
         "pii",
         "json",
         "html",
+        "richtext",
         "form",
         "base64",
     )
