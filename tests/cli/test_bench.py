@@ -53,7 +53,17 @@ def test_bench_classify_json(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(out)
     assert report["benchmark"] == "classify"
     kinds = {r["kind"]: r for r in report["results"]}
-    assert set(kinds) == {"prose", "science", "numeric", "pii", "json", "html", "form", "base64"}
+    assert set(kinds) == {
+        "prose",
+        "science",
+        "numeric",
+        "pii",
+        "json",
+        "html",
+        "richtext",
+        "form",
+        "base64",
+    }
     for r in kinds.values():
         assert r["classifier_mbps"] > 0
         assert r["scan_mbps"] > 0
