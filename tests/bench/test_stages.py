@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from gateway.bench.stages import StagesBench, render, run
+from gateway.bench.stages import StagesBench, durability_path, render, run
 from gateway.cli import main
 
 
-def test_every_stage_is_measured_and_the_ceiling_is_their_sum() -> None:
-    result = run(size_mb=2, cores=2)
+def test_every_stage_is_measured_and_the_ceiling_is_their_sum(tmp_path: Path) -> None:
+    result = run(size_mb=2, cores=2, directory=tmp_path, samples=20)
     assert isinstance(result, StagesBench)
     sides = {stage.side for stage in result.stages}
     assert sides == {"egress", "twin"}
@@ -28,12 +29,37 @@ def test_every_stage_is_measured_and_the_ceiling_is_their_sum() -> None:
     line = json.loads(render(result, as_json=True))
     assert line["ceiling_ratio"] == result.ceiling_ratio
     assert line["target_ratio"] == 0.5
+    assert line["durability"]["samples"] == 20
+    assert line["durability"]["directory"] == str(tmp_path)
+    assert line["target_p99_extra_ms"] == 5.0
     text = render(result, as_json=False)
     assert "ceiling on 2 cores" in text
     assert "SHA-256 of the ciphertext" in text
+    assert f"replayed 20 times in {tmp_path}" in text
 
 
-@pytest.mark.parametrize("flag", ["--size-mb", "--cores"])
+def test_the_durability_path_is_several_syncs_in_sequence(tmp_path: Path) -> None:
+    durability = durability_path(tmp_path, samples=30)
+    assert durability.samples == 30
+    assert 0 < durability.record_p50_ms <= durability.record_p99_ms
+    assert 0 < durability.path_p50_ms <= durability.path_p99_ms
+    # Three records and a directory fsync one after the other: never faster than one record.
+    assert durability.path_p50_ms > durability.record_p50_ms
+    # It cleans up after itself: the logs and the inbox lived in a temporary directory.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_durability_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["bench", "stages", "--dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert "not a directory" in err
+
+
+@pytest.mark.parametrize("flag", ["--size-mb", "--cores", "--samples"])
 def test_sizes_below_one_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "stages", flag, "0"]) == 2
     assert flag in capsys.readouterr().err
