@@ -18,7 +18,9 @@ transfer and the ratio gateway/baseline [>= 0.5], with the CPU-seconds per GB
 each side spends (the baseline's process; the egress's and the twin's), so
 the ratio can be read on any machine; 1 KB transfer latency p50/p99 and the
 p99 excess over the baseline, one at a time and 64 at once [< 5 ms both],
-with transfers per second at 64; 256 concurrent transfers against an egress
+with transfers per second at 64, and the disk's part of that latency (a
+1 KB transfer's durability points replayed where the gateways ran,
+:mod:`gateway.bench.durability`); 256 concurrent transfers against an egress
 in this process [no error, no lost audit record, checked in its audit log];
 peak RSS during one large transfer [< 150 MB, flat] and
 during one large Parquet transfer (issue 12: read after the upload from the
@@ -52,6 +54,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gateway.bench.classify import generate
+from gateway.bench.durability import SMALL_BYTES, durability_path
 from gateway.bench.hostile import HOSTILE_UPLOADS, HostileRun, hostile_phase, render_runs
 from gateway.classify.formats.isolation import ISOLATED_MAX_MEMORY
 from gateway.crypto.certs import ParkPaths, init_dev_pki, spki_pin
@@ -75,8 +78,6 @@ DEFAULT_PARQUET_MB: Final = 256
 #: Seconds a subprocess may take to write the benchmark's Parquet file
 #: (2 GB takes about a minute on the development machine).
 PARQUET_WRITE_SECONDS: Final = 900.0
-#: The small transfer's size (SPEC §9: 1 KB).
-SMALL_BYTES: Final = 1024
 #: Small-transfer latency samples (p99 needs a few hundred).
 LATENCY_SAMPLES: Final = 300
 #: Clients sending 1 KB transfers at once in the concurrent latency phase (issue 17).
@@ -165,6 +166,11 @@ class ProxyBench:
     baseline_cpu_ms_per_small: float = 0.0
     egress_cpu_ms_per_small: float = 0.0
     twin_cpu_ms_per_small: float = 0.0
+    #: A 1 KB transfer's durability points replayed on the disk the gateways
+    #: ran on (:mod:`gateway.bench.durability`): the part of its latency that
+    #: is the disk's, p50 and p99 in milliseconds.
+    durability_p50_ms: float = 0.0
+    durability_p99_ms: float = 0.0
 
     @property
     def gateway_cpu_s_per_gb(self) -> float:
@@ -760,6 +766,8 @@ async def run_async(
                     (pair.egress_pid, pair.twin_pid),
                 )
                 gw_many, gw_rate = await _concurrent_latencies(session, base + "m", small, headers)
+            # The disk's part of a 1 KB transfer's latency, where the gateways' logs were.
+            durability = await asyncio.to_thread(durability_path, Path(tmp), samples)
             # Memory on a fresh pair: the phases before would have grown the egress's heap.
             async with egress_process_pair(Path(tmp) / "memory") as pair:
                 base = f"{pair.url}/v1/transfers/bench/"
@@ -841,6 +849,8 @@ async def run_async(
         baseline_cpu_ms_per_small=base_small,
         egress_cpu_ms_per_small=egress_small,
         twin_cpu_ms_per_small=twin_small,
+        durability_p50_ms=durability.path_p50_ms,
+        durability_p99_ms=durability.path_p99_ms,
     )
 
 
@@ -873,6 +883,9 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"  CPU ms per transfer    pass-through {result.baseline_cpu_ms_per_small:.2f}, "
             f"egress {result.egress_cpu_ms_per_small:.2f} + twin "
             f"{result.twin_cpu_ms_per_small:.2f} (one after the other: the latency's floor)",
+            f"  durability points      p50 {result.durability_p50_ms:.2f} / p99 "
+            f"{result.durability_p99_ms:.2f} ms on this disk (verdict record; twin file and "
+            f"record; inbox; delivery record: the disk's part of the latency)",
             f"1 KB latency ({result.concurrency} clients at once, {LATENCY_PER_CLIENT} each)",
             f"  pass-through p99       {result.baseline_p99_concurrent_ms:.2f} ms, "
             f"{result.baseline_per_s_concurrent:.0f} transfers/s",

@@ -27,6 +27,9 @@ async def test_small_run_measures_everything() -> None:
     assert result.twin_cpu_ms_per_small > 0
     assert result.baseline_cpu_ms_per_small > 0
     assert "CPU ms per transfer" in render(result, as_json=False)
+    # The disk's part: the durability points replayed where the gateways ran.
+    assert result.durability_p99_ms >= result.durability_p50_ms > 0
+    assert "durability points" in render(result, as_json=False)
     # 64 clients at once: every transfer answered, the rates measured.
     assert result.gateway_p99_concurrent_ms >= result.gateway_p50_concurrent_ms > 0
     assert result.baseline_per_s_concurrent > 0
@@ -66,7 +69,8 @@ def test_the_small_transfer_is_whole_utf8_text() -> None:
     """Cut at a character boundary: the bench's prose holds Chinese, and 1,024 bytes
     cut through a character would be taken for Windows-1252, as no real file is."""
     from gateway.bench.classify import generate
-    from gateway.bench.proxy import BLOCK, SMALL_BYTES, small_text
+    from gateway.bench.durability import SMALL_BYTES
+    from gateway.bench.proxy import BLOCK, small_text
     from gateway.classify.charset import UTF8, detect
 
     block = generate("prose", BLOCK)

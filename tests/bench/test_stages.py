@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench.stages import StagesBench, durability_path, render, run
+from gateway.bench.stages import StagesBench, render, run
 from gateway.cli import main
 
 
@@ -36,17 +36,6 @@ def test_every_stage_is_measured_and_the_ceiling_is_their_sum(tmp_path: Path) ->
     assert "ceiling on 2 cores" in text
     assert "SHA-256 of the ciphertext" in text
     assert f"replayed 20 times in {tmp_path}" in text
-
-
-def test_the_durability_path_is_several_syncs_in_sequence(tmp_path: Path) -> None:
-    durability = durability_path(tmp_path, samples=30)
-    assert durability.samples == 30
-    assert 0 < durability.record_p50_ms <= durability.record_p99_ms
-    assert 0 < durability.path_p50_ms <= durability.path_p99_ms
-    # Three records and a directory fsync one after the other: never faster than one record.
-    assert durability.path_p50_ms > durability.record_p50_ms
-    # It cleans up after itself: the logs and the inbox lived in a temporary directory.
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_durability_directory_is_refused(
