@@ -52,3 +52,13 @@ def test_a_missing_durability_directory_is_refused(
 def test_sizes_below_one_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "stages", flag, "0"]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_a_directory_that_cannot_be_written_is_an_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # /proc takes no new directories, even from root; the replay comes first.
+    assert main(["bench", "stages", "--dir", "/proc", "--size-mb", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot replay the durability path in /proc" in err
+    assert "Traceback" not in err
