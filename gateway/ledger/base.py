@@ -165,8 +165,12 @@ class LedgerTransaction(Protocol):
         ...
 
     async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
-        """:meth:`count` of every category of ``digests`` at once (a decision's reads)."""
-        ...
+        """:meth:`count` of every category of ``digests`` at once (a decision's reads).
+
+        Here one after another; a backend that can read them in one trip (SQLite,
+        on its worker thread) overrides it.
+        """
+        return {category: await self.count(category, d) for category, d in digests.items()}
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         """Record ``digests`` (idempotent per digest); return the new total."""
@@ -197,7 +201,7 @@ class Ledger(Protocol):
         ...
 
 
-class _MemoryTransaction:
+class _MemoryTransaction(LedgerTransaction):
     def __init__(self, store: dict[str, set[bytes]]) -> None:
         self._store = store
         self._pending: dict[str, set[bytes]] = {}
@@ -209,9 +213,6 @@ class _MemoryTransaction:
         seen = self._seen(category)
         new = sum(1 for d in set(digests) if d not in seen)
         return LedgerCount(current=len(seen), projected=len(seen) + new)
-
-    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
-        return {category: await self.count(category, d) for category, d in digests.items()}
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         self._pending.setdefault(category, set()).update(digests)

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -273,7 +273,7 @@ def _fail_closed(exc: BaseException, where: str) -> LedgerUnavailable:
     return LedgerUnavailable(f"ledger {where}: {detail}")
 
 
-class _PostgresTransaction:
+class _PostgresTransaction(LedgerTransaction):
     """Reads and writes of one organisation-year under its advisory lock."""
 
     def __init__(self, ledger: PostgresLedger, conn: Any, organisation: str, year: int) -> None:
@@ -291,10 +291,6 @@ class _PostgresTransaction:
             known = await guard(self._conn.fetchval(self._sql.known, *self._key, category, unique))
         current = int(current or 0)
         return LedgerCount(current=current, projected=current + len(unique) - int(known))
-
-    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
-        # One connection, already inside the transaction: a round trip per read.
-        return {category: await self.count(category, d) for category, d in digests.items()}
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         unique = list(set(digests))

@@ -197,7 +197,7 @@ class _Worker:
         self._executor.shutdown(wait=True)
 
 
-class _SqliteTransaction:
+class _SqliteTransaction(LedgerTransaction):
     """Reads and writes of one organisation-year inside ``BEGIN IMMEDIATE``."""
 
     def __init__(self, worker: _Worker, organisation: str, year: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from gateway.server.egress_state import EgressState
 RECEIPT = cast(Receipt, object())
 
 
-class _Ledger:
+class _Ledger(LedgerTransaction):
     """A ledger that logs counts, additions, commits and rollbacks in order."""
 
     def __init__(self, log: list[str], *, fail: Exception | None = None) -> None:
@@ -36,9 +36,6 @@ class _Ledger:
 
     async def count(self, category: str, digests: Collection[bytes]) -> LedgerCount:
         return LedgerCount(0, len(digests))
-
-    async def counts(self, digests: Mapping[str, Collection[bytes]]) -> dict[str, LedgerCount]:
-        return {category: await self.count(category, d) for category, d in digests.items()}
 
     async def add(self, category: str, digests: Collection[bytes]) -> int:
         self.log.append(f"add {category}")
