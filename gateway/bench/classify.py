@@ -134,18 +134,8 @@ DEFAULT_SIZE_MB: Final = 64
 #: one runs: it loads pyarrow, pydicom and PDFium, ~100 MB that ``gateway
 #: bench proxy``'s memory measurement must not carry).
 FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart")
-#: The text kinds (this module) and the file kinds (:mod:`gateway.bench.formats`).
-TEXT_KINDS: Final = (
-    "prose",
-    "science",
-    "numeric",
-    "pii",
-    "json",
-    "html",
-    "richtext",
-    "form",
-    "base64",
-)
+#: The text kinds (this module), one per target, and the file kinds (:mod:`gateway.bench.formats`).
+TEXT_KINDS: Final = tuple(TARGETS)
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)
 
 _MB: Final = 1_000_000
