@@ -377,6 +377,28 @@ def test_sqlite_rtree_and_external_content_full_text(tmp_path: Path) -> None:
     assert (label_counts(summary), summary.unscannable) == ({"pii.cn_phone": 1}, ())
 
 
+@pytest.mark.parametrize(
+    "create",
+    [
+        "CREATE VIRTUAL TABLE docs USING fts5(title, body)",
+        "CREATE VIRTUAL TABLE docs USING fts4(title, body)",
+        "CREATE VIRTUAL TABLE docs USING rtree(id, x0, x1, +title, +body)",
+        "CREATE TABLE docs (title, body)",
+    ],
+)
+def test_an_opaque_value_in_a_virtual_tables_column_is_refused_as_in_any_table(
+    create: str, tmp_path: Path
+) -> None:
+    """A full-text table's content table and an R*Tree's auxiliary columns hold the
+    values put in: an opaque blob there is refused as in a plain table, not counted
+    as index structure."""
+    row: tuple[object, ...] = ("visit", bytes(range(256)) * 4)
+    if "rtree" in create:
+        row = (1, 0.0, 1.0, *row)
+    summary = scan_bytes(DETECTORS, _database(tmp_path / "b.db", create, rows=[row]))
+    assert summary.unscannable == ("sqlite: binary cells that are neither text nor a file",)
+
+
 def test_a_contentless_full_text_index_is_unscannable(tmp_path: Path) -> None:
     """Its text is only in the index structures, which are not read."""
     data = _database(

@@ -33,22 +33,24 @@ _SQLITE_ENCODINGS: Final = {0: "utf-8", 1: "utf-8", 2: "utf-16-le", 3: "utf-16-b
 #: Bytes of an integer by record serial type 1..6 (fileformat.html §2.1).
 _SQLITE_INT_BYTES: Final = (0, 1, 2, 3, 4, 6, 8)
 _SQLITE_SCHEMA_COLUMNS: Final = ("type", "name", "tbl_name", "rootpage", "sql")
-#: The tables a virtual table module keeps its data in (``<name>_<suffix>``):
-#: full-text indexes (FTS3/4/5) and R*Trees. Their binary cells are the
-#: module's index structures (term lists and doclists, varint sizes, tree
-#: nodes of coordinates), not content: the text of a full-text table is in its
-#: content table (or the external table it names), rendered as any table; an
-#: R*Tree's coordinates are numbers, counted like REAL values. A binary cell of
-#: such a table that is not text is counted, not refused as opaque.
-_FTS34: Final = ("content", "segments", "segdir", "docsize", "stat")
-_RTREE: Final = ("node", "rowid", "parent")
+#: The tables a virtual table module keeps its index structures in
+#: (``<name>_<suffix>``): full-text indexes (FTS3/4/5) and R*Trees. Their
+#: binary cells are term lists and doclists, varint sizes and tree nodes of
+#: coordinates, not content, so a binary cell there that is not text is
+#: counted, not refused as opaque. The tables holding a virtual table's values
+#: are not listed and are read as any table: a full-text table's content table
+#: (``_content``, or the external table it names) and an R*Tree's ``_rowid``
+#: (its ``+`` auxiliary columns). Geopoly's ``_rowid`` is listed: its first
+#: auxiliary column is the polygon's binary shape (coordinates).
+_FTS34: Final = ("segments", "segdir", "docsize", "stat")
+_RTREE: Final = ("node", "parent")
 _SHADOW_TABLES: Final = {
-    "fts5": ("data", "idx", "content", "docsize", "config"),
+    "fts5": ("data", "idx", "docsize", "config"),
     "fts4": _FTS34,
     "fts3": _FTS34,
     "rtree": _RTREE,
     "rtree_i32": _RTREE,
-    "geopoly": _RTREE,
+    "geopoly": (*_RTREE, "rowid"),
 }
 #: ``CREATE VIRTUAL TABLE name USING module(arguments)``: the module and its
 #: arguments (the name is the schema row's own).
