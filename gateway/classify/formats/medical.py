@@ -31,7 +31,7 @@ representations), and the reader:
   buffers each such value alone instead of keeping it for pydicom, bounded
   (:data:`MAX_PRIVATE_VALUE`, :data:`MAX_PRIVATE_BYTES`: past them the file is
   unscannable), and takes its runs of UTF-8 and UTF-16LE text
-  (:func:`private_text`). An identifier there is found by the text detectors
+  (:func:`printable_runs`). An identifier there is found by the text detectors
   like one in a public attribute;
 * reports one ``sensitive.health`` finding for an instance that identifies
   its patient (:func:`identifies_patient`), keyed by the patient
@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.classify.formats import Format, register
 from gateway.classify.formats.base import BinaryOut, Extract, LazyModule, TextOut, Unscannable
+from gateway.classify.formats.strings import printable_runs
 
 # Hostile files make pydicom warn and log about invalid values, quoting them
 # (an unknown character set's name, a value that is not a UID); the reader
@@ -132,7 +133,7 @@ INFLATE_GRACE: Final = 1 << 20
 #: (PS3.5 A.5), or the 8-byte gzip trailer (CRC-32, size) some old tools
 #: (DCTOOL) wrote. More would be data no DICOM reader sees.
 MAX_DEFLATE_TRAILER: Final = 8
-#: Bytes of one private value examined for text (:func:`private_text`; private
+#: Bytes of one private value examined for text (:func:`printable_runs`; private
 #: here also means a public tag the dictionary does not know). Vendor headers
 #: are far smaller: a Siemens CSA Image Header is 5-15 KB, a CSA Series Header
 #: with its MrPhoenixProtocol 50-300 KB, GE and Philips binary blocks a few
@@ -146,11 +147,6 @@ MAX_PRIVATE_VALUE: Final = 4 << 20
 #: examination runs at 15-30 MB/s on random bytes, its worst case (text:
 #: 70-200 MB/s, on the development machine): about half a second at most.
 MAX_PRIVATE_BYTES: Final = 8 << 20
-#: Shortest run of text taken from a private value, in bytes of UTF-8 (four
-#: ASCII characters, as ``strings``; two CJK characters, a hotword such as
-#: 电话) or in ASCII characters of UTF-16LE: shorter runs in binary data are
-#: mostly noise, and every identifier the detectors know is longer.
-MIN_RUN: Final = 4
 
 # --------------------------------------------------------------------------- syntax
 
@@ -334,7 +330,7 @@ class _Walker:
     ``nested`` (opened on demand). The value of a private element (at any
     depth) that pydicom would not render as text (:meth:`_examined`) is not
     kept: it is buffered alone, bounded, and its text runs become one line of
-    ``private`` (:func:`private_text`).
+    ``private`` (:func:`printable_runs`).
     """
 
     def __init__(self, implicit: bool, little: bool, out: Extract) -> None:
@@ -400,7 +396,7 @@ class _Walker:
     def _element_done(self) -> None:
         """A value (or a container) ended: finish what was done with its bytes."""
         if self._blob is not None and len(self._stack) == self._blob_depth:
-            text = private_text(bytes(self._blob))
+            text = printable_runs(bytes(self._blob))
             if text:
                 self.private.append(f"{self._blob_path}: {text}\n")
             self._blob = None
@@ -527,7 +523,7 @@ class _Walker:
             raise Unscannable(f"dicom: data elements over {MAX_KEPT_BYTES >> 20} MiB")
 
     def _examined(self, tag: int, vr: str, length: int, known: bool | None) -> bool:
-        """Whether the value of element ``tag`` is examined as bytes (:func:`private_text`).
+        """Whether the value of element ``tag`` is examined as bytes (:func:`printable_runs`).
 
         It is when the element is private (odd group) or its public tag is not
         in the dictionary (``known``: the lookup made in implicit VR, None
@@ -553,7 +549,7 @@ class _Walker:
         return not known
 
     def _examine(self, tag: int, length: int) -> None:
-        """Buffer the value of private element ``tag`` for :func:`private_text`."""
+        """Buffer the value of private element ``tag`` for :func:`printable_runs`."""
         self._private_check(0 if length == _UNDEFINED else length, 0)
         path = [frame.tag for frame in self._stack if frame.tag]
         self._blob_path = " > ".join(_tag_name(t) for t in [*path, tag])
@@ -881,91 +877,6 @@ def _repeating(tag: int) -> bool:
 
 def _tag_name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-#: Bytes as :func:`private_text` splits them (``bytes.split`` splits at ASCII
-#: white space): a control character is a separator (a space); the space and
-#: the tab (as ``strings`` has it: ``name\t=\tvalue``) are characters of the
-#: run (``\x1f`` until the runs are joined and it is a space: :data:`_UNSPLIT`).
-_SPLIT: Final = bytes(
-    0x1F if b in (0x09, 0x20) else 0x20 if b < 0x20 or b == 0x7F else b for b in range(256)
-)
-_UNSPLIT: Final = bytes(0x20 if b == 0x1F else b for b in range(256))
-#: C1 control characters (U+0080-009F) in UTF-8: not text.
-_C1_CONTROLS: Final = re.compile(rb"\xc2[\x80-\x9f]")
-#: Non-ASCII bytes as 0x80, ASCII as NUL: where the stretches of non-ASCII are.
-_HIGH_MARKS: Final = bytes(0x80 if b >= 0x80 else 0 for b in range(256))
-#: Bytes marked for finding UTF-16LE text: a printable ASCII byte is ``a``, a
-#: NUL ``z``, any other ``x``; ``azazazaz`` is four ASCII characters in UTF-16LE.
-_UTF16_MARKS: Final = bytes(
-    0x61 if 0x20 <= b <= 0x7E else 0x7A if b == 0 else 0x78 for b in range(256)
-)
-_UTF16_CORE: Final = b"az" * MIN_RUN
-#: UTF-16LE characters a run holds around its ASCII core: ASCII, CJK symbols
-#: and kana (U+3000-30FF), CJK ideographs (U+4E00-9FFF), full-width forms
-#: (U+FF00-FFFF) - the hotwords 电话, 手機, 护照 and a full-width colon.
-_UTF16_AFTER: Final = re.compile(rb"(?:[\x20-\x7e]\x00|[\x00-\xff][\x30\x4e-\x9f\xff])*")
-#: The same, over the value's bytes reversed (each character's bytes swapped).
-_UTF16_BEFORE: Final = re.compile(rb"(?:\x00[\x20-\x7e]|[\x30\x4e-\x9f\xff][\x00-\xff])*")
-
-
-def private_text(value: bytes) -> str:
-    """The text in a private value, as the detectors read it: its runs of
-    printable characters (:data:`MIN_RUN`), separated by spaces.
-
-    Read as UTF-8 (ASCII and valid UTF-8 sequences, tabs as spaces; an
-    invalid byte or another control character ends a run), then as UTF-16LE, which Windows-based
-    modality software writes: runs of four ASCII characters or more, with the
-    CJK characters next to them (a Chinese hotword before a number).
-    """
-    text = value if value.isascii() else _utf8_kept(value)
-    runs = [run for run in text.translate(_SPLIT).split() if len(run) >= MIN_RUN]
-    found = b" ".join(runs).translate(_UNSPLIT).decode("utf-8", "replace")
-    wide = _utf16_runs(value) if b"\0" in value else []
-    return " ".join([found, *wide] if found else wide)
-
-
-def _utf8_kept(value: bytes) -> bytes:
-    """``value`` with its valid UTF-8 sequences kept and every invalid byte (or C1
-    control character) a NUL: what separates runs.
-
-    A value of a few stretches of non-ASCII bytes in ASCII (a CSA header's
-    binary numbers) has only those decoded: the same result, as ASCII bytes
-    end any sequence, without decoding and encoding the whole value.
-    """
-    marks = value.translate(_HIGH_MARKS)
-    if marks.count(0x80) * 256 > len(value):
-        valid = value.decode("utf-8", "replace").encode().replace(b"\xef\xbf\xbd", b"\0")
-        return _C1_CONTROLS.sub(b"\0", valid)
-    parts: list[bytes] = []
-    at = 0
-    start = marks.find(0x80)
-    while start >= 0:
-        end = marks.find(0, start)
-        end = len(value) if end < 0 else end
-        parts += (value[at:start], _utf8_kept(value[start:end]))
-        at = end
-        start = marks.find(0x80, end)
-    parts.append(value[at:])
-    return b"".join(parts)
-
-
-def _utf16_runs(value: bytes) -> list[str]:
-    """UTF-16LE runs of ``value`` (at either byte alignment), in order of their cores."""
-    marks = value.translate(_UTF16_MARKS)
-    reverse = b""
-    runs = []
-    at = marks.find(_UTF16_CORE)
-    while at >= 0:
-        reverse = reverse or value[::-1]
-        after = _UTF16_AFTER.match(value, at)
-        before = _UTF16_BEFORE.match(reverse, len(value) - at)
-        assert after is not None  # "*" matches the empty string
-        assert before is not None
-        start = at - (before.end() - before.start())
-        runs.append(value[start : after.end()].decode("utf-16-le", "replace"))
-        at = marks.find(_UTF16_CORE, after.end())
-    return runs
 
 
 # --------------------------------------------------------------------------- registry

@@ -18,7 +18,6 @@ import contextlib
 import io
 import pathlib
 import random
-import re
 import struct
 import zipfile
 from collections.abc import Callable
@@ -655,62 +654,6 @@ def test_private_values_in_sequences_are_found(syntax: str) -> None:
     assert "(0008,1140) > (0029,1010): SV10 " in text
     if syntax != ImplicitVRLittleEndian:  # without a dictionary, a private SQ is one UN value
         assert "(0011,1010) > (0011,1010) > (0011,1020): tel 1" in text
-
-
-def test_private_text_runs() -> None:
-    """Runs of four bytes of UTF-8 (two CJK characters) or of four ASCII characters
-    of UTF-16LE with the CJK ones next to them; anything else separates runs."""
-    assert (
-        medical.private_text(b"\0\x01abc\0abcd\x7fefgh ij\x1fklmn\x0bab\tc")
-        == "abcd efgh ij klmn ab c"
-    )
-    assert medical.private_text("\0电话\0陈\0é".encode()) == "电话"
-    assert medical.private_text(b"Tel\xff\xfe1381\xc2\x852345678") == "1381 2345678"
-    assert medical.private_text(b"\xef\xbf\xbdabcd\xe4\xb8") == "abcd"  # U+FFFD, a cut sequence
-    wide = "Tel 电话：91234567".encode("utf-16-le")
-    # (电 and 话 read as UTF-8 are "5u" and U+074B: noise, but valid UTF-8)
-    assert medical.private_text(b"\x01" + wide + b"\0\0ab\0\0") == "5u\u074b Tel 电话：91234567"
-    assert medical.private_text("陈大文".encode("utf-16-le") + b"\0\0") == ""  # no ASCII core
-    assert medical.private_text(b"a\0b\0c\0") == ""
-
-
-@given(
-    before=st.binary(max_size=64),
-    after=st.binary(max_size=64),
-    wide=st.booleans(),
-)
-def test_private_text_finds_a_delimited_run_anywhere(
-    before: bytes, after: bytes, wide: bool
-) -> None:
-    token = f"tel {PLANTED_MOBILE}"
-    planted = token.encode("utf-16-le") + b"\0\0" if wide else token.encode() + b"\0"
-    text = medical.private_text(before + b"\0\0" + planted + after)
-    assert token in text
-    assert "\n" not in text  # one line per element
-
-
-def _utf8_runs(value: bytes) -> str:
-    """private_text's reading of UTF-8, written plainly: decode, cut at control
-    characters (C0 but the tab, DEL, C1) and U+FFFD, keep runs of 4 bytes."""
-    text = value.decode("utf-8", "replace").replace("\t", " ")
-    runs = re.split("[\x00-\x1f\x7f-\x9f\ufffd]+", text)
-    return " ".join(run for run in runs if len(run.encode()) >= medical.MIN_RUN)
-
-
-@given(
-    st.lists(
-        st.one_of(
-            st.binary(max_size=8),
-            st.text(max_size=8).map(str.encode),
-            st.integers(0, 600).map(lambda n: b"A1 -" * n),  # mostly ASCII: decoded in parts
-        ),
-        max_size=40,
-    )
-    .map(b"".join)
-    .filter(lambda value: b"\0" not in value)  # no UTF-16LE reading
-)
-def test_private_text_reads_utf8_as_decoding_does(value: bytes) -> None:
-    assert medical.private_text(value) == _utf8_runs(value)
 
 
 def test_public_binary_values_are_not_examined() -> None:

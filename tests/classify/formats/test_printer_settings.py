@@ -122,6 +122,14 @@ def test_device_and_form_names_are_rendered() -> None:
     assert [m.text for m in out.members] == [f"Ward 3 {PHONE}\nA4\n"]
 
 
+def test_a_drivers_utf8_text_is_rendered_with_its_chinese_words() -> None:
+    """Drivers write UTF-8 as well as UTF-16: the owner's name and the hotword
+    before a number are read as text (gateway.classify.formats.strings)."""
+    driver = b"PRIV\x01\x02" + f"病人 李四 电话{PHONE}".encode() + bytes(6)
+    out = read_stream(printer.make_printer_settings_reader, devmode(driver=driver))
+    assert [m.text for m in out.members] == [f"HP LaserJet M506\nA4\nPRIV 病人 李四 电话{PHONE}\n"]
+
+
 def test_anything_that_does_not_add_up_is_not_printer_settings() -> None:
     good = devmode(driver=bytes(32))
     assert printer.sniff_printer_settings(good)

@@ -13,9 +13,10 @@ reader that refused it would block every such file as ``content.unscannable``
 - **Office for Mac**: a version word (2), then records of a kind, a length
   and an XML property list (``PMPageFormat``, ``PMPrintSettings``).
 
-What is rendered: the device and form names, every run of at least
-:data:`MIN_RUN_CHARS` printable characters in the driver's private bytes
-(UTF-16 or ASCII: drivers keep job names, user names and paths there), and
+What is rendered: the device and form names, the runs of printable
+characters in the driver's private bytes (UTF-8 or UTF-16,
+:func:`~gateway.classify.formats.strings.printable_runs`: drivers keep job
+names, user names and paths there), and
 the property lists as they are. The numeric fields are printer settings, not
 data, and are not rendered; binary numbers inside a driver's private block are
 not read (docs/formats.md lists this limit). Anything that does not parse as
@@ -25,19 +26,16 @@ it as an unknown binary, unscannable).
 
 from __future__ import annotations
 
-import re
 import struct
 from typing import Final
 
 from gateway.classify.formats.base import Extract, Unscannable
+from gateway.classify.formats.strings import printable_runs
 
 #: Largest part read: a ``DEVMODEW`` is at most 220 + 65,535 bytes (its
 #: driver-extra size is a 16-bit field); Office for Mac's property lists are
 #: ~10 KB. Larger is not a printer settings part.
 MAX_SETTINGS_BYTES: Final = 1 << 20
-#: Shortest run of printable characters in a driver's private bytes rendered
-#: as text: shorter runs are mostly numbers' bytes that happen to be printable.
-MIN_RUN_CHARS: Final = 4
 
 #: ``dmSize`` of each ``DEVMODEW`` revision (``dmSpecVersion`` 0x0300 to 0x0401).
 _DEVMODE_SIZES: Final = frozenset((148, 156, 188, 212, 220))
@@ -49,9 +47,6 @@ _HEADER: Final = struct.Struct("<HHHH")  # spec version, driver version, size, d
 _MAC_VERSION: Final = b"\x02\x00\x00\x00"
 _MAC_RECORD: Final = struct.Struct("<II")  # kind, length
 _MAC_KINDS: Final = frozenset((1, 2))  # page format, print settings
-
-_UTF16_RUN: Final = re.compile(rb"(?:[\x20-\x7e]\x00){%d,}" % MIN_RUN_CHARS)
-_ASCII_RUN: Final = re.compile(rb"[\x20-\x7e]{%d,}" % MIN_RUN_CHARS)
 
 
 def _name(raw: bytes) -> str | None:
@@ -146,10 +141,9 @@ class PrinterSettingsReader:
                 text.write(f"{device}\n")
                 if form:
                     text.write(f"{form}\n")
-                for run in _UTF16_RUN.findall(driver):
-                    text.write(run.decode("utf-16-le") + "\n")
-                for run in _ASCII_RUN.findall(driver):
-                    text.write(run.decode("ascii") + "\n")
+                runs = printable_runs(driver)
+                if runs:
+                    text.write(f"{runs}\n")
             finally:
                 text.close()
             return
