@@ -719,7 +719,7 @@ class _Hdf5Walk:
             return _cell(value)
         array = np.asarray(value)
         flat = array.reshape(-1)
-        if flat.dtype.kind == "S" and flat.dtype.itemsize == 1 and flat.size > 1:
+        if _is_char(flat.dtype) and flat.size > 1:
             return _cell(flat.tobytes().rstrip(b"\0"))
         return value_text(flat, 0, 1).rstrip("\n").replace("\n", ", ")
 
@@ -774,7 +774,7 @@ class _Hdf5Walk:
     def _values(self, ds: Any, path: str, base: np.dtype[Any], sub: tuple[int, ...]) -> None:
         """A dataset of one simple renderable type (sub-array elements flattened), in row layout."""
         shape: tuple[int, ...] = tuple(ds.shape)
-        chars = base.kind == "S" and base.itemsize == 1 and not sub and len(shape) >= 1
+        chars = _is_char(base) and not sub and len(shape) >= 1
         if chars:  # netCDF char variable: strings along the last axis
             if shape[-1] > HDF5_MAX_CHAR_ROW:
                 raise Unscannable(f"hdf5: character rows longer than {HDF5_MAX_CHAR_ROW}")

@@ -40,7 +40,7 @@ from gateway.classify import Scanner
 from gateway.classify import validators as V
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.formats import identify
-from gateway.classify.formats.base import BytesAccess, Unscannable
+from gateway.classify.formats.base import MAX_CELL_CHARS, BytesAccess, Unscannable
 from gateway.classify.formats.documents import DOCX, mail, office_xml, ole, pdf
 from gateway.classify.formats.testing import RecordingExtract, read_random, read_stream
 from gateway.classify.matcher import TextMatcher
@@ -476,15 +476,21 @@ class TestOfficeOpenXml:
         # The rows come first and whole: the notes do not split the table.
         assert [m.name for m in out.members] == ["worksheet", "worksheet notes"]
 
-    def test_a_long_formula_is_read_in_overlapping_pieces(self) -> None:
-        filler = "+".join(["1"] * 40_000)  # ~80 KB of formula, past one piece
-        body = f'<c r="A1"><f>{filler}+LEN("{RID}")</f><v>1</v></c>'
+    @pytest.mark.parametrize("back", [90, 110, 130])
+    def test_a_long_formula_is_read_in_overlapping_pieces(self, back: int) -> None:
+        """A formula past MAX_CELL_CHARS is held in pieces that overlap as a cut
+        cell's do: an e-mail address whose long domain straddles the cut is whole
+        in the next piece (the overlap is longer than any address)."""
+        email = "ward@" + "k" * 60 + "." + "m7" * 40 + ".example.com"
+        start = MAX_CELL_CHARS - back  # the cut falls inside the domain
+        filler = ("1+" * (start // 2 + 1))[: start - len('LEN("')]
+        body = f'<c r="A1"><f>{filler}LEN("{email}")</f><v>1</v></c>'
         xml = (
             '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
             f'<sheetData><row r="1">{body}</row></sheetData></worksheet>'
         ).encode()
-        out = read_stream(office_xml.make_xml_reader, xml, 4096)
-        assert labels(out)["pii.cn_resident_id"] >= 1
+        out = read_stream(office_xml.make_xml_reader, xml, 16)  # the cut within 16 chars
+        assert labels(out)["pii.email"] == 1
 
     def test_pptx_runs_are_joined(self) -> None:
         deck = pptx.Presentation()

@@ -38,7 +38,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 from xml.parsers import expat
 
-from gateway.classify.formats.base import CELL_SEPARATOR, Extract, TextOut, Unscannable, csv_line
+from gateway.classify.formats.base import (
+    CELL_CUT_OVERLAP,
+    CELL_SEPARATOR,
+    MAX_CELL_CHARS,
+    Extract,
+    TextOut,
+    Unscannable,
+    csv_line,
+)
 
 #: Open elements at once. Word nests tables in tables and text boxes in
 #: shapes; real parts stay under 60 levels. Deeper nesting is crafted.
@@ -479,10 +487,6 @@ _SHEET_NOTE_ATTRIBUTES: Final = {
 #: halves of a number must not split it. ``&&`` is an ``&``.
 _HEADER_SECTIONS: Final = re.compile(r"&[LCR]")
 _HEADER_CODES: Final = re.compile(r'&"[^"]*"|&\d+|&[A-Za-z]')
-#: Characters of one note (a formula, a header) collected before its text so
-#: far is held, the last :data:`_NOTE_OVERLAP` of them starting the next piece.
-_MAX_NOTE_CHARS: Final = 64 << 10
-_NOTE_OVERLAP: Final = 64
 #: Characters of a sheet's notes kept before they are written; past this they
 #: are written mid-sheet, and the rows after continue as a new member.
 _MAX_HELD_NOTES: Final = 1 << 20
@@ -598,11 +602,12 @@ class _SheetRenderer(_Renderer):
         if self._note is not None:
             self._note.append(text)
             self._note_chars += len(text)
-            if self._note_chars > _MAX_NOTE_CHARS:
-                # A very long formula: held in pieces that overlap, so no
-                # identifier is cut (one in the overlap may count twice).
+            if self._note_chars > MAX_CELL_CHARS:
+                # A very long formula: held in pieces that overlap as a long
+                # cell's do, so no identifier is cut (one in the overlap may
+                # count twice).
                 self._hold_note()
-                self._note = ["".join(self._note)[-_NOTE_OVERLAP:]]
+                self._note = ["".join(self._note)[-CELL_CUT_OVERLAP:]]
                 self._note_chars = len(self._note[0])
         elif self._cell is not None:
             self._cell.append(text)
