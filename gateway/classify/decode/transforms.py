@@ -796,7 +796,6 @@ class _MarkupStage(_Stage):
         # Text kept aside goes after the first line break past the word it came
         # from (past the start of this region when it is older than the region).
         after = 0 if self._aside else -1
-        written = 0
         candidates: Iterator[re.Match[bytes] | None] = _MARKUP_CANDIDATE.finditer(region)
         if before in _JOINABLE and region[:1] == b"<":  # a run at the start of the region
             candidates = itertools.chain((None,), candidates)
@@ -811,9 +810,8 @@ class _MarkupStage(_Stage):
             if stop >= end or region[stop] not in _JOINABLE:
                 continue
             pieces.append(region[last:start])
-            written += start - last
-            if after < 0:
-                after = written
+            if after < 0:  # the first removal: nothing was removed before it
+                after = start
             last = stop
             self._keep(run.group())
         if not pieces:
@@ -1786,8 +1784,13 @@ class _Pipeline:
         return tuple(stage.name for stage in self.stages if stage.used)
 
     def text_layers(self) -> tuple[str, ...]:
-        """Where the member's decoded text is: its layers and its stages."""
-        return (*self.layers, *self.stage_names())
+        """Where the member's decoded text is: its layers and its decoding stages.
+
+        The markup stage joins words and nests nothing: it is not a layer the
+        text is under (nor counted against ``max_depth``), so a nested member's
+        layers do not depend on whether a chunk before it held a tag.
+        """
+        return (*self.layers, *(n for n in self.stage_names() if n != MARKUP))
 
     # -- the watch -----------------------------------------------------------
 
@@ -1891,7 +1894,7 @@ class _Pipeline:
         ones (``\\uXXXX``, numeric references) are looked for from then on.
         """
         limit = self.ctx.limits.max_depth
-        decoding = sum(1 for stage in self.stages if stage.name != MARKUP)
+        decoding = sum(1 for stage in self.stages if stage.name != MARKUP)  # used or not
         if len(self.layers) + decoding + 1 > limit:
             if strong:
                 self._blocked.add(kind)

@@ -327,6 +327,33 @@ def test_attributes_inside_words_past_their_bound_are_unscannable() -> None:
     )
 
 
+def test_a_run_inside_html_is_as_deep_whether_or_not_a_tag_was_joined_before_it() -> None:
+    """The markup stage nests nothing: a base64 run in an HTML page is one layer
+    deep at every chunking, also when the page's only joined tag comes after it
+    (counting the stage made the run too deep, or not, by where a chunk ended)."""
+    lines = "".join(f"<p>line {i} of the ward report</p>\n" for i in range(2600))
+    run = base64.b64encode(b"patient 11010519491231002X called back\n" * 8).decode()
+    data = page(lines + run + "\n<p>ok</p>\n<p>ID 440305<b>19850612</b>1237</p>\n")
+    cut = data.index(b"440305<b>")
+    limits = ScanLimits(max_depth=1)
+    seen = set()
+    for chunks in ([data], [data[:cut], data[cut:]], [data[: cut + 8], data[cut + 8 :]]):
+        info, sink = decode(chunks, limits)
+        seen.add((info.layers, tuple(t for t, _ in sink.members), tuple(sink.reasons)))
+    assert seen == {((MARKUP,), ("text/html", "text/plain"), ())}
+
+
+def test_attributes_past_their_bound_are_reported_once_at_every_chunking() -> None:
+    lines = "".join(f"<p>line {i}</p>\n" for i in range(5000))
+    tag = "<span title='" + "x" * 200 + "'>"
+    words = " ".join(f"a{tag}b" for _ in range(3 * (MARKUP_ASIDE_BYTES // 200 + 2)))
+    data = page(lines + words)  # ~300 KB: the bound is passed in more than one chunk
+    reason = f"{MARKUP}: over {MARKUP_ASIDE_BYTES >> 10} KiB of attributes inside words"
+    for size in (len(data), 200_000, 65_536):
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert scan_chunks(DETECTORS, chunks).unscannable == (reason,)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     pieces=st.lists(
