@@ -702,15 +702,15 @@ _LOCAL = "<4sHHHHHIIIHH"
 _CENTRAL = "<4sHHHHHHIIIHHHHHII"
 
 
-def _hand_zip(members: list[tuple[bytes, bytes, int]], lie: int = 0, comment: bytes = b"") -> bytes:
-    """A stored zip written by hand: (name, data, local offset the central directory
-    names, or -1 for where it is); ``lie`` bytes added to the first local size."""
+def _hand_zip(members: list[tuple[bytes, bytes]]) -> bytes:
+    """A stored zip of ``(name, data)`` members, written by hand (the tests below
+    then make its headers lie)."""
     body, central = b"", b""
-    for i, (name, data, named_at) in enumerate(members):
+    for name, data in members:
         at = len(body)
-        size = len(data) + (lie if i == 0 else 0)
+        crc = zlib.crc32(data)
         body += struct.pack(
-            _LOCAL, b"PK\x03\x04", 10, 0, 0, 0, 0, zlib.crc32(data), size, size, len(name), 0
+            _LOCAL, b"PK\x03\x04", 10, 0, 0, 0, 0, crc, len(data), len(data), len(name), 0
         )
         body += name + data
         central += (
@@ -723,7 +723,7 @@ def _hand_zip(members: list[tuple[bytes, bytes, int]], lie: int = 0, comment: by
                 0,
                 0,
                 0,
-                zlib.crc32(data),
+                crc,
                 len(data),
                 len(data),
                 len(name),
@@ -732,22 +732,14 @@ def _hand_zip(members: list[tuple[bytes, bytes, int]], lie: int = 0, comment: by
                 0,
                 0,
                 0,
-                at if named_at < 0 else named_at,
+                at,
             )
             + name
         )
     end = struct.pack(
-        "<4sHHHHIIH",
-        b"PK\x05\x06",
-        0,
-        0,
-        len(members),
-        len(members),
-        len(central),
-        len(body),
-        len(comment),
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(body), 0
     )
-    return body + central + end + comment
+    return body + central + end
 
 
 def test_a_local_header_that_swallows_the_next_member_is_caught() -> None:
@@ -755,7 +747,7 @@ def test_a_local_header_that_swallows_the_next_member_is_caught() -> None:
     covers the next member's header and data hid that member from the walk."""
     cover = b"nothing to see here\n" * 50
     hidden_at = 30 + len(b"notes.txt") + len(cover)
-    honest = _hand_zip([(b"notes.txt", cover, -1), (b"secret.csv", CSV, -1)])
+    honest = _hand_zip([(b"notes.txt", cover), (b"secret.csv", CSV)])
     directory = honest.index(b"PK\x01\x02")
     assert honest[hidden_at : hidden_at + 4] == b"PK\x03\x04"
     # The first local header now claims both members' bytes as its own data.
@@ -786,7 +778,7 @@ def test_a_member_the_directory_names_inside_the_comment_is_caught() -> None:
         _LOCAL, b"PK\x03\x04", 10, 0, 0, 0, 0, zlib.crc32(CSV), len(CSV), len(CSV), 10, 0
     )
     hidden += b"secret.csv" + CSV
-    plain = _hand_zip([(b"a.txt", b"hello\n", -1)])
+    plain = _hand_zip([(b"a.txt", b"hello\n")])
     body_end = plain.index(b"PK\x01\x02")
     central_a = plain[body_end : plain.index(b"PK\x05\x06")]
     central_b = (
@@ -835,17 +827,30 @@ def test_zip_comments_are_scanned() -> None:
     assert sink.names == [b"a.txt", b"call 13812345678", b"archive of patient 110101199003077777"]
 
 
-@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2])
-@pytest.mark.parametrize("stream", [False, True])
+#: Letters and spaces in no order: ~120 KB deflated, so a member's data crosses
+#: the zip layer's 64 KiB blocks (and its data descriptor must count them all).
+_LONG_TEXT = "".join(random.Random(5).choices("bdefhijklmnopqrsuvwxyz  ", k=200_000))
+
+
+@pytest.mark.parametrize(
+    ("method", "stream"),
+    [
+        (zipfile.ZIP_STORED, False),  # stored with a data descriptor is refused (no length)
+        (zipfile.ZIP_DEFLATED, False),
+        (zipfile.ZIP_DEFLATED, True),
+        (zipfile.ZIP_BZIP2, False),
+        (zipfile.ZIP_BZIP2, True),
+    ],
+)
 def test_honest_zips_agree_with_their_directory(method: int, stream: bool) -> None:
-    if stream and method == zipfile.ZIP_STORED:
-        return  # a stored member with a data descriptor: refused (no length to read by)
     data = make_zip(
-        [("x.csv", CSV), ("y/", b""), ("z.txt", TEXT * 500)], method=method, stream=stream
+        [("x.csv", CSV), ("y/", b""), ("z.txt", TEXT * 500), ("long.txt", _LONG_TEXT.encode())],
+        method=method,
+        stream=stream,
     )
     _, sink = decode(data, chunks_at(data, range(0, len(data), 997)))
     assert sink.unscannables == []
-    assert sink.names == scanned(b"x.csv", b"y/", b"z.txt")
+    assert sink.names == scanned(b"x.csv", b"y/", b"z.txt", b"long.txt")
 
 
 def test_unknown_binary_inside_zip_is_unscannable_and_the_rest_is_scanned() -> None:
@@ -1577,6 +1582,20 @@ def test_pax_comments_and_global_records_are_scanned() -> None:
     assert sink.members == [("text/csv", CSV)]
 
 
+def test_a_pax_link_target_is_scanned_once_and_whole() -> None:
+    """A pax ``linkpath`` is the target an extraction creates: it is scanned in place
+    of the header's 100-byte field (scanning both found one identifier twice, the
+    second time cut)."""
+    target = "患者/" + "x" * 120 + "/110101199003077777.csv"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        link = tarfile.TarInfo("latest")
+        link.type, link.linkname = tarfile.SYMTYPE, target
+        archive.addfile(link)
+    _, sink = decode(out.getvalue())
+    assert sink.names == scanned(b"latest", target.encode())
+
+
 def test_gzip_file_name_and_comment_are_scanned() -> None:
     body = gzip.compress(CSV)
     flags = 8 | 16  # FNAME, FCOMMENT
@@ -1592,9 +1611,13 @@ def test_gzip_file_name_and_comment_are_scanned() -> None:
     assert info.type == "text/csv"
     assert sink.names == [b"13812345678.csv", b"note 110101199003077777"]
     assert sink.members == [("text/csv", CSV)]
-    # Cut inside the name: the header never ends.
+    # Cut inside the name: the header never ends, and no part of it is scanned.
     _, cut = decode(named[:20])
-    assert cut.unscannables
+    assert (cut.unscannables, cut.names) == (["gzip: truncated stream"], [])
+    # A name no gzip tool writes (over 64 KiB) ends the stream: unscannable.
+    flooded = body[:3] + bytes([8]) + body[4:10] + b"n" * (70 << 10) + b"\0" + body[10:]
+    _, long = decode(flooded)
+    assert (long.unscannables, long.names) == (["gzip: header over 64 KiB"], [])
 
 
 def test_zip_member_names_are_scanned_in_utf8_gbk_and_when_encrypted() -> None:

@@ -81,6 +81,25 @@ def is_tar(prefix: bytes) -> bool:
     )
 
 
+def _zip64(extra: bytes, *values: int) -> tuple[bool, tuple[int, ...]] | None:
+    """``values`` (size, compressed size[, offset], as a header has them) with each
+    0xFFFFFFFF replaced, in order, from the Zip64 extended information field of
+    ``extra`` (APPNOTE 4.5.3), and whether there is one; None if it is too short."""
+    pos, out, found = 0, values, False
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        if tag == 0x0001:
+            found = True
+            wide = [v == 0xFFFFFFFF for v in values]
+            field = extra[pos + 4 : pos + 4 + length]
+            if len(field) < 8 * sum(wide):
+                return None
+            parsed = iter(struct.unpack_from(f"<{sum(wide)}Q", field))
+            out = tuple(next(parsed) if w else v for v, w in zip(values, wide, strict=True))
+        pos += 4 + length
+    return found, out
+
+
 class _Zip(Expanding):
     """Zip read through its local file headers (APPNOTE.TXT §4.3)."""
 
@@ -88,7 +107,6 @@ class _Zip(Expanding):
     media_type = "application/zip"
     __slots__ = (
         "_at",
-        "_base",
         "_central",
         "_centrals",
         "_descriptor",
@@ -139,7 +157,6 @@ class _Zip(Expanding):
         self._inflater: zlib._Decompress | bz2.BZ2Decompressor | None = None
         self._next = self._SIG
         self._record = b""
-        self._base = 0  # bytes of the layer's input before the current block
         self._at = 0  # where the header just gathered ends
         self._member_at = 0
         # Every member the walk found, in order: where its local header is, its
@@ -148,12 +165,11 @@ class _Zip(Expanding):
         self._central: tuple[int, ...] = ()
         self._centrals = 0
         self._name_crc = 0
-        self._took = 0  # compressed bytes of the member read so far
+        self._took = 0  # compressed bytes of the member read so far (its ratio's base)
 
     def _block(self, data: bytes | memoryview) -> None:
         pos, end = 0, len(data)
-        base = self._base
-        self._base += end
+        base = self._in - end  # Expanding counts each block in before handing it on
         while pos < end and not self._dead:
             state = self._state
             if state == self._DONE:
@@ -215,7 +231,7 @@ class _Zip(Expanding):
         else:  # _DESC_BODY: crc, compressed size, uncompressed size
             size_format = "<Q" if self._zip64 else "<I"
             (compressed,) = struct.unpack_from(size_format, header, 4)
-            if compressed != self._in:
+            if compressed != self._took:
                 self._fail("bad data descriptor")
                 return
             self._state, self._want = self._SIG, 4
@@ -265,25 +281,9 @@ class _Zip(Expanding):
         name = variable[:name_len]
         extra = variable[name_len : name_len + extra_len]
         comment = variable[name_len + extra_len :]
-        pos = 0
-        while pos + 4 <= len(extra):  # Zip64 extended information (APPNOTE 4.5.3)
-            tag, length = struct.unpack_from("<HH", extra, pos)
-            if tag == 0x0001:
-                values = extra[pos + 4 : pos + 4 + length]
-                wide = [v == 0xFFFFFFFF for v in (size, compressed, offset)]
-                parsed = (
-                    list(struct.unpack_from(f"<{sum(wide)}Q", values))
-                    if len(values) >= 8 * sum(wide)
-                    else []
-                )
-                if len(parsed) == sum(wide):
-                    if wide[0]:
-                        size = parsed.pop(0)
-                    if wide[1]:
-                        compressed = parsed.pop(0)
-                    if wide[2]:
-                        offset = parsed.pop(0)
-            pos += 4 + length
+        wide = _zip64(extra, size, compressed, offset)
+        if wide is not None:  # else its raw values mismatch below
+            size, compressed, offset = wide[1]
         offsets, sizes, names = self._walked
         at = bisect.bisect_left(offsets, offset)
         if (
@@ -313,29 +313,15 @@ class _Zip(Expanding):
         if len(self._walked[0]) >= MAX_ZIP_MEMBERS:
             self._fail(f"more than {MAX_ZIP_MEMBERS} members")
             return
-        self._zip64 = False
-        extra = names[name_len:]
-        pos = 0
-        while pos + 4 <= len(extra):
-            tag, length = struct.unpack_from("<HH", extra, pos)
-            if tag == 0x0001:  # Zip64 extended information (APPNOTE 4.5.3)
-                self._zip64 = True
-                values = extra[pos + 4 : pos + 4 + length]
-                fields = [v for v in (size, compressed) if v == 0xFFFFFFFF]
-                if len(values) < 8 * len(fields):
-                    self._fail("bad zip64 extra field")
-                    return
-                parsed = struct.unpack_from(f"<{len(fields)}Q", values) if fields else ()
-                if size == 0xFFFFFFFF and parsed:
-                    size, parsed = parsed[0], parsed[1:]
-                if compressed == 0xFFFFFFFF and parsed:
-                    compressed = parsed[0]
-            pos += 4 + length
+        wide = _zip64(names[name_len:], size, compressed)
+        if wide is None:
+            self._fail("bad zip64 extra field")
+            return
+        self._zip64, (size, compressed) = wide
         encrypted, self._descriptor = bool(flags & 0x01), bool(flags & 0x08)
         self._members += 1
         self._method = method
-        self._in = self._out = 0
-        self._took = 0
+        self._out = self._took = 0
         if encrypted or method not in (self._STORED, self._DEFLATED, self._BZIP2):
             reason = "encrypted member" if encrypted else f"unsupported method {method}"
             if self._descriptor:
@@ -371,9 +357,8 @@ class _Zip(Expanding):
         if self._remaining is not None:
             end = min(end, pos + self._remaining)
         piece = data[pos:end]
+        self._took += len(piece)  # counted before inflating: the ratio's base
         if self._inflater is None:  # STORED
-            self._in += len(piece)
-            self._took += len(piece)
             assert self._child is not None
             assert self._remaining is not None
             self._child.feed(bytes(piece))
@@ -381,7 +366,6 @@ class _Zip(Expanding):
             if not self._remaining:
                 self._end_member()
             return end
-        self._in += len(piece)
         used = self._decompress_member(piece)
         if used is None:
             return len(data)
@@ -403,11 +387,9 @@ class _Zip(Expanding):
             if self._remaining is not None and len(piece) >= self._remaining:
                 self._fail("corrupt member")
                 return None
-            self._took += len(piece)
             return len(piece)
         used = len(piece) - len(d.unused_data)
-        self._took += used
-        self._in -= len(d.unused_data)
+        self._took -= len(d.unused_data)
         self._end_member()
         if self._descriptor:
             self._state, self._want = self._DESC, 4
@@ -422,6 +404,9 @@ class _Zip(Expanding):
         offsets.append(self._member_at)
         sizes.append(compressed)
         names.append(self._name_crc)
+
+    def _ratio_in(self) -> int:
+        return self._took  # the member's own compressed bytes, not the archive's blocks
 
     def _end_member(self) -> None:
         self._walk(self._took)
@@ -449,6 +434,7 @@ class _Tar(Layer):
         "_long_name",
         "_pad",
         "_pax",
+        "_pax_link",
         "_pax_path",
         "_pax_size",
         "_remaining",
@@ -475,6 +461,7 @@ class _Tar(Layer):
         self._pax_size: int | None = None
         # The next member's name from a pax "path" record or a GNU long name.
         self._pax_path: bytes | None = None
+        self._pax_link: bytes | None = None
         self._long_name = bytearray()
         self._global = False  # the pax header being read is a global one
 
@@ -543,7 +530,7 @@ class _Tar(Layer):
             # creates (and a link's target) are scanned as members' are.
             self._pad = 0
             self._ctx.member_name(self._take_name(header))
-            self._ctx.member_name(header[157:257].split(b"\0", 1)[0])
+            self._ctx.member_name(self._take_link(header))
             return
         self._remaining = size
         if flag in (ord("x"), ord("g")):  # pax extended header, per member or global
@@ -558,6 +545,9 @@ class _Tar(Layer):
             self._state = self._SKIP
         else:
             self._ctx.member_name(self._take_name(header))
+            link = self._take_link(header)  # a file has none; scanned if it claims one
+            if link:
+                self._ctx.member_name(link)
             self._open_child()
             self._state = self._DATA
         if not size:
@@ -572,6 +562,11 @@ class _Tar(Layer):
         prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
         return prefix + b"/" + name if prefix else name
 
+    def _take_link(self, header: bytes) -> bytes:
+        """The member's link target: a preceding pax ``linkpath``, else the header's."""
+        link, self._pax_link = self._pax_link, None
+        return link if link is not None else header[157:257].split(b"\0", 1)[0]
+
     def _parse_pax(self, records: bytes) -> None:
         pos = 0
         while pos < len(records):
@@ -585,7 +580,9 @@ class _Tar(Layer):
             key, _, value = record.rstrip(b"\n").partition(b"=")
             if key == b"path" and not self._global:
                 self._pax_path = value
-            if key in (b"comment", b"linkpath", b"uname", b"gname") or key.startswith(
+            elif key == b"linkpath" and not self._global:
+                self._pax_link = value  # scanned with its member, instead of the header's
+            elif key in (b"comment", b"linkpath", b"uname", b"gname") or key.startswith(
                 b"SCHILY.xattr."
             ):
                 self._ctx.member_name(value)  # text a listing or an extraction shows

@@ -132,7 +132,9 @@ class _Multistream(Expanding):
             self._fail("trailing data after end of stream")
             return b""
         if len(head) < self._need(head):
-            self._head = head  # at most a magic or an xz block header: bounded
+            # A magic, an xz block header, or a gzip header of at most
+            # GZIP_HEADER_MAX_BYTES and the block that passed it: bounded.
+            self._head = head
             return b""
         self._head = b""
         if not self._start(head):

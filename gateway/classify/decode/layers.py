@@ -164,6 +164,10 @@ class Expanding(Layer):
         self._done()
         self._free()
 
+    def _ratio_in(self) -> int:
+        """The input bytes the output so far came from (the expansion ratio's base)."""
+        return self._in
+
     def _emit(self, out: bytes) -> bool:
         """Pass decompressed ``out`` on unless it breaks a limit (then fail)."""
         size = len(out)
@@ -174,7 +178,7 @@ class Expanding(Layer):
         if ctx.expanded > limits.max_expanded_bytes:
             self._fail(f"expanded size over {human(limits.max_expanded_bytes)}")
             return False
-        if self._out > RATIO_GRACE_BYTES and self._out > limits.max_ratio * self._in:
+        if self._out > RATIO_GRACE_BYTES and self._out > limits.max_ratio * self._ratio_in():
             self._fail(f"expansion ratio over {limits.max_ratio:g}:1")
             return False
         assert self._child is not None  # output only flows while a member is open
