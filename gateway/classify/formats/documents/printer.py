@@ -47,6 +47,7 @@ _HEADER: Final = struct.Struct("<HHHH")  # spec version, driver version, size, d
 _MAC_VERSION: Final = b"\x02\x00\x00\x00"
 _MAC_RECORD: Final = struct.Struct("<II")  # kind, length
 _MAC_KINDS: Final = frozenset((1, 2))  # page format, print settings
+_XML: Final = b"<?xml"  # how each record's property list starts
 
 
 def _name(raw: bytes) -> str | None:
@@ -93,7 +94,7 @@ def _mac_records(data: bytes) -> list[bytes] | None:
         kind, length = _MAC_RECORD.unpack_from(data, at)
         at += _MAC_RECORD.size
         body = data[at : at + length]
-        if kind not in _MAC_KINDS or len(body) != length or not body.startswith(b"<?xml"):
+        if kind not in _MAC_KINDS or len(body) != length or not body.startswith(_XML):
             return None
         records.append(body)
         at += length
@@ -109,11 +110,13 @@ def sniff_printer_settings(prefix: bytes) -> bool:
     """
     if _devmode(prefix) is not None:
         return True
-    if not prefix.startswith(_MAC_VERSION) or len(prefix) < 4 + _MAC_RECORD.size + 5:
+    first = len(_MAC_VERSION)
+    if not prefix.startswith(_MAC_VERSION) or len(prefix) < first + _MAC_RECORD.size + len(_XML):
         return False
-    kind, length = _MAC_RECORD.unpack_from(prefix, 4)
-    body = prefix[4 + _MAC_RECORD.size :]
-    return kind in _MAC_KINDS and 5 <= length <= MAX_SETTINGS_BYTES and body.startswith(b"<?xml")
+    kind, length = _MAC_RECORD.unpack_from(prefix, first)
+    body = prefix[first + _MAC_RECORD.size :]
+    fits = len(_XML) <= length <= MAX_SETTINGS_BYTES
+    return kind in _MAC_KINDS and fits and body.startswith(_XML)
 
 
 class PrinterSettingsReader:
