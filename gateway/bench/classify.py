@@ -133,7 +133,7 @@ DEFAULT_SIZE_MB: Final = 64
 #: The file kinds, measured by :mod:`gateway.bench.formats` (imported only when
 #: one runs: it loads pyarrow, pydicom and PDFium, ~100 MB that ``gateway
 #: bench proxy``'s memory measurement must not carry).
-FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart")
+FILE_KINDS: Final = ("parquet", "pdf", "dicom", "multipart", "archive")
 #: The text kinds (this module), one per target, and the file kinds (:mod:`gateway.bench.formats`).
 TEXT_KINDS: Final = tuple(TARGETS)
 KINDS: Final = (*TEXT_KINDS, *FILE_KINDS)

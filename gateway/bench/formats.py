@@ -1,6 +1,7 @@
-"""Files for ``gateway bench classify``: Parquet, PDF, DICOM (issue 12), form uploads (issue 13).
+"""Files for ``gateway bench classify``: Parquet, PDF, DICOM (issue 12), form uploads
+(issue 13), archives of many small files (issue 17).
 
-Four kinds of file, generated deterministically from a seed by the field's
+Five kinds of file, generated deterministically from a seed by the field's
 own writers (pyarrow, pydicom) or, for PDF, by a small writer of the file
 format here (fpdf2 is a development dependency only):
 
@@ -20,6 +21,13 @@ format here (fpdf2 is a development dependency only):
     fields, then CSV files of lab readings (one reading in
     :data:`MULTIPART_PHONE_EVERY` names its reviewer's mobile number) and a
     JSON manifest, each a part with its own headers, read part by part.
+``archive``
+    a zip of many small files as an image annotation set ships (deflated):
+    per image a JSON label file and a caption, a few hundred bytes each (one
+    label file in :data:`ARCHIVE_PHONE_EVERY` names its annotator's mobile
+    number). Every member is sniffed and classified on its own, with its
+    name: here what a member costs to start and end, not its bytes, sets the
+    speed.
 
 Each file goes the way the egress reads it: fed to the
 :class:`~gateway.classify.engine.Scanner` in chunks (SHA-256, sniffing), then
@@ -43,6 +51,7 @@ import statistics
 import tarfile
 import tempfile
 import time
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +80,7 @@ TARGETS: Final[dict[str, float | None]] = {
     "pdf": None,
     "dicom": None,
     "multipart": None,
+    "archive": None,
 }
 
 #: Rows per Parquet row group and per generation step: pyarrow's default
@@ -95,6 +105,13 @@ DICOM_PIXELS: Final = (512, 512)
 #: reviewer's mobile number.
 MULTIPART_FILE_BYTES: Final = 256 * 1024
 MULTIPART_PHONE_EVERY: Final = 500
+
+#: Archive: one label file in this many names its annotator's mobile number.
+ARCHIVE_PHONE_EVERY: Final = 200
+#: Archive: bytes of a central directory entry before its name (PKWARE APPNOTE 4.3.12).
+_ZIP_CENTRAL_ENTRY: Final = 46
+#: Archive: what the label files' objects are.
+_OBJECTS: Final = ("cell", "nucleus", "mitochondrion", "vesicle", "debris", "artefact")
 
 _MB: Final = 1_000_000
 
@@ -365,12 +382,50 @@ def multipart_file(size: int, seed: int = 2) -> bytes:
     return bytes(out + b"--" + boundary + b"--\r\n")
 
 
+def archive_file(size: int, seed: int = 2) -> bytes:
+    """About ``size`` bytes of a zip of small files, as an image annotation set ships:
+    ``labels/img_NNNNNNN.json`` (image size, a few labelled boxes, the annotator) and
+    ``captions/img_NNNNNNN.txt`` per image; one label file in
+    :data:`ARCHIVE_PHONE_EVERY` names the annotator with a mobile number."""
+    rng = random.Random(f"{seed}:archive")
+    annotators = [f"Dr Chan {n} {cn_mobile(rng)}" for n in range(8)]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        image = directory = 0
+        # The central directory (an entry per member) is written at the end.
+        while out.tell() + directory < size:
+            image += 1
+            width, height = rng.choice(((1024, 1024), (2048, 1536), (512, 512)))
+            boxes = [
+                {
+                    "label": rng.choice(_OBJECTS),
+                    "bbox": [rng.randint(0, width - 64), rng.randint(0, height - 64), 64, 48],
+                    "score": round(rng.random(), 3),
+                }
+                for _ in range(rng.randint(1, 4))
+            ]
+            named = image % ARCHIVE_PHONE_EVERY == 0
+            label = {
+                "image": f"img_{image:07d}.png",
+                "width": width,
+                "height": height,
+                "objects": boxes,
+                "annotator": annotators[image % 8] if named else f"team {image % 5}",
+            }
+            archive.writestr(f"labels/img_{image:07d}.json", json.dumps(label))
+            caption = f"{len(boxes)} objects, mostly {boxes[0]['label']}; {rng.choice(_NOTES)}"
+            archive.writestr(f"captions/img_{image:07d}.txt", caption)
+            directory += 2 * (_ZIP_CENTRAL_ENTRY + len("labels/img_0000000.json"))
+    return out.getvalue()
+
+
 #: File generators by kind: ``(size in bytes, seed) -> file bytes``.
 GENERATORS: Final[dict[str, Callable[[int, int], bytes]]] = {
     "parquet": parquet_file,
     "pdf": pdf_file,
     "dicom": dicom_file,
     "multipart": multipart_file,
+    "archive": archive_file,
 }
 
 

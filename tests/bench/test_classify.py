@@ -11,6 +11,7 @@ import json
 import re
 import tarfile
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -138,7 +139,7 @@ def test_bench_accepts_a_chunk_size(capsys: pytest.CaptureFixture[str]) -> None:
         "form",
         "base64",
     )
-    assert bench.FILE_KINDS == ("parquet", "pdf", "dicom", "multipart")
+    assert bench.FILE_KINDS == ("parquet", "pdf", "dicom", "multipart", "archive")
 
 
 @pytest.mark.parametrize("size", ["0", str(bench.MAX_CHUNK_BYTES + 1)])
@@ -175,7 +176,7 @@ def test_research_files_are_read_as_the_egress_reads_them() -> None:
     # Each file is read, not refused, and what it holds is found: the report's
     # MB/s are of files the readers understood.
     results = {r.kind: r for r in formats.run(0.6, 1)}
-    assert list(results) == ["parquet", "pdf", "dicom", "multipart"]
+    assert list(results) == ["parquet", "pdf", "dicom", "multipart", "archive"]
     for result in results.values():
         assert not result.unscannable
         assert result.passed or result.target is not None
@@ -209,6 +210,14 @@ def test_research_files_are_read_as_the_egress_reads_them() -> None:
     assert multipart.findings == reviewed  # the reviewer's mobile number on those rows
     assert multipart.subjects <= 8
     assert multipart.reader_cpu == 0  # read in this process: no reader process ran
+    # Every member of the annotation set is read: each named annotator is found.
+    archive = results["archive"]
+    with zipfile.ZipFile(io.BytesIO(formats.generate("archive", 600_000))) as annotations:
+        labels = [json.loads(annotations.read(n)) for n in annotations.namelist() if "labels/" in n]
+    named = sum(1 for label in labels if label["annotator"].startswith("Dr "))
+    assert len(labels) > formats.ARCHIVE_PHONE_EVERY
+    assert archive.findings == named > 0
+    assert archive.subjects <= 8
 
 
 def test_file_report_lines_and_json() -> None:
