@@ -288,6 +288,10 @@ _RECORD_MARK: Final = {
 _COLUMN_DELIMITERS: Final = (b",", b";", b"\t")
 
 
+#: The words that make a header cell a diagnosis column (lower case, as the header is).
+_DIAGNOSIS_WORDS: Final = tuple(w.encode() for w in D.BUILTIN_HOTWORDS[D.HW_DIAGNOSIS])
+
+
 def _unquoted(line: bytes) -> bytes:
     """``line`` without the insides of its quoted CSV fields (RFC 4180 ``"…"``, ``""``)."""
     return b"".join(line.split(b'"')[::2])
@@ -1616,11 +1620,18 @@ class TextMatcher:
         unquoted = _unquoted(header)
         sep = max(_COLUMN_DELIMITERS, key=unquoted.count)
         self._column_sep = sep
-        hotwords = [w.encode() for w in D.BUILTIN_HOTWORDS[D.HW_DIAGNOSIS]]
-        self._diag_columns = frozenset(
-            i
-            for i, cell in enumerate(_split_cells(header, sep))
-            if any(w in cell for w in hotwords)
+        # Every cell is a piece of the header without its quotes: a header
+        # holding no hotword so has no diagnosis column (most headers; a JSON
+        # member's first line is long and cut into many cells).
+        bare = header.replace(b'"', b"")
+        self._diag_columns = (
+            frozenset(
+                i
+                for i, cell in enumerate(_split_cells(header, sep))
+                if any(w in cell for w in _DIAGNOSIS_WORDS)
+            )
+            if any(w in bare for w in _DIAGNOSIS_WORDS)
+            else frozenset()
         )
         self._start_table(header.removesuffix(b"\r"))
 

@@ -769,6 +769,8 @@ def test_distinct_bound_is_per_label() -> None:
         ("id;diagnosis;plate\n1;E11.9;A01\n2;J45;B02\n3;I10;C03\n4;K21.0;D04\n", 4),
         ('"id","diagnosis, primary","plate"\n1,E11.9,A01\n2,J45,B02\n', 2),
         ("patient,diagnosis,plate\nA,E11.9,A01\nB,J45,B02\n", 2),  # not the header's window
+        # The name is whole only without its quotes (the cells are read so).
+        ('id,"Diag""nosis",plate\n1,E11.9,A01\n2,J45,B02\n', 2),
     ],
 )
 def test_diagnosis_column_quotes_and_delimiters(csv: str, expected: int) -> None:
