@@ -42,7 +42,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, StreamReader, TextOut, Unscannable
 
 #: Priority of the formats registered here: below any family reader (the
@@ -313,13 +313,6 @@ class _SqliteRaw:
 # --------------------------------------------------------------------------- registry
 
 
-def _magic(*magics: bytes, offset: int = 0) -> Callable[[bytes], bool]:
-    def sniff(prefix: bytes) -> bool:
-        return any(prefix.startswith(magic, offset) for magic in magics)
-
-    return sniff
-
-
 def _webp(prefix: bytes) -> bool:
     return prefix.startswith(b"RIFF") and prefix.startswith(b"WEBP", 8)
 
@@ -328,12 +321,12 @@ def _webp(prefix: bytes) -> bool:
 #: nothing scanned. Their metadata (EXIF, XMP, text chunks) is for readers
 #: registered by ``formats.media``, which outrank these.
 _PIXELS: Final[tuple[tuple[str, str, Callable[[bytes], bool]], ...]] = (
-    ("png-pixels", "image/png", _magic(b"\x89PNG\r\n\x1a\n")),
-    ("jpeg-pixels", "image/jpeg", _magic(b"\xff\xd8\xff")),
-    ("gif-pixels", "image/gif", _magic(b"GIF87a", b"GIF89a")),
-    ("tiff-pixels", "image/tiff", _magic(b"II*\x00", b"MM\x00*")),
+    ("png-pixels", "image/png", Magic(b"\x89PNG\r\n\x1a\n")),
+    ("jpeg-pixels", "image/jpeg", Magic(b"\xff\xd8\xff")),
+    ("gif-pixels", "image/gif", Magic(b"GIF87a", b"GIF89a")),
+    ("tiff-pixels", "image/tiff", Magic(b"II*\x00", b"MM\x00*")),
     ("webp-pixels", "image/webp", _webp),
-    ("mp4-samples", "video/mp4", _magic(b"ftyp", offset=4)),
+    ("mp4-samples", "video/mp4", Magic(b"ftyp", offset=4)),
 )
 
 #: Refused until a family module registers a reader: (name, media type, magic,
@@ -364,23 +357,23 @@ BUILTIN_FORMATS: Final[tuple[Format, ...]] = (
         Format(name, media_type, sniff, stream=_nothing, priority=FALLBACK_PRIORITY)
         for name, media_type, sniff in _PIXELS
     ),
-    Format("pdf-raw", PDF, _magic(b"%PDF-"), stream=_pdf_raw, priority=FALLBACK_PRIORITY),
+    Format("pdf-raw", PDF, Magic(b"%PDF-"), stream=_pdf_raw, priority=FALLBACK_PRIORITY),
     Format(
         "ole-raw",
         OLE,
-        _magic(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+        Magic(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
         stream=_ole_raw,
         priority=FALLBACK_PRIORITY,
     ),
     Format(
         "sqlite-raw",
         SQLITE,
-        _magic(b"SQLite format 3\x00"),
+        Magic(b"SQLite format 3\x00"),
         stream=_SqliteRaw,
         priority=FALLBACK_PRIORITY,
     ),
     *(
-        Format(name, media_type, _magic(magic), stream=refusing(reason), priority=FALLBACK_PRIORITY)
+        Format(name, media_type, Magic(magic), stream=refusing(reason), priority=FALLBACK_PRIORITY)
         for name, media_type, magic, reason in _REFUSED
     ),
 )

@@ -110,11 +110,13 @@ ENCRYPTED_FORMATS: Final = tuple(
         sniff,
         stream=refusing(f"{name}: encrypted content"),
         priority=ENCRYPTED_PRIORITY,
+        leads=leads,
     )
-    for name, media_type, sniff in (
-        ("openssl", "application/x-openssl-encrypted", _openssl),
-        ("age", "application/x-age-encrypted", _age),
-        ("pgp", "application/pgp-encrypted", _pgp_message),
+    for name, media_type, sniff, leads in (
+        ("openssl", "application/x-openssl-encrypted", _openssl, b"S"),
+        ("age", "application/x-age-encrypted", _age, b"a"),
+        # A binary packet header: any first byte with the top bit set.
+        ("pgp", "application/pgp-encrypted", _pgp_message, None),
     )
 )
 for _fmt in ENCRYPTED_FORMATS:

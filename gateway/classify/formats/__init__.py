@@ -19,6 +19,33 @@ from gateway.classify.formats.base import Extract, RandomReader, Scout, StreamRe
 SNIFF_PREFIX_BYTES = 64 << 10
 
 
+class Magic:
+    """A sniffer that recognises a prefix holding one of ``magics`` at ``offset``.
+
+    Unlike an opaque sniffer, it says which first bytes it can accept
+    (:attr:`leads`), so :func:`identify` asks it only about prefixes that
+    start with one of them.
+    """
+
+    __slots__ = ("leads", "magics", "offset")
+
+    def __init__(self, *magics: bytes, offset: int = 0) -> None:
+        if not magics:
+            raise ValueError("a magic sniffer needs at least one magic")
+        self.magics = magics
+        self.offset = offset
+        #: The first bytes of every prefix it recognises, or None (any byte).
+        self.leads: frozenset[int] | None = (
+            frozenset(m[0] for m in magics) if offset == 0 and all(magics) else None
+        )
+
+    def __call__(self, prefix: bytes) -> bool:
+        return any(prefix.startswith(magic, self.offset) for magic in self.magics)
+
+    def __repr__(self) -> str:
+        return f"Magic({', '.join(map(repr, self.magics))}, offset={self.offset})"
+
+
 @dataclass(frozen=True, slots=True)
 class Format:
     """One format a reader understands.
@@ -42,6 +69,12 @@ class Format:
             (a ``.docx``'s ``word/document.xml``, an ``.odt``'s
             ``content.xml``): ``ContentInfo.type`` is then its media type, not
             that of the archive's largest member (a theme or a style sheet).
+        leads: every prefix ``sniff`` recognises starts with one of these
+            bytes (its magic's first): :func:`identify` does not ask it about
+            any other. None (the default): it may recognise any first byte.
+            A :class:`Magic` sniffer's are taken from its magics. A wrong one
+            hides the format: give it only for a sniffer whose first test is
+            a fixed magic at offset 0.
     """
 
     name: str
@@ -52,8 +85,15 @@ class Format:
     scout: Callable[[], Scout] | None = None
     priority: int = 0
     names_container: bool = False
+    leads: bytes | None = None
 
     def __post_init__(self) -> None:
+        if self.leads is None and isinstance(self.sniff, Magic):
+            object.__setattr__(
+                self, "leads", None if self.sniff.leads is None else bytes(sorted(self.sniff.leads))
+            )
+        if self.leads is not None and not self.leads:
+            raise ValueError(f"format {self.name}: leads must name at least one byte")
         if (self.stream is None) == (self.random is None):
             raise ValueError(f"format {self.name}: give exactly one of stream or random")
         if self.scout is not None and self.random is None:
@@ -64,6 +104,16 @@ _REGISTRY: dict[str, Format] = {}
 #: The registry in sniffing order, rebuilt when it changes (identify runs at
 #: every stream start: no sort on that path).
 _ORDERED: list[tuple[Format, ...] | None] = [None]
+#: By a prefix's first byte (256: the empty prefix), the formats in sniffing
+#: order whose sniffer can recognise it: a :class:`Magic` only where one of
+#: its magics starts with that byte, every other sniffer everywhere. Rebuilt
+#: with :data:`_ORDERED`; an archive of many small members sniffs each one.
+_BY_LEAD: list[tuple[tuple[Format, ...], ...] | None] = [None]
+
+
+def changed() -> None:
+    """Forget the orders derived from the registry (it changed)."""
+    _ORDERED[0] = _BY_LEAD[0] = None
 
 
 def register(fmt: Format) -> Format:
@@ -71,7 +121,7 @@ def register(fmt: Format) -> Format:
     if fmt.name in _REGISTRY:
         raise ValueError(f"format {fmt.name!r} is registered twice")
     _REGISTRY[fmt.name] = fmt
-    _ORDERED[0] = None
+    changed()
     return fmt
 
 
@@ -82,7 +132,7 @@ def unregister(name: str) -> Format:
         KeyError: no format of that name is registered.
     """
     fmt = _REGISTRY.pop(name)
-    _ORDERED[0] = None
+    changed()
     return fmt
 
 
@@ -101,7 +151,10 @@ def identify(prefix: bytes) -> Format | None:
     A sniffer that raises (a bug: sniffers get hostile bytes) counts as not
     recognising the prefix; the member is then decided without it.
     """
-    for fmt in formats():
+    by_lead = _BY_LEAD[0]
+    if by_lead is None:
+        by_lead = _BY_LEAD[0] = _by_lead(formats())
+    for fmt in by_lead[prefix[0] if prefix else 256]:
         try:
             recognised = fmt.sniff(prefix)
         except Exception:  # noqa: BLE001, S112 - a sniffer's bug must not fail the scan
@@ -109,6 +162,15 @@ def identify(prefix: bytes) -> Format | None:
         if recognised:
             return fmt
     return None
+
+
+def _by_lead(ordered: tuple[Format, ...]) -> tuple[tuple[Format, ...], ...]:
+    """:data:`_BY_LEAD` for the formats in ``ordered`` (sniffing order kept)."""
+
+    def may_start(fmt: Format, lead: int) -> bool:
+        return fmt.leads is None or (lead < 256 and lead in fmt.leads)
+
+    return tuple(tuple(f for f in ordered if may_start(f, lead)) for lead in range(257))
 
 
 _FAMILIES = (

@@ -558,7 +558,7 @@ class NpyReader:
             self._first += len(values)
 
 
-register(Format("npy", NPY_MEDIA_TYPE, sniff_npy, stream=NpyReader))
+register(Format("npy", NPY_MEDIA_TYPE, sniff_npy, stream=NpyReader, leads=_NPY_MAGIC[:1]))
 
 
 # -- HDF5 and NetCDF-4 ----------------------------------------------------------

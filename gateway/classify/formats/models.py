@@ -1302,10 +1302,15 @@ def read_onnx(source: RandomAccess, out: Extract) -> None:
 register(
     Format("safetensors", SAFETENSORS_MEDIA_TYPE, sniff_safetensors, stream=safetensors_reader)
 )
-register(Format("gguf", GGUF_MEDIA_TYPE, sniff_gguf, stream=gguf_reader))
-register(Format("pytorch", PYTORCH_MEDIA_TYPE, sniff_pytorch, random=read_pytorch, priority=10))
-register(Format("pickle", PICKLE_MEDIA_TYPE, sniff_pickle, stream=pickle_reader))
-register(Format("onnx", ONNX_MEDIA_TYPE, sniff_onnx, random=read_onnx, priority=-10))
+register(Format("gguf", GGUF_MEDIA_TYPE, sniff_gguf, stream=gguf_reader, leads=_GGUF_MAGIC[:1]))
+register(
+    Format(
+        "pytorch", PYTORCH_MEDIA_TYPE, sniff_pytorch, random=read_pytorch, priority=10, leads=b"P"
+    )
+)
+# Pickle's PROTO opcode; ONNX's first field, ir_version (field 1, varint: tag 0x08).
+register(Format("pickle", PICKLE_MEDIA_TYPE, sniff_pickle, stream=pickle_reader, leads=b"\x80"))
+register(Format("onnx", ONNX_MEDIA_TYPE, sniff_onnx, random=read_onnx, priority=-10, leads=b"\x08"))
 
 __all__ = [
     "PickleFacts",

@@ -167,14 +167,14 @@ def only_formats(*names: str) -> Iterator[None]:
     saved, loaded = dict(registry), _registry._loaded
     registry.clear()
     registry.update({name: saved[name] for name in names if name in saved})
-    _registry._ORDERED[0] = None
+    _registry.changed()
     _registry._loaded = True
     try:
         yield
     finally:
         registry.clear()
         registry.update(saved)
-        _registry._ORDERED[0] = None
+        _registry.changed()
         _registry._loaded = loaded
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.classify import formats as registry
 from gateway.classify.decode import DECODER_FORMATS, FALLBACK_PRIORITY
-from gateway.classify.formats import Format, identify, register, unregister
+from gateway.classify.formats import Format, Magic, identify, register, unregister
 from gateway.classify.formats.base import Extract, StreamReader
 from gateway.classify.formats.testing import RecordingExtract, only_formats, registered
 
@@ -143,3 +143,58 @@ def test_the_recording_extract_refuses_a_nested_member_written_after_another_ope
     text = out.member("c", "text/plain")
     out.nested("d").close()
     text.write("text members may go on: the decoder continues them")
+
+
+def test_a_format_is_asked_only_about_prefixes_that_start_with_one_of_its_leads() -> None:
+    asked: list[bytes] = []
+
+    def sniff(prefix: bytes) -> bool:
+        asked.append(prefix)
+        return prefix.startswith(b"Q1")
+
+    fmt = Format("test-leads", "application/x-test", sniff, stream=_reader, leads=b"Q")
+    with registered(fmt):
+        assert identify(b"Q1 data") is fmt
+        assert identify(b"X1 data") is None
+        assert identify(b"") is None
+    assert asked == [b"Q1 data"]
+
+
+def test_leads_keep_the_sniffing_order() -> None:
+    # A higher-priority format with leads still wins where its lead fits, and
+    # a lower one without leads is asked where it does not.
+    high = Format(
+        "test-high-leads",
+        "application/x-test",
+        lambda p: p.startswith(b"ZZ"),
+        stream=_reader,
+        priority=5,
+        leads=b"Z",
+    )
+    low = _format("test-low-any", b"Z")
+    with registered(low, high):
+        assert identify(b"ZZ") is high
+        assert identify(b"Z-") is low
+    with registered(high):
+        low_any = _format("test-any", b"")  # recognises everything, the empty prefix too
+        with registered(low_any):
+            assert identify(b"") is low_any
+            assert identify(b"ZZ") is high
+
+
+def test_a_magic_sniffer_names_its_leads() -> None:
+    fmt = Format("test-magic", "application/x-test", Magic(b"AB", b"CD"), stream=_reader)
+    assert fmt.leads == b"AC"
+    assert fmt.sniff(b"CDE")
+    assert not fmt.sniff(b"DE")
+    with registered(fmt):
+        assert identify(b"ABx") is fmt
+        assert identify(b"CDx") is fmt
+        assert identify(b"BAx") is None
+    # A magic further in says nothing about the first byte; nor does an empty one.
+    assert Format("test-later", "x/y", Magic(b"ftyp", offset=4), stream=_reader).leads is None
+    assert Format("test-empty", "x/y", Magic(b"", b"A"), stream=_reader).leads is None
+    with pytest.raises(ValueError, match="at least one"):
+        Magic()
+    with pytest.raises(ValueError, match="leads"):
+        Format("test-no-leads", "x/y", lambda p: True, stream=_reader, leads=b"")

@@ -56,12 +56,22 @@ def _odf(kind: str) -> Callable[[bytes], bool]:
 register(Format("pdf", "application/pdf", pdf.sniff_pdf, random=pdf.read_pdf))
 # Legacy Office: the specific type when the directory is in the sniffed
 # prefix, else the generic compound file (the reader dispatches by stream).
-register(Format("xls", "application/vnd.ms-excel", ole.sniff_xls, random=ole.read_ole, priority=1))
-register(Format("doc", "application/msword", ole.sniff_doc, random=ole.read_ole, priority=1))
-register(
-    Format("ppt", "application/vnd.ms-powerpoint", ole.sniff_ppt, random=ole.read_ole, priority=1)
-)
-register(Format("ole", "application/x-ole-storage", ole.sniff_ole, random=ole.read_ole))
+for _name, _media_type, _sniff, _priority in (
+    ("xls", "application/vnd.ms-excel", ole.sniff_xls, 1),
+    ("doc", "application/msword", ole.sniff_doc, 1),
+    ("ppt", "application/vnd.ms-powerpoint", ole.sniff_ppt, 1),
+    ("ole", "application/x-ole-storage", ole.sniff_ole, 0),
+):
+    register(
+        Format(
+            _name,
+            _media_type,
+            _sniff,
+            random=ole.read_ole,
+            priority=_priority,
+            leads=ole.OLE_MAGIC[:1],
+        )
+    )
 register(
     Format(
         "docx-part",

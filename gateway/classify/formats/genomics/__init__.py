@@ -74,13 +74,36 @@ def _sniff_cram(prefix: bytes) -> bool:
 #: Above the gzip container (BAM and BCF are gzip members that only these
 #: readers understand) and any pass-through registration.
 GENOMICS_PRIORITY: Final = 20
+#: What BAM and BCF start with: their magic's ``B``, or a BGZF block's gzip magic.
+_BAM_OR_BGZF: Final = b"B\x1f"
 
 BAM: Final = register(
-    Format("bam", "application/x-bam", _sniff_bam, stream=BamReader, priority=GENOMICS_PRIORITY)
+    Format(
+        "bam",
+        "application/x-bam",
+        _sniff_bam,
+        stream=BamReader,
+        priority=GENOMICS_PRIORITY,
+        leads=_BAM_OR_BGZF,
+    )
 )
 BCF: Final = register(
-    Format("bcf", "application/x-bcf", _sniff_bcf, stream=BcfReader, priority=GENOMICS_PRIORITY)
+    Format(
+        "bcf",
+        "application/x-bcf",
+        _sniff_bcf,
+        stream=BcfReader,
+        priority=GENOMICS_PRIORITY,
+        leads=_BAM_OR_BGZF,
+    )
 )
 CRAM: Final = register(
-    Format("cram", "application/x-cram", _sniff_cram, stream=CramReader, priority=GENOMICS_PRIORITY)
+    Format(
+        "cram",
+        "application/x-cram",
+        _sniff_cram,
+        stream=CramReader,
+        priority=GENOMICS_PRIORITY,
+        leads=b"C",
+    )
 )

@@ -56,14 +56,27 @@ def _sniff_webp(prefix: bytes) -> bool:
 MEDIA_PRIORITY: Final = 10
 
 JPEG: Final = register(
-    Format("jpeg", "image/jpeg", sniff_jpeg, stream=JpegReader, priority=MEDIA_PRIORITY)
+    Format(
+        "jpeg", "image/jpeg", sniff_jpeg, stream=JpegReader, priority=MEDIA_PRIORITY, leads=b"\xff"
+    )
 )
 PNG: Final = register(
-    Format("png", "image/png", _sniff_png, stream=PngReader, priority=MEDIA_PRIORITY)
+    Format(
+        "png",
+        "image/png",
+        _sniff_png,
+        stream=PngReader,
+        priority=MEDIA_PRIORITY,
+        leads=PNG_SIGNATURE[:1],
+    )
 )
 WEBP: Final = register(
-    Format("webp", "image/webp", _sniff_webp, stream=WebpReader, priority=MEDIA_PRIORITY)
+    Format(
+        "webp", "image/webp", _sniff_webp, stream=WebpReader, priority=MEDIA_PRIORITY, leads=b"R"
+    )
 )
 TIFF: Final = register(
-    Format("tiff", "image/tiff", _sniff_tiff, random=read_tiff, priority=MEDIA_PRIORITY)
+    Format(
+        "tiff", "image/tiff", _sniff_tiff, random=read_tiff, priority=MEDIA_PRIORITY, leads=b"IM"
+    )
 )

@@ -477,6 +477,7 @@ ARROW_FILE: Final = register(
         "application/vnd.apache.arrow.file",
         _sniff_arrow_file,
         random=read_arrow_file,
+        leads=_ARROW_MAGIC[:1],
     )
 )
 ARROW_STREAM: Final = register(
@@ -485,8 +486,11 @@ ARROW_STREAM: Final = register(
         "application/vnd.apache.arrow.stream",
         _sniff_arrow_stream,
         random=read_arrow_stream,
+        leads=_CONTINUATION[:1],
     )
 )
 FEATHER_V1: Final = register(
-    Format("feather", "application/x-feather", _sniff_feather_v1, random=read_feather_v1)
+    Format(
+        "feather", "application/x-feather", _sniff_feather_v1, random=read_feather_v1, leads=b"F"
+    )
 )

@@ -391,4 +391,6 @@ def _sniff_avro(prefix: bytes) -> bool:
     return prefix[:4] == _AVRO_MAGIC
 
 
-AVRO: Final = register(Format("avro", "application/avro", _sniff_avro, stream=AvroReader))
+AVRO: Final = register(
+    Format("avro", "application/avro", _sniff_avro, stream=AvroReader, leads=_AVRO_MAGIC[:1])
+)

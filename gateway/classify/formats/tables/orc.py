@@ -246,4 +246,6 @@ def _sniff_orc(prefix: bytes) -> bool:
     return prefix[:3] == b"ORC"
 
 
-ORC: Final = register(Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc))
+ORC: Final = register(
+    Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc, leads=b"O")
+)

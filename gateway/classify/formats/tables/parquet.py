@@ -809,5 +809,6 @@ PARQUET: Final = register(
         _sniff_parquet,
         random=read_parquet,
         scout=_PageScout,
+        leads=b"P",
     )
 )

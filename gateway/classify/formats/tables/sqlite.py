@@ -464,5 +464,11 @@ def _sniff_sqlite(prefix: bytes) -> bool:
 
 
 SQLITE: Final = register(
-    Format("sqlite", "application/vnd.sqlite3", _sniff_sqlite, random=read_sqlite)
+    Format(
+        "sqlite",
+        "application/vnd.sqlite3",
+        _sniff_sqlite,
+        random=read_sqlite,
+        leads=_SQLITE_MAGIC[:1],
+    )
 )
