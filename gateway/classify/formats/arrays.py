@@ -589,7 +589,12 @@ _SUPERBLOCK_OFFSETS: Final = _superblock_offsets()
 
 def sniff_hdf5(prefix: bytes) -> bool:
     """The HDF5 signature at offset 0 or at a power of two from 512."""
-    return any(prefix[o : o + 8] == _HDF5_SIGNATURE for o in _SUPERBLOCK_OFFSETS)
+    for offset in _SUPERBLOCK_OFFSETS:
+        if offset + len(_HDF5_SIGNATURE) > len(prefix):
+            return False  # the offsets ascend: none further fits
+        if prefix.startswith(_HDF5_SIGNATURE, offset):
+            return True
+    return False
 
 
 def sniff_netcdf4(prefix: bytes) -> bool:

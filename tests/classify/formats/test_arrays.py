@@ -472,3 +472,18 @@ def test_hdf5_mutations_never_crash(original: bytes, data: st.DataObject) -> Non
         del mutated[data.draw(st.integers(0, len(mutated) - 1)) :]
     with contextlib.suppress(Unscannable):
         arrays.read_hdf5(BytesAccess(bytes(mutated)), RecordingExtract())
+
+
+@pytest.mark.parametrize("userblock", [512, 4096, 32768])
+def test_hdf5_behind_a_user_block_is_recognised(userblock: int, tmp_path: Path) -> None:
+    # h5py (HDF5's own library) writes the superblock after a user block of
+    # this size; the file is HDF5 all the same, whatever the block holds.
+    path = tmp_path / "behind.h5"
+    with h5py.File(path, "w", userblock_size=userblock) as f:
+        f["ids"] = np.array([b"lab run 7"])
+    data = path.read_bytes()
+    assert data[:userblock] == bytes(userblock)
+    assert arrays.sniff_hdf5(data)
+    assert identify(data[: 64 << 10]).name == "hdf5"  # type: ignore[union-attr]
+    # Cut before the signature, it is not (yet) recognised.
+    assert not arrays.sniff_hdf5(data[: userblock + 4])
