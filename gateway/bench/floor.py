@@ -1,9 +1,9 @@
-"""The floor of a 1 KB transfer: its required steps and nothing else (issue 17).
+"""The floor of a 1 KB transfer: its data path and nothing else (issue 17).
 
 The 1 KB latency target (p99 within 5 ms of a plain pass-through, one at a
 time and 64 at once) is measured against a relay that only copies bytes. A
 gateway must do more for every transfer, whatever language it is written
-in: the SPEC's steps (§5-§7) for an allowed 1 KB envelope transfer are
+in. The data path of an allowed 1 KB envelope transfer (SPEC §5-§7) is
 
 * at the egress: one HTTP exchange with the sender; classify the body and
   its name with the shipped detector set; seal it into an age file for the
@@ -15,14 +15,15 @@ in: the SPEC's steps (§5-§7) for an allowed 1 KB envelope transfer are
   inbox and sync the directory.
 
 This module runs exactly that, on aiohttp like the gateway, with the
-gateway's own classifier and age code, a record log that groups the records
-waiting at once into one ``fdatasync`` (as the audit writer does), and none
-of the gateway's bookkeeping: no policy evaluation or ledger, no Merkle tree
-or signatures, no metrics, no logs, no request checks. ``gateway bench
-proxy`` measures it from the same client, in processes of their own like the
-gateways, between the pass-through and the gateway, so the 1 KB figures
-split into what the required steps take on this machine (floor over
-pass-through) and what the gateway's own work adds (gateway over floor).
+gateway's own classifier and age code and a record log that groups the
+records waiting at once into one ``fdatasync`` (as the audit writer does).
+It leaves out everything around the data path, required or not: the policy
+and the ledger, the audit log's Merkle tree, signatures and index, the
+request checks (token, pins, names, headers), metrics and logs. ``gateway
+bench proxy`` measures it from the same client, in processes of their own
+like the gateways, between the pass-through and the gateway, so the 1 KB
+figures split into what the data path takes on this machine (floor over
+pass-through) and what everything else adds (gateway over floor).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class FloorKeys:
 
 
 def _egress_app(keys: FloorKeys, twin_url: str) -> web.Application:
-    """The egress's required steps for one transfer, as ``PUT /{name}``."""
+    """The egress's data path for one transfer, as ``PUT /{name}``."""
     detectors = DetectorSet.build()
     secret = os.urandom(32)
     identity = X25519Identity.parse(keys.identity_file.read_text().strip())
@@ -180,7 +181,7 @@ def _egress_app(keys: FloorKeys, twin_url: str) -> web.Application:
 
 
 def _twin_app(keys: FloorKeys) -> web.Application:
-    """The twin's required steps for one envelope, as ``POST /{name}``."""
+    """The twin's data path for one envelope, as ``POST /{name}``."""
     identity = X25519Identity.parse(keys.identity_file.read_text().strip())
     inbox = keys.inbox
     app = web.Application()

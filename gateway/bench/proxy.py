@@ -12,10 +12,12 @@ hosts (on one machine they still share its CPUs):
   fsync, forward the age envelope over mutual TLS) and the SZ ingress
   (verify, decrypt, write the file), each a ``gateway serve`` process, with a
   real file audit log and SQLite ledger in a temporary directory.
-* **floor** (1 KB transfers only): the steps the SPEC requires of a 1 KB
-  transfer and nothing else (:mod:`gateway.bench.floor`), egress and twin
-  each in a process of its own, so the 1 KB figures split into what the
-  required steps take on this machine and what the gateway's own work adds.
+* **floor** (1 KB transfers only): a 1 KB transfer's data path and nothing
+  else (:mod:`gateway.bench.floor`: the exchanges, classification, the age
+  envelope, the durability points), egress and twin each in a process of
+  its own, so the 1 KB figures split into what the data path takes on this
+  machine and what everything around it (policy, ledger, audit log's Merkle
+  tree, checks, metrics, logs) adds.
 
 Measured (SPEC §9 and issue 17 targets in brackets): throughput of one large
 transfer and the ratio gateway/baseline [>= 0.5], with the CPU-seconds per GB
@@ -179,8 +181,8 @@ class ProxyBench:
     #: is the disk's, p50 and p99 in milliseconds.
     durability_p50_ms: float = 0.0
     durability_p99_ms: float = 0.0
-    #: The floor of a 1 KB transfer (:mod:`gateway.bench.floor`): its required
-    #: steps alone, in processes of their own, measured as the gateway is.
+    #: The floor of a 1 KB transfer (:mod:`gateway.bench.floor`): its data
+    #: path alone, in processes of their own, measured as the gateway is.
     floor_p50_ms: float = 0.0
     floor_p99_ms: float = 0.0
     floor_p99_extra_ms: float = 0.0
@@ -813,7 +815,7 @@ async def run_async(
                     (pair.egress_pid, pair.twin_pid),
                 )
                 gw_many, gw_rate = await _concurrent_latencies(session, base + "m", small, headers)
-            # The same 1 KB transfers through the floor: the required steps alone.
+            # The same 1 KB transfers through the floor: the data path alone.
             async with floor_pair(Path(tmp) / "floor") as floor:
                 await _latencies(session, f"{floor.url}/warm-", small, {}, FLOOR_WARM_UP)
                 floor_lat, floor_cpu = await _latencies_cpu(
@@ -957,7 +959,7 @@ def render(result: ProxyBench, as_json: bool) -> str:
             f"{result.durability_p99_ms:.2f} ms on this disk (verdict record; twin file and "
             f"record; inbox; delivery record: the disk's part of the latency)",
             f"  floor p50/p99          {result.floor_p50_ms:.2f} / {result.floor_p99_ms:.2f} ms"
-            f"   p99 extra {result.floor_p99_extra_ms:.2f} ms: the required steps alone, CPU ms "
+            f"   p99 extra {result.floor_p99_extra_ms:.2f} ms: the data path alone, CPU ms "
             f"egress {result.floor_egress_cpu_ms_per_small:.2f} + twin "
             f"{result.floor_twin_cpu_ms_per_small:.2f}",
             f"1 KB latency ({result.concurrency} clients at once, {LATENCY_PER_CLIENT} each)",

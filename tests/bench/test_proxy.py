@@ -30,7 +30,7 @@ async def test_small_run_measures_everything() -> None:
     # The disk's part: the durability points replayed where the gateways ran.
     assert result.durability_p99_ms >= result.durability_p50_ms > 0
     assert "durability points" in render(result, as_json=False)
-    # The floor: the same 1 KB transfers through the required steps alone.
+    # The floor: the same 1 KB transfers through their data path alone.
     assert result.floor_p99_ms >= result.floor_p50_ms > 0
     assert result.floor_egress_cpu_ms_per_small > 0
     assert result.floor_twin_cpu_ms_per_small > 0
