@@ -39,16 +39,15 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from gateway.bench.durability import RECORD_BYTES
 from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.crypto.age import AgeDecryptor, AgeEncryptor
 from gateway.crypto.certs import ParkPaths, init_dev_pki
 from gateway.crypto.keys import X25519Identity, X25519Recipient
 from gateway.crypto.tls import client_ssl_context, server_ssl_context
+from gateway.posix import write_all
 
-#: Bytes of one record as the floor appends it: a transfer record's canonical
-#: JSON is 500-700 bytes (as :data:`gateway.bench.durability.RECORD_BYTES`).
-_RECORD_PAD: Final = 512
 #: The key the floor processes announce their URL under (their JSON ``listening`` line).
 URL_KEY: Final = "url"
 
@@ -71,7 +70,8 @@ class RecordLog:
         """Append one record; return once it is on disk."""
         line = json.dumps(record, separators=(",", ":"), sort_keys=True)
         done = asyncio.get_running_loop().create_future()
-        self._waiting.append(((line.ljust(_RECORD_PAD) + "\n").encode(), done))
+        # Padded to the size of a transfer record's canonical JSON.
+        self._waiting.append(((line.ljust(RECORD_BYTES - 1) + "\n").encode(), done))
         self._wake.set()
         await done
 
@@ -84,20 +84,24 @@ class RecordLog:
                 await asyncio.to_thread(self._write, b"".join(line for line, _ in batch))
             except OSError as exc:
                 for _, done in batch:
-                    done.set_exception(exc)
+                    if not done.done():  # its request may have been cancelled
+                        done.set_exception(exc)
             else:
                 for _, done in batch:
-                    done.set_result(None)
+                    if not done.done():
+                        done.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        os.write(self._fd, data)
+        write_all(self._fd, data)
         os.fdatasync(self._fd)
 
     async def close(self) -> None:
-        """Stop the writer and close the file (waiting records are dropped)."""
+        """Stop the writer and close the file; records still waiting are cancelled."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        for _, done in self._waiting:
+            done.cancel()
         os.close(self._fd)
 
 

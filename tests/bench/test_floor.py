@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import ssl
+import time
 from pathlib import Path
 
 import aiohttp
@@ -78,3 +79,26 @@ async def test_a_record_that_cannot_be_written_fails_its_append(tmp_path: Path) 
             await log.append({"event": "allowed"})
     finally:
         await log.close()
+
+
+async def test_an_append_cancelled_while_its_sync_runs_does_not_stop_the_log(
+    tmp_path: Path,
+) -> None:
+    log = RecordLog(tmp_path / "records.log")
+    original = log._write
+
+    def slow(data: bytes) -> None:
+        time.sleep(0.1)
+        original(data)
+
+    log._write = slow  # type: ignore[method-assign]
+    try:
+        first = asyncio.ensure_future(log.append({"n": 1}))
+        await asyncio.sleep(0.02)  # its write and sync are under way
+        first.cancel()  # as aiohttp cancels a handler whose client went away
+        async with asyncio.timeout(5):
+            await log.append({"n": 2})  # the writer lives on
+    finally:
+        await log.close()
+    lines = (tmp_path / "records.log").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [1, 2]

@@ -35,8 +35,8 @@ class Magic:
         self.magics = magics
         self.offset = offset
         #: The first bytes of every prefix it recognises, or None (any byte).
-        self.leads: frozenset[int] | None = (
-            frozenset(m[0] for m in magics) if offset == 0 and all(magics) else None
+        self.leads: bytes | None = (
+            bytes(sorted({m[0] for m in magics})) if offset == 0 and all(magics) else None
         )
 
     def __call__(self, prefix: bytes) -> bool:
@@ -89,9 +89,7 @@ class Format:
 
     def __post_init__(self) -> None:
         if self.leads is None and isinstance(self.sniff, Magic):
-            object.__setattr__(
-                self, "leads", None if self.sniff.leads is None else bytes(sorted(self.sniff.leads))
-            )
+            object.__setattr__(self, "leads", self.sniff.leads)
         if self.leads is not None and not self.leads:
             raise ValueError(f"format {self.name}: leads must name at least one byte")
         if (self.stream is None) == (self.random is None):
@@ -105,9 +103,9 @@ _REGISTRY: dict[str, Format] = {}
 #: every stream start: no sort on that path).
 _ORDERED: list[tuple[Format, ...] | None] = [None]
 #: By a prefix's first byte (256: the empty prefix), the formats in sniffing
-#: order whose sniffer can recognise it: a :class:`Magic` only where one of
-#: its magics starts with that byte, every other sniffer everywhere. Rebuilt
-#: with :data:`_ORDERED`; an archive of many small members sniffs each one.
+#: order whose sniffer can recognise it: a format with ``leads`` only under
+#: those bytes, every other one under all. Rebuilt with :data:`_ORDERED`; an
+#: archive of many small members sniffs each one.
 _BY_LEAD: list[tuple[tuple[Format, ...], ...] | None] = [None]
 
 
