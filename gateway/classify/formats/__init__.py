@@ -9,14 +9,18 @@ between the decoder and a reader is :mod:`gateway.classify.formats.base`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gateway.classify.formats.base import Extract, RandomReader, Scout, StreamReader
 
 #: Bytes of a member the sniffers see (the decoder's sniff buffer): enough
 #: for every magic number and for the headers that tell formats apart.
 SNIFF_PREFIX_BYTES = 64 << 10
+
+T = TypeVar("T")
 
 
 class Magic:
@@ -88,8 +92,11 @@ class Format:
     leads: bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.leads is None and isinstance(self.sniff, Magic):
-            object.__setattr__(self, "leads", self.sniff.leads)
+        if isinstance(self.sniff, Magic):
+            if self.leads is None:
+                object.__setattr__(self, "leads", self.sniff.leads)
+            elif self.sniff.leads is None or not set(self.sniff.leads) <= set(self.leads):
+                raise ValueError(f"format {self.name}: leads must hold its magics' first bytes")
         if self.leads is not None and not self.leads:
             raise ValueError(f"format {self.name}: leads must name at least one byte")
         if (self.stream is None) == (self.random is None):
@@ -109,9 +116,25 @@ _ORDERED: list[tuple[Format, ...] | None] = [None]
 _BY_LEAD: list[tuple[tuple[Format, ...], ...] | None] = [None]
 
 
+#: Bumped by every change; an order built from an older registry is not kept.
+_GENERATION: list[int] = [0]
+#: Guards the generation and the two caches (never held across an import).
+_CACHE_LOCK = threading.Lock()
+
+
 def changed() -> None:
     """Forget the orders derived from the registry (it changed)."""
-    _ORDERED[0] = _BY_LEAD[0] = None
+    with _CACHE_LOCK:
+        _GENERATION[0] += 1
+        _ORDERED[0] = _BY_LEAD[0] = None
+
+
+def _keep(slot: list[T | None], value: T, generation: int) -> T:
+    """Cache ``value`` in ``slot`` unless the registry changed since ``generation``."""
+    with _CACHE_LOCK:
+        if _GENERATION[0] == generation:
+            slot[0] = value
+    return value
 
 
 def register(fmt: Format) -> Format:
@@ -139,7 +162,9 @@ def formats() -> tuple[Format, ...]:
     _load_families()
     ordered = _ORDERED[0]
     if ordered is None:
-        ordered = _ORDERED[0] = tuple(sorted(_REGISTRY.values(), key=lambda f: -f.priority))
+        generation = _GENERATION[0]
+        ordered = tuple(sorted(_REGISTRY.values(), key=lambda f: -f.priority))
+        _keep(_ORDERED, ordered, generation)
     return ordered
 
 
@@ -151,7 +176,8 @@ def identify(prefix: bytes) -> Format | None:
     """
     by_lead = _BY_LEAD[0]
     if by_lead is None:
-        by_lead = _BY_LEAD[0] = _by_lead(formats())
+        generation = _GENERATION[0]
+        by_lead = _keep(_BY_LEAD, _by_lead(formats()), generation)
     for fmt in by_lead[prefix[0] if prefix else 256]:
         try:
             recognised = fmt.sniff(prefix)

@@ -198,3 +198,32 @@ def test_a_magic_sniffer_names_its_leads() -> None:
         Magic()
     with pytest.raises(ValueError, match="leads"):
         Format("test-no-leads", "x/y", lambda p: True, stream=_reader, leads=b"")
+
+
+def test_an_order_built_while_the_registry_changes_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    late = _format("test-late", b"QQ")
+    building = registry._by_lead
+
+    def changed_meanwhile(ordered: tuple[Format, ...]) -> tuple[tuple[Format, ...], ...]:
+        table = building(ordered)
+        if "test-late" not in registry._REGISTRY:
+            register(late)  # as another thread might, while this table was built
+        return table
+
+    registry.changed()
+    monkeypatch.setattr(registry, "_by_lead", changed_meanwhile)
+    try:
+        identify(b"QQ data")  # builds its table from the registry before the change
+        assert identify(b"QQ data") is late  # that stale table was not kept
+    finally:
+        unregister("test-late")
+
+
+def test_leads_given_with_a_magic_sniffer_must_hold_its_magics() -> None:
+    with pytest.raises(ValueError, match="magics' first bytes"):
+        Format("test-contradicts", "x/y", Magic(b"AB"), stream=_reader, leads=b"Z")
+    with pytest.raises(ValueError, match="magics' first bytes"):
+        Format("test-offset", "x/y", Magic(b"ftyp", offset=4), stream=_reader, leads=b"\0")
+    assert Format("test-wider", "x/y", Magic(b"AB"), stream=_reader, leads=b"AZ").leads == b"AZ"
