@@ -17,6 +17,8 @@ in. The data path of an allowed 1 KB envelope transfer (SPEC §5-§7) is
 This module runs exactly that, on aiohttp like the gateway, with the
 gateway's own classifier and age code and a record log that groups the
 records waiting at once into one ``fdatasync`` (as the audit writer does).
+Like the gateway with a small body, it classifies and seals on the event
+loop and leaves only the syncs and file operations to worker threads.
 It leaves out everything around the data path, required or not: the policy
 and the ledger, the audit log's Merkle tree, signatures and index, the
 request checks (token, pins, names, headers), metrics and logs. ``gateway
@@ -63,6 +65,7 @@ class RecordLog:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writing: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
 
@@ -80,6 +83,7 @@ class RecordLog:
             await self._wake.wait()
             self._wake.clear()
             batch, self._waiting = self._waiting, []
+            self._writing = batch
             try:
                 await asyncio.to_thread(self._write, b"".join(line for line, _ in batch))
             except OSError as exc:
@@ -100,8 +104,8 @@ class RecordLog:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        for _, done in self._waiting:
-            done.cancel()
+        for _, done in (*self._writing, *self._waiting):
+            done.cancel()  # a no-op for those already answered
         os.close(self._fd)
 
 
@@ -202,7 +206,7 @@ def _twin_app(keys: FloorKeys) -> web.Application:
     def write_part(part: Path, plaintext: bytes) -> None:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, plaintext)
+            write_all(fd, plaintext)
             os.fsync(fd)
         finally:
             os.close(fd)

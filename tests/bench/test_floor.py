@@ -14,6 +14,7 @@ import pytest
 
 from gateway.bench.floor import RecordLog
 from gateway.bench.proxy import floor_pair
+from gateway.crypto.certs import ParkPaths
 
 
 async def test_the_floor_classifies_seals_records_and_delivers(tmp_path: Path) -> None:
@@ -42,13 +43,19 @@ async def test_the_floor_classifies_seals_records_and_delivers(tmp_path: Path) -
 async def test_the_floor_twin_refuses_a_client_without_a_certificate(tmp_path: Path) -> None:
     root = tmp_path / "floor"
     async with floor_pair(root) as pair:
-        context = ssl.create_default_context(cafile=root / "pki" / "sz" / "ca.crt")
+        context = ssl.create_default_context(cafile=ParkPaths(root / "pki" / "sz").ca_cert)
         context.check_hostname = False
         url = f"{pair.twin_url}/x.txt"
         async with aiohttp.ClientSession() as session:
             with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
                 async with session.post(url, data=b"age", ssl=context) as answer:
                     await answer.read()
+            # The same server check with the egress's certificate gets through TLS to the
+            # handler, which refuses the body: it was the missing certificate above.
+            hk = ParkPaths(root / "pki" / "hk")
+            context.load_cert_chain(hk.cert("client"), hk.key("client"))
+            async with session.post(url, data=b"age", ssl=context) as answer:
+                assert answer.status == 500
         assert not list(pair.inbox.iterdir())
 
 
@@ -102,3 +109,20 @@ async def test_an_append_cancelled_while_its_sync_runs_does_not_stop_the_log(
         await log.close()
     lines = (tmp_path / "records.log").read_text().splitlines()
     assert [json.loads(line)["n"] for line in lines] == [1, 2]
+
+
+async def test_closing_the_log_during_a_sync_answers_its_appends(tmp_path: Path) -> None:
+    log = RecordLog(tmp_path / "records.log")
+    original = log._write
+
+    def slow(data: bytes) -> None:
+        time.sleep(0.2)
+        original(data)
+
+    log._write = slow  # type: ignore[method-assign]
+    waiting = asyncio.ensure_future(log.append({"n": 1}))
+    await asyncio.sleep(0.02)  # its write and sync are under way
+    await log.close()
+    with pytest.raises(asyncio.CancelledError):  # answered (cancelled), not left hanging
+        async with asyncio.timeout(5):
+            await waiting
