@@ -410,7 +410,11 @@ def archive_file(size: int, seed: int = 2) -> bytes:
                 "width": width,
                 "height": height,
                 "objects": boxes,
-                "annotator": annotators[image % 8] if named else f"team {image % 5}",
+                "annotator": (
+                    annotators[image // ARCHIVE_PHONE_EVERY % len(annotators)]
+                    if named
+                    else f"team {image % 5}"
+                ),
             }
             archive.writestr(f"labels/img_{image:07d}.json", json.dumps(label))
             caption = f"{len(boxes)} objects, mostly {boxes[0]['label']}; {rng.choice(_NOTES)}"
