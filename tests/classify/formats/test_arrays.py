@@ -485,5 +485,6 @@ def test_hdf5_behind_a_user_block_is_recognised(userblock: int, tmp_path: Path) 
     assert data[:userblock] == bytes(userblock)
     assert arrays.sniff_hdf5(data)
     assert identify(data[: 64 << 10]).name == "hdf5"  # type: ignore[union-attr]
-    # Cut before the signature, it is not (yet) recognised.
-    assert not arrays.sniff_hdf5(data[: userblock + 4])
+    # Recognised as soon as the whole signature is in, not a byte before.
+    assert arrays.sniff_hdf5(data[: userblock + 8])
+    assert not arrays.sniff_hdf5(data[: userblock + 7])
