@@ -91,14 +91,7 @@ async def test_a_record_that_cannot_be_written_fails_its_append(tmp_path: Path) 
 async def test_an_append_cancelled_while_its_sync_runs_does_not_stop_the_log(
     tmp_path: Path,
 ) -> None:
-    log = RecordLog(tmp_path / "records.log")
-    original = log._write
-
-    def slow(data: bytes) -> None:
-        time.sleep(0.1)
-        original(data)
-
-    log._write = slow  # type: ignore[method-assign]
+    log = _slow_log(tmp_path / "records.log", 0.1)
     try:
         first = asyncio.ensure_future(log.append({"n": 1}))
         await asyncio.sleep(0.02)  # its write and sync are under way
@@ -112,17 +105,23 @@ async def test_an_append_cancelled_while_its_sync_runs_does_not_stop_the_log(
 
 
 async def test_closing_the_log_during_a_sync_answers_its_appends(tmp_path: Path) -> None:
-    log = RecordLog(tmp_path / "records.log")
-    original = log._write
-
-    def slow(data: bytes) -> None:
-        time.sleep(0.2)
-        original(data)
-
-    log._write = slow  # type: ignore[method-assign]
+    log = _slow_log(tmp_path / "records.log", 0.2)
     waiting = asyncio.ensure_future(log.append({"n": 1}))
     await asyncio.sleep(0.02)  # its write and sync are under way
     await log.close()
     with pytest.raises(asyncio.CancelledError):  # answered (cancelled), not left hanging
         async with asyncio.timeout(5):
             await waiting
+
+
+def _slow_log(path: Path, seconds: float) -> RecordLog:
+    """A record log whose every write and sync takes ``seconds`` longer."""
+    log = RecordLog(path)
+    write = log._write
+
+    def slow(data: bytes) -> None:
+        time.sleep(seconds)
+        write(data)
+
+    log._write = slow  # type: ignore[method-assign]
+    return log
