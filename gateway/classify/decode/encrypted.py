@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.classify.decode.binaries import refusing
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 
 #: Encrypted content is unscannable whatever else its first bytes look like:
 #: above every reader's priority, so no sniffer that happens to accept the
@@ -93,14 +93,6 @@ def _pgp_message(prefix: bytes) -> bool:
     return False
 
 
-def _openssl(prefix: bytes) -> bool:
-    return prefix.startswith(b"Salted__")
-
-
-def _age(prefix: bytes) -> bool:
-    return prefix.startswith(b"age-encryption.org/v1\n")
-
-
 #: The encrypted formats: ``openssl enc`` with a salt, age v1 (C2SP age
 #: spec) and OpenPGP (RFC 9580).
 ENCRYPTED_FORMATS: Final = tuple(
@@ -110,13 +102,11 @@ ENCRYPTED_FORMATS: Final = tuple(
         sniff,
         stream=refusing(f"{name}: encrypted content"),
         priority=ENCRYPTED_PRIORITY,
-        leads=leads,
     )
-    for name, media_type, sniff, leads in (
-        ("openssl", "application/x-openssl-encrypted", _openssl, b"S"),
-        ("age", "application/x-age-encrypted", _age, b"a"),
-        # A binary packet header: any first byte with the top bit set.
-        ("pgp", "application/pgp-encrypted", _pgp_message, None),
+    for name, media_type, sniff in (
+        ("openssl", "application/x-openssl-encrypted", Magic(b"Salted__")),
+        ("age", "application/x-age-encrypted", Magic(b"age-encryption.org/v1\n")),
+        ("pgp", "application/pgp-encrypted", _pgp_message),
     )
 )
 for _fmt in ENCRYPTED_FORMATS:

@@ -205,10 +205,11 @@ VARIANTS: dict[str, Callable[[Path], bytes]] = {
 }
 
 
-def test_every_format_with_leads_has_a_sample() -> None:
-    declared = {fmt.name for fmt in formats() if fmt.leads is not None}
-    # The decoder's own magic-number formats take their leads from their magics.
-    assert declared - {f.name for f in formats() if isinstance(f.sniff, Magic)} == set(SAMPLES)
+def test_every_format_that_declares_leads_has_a_sample() -> None:
+    # A Magic sniffer's leads come from its magics; the others are declared by
+    # hand, and each needs a file here (the magic formats have some too).
+    declared = {f.name for f in formats() if f.leads is not None and not isinstance(f.sniff, Magic)}
+    assert declared <= set(SAMPLES)
 
 
 @pytest.mark.parametrize(("name", "write"), [*SAMPLES.items(), *VARIANTS.items()])

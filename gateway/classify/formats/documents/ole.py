@@ -39,6 +39,7 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
+from gateway.classify.formats import Magic
 from gateway.classify.formats.base import (
     AccessFile,
     Extract,
@@ -624,9 +625,8 @@ def ole_streams(prefix: bytes) -> frozenset[str]:
     return frozenset(names)
 
 
-def sniff_ole(prefix: bytes) -> bool:
-    """Any compound file (the fallback when its directory is not in the prefix)."""
-    return prefix.startswith(OLE_MAGIC)
+#: Any compound file (the fallback when its directory is not in the prefix).
+sniff_ole: Final = Magic(OLE_MAGIC)
 
 
 def sniff_doc(prefix: bytes) -> bool:

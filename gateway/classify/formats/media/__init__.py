@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract as _Extract
 from gateway.classify.formats.base import RandomAccess
 from gateway.classify.formats.media.chunks import PNG_SIGNATURE, PngReader, WebpReader
@@ -39,12 +39,9 @@ def read_tiff(source: RandomAccess, out: _Extract) -> None:
     text.close()
 
 
-def _sniff_png(prefix: bytes) -> bool:
-    return prefix.startswith(PNG_SIGNATURE)
-
-
-def _sniff_tiff(prefix: bytes) -> bool:
-    return prefix[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_sniff_png: Final = Magic(PNG_SIGNATURE)
+#: Classic TIFF and BigTIFF, either byte order.
+_sniff_tiff: Final = Magic(b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _sniff_webp(prefix: bytes) -> bool:
@@ -56,19 +53,10 @@ def _sniff_webp(prefix: bytes) -> bool:
 MEDIA_PRIORITY: Final = 10
 
 JPEG: Final = register(
-    Format(
-        "jpeg", "image/jpeg", sniff_jpeg, stream=JpegReader, priority=MEDIA_PRIORITY, leads=b"\xff"
-    )
+    Format("jpeg", "image/jpeg", sniff_jpeg, stream=JpegReader, priority=MEDIA_PRIORITY)
 )
 PNG: Final = register(
-    Format(
-        "png",
-        "image/png",
-        _sniff_png,
-        stream=PngReader,
-        priority=MEDIA_PRIORITY,
-        leads=PNG_SIGNATURE[:1],
-    )
+    Format("png", "image/png", _sniff_png, stream=PngReader, priority=MEDIA_PRIORITY)
 )
 WEBP: Final = register(
     Format(
@@ -76,7 +64,5 @@ WEBP: Final = register(
     )
 )
 TIFF: Final = register(
-    Format(
-        "tiff", "image/tiff", _sniff_tiff, random=read_tiff, priority=MEDIA_PRIORITY, leads=b"IM"
-    )
+    Format("tiff", "image/tiff", _sniff_tiff, random=read_tiff, priority=MEDIA_PRIORITY)
 )

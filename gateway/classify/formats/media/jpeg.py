@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from gateway.classify.formats import Magic
 from gateway.classify.formats.base import BinaryOut, Extract, Unscannable
 from gateway.classify.formats.media.exif import render_exif
 from gateway.classify.formats.media.text import (
@@ -198,6 +199,5 @@ class JpegReader:
             nested.close()
 
 
-def sniff_jpeg(prefix: bytes) -> bool:
-    """SOI then a marker."""
-    return prefix.startswith(b"\xff\xd8\xff")
+#: SOI then a marker.
+sniff_jpeg: Final = Magic(b"\xff\xd8\xff")

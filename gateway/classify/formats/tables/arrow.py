@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, RandomAccess, TextOut, Unscannable
 from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.tables.common import (
@@ -289,8 +289,7 @@ def read_arrow_file_inline(source: RandomAccess, out: Extract) -> None:
     render.finish()
 
 
-def _sniff_arrow_file(prefix: bytes) -> bool:
-    return prefix[:8] == _ARROW_MAGIC + b"\x00\x00"
+_sniff_arrow_file: Final = Magic(_ARROW_MAGIC + b"\x00\x00")
 
 
 def read_feather_v1(source: RandomAccess, out: Extract) -> None:
@@ -304,8 +303,7 @@ def read_feather_v1(source: RandomAccess, out: Extract) -> None:
     raise Unscannable("feather: legacy v1 file not read (rewrite it as Feather v2)")
 
 
-def _sniff_feather_v1(prefix: bytes) -> bool:
-    return prefix[:4] == b"FEA1"
+_sniff_feather_v1: Final = Magic(b"FEA1")
 
 
 # -- Arrow IPC stream ----------------------------------------------------------
@@ -477,7 +475,6 @@ ARROW_FILE: Final = register(
         "application/vnd.apache.arrow.file",
         _sniff_arrow_file,
         random=read_arrow_file,
-        leads=_ARROW_MAGIC[:1],
     )
 )
 ARROW_STREAM: Final = register(
@@ -490,7 +487,5 @@ ARROW_STREAM: Final = register(
     )
 )
 FEATHER_V1: Final = register(
-    Format(
-        "feather", "application/x-feather", _sniff_feather_v1, random=read_feather_v1, leads=b"F"
-    )
+    Format("feather", "application/x-feather", _sniff_feather_v1, random=read_feather_v1)
 )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zstandard
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, Unscannable, csv_line
 from gateway.classify.formats.tables.common import (
     MAX_COLUMNS,
@@ -387,10 +387,7 @@ def _collect_avro_names(schema: Any, named: dict[str, Any]) -> None:
             stack.extend(f.get("type") for f in node.get("fields", []) if isinstance(f, dict))
 
 
-def _sniff_avro(prefix: bytes) -> bool:
-    return prefix[:4] == _AVRO_MAGIC
+_sniff_avro: Final = Magic(_AVRO_MAGIC)
 
 
-AVRO: Final = register(
-    Format("avro", "application/avro", _sniff_avro, stream=AvroReader, leads=_AVRO_MAGIC[:1])
-)
+AVRO: Final = register(Format("avro", "application/avro", _sniff_avro, stream=AvroReader))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import zstandard
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, RandomAccess
 from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.tables.common import (
@@ -242,10 +242,7 @@ def read_orc_inline(source: RandomAccess, out: Extract) -> None:
     render.finish()
 
 
-def _sniff_orc(prefix: bytes) -> bool:
-    return prefix[:3] == b"ORC"
+_sniff_orc: Final = Magic(b"ORC")
 
 
-ORC: Final = register(
-    Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc, leads=b"O")
-)
+ORC: Final = register(Format("orc", "application/vnd.apache.orc", _sniff_orc, random=read_orc))

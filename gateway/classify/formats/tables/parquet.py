@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, RandomAccess, read_ranges, scout_notes
 from gateway.classify.formats.isolation import isolated
 from gateway.classify.formats.prefetch import prefetched
@@ -798,8 +798,8 @@ def read_parquet_inline(source: RandomAccess, out: Extract) -> None:
     render.finish()
 
 
-def _sniff_parquet(prefix: bytes) -> bool:
-    return prefix[:4] in (b"PAR1", b"PARE")
+#: A plain footer's magic, or an encrypted one's.
+_sniff_parquet: Final = Magic(b"PAR1", b"PARE")
 
 
 PARQUET: Final = register(
@@ -809,6 +809,5 @@ PARQUET: Final = register(
         _sniff_parquet,
         random=read_parquet,
         scout=_PageScout,
-        leads=b"P",
     )
 )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.classify.formats import Format, register
+from gateway.classify.formats import Format, Magic, register
 from gateway.classify.formats.base import Extract, RandomAccess, Unscannable, csv_line
 from gateway.classify.formats.tables.common import MAX_COLUMNS, _Render, _Table
 
@@ -459,8 +459,7 @@ def read_sqlite(source: RandomAccess, out: Extract) -> None:
     render.finish()
 
 
-def _sniff_sqlite(prefix: bytes) -> bool:
-    return prefix[:16] == _SQLITE_MAGIC
+_sniff_sqlite: Final = Magic(_SQLITE_MAGIC)
 
 
 SQLITE: Final = register(
@@ -469,6 +468,5 @@ SQLITE: Final = register(
         "application/vnd.sqlite3",
         _sniff_sqlite,
         random=read_sqlite,
-        leads=_SQLITE_MAGIC[:1],
     )
 )
