@@ -46,7 +46,13 @@ from gateway.classify.detectors import DetectorSet
 from gateway.classify.engine import Scanner
 from gateway.crypto.age import AgeDecryptor, AgeEncryptor
 from gateway.crypto.certs import ParkPaths, init_dev_pki
-from gateway.crypto.keys import X25519Identity, X25519Recipient
+from gateway.crypto.keys import (
+    X25519Identity,
+    X25519Recipient,
+    identity_file_text,
+    parse_identities,
+    write_private_file,
+)
 from gateway.crypto.tls import client_ssl_context, server_ssl_context
 from gateway.posix import write_all
 
@@ -110,8 +116,9 @@ class RecordLog:
 
 
 @dataclass(frozen=True, slots=True)
-class FloorKeys:
-    """Where the floor pair's keys and files are, under one root."""
+class PairFiles:
+    """Where a benchmark pair's keys and files are, under one root: both parks'
+    dev PKI, the twin's age identity and its inbox (the floor's and the gateways')."""
 
     root: Path
 
@@ -134,19 +141,22 @@ class FloorKeys:
     def create(self) -> None:
         """The dev PKI of both parks, the twin's age identity and its inbox."""
         init_dev_pki(self.root / "pki")
-        secret = X25519Identity.generate().encode() + "\n"
-        fd = os.open(self.identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "w") as out:
-            out.write(secret)
+        write_private_file(
+            self.identity_file, identity_file_text(X25519Identity.generate()).encode()
+        )
         self.inbox.mkdir()
 
+    def identity(self) -> X25519Identity:
+        """The twin's age identity (its recipient is what the egress seals to)."""
+        (identity,) = parse_identities(self.identity_file.read_text(), str(self.identity_file))
+        return identity
 
-def _egress_app(keys: FloorKeys, twin_url: str) -> web.Application:
+
+def _egress_app(keys: PairFiles, twin_url: str) -> web.Application:
     """The egress's data path for one transfer, as ``PUT /{name}``."""
     detectors = DetectorSet.build()
     secret = os.urandom(32)
-    identity = X25519Identity.parse(keys.identity_file.read_text().strip())
-    recipients: list[X25519Recipient] = [identity.recipient]
+    recipients: list[X25519Recipient] = [keys.identity().recipient]
     upstream_tls = client_ssl_context(
         ca=keys.sz.ca_cert, cert=keys.hk.cert("client"), key=keys.hk.key("client")
     )
@@ -188,9 +198,9 @@ def _egress_app(keys: FloorKeys, twin_url: str) -> web.Application:
     return app
 
 
-def _twin_app(keys: FloorKeys) -> web.Application:
+def _twin_app(keys: PairFiles) -> web.Application:
     """The twin's data path for one envelope, as ``POST /{name}``."""
-    identity = X25519Identity.parse(keys.identity_file.read_text().strip())
+    identity = keys.identity()
     inbox = keys.inbox
     app = web.Application()
     state: dict[str, Any] = {}
@@ -250,7 +260,7 @@ async def _serve_until_killed(app: web.Application, ssl_context: Any = None) -> 
 
 def serve(role: str, root: str, twin_url: str = "") -> None:
     """Run the floor's ``egress`` or ``twin`` until killed (its own process)."""
-    keys = FloorKeys(Path(root))
+    keys = PairFiles(Path(root))
     if role == "twin":
         tls = server_ssl_context(
             keys.sz.cert("server"),

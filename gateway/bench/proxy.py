@@ -61,11 +61,10 @@ from cryptography.x509.oid import NameOID
 
 from gateway.bench.classify import generate
 from gateway.bench.durability import SMALL_BYTES, durability_path
-from gateway.bench.floor import URL_KEY, FloorKeys
+from gateway.bench.floor import URL_KEY, PairFiles
 from gateway.bench.hostile import HOSTILE_UPLOADS, HostileRun, hostile_phase, render_runs
 from gateway.classify.formats.isolation import ISOLATED_MAX_MEMORY
-from gateway.crypto.certs import ParkPaths, init_dev_pki, spki_pin
-from gateway.crypto.keys import X25519Identity, identity_file_text
+from gateway.crypto.certs import spki_pin
 from gateway.obs.logging import configure_logging
 from gateway.server.config import DECODER_MEMORY_BYTES, GatewaySettings, token_digest
 from gateway.server.egress_state import EGRESS
@@ -444,35 +443,6 @@ async def passthrough() -> AsyncIterator[str]:
             yield url
 
 
-@dataclass(frozen=True, slots=True)
-class FloorPair:
-    """The floor's egress (plain HTTP, as the gateway's) and twin (mutual TLS)."""
-
-    url: str
-    twin_url: str
-    egress_pid: int
-    twin_pid: int
-    inbox: Path
-
-
-@contextlib.asynccontextmanager
-async def floor_pair(root: Path) -> AsyncIterator[FloorPair]:
-    """The floor of a 1 KB transfer (:mod:`gateway.bench.floor`): its egress and
-    twin, each in a process of its own, with keys and files under ``root``."""
-    keys = FloorKeys(root)
-    await asyncio.to_thread(keys.create)
-
-    def argv(*args: str) -> list[str]:
-        code = f"from gateway.bench.floor import serve; serve(*{list(args)!r})"
-        return [sys.executable, "-c", code]
-
-    async with (
-        _child(argv("twin", str(root)), URL_KEY) as (twin_url, twin_pid),
-        _child(argv("egress", str(root), twin_url), URL_KEY) as (url, egress_pid),
-    ):
-        yield FloorPair(url, twin_url, egress_pid, twin_pid, keys.inbox)
-
-
 @contextlib.asynccontextmanager
 async def gateway_process(
     settings: GatewaySettings, config: Path, listener: str
@@ -522,21 +492,16 @@ def _pin(cert: Path) -> str:
 class _Pair:
     """What both kinds of benchmark pair are built from."""
 
-    root: Path
-    hk: ParkPaths
-    sz: ParkPaths
+    files: PairFiles
     recipient: str
-    inbox: Path
     sz_settings: GatewaySettings
 
 
 def _pair(root: Path) -> _Pair:
     """Keys, certificates and the SZ ingress's settings under ``root``."""
-    init_dev_pki(root / "pki")
-    hk, sz = ParkPaths(root / "pki" / "hk"), ParkPaths(root / "pki" / "sz")
-    identity = X25519Identity.generate()
-    (root / "sz.agekey").write_text(identity_file_text(identity))
-    inbox = root / "inbox"
+    files = PairFiles(root)
+    files.create()
+    hk, sz = files.hk, files.sz
     sz_settings = GatewaySettings.model_validate(
         {
             "name": "sz",
@@ -547,11 +512,11 @@ def _pair(root: Path) -> _Pair:
                     "key": sz.key("server"),
                     "client_ca": hk.ca_cert,
                 },
-                "identity": root / "sz.agekey",
+                "identity": files.identity_file,
                 # Only the HK gateway's own client certificate may post envelopes.
                 "twin_names": [_common_name(hk.cert("client"))],
                 "twin_spki": [_pin(hk.cert("client"))],
-                "deliver": {"bench": inbox.as_uri()},
+                "deliver": {"bench": files.inbox.as_uri()},
                 "spool_dir": root / "sz-spool",
             },
             "audit": {
@@ -563,12 +528,12 @@ def _pair(root: Path) -> _Pair:
             "secret_file": root / "sz-secret",
         }
     )
-    return _Pair(root, hk, sz, identity.recipient.encode(), inbox, sz_settings)
+    return _Pair(files, files.identity().recipient.encode(), sz_settings)
 
 
 def _egress_settings(pair: _Pair, ingress_url: str, **egress: Any) -> GatewaySettings:
     """The HK egress's settings, routing to the SZ ingress at ``ingress_url``."""
-    root, hk, sz = pair.root, pair.hk, pair.sz
+    root, hk, sz = pair.files.root, pair.files.hk, pair.files.sz
     (root / "policies").mkdir()
     (root / "policies" / "bench.yaml").write_text(
         _POLICY.format(ingress=ingress_url, recipient=pair.recipient)
@@ -613,14 +578,15 @@ async def gateway_pair(root: Path, **egress: Any) -> AsyncIterator[tuple[Running
         twin_process(pair.sz_settings, root / "sz.yaml") as (ingress_url, _),
         running(_egress_settings(pair, ingress_url, **egress)) as hk_gw,
     ):
-        yield hk_gw, pair.inbox
+        yield hk_gw, pair.files.inbox
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessPair:
-    """The HK egress and the SZ twin, each in its own process."""
+    """An egress and its twin, each in its own process."""
 
     url: str
+    twin_url: str
     egress_pid: int
     twin_pid: int
     inbox: Path
@@ -641,7 +607,26 @@ async def egress_process_pair(root: Path) -> AsyncIterator[ProcessPair]:
             pid,
         ),
     ):
-        yield ProcessPair(url, pid, twin_pid, pair.inbox)
+        yield ProcessPair(url, ingress_url, pid, twin_pid, pair.files.inbox)
+
+
+@contextlib.asynccontextmanager
+async def floor_pair(root: Path) -> AsyncIterator[ProcessPair]:
+    """The floor of a 1 KB transfer (:mod:`gateway.bench.floor`): its egress (plain
+    HTTP, as the gateway's) and twin (mutual TLS), each in a process of its own,
+    with keys and files under ``root``."""
+    files = PairFiles(root)
+    await asyncio.to_thread(files.create)
+
+    def argv(*args: str) -> list[str]:
+        code = f"from gateway.bench.floor import serve; serve(*{list(args)!r})"
+        return [sys.executable, "-c", code]
+
+    async with (
+        _child(argv("twin", str(root)), URL_KEY) as (twin_url, twin_pid),
+        _child(argv("egress", str(root), twin_url), URL_KEY) as (url, egress_pid),
+    ):
+        yield ProcessPair(url, twin_url, egress_pid, twin_pid, files.inbox)
 
 
 async def _put(session: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]) -> int:
